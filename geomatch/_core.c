@@ -1,0 +1,367 @@
+/* _core.c -- the one CPython/NumPy binding of geomatch's C core.
+ *
+ * Conventions (every function below follows them):
+ *  - arguments go through the converter helpers in the first part of this
+ *    file, which raise TypeError/ValueError naming the argument;
+ *  - arrays are converted to C-contiguous float32 or float64 (the common
+ *    type of the inputs: float64 if any input is float64, else float32;
+ *    float16 is promoted to float32; other dtypes are refused);
+ *  - the GIL is released around every kernel call; the C status is turned
+ *    into an exception only after the GIL is re-acquired;
+ *  - one cleanup exit per function; an exception that is already set is
+ *    never overwritten.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define PY_ARRAY_UNIQUE_SYMBOL GM_ARRAY_API
+#include <numpy/arrayobject.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "geomatch.h"
+
+/* ======================================================================== */
+/* Converter helpers                                                        */
+/* ======================================================================== */
+
+/* Set a Python exception unless one is already set. */
+static void gm_set_error(PyObject *type, const char *fmt, ...)
+{
+    if (PyErr_Occurred()) return;
+    va_list ap;
+    va_start(ap, fmt);
+    PyErr_FormatV(type, fmt, ap);
+    va_end(ap);
+}
+
+/* Floating type of one array-like: NPY_FLOAT32 or NPY_FLOAT64 (float16 is
+ * promoted).  Raises TypeError naming `name` for any other dtype.  Returns
+ * -1 on error. */
+static int gm_float_type_of(PyObject *obj, const char *name)
+{
+    PyArray_Descr *descr = NULL;
+    int type;
+    if (PyArray_Check(obj)) {
+        descr = PyArray_DESCR((PyArrayObject *)obj);
+        Py_INCREF(descr);
+    } else {
+        PyArrayObject *tmp = (PyArrayObject *)PyArray_FROM_O(obj);
+        if (tmp == NULL) {
+            PyErr_Clear();
+            gm_set_error(PyExc_TypeError, "%s must be an array of floats, got %s",
+                         name, Py_TYPE(obj)->tp_name);
+            return -1;
+        }
+        descr = PyArray_DESCR(tmp);
+        Py_INCREF(descr);
+        Py_DECREF(tmp);
+    }
+    type = descr->type_num;
+    Py_DECREF(descr);
+    if (type == NPY_FLOAT32 || type == NPY_FLOAT16) return NPY_FLOAT32;
+    if (type == NPY_FLOAT64) return NPY_FLOAT64;
+    {
+        PyArray_Descr *d = PyArray_DescrFromType(type);
+        PyObject *s = d ? PyObject_Str((PyObject *)d) : NULL;
+        gm_set_error(PyExc_TypeError,
+                     "%s must have a real floating-point dtype (float32 or "
+                     "float64), got %s", name, s ? PyUnicode_AsUTF8(s) : "?");
+        Py_XDECREF(s);
+        Py_XDECREF(d);
+    }
+    return -1;
+}
+
+/* Common floating type of n array-likes (float64 wins).  -1 on error. */
+static int gm_common_float_type(PyObject *const *objs, const char *const *names, int n)
+{
+    int result = NPY_FLOAT32;
+    for (int i = 0; i < n; i++) {
+        if (objs[i] == NULL || objs[i] == Py_None) continue;
+        int t = gm_float_type_of(objs[i], names[i]);
+        if (t < 0) return -1;
+        if (t == NPY_FLOAT64) result = NPY_FLOAT64;
+    }
+    return result;
+}
+
+/* New reference to a C-contiguous, aligned array of `type` holding obj, with
+ * min_ndim <= ndim <= max_ndim and no zero-length axis (unless allow_empty).
+ * NULL with TypeError/ValueError naming `name` on failure. */
+static PyArrayObject *gm_as_array(PyObject *obj, int type, const char *name,
+                                  int min_ndim, int max_ndim, int allow_empty)
+{
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROMANY(
+        obj, type, 0, 0, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    if (arr == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
+        PyErr_Clear();
+        gm_set_error(PyExc_TypeError, "%s could not be converted to a float array", name);
+        return NULL;
+    }
+    int nd = PyArray_NDIM(arr);
+    if (nd < min_ndim || nd > max_ndim) {
+        if (min_ndim == max_ndim)
+            gm_set_error(PyExc_ValueError, "%s must be %d-dimensional, got %d dimensions",
+                         name, min_ndim, nd);
+        else
+            gm_set_error(PyExc_ValueError,
+                         "%s must have between %d and %d dimensions, got %d",
+                         name, min_ndim, max_ndim, nd);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    if (!allow_empty && PyArray_SIZE(arr) == 0) {
+        gm_set_error(PyExc_ValueError, "%s must not be empty (shape has a zero-length axis)",
+                     name);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* 0 if every value of arr is finite, else -1 with ValueError naming `name`.
+ * The scan runs without the GIL. */
+static int gm_check_finite(PyArrayObject *arr, const char *name)
+{
+    int ok;
+    size_t n = (size_t)PyArray_SIZE(arr);
+    void *data = PyArray_DATA(arr);
+    int type = PyArray_TYPE(arr);
+    Py_BEGIN_ALLOW_THREADS
+    ok = type == NPY_FLOAT32 ? gm_all_finite_f32((const float *)data, n)
+                             : gm_all_finite_f64((const double *)data, n);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        gm_set_error(PyExc_ValueError, "%s contains NaN or infinite values", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parse a Python number into a finite double > 0 (or >= 0 if allow_zero).
+ * -1 with TypeError/ValueError naming `name` on failure. */
+static int gm_parse_positive(PyObject *obj, const char *name, int allow_zero, double *out)
+{
+    double v;
+    if (obj == NULL || PyBool_Check(obj) || !PyNumber_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     obj ? Py_TYPE(obj)->tp_name : "nothing");
+        return -1;
+    }
+    if (PyComplex_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got complex", name);
+        return -1;
+    }
+    v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (!isfinite(v) || v < 0.0 || (!allow_zero && v == 0.0)) {
+        gm_set_error(PyExc_ValueError, "%s must be a finite number %s 0, got %R", name,
+                     allow_zero ? ">=" : ">", obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parse a Python int into [lo, hi].  -1 with an error naming `name`. */
+static int gm_parse_int(PyObject *obj, const char *name, long lo, long hi, long *out)
+{
+    long v;
+    if (obj == NULL || PyBool_Check(obj) || !PyLong_Check(obj)) {
+        if (obj != NULL && PyArray_IsScalar(obj, Integer)) {
+            /* NumPy integer scalars are fine */
+        } else {
+            gm_set_error(PyExc_TypeError, "%s must be an integer, got %s", name,
+                         obj ? Py_TYPE(obj)->tp_name : "nothing");
+            return -1;
+        }
+    }
+    v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        gm_set_error(PyExc_ValueError, "%s must be between %ld and %ld, got %R",
+                     name, lo, hi, obj);
+        return -1;
+    }
+    if (v < lo || v > hi) {
+        gm_set_error(PyExc_ValueError, "%s must be between %ld and %ld, got %R",
+                     name, lo, hi, obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Raise the exception for a kernel status (after re-acquiring the GIL).
+ * argnames[k] names the C function's k-th array argument. */
+static void gm_raise_status(int status, const char *func, const char *const *argnames,
+                            int nargs)
+{
+    int k;
+    if (status == GM_OK || PyErr_Occurred()) return;
+    if (status == GM_ERR_NOMEM) {
+        PyErr_NoMemory();
+        return;
+    }
+    if (status <= GM_ERR_NONFINITE_BASE && status > GM_ERR_NONFINITE_BASE - 100) {
+        k = GM_ERR_NONFINITE_BASE - status;
+        gm_set_error(PyExc_ValueError, "%s contains NaN or infinite values",
+                     k < nargs ? argnames[k] : "an argument");
+        return;
+    }
+    if (status <= GM_ERR_NEGATIVE_BASE && status > GM_ERR_NEGATIVE_BASE - 100) {
+        k = GM_ERR_NEGATIVE_BASE - status;
+        gm_set_error(PyExc_ValueError, "%s must be non-negative",
+                     k < nargs ? argnames[k] : "an argument");
+        return;
+    }
+    if (status <= GM_ERR_ZEROMASS_BASE && status > GM_ERR_ZEROMASS_BASE - 100) {
+        k = GM_ERR_ZEROMASS_BASE - status;
+        gm_set_error(PyExc_ValueError, "%s must have a positive total mass (all zeros given)",
+                     k < nargs ? argnames[k] : "an argument");
+        return;
+    }
+    if (status == GM_ERR_NUMERIC) {
+        gm_set_error(PyExc_FloatingPointError,
+                     "%s: the computation overflowed or produced NaN; try a larger "
+                     "regularization or float64", func);
+        return;
+    }
+    gm_set_error(PyExc_ValueError, "%s: %s", func, gm_strerror(status));
+}
+
+/* Product of the first `nlead` dimensions of arr (the batch size). */
+static npy_intp gm_batch_size(PyArrayObject *arr, int nlead)
+{
+    npy_intp b = 1;
+    for (int i = 0; i < nlead; i++) b *= PyArray_DIM(arr, i);
+    return b;
+}
+
+/* 0 if a and b have identical first `nlead` dimensions, else ValueError. */
+static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
+                               PyArrayObject *b, const char *nb, int nlead_b)
+{
+    int ok = nlead_a == nlead_b;
+    for (int i = 0; ok && i < nlead_a; i++)
+        ok = PyArray_DIM(a, i) == PyArray_DIM(b, i);
+    if (!ok) {
+        PyObject *sa = PyObject_Str(PyObject_GetAttrString((PyObject *)a, "shape"));
+        PyObject *sb = PyObject_Str(PyObject_GetAttrString((PyObject *)b, "shape"));
+        gm_set_error(PyExc_ValueError,
+                     "%s and %s must have the same leading (batch) dimensions, got "
+                     "shapes %s and %s", na, nb, sa ? PyUnicode_AsUTF8(sa) : "?",
+                     sb ? PyUnicode_AsUTF8(sb) : "?");
+        Py_XDECREF(sa);
+        Py_XDECREF(sb);
+        return -1;
+    }
+    return 0;
+}
+
+/* ======================================================================== */
+/* Configuration and threads                                                */
+/* ======================================================================== */
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
+{
+    long n;
+    if (gm_parse_int(arg, "n", 1, 4096, &n) < 0) return NULL;
+    gm_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *unused)
+{
+    return PyLong_FromLong(gm_get_num_threads());
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *unused)
+{
+    static const char *parallel[] = {"sequential", "pthreads", "OpenMP"};
+    int p = gm_blas_parallel();
+    return Py_BuildValue("{s:s,s:s,s:s,s:i,s:i,s:s,s:i}",
+                         "blas_config", gm_blas_config(),
+                         "blas_corename", gm_blas_corename(),
+                         "blas_threading", (p >= 0 && p <= 2) ? parallel[p] : "unknown",
+                         "openmp", gm_have_openmp(),
+                         "num_threads", gm_get_num_threads(),
+                         "simd", gm_simd_level(),
+                         "num_procs", gm_num_procs());
+}
+
+#define GM_METHODS_CONFIG                                                          \
+    {"set_num_threads", (PyCFunction)py_set_num_threads, METH_O,                    \
+     "set_num_threads(n)\n--\n\nSet the thread count of kernels and BLAS."},       \
+    {"get_num_threads", (PyCFunction)py_get_num_threads, METH_NOARGS,              \
+     "get_num_threads()\n--\n\nThread count kernels use."},                         \
+    {"build_info", (PyCFunction)py_build_info, METH_NOARGS,                        \
+     "build_info()\n--\n\nBLAS, OpenMP and SIMD configuration as a dict."},
+
+/* ======================================================================== */
+/* similarity                                                               */
+/* @@section similarity */
+#define GM_METHODS_SIMILARITY
+/* @@end similarity */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/* sinkhorn                                                                 */
+/* @@section sinkhorn */
+#define GM_METHODS_SINKHORN
+/* @@end sinkhorn */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/* dustbin                                                                  */
+/* @@section dustbin */
+#define GM_METHODS_DUSTBIN
+/* @@end dustbin */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/* softargmax                                                               */
+/* @@section softargmax */
+#define GM_METHODS_SOFTARGMAX
+/* @@end softargmax */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/* transfer                                                                 */
+/* @@section transfer */
+#define GM_METHODS_TRANSFER
+/* @@end transfer */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/* nn                                                                       */
+/* @@section nn */
+#define GM_METHODS_NN
+/* @@end nn */
+/* ======================================================================== */
+
+static PyMethodDef gm_methods[] = {
+    GM_METHODS_CONFIG
+    GM_METHODS_SIMILARITY
+    GM_METHODS_SINKHORN
+    GM_METHODS_DUSTBIN
+    GM_METHODS_SOFTARGMAX
+    GM_METHODS_TRANSFER
+    GM_METHODS_NN
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef gm_module = {
+    PyModuleDef_HEAD_INIT, "geomatch._core",
+    "geomatch's C core (similarity, optimal transport, matching kernels).", -1,
+    gm_methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    import_array();
+    return PyModule_Create(&gm_module);
+}

@@ -1,0 +1,57 @@
+"""Build configuration and thread control."""
+from __future__ import annotations
+
+import sys
+
+from . import _core
+from ._build_config import BLAS, CFLAGS
+
+
+def build_info() -> dict:
+    """Return the configuration of the compiled core as a dict.
+
+    Keys: ``blas`` (which library the build linked), ``blas_config`` (the
+    library's own description, with its version), ``blas_corename``,
+    ``blas_threading``, ``openmp``, ``num_threads``, ``num_procs``, ``simd``
+    (the highest instruction set the core was compiled for) and ``cflags``.
+    """
+    info = dict(_core.build_info())
+    info["blas"] = BLAS
+    info["cflags"] = CFLAGS
+    return info
+
+
+def show_config(file=None) -> None:
+    """Print the BLAS library, its threading, OpenMP threads and SIMD level."""
+    info = build_info()
+    out = file if file is not None else sys.stdout
+    lines = [
+        "geomatch configuration",
+        f"  BLAS library   : {info['blas']}",
+        f"  BLAS build     : {info['blas_config'].strip()}",
+        f"  BLAS kernel    : {info['blas_corename']}",
+        f"  BLAS threading : {info['blas_threading']}",
+        f"  OpenMP         : {'yes' if info['openmp'] else 'no'}",
+        f"  threads        : {info['num_threads']} (of {info['num_procs']} processors)",
+        f"  SIMD level     : {info['simd']}",
+        f"  compiler flags : {info['cflags']}",
+    ]
+    print("\n".join(lines), file=out)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads used by every kernel and by BLAS.
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, at least 1.  The default is the number of
+        processors, or ``OMP_NUM_THREADS`` when set.  Results are identical
+        for every thread count.
+    """
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Return the number of threads kernels use."""
+    return _core.get_num_threads()

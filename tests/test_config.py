@@ -1,0 +1,57 @@
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import geomatch as gm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_show_config_names_blas_threads_and_simd():
+    buf = io.StringIO()
+    gm.show_config(file=buf)
+    text = buf.getvalue()
+    assert "OpenBLAS" in text
+    assert re.search(r"threads\s*:\s*\d+", text)
+    assert re.search(r"SIMD level\s*:\s*\S+", text)
+    info = gm.build_info()
+    assert info["openmp"] == 1
+    assert "reference" not in info["blas_config"].lower()
+
+
+def test_set_num_threads_roundtrip_and_errors():
+    before = gm.get_num_threads()
+    try:
+        gm.set_num_threads(1)
+        assert gm.get_num_threads() == 1
+        gm.set_num_threads(2)
+        assert gm.get_num_threads() == 2
+    finally:
+        gm.set_num_threads(before)
+    with pytest.raises(ValueError, match="n"):
+        gm.set_num_threads(0)
+    with pytest.raises(TypeError, match="n"):
+        gm.set_num_threads(1.5)
+
+
+def test_omp_num_threads_environment_is_honoured():
+    code = "import geomatch as gm; print(gm.get_num_threads())"
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    import os
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "1"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, flags=re.S)
+    test_cmds = [line.strip() for b in blocks for line in b.splitlines()
+                 if "pytest" in line]
+    assert len(test_cmds) == 1, test_cmds
+    assert test_cmds[0] in (ROOT / ".ci" / "run").read_text()
