@@ -1,0 +1,22 @@
+"""Progress bars for long work (tqdm), silenced with GEOMATCH_NO_PROGRESS=1."""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+def progress_enabled(disable: Optional[bool] = None) -> bool:
+    if disable is not None:
+        return not disable
+    return os.environ.get("GEOMATCH_NO_PROGRESS", "") not in ("1", "true", "yes")
+
+
+def progress(iterable: Iterable[T], *, desc: str = "", total: Optional[int] = None,
+             unit: str = "it", disable: Optional[bool] = None, **kwargs) -> Iterable[T]:
+    """Wrap ``iterable`` in a tqdm progress bar unless progress is disabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit,
+                disable=not progress_enabled(disable), dynamic_ncols=True, **kwargs)
