@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Row normalization goes parallel from this many values on (see
+ * gm_l2_normalize_rows). */
+#define GM_NORMALIZE_PAR_MIN ((size_t)1 << 22)
+/* Values of normalized scratch per chunk of batch items (at least one item). */
+#define GM_SIM_SCRATCH ((size_t)1 << 22)
+
 #define GM_T float
 #define GM_SFX f32
 #define GM_GEMM GM_CBLAS(sgemm)
