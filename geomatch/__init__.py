@@ -29,4 +29,5 @@ from .matching import argmax_2d, window_soft_argmax  # noqa: E402
 # @@end transfer
 
 # @@section submodules
+from . import datasets  # noqa: E402,F401
 # @@end submodules
