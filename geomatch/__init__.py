@@ -30,4 +30,5 @@ from .matching import argmax_2d, window_soft_argmax  # noqa: E402
 
 # @@section submodules
 from . import datasets  # noqa: E402,F401
+from . import metrics  # noqa: E402
 # @@end submodules
