@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # @@end matching
 
 # @@section transfer
+from .transfer import transfer_keypoints  # noqa: E402
 # @@end transfer
 
 # @@section submodules
