@@ -25,34 +25,96 @@ static GM_T GM_SUF(gm_tr_dot)(const GM_T *a, const GM_T *b, size_t n)
 static void GM_SUF(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t10,
                                 const GM_T *t11, size_t n, GM_T out[5])
 {
-    GM_T a[5][8];
+    GM_T a0[16], a1[16], a2[16], a3[16], a4[16];
     size_t i = 0;
-    int j, s, m;
-    for (m = 0; m < 5; m++)
-        for (j = 0; j < 8; j++) a[m][j] = GM_ZERO;
-    for (; i + 8 <= n; i += 8) {
-        for (j = 0; j < 8; j++) {
-            GM_T x = t00[i + j], y = t01[i + j];
-            a[0][j] += x * x;
-            a[1][j] += x * y;
-            a[2][j] += x * t10[i + j];
-            a[3][j] += x * t11[i + j];
-            a[4][j] += y * t10[i + j];
+    int j, s;
+    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = a4[j] = GM_ZERO;
+    for (; i + 16 <= n; i += 16) {
+        for (j = 0; j < 16; j++) {
+            GM_T x = t00[i + j], y = t01[i + j], z = t10[i + j];
+            a0[j] += x * x;
+            a1[j] += x * y;
+            a2[j] += x * z;
+            a3[j] += x * t11[i + j];
+            a4[j] += y * z;
         }
     }
     for (j = 0; i < n; i++, j++) {
-        GM_T x = t00[i], y = t01[i];
-        a[0][j] += x * x;
-        a[1][j] += x * y;
-        a[2][j] += x * t10[i];
-        a[3][j] += x * t11[i];
-        a[4][j] += y * t10[i];
+        GM_T x = t00[i], y = t01[i], z = t10[i];
+        a0[j] += x * x;
+        a1[j] += x * y;
+        a2[j] += x * z;
+        a3[j] += x * t11[i];
+        a4[j] += y * z;
     }
-    for (m = 0; m < 5; m++) {
-        for (s = 4; s > 0; s >>= 1)
-            for (j = 0; j < s; j++) a[m][j] += a[m][j + s];
-        out[m] = a[m][0];
+    for (s = 8; s > 0; s >>= 1) {
+        for (j = 0; j < s; j++) {
+            a0[j] += a0[j + s];
+            a1[j] += a1[j + s];
+            a2[j] += a2[j + s];
+            a3[j] += a3[j + s];
+            a4[j] += a4[j + s];
+        }
     }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
+    out[4] = a4[0];
+}
+
+/* Four dot products q0.t, q1.t, q2.t, q3.t sharing the loads of t (length
+ * n), each with the fixed-lane summation order of gm_tr_dot.  O(n). */
+static void GM_SUF(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
+                               const GM_T *q3, const GM_T *t, size_t n, GM_T out[4])
+{
+    GM_T a0[16], a1[16], a2[16], a3[16];
+    size_t i = 0;
+    int j, s;
+    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = GM_ZERO;
+    for (; i + 16 <= n; i += 16) {
+        for (j = 0; j < 16; j++) {
+            GM_T x = t[i + j];
+            a0[j] += q0[i + j] * x;
+            a1[j] += q1[i + j] * x;
+            a2[j] += q2[i + j] * x;
+            a3[j] += q3[i + j] * x;
+        }
+    }
+    for (j = 0; i < n; i++, j++) {
+        GM_T x = t[i];
+        a0[j] += q0[i] * x;
+        a1[j] += q1[i] * x;
+        a2[j] += q2[i] * x;
+        a3[j] += q3[i] * x;
+    }
+    for (s = 8; s > 0; s >>= 1) {
+        for (j = 0; j < s; j++) {
+            a0[j] += a0[j + s];
+            a1[j] += a1[j + s];
+            a2[j] += a2[j + s];
+            a3[j] += a3[j + s];
+        }
+    }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
+}
+
+/* 1 if all n values are finite: x * 0 is NaN exactly for NaN/inf, summed in
+ * 64 independent lanes so the scan runs at memory speed.  O(n). */
+static int GM_SUF(gm_tr_all_finite)(const GM_T *x, size_t n)
+{
+    GM_T acc[64];
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 64; j++) acc[j] = GM_ZERO;
+    for (; i + 64 <= n; i += 64)
+        for (j = 0; j < 64; j++) acc[j] += x[i + j] * GM_ZERO;
+    for (j = 0; i < n; i++, j++) acc[j] += x[i] * GM_ZERO;
+    for (j = 1; j < 64; j++) acc[0] += acc[j];
+    return acc[0] == GM_ZERO;
 }
 
 /* Workspace of one call, sized for the largest target image of the batch. */
@@ -181,7 +243,16 @@ static void GM_SUF(gm_tr_prepare)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_
 #pragma omp for schedule(static)
         for (cell = 0; cell < nhw; cell++) {
             const GM_T *t = tf + (size_t)cell * dim;
-            for (k = 0; k < nk; k++)
+            for (k = 0; k + 4 <= nk; k += 4) {
+                const GM_T *q = w->q + (size_t)k * dim;
+                GM_T o[4];
+                GM_SUF(gm_tr_dot4)(q, q + dim, q + 2 * dim, q + 3 * dim, t, dim, o);
+                w->g[(size_t)k * hw + (size_t)cell] = o[0];
+                w->g[(size_t)(k + 1) * hw + (size_t)cell] = o[1];
+                w->g[(size_t)(k + 2) * hw + (size_t)cell] = o[2];
+                w->g[(size_t)(k + 3) * hw + (size_t)cell] = o[3];
+            }
+            for (; k < nk; k++)
                 w->g[(size_t)k * hw + (size_t)cell] =
                     GM_SUF(gm_tr_dot)(w->q + (size_t)k * dim, t, dim);
         }
@@ -215,7 +286,7 @@ static int GM_SUF(gm_tr_rows_finite)(const GM_T *a, size_t rows, size_t ncol, si
 {
     size_t r;
     for (r = 0; r < rows; r++)
-        if (!GM_SUF(gm_all_finite)(a + r * ld, ncol)) return 0;
+        if (!GM_SUF(gm_tr_all_finite)(a + r * ld, ncol)) return 0;
     return 1;
 }
 
@@ -337,9 +408,11 @@ static int GM_SUF(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
         if (src_size[b] <= 0 || src_size[b] > INT32_MAX / 2) return GM_ERR_INVALID;
         if (trg_size[b] <= 0 || trg_size[b] > INT32_MAX / 2) return GM_ERR_INVALID;
     }
-    if (!GM_SUF(gm_all_finite)(src_feat, batch * hs * ws * dim)) return GM_ERR_NONFINITE_ARG(0);
-    if (!GM_SUF(gm_all_finite)(trg_feat, batch * ht * wt * dim)) return GM_ERR_NONFINITE_ARG(1);
-    if (!GM_SUF(gm_all_finite)(src_kps, batch * nkps * 2)) return GM_ERR_NONFINITE_ARG(2);
+    /* trg_feat is checked through its Gram table (a non-finite entry makes
+     * its cell's squared norm non-finite); see gm_transfer_upsample_argmax. */
+    if (!GM_SUF(gm_tr_all_finite)(src_feat, batch * hs * ws * dim))
+        return GM_ERR_NONFINITE_ARG(0);
+    if (!GM_SUF(gm_tr_all_finite)(src_kps, batch * nkps * 2)) return GM_ERR_NONFINITE_ARG(2);
     for (b = 0; b < batch; b++) {
         for (k = 0; k < nkps; k++) {
             double x = (double)src_kps[(b * nkps + k) * 2];
@@ -374,8 +447,13 @@ int GM_SUF(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fe
         GM_SUF(gm_tr_taps)(&w, ht, wt, Wt, Ht);
         GM_SUF(gm_tr_prepare)(&w, src_feat + b * hs * ws * dim, trg_feat + b * ht * wt * dim,
                               src_kps + b * nkps * 2, hs, ws, ht, wt, dim, nkps, Ws, Hs, Wt);
-        if (!GM_SUF(gm_all_finite)(w.tab, 5 * w.hw) ||
-            !GM_SUF(gm_all_finite)(w.g, nkps * w.hw) ||
+        if (!GM_SUF(gm_tr_all_finite)(w.tab, 5 * w.hw)) {
+            /* a non-finite input value, or an overflow of finite ones */
+            status = GM_SUF(gm_tr_all_finite)(trg_feat + b * ht * wt * dim, ht * wt * dim)
+                         ? GM_ERR_NUMERIC : GM_ERR_NONFINITE_ARG(1);
+            break;
+        }
+        if (!GM_SUF(gm_tr_all_finite)(w.g, nkps * w.hw) ||
             !GM_SUF(gm_tr_rows_finite)(w.nrow, ht, (size_t)Wt, w.wp) ||
             !GM_SUF(gm_tr_rows_finite)(w.mx, ht, (size_t)Wt, w.wp) ||
             !GM_SUF(gm_tr_rows_finite)(w.p, nkps * ht, (size_t)Wt, w.wp)) {

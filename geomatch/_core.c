@@ -422,9 +422,9 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
     if (ss == NULL) goto done;
     ts = gm_transfer_sizes(o_ts, "trg_size", sf, nlead);
     if (ts == NULL) goto done;
-    if (gm_check_finite(sf, "src_feat") < 0 || gm_check_finite(tf, "trg_feat") < 0 ||
-        gm_check_finite(kp, "src_kps") < 0)
-        goto done;
+    /* src_feat and trg_feat are checked for NaN/inf by the kernel (fused
+     * with its first pass; reported through gm_raise_status). */
+    if (gm_check_finite(kp, "src_kps") < 0) goto done;
     batch = (size_t)gm_batch_size(sf, nlead);
     hs = (size_t)PyArray_DIM(sf, nlead);
     ws = (size_t)PyArray_DIM(sf, nlead + 1);
@@ -475,6 +475,13 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
             (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
             (double *)PyArray_DATA(out));
     Py_END_ALLOW_THREADS
+    if (status == GM_ERR_NUMERIC) {
+        gm_set_error(PyExc_FloatingPointError,
+                     "transfer_upsample_argmax: dot products of the feature vectors "
+                     "overflow %s; rescale src_feat/trg_feat",
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        goto done;
+    }
     if (status != GM_OK) {
         gm_raise_status(status, "transfer_upsample_argmax", argn, 3);
         goto done;

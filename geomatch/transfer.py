@@ -153,7 +153,16 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
     ss = _sizes("src_size", src_size, lead)
     ts = _sizes("trg_size", trg_size, lead)
     if mode == "upsample-argmax":
-        return _core.transfer_upsample_argmax(sf, tf, kp, ss, ts)
+        try:
+            return _core.transfer_upsample_argmax(sf, tf, kp, ss, ts)
+        except FloatingPointError:
+            # float32 dot products overflowed (|values| beyond ~1e18): cosine is
+            # scale-free, so float64 gives the same protocol without overflow.
+            if np.float64 in (sf.dtype, tf.dtype, kp.dtype):
+                raise
+            out = _core.transfer_upsample_argmax(sf.astype(np.float64), tf.astype(np.float64),
+                                                 kp.astype(np.float64), ss, ts)
+            return out.astype(np.float32)
     window, temperature = _check_soft_params(window, temperature)
     return _grid_transfer(sf, tf, kp, ss, ts, soft=(mode == "soft-argmax"),
                           window=window, temperature=temperature)
