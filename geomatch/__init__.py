@@ -26,6 +26,7 @@ from .matching import argmax_2d, window_soft_argmax  # noqa: E402
 # @@end matching
 
 # @@section transfer
+from .transfer import transfer_keypoints  # noqa: E402
 # @@end transfer
 
 # @@section submodules

@@ -514,7 +514,177 @@ done:
 /* ======================================================================== */
 /* transfer                                                                 */
 /* @@section transfer */
-#define GM_METHODS_TRANSFER
+
+/* Sizes argument -> new C-contiguous int64 array of shape lead + (2,) with
+ * every entry > 0.  NULL with TypeError/ValueError naming `name`. */
+static PyArrayObject *gm_transfer_sizes(PyObject *obj, const char *name, PyArrayObject *lead,
+                                        int nlead)
+{
+    PyArrayObject *arr = NULL, *tmp = (PyArrayObject *)PyArray_FROM_O(obj);
+    npy_intp i, n;
+    if (tmp == NULL) {
+        PyErr_Clear();
+        gm_set_error(PyExc_TypeError, "%s must be an array of integers (W, H)", name);
+        return NULL;
+    }
+    if (!PyArray_ISINTEGER(tmp) || PyArray_ISBOOL(tmp)) {
+        gm_set_error(PyExc_TypeError, "%s must hold integers (W, H), got dtype %S", name,
+                     (PyObject *)PyArray_DESCR(tmp));
+        Py_DECREF(tmp);
+        return NULL;
+    }
+    arr = (PyArrayObject *)PyArray_FROMANY((PyObject *)tmp, NPY_INT64, 0, 0,
+                                           NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(tmp);
+    if (arr == NULL) return NULL;
+    if (PyArray_NDIM(arr) != nlead + 1 || PyArray_DIM(arr, nlead) != 2 ||
+        gm_check_same_batch(arr, name, nlead, lead, "src_feat", nlead) < 0) {
+        gm_set_error(PyExc_ValueError, "%s must have shape (batch..., 2) matching the "
+                     "leading dimensions of src_feat", name);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    n = PyArray_SIZE(arr);
+    for (i = 0; i < n; i++) {
+        int64_t v = ((const int64_t *)PyArray_DATA(arr))[i];
+        if (v <= 0 || v > (1 << 30)) {
+            gm_set_error(PyExc_ValueError, "%s must hold image sizes (W, H) between 1 and "
+                         "2**30, got %lld", name, (long long)v);
+            Py_DECREF(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+/* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
+ * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
+ * sizes (..., 2) int -> (..., K, 2) float (x, y) target pixels. */
+static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size", NULL};
+    static const char *argn[] = {"src_feat", "trg_feat", "src_kps"};
+    PyObject *o_sf, *o_tf, *o_kp, *o_ss, *o_ts, *result = NULL;
+    PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
+    npy_intp dims[NPY_MAXDIMS];
+    int type, nd, nlead, status = GM_OK;
+    size_t batch, hs, ws, ht, wt, dim, nkps;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:transfer_upsample_argmax", kwlist,
+                                     &o_sf, &o_tf, &o_kp, &o_ss, &o_ts))
+        return NULL;
+    {
+        PyObject *objs[3] = {o_sf, o_tf, o_kp};
+        type = gm_common_float_type(objs, argn, 3);
+        if (type < 0) goto done;
+    }
+    sf = gm_as_array(o_sf, type, "src_feat", 3, NPY_MAXDIMS - 1, 0);
+    if (sf == NULL) goto done;
+    nd = PyArray_NDIM(sf);
+    nlead = nd - 3;
+    tf = gm_as_array(o_tf, type, "trg_feat", nd, nd, 0);
+    if (tf == NULL) goto done;
+    kp = gm_as_array(o_kp, type, "src_kps", nlead + 2, nlead + 2, 1);
+    if (kp == NULL) goto done;
+    if (gm_check_same_batch(sf, "src_feat", nlead, tf, "trg_feat", nlead) < 0 ||
+        gm_check_same_batch(sf, "src_feat", nlead, kp, "src_kps", nlead) < 0)
+        goto done;
+    if (PyArray_DIM(tf, nd - 1) != PyArray_DIM(sf, nd - 1)) {
+        gm_set_error(PyExc_ValueError, "src_feat and trg_feat must have the same feature "
+                     "dimension, got %zd and %zd", (Py_ssize_t)PyArray_DIM(sf, nd - 1),
+                     (Py_ssize_t)PyArray_DIM(tf, nd - 1));
+        goto done;
+    }
+    if (PyArray_DIM(kp, nlead + 1) != 2) {
+        gm_set_error(PyExc_ValueError, "src_kps must have shape (..., K, 2), got last "
+                     "dimension %zd", (Py_ssize_t)PyArray_DIM(kp, nlead + 1));
+        goto done;
+    }
+    ss = gm_transfer_sizes(o_ss, "src_size", sf, nlead);
+    if (ss == NULL) goto done;
+    ts = gm_transfer_sizes(o_ts, "trg_size", sf, nlead);
+    if (ts == NULL) goto done;
+    /* src_feat and trg_feat are checked for NaN/inf by the kernel (fused
+     * with its first pass; reported through gm_raise_status). */
+    if (gm_check_finite(kp, "src_kps") < 0) goto done;
+    batch = (size_t)gm_batch_size(sf, nlead);
+    hs = (size_t)PyArray_DIM(sf, nlead);
+    ws = (size_t)PyArray_DIM(sf, nlead + 1);
+    ht = (size_t)PyArray_DIM(tf, nlead);
+    wt = (size_t)PyArray_DIM(tf, nlead + 1);
+    dim = (size_t)PyArray_DIM(sf, nd - 1);
+    nkps = (size_t)PyArray_DIM(kp, nlead);
+    {
+        const int64_t *szs = (const int64_t *)PyArray_DATA(ss);
+        size_t b, k;
+        for (b = 0; b < batch; b++) {
+            for (k = 0; k < nkps; k++) {
+                double x, y;
+                if (type == NPY_FLOAT32) {
+                    x = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k)];
+                    y = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
+                } else {
+                    x = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k)];
+                    y = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
+                }
+                if (!(x >= 0.0 && x < (double)szs[2 * b] && y >= 0.0 &&
+                      y < (double)szs[2 * b + 1])) {
+                    gm_set_error(PyExc_ValueError,
+                                 "src_kps: keypoint %zu of pair %zu, (x, y) = (%g, %g), lies "
+                                 "outside the source image of size (W, H) = (%lld, %lld); "
+                                 "need 0 <= x < W and 0 <= y < H", k, b, x, y,
+                                 (long long)szs[2 * b], (long long)szs[2 * b + 1]);
+                    goto done;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < nlead + 1; i++) dims[i] = PyArray_DIM(kp, i);
+    dims[nlead + 1] = 2;
+    out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0);
+    if (out == NULL) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        status = gm_transfer_upsample_argmax_f32(
+            (const float *)PyArray_DATA(sf), (const float *)PyArray_DATA(tf),
+            (const float *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
+            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
+            (float *)PyArray_DATA(out));
+    else
+        status = gm_transfer_upsample_argmax_f64(
+            (const double *)PyArray_DATA(sf), (const double *)PyArray_DATA(tf),
+            (const double *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
+            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
+            (double *)PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status == GM_ERR_NUMERIC) {
+        gm_set_error(PyExc_FloatingPointError,
+                     "transfer_upsample_argmax: dot products of the feature vectors "
+                     "overflow %s; rescale src_feat/trg_feat",
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        goto done;
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "transfer_upsample_argmax", argn, 3);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sf);
+    Py_XDECREF(tf);
+    Py_XDECREF(kp);
+    Py_XDECREF(ss);
+    Py_XDECREF(ts);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_TRANSFER                                                        \
+    {"transfer_upsample_argmax", (PyCFunction)(void (*)(void))py_transfer_upsample_argmax, \
+     METH_VARARGS | METH_KEYWORDS,                                                 \
+     "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n" \
+     "Exact upsample-argmax keypoint transfer (see geomatch.transfer)."},
 /* @@end transfer */
 /* ======================================================================== */
 
