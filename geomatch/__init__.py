@@ -27,4 +27,5 @@ __version__ = "0.1.0"
 # @@end transfer
 
 # @@section submodules
+from . import head  # noqa: E402
 # @@end submodules
