@@ -380,7 +380,8 @@ class AttentionHead:
 
     def forward(self, feat, cache: bool = True) -> np.ndarray:
         """Embeddings of ``feat`` ((h, w, D) or (B, h, w, D)); with ``cache`` keep
-        what :meth:`backward` needs (the next ``forward(cache=True)`` replaces it)."""
+        what :meth:`backward` needs (the next ``forward(cache=True)`` replaces it;
+        ``cache=False`` leaves a kept cache untouched)."""
         x = self._check_input(feat)
         single = x.ndim == 3
         if single:
@@ -391,7 +392,8 @@ class AttentionHead:
             y, ctx = self._forward_one(x[b].reshape(h * w, -1), h, w, cache)
             outs.append(y.reshape(h, w, -1))
             ctxs.append(ctx)
-        self._cache = (ctxs, single) if cache else None
+        if cache:
+            self._cache = (ctxs, single)
         out = np.stack(outs)
         return out[0] if single else out
 
