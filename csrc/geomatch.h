@@ -61,6 +61,23 @@ int gm_all_finite_f64(const double *x, size_t n);
 
 /* ==== kernels: cosine similarity ========================================= */
 /* @@section similarity */
+/* Copy `rows` rows of length d from x to out (both dense, rows x d), each
+ * divided by its Euclidean norm; an all-zero row stays all zero (so its
+ * cosine similarity with anything is 0).  Overflow/underflow-safe norm.
+ * GM_ERR_NONFINITE_ARG(0) if x holds NaN/inf.  x and out may be the same
+ * buffer.  OpenMP over rows.  O(rows * d). */
+int gm_l2_normalize_rows_f32(const float *x, float *out, size_t rows, size_t d);
+int gm_l2_normalize_rows_f64(const double *x, double *out, size_t rows, size_t d);
+/* Cosine similarity: out[b, i, j] = <x[b, i], y[b, j]> / (|x[b, i]| |y[b, j]|)
+ * for x (batch, n, d), y (batch, m, d), out (batch, n, m); 0 where either
+ * row is all zero.  Rows are normalized into an (n + m) * d scratch buffer,
+ * then one BLAS GEMM per batch item.  GM_ERR_NONFINITE_ARG(0 or 1) for
+ * NaN/inf in x or y, GM_ERR_INVALID for n, m or d above INT_MAX,
+ * GM_ERR_NOMEM.  O(batch * n * m * d). */
+int gm_cosine_similarity_f32(const float *x, const float *y, float *out, size_t batch,
+                             size_t n, size_t m, size_t d);
+int gm_cosine_similarity_f64(const double *x, const double *y, double *out, size_t batch,
+                             size_t n, size_t m, size_t d);
 /* @@end similarity */
 
 /* ==== kernels: Sinkhorn (balanced / unbalanced) ========================== */
@@ -73,6 +90,24 @@ int gm_all_finite_f64(const double *x, size_t n);
 
 /* ==== kernels: argmax / window soft-argmax =============================== */
 /* @@section softargmax */
+/* sim holds nmaps maps of h * w values each, row-major (cell (r, c) at
+ * r * w + c); coordinates are (x, y) = (column, row) on that grid.
+ * Both return GM_ERR_NONFINITE_ARG(0) if sim holds NaN/inf and
+ * GM_ERR_INVALID for h == 0 or w == 0.  OpenMP over maps. */
+/* out_xy (nmaps, 2): integer (x, y) of the first maximum in row-major order
+ * (NumPy's argmax rule).  O(nmaps * h * w). */
+int gm_argmax_2d_f32(const float *sim, size_t nmaps, size_t h, size_t w, int64_t *out_xy);
+int gm_argmax_2d_f64(const double *sim, size_t nmaps, size_t h, size_t w, int64_t *out_xy);
+/* out_xy (nmaps, 2): window soft-argmax (GeoAware-SC's soft evaluation):
+ * the first maximum (r*, c*), then p(r, c) = softmax over the window
+ * |r - r*| <= window, |c - c*| <= window (clipped at the border) of
+ * sim / temperature, and out = sum p(r, c) * (c, r).  window >= 0 and a
+ * finite temperature > 0, else GM_ERR_INVALID.
+ * O(nmaps * (h * w + (2 * window + 1)^2)). */
+int gm_window_soft_argmax_f32(const float *sim, size_t nmaps, size_t h, size_t w,
+                              long window, double temperature, float *out_xy);
+int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t w,
+                              long window, double temperature, double *out_xy);
 /* @@end softargmax */
 
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */

@@ -304,7 +304,71 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
 /* ======================================================================== */
 /* similarity                                                               */
 /* @@section similarity */
-#define GM_METHODS_SIMILARITY
+/* cosine_similarity(x, y): x (..., N, D), y (..., M, D) with identical
+ * leading dimensions -> (..., N, M) of the common float type. */
+static PyObject *py_cosine_similarity(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *yo, *result = NULL;
+    PyArrayObject *x = NULL, *y = NULL, *out = NULL;
+    static const char *const names[] = {"x", "y"};
+    int type, nd, status = GM_OK;
+    npy_intp dims[NPY_MAXDIMS];
+    if (!PyArg_ParseTuple(args, "OO:cosine_similarity", &xo, &yo)) return NULL;
+    PyObject *objs[2] = {xo, yo};
+    type = gm_common_float_type(objs, names, 2);
+    if (type < 0) goto done;
+    x = gm_as_array(xo, type, "x", 2, NPY_MAXDIMS, 0);
+    if (x == NULL) goto done;
+    y = gm_as_array(yo, type, "y", 2, NPY_MAXDIMS, 0);
+    if (y == NULL) goto done;
+    nd = PyArray_NDIM(x);
+    if (gm_check_same_batch(x, "x", nd - 2, y, "y", PyArray_NDIM(y) - 2) < 0) goto done;
+    npy_intp n = PyArray_DIM(x, nd - 2), m = PyArray_DIM(y, nd - 2), d = PyArray_DIM(x, nd - 1);
+    if (PyArray_DIM(y, nd - 1) != d) {
+        gm_set_error(PyExc_ValueError,
+                     "x and y must have the same feature size (last dimension), got "
+                     "%zd and %zd", (Py_ssize_t)d, (Py_ssize_t)PyArray_DIM(y, nd - 1));
+        goto done;
+    }
+    if (n > INT_MAX || m > INT_MAX || d > INT_MAX) {
+        gm_set_error(PyExc_ValueError, "x and y: N, M and D must each be below 2**31");
+        goto done;
+    }
+    for (int i = 0; i < nd - 2; i++) dims[i] = PyArray_DIM(x, i);
+    dims[nd - 2] = n;
+    dims[nd - 1] = m;
+    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, type);
+    if (out == NULL) goto done;
+    {
+        size_t batch = (size_t)gm_batch_size(x, nd - 2);
+        const void *xp = PyArray_DATA(x), *yp = PyArray_DATA(y);
+        void *op = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_cosine_similarity_f32(xp, yp, op, batch, (size_t)n, (size_t)m,
+                                              (size_t)d);
+        else
+            status = gm_cosine_similarity_f64(xp, yp, op, batch, (size_t)n, (size_t)m,
+                                              (size_t)d);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "cosine_similarity", names, 2);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_SIMILARITY                                                      \
+    {"cosine_similarity", (PyCFunction)py_cosine_similarity, METH_VARARGS,         \
+     "cosine_similarity(x, y)\n--\n\nCosine similarity (..., N, D) x (..., M, D) " \
+     "-> (..., N, M)."},
 /* @@end similarity */
 /* ======================================================================== */
 
@@ -325,7 +389,125 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
 /* ======================================================================== */
 /* softargmax                                                               */
 /* @@section softargmax */
-#define GM_METHODS_SOFTARGMAX
+/* Shared argument handling of argmax_2d / window_soft_argmax: sim as a
+ * float array of >= 1 dimension whose last axis has h * w entries.  Fills
+ * *nmaps and the output shape (sim.shape[:-1] + (2,)); NULL on error. */
+static PyArrayObject *gm_parse_maps(PyObject *simo, PyObject *ho, PyObject *wo, long *h,
+                                    long *w, size_t *nmaps, int *nd, npy_intp *dims)
+{
+    PyObject *objs[1] = {simo};
+    static const char *const names[] = {"sim"};
+    int type = gm_common_float_type(objs, names, 1);
+    if (type < 0) return NULL;
+    if (gm_parse_int(ho, "shape[0] (h)", 1, 1L << 30, h) < 0) return NULL;
+    if (gm_parse_int(wo, "shape[1] (w)", 1, 1L << 30, w) < 0) return NULL;
+    PyArrayObject *sim = gm_as_array(simo, type, "sim", 1, NPY_MAXDIMS, 0);
+    if (sim == NULL) return NULL;
+    *nd = PyArray_NDIM(sim);
+    if ((long long)PyArray_DIM(sim, *nd - 1) != (long long)*h * (long long)*w) {
+        gm_set_error(PyExc_ValueError,
+                     "sim's last dimension must be h*w = %ld*%ld = %lld for shape "
+                     "(%ld, %ld), got %zd", *h, *w, (long long)*h * *w, *h, *w,
+                     (Py_ssize_t)PyArray_DIM(sim, *nd - 1));
+        Py_DECREF(sim);
+        return NULL;
+    }
+    for (int i = 0; i < *nd - 1; i++) dims[i] = PyArray_DIM(sim, i);
+    dims[*nd - 1] = 2;
+    *nmaps = (size_t)gm_batch_size(sim, *nd - 1);
+    return sim;
+}
+
+/* argmax_2d(sim, h, w) -> int64 (..., 2) integer (x, y) of the first max. */
+static PyObject *py_argmax_2d(PyObject *self, PyObject *args)
+{
+    PyObject *simo, *ho, *wo, *result = NULL;
+    PyArrayObject *sim = NULL, *out = NULL;
+    static const char *const names[] = {"sim"};
+    long h, w;
+    size_t nmaps;
+    int nd, status = GM_OK;
+    npy_intp dims[NPY_MAXDIMS];
+    if (!PyArg_ParseTuple(args, "OOO:argmax_2d", &simo, &ho, &wo)) return NULL;
+    sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims);
+    if (sim == NULL) goto done;
+    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, NPY_INT64);
+    if (out == NULL) goto done;
+    {
+        const void *sp = PyArray_DATA(sim);
+        int64_t *op = (int64_t *)PyArray_DATA(out);
+        int type = PyArray_TYPE(sim);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_argmax_2d_f32(sp, nmaps, (size_t)h, (size_t)w, op);
+        else
+            status = gm_argmax_2d_f64(sp, nmaps, (size_t)h, (size_t)w, op);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "argmax_2d", names, 1);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sim);
+    Py_XDECREF(out);
+    return result;
+}
+
+/* window_soft_argmax(sim, h, w, window, temperature) -> (..., 2) float
+ * expected (x, y) of the windowed softmax around the first max. */
+static PyObject *py_window_soft_argmax(PyObject *self, PyObject *args)
+{
+    PyObject *simo, *ho, *wo, *wino, *to, *result = NULL;
+    PyArrayObject *sim = NULL, *out = NULL;
+    static const char *const names[] = {"sim"};
+    long h, w, window;
+    double temperature;
+    size_t nmaps;
+    int nd, status = GM_OK;
+    npy_intp dims[NPY_MAXDIMS];
+    if (!PyArg_ParseTuple(args, "OOOOO:window_soft_argmax", &simo, &ho, &wo, &wino, &to))
+        return NULL;
+    if (gm_parse_int(wino, "window", 0, 1L << 30, &window) < 0) goto done;
+    if (gm_parse_positive(to, "temperature", 0, &temperature) < 0) goto done;
+    sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims);
+    if (sim == NULL) goto done;
+    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, PyArray_TYPE(sim));
+    if (out == NULL) goto done;
+    {
+        const void *sp = PyArray_DATA(sim);
+        void *op = PyArray_DATA(out);
+        int type = PyArray_TYPE(sim);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_window_soft_argmax_f32(sp, nmaps, (size_t)h, (size_t)w, window,
+                                               temperature, op);
+        else
+            status = gm_window_soft_argmax_f64(sp, nmaps, (size_t)h, (size_t)w, window,
+                                               temperature, op);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "window_soft_argmax", names, 1);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sim);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_SOFTARGMAX                                                      \
+    {"argmax_2d", (PyCFunction)py_argmax_2d, METH_VARARGS,                         \
+     "argmax_2d(sim, h, w)\n--\n\nInteger (x, y) of the first maximum of each "    \
+     "h*w map."},                                                                  \
+    {"window_soft_argmax", (PyCFunction)py_window_soft_argmax, METH_VARARGS,       \
+     "window_soft_argmax(sim, h, w, window, temperature)\n--\n\nWindowed "         \
+     "soft-argmax (x, y) of each h*w map."},
 /* @@end softargmax */
 /* ======================================================================== */
 
