@@ -32,4 +32,5 @@ from .transfer import transfer_keypoints  # noqa: E402
 # @@section submodules
 from . import datasets  # noqa: E402,F401
 from . import metrics  # noqa: E402
+from . import head  # noqa: E402,F401
 # @@end submodules
