@@ -82,6 +82,31 @@ int gm_cosine_similarity_f64(const double *x, const double *y, double *out, size
 
 /* ==== kernels: Sinkhorn (balanced / unbalanced) ========================== */
 /* @@section sinkhorn */
+/* Entropic OT: minimize <C,P> + reg sum P(log P - 1) + reg_m_a KL(P1|a)
+ * + reg_m_b KL(P^T1|b) for `batch` problems stored back to back (C: batch x
+ * n x m, a: batch x n, b: batch x m, all contiguous).  reg_m_* = INFINITY
+ * makes that marginal a hard constraint (both: balanced OT, which requires
+ * sum a == sum b to a relative 1e-5 (float) / 1e-6 (double), else
+ * GM_ERR_INVALID); reg_m = 0 ignores that marginal.  Iterates (rows, then
+ * columns) until the max change of the column marginal made by an
+ * iteration's column update is < tol, or max_iter iterations.
+ * Outputs: P (batch x n x m) the plan; optional (NULL to skip) f (batch x n)
+ * and g (batch x m) the dual potentials in cost units (POT's reg*log u,
+ * reg*log v), with P_ij = exp((f_i + g_j - C_ij)/reg) and -inf where a mass
+ * is 0; n_iter (batch) the iterations done; err (batch) the last marginal
+ * change.  Status: GM_ERR_INVALID (sizes, reg <= 0, reg_m < 0, max_iter < 1,
+ * tol < 0, unequal masses), GM_ERR_NONFINITE_ARG(0..2) (C, a, b),
+ * GM_ERR_NEGATIVE_ARG(1..2), GM_ERR_ZEROMASS_ARG(1..2), GM_ERR_NUMERIC,
+ * GM_ERR_NOMEM.  Cost O(batch * iterations * n * m); results identical for
+ * any thread count. */
+int gm_sinkhorn_f32(const float *C, const float *a, const float *b, size_t batch,
+                    size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
+                    int max_iter, double tol, float *P, float *f, float *g,
+                    int *n_iter, double *err);
+int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t batch,
+                    size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
+                    int max_iter, double tol, double *P, double *f, double *g,
+                    int *n_iter, double *err);
 /* @@end sinkhorn */
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */

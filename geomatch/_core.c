@@ -375,7 +375,140 @@ done:
 /* ======================================================================== */
 /* sinkhorn                                                                 */
 /* @@section sinkhorn */
-#define GM_METHODS_SINKHORN
+
+/* Parse a marginal weight: a real number >= 0, +inf allowed. */
+static int gm_sk_parse_reg_m(PyObject *obj, const char *name, double *out)
+{
+    double v;
+    if (obj == NULL || PyBool_Check(obj) || !PyNumber_Check(obj) || PyComplex_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     obj ? Py_TYPE(obj)->tp_name : "nothing");
+        return -1;
+    }
+    v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (isnan(v) || v < 0.0) {
+        gm_set_error(PyExc_ValueError, "%s must be >= 0 (inf allowed), got %R", name, obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 0 if each batch element has sum(a) == sum(b) to the kernel's relative
+ * tolerance (balanced OT), else ValueError naming a and b.  O(size). */
+static int gm_sk_check_masses(PyArrayObject *a, PyArrayObject *b, npy_intp batch)
+{
+    npy_intp n = PyArray_DIM(a, PyArray_NDIM(a) - 1);
+    npy_intp m = PyArray_DIM(b, PyArray_NDIM(b) - 1);
+    int f32 = PyArray_TYPE(a) == NPY_FLOAT32;
+    double rtol = f32 ? 1e-5 : 1e-6;
+    for (npy_intp k = 0; k < batch; k++) {
+        double sa = 0.0, sb = 0.0;
+        for (npy_intp i = 0; i < n; i++)
+            sa += f32 ? (double)((const float *)PyArray_DATA(a))[k * n + i]
+                      : ((const double *)PyArray_DATA(a))[k * n + i];
+        for (npy_intp j = 0; j < m; j++)
+            sb += f32 ? (double)((const float *)PyArray_DATA(b))[k * m + j]
+                      : ((const double *)PyArray_DATA(b))[k * m + j];
+        if (!isfinite(sa) || !isfinite(sb)) return 0; /* the kernel names it */
+        if (fabs(sa - sb) > rtol * (sa > sb ? sa : sb)) {
+            gm_set_error(PyExc_ValueError,
+                         "a and b must have the same total mass for balanced OT "
+                         "(reg_m=None): sum(a)=%.9g, sum(b)=%.9g (problem %zd); "
+                         "normalize them or pass a finite reg_m", sa, sb, (Py_ssize_t)k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* _core.sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)
+ *   -> (P, f, g, n_iter, err).  C (..., N, M), a (..., N), b (..., M). */
+static PyObject *py_sinkhorn(PyObject *self, PyObject *args)
+{
+    PyObject *oC, *oa, *ob, *oreg, *orma, *ormb, *oiter, *otol;
+    PyArrayObject *C = NULL, *a = NULL, *b = NULL, *P = NULL, *f = NULL, *g = NULL;
+    PyArrayObject *nit = NULL, *err = NULL;
+    PyObject *result = NULL;
+    double reg, rma, rmb, tol;
+    long max_iter;
+    int type, st = GM_OK, nd;
+    npy_intp batch, n, m;
+    static const char *const names[] = {"C", "a", "b"};
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:sinkhorn", &oC, &oa, &ob, &oreg, &orma,
+                          &ormb, &oiter, &otol))
+        return NULL;
+    {
+        PyObject *objs[3] = {oC, oa, ob};
+        type = gm_common_float_type(objs, names, 3);
+    }
+    if (type < 0) goto done;
+    if (gm_parse_positive(oreg, "reg", 0, &reg) < 0) goto done;
+    if (gm_sk_parse_reg_m(orma, "reg_m", &rma) < 0) goto done;
+    if (gm_sk_parse_reg_m(ormb, "reg_m", &rmb) < 0) goto done;
+    if (gm_parse_int(oiter, "max_iter", 1, 2147483647L, &max_iter) < 0) goto done;
+    if (gm_parse_positive(otol, "tol", 1, &tol) < 0) goto done;
+    C = gm_as_array(oC, type, "C", 2, NPY_MAXDIMS, 0);
+    if (C == NULL) goto done;
+    nd = PyArray_NDIM(C);
+    a = gm_as_array(oa, type, "a", nd - 1, nd - 1, 0);
+    if (a == NULL) goto done;
+    b = gm_as_array(ob, type, "b", nd - 1, nd - 1, 0);
+    if (b == NULL) goto done;
+    if (gm_check_same_batch(C, "C", nd - 2, a, "a", nd - 2) < 0) goto done;
+    if (gm_check_same_batch(C, "C", nd - 2, b, "b", nd - 2) < 0) goto done;
+    n = PyArray_DIM(C, nd - 2);
+    m = PyArray_DIM(C, nd - 1);
+    if (PyArray_DIM(a, nd - 2) != n) {
+        gm_set_error(PyExc_ValueError, "a must have length N=%zd (C's rows), got %zd",
+                     (Py_ssize_t)n, (Py_ssize_t)PyArray_DIM(a, nd - 2));
+        goto done;
+    }
+    if (PyArray_DIM(b, nd - 2) != m) {
+        gm_set_error(PyExc_ValueError, "b must have length M=%zd (C's columns), got %zd",
+                     (Py_ssize_t)m, (Py_ssize_t)PyArray_DIM(b, nd - 2));
+        goto done;
+    }
+    batch = gm_batch_size(C, nd - 2);
+    if (isinf(rma) && isinf(rmb)) {
+        if (gm_check_finite(a, "a") < 0 || gm_check_finite(b, "b") < 0) goto done;
+        if (gm_sk_check_masses(a, b, batch) < 0) goto done;
+    }
+    P = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(C), type);
+    f = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(a), type);
+    g = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(b), type);
+    nit = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_INT);
+    err = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_DOUBLE);
+    if (!P || !f || !g || !nit || !err) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        st = gm_sinkhorn_f32(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
+                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
+                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
+    else
+        st = gm_sinkhorn_f64(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
+                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
+                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
+    Py_END_ALLOW_THREADS
+    if (st != GM_OK) {
+        gm_raise_status(st, "sinkhorn", names, 3);
+        goto done;
+    }
+    result = Py_BuildValue("(OOOOO)", P, f, g, nit, err);
+done:
+    Py_XDECREF(C); Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(P); Py_XDECREF(f);
+    Py_XDECREF(g); Py_XDECREF(nit); Py_XDECREF(err);
+    return result;
+}
+
+#define GM_METHODS_SINKHORN                                                         \
+    {"sinkhorn", (PyCFunction)py_sinkhorn, METH_VARARGS,                            \
+     "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"             \
+     "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err)."},
 /* @@end sinkhorn */
 /* ======================================================================== */
 
