@@ -101,12 +101,12 @@ class PFPascal(Dataset):
                 pts = [_parse_list(r[c], where, header[c] if c < len(header) else c)
                        for c in (3, 4, 5, 6)]
                 n = len(pts[0])
-                if any(len(p) != n for p in pts) or n == 0:
+                if any(len(p) != n for p in pts):
                     raise ValueError(f"malformed {where}: the x/y lists must "
-                                     f"have the same non-zero length, got "
+                                     f"have the same length, got "
                                      f"{[len(p) for p in pts]}")
-                row["src_xy"] = np.stack([pts[0], pts[1]], 1)
-                row["trg_xy"] = np.stack([pts[2], pts[3]], 1)
+                row["src_xy"] = np.stack([pts[0], pts[1]], 1).reshape(n, 2)
+                row["trg_xy"] = np.stack([pts[2], pts[3]], 1).reshape(n, 2)
             rows.append(row)
         self._rows[split] = rows
         return rows
