@@ -328,6 +328,19 @@ def test_pfpascal_pairs_field_by_field(pf_root):
     assert [p.pair_id for p in ds.pairs("val")] == ["2009_000001-2009_000002:cat"]
 
 
+def test_pfpascal_user_tables(pf_root):
+    ds = load_dataset("pfpascal", pf_root, keypoint_names={"dog": ["l", "r", "c"]},
+                      flip_pairs={"dog": [(0, 1)]})
+    assert ds.keypoint_names("dog") == ("l", "r", "c")
+    assert ds.flip_perm("dog").tolist() == [1, 0, 2]
+    p, = ds.pairs("test", categories="dog")
+    assert p.keypoint_names == ("l", "r", "c") and p.flip_perm.tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match="3 keypoints"):
+        load_dataset("pfpascal", pf_root, keypoint_names={"dog": ["a"]}).keypoint_names("dog")
+    with pytest.raises(ValueError, match="flip_pairs"):
+        load_dataset("pfpascal", pf_root, flip_pairs={"unicorn": []})
+
+
 def test_pfpascal_csv_points_and_mismatch(pf_root):
     # csv coordinates are the protocol's: they replace the .mat rows
     pts = (np.array([[1.5, 2.5], [10.5, 11.0]]), np.array([[3.25, 4.0], [12.0, 13.5]]))
