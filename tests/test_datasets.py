@@ -1,8 +1,6 @@
 """Dataset loaders on tiny datasets written in the real on-disk formats."""
 import csv
 import json
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
