@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # @@end similarity
 
 # @@section ot
+from .dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp  # noqa: E402,F401
 # @@end ot
 
 # @@section matching
