@@ -19,6 +19,7 @@ from .similarity import cosine_similarity  # noqa: E402
 # @@end similarity
 
 # @@section ot
+from .dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp  # noqa: E402,F401
 # @@end ot
 
 # @@section matching
