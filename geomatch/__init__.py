@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # @@end similarity
 
 # @@section ot
+from .ot import sinkhorn  # noqa: E402
 # @@end ot
 
 # @@section matching
