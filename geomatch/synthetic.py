@@ -87,25 +87,25 @@ def _side(kw, sign):
 
 
 _QUADRUPED_PARTS = (
-    _pair("eye", 1.22, 0.56, 0.13, 0.055, "eye")
-    + _pair("ear", 0.98, 0.80, 0.16, 0.09, "ear")
-    + [_Part("nose", (1.36, 0.40, 0.0), 0.055, "nose")]
-    + _pair("front_paw", 0.60, -0.85, 0.20, 0.08, "paw", limb_from=(0.55, -0.1, 0.2),
+    _pair("eye", 1.20, 0.56, 0.14, 0.08, "eye")
+    + _pair("ear", 0.98, 0.82, 0.17, 0.11, "ear")
+    + [_Part("nose", (1.36, 0.40, 0.0), 0.07, "nose")]
+    + _pair("front_paw", 0.60, -0.85, 0.20, 0.11, "paw", limb_from=(0.55, -0.1, 0.2),
             limb_width=0.10)
-    + _pair("back_paw", -0.60, -0.85, 0.20, 0.08, "paw", limb_from=(-0.55, -0.1, 0.2),
+    + _pair("back_paw", -0.60, -0.85, 0.20, 0.11, "paw", limb_from=(-0.55, -0.1, 0.2),
             limb_width=0.10)
-    + [_Part("tail_tip", (-1.35, 0.45, 0.0), 0.06, "tail", limb_from=(-0.80, 0.10, 0.0),
+    + [_Part("tail_tip", (-1.35, 0.45, 0.0), 0.08, "tail", limb_from=(-0.80, 0.10, 0.0),
              limb_width=0.06)]
 )
 
 _VEHICLE_PARTS = (
     _pair("front_wheel", 0.65, -0.36, 0.50, 0.22, "wheel", shape="wheel")
     + _pair("back_wheel", -0.65, -0.36, 0.50, 0.22, "wheel", shape="wheel")
-    + _pair("mirror", 0.32, 0.30, 0.52, 0.06, "mirror")
-    + _pair("headlight", 1.06, 0.04, 0.30, 0.07, "headlight")
-    + _pair("taillight", -1.06, 0.04, 0.30, 0.07, "taillight")
-    + [_Part("front_plate", (1.10, -0.15, 0.0), 0.06, "plate"),
-       _Part("rear_plate", (-1.10, -0.15, 0.0), 0.06, "plate")]
+    + _pair("mirror", 0.32, 0.30, 0.52, 0.09, "mirror")
+    + _pair("headlight", 1.06, 0.04, 0.30, 0.09, "headlight")
+    + _pair("taillight", -1.06, 0.04, 0.30, 0.09, "taillight")
+    + [_Part("front_plate", (1.10, -0.15, 0.0), 0.08, "plate"),
+       _Part("rear_plate", (-1.10, -0.15, 0.0), 0.08, "plate")]
 )
 
 # Body ellipsoids: (centre (f, u, r), semi-axes (a_f, b_u, c_r), colour key).
@@ -205,10 +205,10 @@ def _body_silhouette(view, centre, axes):
 
 def _random_background(rng, size):
     w, h = size
-    grid = rng.integers(60, 200, size=(3, 4, 3)).astype(np.uint8)
+    grid = rng.integers(80, 180, size=(3, 4, 3)).astype(np.uint8)
     bg = Image.fromarray(grid, "RGB").resize((w, h), Image.Resampling.BICUBIC)
     arr = np.asarray(bg).astype(np.int16)
-    arr = arr + rng.integers(-12, 13, size=arr.shape)
+    arr = arr + rng.integers(-8, 9, size=arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -217,7 +217,7 @@ def _render(category, rng, size):
     w, h = size
     parts = _PARTS[category]
     phi = rng.uniform(0.0, 2.0 * np.pi)
-    length = rng.uniform(0.30, 0.55) * min(w, h * 1.3)      # object length in pixels
+    length = rng.uniform(0.45, 0.75) * min(w, h * 1.3)      # object length in pixels
     view = _View(phi=phi, alpha=math.radians(rng.uniform(-25.0, 25.0)),
                  scale=length / 2.4, cx=rng.uniform(0.25, 0.75) * w,
                  cy=rng.uniform(0.3, 0.7) * h)
