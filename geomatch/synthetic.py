@@ -1,11 +1,12 @@
 """A small synthetic dataset in the SPair-71k on-disk layout, for demos and tests.
 
-:func:`generate_spair_like` draws bilaterally symmetric toy objects -- an
-animal-like ``quadruped`` (eyes, ears, nose, four paws, tail) and a
-vehicle-like ``vehicle`` (four wheels, mirrors, head- and taillights, number
-plates) -- with PIL, seen from any azimuth (which side faces the camera), at
-varied positions, scales and in-plane rotations, and writes them exactly as
-SPair-71k lays out its files::
+:func:`generate_spair_like` draws bilaterally symmetric toy objects of
+three SPair-71k categories -- ``dog`` and ``cat`` (ears, ear tips, eyes,
+nose or nostrils, mouth, four feet, tail) and ``car`` (four wheels,
+mirrors, head- and tail-lights, plates, emblems) -- with PIL, seen from any
+azimuth (which side faces the camera), at varied positions, scales and
+in-plane rotations, and writes them exactly as SPair-71k lays out its
+files::
 
     root/JPEGImages/<cat>/<name>.jpg
     root/ImageAnnotation/<cat>/<name>.json
@@ -13,6 +14,11 @@ SPair-71k lays out its files::
     root/PairAnnotation/{trn,val,test}/<id>-<src>-<trg>:<cat>.json
     root/Layout/large/{trn,val,test}.txt
     root/keypoints.json          (extra: keypoint names and flip tables)
+
+Each drawn part is annotated under its real SPair-71k keypoint index (the
+category's full name list and left/right table are
+:mod:`geomatch.datasets.tables`'), so ``geomatch.datasets.load_dataset("spair",
+root)`` reads the folder like the real dataset.
 
 Mirror-twin parts (left/right eye, left/right front wheel, ...) are drawn
 identically, so only the global layout of the object tells them apart --
@@ -24,7 +30,8 @@ outside the image are ``null``.
 Object model and conventions
 ----------------------------
 Each category is a 3-D model in an object frame (forward, up, right), the
-right side being ``forward x up``.  An image shows the model rotated about
+right side being ``forward x up``; a right part sits at lateral +r and its
+left twin at -r.  An image shows the model rotated about
 its up axis by the azimuth ``phi`` and projected orthographically: at
 ``phi = 0`` it faces image-right showing its right side, at 90 deg it shows
 its back, at 180 deg it faces left showing its left side, at 270 deg it
@@ -49,112 +56,145 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .datasets.tables import SPAIR_KEYPOINT_NAMES, SPAIR_LR_PAIRS
+from .datasets.tables import flip_permutation as _spair_flip
+
 __all__ = ["SYNTHETIC_KEYPOINTS", "CATEGORIES", "keypoint_names", "flip_permutation",
-           "generate_spair_like"]
+           "drawn_keypoints", "generate_spair_like"]
 
 SPLITS = ("trn", "val", "test")
 MAX_KPS = 30  # SPair-71k annotates keypoints "0".."29" for every category
 
 # ---------------------------------------------------------------------------
-# Category models.  Parts: (name, (forward, up, right), radius, colour key).
-# A left part has right < 0 and its twin the same point with right > 0.
+# Category models.  The categories are three real SPair-71k categories, and
+# every drawn part is annotated under its SPair-71k keypoint index, so the
+# generated folder is read by geomatch.datasets' SPair loader with the real
+# keypoint-name and flip tables (geomatch.datasets.tables).  Keypoint slots of
+# the category that the toy model does not draw stay null.
 # ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Part:
-    name: str
-    pos: tuple[float, float, float]
+    name: str                    # SPair-71k keypoint name
+    pos: tuple[float, float, float]   # model frame (forward, up, right)
     radius: float
     colour: str
     shape: str = "disc"          # "disc" (sphere-like) or "wheel" (disc in f-u plane)
     limb_from: tuple[float, float, float] | None = None   # draw a limb from here
     limb_width: float = 0.0
+    limb_colour: str = "body"
 
 
-def _pair(name, f, u, r, radius, colour, **kw):
-    """Left/right twin parts at lateral offset -r / +r."""
-    return [_Part(f"left_{name}", (f, u, -r), radius, colour, **_side(kw, -1)),
-            _Part(f"right_{name}", (f, u, r), radius, colour, **_side(kw, 1))]
+def _twins(right, left, f, u, r, radius, colour, **kw):
+    """Mirror-twin parts: ``right`` at lateral +r, ``left`` at -r, drawn alike."""
+    out = []
+    for name, sign in ((right, 1.0), (left, -1.0)):
+        k = dict(kw)
+        if k.get("limb_from") is not None:
+            lf, lu, lr = k["limb_from"]
+            k["limb_from"] = (lf, lu, sign * abs(lr))
+        out.append(_Part(name, (f, u, sign * r), radius, colour, **k))
+    return out
 
 
-def _side(kw, sign):
-    kw = dict(kw)
-    if kw.get("limb_from") is not None:
-        f, u, r = kw["limb_from"]
-        kw["limb_from"] = (f, u, sign * abs(r))
-    return kw
+def _animal(nose_twins, leg, ear_tip_up, tail_len):
+    """Dog- or cat-like model (SPair dog/cat keypoint names)."""
+    head = [
+        *_twins("right ear", "left ear", 0.97, 0.74, 0.17, 0.10, "ear"),
+        *_twins("right ear-tip", "left ear-tip", 0.92, 0.74 + ear_tip_up, 0.20, 0.06,
+                "eartip", limb_from=(0.97, 0.74, 0.17), limb_width=0.12,
+                limb_colour="ear"),
+        *_twins("right eye", "left eye", 1.20, 0.56, 0.14, 0.08, "eye"),
+        _Part("mouth", (1.30, 0.25, 0.0), 0.06, "mouth"),
+    ]
+    if nose_twins:
+        head += _twins("right nostril", "left nostril", 1.36, 0.43, 0.06, 0.045, "nose")
+    else:
+        head += [_Part("nose", (1.36, 0.43, 0.0), 0.07, "nose"),
+                 _Part("forehead", (1.14, 0.72, 0.0), 0.06, "blaze"),
+                 _Part("nape", (0.82, 0.64, 0.0), 0.06, "blaze")]
+    legs = [
+        *_twins("front-right foot", "front-left foot", 0.60, -0.25 - leg, 0.20, 0.11, "paw",
+                limb_from=(0.55, -0.1, 0.2), limb_width=0.10),
+        *_twins("back-right foot", "back-left foot", -0.60, -0.25 - leg, 0.20, 0.11, "paw",
+                limb_from=(-0.55, -0.1, 0.2), limb_width=0.10),
+    ]
+    tail = [_Part("tail-base", (-0.86, 0.12, 0.0), 0.07, "tailbase"),
+            _Part("tail-tip", (-0.86 - tail_len, 0.12 + 0.6 * tail_len, 0.0), 0.08, "tail",
+                  limb_from=(-0.86, 0.12, 0.0), limb_width=0.06, limb_colour="tail")]
+    return head + legs + tail
 
 
-_QUADRUPED_PARTS = (
-    _pair("eye", 1.20, 0.56, 0.14, 0.08, "eye")
-    + _pair("ear", 0.98, 0.82, 0.17, 0.11, "ear")
-    + [_Part("nose", (1.36, 0.40, 0.0), 0.07, "nose")]
-    + _pair("front_paw", 0.60, -0.85, 0.20, 0.11, "paw", limb_from=(0.55, -0.1, 0.2),
-            limb_width=0.10)
-    + _pair("back_paw", -0.60, -0.85, 0.20, 0.11, "paw", limb_from=(-0.55, -0.1, 0.2),
-            limb_width=0.10)
-    + [_Part("tail_tip", (-1.35, 0.45, 0.0), 0.08, "tail", limb_from=(-0.80, 0.10, 0.0),
-             limb_width=0.06)]
-)
-
-_VEHICLE_PARTS = (
-    _pair("front_wheel", 0.65, -0.36, 0.50, 0.22, "wheel", shape="wheel")
-    + _pair("back_wheel", -0.65, -0.36, 0.50, 0.22, "wheel", shape="wheel")
-    + _pair("mirror", 0.32, 0.30, 0.52, 0.09, "mirror")
-    + _pair("headlight", 1.06, 0.04, 0.30, 0.09, "headlight")
-    + _pair("taillight", -1.06, 0.04, 0.30, 0.09, "taillight")
-    + [_Part("front_plate", (1.10, -0.15, 0.0), 0.08, "plate"),
-       _Part("rear_plate", (-1.10, -0.15, 0.0), 0.08, "plate")]
-)
+_PARTS = {
+    "dog": _animal(nose_twins=False, leg=0.60, ear_tip_up=0.16, tail_len=0.50),
+    "cat": _animal(nose_twins=True, leg=0.42, ear_tip_up=0.26, tail_len=0.75),
+    "car": [
+        *_twins("front-right wheel", "front-left wheel", 0.65, -0.36, 0.50, 0.22, "wheel",
+                shape="wheel"),
+        *_twins("back-right wheel", "back-left wheel", -0.65, -0.36, 0.50, 0.22, "wheel",
+                shape="wheel"),
+        *_twins("right mirror", "left mirror", 0.32, 0.30, 0.52, 0.09, "mirror"),
+        *_twins("right headlight", "left headlight", 1.06, 0.04, 0.30, 0.09, "headlight"),
+        *_twins("right tail-light", "left tail-light", -1.06, 0.04, 0.30, 0.09,
+                "taillight"),
+        _Part("front license-plate", (1.10, -0.15, 0.0), 0.08, "plate"),
+        _Part("back license-plate", (-1.10, -0.15, 0.0), 0.08, "plate"),
+        _Part("front emblem", (1.10, 0.10, 0.0), 0.05, "emblem"),
+        _Part("back emblem", (-1.10, 0.10, 0.0), 0.05, "emblem"),
+    ],
+}
 
 # Body ellipsoids: (centre (f, u, r), semi-axes (a_f, b_u, c_r), colour key).
 _BODIES = {
-    "quadruped": [((0.0, 0.0, 0.0), (0.90, 0.36, 0.30), "body"),
-                  ((1.05, 0.45, 0.0), (0.30, 0.30, 0.30), "body")],
-    "vehicle": [((0.0, 0.0, 0.0), (1.12, 0.36, 0.56), "body"),
-                ((-0.10, 0.34, 0.0), (0.55, 0.26, 0.46), "cabin")],
+    "dog": [((0.0, 0.0, 0.0), (0.90, 0.36, 0.30), "body"),
+            ((1.05, 0.45, 0.0), (0.30, 0.30, 0.30), "body")],
+    "cat": [((0.0, 0.0, 0.0), (0.80, 0.32, 0.28), "body"),
+            ((1.02, 0.42, 0.0), (0.32, 0.32, 0.30), "body")],
+    "car": [((0.0, 0.0, 0.0), (1.12, 0.36, 0.56), "body"),
+            ((-0.10, 0.34, 0.0), (0.55, 0.26, 0.46), "cabin")],
 }
-_PARTS = {"quadruped": _QUADRUPED_PARTS, "vehicle": _VEHICLE_PARTS}
 _FIXED_COLOURS = {
-    "eye": (20, 20, 30), "ear": (120, 70, 40), "nose": (10, 10, 10), "paw": (240, 230, 210),
-    "tail": (90, 60, 40), "wheel": (25, 25, 25), "mirror": (170, 200, 230),
-    "headlight": (250, 240, 120), "taillight": (220, 30, 30), "plate": (245, 245, 245),
+    "eye": (20, 20, 30), "ear": (120, 70, 40), "eartip": (60, 35, 20),
+    "nose": (10, 10, 10), "mouth": (200, 60, 80), "blaze": (250, 250, 240),
+    "paw": (240, 230, 210), "tail": (90, 60, 40), "tailbase": (70, 45, 30),
+    "wheel": (25, 25, 25), "mirror": (170, 200, 230), "headlight": (250, 240, 120),
+    "taillight": (220, 30, 30), "plate": (245, 245, 245), "emblem": (200, 170, 40),
     "cabin": (150, 200, 235),
 }
 
+#: The synthetic categories (real SPair-71k category names).
 CATEGORIES: tuple[str, ...] = tuple(sorted(_PARTS))
 
-
-def _flip_table(parts) -> tuple[int, ...]:
-    names = [p.name for p in parts]
-    out = []
-    for n in names:
-        if n.startswith("left_"):
-            out.append(names.index("right_" + n[5:]))
-        elif n.startswith("right_"):
-            out.append(names.index("left_" + n[6:]))
-        else:
-            out.append(names.index(n))
-    return tuple(out)
-
-
-#: Per category: ``names`` (keypoint index -> name) and ``flip`` (index of each
-#: keypoint's left/right counterpart, itself for midline parts).
+#: Per category: ``names`` (the full SPair-71k keypoint list of the category)
+#: and ``flip`` (index of each keypoint's left/right counterpart, itself if
+#: none) -- exactly ``geomatch.datasets.tables``' SPair-71k tables.
 SYNTHETIC_KEYPOINTS: dict[str, dict[str, tuple]] = {
-    cat: {"names": tuple(p.name for p in _PARTS[cat]), "flip": _flip_table(_PARTS[cat])}
+    cat: {"names": tuple(SPAIR_KEYPOINT_NAMES[cat]),
+          "flip": tuple(int(v) for v in _spair_flip(len(SPAIR_KEYPOINT_NAMES[cat]),
+                                                     SPAIR_LR_PAIRS[cat]))}
     for cat in CATEGORIES
 }
 
+# Keypoint index of each drawn part.
+_PART_INDEX = {cat: [SPAIR_KEYPOINT_NAMES[cat].index(p.name) for p in parts]
+               for cat, parts in _PARTS.items()}
+
 
 def keypoint_names(category: str) -> tuple[str, ...]:
-    """Keypoint names of a synthetic category, in keypoint-index order."""
+    """The category's full SPair-71k keypoint-name list (index order)."""
     return SYNTHETIC_KEYPOINTS[_check_category(category)]["names"]
 
 
 def flip_permutation(category: str) -> np.ndarray:
     """int64 ``(K,)``: index of each keypoint's left/right twin (itself if none)."""
     return np.asarray(SYNTHETIC_KEYPOINTS[_check_category(category)]["flip"], dtype=np.int64)
+
+
+def drawn_keypoints(category: str) -> tuple[int, ...]:
+    """Indices of the keypoints the toy model of ``category`` draws (the others
+    are never annotated)."""
+    return tuple(sorted(_PART_INDEX[_check_category(category)]))
 
 
 def _check_category(category: str) -> str:
@@ -239,8 +279,8 @@ def _render(category, rng, size):
             lx, ly, lz = view.camera(part.limb_from)
             line = [view.image_xy(lx, ly), view.image_xy(x, y)]
             lw = max(1, int(round(part.limb_width * view.scale)))
-            limb_colour = colours["tail"] if part.colour == "tail" else colours["body"]
-            elements.append(((z + lz) / 2 - 1e-3, 150 + k, ("line", line, limb_colour, lw)))
+            elements.append(((z + lz) / 2 - 1e-3, 150 + k,
+                             ("line", line, colours[part.limb_colour], lw)))
         if part.shape == "wheel":
             ax = part.radius * max(abs(math.cos(phi)), 0.3)
             poly = view.ellipse_polygon(x, y, ax, part.radius)
@@ -271,13 +311,13 @@ def _render(category, rng, size):
 
     idbuf = np.asarray(ids)
     mask = (idbuf > 0) & (idbuf < 255)
-    kps = []
+    kps = [None] * len(SPAIR_KEYPOINT_NAMES[category])   # full SPair keypoint list
     for k, part in enumerate(parts):
         x, y, _ = view.camera(part.pos)
         px, py = view.image_xy(x, y)
         ix, iy = int(round(px)), int(round(py))
         seen = 0 <= ix < w and 0 <= iy < h and idbuf[iy, ix] == 1 + k
-        kps.append([ix, iy] if seen else None)
+        kps[_PART_INDEX[category][k]] = [ix, iy] if seen else None
     if not mask.any():
         return None
     ys, xs = np.nonzero(mask)

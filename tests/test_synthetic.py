@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from geomatch import synthetic as syn
+from geomatch.datasets import tables
 from geomatch.featurizers import LocalAppearanceFeaturizer
 
 SIZE = (160, 120)
@@ -33,9 +34,9 @@ def test_deterministic_for_a_seed(data, tmp_path):
         assert (root / rel).read_bytes() == (again["root"] / rel).read_bytes(), rel
     other = syn.generate_spair_like(tmp_path / "b", n_images_per_category=8, n_pairs=6,
                                     seed=4, size=SIZE)
-    name = data["images"]["vehicle"][0]
-    a = (root / "JPEGImages" / "vehicle" / f"{name}.jpg").read_bytes()
-    b = (other["root"] / "JPEGImages" / "vehicle" / f"{name}.jpg").read_bytes()
+    name = data["images"]["car"][0]
+    a = (root / "JPEGImages" / "car" / f"{name}.jpg").read_bytes()
+    b = (other["root"] / "JPEGImages" / "car" / f"{name}.jpg").read_bytes()
     assert a != b
 
 
@@ -161,18 +162,50 @@ def test_images_and_masks_load(data):
 
 
 def test_keypoint_tables():
+    assert set(syn.CATEGORIES) <= set(tables.SPAIR_CATEGORIES)
     for cat in syn.CATEGORIES:
         names = syn.keypoint_names(cat)
         flip = syn.flip_permutation(cat)
+        assert names == tables.SPAIR_KEYPOINT_NAMES[cat]
         assert flip.dtype == np.int64 and len(flip) == len(names) <= 30
-        np.testing.assert_array_equal(flip[flip], np.arange(len(names)))
-        for i, j in enumerate(flip):
-            if names[i].startswith("left_"):
-                assert names[j] == "right_" + names[i][5:]
-            elif not names[i].startswith("right_"):
-                assert j == i
+        np.testing.assert_array_equal(flip, tables.flip_permutation(
+            len(names), tables.SPAIR_LR_PAIRS[cat]))
+        drawn = syn.drawn_keypoints(cat)
+        assert len(drawn) >= 10
+        # the toy models draw twins in pairs: a drawn part's twin is drawn
+        assert set(flip[list(drawn)]) == set(drawn)
+        assert sum(flip[i] != i for i in drawn) >= 6
     with pytest.raises(ValueError, match="category"):
-        syn.keypoint_names("dog")
+        syn.keypoint_names("quadruped")
+
+
+def test_only_drawn_keypoints_annotated(data):
+    root = data["root"]
+    for cat in syn.CATEGORIES:
+        drawn = set(syn.drawn_keypoints(cat))
+        seen = set()
+        for n in data["images"][cat]:
+            ann = json.loads((root / "ImageAnnotation" / cat / f"{n}.json").read_text())
+            seen |= {int(k) for k, v in ann["kps"].items() if v is not None}
+        assert seen <= drawn and len(seen) >= len(drawn) // 2
+
+
+def test_read_by_the_spair_loader(data):
+    from geomatch.datasets import load_dataset
+    ds = load_dataset("spair", data["root"])
+    assert sorted(ds.categories) == sorted(syn.CATEGORIES)
+    for split in ("trn", "val", "test"):
+        pairs = ds.pairs(split)
+        assert len(pairs) == len(data["pairs"][split])
+        for pr in pairs:
+            pj = json.loads((data["root"] / "PairAnnotation" / split /
+                             f"{pr.pair_id}.json").read_text())
+            ids = [int(i) for i in pj["kps_ids"]]
+            assert sorted(np.nonzero(pr.mutual_visible)[0].tolist()) == ids
+            np.testing.assert_array_equal(pr.src.keypoints[ids], pj["src_kps"])
+            np.testing.assert_array_equal(pr.trg.keypoints[ids], pj["trg_kps"])
+            np.testing.assert_array_equal(pr.flip_perm, syn.flip_permutation(pr.category))
+            assert pr.src.mask_path is not None and pr.src.size == SIZE
 
 
 def test_keypoint_table_file(data):
@@ -187,7 +220,7 @@ def test_keypoint_table_file(data):
     ({"n_pairs": 0}, ValueError, "n_pairs"),
     ({"size": (10, 10)}, ValueError, "size"),
     ({"size": "big"}, TypeError, "size"),
-    ({"categories": ["dog"]}, ValueError, "category"),
+    ({"categories": ["horse"]}, ValueError, "category"),
 ])
 def test_bad_arguments(tmp_path, kwargs, exc, word):
     with pytest.raises(exc, match=word):
@@ -198,7 +231,7 @@ def test_bad_arguments(tmp_path, kwargs, exc, word):
 
 def test_featurizer_shape_dtype(data):
     f = LocalAppearanceFeaturizer(grid=(12, 16), patch=6)
-    path = data["root"] / "JPEGImages" / "quadruped" / f"{data['images']['quadruped'][0]}.jpg"
+    path = data["root"] / "JPEGImages" / "dog" / f"{data['images']['dog'][0]}.jpg"
     out = f(path)
     assert out.shape == (12, 16, f.dim) and out.dtype == np.float32
     assert np.all(np.isfinite(out))
@@ -238,8 +271,8 @@ def test_featurizer_mirror_twins_identical(data):
 def test_featurizer_tells_parts_apart(data):
     """Sanity: descriptors are not constant -- different parts differ."""
     f = LocalAppearanceFeaturizer(grid=(15, 20), patch=8)
-    out = f(np.asarray(Image.open(data["root"] / "JPEGImages" / "vehicle" /
-                                  f"{data['images']['vehicle'][0]}.jpg")))
+    out = f(np.asarray(Image.open(data["root"] / "JPEGImages" / "car" /
+                                  f"{data['images']['car'][0]}.jpg")))
     flat = out.reshape(-1, out.shape[-1])
     assert np.unique(flat.round(4), axis=0).shape[0] > 20
 
