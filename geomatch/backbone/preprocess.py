@@ -111,12 +111,13 @@ def make_frame(image_size, mode: str = "resize", size: int = None, *, flipped: b
     w, h = (int(v) for v in image_size)
     if w < 1 or h < 1:
         raise ValueError(f"image_size must be positive (W, H), got {image_size}")
-    if mode == "resize":
-        return Frame((w, h), (size, size), (size / w, size / h), (0.0, 0.0), flipped, patch_size)
-    _, off = _pad_geometry(w, h, size)
-    s = size / max(w, h)
-    return Frame((w, h), (size, size), (s, s), (float(off[0]), float(off[1])), flipped,
-                 patch_size)
+    # One definition of the coordinate convention: geomatch.cache.grid_frame
+    # (the evaluation uses it to map keypoints onto cached feature grids).
+    from ..cache import grid_frame
+
+    x0, y0, fw, fh = grid_frame((w, h), {"preprocess": mode, "resolution": [size, size]})
+    sx, sy = size / fw, size / fh
+    return Frame((w, h), (size, size), (sx, sy), (-x0 * sx, -y0 * sy), flipped, patch_size)
 
 
 def load_image(path):
