@@ -339,6 +339,7 @@ def test_geco_lora_merged_matches_unmerged_torch(tmp_path, pixels):
     with pytest.raises(ValueError) as ei:
         load_dinov2(base, lora=lpath)
     assert "w_b_003" in str(ei.value) and "w_a_000" in str(ei.value)
+    assert str(lpath) in str(ei.value)
 
 
 # ---------------------------------------------------------------------------

@@ -243,7 +243,11 @@ def read_safetensors(path) -> Dict[str, np.ndarray]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ValueError(f"{path}: not a safetensors file (header is not JSON)") from None
-        data = f.read()
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+    # memory-map the data so that only one copy of the weights is made
+    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n
+            else np.zeros(0, np.uint8))
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -256,7 +260,7 @@ def read_safetensors(path) -> Dict[str, np.ndarray]:
             raise ValueError(f"{path}: bad or unsupported header entry for {name!r}") from None
         count = int(np.prod(shape, dtype=np.int64))
         dt = np.dtype(dtype).newbyteorder("<")
-        if end - begin != count * dt.itemsize or end > len(data) or begin < 0:
+        if end - begin != count * dt.itemsize or end > data.size or begin < 0:
             raise ValueError(f"{path}: tensor {name!r} has inconsistent data offsets")
         arr = np.frombuffer(data, dtype=dt, count=count, offset=begin).reshape(shape).copy()
         out[name] = _bf16_to_f32(arr) if bf16 else arr

@@ -500,6 +500,9 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
     if lora is not None:
         ck.check_state(state, cfg.expected_shapes(), path)
         lstate = ck.read_torch_file(lora)
-        state = ck.merge_geco_lora(state, lstate, cfg.depth, cfg.embed_dim)
+        try:
+            state = ck.merge_geco_lora(state, lstate, cfg.depth, cfg.embed_dim)
+        except ValueError as exc:
+            raise ValueError(f"{os.fspath(lora)}: {exc}") from None
         source = f"{path} + LoRA {os.fspath(lora)}"
     return DinoV2(cfg, state, source=source)
