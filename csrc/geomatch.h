@@ -204,6 +204,32 @@ void gm_transfer_linear_taps(int64_t dst, int64_t n_in, int64_t n_out,
 
 /* ==== kernels: backbone / head building blocks =========================== */
 /* @@section nn */
+/* Activations for gm_nn_linear. */
+#define GM_NN_ACT_NONE 0
+#define GM_NN_ACT_GELU 1 /* exact GELU, 0.5 x (1 + erf(x / sqrt 2)) */
+/* y (n x dout) = act(x (n x din) w^T + b), or y += x w^T + b when
+ * accumulate (act must then be NONE).  w is dout x din; b may be NULL.
+ * One BLAS GEMM, O(n din dout). */
+int gm_nn_linear_f32(const float *x, size_t n, size_t din, const float *w, const float *b,
+                     size_t dout, int act, int accumulate, float *y);
+int gm_nn_linear_f64(const double *x, size_t n, size_t din, const double *w,
+                     const double *b, size_t dout, int act, int accumulate, double *y);
+/* Row-wise LayerNorm of x (n x d) into y (may alias x); gamma/beta may be
+ * NULL.  O(n d). */
+int gm_nn_layernorm_f32(const float *x, size_t n, size_t d, const float *gamma,
+                        const float *beta, double eps, float *y);
+int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma,
+                        const double *beta, double eps, double *y);
+/* SwiGLU gate: y (n x hidden) = silu(h[:, :hidden]) * h[:, hidden:].  O(n hidden). */
+int gm_nn_swiglu_f32(const float *h, size_t n, size_t hidden, float *y);
+int gm_nn_swiglu_f64(const double *h, size_t n, size_t hidden, double *y);
+/* Multi-head self-attention core: qkv (batch x n x 3*heads*hd, [q|k|v]) ->
+ * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.
+ * O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
+int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
+                        float *out);
+int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
+                        size_t hd, double *out);
 /* @@end nn */
 
 #ifdef __cplusplus

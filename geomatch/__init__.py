@@ -35,4 +35,5 @@ from .transfer import transfer_keypoints  # noqa: E402
 from . import datasets  # noqa: E402,F401
 from . import metrics  # noqa: E402
 from . import head  # noqa: E402,F401
+from . import backbone  # noqa: E402,F401
 # @@end submodules

@@ -1068,7 +1068,262 @@ done:
 /* ======================================================================== */
 /* nn                                                                       */
 /* @@section nn */
-#define GM_METHODS_NN
+/* Output array for an nn kernel: a new C-contiguous array of `type` and
+ * shape dims when out is None, else out itself (new reference) after checking
+ * that it is a writable C-contiguous array of that dtype and shape. */
+static PyArrayObject *gm_nn_out(PyObject *out, int type, int nd, npy_intp *dims,
+                                const char *name)
+{
+    if (out == NULL || out == Py_None)
+        return (PyArrayObject *)PyArray_SimpleNew(nd, dims, type);
+    if (!PyArray_Check(out)) {
+        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)out;
+    if (PyArray_TYPE(a) != type) {
+        gm_set_error(PyExc_TypeError, "%s must have dtype %s", name,
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISWRITEABLE(a) || !PyArray_ISALIGNED(a)) {
+        gm_set_error(PyExc_ValueError, "%s must be a writable C-contiguous array", name);
+        return NULL;
+    }
+    int ok = PyArray_NDIM(a) == nd;
+    for (int i = 0; ok && i < nd; i++) ok = PyArray_DIM(a, i) == dims[i];
+    if (!ok) {
+        gm_set_error(PyExc_ValueError, "%s has the wrong shape", name);
+        return NULL;
+    }
+    Py_INCREF(a);
+    return a;
+}
+
+/* Check that a 1-D array (may be NULL) has length n. */
+static int gm_nn_check_vec(PyArrayObject *v, npy_intp n, const char *name)
+{
+    if (v != NULL && (PyArray_NDIM(v) != 1 || PyArray_DIM(v, 0) != n)) {
+        gm_set_error(PyExc_ValueError, "%s must have shape (%ld,)", name, (long)n);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"x", "weight", "bias", "out", "act", "accumulate", NULL};
+    PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL;
+    int accumulate = 0, status = GM_OK;
+    long act = 0;
+    PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp", kwlist, &ox, &ow, &ob, &oout,
+                                     &oact, &accumulate))
+        return NULL;
+    if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) return NULL;
+    PyObject *objs[3] = {ox, ow, ob};
+    const char *names[3] = {"x", "weight", "bias"};
+    int type = gm_common_float_type(objs, names, 3);
+    if (type < 0) return NULL;
+    if (!(x = gm_as_array(ox, type, "x", 2, 2, 0))) goto done;
+    if (!(w = gm_as_array(ow, type, "weight", 2, 2, 0))) goto done;
+    if (ob != Py_None && !(b = gm_as_array(ob, type, "bias", 1, 1, 0))) goto done;
+    if (PyArray_DIM(w, 1) != PyArray_DIM(x, 1)) {
+        gm_set_error(PyExc_ValueError, "weight must have shape (dout, %ld), got (%ld, %ld)",
+                     (long)PyArray_DIM(x, 1), (long)PyArray_DIM(w, 0),
+                     (long)PyArray_DIM(w, 1));
+        goto done;
+    }
+    if (gm_nn_check_vec(b, PyArray_DIM(w, 0), "bias") < 0) goto done;
+    if (accumulate && oout == Py_None) {
+        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
+        goto done;
+    }
+    if (accumulate && act != 0) {
+        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
+        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
+        size_t n = (size_t)dims[0], din = (size_t)PyArray_DIM(x, 1), dout = (size_t)dims[1];
+        void *px = PyArray_DATA(x), *pw = PyArray_DATA(w), *pb = b ? PyArray_DATA(b) : NULL;
+        void *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_linear_f32(px, n, din, pw, pb, dout, (int)act, accumulate, py);
+        else
+            status = gm_nn_linear_f64(px, n, din, pw, pb, dout, (int)act, accumulate, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        static const char *an[] = {"x", "weight", "bias"};
+        gm_raise_status(status, "nn_linear", an, 3);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_nn_layernorm(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"x", "weight", "bias", "eps", "out", NULL};
+    PyObject *ox, *og = Py_None, *ob = Py_None, *oeps = NULL, *oout = Py_None;
+    double eps = 1e-6;
+    int status = GM_OK;
+    PyArrayObject *x = NULL, *g = NULL, *b = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO", kwlist, &ox, &og, &ob, &oeps, &oout))
+        return NULL;
+    if (oeps != NULL && gm_parse_positive(oeps, "eps", 1, &eps) < 0) return NULL;
+    PyObject *objs[3] = {ox, og, ob};
+    const char *names[3] = {"x", "weight", "bias"};
+    int type = gm_common_float_type(objs, names, 3);
+    if (type < 0) return NULL;
+    if (!(x = gm_as_array(ox, type, "x", 2, 2, 0))) goto done;
+    if (og != Py_None && !(g = gm_as_array(og, type, "weight", 1, 1, 0))) goto done;
+    if (ob != Py_None && !(b = gm_as_array(ob, type, "bias", 1, 1, 0))) goto done;
+    if (gm_nn_check_vec(g, PyArray_DIM(x, 1), "weight") < 0) goto done;
+    if (gm_nn_check_vec(b, PyArray_DIM(x, 1), "bias") < 0) goto done;
+    {
+        npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
+        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
+        size_t n = (size_t)dims[0], d = (size_t)dims[1];
+        void *px = PyArray_DATA(x), *pg = g ? PyArray_DATA(g) : NULL;
+        void *pb = b ? PyArray_DATA(b) : NULL, *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_layernorm_f32(px, n, d, pg, pb, eps, py);
+        else
+            status = gm_nn_layernorm_f64(px, n, d, pg, pb, eps, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        static const char *an[] = {"x", "weight", "bias"};
+        gm_raise_status(status, "nn_layernorm", an, 3);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(g);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_nn_swiglu(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"h", "out", NULL};
+    PyObject *oh, *oout = Py_None;
+    int status = GM_OK;
+    PyArrayObject *h = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &oh, &oout)) return NULL;
+    const char *names[1] = {"h"};
+    int type = gm_common_float_type(&oh, names, 1);
+    if (type < 0) return NULL;
+    if (!(h = gm_as_array(oh, type, "h", 2, 2, 0))) goto done;
+    if (PyArray_DIM(h, 1) % 2 != 0) {
+        gm_set_error(PyExc_ValueError, "h must have an even number of columns");
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {PyArray_DIM(h, 0), PyArray_DIM(h, 1) / 2};
+        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
+        size_t n = (size_t)dims[0], hid = (size_t)dims[1];
+        void *ph = PyArray_DATA(h), *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_swiglu_f32(ph, n, hid, py);
+        else
+            status = gm_nn_swiglu_f64(ph, n, hid, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "nn_swiglu", names, 1);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(h);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_nn_attention(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"qkv", "heads", "out", NULL};
+    PyObject *oq, *oheads, *oout = Py_None;
+    long heads;
+    int status = GM_OK;
+    PyArrayObject *q = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O", kwlist, &oq, &oheads, &oout))
+        return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
+    const char *names[1] = {"qkv"};
+    int type = gm_common_float_type(&oq, names, 1);
+    if (type < 0) return NULL;
+    if (!(q = gm_as_array(oq, type, "qkv", 2, 3, 0))) goto done;
+    {
+        int nd = PyArray_NDIM(q);
+        npy_intp batch = nd == 3 ? PyArray_DIM(q, 0) : 1;
+        npy_intp n = PyArray_DIM(q, nd - 2), c = PyArray_DIM(q, nd - 1);
+        if (c % (3 * heads) != 0) {
+            gm_set_error(PyExc_ValueError,
+                         "qkv's last dimension (%ld) must be a multiple of 3 * heads (%ld)",
+                         (long)c, 3 * heads);
+            goto done;
+        }
+        npy_intp dims[3];
+        if (nd == 3) { dims[0] = batch; dims[1] = n; dims[2] = c / 3; }
+        else { dims[0] = n; dims[1] = c / 3; }
+        if (!(out = gm_nn_out(oout, type, nd, dims, "out"))) goto done;
+        size_t hd = (size_t)(c / 3 / heads);
+        void *pq = PyArray_DATA(q), *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_attention_f32(pq, (size_t)batch, (size_t)n, (size_t)heads, hd, py);
+        else
+            status = gm_nn_attention_f64(pq, (size_t)batch, (size_t)n, (size_t)heads, hd, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "nn_attention", names, 1);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_NN                                                               \
+    {"nn_linear", (PyCFunction)(void (*)(void))py_nn_linear, METH_VARARGS | METH_KEYWORDS, \
+     "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"  \
+     "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias."}, \
+    {"nn_layernorm", (PyCFunction)(void (*)(void))py_nn_layernorm,                 \
+     METH_VARARGS | METH_KEYWORDS,                                                  \
+     "nn_layernorm(x, weight=None, bias=None, eps=1e-6, out=None)\n--\n\n"         \
+     "Row-wise LayerNorm of a 2-D array."},                                        \
+    {"nn_swiglu", (PyCFunction)(void (*)(void))py_nn_swiglu, METH_VARARGS | METH_KEYWORDS, \
+     "nn_swiglu(h, out=None)\n--\n\nsilu(h[:, :k]) * h[:, k:] with k = h.shape[1] // 2."}, \
+    {"nn_attention", (PyCFunction)(void (*)(void))py_nn_attention,                 \
+     METH_VARARGS | METH_KEYWORDS,                                                  \
+     "nn_attention(qkv, heads, out=None)\n--\n\n"                                  \
+     "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v]."},
 /* @@end nn */
 /* ======================================================================== */
 
