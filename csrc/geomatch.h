@@ -82,6 +82,31 @@ int gm_cosine_similarity_f64(const double *x, const double *y, double *out, size
 
 /* ==== kernels: Sinkhorn (balanced / unbalanced) ========================== */
 /* @@section sinkhorn */
+/* Entropic OT: minimize <C,P> + reg sum P(log P - 1) + reg_m_a KL(P1|a)
+ * + reg_m_b KL(P^T1|b) for `batch` problems stored back to back (C: batch x
+ * n x m, a: batch x n, b: batch x m, all contiguous).  reg_m_* = INFINITY
+ * makes that marginal a hard constraint (both: balanced OT, which requires
+ * sum a == sum b to a relative 1e-5 (float) / 1e-6 (double), else
+ * GM_ERR_INVALID); reg_m = 0 ignores that marginal.  Iterates (rows, then
+ * columns) until the max change of the column marginal made by an
+ * iteration's column update is < tol, or max_iter iterations.
+ * Outputs: P (batch x n x m) the plan; optional (NULL to skip) f (batch x n)
+ * and g (batch x m) the dual potentials in cost units (POT's reg*log u,
+ * reg*log v), with P_ij = exp((f_i + g_j - C_ij)/reg) and -inf where a mass
+ * is 0; n_iter (batch) the iterations done; err (batch) the last marginal
+ * change.  Status: GM_ERR_INVALID (sizes, reg <= 0, reg_m < 0, max_iter < 1,
+ * tol < 0, unequal masses), GM_ERR_NONFINITE_ARG(0..2) (C, a, b),
+ * GM_ERR_NEGATIVE_ARG(1..2), GM_ERR_ZEROMASS_ARG(1..2), GM_ERR_NUMERIC,
+ * GM_ERR_NOMEM.  Cost O(batch * iterations * n * m); results identical for
+ * any thread count. */
+int gm_sinkhorn_f32(const float *C, const float *a, const float *b, size_t batch,
+                    size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
+                    int max_iter, double tol, float *P, float *f, float *g,
+                    int *n_iter, double *err);
+int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t batch,
+                    size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
+                    int max_iter, double tol, double *P, double *f, double *g,
+                    int *n_iter, double *err);
 /* @@end sinkhorn */
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */
@@ -112,6 +137,36 @@ int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t 
 
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */
 /* @@section transfer */
+/* Keypoint transfer by exact upsample-argmax (the published protocol):
+ * both feature maps -- src_feat (batch, hs, ws, dim) and trg_feat
+ * (batch, ht, wt, dim), channel-last, C-contiguous -- are taken as upsampled
+ * bilinearly to their image sizes with PyTorch's align_corners=False rule
+ * (source coordinate s = (dst + 0.5) in/out - 0.5, s < 0 clamped to 0, the
+ * upper tap clamped to in - 1); the source descriptor of keypoint (x, y) is
+ * the upsampled source map at pixel (floor(y), floor(x)); the prediction is
+ * the target pixel (X, Y) of maximal cosine similarity over all Wt x Ht
+ * pixels (first pixel in row-major order on exact ties; a zero target
+ * descriptor has cosine 0).  No upsampled map is materialized: cost
+ * O(batch (ht wt dim (5 + nkps) + ht Wt nkps + Ht Wt (1 + nkps))).
+ * src_kps: (batch, nkps, 2) as (x, y) with 0 <= x < Ws, 0 <= y < Hs;
+ * src_size, trg_size: (batch, 2) as (W, H) > 0.  out: (batch, nkps, 2)
+ * integer-valued (X, Y).  Errors: GM_ERR_INVALID (sizes, keypoints outside
+ * the source image), GM_ERR_NONFINITE_ARG(0..2) for src_feat, trg_feat,
+ * src_kps, GM_ERR_NUMERIC if the Gram products overflow, GM_ERR_NOMEM. */
+int gm_transfer_upsample_argmax_f32(const float *src_feat, const float *trg_feat,
+                                    const float *src_kps, const int64_t *src_size,
+                                    const int64_t *trg_size, size_t batch, size_t hs,
+                                    size_t ws, size_t ht, size_t wt, size_t dim,
+                                    size_t nkps, float *out);
+int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_feat,
+                                    const double *src_kps, const int64_t *src_size,
+                                    const int64_t *trg_size, size_t batch, size_t hs,
+                                    size_t ws, size_t ht, size_t wt, size_t dim,
+                                    size_t nkps, double *out);
+/* Linear-interpolation taps (PyTorch align_corners=False) of output sample
+ * dst when resizing n_in samples to n_out: value = (1 - w1) v[i0] + w1 v[i1]. */
+void gm_transfer_linear_taps(int64_t dst, int64_t n_in, int64_t n_out,
+                             int64_t *i0, int64_t *i1, double *w1);
 /* @@end transfer */
 
 /* ==== kernels: backbone / head building blocks =========================== */

@@ -26,9 +26,11 @@ from .matching import argmax_2d, window_soft_argmax  # noqa: E402
 # @@end matching
 
 # @@section transfer
+from .transfer import transfer_keypoints  # noqa: E402
 # @@end transfer
 
 # @@section submodules
 from . import datasets  # noqa: E402,F401
+from . import metrics  # noqa: E402
 from . import head  # noqa: E402,F401
 # @@end submodules

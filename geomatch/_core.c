@@ -375,7 +375,140 @@ done:
 /* ======================================================================== */
 /* sinkhorn                                                                 */
 /* @@section sinkhorn */
-#define GM_METHODS_SINKHORN
+
+/* Parse a marginal weight: a real number >= 0, +inf allowed. */
+static int gm_sk_parse_reg_m(PyObject *obj, const char *name, double *out)
+{
+    double v;
+    if (obj == NULL || PyBool_Check(obj) || !PyNumber_Check(obj) || PyComplex_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     obj ? Py_TYPE(obj)->tp_name : "nothing");
+        return -1;
+    }
+    v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (isnan(v) || v < 0.0) {
+        gm_set_error(PyExc_ValueError, "%s must be >= 0 (inf allowed), got %R", name, obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 0 if each batch element has sum(a) == sum(b) to the kernel's relative
+ * tolerance (balanced OT), else ValueError naming a and b.  O(size). */
+static int gm_sk_check_masses(PyArrayObject *a, PyArrayObject *b, npy_intp batch)
+{
+    npy_intp n = PyArray_DIM(a, PyArray_NDIM(a) - 1);
+    npy_intp m = PyArray_DIM(b, PyArray_NDIM(b) - 1);
+    int f32 = PyArray_TYPE(a) == NPY_FLOAT32;
+    double rtol = f32 ? 1e-5 : 1e-6;
+    for (npy_intp k = 0; k < batch; k++) {
+        double sa = 0.0, sb = 0.0;
+        for (npy_intp i = 0; i < n; i++)
+            sa += f32 ? (double)((const float *)PyArray_DATA(a))[k * n + i]
+                      : ((const double *)PyArray_DATA(a))[k * n + i];
+        for (npy_intp j = 0; j < m; j++)
+            sb += f32 ? (double)((const float *)PyArray_DATA(b))[k * m + j]
+                      : ((const double *)PyArray_DATA(b))[k * m + j];
+        if (!isfinite(sa) || !isfinite(sb)) return 0; /* the kernel names it */
+        if (fabs(sa - sb) > rtol * (sa > sb ? sa : sb)) {
+            gm_set_error(PyExc_ValueError,
+                         "a and b must have the same total mass for balanced OT "
+                         "(reg_m=None): sum(a)=%.9g, sum(b)=%.9g (problem %zd); "
+                         "normalize them or pass a finite reg_m", sa, sb, (Py_ssize_t)k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* _core.sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)
+ *   -> (P, f, g, n_iter, err).  C (..., N, M), a (..., N), b (..., M). */
+static PyObject *py_sinkhorn(PyObject *self, PyObject *args)
+{
+    PyObject *oC, *oa, *ob, *oreg, *orma, *ormb, *oiter, *otol;
+    PyArrayObject *C = NULL, *a = NULL, *b = NULL, *P = NULL, *f = NULL, *g = NULL;
+    PyArrayObject *nit = NULL, *err = NULL;
+    PyObject *result = NULL;
+    double reg, rma, rmb, tol;
+    long max_iter;
+    int type, st = GM_OK, nd;
+    npy_intp batch, n, m;
+    static const char *const names[] = {"C", "a", "b"};
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:sinkhorn", &oC, &oa, &ob, &oreg, &orma,
+                          &ormb, &oiter, &otol))
+        return NULL;
+    {
+        PyObject *objs[3] = {oC, oa, ob};
+        type = gm_common_float_type(objs, names, 3);
+    }
+    if (type < 0) goto done;
+    if (gm_parse_positive(oreg, "reg", 0, &reg) < 0) goto done;
+    if (gm_sk_parse_reg_m(orma, "reg_m", &rma) < 0) goto done;
+    if (gm_sk_parse_reg_m(ormb, "reg_m", &rmb) < 0) goto done;
+    if (gm_parse_int(oiter, "max_iter", 1, 2147483647L, &max_iter) < 0) goto done;
+    if (gm_parse_positive(otol, "tol", 1, &tol) < 0) goto done;
+    C = gm_as_array(oC, type, "C", 2, NPY_MAXDIMS, 0);
+    if (C == NULL) goto done;
+    nd = PyArray_NDIM(C);
+    a = gm_as_array(oa, type, "a", nd - 1, nd - 1, 0);
+    if (a == NULL) goto done;
+    b = gm_as_array(ob, type, "b", nd - 1, nd - 1, 0);
+    if (b == NULL) goto done;
+    if (gm_check_same_batch(C, "C", nd - 2, a, "a", nd - 2) < 0) goto done;
+    if (gm_check_same_batch(C, "C", nd - 2, b, "b", nd - 2) < 0) goto done;
+    n = PyArray_DIM(C, nd - 2);
+    m = PyArray_DIM(C, nd - 1);
+    if (PyArray_DIM(a, nd - 2) != n) {
+        gm_set_error(PyExc_ValueError, "a must have length N=%zd (C's rows), got %zd",
+                     (Py_ssize_t)n, (Py_ssize_t)PyArray_DIM(a, nd - 2));
+        goto done;
+    }
+    if (PyArray_DIM(b, nd - 2) != m) {
+        gm_set_error(PyExc_ValueError, "b must have length M=%zd (C's columns), got %zd",
+                     (Py_ssize_t)m, (Py_ssize_t)PyArray_DIM(b, nd - 2));
+        goto done;
+    }
+    batch = gm_batch_size(C, nd - 2);
+    if (isinf(rma) && isinf(rmb)) {
+        if (gm_check_finite(a, "a") < 0 || gm_check_finite(b, "b") < 0) goto done;
+        if (gm_sk_check_masses(a, b, batch) < 0) goto done;
+    }
+    P = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(C), type);
+    f = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(a), type);
+    g = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(b), type);
+    nit = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_INT);
+    err = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_DOUBLE);
+    if (!P || !f || !g || !nit || !err) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        st = gm_sinkhorn_f32(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
+                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
+                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
+    else
+        st = gm_sinkhorn_f64(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
+                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
+                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
+    Py_END_ALLOW_THREADS
+    if (st != GM_OK) {
+        gm_raise_status(st, "sinkhorn", names, 3);
+        goto done;
+    }
+    result = Py_BuildValue("(OOOOO)", P, f, g, nit, err);
+done:
+    Py_XDECREF(C); Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(P); Py_XDECREF(f);
+    Py_XDECREF(g); Py_XDECREF(nit); Py_XDECREF(err);
+    return result;
+}
+
+#define GM_METHODS_SINKHORN                                                         \
+    {"sinkhorn", (PyCFunction)py_sinkhorn, METH_VARARGS,                            \
+     "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"             \
+     "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err)."},
 /* @@end sinkhorn */
 /* ======================================================================== */
 
@@ -514,7 +647,177 @@ done:
 /* ======================================================================== */
 /* transfer                                                                 */
 /* @@section transfer */
-#define GM_METHODS_TRANSFER
+
+/* Sizes argument -> new C-contiguous int64 array of shape lead + (2,) with
+ * every entry > 0.  NULL with TypeError/ValueError naming `name`. */
+static PyArrayObject *gm_transfer_sizes(PyObject *obj, const char *name, PyArrayObject *lead,
+                                        int nlead)
+{
+    PyArrayObject *arr = NULL, *tmp = (PyArrayObject *)PyArray_FROM_O(obj);
+    npy_intp i, n;
+    if (tmp == NULL) {
+        PyErr_Clear();
+        gm_set_error(PyExc_TypeError, "%s must be an array of integers (W, H)", name);
+        return NULL;
+    }
+    if (!PyArray_ISINTEGER(tmp) || PyArray_ISBOOL(tmp)) {
+        gm_set_error(PyExc_TypeError, "%s must hold integers (W, H), got dtype %S", name,
+                     (PyObject *)PyArray_DESCR(tmp));
+        Py_DECREF(tmp);
+        return NULL;
+    }
+    arr = (PyArrayObject *)PyArray_FROMANY((PyObject *)tmp, NPY_INT64, 0, 0,
+                                           NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(tmp);
+    if (arr == NULL) return NULL;
+    if (PyArray_NDIM(arr) != nlead + 1 || PyArray_DIM(arr, nlead) != 2 ||
+        gm_check_same_batch(arr, name, nlead, lead, "src_feat", nlead) < 0) {
+        gm_set_error(PyExc_ValueError, "%s must have shape (batch..., 2) matching the "
+                     "leading dimensions of src_feat", name);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    n = PyArray_SIZE(arr);
+    for (i = 0; i < n; i++) {
+        int64_t v = ((const int64_t *)PyArray_DATA(arr))[i];
+        if (v <= 0 || v > (1 << 30)) {
+            gm_set_error(PyExc_ValueError, "%s must hold image sizes (W, H) between 1 and "
+                         "2**30, got %lld", name, (long long)v);
+            Py_DECREF(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+/* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
+ * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
+ * sizes (..., 2) int -> (..., K, 2) float (x, y) target pixels. */
+static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size", NULL};
+    static const char *argn[] = {"src_feat", "trg_feat", "src_kps"};
+    PyObject *o_sf, *o_tf, *o_kp, *o_ss, *o_ts, *result = NULL;
+    PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
+    npy_intp dims[NPY_MAXDIMS];
+    int type, nd, nlead, status = GM_OK;
+    size_t batch, hs, ws, ht, wt, dim, nkps;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:transfer_upsample_argmax", kwlist,
+                                     &o_sf, &o_tf, &o_kp, &o_ss, &o_ts))
+        return NULL;
+    {
+        PyObject *objs[3] = {o_sf, o_tf, o_kp};
+        type = gm_common_float_type(objs, argn, 3);
+        if (type < 0) goto done;
+    }
+    sf = gm_as_array(o_sf, type, "src_feat", 3, NPY_MAXDIMS - 1, 0);
+    if (sf == NULL) goto done;
+    nd = PyArray_NDIM(sf);
+    nlead = nd - 3;
+    tf = gm_as_array(o_tf, type, "trg_feat", nd, nd, 0);
+    if (tf == NULL) goto done;
+    kp = gm_as_array(o_kp, type, "src_kps", nlead + 2, nlead + 2, 1);
+    if (kp == NULL) goto done;
+    if (gm_check_same_batch(sf, "src_feat", nlead, tf, "trg_feat", nlead) < 0 ||
+        gm_check_same_batch(sf, "src_feat", nlead, kp, "src_kps", nlead) < 0)
+        goto done;
+    if (PyArray_DIM(tf, nd - 1) != PyArray_DIM(sf, nd - 1)) {
+        gm_set_error(PyExc_ValueError, "src_feat and trg_feat must have the same feature "
+                     "dimension, got %zd and %zd", (Py_ssize_t)PyArray_DIM(sf, nd - 1),
+                     (Py_ssize_t)PyArray_DIM(tf, nd - 1));
+        goto done;
+    }
+    if (PyArray_DIM(kp, nlead + 1) != 2) {
+        gm_set_error(PyExc_ValueError, "src_kps must have shape (..., K, 2), got last "
+                     "dimension %zd", (Py_ssize_t)PyArray_DIM(kp, nlead + 1));
+        goto done;
+    }
+    ss = gm_transfer_sizes(o_ss, "src_size", sf, nlead);
+    if (ss == NULL) goto done;
+    ts = gm_transfer_sizes(o_ts, "trg_size", sf, nlead);
+    if (ts == NULL) goto done;
+    /* src_feat and trg_feat are checked for NaN/inf by the kernel (fused
+     * with its first pass; reported through gm_raise_status). */
+    if (gm_check_finite(kp, "src_kps") < 0) goto done;
+    batch = (size_t)gm_batch_size(sf, nlead);
+    hs = (size_t)PyArray_DIM(sf, nlead);
+    ws = (size_t)PyArray_DIM(sf, nlead + 1);
+    ht = (size_t)PyArray_DIM(tf, nlead);
+    wt = (size_t)PyArray_DIM(tf, nlead + 1);
+    dim = (size_t)PyArray_DIM(sf, nd - 1);
+    nkps = (size_t)PyArray_DIM(kp, nlead);
+    {
+        const int64_t *szs = (const int64_t *)PyArray_DATA(ss);
+        size_t b, k;
+        for (b = 0; b < batch; b++) {
+            for (k = 0; k < nkps; k++) {
+                double x, y;
+                if (type == NPY_FLOAT32) {
+                    x = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k)];
+                    y = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
+                } else {
+                    x = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k)];
+                    y = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
+                }
+                if (!(x >= 0.0 && x < (double)szs[2 * b] && y >= 0.0 &&
+                      y < (double)szs[2 * b + 1])) {
+                    gm_set_error(PyExc_ValueError,
+                                 "src_kps: keypoint %zu of pair %zu, (x, y) = (%g, %g), lies "
+                                 "outside the source image of size (W, H) = (%lld, %lld); "
+                                 "need 0 <= x < W and 0 <= y < H", k, b, x, y,
+                                 (long long)szs[2 * b], (long long)szs[2 * b + 1]);
+                    goto done;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < nlead + 1; i++) dims[i] = PyArray_DIM(kp, i);
+    dims[nlead + 1] = 2;
+    out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0);
+    if (out == NULL) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        status = gm_transfer_upsample_argmax_f32(
+            (const float *)PyArray_DATA(sf), (const float *)PyArray_DATA(tf),
+            (const float *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
+            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
+            (float *)PyArray_DATA(out));
+    else
+        status = gm_transfer_upsample_argmax_f64(
+            (const double *)PyArray_DATA(sf), (const double *)PyArray_DATA(tf),
+            (const double *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
+            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
+            (double *)PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status == GM_ERR_NUMERIC) {
+        gm_set_error(PyExc_FloatingPointError,
+                     "transfer_upsample_argmax: dot products of the feature vectors "
+                     "overflow %s; rescale src_feat/trg_feat",
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        goto done;
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "transfer_upsample_argmax", argn, 3);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sf);
+    Py_XDECREF(tf);
+    Py_XDECREF(kp);
+    Py_XDECREF(ss);
+    Py_XDECREF(ts);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_TRANSFER                                                        \
+    {"transfer_upsample_argmax", (PyCFunction)(void (*)(void))py_transfer_upsample_argmax, \
+     METH_VARARGS | METH_KEYWORDS,                                                 \
+     "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n" \
+     "Exact upsample-argmax keypoint transfer (see geomatch.transfer)."},
 /* @@end transfer */
 /* ======================================================================== */
 

@@ -12,6 +12,7 @@ import sys
 # command name -> (module, one-line help)
 COMMANDS = {
     # @@section commands
+    "eval": ("geomatch.evaluate", "evaluate keypoint transfer (PCK tables, JSON/CSV, figures)"),
     # @@end commands
 }
 

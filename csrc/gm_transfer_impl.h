@@ -1,0 +1,467 @@
+/* gm_transfer_impl.h -- template body of gm_transfer.c.  No include guard:
+ * included once per floating type with GM_T (float/double), GM_SUF(name)
+ * (adds _f32/_f64), GM_ZERO, GM_ONE and GM_SQRT defined. */
+
+/* Dot product of a and b (length n) accumulated in 16 fixed lanes that are
+ * summed in a fixed order, so the value never depends on alignment, on the
+ * vectorizer's choices or on the thread count.  O(n). */
+static GM_T GM_SUF(gm_tr_dot)(const GM_T *a, const GM_T *b, size_t n)
+{
+    GM_T acc[16];
+    size_t i = 0;
+    int j, s;
+    for (j = 0; j < 16; j++) acc[j] = GM_ZERO;
+    for (; i + 16 <= n; i += 16)
+        for (j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    for (j = 0; i < n; i++, j++) acc[j] += a[i] * b[i];
+    for (s = 8; s > 0; s >>= 1)
+        for (j = 0; j < s; j++) acc[j] += acc[j + s];
+    return acc[0];
+}
+
+/* The five Gram products of a 2x2 block of grid vectors t00 t01 / t10 t11
+ * (row-major neighbours) in one pass over D: out = {t00.t00, t00.t01,
+ * t00.t10, t00.t11, t01.t10}.  Same fixed-lane scheme as gm_tr_dot.  O(D). */
+static void GM_SUF(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t10,
+                                const GM_T *t11, size_t n, GM_T out[5])
+{
+    GM_T a0[16], a1[16], a2[16], a3[16], a4[16];
+    size_t i = 0;
+    int j, s;
+    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = a4[j] = GM_ZERO;
+    for (; i + 16 <= n; i += 16) {
+        for (j = 0; j < 16; j++) {
+            GM_T x = t00[i + j], y = t01[i + j], z = t10[i + j];
+            a0[j] += x * x;
+            a1[j] += x * y;
+            a2[j] += x * z;
+            a3[j] += x * t11[i + j];
+            a4[j] += y * z;
+        }
+    }
+    for (j = 0; i < n; i++, j++) {
+        GM_T x = t00[i], y = t01[i], z = t10[i];
+        a0[j] += x * x;
+        a1[j] += x * y;
+        a2[j] += x * z;
+        a3[j] += x * t11[i];
+        a4[j] += y * z;
+    }
+    for (s = 8; s > 0; s >>= 1) {
+        for (j = 0; j < s; j++) {
+            a0[j] += a0[j + s];
+            a1[j] += a1[j + s];
+            a2[j] += a2[j + s];
+            a3[j] += a3[j + s];
+            a4[j] += a4[j + s];
+        }
+    }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
+    out[4] = a4[0];
+}
+
+/* Four dot products q0.t, q1.t, q2.t, q3.t sharing the loads of t (length
+ * n), each with the fixed-lane summation order of gm_tr_dot.  O(n). */
+static void GM_SUF(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
+                               const GM_T *q3, const GM_T *t, size_t n, GM_T out[4])
+{
+    GM_T a0[16], a1[16], a2[16], a3[16];
+    size_t i = 0;
+    int j, s;
+    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = GM_ZERO;
+    for (; i + 16 <= n; i += 16) {
+        for (j = 0; j < 16; j++) {
+            GM_T x = t[i + j];
+            a0[j] += q0[i + j] * x;
+            a1[j] += q1[i + j] * x;
+            a2[j] += q2[i + j] * x;
+            a3[j] += q3[i + j] * x;
+        }
+    }
+    for (j = 0; i < n; i++, j++) {
+        GM_T x = t[i];
+        a0[j] += q0[i] * x;
+        a1[j] += q1[i] * x;
+        a2[j] += q2[i] * x;
+        a3[j] += q3[i] * x;
+    }
+    for (s = 8; s > 0; s >>= 1) {
+        for (j = 0; j < s; j++) {
+            a0[j] += a0[j + s];
+            a1[j] += a1[j + s];
+            a2[j] += a2[j + s];
+            a3[j] += a3[j + s];
+        }
+    }
+    out[0] = a0[0];
+    out[1] = a1[0];
+    out[2] = a2[0];
+    out[3] = a3[0];
+}
+
+/* 1 if all n values are finite: x * 0 is NaN exactly for NaN/inf, summed in
+ * 64 independent lanes so the scan runs at memory speed.  O(n). */
+static int GM_SUF(gm_tr_all_finite)(const GM_T *x, size_t n)
+{
+    GM_T acc[64];
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 64; j++) acc[j] = GM_ZERO;
+    for (; i + 64 <= n; i += 64)
+        for (j = 0; j < 64; j++) acc[j] += x[i + j] * GM_ZERO;
+    for (j = 0; i < n; i++, j++) acc[j] += x[i] * GM_ZERO;
+    for (j = 1; j < 64; j++) acc[0] += acc[j];
+    return acc[0] == GM_ZERO;
+}
+
+/* Workspace of one call, sized for the largest target image of the batch. */
+typedef struct {
+    size_t hw, wp;        /* target grid cells; padded row length (>= max W) */
+    GM_T *tab;            /* 5 Gram tables, each ht*wt: N, Hn, V, D1, D2 */
+    GM_T *q;              /* nkps x dim source descriptors */
+    GM_T *g;              /* nkps x ht*wt grid dot products */
+    int *c0, *c1;         /* column taps per target pixel column (max W) */
+    GM_T *b0, *b1;
+    int *r0, *r1;         /* row taps per target pixel row (max H) */
+    GM_T *a0, *a1;
+    GM_T *nrow, *mx;      /* ht x wp: |row-interpolated vector|^2, row cross term */
+    GM_T *p;              /* nkps x ht x wp: row-interpolated numerators */
+    GM_T *tbuf;           /* nthr x 2 x wp: per-thread 1/norm row and values row */
+    GM_T *bestv;          /* nthr x nkps best value of each thread's row block */
+    int64_t *bestx, *besty;
+    int nthr;
+} GM_SUF(gm_tr_ws);
+
+static void GM_SUF(gm_tr_ws_free)(GM_SUF(gm_tr_ws) *w)
+{
+    free(w->tab); free(w->q); free(w->g);
+    free(w->c0); free(w->c1); free(w->b0); free(w->b1);
+    free(w->r0); free(w->r1); free(w->a0); free(w->a1);
+    free(w->nrow); free(w->mx); free(w->p); free(w->tbuf);
+    free(w->bestv); free(w->bestx); free(w->besty);
+}
+
+/* Allocate the workspace; GM_ERR_NOMEM on failure (then freed).  O(sizes). */
+static int GM_SUF(gm_tr_ws_alloc)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t wt, size_t dim,
+                                  size_t nkps, size_t maxw, size_t maxh)
+{
+    size_t s = sizeof(GM_T);
+    memset(w, 0, sizeof *w);
+    w->hw = ht * wt;
+    w->wp = gm_tr_pad16(maxw);
+    w->nthr = gm_tr_max_threads();
+    if (w->nthr < 1) w->nthr = 1;
+    w->tab = gm_tr_alloc(5 * w->hw * s);
+    w->q = gm_tr_alloc(nkps * dim * s);
+    w->g = gm_tr_alloc(nkps * w->hw * s);
+    w->c0 = gm_tr_alloc(maxw * sizeof(int));
+    w->c1 = gm_tr_alloc(maxw * sizeof(int));
+    w->b0 = gm_tr_alloc(maxw * s);
+    w->b1 = gm_tr_alloc(maxw * s);
+    w->r0 = gm_tr_alloc(maxh * sizeof(int));
+    w->r1 = gm_tr_alloc(maxh * sizeof(int));
+    w->a0 = gm_tr_alloc(maxh * s);
+    w->a1 = gm_tr_alloc(maxh * s);
+    w->nrow = gm_tr_alloc(ht * w->wp * s);
+    w->mx = gm_tr_alloc(ht * w->wp * s);
+    w->p = gm_tr_alloc(nkps * ht * w->wp * s);
+    w->tbuf = gm_tr_alloc((size_t)w->nthr * 2 * w->wp * s);
+    w->bestv = gm_tr_alloc((size_t)w->nthr * nkps * s);
+    w->bestx = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
+    w->besty = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
+    if (!w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
+        !w->r1 || !w->a0 || !w->a1 || !w->nrow || !w->mx || !w->p || !w->tbuf ||
+        !w->bestv || !w->bestx || !w->besty) {
+        GM_SUF(gm_tr_ws_free)(w);
+        return GM_ERR_NOMEM;
+    }
+    return GM_OK;
+}
+
+/* Source descriptor of keypoint (x, y): the upsampled source map at pixel
+ * (floor(y), floor(x)), i.e. a bilinear combination of <= 4 grid vectors.
+ * O(D). */
+static void GM_SUF(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size_t dim,
+                                      int64_t W, int64_t H, GM_T x, GM_T y, GM_T *q)
+{
+    int64_t i0, i1, j0, j1;
+    double wy, wx;
+    size_t d;
+    gm_transfer_linear_taps((int64_t)floor((double)y), (int64_t)hs, H, &i0, &i1, &wy);
+    gm_transfer_linear_taps((int64_t)floor((double)x), (int64_t)ws, W, &j0, &j1, &wx);
+    {
+        GM_T w00 = (GM_T)((1.0 - wy) * (1.0 - wx)), w01 = (GM_T)((1.0 - wy) * wx);
+        GM_T w10 = (GM_T)(wy * (1.0 - wx)), w11 = (GM_T)(wy * wx);
+        const GM_T *s00 = sf + ((size_t)i0 * ws + (size_t)j0) * dim;
+        const GM_T *s01 = sf + ((size_t)i0 * ws + (size_t)j1) * dim;
+        const GM_T *s10 = sf + ((size_t)i1 * ws + (size_t)j0) * dim;
+        const GM_T *s11 = sf + ((size_t)i1 * ws + (size_t)j1) * dim;
+        for (d = 0; d < dim; d++)
+            q[d] = w00 * s00[d] + w01 * s01[d] + w10 * s10[d] + w11 * s11[d];
+    }
+}
+
+/* First stage of one pair (threaded): Gram tables, source descriptors, grid
+ * dot products, per-grid-row norm/cross arrays and numerators.
+ * O(h w D (5 + K) + h W (2 + K)). */
+static void GM_SUF(gm_tr_prepare)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
+                                  const GM_T *kps, size_t hs, size_t ws, size_t ht,
+                                  size_t wt, size_t dim, size_t nkps, int64_t Ws,
+                                  int64_t Hs, int64_t Wt)
+{
+    const size_t hw = w->hw, wp = w->wp;
+    GM_T *tN = w->tab, *tH = w->tab + hw, *tV = w->tab + 2 * hw;
+    GM_T *tD1 = w->tab + 3 * hw, *tD2 = w->tab + 4 * hw;
+    const long nht = (long)ht, nk = (long)nkps, nhw = (long)hw, nkr = (long)(nkps * ht);
+
+#pragma omp parallel
+    {
+        long r, k, cell, kr;
+#pragma omp for schedule(static)
+        for (r = 0; r < nht; r++) {
+            size_t rr = (size_t)r, r1 = rr + 1 < ht ? rr + 1 : rr, c;
+            for (c = 0; c < wt; c++) {
+                size_t c1 = c + 1 < wt ? c + 1 : c;
+                GM_T o[5];
+                GM_SUF(gm_tr_gram5)(tf + (rr * wt + c) * dim, tf + (rr * wt + c1) * dim,
+                                    tf + (r1 * wt + c) * dim, tf + (r1 * wt + c1) * dim,
+                                    dim, o);
+                tN[rr * wt + c] = o[0];
+                tH[rr * wt + c] = o[1];
+                tV[rr * wt + c] = o[2];
+                tD1[rr * wt + c] = o[3];
+                tD2[rr * wt + c] = o[4];
+            }
+        }
+#pragma omp for schedule(static)
+        for (k = 0; k < nk; k++)
+            GM_SUF(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
+                                      w->q + (size_t)k * dim);
+#pragma omp for schedule(static)
+        for (cell = 0; cell < nhw; cell++) {
+            const GM_T *t = tf + (size_t)cell * dim;
+            for (k = 0; k + 4 <= nk; k += 4) {
+                const GM_T *q = w->q + (size_t)k * dim;
+                GM_T o[4];
+                GM_SUF(gm_tr_dot4)(q, q + dim, q + 2 * dim, q + 3 * dim, t, dim, o);
+                w->g[(size_t)k * hw + (size_t)cell] = o[0];
+                w->g[(size_t)(k + 1) * hw + (size_t)cell] = o[1];
+                w->g[(size_t)(k + 2) * hw + (size_t)cell] = o[2];
+                w->g[(size_t)(k + 3) * hw + (size_t)cell] = o[3];
+            }
+            for (; k < nk; k++)
+                w->g[(size_t)k * hw + (size_t)cell] =
+                    GM_SUF(gm_tr_dot)(w->q + (size_t)k * dim, t, dim);
+        }
+#pragma omp for schedule(static)
+        for (r = 0; r < nht; r++) {
+            const GM_T *N = tN + (size_t)r * wt, *Hn = tH + (size_t)r * wt;
+            const GM_T *V = tV + (size_t)r * wt, *D1 = tD1 + (size_t)r * wt;
+            const GM_T *D2 = tD2 + (size_t)r * wt;
+            GM_T *nr = w->nrow + (size_t)r * wp, *m = w->mx + (size_t)r * wp;
+            int64_t X;
+            for (X = 0; X < Wt; X++) {
+                int c0 = w->c0[X], c1 = w->c1[X];
+                GM_T b0 = w->b0[X], b1 = w->b1[X];
+                nr[X] = b0 * b0 * N[c0] + 2 * b0 * b1 * Hn[c0] + b1 * b1 * N[c1];
+                m[X] = b0 * b0 * V[c0] + b1 * b1 * V[c1] + b0 * b1 * (D1[c0] + D2[c0]);
+            }
+        }
+#pragma omp for schedule(static)
+        for (kr = 0; kr < nkr; kr++) {
+            size_t kk = (size_t)kr / ht, rr = (size_t)kr % ht;
+            const GM_T *g = w->g + kk * hw + rr * wt;
+            GM_T *p = w->p + (kk * ht + rr) * wp;
+            int64_t X;
+            for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
+        }
+    }
+}
+
+/* 1 if rows x ncol of a (row stride ld) are all finite.  O(rows ncol). */
+static int GM_SUF(gm_tr_rows_finite)(const GM_T *a, size_t rows, size_t ncol, size_t ld)
+{
+    size_t r;
+    for (r = 0; r < rows; r++)
+        if (!GM_SUF(gm_tr_all_finite)(a + r * ld, ncol)) return 0;
+    return 1;
+}
+
+/* Second stage of one pair (threaded over target pixel rows): for every
+ * pixel, cos = (a0 P[r0] + a1 P[r1]) / |t(Y, X)|, and the first (row-major)
+ * pixel of maximal cosine per keypoint.  Each thread scans a contiguous block
+ * of rows in order (static schedule); blocks are merged in thread order with
+ * a strict comparison, so ties go to the first pixel whatever the thread
+ * count.  Writes (x, y) per keypoint to out.  O(H W (1 + K)). */
+static void GM_SUF(gm_tr_scan)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t nkps, int64_t Wt,
+                               int64_t Ht, GM_T *out)
+{
+    const size_t wp = w->wp;
+    const int nthr = w->nthr;
+    size_t i, k;
+    int t;
+    for (i = 0; i < (size_t)nthr * nkps; i++) {
+        w->bestv[i] = -(GM_T)INFINITY;
+        w->bestx[i] = w->besty[i] = -1;
+    }
+#pragma omp parallel num_threads(nthr)
+    {
+        int tid = gm_tr_thread_num();
+        GM_T *inv = w->tbuf + (size_t)tid * 2 * wp, *val = inv + wp;
+        GM_T *bv = w->bestv + (size_t)tid * nkps;
+        int64_t *bx = w->bestx + (size_t)tid * nkps, *by = w->besty + (size_t)tid * nkps;
+        long Y;
+#pragma omp for schedule(static)
+        for (Y = 0; Y < (long)Ht; Y++) {
+            int r0 = w->r0[Y], r1 = w->r1[Y];
+            GM_T a0 = w->a0[Y], a1 = w->a1[Y];
+            GM_T w00 = a0 * a0, w11 = a1 * a1, w01 = 2 * a0 * a1;
+            const GM_T *n0 = w->nrow + (size_t)r0 * wp, *n1 = w->nrow + (size_t)r1 * wp;
+            const GM_T *m0 = w->mx + (size_t)r0 * wp;
+            int X, nW = (int)Wt;
+            size_t kk;
+            for (X = 0; X < nW; X++) {
+                GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
+                inv[X] = d > GM_ZERO ? GM_ONE / GM_SQRT(d) : GM_ZERO;
+            }
+            for (kk = 0; kk < nkps; kk++) {
+                const GM_T *p0 = w->p + (kk * ht + (size_t)r0) * wp;
+                const GM_T *p1 = w->p + (kk * ht + (size_t)r1) * wp;
+                GM_T m;
+                for (X = 0; X < nW; X++) val[X] = (a0 * p0[X] + a1 * p1[X]) * inv[X];
+                m = val[0];
+#pragma omp simd reduction(max : m)
+                for (X = 0; X < nW; X++) m = val[X] > m ? val[X] : m;
+                if (m > bv[kk]) {
+                    int idx = nW;
+#pragma omp simd reduction(min : idx)
+                    for (X = 0; X < nW; X++) {
+                        int c = val[X] == m ? X : nW;
+                        idx = c < idx ? c : idx;
+                    }
+                    if (idx < nW) {
+                        bv[kk] = m;
+                        bx[kk] = idx;
+                        by[kk] = Y;
+                    }
+                }
+            }
+        }
+    }
+    for (k = 0; k < nkps; k++) {
+        GM_T best = -(GM_T)INFINITY;
+        int64_t bx = 0, by = 0;
+        for (t = 0; t < nthr; t++) {
+            size_t j = (size_t)t * nkps + k;
+            if (w->besty[j] >= 0 && w->bestv[j] > best) {
+                best = w->bestv[j];
+                bx = w->bestx[j];
+                by = w->besty[j];
+            }
+        }
+        out[2 * k] = (GM_T)bx;
+        out[2 * k + 1] = (GM_T)by;
+    }
+}
+
+/* Taps of every target pixel column and row.  O(W + H). */
+static void GM_SUF(gm_tr_taps)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t wt, int64_t Wt,
+                               int64_t Ht)
+{
+    int64_t i, i0, i1;
+    double f;
+    for (i = 0; i < Wt; i++) {
+        gm_transfer_linear_taps(i, (int64_t)wt, Wt, &i0, &i1, &f);
+        w->c0[i] = (int)i0;
+        w->c1[i] = (int)i1;
+        w->b0[i] = (GM_T)(1.0 - f);
+        w->b1[i] = (GM_T)f;
+    }
+    for (i = 0; i < Ht; i++) {
+        gm_transfer_linear_taps(i, (int64_t)ht, Ht, &i0, &i1, &f);
+        w->r0[i] = (int)i0;
+        w->r1[i] = (int)i1;
+        w->a0[i] = (GM_T)(1.0 - f);
+        w->a1[i] = (GM_T)f;
+    }
+}
+
+/* Validate the arguments of gm_transfer_upsample_argmax (see geomatch.h).
+ * O(batch (hs ws + ht wt) D) for the finite checks. */
+static int GM_SUF(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
+                                  const GM_T *src_kps, const int64_t *src_size,
+                                  const int64_t *trg_size, size_t batch, size_t hs,
+                                  size_t ws, size_t ht, size_t wt, size_t dim,
+                                  size_t nkps, const GM_T *out)
+{
+    size_t b, k;
+    if (hs == 0 || ws == 0 || ht == 0 || wt == 0 || dim == 0) return GM_ERR_INVALID;
+    if (hs > INT32_MAX || ws > INT32_MAX || ht > INT32_MAX || wt > INT32_MAX)
+        return GM_ERR_INVALID;
+    if (batch == 0 || nkps == 0) return GM_OK;
+    if (!src_feat || !trg_feat || !src_kps || !src_size || !trg_size || !out)
+        return GM_ERR_INVALID;
+    for (b = 0; b < 2 * batch; b++) {
+        if (src_size[b] <= 0 || src_size[b] > INT32_MAX / 2) return GM_ERR_INVALID;
+        if (trg_size[b] <= 0 || trg_size[b] > INT32_MAX / 2) return GM_ERR_INVALID;
+    }
+    /* trg_feat is checked through its Gram table (a non-finite entry makes
+     * its cell's squared norm non-finite); see gm_transfer_upsample_argmax. */
+    if (!GM_SUF(gm_tr_all_finite)(src_feat, batch * hs * ws * dim))
+        return GM_ERR_NONFINITE_ARG(0);
+    if (!GM_SUF(gm_tr_all_finite)(src_kps, batch * nkps * 2)) return GM_ERR_NONFINITE_ARG(2);
+    for (b = 0; b < batch; b++) {
+        for (k = 0; k < nkps; k++) {
+            double x = (double)src_kps[(b * nkps + k) * 2];
+            double y = (double)src_kps[(b * nkps + k) * 2 + 1];
+            if (!(x >= 0.0 && x < (double)src_size[2 * b])) return GM_ERR_INVALID;
+            if (!(y >= 0.0 && y < (double)src_size[2 * b + 1])) return GM_ERR_INVALID;
+        }
+    }
+    return GM_OK;
+}
+
+int GM_SUF(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_feat,
+                                        const GM_T *src_kps, const int64_t *src_size,
+                                        const int64_t *trg_size, size_t batch, size_t hs,
+                                        size_t ws, size_t ht, size_t wt, size_t dim,
+                                        size_t nkps, GM_T *out)
+{
+    GM_SUF(gm_tr_ws) w;
+    size_t b, maxw = 1, maxh = 1;
+    int status = GM_SUF(gm_tr_validate)(src_feat, trg_feat, src_kps, src_size, trg_size,
+                                        batch, hs, ws, ht, wt, dim, nkps, out);
+    if (status != GM_OK || batch == 0 || nkps == 0) return status;
+    for (b = 0; b < batch; b++) {
+        if ((size_t)trg_size[2 * b] > maxw) maxw = (size_t)trg_size[2 * b];
+        if ((size_t)trg_size[2 * b + 1] > maxh) maxh = (size_t)trg_size[2 * b + 1];
+    }
+    status = GM_SUF(gm_tr_ws_alloc)(&w, ht, wt, dim, nkps, maxw, maxh);
+    if (status != GM_OK) return status;
+    for (b = 0; b < batch && status == GM_OK; b++) {
+        int64_t Ws = src_size[2 * b], Hs = src_size[2 * b + 1];
+        int64_t Wt = trg_size[2 * b], Ht = trg_size[2 * b + 1];
+        GM_SUF(gm_tr_taps)(&w, ht, wt, Wt, Ht);
+        GM_SUF(gm_tr_prepare)(&w, src_feat + b * hs * ws * dim, trg_feat + b * ht * wt * dim,
+                              src_kps + b * nkps * 2, hs, ws, ht, wt, dim, nkps, Ws, Hs, Wt);
+        if (!GM_SUF(gm_tr_all_finite)(w.tab, 5 * w.hw)) {
+            /* a non-finite input value, or an overflow of finite ones */
+            status = GM_SUF(gm_tr_all_finite)(trg_feat + b * ht * wt * dim, ht * wt * dim)
+                         ? GM_ERR_NUMERIC : GM_ERR_NONFINITE_ARG(1);
+            break;
+        }
+        if (!GM_SUF(gm_tr_all_finite)(w.g, nkps * w.hw) ||
+            !GM_SUF(gm_tr_rows_finite)(w.nrow, ht, (size_t)Wt, w.wp) ||
+            !GM_SUF(gm_tr_rows_finite)(w.mx, ht, (size_t)Wt, w.wp) ||
+            !GM_SUF(gm_tr_rows_finite)(w.p, nkps * ht, (size_t)Wt, w.wp)) {
+            status = GM_ERR_NUMERIC;
+            break;
+        }
+        GM_SUF(gm_tr_scan)(&w, ht, nkps, Wt, Ht, out + b * nkps * 2);
+    }
+    GM_SUF(gm_tr_ws_free)(&w);
+    return status;
+}
