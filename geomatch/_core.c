@@ -249,8 +249,13 @@ static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
     for (int i = 0; ok && i < nlead_a; i++)
         ok = PyArray_DIM(a, i) == PyArray_DIM(b, i);
     if (!ok) {
-        PyObject *sa = PyObject_Str(PyObject_GetAttrString((PyObject *)a, "shape"));
-        PyObject *sb = PyObject_Str(PyObject_GetAttrString((PyObject *)b, "shape"));
+        PyObject *shape_a = PyObject_GetAttrString((PyObject *)a, "shape");
+        PyObject *shape_b = PyObject_GetAttrString((PyObject *)b, "shape");
+        PyObject *sa = shape_a ? PyObject_Str(shape_a) : NULL;
+        PyObject *sb = shape_b ? PyObject_Str(shape_b) : NULL;
+        Py_XDECREF(shape_a);
+        Py_XDECREF(shape_b);
+        PyErr_Clear();
         gm_set_error(PyExc_ValueError,
                      "%s and %s must have the same leading (batch) dimensions, got "
                      "shapes %s and %s", na, nb, sa ? PyUnicode_AsUTF8(sa) : "?",
