@@ -47,7 +47,7 @@ import numpy as np
 from ._progress import progress as _progress
 
 __all__ = ["DemoSettings", "QUICK", "FULL", "run_demo", "featurize_dataset",
-           "confusion_counts", "select_figure_pairs", "plot_transfer_comparison",
+           "confusion_counts", "comparison_tables", "select_figure_pairs", "plot_transfer_comparison",
            "plot_confusions", "plot_training", "write_report", "next_steps",
            "configure_parser", "run_cli"]
 
@@ -488,6 +488,17 @@ def _breakdown_table(before, after, labels) -> List[str]:
             lines.append(f"| {lab} | {a:.2f} | {vals} | {rate} | "
                          f"{_pct(res.overall['pck_breakdown'][i])} |")
     return lines
+
+
+def comparison_tables(before, after, labels=("raw features", "trained head")) -> str:
+    """Markdown tables comparing two evaluations of the same split: PCK
+    (per point, per image, geometry-aware subset) at every α, PCK@0.10 and
+    left/right confusions per category, and GECO's geometry breakdown."""
+    lines = ["#### PCK (%)", ""] + _pck_table(before, after, labels)
+    lines += ["", "#### Per category", ""] + _category_table(before, after, labels)
+    lines += ["", "#### Geometry breakdown (all categories)", ""]
+    lines += _breakdown_table(before, after, labels)
+    return "\n".join(lines) + "\n"
 
 
 def next_steps() -> str:
