@@ -650,13 +650,15 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
     dict
         ``report`` (path), ``figures`` (dict: ``transfers`` list, ``confusions``,
         ``training``), ``before`` / ``after`` (:class:`~geomatch.evaluate.EvalResult`),
-        ``train`` (:class:`~geomatch.train.TrainResult`), ``raw_val``
+        ``train`` (:class:`~geomatch.train.TrainResult`), ``head`` (the
+        evaluated head: the checkpoint of best validation PCK), ``raw_val``
         (validation figures of the raw features), ``timings`` (stage ->
         seconds), ``settings`` (dict), ``out_dir``, ``dataset``, ``cache``.
     """
     from . import synthetic
     from .datasets import load_dataset
     from .evaluate import evaluate, transfer_pair
+    from .head import load_head
     from .train import train, validate
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -711,10 +713,11 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
     raw_val = validate(val_pairs, cache, None)
     stage("train", t0)
 
-    # 5. trained head
+    # 5. trained head: the checkpoint with the best validation PCK
     t0 = time.perf_counter()
-    say("[5/6] evaluating the trained head on the test split ...")
-    after = evaluate(dataset, "test", cache, head=tres.head, progress=progress is not False)
+    head = load_head(tres.best_path) if tres.best_path is not None else tres.head
+    say(f"[5/6] evaluating the trained head ({tres.best_path or 'last step'}) on the test split ...")
+    after = evaluate(dataset, "test", cache, head=head, progress=progress is not False)
     stage("eval head", t0)
 
     # 6. figures and report
@@ -734,7 +737,7 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
         store = head_feats if trained else raw_feats
         if key not in store:
             f = np.asarray(cache.get(key), dtype=np.float32)
-            store[key] = np.asarray(tres.head(f), dtype=np.float32) if trained else f
+            store[key] = np.asarray(head(f), dtype=np.float32) if trained else f
         return store[key]
 
     preds_b = [transfer_pair(p, feats(p.src.key, False), feats(p.trg.key, False), manifest)
@@ -768,7 +771,7 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
     say("Next, on SPair-71k with real DINOv2 weights:")
     say(next_steps())
     return {"out_dir": out, "report": report, "figures": figures, "before": before,
-            "after": after, "train": tres, "raw_val": raw_val, "timings": timings,
+            "after": after, "train": tres, "head": head, "raw_val": raw_val, "timings": timings,
             "settings": settings.to_dict(), "dataset": dataset, "cache": cache}
 
 
