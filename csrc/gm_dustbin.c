@@ -78,14 +78,16 @@ static void db_log_array(const double *x, double *out, size_t n)
 /* exp(x) as gm_exp_f32 / gm_exp_f64 (same reduction, polynomial, clamping
  * and exact 0 below the underflow limit), but rounding n = round(x log2 e)
  * by adding and subtracting 1.5 * 2^23 (2^52): GCC turns __builtin_round
- * into a libm call that blocks vectorization, this form vectorizes.  O(1). */
+ * into a libm call that blocks vectorization, this form vectorizes.  NaN
+ * gives a finite garbage value without undefined behaviour (the callers
+ * scan for non-finite inputs in the same pass and report them).  O(1). */
 static inline float db_exp_f32(float x)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f;
     const float ln2_lo = 1.428606765330187045e-06f;
     const float shift = 12582912.0f;
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float xc = x > -87.0f ? (x < 88.0f ? x : 88.0f) : -87.0f;  /* NaN -> -87 */
     float n = (xc * log2e + shift) - shift;
     float r = xc - n * ln2_hi - n * ln2_lo;
     float p = 1.0f / 5040.0f;
@@ -109,7 +111,7 @@ static inline double db_exp_f64(double x)
     const double ln2_hi = 6.93147180369123816490e-01;
     const double ln2_lo = 1.90821492927058770002e-10;
     const double shift = 6755399441055744.0;
-    double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+    double xc = x > -708.0 ? (x < 709.0 ? x : 709.0) : -708.0;  /* NaN -> -708 */
     double n = (xc * log2e + shift) - shift;
     double r = xc - n * ln2_hi - n * ln2_lo;
     double p = 1.0 / 479001600.0;
