@@ -111,6 +111,39 @@ int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t ba
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */
 /* @@section dustbin */
+/* The dustbin OT layer of DESIGN.md ("Partial assignment with a dustbin").
+ * S: N x M scores; mu: N+1 and nu: M+1 marginals (dustbin masses last; >= 0,
+ * not all zero; zero entries give zero plan rows/columns); bin_score: the
+ * value of the extra row, column and corner; lam = 1/reg (reg > 0);
+ * phi = reg_m/(reg_m+reg) (reg_m >= 0, INFINITY gives phi = 1); n_iter >= 1
+ * row-then-column log-domain updates from zero potentials.
+ * method: GM_DUSTBIN_AUTO (kernel domain when lam*range(S~)/2 <= 30 in float,
+ * 300 in double, else log domain), GM_DUSTBIN_KERNEL (GM_ERR_NUMERIC when
+ * that bound fails), GM_DUSTBIN_LOG.  *method_used (may be NULL) receives
+ * GM_DUSTBIN_KERNEL or GM_DUSTBIN_LOG.  Array arguments for status codes:
+ * 0 S, 1 mu, 2 nu, 3 G.  Cost O(n_iter N M); memory O(n_iter (N + M)).
+ * Forward: P ((N+1) x (M+1)) receives the plan exp(lam (S~ + u + v)). */
+#define GM_DUSTBIN_AUTO 0
+#define GM_DUSTBIN_KERNEL 1
+#define GM_DUSTBIN_LOG 2
+int gm_dustbin_sinkhorn_f32(const float *S, const float *mu, const float *nu, size_t N,
+                            size_t M, double bin_score, double reg, double reg_m,
+                            int n_iter, int method, float *P, int *method_used);
+int gm_dustbin_sinkhorn_f64(const double *S, const double *mu, const double *nu, size_t N,
+                            size_t M, double bin_score, double reg, double reg_m,
+                            int n_iter, int method, double *P, int *method_used);
+/* Vector-Jacobian product by reverse mode through the n_iter iterations:
+ * G ((N+1) x (M+1)) is dL/dP (wrt_log = 0) or dL/dlog P (wrt_log = 1);
+ * dS (N x M) receives dL/dS and *dbin (may be NULL) dL/dbin_score.  The
+ * forward is recomputed inside (same path choice as the forward). */
+int gm_dustbin_sinkhorn_vjp_f32(const float *S, const float *mu, const float *nu,
+                                const float *G, size_t N, size_t M, double bin_score,
+                                double reg, double reg_m, int n_iter, int method,
+                                int wrt_log, float *dS, double *dbin, int *method_used);
+int gm_dustbin_sinkhorn_vjp_f64(const double *S, const double *mu, const double *nu,
+                                const double *G, size_t N, size_t M, double bin_score,
+                                double reg, double reg_m, int n_iter, int method,
+                                int wrt_log, double *dS, double *dbin, int *method_used);
 /* @@end dustbin */
 
 /* ==== kernels: argmax / window soft-argmax =============================== */

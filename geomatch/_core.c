@@ -249,8 +249,13 @@ static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
     for (int i = 0; ok && i < nlead_a; i++)
         ok = PyArray_DIM(a, i) == PyArray_DIM(b, i);
     if (!ok) {
-        PyObject *sa = PyObject_Str(PyObject_GetAttrString((PyObject *)a, "shape"));
-        PyObject *sb = PyObject_Str(PyObject_GetAttrString((PyObject *)b, "shape"));
+        PyObject *shape_a = PyObject_GetAttrString((PyObject *)a, "shape");
+        PyObject *shape_b = PyObject_GetAttrString((PyObject *)b, "shape");
+        PyObject *sa = shape_a ? PyObject_Str(shape_a) : NULL;
+        PyObject *sb = shape_b ? PyObject_Str(shape_b) : NULL;
+        Py_XDECREF(shape_a);
+        Py_XDECREF(shape_b);
+        PyErr_Clear();
         gm_set_error(PyExc_ValueError,
                      "%s and %s must have the same leading (batch) dimensions, got "
                      "shapes %s and %s", na, nb, sa ? PyUnicode_AsUTF8(sa) : "?",
@@ -515,7 +520,251 @@ done:
 /* ======================================================================== */
 /* dustbin                                                                  */
 /* @@section dustbin */
-#define GM_METHODS_DUSTBIN
+
+/* A real, finite Python number (any sign) into *out; TypeError/ValueError
+ * naming `name`.  With allow_posinf, +inf is accepted too. */
+static int db_parse_real(PyObject *obj, const char *name, int allow_posinf, double *out)
+{
+    double v;
+    if (obj == NULL || PyBool_Check(obj) || PyComplex_Check(obj) || !PyNumber_Check(obj) ||
+        PyArray_IsScalar(obj, ComplexFloating)) {
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     obj ? Py_TYPE(obj)->tp_name : "nothing");
+        return -1;
+    }
+    v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (isnan(v) || (isinf(v) && !(allow_posinf && v > 0))) {
+        gm_set_error(PyExc_ValueError, "%s must be %s, got %R", name,
+                     allow_posinf ? "a number or +inf" : "a finite number", obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Shared argument handling of the dustbin functions: arrays converted to the
+ * common float type, shapes checked (S (..., N, M); mu (..., N+1) or (N+1,);
+ * nu (..., M+1) or (M+1,); G (..., N+1, M+1) when given), scalars parsed. */
+typedef struct {
+    PyArrayObject *S, *mu, *nu, *G;
+    int type, nlead;
+    npy_intp batch, N, M;
+    double bin, reg, reg_m;
+    long n_iter, method;
+} db_args;
+
+static void db_args_free(db_args *a)
+{
+    Py_XDECREF(a->S);
+    Py_XDECREF(a->mu);
+    Py_XDECREF(a->nu);
+    Py_XDECREF(a->G);
+}
+
+/* Marginal `arr` (name) must be (len,) or S's batch dims + (len,). */
+static int db_check_marginal(db_args *a, PyArrayObject *arr, const char *name, npy_intp len)
+{
+    int nd = PyArray_NDIM(arr);
+    if (nd != 1 && nd != a->nlead + 1) {
+        gm_set_error(PyExc_ValueError,
+                     "%s must have shape (%zd,) or S's batch dimensions followed by %zd "
+                     "(N+1 / M+1 with the dustbin), got %d dimensions",
+                     name, (Py_ssize_t)len, (Py_ssize_t)len, nd);
+        return -1;
+    }
+    if (nd > 1 && gm_check_same_batch(a->S, "S", a->nlead, arr, name, a->nlead) < 0)
+        return -1;
+    if (PyArray_DIM(arr, nd - 1) != len) {
+        gm_set_error(PyExc_ValueError,
+                     "%s must have length %zd along its last axis (the dustbin included), "
+                     "got %zd", name, (Py_ssize_t)len, (Py_ssize_t)PyArray_DIM(arr, nd - 1));
+        return -1;
+    }
+    return 0;
+}
+
+static int db_parse(db_args *a, PyObject *S, PyObject *mu, PyObject *nu, PyObject *G,
+                    PyObject *bin, PyObject *reg, PyObject *reg_m, PyObject *n_iter,
+                    PyObject *method)
+{
+    PyObject *objs[4] = {S, mu, nu, G};
+    const char *names[4] = {"S", "mu", "nu", "grad_P"};
+    memset(a, 0, sizeof *a);
+    a->type = gm_common_float_type(objs, names, G ? 4 : 3);
+    if (a->type < 0) return -1;
+    if (db_parse_real(bin, "bin_score", 0, &a->bin) < 0) return -1;
+    if (gm_parse_positive(reg, "reg", 0, &a->reg) < 0) return -1;
+    if (db_parse_real(reg_m, "reg_m", 1, &a->reg_m) < 0) return -1;
+    if (a->reg_m < 0) {
+        gm_set_error(PyExc_ValueError, "reg_m must be >= 0 (or inf), got %R", reg_m);
+        return -1;
+    }
+    if (gm_parse_int(n_iter, "n_iter", 1, 1000000, &a->n_iter) < 0) return -1;
+    if (gm_parse_int(method, "method", 0, 2, &a->method) < 0) return -1;
+    if (!(a->S = gm_as_array(S, a->type, "S", 2, NPY_MAXDIMS, 0))) return -1;
+    if (!(a->mu = gm_as_array(mu, a->type, "mu", 1, NPY_MAXDIMS, 0))) return -1;
+    if (!(a->nu = gm_as_array(nu, a->type, "nu", 1, NPY_MAXDIMS, 0))) return -1;
+    a->nlead = PyArray_NDIM(a->S) - 2;
+    a->N = PyArray_DIM(a->S, a->nlead);
+    a->M = PyArray_DIM(a->S, a->nlead + 1);
+    a->batch = gm_batch_size(a->S, a->nlead);
+    if (db_check_marginal(a, a->mu, "mu", a->N + 1) < 0) return -1;
+    if (db_check_marginal(a, a->nu, "nu", a->M + 1) < 0) return -1;
+    if (G) {
+        if (!(a->G = gm_as_array(G, a->type, "grad_P", 2, NPY_MAXDIMS, 0))) return -1;
+        if (PyArray_NDIM(a->G) != a->nlead + 2 ||
+            gm_check_same_batch(a->S, "S", a->nlead, a->G, "grad_P", a->nlead) < 0 ||
+            PyArray_DIM(a->G, a->nlead) != a->N + 1 ||
+            PyArray_DIM(a->G, a->nlead + 1) != a->M + 1) {
+            gm_set_error(PyExc_ValueError,
+                         "grad_P must have the plan's shape: S's batch dimensions followed "
+                         "by (%zd, %zd)", (Py_ssize_t)(a->N + 1), (Py_ssize_t)(a->M + 1));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Raise for a dustbin kernel status; names the arguments. */
+static void db_raise(int st, const db_args *a, int used)
+{
+    static const char *const argnames[] = {"S", "mu", "nu", "grad_P"};
+    if (st == GM_ERR_NUMERIC && a->method == GM_DUSTBIN_KERNEL && used == GM_DUSTBIN_LOG) {
+        gm_set_error(PyExc_ValueError,
+                     "method='kernel' is unsafe for these inputs: "
+                     "(max(S~) - min(S~)) / (2 reg) exceeds %d for %s; use method='auto'",
+                     a->type == NPY_FLOAT32 ? 30 : 300,
+                     a->type == NPY_FLOAT32 ? "float32" : "float64");
+        return;
+    }
+    gm_raise_status(st, "dustbin_sinkhorn", argnames, 4);
+}
+
+static PyObject *py_dustbin_sinkhorn(PyObject *self, PyObject *args)
+{
+    PyObject *S, *mu, *nu, *bin, *reg, *reg_m, *n_iter, *method;
+    PyArrayObject *P = NULL;
+    PyObject *result = NULL;
+    db_args a;
+    int st = GM_OK, used = 0;
+    memset(&a, 0, sizeof a);
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:dustbin_sinkhorn", &S, &mu, &nu, &bin, &reg,
+                          &reg_m, &n_iter, &method))
+        return NULL;
+    if (db_parse(&a, S, mu, nu, NULL, bin, reg, reg_m, n_iter, method) < 0) goto done;
+    {
+        npy_intp dims[NPY_MAXDIMS];
+        for (int i = 0; i < a.nlead; i++) dims[i] = PyArray_DIM(a.S, i);
+        dims[a.nlead] = a.N + 1;
+        dims[a.nlead + 1] = a.M + 1;
+        P = (PyArrayObject *)PyArray_SimpleNew(a.nlead + 2, dims, a.type);
+        if (P == NULL) goto done;
+    }
+    {
+        size_t N = (size_t)a.N, M = (size_t)a.M;
+        size_t smu = PyArray_NDIM(a.mu) == 1 ? 0 : N + 1;
+        size_t snu = PyArray_NDIM(a.nu) == 1 ? 0 : M + 1;
+        char *sp = PyArray_DATA(a.S), *mp = PyArray_DATA(a.mu), *np_ = PyArray_DATA(a.nu);
+        char *pp = PyArray_DATA(P);
+        size_t es = a.type == NPY_FLOAT32 ? 4 : 8;
+        Py_BEGIN_ALLOW_THREADS
+        for (npy_intp b = 0; b < a.batch && st == GM_OK; b++) {
+            size_t bb = (size_t)b;
+            if (a.type == NPY_FLOAT32)
+                st = gm_dustbin_sinkhorn_f32(
+                    (const float *)(sp + bb * N * M * es), (const float *)(mp + bb * smu * es),
+                    (const float *)(np_ + bb * snu * es), N, M, a.bin, a.reg, a.reg_m,
+                    (int)a.n_iter, (int)a.method, (float *)(pp + bb * (N + 1) * (M + 1) * es),
+                    &used);
+            else
+                st = gm_dustbin_sinkhorn_f64(
+                    (const double *)(sp + bb * N * M * es), (const double *)(mp + bb * smu * es),
+                    (const double *)(np_ + bb * snu * es), N, M, a.bin, a.reg, a.reg_m,
+                    (int)a.n_iter, (int)a.method,
+                    (double *)(pp + bb * (N + 1) * (M + 1) * es), &used);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (st != GM_OK) {
+        db_raise(st, &a, used);
+        goto done;
+    }
+    result = Py_BuildValue("Oi", (PyObject *)P, used);
+done:
+    Py_XDECREF(P);
+    db_args_free(&a);
+    return result;
+}
+
+static PyObject *py_dustbin_sinkhorn_vjp(PyObject *self, PyObject *args)
+{
+    PyObject *S, *mu, *nu, *G, *bin, *reg, *reg_m, *n_iter, *method;
+    int wrt_log;
+    PyArrayObject *dS = NULL, *dbin = NULL;
+    PyObject *result = NULL;
+    db_args a;
+    int st = GM_OK, used = 0;
+    memset(&a, 0, sizeof a);
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOp:dustbin_sinkhorn_vjp", &S, &mu, &nu, &G, &bin,
+                          &reg, &reg_m, &n_iter, &method, &wrt_log))
+        return NULL;
+    if (db_parse(&a, S, mu, nu, G, bin, reg, reg_m, n_iter, method) < 0) goto done;
+    dS = (PyArrayObject *)PyArray_SimpleNew(a.nlead + 2, PyArray_DIMS(a.S), a.type);
+    dbin = (PyArrayObject *)PyArray_SimpleNew(a.nlead, PyArray_DIMS(a.S), NPY_FLOAT64);
+    if (dS == NULL || dbin == NULL) goto done;
+    {
+        size_t N = (size_t)a.N, M = (size_t)a.M;
+        size_t smu = PyArray_NDIM(a.mu) == 1 ? 0 : N + 1;
+        size_t snu = PyArray_NDIM(a.nu) == 1 ? 0 : M + 1;
+        char *sp = PyArray_DATA(a.S), *mp = PyArray_DATA(a.mu), *np_ = PyArray_DATA(a.nu);
+        char *gp = PyArray_DATA(a.G), *dp = PyArray_DATA(dS);
+        double *bp = (double *)PyArray_DATA(dbin);
+        size_t es = a.type == NPY_FLOAT32 ? 4 : 8;
+        Py_BEGIN_ALLOW_THREADS
+        for (npy_intp b = 0; b < a.batch && st == GM_OK; b++) {
+            size_t bb = (size_t)b;
+            if (a.type == NPY_FLOAT32)
+                st = gm_dustbin_sinkhorn_vjp_f32(
+                    (const float *)(sp + bb * N * M * es), (const float *)(mp + bb * smu * es),
+                    (const float *)(np_ + bb * snu * es),
+                    (const float *)(gp + bb * (N + 1) * (M + 1) * es), N, M, a.bin, a.reg,
+                    a.reg_m, (int)a.n_iter, (int)a.method, wrt_log,
+                    (float *)(dp + bb * N * M * es), bp + bb, &used);
+            else
+                st = gm_dustbin_sinkhorn_vjp_f64(
+                    (const double *)(sp + bb * N * M * es), (const double *)(mp + bb * smu * es),
+                    (const double *)(np_ + bb * snu * es),
+                    (const double *)(gp + bb * (N + 1) * (M + 1) * es), N, M, a.bin, a.reg,
+                    a.reg_m, (int)a.n_iter, (int)a.method, wrt_log,
+                    (double *)(dp + bb * N * M * es), bp + bb, &used);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (st != GM_OK) {
+        db_raise(st, &a, used);
+        goto done;
+    }
+    result = Py_BuildValue("OOi", (PyObject *)dS, (PyObject *)dbin, used);
+done:
+    Py_XDECREF(dS);
+    Py_XDECREF(dbin);
+    db_args_free(&a);
+    return result;
+}
+
+#define GM_METHODS_DUSTBIN                                                          \
+    {"dustbin_sinkhorn", (PyCFunction)py_dustbin_sinkhorn, METH_VARARGS,             \
+     "dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter, method)\n--\n\n"   \
+     "Dustbin OT plan; returns (P, method_used). See geomatch.dustbin."},           \
+    {"dustbin_sinkhorn_vjp", (PyCFunction)py_dustbin_sinkhorn_vjp, METH_VARARGS,     \
+     "dustbin_sinkhorn_vjp(S, mu, nu, grad_P, bin_score, reg, reg_m, n_iter, "      \
+     "method, wrt_log)\n--\n\nReverse-mode VJP; returns (dS, dbin, method_used)."}, 
 /* @@end dustbin */
 /* ======================================================================== */
 
