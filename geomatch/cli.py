@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     # @@section commands
     "eval": ("geomatch.evaluate", "evaluate keypoint transfer (PCK tables, JSON/CSV, figures)"),
+    "train": ("geomatch.train", "train the attention head on cached features (GECO OT loss)"),
     # @@end commands
 }
 

@@ -283,7 +283,7 @@ class PairLoss:
             return 0.0, (z[0] if need_grad else None), (z[1] if need_grad else None), info
         xs, ns = _l2n(es.reshape(N, E).astype(dtype, copy=False))
         xt, nt = _l2n(et.reshape(M, E).astype(dtype, copy=False))
-        S = xs @ xt.T
+        S = xs @ np.ascontiguousarray(xt.T)  # (plain product: see head._nt)
         mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass, cfg.min_bin_mass).astype(dtype)
         nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass, cfg.min_bin_mass).astype(dtype)
         fwd, vjp = _ot_impl()
