@@ -92,8 +92,8 @@ def make_data(n_images=40, n_pairs=120, seed=0, noise=0.35, jitter=1):
     return pairs, DictCache(feats)
 
 
-SMALL = HeadConfig(in_dim=D, dim=32, out_dim=32, num_heads=2, num_blocks=1, mlp_dim=64,
-                   attn_dim=32)
+SMALL = HeadConfig(in_dim=D, dim=32, out_dim=32, num_heads=4, num_blocks=1, mlp_dim=64,
+                   attn_dim=32, pos_gain_init=1.0)
 
 
 def _run(tmp_path, pairs, val, cache, name, **kw):
@@ -104,8 +104,8 @@ def _run(tmp_path, pairs, val, cache, name, **kw):
 
 
 def test_training_resolves_left_right_and_raises_pck(tmp_path):
-    train_pairs, cache = make_data(n_images=48, n_pairs=160, seed=0)
-    val_pairs, vcache = make_data(n_images=24, n_pairs=60, seed=1)
+    train_pairs, cache = make_data(n_images=48, n_pairs=160, seed=0, jitter=0)
+    val_pairs, vcache = make_data(n_images=24, n_pairs=60, seed=1, jitter=0)
     cache.feats.update({"val/" + k: v for k, v in vcache.feats.items()})
     # validation images under their own keys
     val = []
@@ -117,7 +117,10 @@ def test_training_resolves_left_right_and_raises_pck(tmp_path):
         val.append(PairRecord("synthetic", "val", "animal", p.pair_id, s, t, NAMES, FLIP.copy()))
     raw = T.validate(val, cache, None)
     assert raw["n11"] > 50
-    res = _run(tmp_path, train_pairs, val, cache, "run", steps=240, val_every=60, lr=2e-3)
+    # GECO's loss weights; the pair swap on, the flip augmentation off (it is
+    # exercised in test_flip_augmentation_*; with it the head needs more steps)
+    res = _run(tmp_path, train_pairs, val, cache, "run", steps=100, val_every=50, lr=1e-3,
+               flip_aug=False)
     trained = T.validate(val, cache, res.head)
     print("raw", raw, "trained", trained)
     assert trained["confusion"] <= 0.5 * raw["confusion"]
@@ -126,7 +129,7 @@ def test_training_resolves_left_right_and_raises_pck(tmp_path):
     assert (tmp_path / "run" / "last.npz").exists() and (tmp_path / "run" / "best.npz").exists()
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
-    assert len(rows) == 240 and rows[-1]["val_pck"] != ""
+    assert len(rows) == 100 and rows[-1]["val_pck"] != ""
     first = np.mean([float(r["loss"]) for r in rows[:20]])
     last = np.mean([float(r["loss"]) for r in rows[-20:]])
     assert last < first
