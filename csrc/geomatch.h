@@ -111,6 +111,39 @@ int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t ba
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */
 /* @@section dustbin */
+/* The dustbin OT layer of DESIGN.md ("Partial assignment with a dustbin").
+ * S: N x M scores; mu: N+1 and nu: M+1 marginals (dustbin masses last; >= 0,
+ * not all zero; zero entries give zero plan rows/columns); bin_score: the
+ * value of the extra row, column and corner; lam = 1/reg (reg > 0);
+ * phi = reg_m/(reg_m+reg) (reg_m >= 0, INFINITY gives phi = 1); n_iter >= 1
+ * row-then-column log-domain updates from zero potentials.
+ * method: GM_DUSTBIN_AUTO (kernel domain when lam*range(S~)/2 <= 30 in float,
+ * 300 in double, else log domain), GM_DUSTBIN_KERNEL (GM_ERR_NUMERIC when
+ * that bound fails), GM_DUSTBIN_LOG.  *method_used (may be NULL) receives
+ * GM_DUSTBIN_KERNEL or GM_DUSTBIN_LOG.  Array arguments for status codes:
+ * 0 S, 1 mu, 2 nu, 3 G.  Cost O(n_iter N M); memory O(n_iter (N + M)).
+ * Forward: P ((N+1) x (M+1)) receives the plan exp(lam (S~ + u + v)). */
+#define GM_DUSTBIN_AUTO 0
+#define GM_DUSTBIN_KERNEL 1
+#define GM_DUSTBIN_LOG 2
+int gm_dustbin_sinkhorn_f32(const float *S, const float *mu, const float *nu, size_t N,
+                            size_t M, double bin_score, double reg, double reg_m,
+                            int n_iter, int method, float *P, int *method_used);
+int gm_dustbin_sinkhorn_f64(const double *S, const double *mu, const double *nu, size_t N,
+                            size_t M, double bin_score, double reg, double reg_m,
+                            int n_iter, int method, double *P, int *method_used);
+/* Vector-Jacobian product by reverse mode through the n_iter iterations:
+ * G ((N+1) x (M+1)) is dL/dP (wrt_log = 0) or dL/dlog P (wrt_log = 1);
+ * dS (N x M) receives dL/dS and *dbin (may be NULL) dL/dbin_score.  The
+ * forward is recomputed inside (same path choice as the forward). */
+int gm_dustbin_sinkhorn_vjp_f32(const float *S, const float *mu, const float *nu,
+                                const float *G, size_t N, size_t M, double bin_score,
+                                double reg, double reg_m, int n_iter, int method,
+                                int wrt_log, float *dS, double *dbin, int *method_used);
+int gm_dustbin_sinkhorn_vjp_f64(const double *S, const double *mu, const double *nu,
+                                const double *G, size_t N, size_t M, double bin_score,
+                                double reg, double reg_m, int n_iter, int method,
+                                int wrt_log, double *dS, double *dbin, int *method_used);
 /* @@end dustbin */
 
 /* ==== kernels: argmax / window soft-argmax =============================== */
@@ -171,6 +204,32 @@ void gm_transfer_linear_taps(int64_t dst, int64_t n_in, int64_t n_out,
 
 /* ==== kernels: backbone / head building blocks =========================== */
 /* @@section nn */
+/* Activations for gm_nn_linear. */
+#define GM_NN_ACT_NONE 0
+#define GM_NN_ACT_GELU 1 /* exact GELU, 0.5 x (1 + erf(x / sqrt 2)) */
+/* y (n x dout) = act(x (n x din) w^T + b), or y += x w^T + b when
+ * accumulate (act must then be NONE).  w is dout x din; b may be NULL.
+ * One BLAS GEMM, O(n din dout). */
+int gm_nn_linear_f32(const float *x, size_t n, size_t din, const float *w, const float *b,
+                     size_t dout, int act, int accumulate, float *y);
+int gm_nn_linear_f64(const double *x, size_t n, size_t din, const double *w,
+                     const double *b, size_t dout, int act, int accumulate, double *y);
+/* Row-wise LayerNorm of x (n x d) into y (may alias x); gamma/beta may be
+ * NULL.  O(n d). */
+int gm_nn_layernorm_f32(const float *x, size_t n, size_t d, const float *gamma,
+                        const float *beta, double eps, float *y);
+int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma,
+                        const double *beta, double eps, double *y);
+/* SwiGLU gate: y (n x hidden) = silu(h[:, :hidden]) * h[:, hidden:].  O(n hidden). */
+int gm_nn_swiglu_f32(const float *h, size_t n, size_t hidden, float *y);
+int gm_nn_swiglu_f64(const double *h, size_t n, size_t hidden, double *y);
+/* Multi-head self-attention core: qkv (batch x n x 3*heads*hd, [q|k|v]) ->
+ * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.
+ * O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
+int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
+                        float *out);
+int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
+                        size_t hd, double *out);
 /* @@end nn */
 
 #ifdef __cplusplus

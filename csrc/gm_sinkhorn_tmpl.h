@@ -2,7 +2,7 @@
  * per floating type with these macros defined:
  *   T        float or double (element type of C, a, b, P, f, g)
  *   SFX(x)   x##_f32 or x##_f64
- *   EXPT     gm_exp_f32 / gm_exp_f64 (vectorizable exp)
+ *   EXPT     gm_sk_exp_f32 / gm_sk_exp_f64 (vectorizable exp)
  *   SK_TAU   absorption threshold of the kernel-domain scalings
  *
  * Notation (see gm_sinkhorn.c for the derivation): the plan is
@@ -200,7 +200,7 @@ static double SFX(sk_log_cols)(SFX(sk_ws) *w, unsigned char *need)
     const size_t m = w->m, nch = (m + GM_SK_CB - 1) / GM_SK_CB;
     double err = 0.0;
     int under = 0, bad = 0;
-#pragma omp parallel for schedule(static) reduction(max : err) reduction(| : under, bad) if (w->par)
+/* serial: a parallel region here costs more than the O(nblk m) work */
     for (size_t c = 0; c < nch; c++) {
         size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         double t[GM_SK_CB];
@@ -281,7 +281,7 @@ static int SFX(sk_kern_cols)(SFX(sk_ws) *w, double *errp)
     double err = 0.0;
     int flags = 0;
     T *vnew = w->ebuf; /* scratch: length m */
-#pragma omp parallel for schedule(static) reduction(max : err) reduction(| : flags) if (w->par)
+/* serial: a parallel region here costs more than the O(nblk m) work */
     for (size_t c = 0; c < nch; c++) {
         size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         double t[GM_SK_CB];
@@ -413,7 +413,7 @@ static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
                 wait = backoff - 1;
             }
         } else {
-            int store = wait <= 0;
+            int store = wait <= 0 && !GM_SK_FORCE_LOG;
             if (store) memcpy(w->g0, w->g, m * sizeof(T));
             SFX(sk_log_rows)(w, store);
             err = SFX(sk_log_cols)(w, need);

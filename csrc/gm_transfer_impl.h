@@ -2,26 +2,11 @@
  * included once per floating type with GM_T (float/double), GM_SUF(name)
  * (adds _f32/_f64), GM_ZERO, GM_ONE and GM_SQRT defined. */
 
-/* Dot product of a and b (length n) accumulated in 16 fixed lanes that are
- * summed in a fixed order, so the value never depends on alignment, on the
- * vectorizer's choices or on the thread count.  O(n). */
-static GM_T GM_SUF(gm_tr_dot)(const GM_T *a, const GM_T *b, size_t n)
-{
-    GM_T acc[16];
-    size_t i = 0;
-    int j, s;
-    for (j = 0; j < 16; j++) acc[j] = GM_ZERO;
-    for (; i + 16 <= n; i += 16)
-        for (j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
-    for (j = 0; i < n; i++, j++) acc[j] += a[i] * b[i];
-    for (s = 8; s > 0; s >>= 1)
-        for (j = 0; j < s; j++) acc[j] += acc[j + s];
-    return acc[0];
-}
-
 /* The five Gram products of a 2x2 block of grid vectors t00 t01 / t10 t11
  * (row-major neighbours) in one pass over D: out = {t00.t00, t00.t01,
- * t00.t10, t00.t11, t01.t10}.  Same fixed-lane scheme as gm_tr_dot.  O(D). */
+ * t00.t10, t00.t11, t01.t10}.  Each is accumulated in 16 fixed lanes summed
+ * in a fixed order, so values never depend on alignment, on the vectorizer's
+ * choices or on the thread count.  O(D). */
 static void GM_SUF(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t10,
                                 const GM_T *t11, size_t n, GM_T out[5])
 {
@@ -64,7 +49,7 @@ static void GM_SUF(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t1
 }
 
 /* Four dot products q0.t, q1.t, q2.t, q3.t sharing the loads of t (length
- * n), each with the fixed-lane summation order of gm_tr_dot.  O(n). */
+ * n), each with the fixed-lane summation order of gm_tr_gram5.  O(n). */
 static void GM_SUF(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
                                const GM_T *q3, const GM_T *t, size_t n, GM_T out[4])
 {
@@ -204,153 +189,157 @@ static void GM_SUF(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size
     }
 }
 
-/* First stage of one pair (threaded): Gram tables, source descriptors, grid
- * dot products, per-grid-row norm/cross arrays and numerators.
- * O(h w D (5 + K) + h W (2 + K)). */
-static void GM_SUF(gm_tr_prepare)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
-                                  const GM_T *kps, size_t hs, size_t ws, size_t ht,
-                                  size_t wt, size_t dim, size_t nkps, int64_t Ws,
-                                  int64_t Hs, int64_t Wt)
+/* Per-grid-row work of one pair, for target grid row r: the five Gram
+ * tables, the grid dot products g = q_k . t[r, c], the row-interpolated
+ * squared norms nrow[r][X] and cross terms mx[r][X] (rows r, r + 1), and the
+ * row-interpolated numerators P[k][r][X].  Rows are independent.  Returns
+ * 0 if every value is finite, 1 if a Gram value is not (a non-finite input
+ * or an overflow), else 2 if a later value is not (everything is written
+ * either way).  O(w D (5 + K) + W (2 + K)). */
+static int GM_SUF(gm_tr_row)(GM_SUF(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t ht,
+                             size_t wt, size_t dim, size_t nkps, int64_t Wt)
 {
-    const size_t hw = w->hw, wp = w->wp;
-    GM_T *tN = w->tab, *tH = w->tab + hw, *tV = w->tab + 2 * hw;
-    GM_T *tD1 = w->tab + 3 * hw, *tD2 = w->tab + 4 * hw;
-    const long nht = (long)ht, nk = (long)nkps, nhw = (long)hw, nkr = (long)(nkps * ht);
+    const size_t hw = w->hw, wp = w->wp, r1 = r + 1 < ht ? r + 1 : r;
+    GM_T *N = w->tab + r * wt, *Hn = w->tab + hw + r * wt, *V = w->tab + 2 * hw + r * wt;
+    GM_T *D1 = w->tab + 3 * hw + r * wt, *D2 = w->tab + 4 * hw + r * wt;
+    GM_T *nr = w->nrow + r * wp, *m = w->mx + r * wp;
+    size_t c, k;
+    int64_t X;
+    int bad = 0, gram_bad;
+    for (c = 0; c < wt; c++) {
+        size_t c1 = c + 1 < wt ? c + 1 : c;
+        const GM_T *t = tf + (r * wt + c) * dim;
+        GM_T o[5];
+        GM_SUF(gm_tr_gram5)(t, tf + (r * wt + c1) * dim, tf + (r1 * wt + c) * dim,
+                            tf + (r1 * wt + c1) * dim, dim, o);
+        N[c] = o[0];
+        Hn[c] = o[1];
+        V[c] = o[2];
+        D1[c] = o[3];
+        D2[c] = o[4];
+        for (k = 0; k + 4 <= nkps; k += 4) {
+            const GM_T *q = w->q + k * dim;
+            GM_SUF(gm_tr_dot4)(q, q + dim, q + 2 * dim, q + 3 * dim, t, dim, o);
+            w->g[k * hw + r * wt + c] = o[0];
+            w->g[(k + 1) * hw + r * wt + c] = o[1];
+            w->g[(k + 2) * hw + r * wt + c] = o[2];
+            w->g[(k + 3) * hw + r * wt + c] = o[3];
+        }
+        if (k < nkps) {
+            /* 1-3 leftover keypoints: one more dot4 with repeated queries */
+            const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
+            size_t j;
+            GM_SUF(gm_tr_dot4)(q, k + 1 < nkps ? q + dim : ql, k + 2 < nkps ? q + 2 * dim : ql,
+                               ql, t, dim, o);
+            for (j = 0; k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
+        }
+    }
+    gram_bad = !GM_SUF(gm_tr_all_finite)(N, wt) || !GM_SUF(gm_tr_all_finite)(Hn, wt) ||
+               !GM_SUF(gm_tr_all_finite)(V, wt) || !GM_SUF(gm_tr_all_finite)(D1, wt) ||
+               !GM_SUF(gm_tr_all_finite)(D2, wt);
+    for (X = 0; X < Wt; X++) {
+        int c0 = w->c0[X], c1 = w->c1[X];
+        GM_T b0 = w->b0[X], b1 = w->b1[X];
+        nr[X] = b0 * b0 * N[c0] + 2 * b0 * b1 * Hn[c0] + b1 * b1 * N[c1];
+        m[X] = b0 * b0 * V[c0] + b1 * b1 * V[c1] + b0 * b1 * (D1[c0] + D2[c0]);
+    }
+    bad |= !GM_SUF(gm_tr_all_finite)(nr, (size_t)Wt) || !GM_SUF(gm_tr_all_finite)(m, (size_t)Wt);
+    for (k = 0; k < nkps; k++) {
+        const GM_T *g = w->g + k * hw + r * wt;
+        GM_T *p = w->p + (k * ht + r) * wp;
+        for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
+        bad |= !GM_SUF(gm_tr_all_finite)(p, (size_t)Wt);
+    }
+    return gram_bad ? 1 : (bad ? 2 : 0);
+}
 
-#pragma omp parallel
-    {
-        long r, k, cell, kr;
-#pragma omp for schedule(static)
-        for (r = 0; r < nht; r++) {
-            size_t rr = (size_t)r, r1 = rr + 1 < ht ? rr + 1 : rr, c;
-            for (c = 0; c < wt; c++) {
-                size_t c1 = c + 1 < wt ? c + 1 : c;
-                GM_T o[5];
-                GM_SUF(gm_tr_gram5)(tf + (rr * wt + c) * dim, tf + (rr * wt + c1) * dim,
-                                    tf + (r1 * wt + c) * dim, tf + (r1 * wt + c1) * dim,
-                                    dim, o);
-                tN[rr * wt + c] = o[0];
-                tH[rr * wt + c] = o[1];
-                tV[rr * wt + c] = o[2];
-                tD1[rr * wt + c] = o[3];
-                tD2[rr * wt + c] = o[4];
+/* Scan of one target pixel row Y for every keypoint: cos = (a0 P[r0] +
+ * a1 P[r1]) / |t(Y, X)| into a row buffer, its maximum, and, when that beats
+ * the calling thread's best so far (bv/bx/by), the first X attaining it.
+ * O(W (1 + K)). */
+static void GM_SUF(gm_tr_scan_row)(const GM_SUF(gm_tr_ws) *w, long Y, size_t ht,
+                                   size_t nkps, int nW, GM_T *inv, GM_T *val, GM_T *bv,
+                                   int64_t *bx, int64_t *by)
+{
+    const size_t wp = w->wp;
+    const int r0 = w->r0[Y], r1 = w->r1[Y];
+    const GM_T a0 = w->a0[Y], a1 = w->a1[Y];
+    const GM_T w00 = a0 * a0, w11 = a1 * a1, w01 = 2 * a0 * a1;
+    const GM_T *n0 = w->nrow + (size_t)r0 * wp, *n1 = w->nrow + (size_t)r1 * wp;
+    const GM_T *m0 = w->mx + (size_t)r0 * wp;
+    size_t kk;
+    int X;
+    for (X = 0; X < nW; X++) {
+        GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
+        inv[X] = d > GM_ZERO ? GM_ONE / GM_SQRT(d) : GM_ZERO;
+    }
+    for (kk = 0; kk < nkps; kk++) {
+        const GM_T *p0 = w->p + (kk * ht + (size_t)r0) * wp;
+        const GM_T *p1 = w->p + (kk * ht + (size_t)r1) * wp;
+        GM_T m;
+        for (X = 0; X < nW; X++) val[X] = (a0 * p0[X] + a1 * p1[X]) * inv[X];
+        m = val[0];
+#pragma omp simd reduction(max : m)
+        for (X = 0; X < nW; X++) m = val[X] > m ? val[X] : m;
+        if (m > bv[kk]) {
+            int idx = nW;
+#pragma omp simd reduction(min : idx)
+            for (X = 0; X < nW; X++) {
+                int c = val[X] == m ? X : nW;
+                idx = c < idx ? c : idx;
             }
-        }
-#pragma omp for schedule(static)
-        for (k = 0; k < nk; k++)
-            GM_SUF(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
-                                      w->q + (size_t)k * dim);
-#pragma omp for schedule(static)
-        for (cell = 0; cell < nhw; cell++) {
-            const GM_T *t = tf + (size_t)cell * dim;
-            for (k = 0; k + 4 <= nk; k += 4) {
-                const GM_T *q = w->q + (size_t)k * dim;
-                GM_T o[4];
-                GM_SUF(gm_tr_dot4)(q, q + dim, q + 2 * dim, q + 3 * dim, t, dim, o);
-                w->g[(size_t)k * hw + (size_t)cell] = o[0];
-                w->g[(size_t)(k + 1) * hw + (size_t)cell] = o[1];
-                w->g[(size_t)(k + 2) * hw + (size_t)cell] = o[2];
-                w->g[(size_t)(k + 3) * hw + (size_t)cell] = o[3];
+            if (idx < nW) {
+                bv[kk] = m;
+                bx[kk] = idx;
+                by[kk] = Y;
             }
-            for (; k < nk; k++)
-                w->g[(size_t)k * hw + (size_t)cell] =
-                    GM_SUF(gm_tr_dot)(w->q + (size_t)k * dim, t, dim);
-        }
-#pragma omp for schedule(static)
-        for (r = 0; r < nht; r++) {
-            const GM_T *N = tN + (size_t)r * wt, *Hn = tH + (size_t)r * wt;
-            const GM_T *V = tV + (size_t)r * wt, *D1 = tD1 + (size_t)r * wt;
-            const GM_T *D2 = tD2 + (size_t)r * wt;
-            GM_T *nr = w->nrow + (size_t)r * wp, *m = w->mx + (size_t)r * wp;
-            int64_t X;
-            for (X = 0; X < Wt; X++) {
-                int c0 = w->c0[X], c1 = w->c1[X];
-                GM_T b0 = w->b0[X], b1 = w->b1[X];
-                nr[X] = b0 * b0 * N[c0] + 2 * b0 * b1 * Hn[c0] + b1 * b1 * N[c1];
-                m[X] = b0 * b0 * V[c0] + b1 * b1 * V[c1] + b0 * b1 * (D1[c0] + D2[c0]);
-            }
-        }
-#pragma omp for schedule(static)
-        for (kr = 0; kr < nkr; kr++) {
-            size_t kk = (size_t)kr / ht, rr = (size_t)kr % ht;
-            const GM_T *g = w->g + kk * hw + rr * wt;
-            GM_T *p = w->p + (kk * ht + rr) * wp;
-            int64_t X;
-            for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
         }
     }
 }
 
-/* 1 if rows x ncol of a (row stride ld) are all finite.  O(rows ncol). */
-static int GM_SUF(gm_tr_rows_finite)(const GM_T *a, size_t rows, size_t ncol, size_t ld)
+/* One pair, in one parallel region with a single barrier: per-grid-row
+ * tables (threaded over target grid rows), then the pixel scan (threaded
+ * over target pixel rows).  Each thread scans one contiguous block of pixel
+ * rows in order (static schedule) and the blocks are merged in thread order
+ * with a strict comparison, so exact ties go to the first pixel in row-major
+ * order whatever the thread count.  Writes (x, y) per keypoint to out.
+ * Returns GM_OK, GM_ERR_NUMERIC or GM_ERR_NONFINITE_ARG(1).
+ * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)). */
+static int GM_SUF(gm_tr_pair)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
+                              const GM_T *kps, size_t hs, size_t ws, size_t ht, size_t wt,
+                              size_t dim, size_t nkps, int64_t Ws, int64_t Hs, int64_t Wt,
+                              int64_t Ht, GM_T *out)
 {
-    size_t r;
-    for (r = 0; r < rows; r++)
-        if (!GM_SUF(gm_tr_all_finite)(a + r * ld, ncol)) return 0;
-    return 1;
-}
-
-/* Second stage of one pair (threaded over target pixel rows): for every
- * pixel, cos = (a0 P[r0] + a1 P[r1]) / |t(Y, X)|, and the first (row-major)
- * pixel of maximal cosine per keypoint.  Each thread scans a contiguous block
- * of rows in order (static schedule); blocks are merged in thread order with
- * a strict comparison, so ties go to the first pixel whatever the thread
- * count.  Writes (x, y) per keypoint to out.  O(H W (1 + K)). */
-static void GM_SUF(gm_tr_scan)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t nkps, int64_t Wt,
-                               int64_t Ht, GM_T *out)
-{
-    const size_t wp = w->wp;
     const int nthr = w->nthr;
     size_t i, k;
-    int t;
+    int t, worst = 0;
+    for (k = 0; k < nkps; k++)
+        GM_SUF(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
+                                  w->q + k * dim);
     for (i = 0; i < (size_t)nthr * nkps; i++) {
         w->bestv[i] = -(GM_T)INFINITY;
         w->bestx[i] = w->besty[i] = -1;
     }
-#pragma omp parallel num_threads(nthr)
+#pragma omp parallel num_threads(nthr) reduction(max : worst)
     {
         int tid = gm_tr_thread_num();
-        GM_T *inv = w->tbuf + (size_t)tid * 2 * wp, *val = inv + wp;
-        GM_T *bv = w->bestv + (size_t)tid * nkps;
-        int64_t *bx = w->bestx + (size_t)tid * nkps, *by = w->besty + (size_t)tid * nkps;
-        long Y;
+        GM_T *inv = w->tbuf + (size_t)tid * 2 * w->wp, *val = inv + w->wp;
+        long r, Y;
 #pragma omp for schedule(static)
-        for (Y = 0; Y < (long)Ht; Y++) {
-            int r0 = w->r0[Y], r1 = w->r1[Y];
-            GM_T a0 = w->a0[Y], a1 = w->a1[Y];
-            GM_T w00 = a0 * a0, w11 = a1 * a1, w01 = 2 * a0 * a1;
-            const GM_T *n0 = w->nrow + (size_t)r0 * wp, *n1 = w->nrow + (size_t)r1 * wp;
-            const GM_T *m0 = w->mx + (size_t)r0 * wp;
-            int X, nW = (int)Wt;
-            size_t kk;
-            for (X = 0; X < nW; X++) {
-                GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
-                inv[X] = d > GM_ZERO ? GM_ONE / GM_SQRT(d) : GM_ZERO;
-            }
-            for (kk = 0; kk < nkps; kk++) {
-                const GM_T *p0 = w->p + (kk * ht + (size_t)r0) * wp;
-                const GM_T *p1 = w->p + (kk * ht + (size_t)r1) * wp;
-                GM_T m;
-                for (X = 0; X < nW; X++) val[X] = (a0 * p0[X] + a1 * p1[X]) * inv[X];
-                m = val[0];
-#pragma omp simd reduction(max : m)
-                for (X = 0; X < nW; X++) m = val[X] > m ? val[X] : m;
-                if (m > bv[kk]) {
-                    int idx = nW;
-#pragma omp simd reduction(min : idx)
-                    for (X = 0; X < nW; X++) {
-                        int c = val[X] == m ? X : nW;
-                        idx = c < idx ? c : idx;
-                    }
-                    if (idx < nW) {
-                        bv[kk] = m;
-                        bx[kk] = idx;
-                        by[kk] = Y;
-                    }
-                }
-            }
+        for (r = 0; r < (long)ht; r++) {
+            int st = GM_SUF(gm_tr_row)(w, tf, (size_t)r, ht, wt, dim, nkps, Wt);
+            worst = st > worst ? st : worst;
         }
+#pragma omp for schedule(static)
+        for (Y = 0; Y < (long)Ht; Y++)
+            GM_SUF(gm_tr_scan_row)(w, Y, ht, nkps, (int)Wt, inv, val,
+                                   w->bestv + (size_t)tid * nkps, w->bestx + (size_t)tid * nkps,
+                                   w->besty + (size_t)tid * nkps);
     }
+    if (worst == 1)
+        return GM_SUF(gm_tr_all_finite)(tf, ht * wt * dim) ? GM_ERR_NUMERIC
+                                                           : GM_ERR_NONFINITE_ARG(1);
+    if (worst) return GM_ERR_NUMERIC;
     for (k = 0; k < nkps; k++) {
         GM_T best = -(GM_T)INFINITY;
         int64_t bx = 0, by = 0;
@@ -365,6 +354,7 @@ static void GM_SUF(gm_tr_scan)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t nkps, int6
         out[2 * k] = (GM_T)bx;
         out[2 * k + 1] = (GM_T)by;
     }
+    return GM_OK;
 }
 
 /* Taps of every target pixel column and row.  O(W + H). */
@@ -445,22 +435,9 @@ int GM_SUF(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fe
         int64_t Ws = src_size[2 * b], Hs = src_size[2 * b + 1];
         int64_t Wt = trg_size[2 * b], Ht = trg_size[2 * b + 1];
         GM_SUF(gm_tr_taps)(&w, ht, wt, Wt, Ht);
-        GM_SUF(gm_tr_prepare)(&w, src_feat + b * hs * ws * dim, trg_feat + b * ht * wt * dim,
-                              src_kps + b * nkps * 2, hs, ws, ht, wt, dim, nkps, Ws, Hs, Wt);
-        if (!GM_SUF(gm_tr_all_finite)(w.tab, 5 * w.hw)) {
-            /* a non-finite input value, or an overflow of finite ones */
-            status = GM_SUF(gm_tr_all_finite)(trg_feat + b * ht * wt * dim, ht * wt * dim)
-                         ? GM_ERR_NUMERIC : GM_ERR_NONFINITE_ARG(1);
-            break;
-        }
-        if (!GM_SUF(gm_tr_all_finite)(w.g, nkps * w.hw) ||
-            !GM_SUF(gm_tr_rows_finite)(w.nrow, ht, (size_t)Wt, w.wp) ||
-            !GM_SUF(gm_tr_rows_finite)(w.mx, ht, (size_t)Wt, w.wp) ||
-            !GM_SUF(gm_tr_rows_finite)(w.p, nkps * ht, (size_t)Wt, w.wp)) {
-            status = GM_ERR_NUMERIC;
-            break;
-        }
-        GM_SUF(gm_tr_scan)(&w, ht, nkps, Wt, Ht, out + b * nkps * 2);
+        status = GM_SUF(gm_tr_pair)(&w, src_feat + b * hs * ws * dim,
+                                    trg_feat + b * ht * wt * dim, src_kps + b * nkps * 2, hs,
+                                    ws, ht, wt, dim, nkps, Ws, Hs, Wt, Ht, out + b * nkps * 2);
     }
     GM_SUF(gm_tr_ws_free)(&w);
     return status;

@@ -19,6 +19,8 @@ from .similarity import cosine_similarity  # noqa: E402
 # @@end similarity
 
 # @@section ot
+from .dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp  # noqa: E402,F401
+from .ot import sinkhorn  # noqa: E402
 # @@end ot
 
 # @@section matching
@@ -33,4 +35,5 @@ from .transfer import transfer_keypoints  # noqa: E402
 from . import datasets  # noqa: E402,F401
 from . import metrics  # noqa: E402
 from . import head  # noqa: E402,F401
+from . import backbone  # noqa: E402,F401
 # @@end submodules

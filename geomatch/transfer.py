@@ -25,10 +25,11 @@ Three modes share one entry point, :func:`transfer_keypoints`:
     clipped to ``[0, W - 1] x [0, H - 1]``.
 
 ``"soft-argmax"``
-    Window soft-argmax on the grid: the grid argmax as above, then a softmax
-    of ``cosine / temperature`` restricted to the ``(2 * window + 1)^2``
-    window around it (clipped at the grid border), and the expected grid
-    position, mapped to pixels with the same formula.
+    Window soft-argmax on the grid (:func:`geomatch.window_soft_argmax`): the
+    grid argmax as above, then a softmax of ``cosine / temperature``
+    restricted to the ``(2 * window + 1)^2`` window around it (clipped at the
+    grid border), and the expected grid position, mapped to pixels with the
+    same formula.
 
 Cosine similarity with a zero vector is taken as 0.  Ties go to the first
 pixel (row-major).
@@ -40,6 +41,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from . import _core
+from .matching import argmax_2d, window_soft_argmax
+from .similarity import cosine_similarity
 
 __all__ = ["transfer_keypoints", "TRANSFER_MODES"]
 
@@ -182,7 +185,11 @@ def _check_soft_params(window, temperature):
 
 
 def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature):
-    """Grid-argmax / window soft-argmax transfer in NumPy.  O(B K h w D)."""
+    """Grid-argmax / window soft-argmax transfer.  O(B K h w D).
+
+    Cosines come from :func:`geomatch.cosine_similarity`, the argmax from
+    :func:`geomatch.argmax_2d` and the window soft-argmax from
+    :func:`geomatch.window_soft_argmax` (all C kernels)."""
     dt = np.float64 if np.float64 in (_float_type("src_feat", sf), _float_type("trg_feat", tf),
                                       _float_type("src_kps", kp)) else np.float32
     if 0 in sf.shape[-3:] or 0 in tf.shape[-3:]:
@@ -211,46 +218,20 @@ def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature):
         raise ValueError(f"src_kps: keypoint {k} of pair {b}, (x, y) = ({x[b, k]:g}, "
                          f"{y[b, k]:g}), lies outside the source image of size (W, H) = "
                          f"({ss[b, 0]}, {ss[b, 1]}); need 0 <= x < W and 0 <= y < H")
-    out = np.empty((batch, nk, 2), dtype=dt)
-    for b in range(batch):
-        ii = np.minimum(np.floor(y[b] * hs / ss[b, 1]).astype(np.int64), hs - 1)
-        jj = np.minimum(np.floor(x[b] * ws / ss[b, 0]).astype(np.int64), ws - 1)
-        sim = _cosine(sf[b, ii, jj], tf[b])                       # (K, ht*wt)
-        best = np.argmax(sim, axis=1)
-        gi, gj = (best // wt).astype(dt), (best % wt).astype(dt)
-        if soft:
-            gi, gj = _window_soft_argmax(sim.reshape(nk, ht, wt), best // wt, best % wt,
-                                         window, temperature)
-        Wt, Ht = ts[b]
-        out[b, :, 0] = np.clip((gj + 0.5) * (Wt / wt) - 0.5, 0, Wt - 1)
-        out[b, :, 1] = np.clip((gi + 0.5) * (Ht / ht) - 0.5, 0, Ht - 1)
-    return out.reshape(lead + (nk, 2))
-
-
-def _cosine(q: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Cosine similarity (K, D) x (M, D) -> (K, M); zero vectors give 0."""
-    def unit(a):
-        n = np.sqrt(np.einsum("ij,ij->i", a, a))
-        return a / np.where(n > 0, n, 1)[:, None]
-    return unit(q) @ unit(t).T
-
-
-def _window_soft_argmax(sim, bi, bj, window, temperature):
-    """Expected grid (row, col) under softmax(sim / temperature) in the window.
-
-    Private stand-in for ``geomatch.window_soft_argmax`` (matching module):
-    sim (K, h, w), argmax rows/cols (K,); the (2 window + 1)^2 window around
-    the argmax, clipped at the border.  Returns float rows and cols (K,).
-    """
-    nk, h, w = sim.shape
-    rows = np.empty(nk, dtype=sim.dtype)
-    cols = np.empty(nk, dtype=sim.dtype)
-    for k in range(nk):
-        r0, r1 = max(bi[k] - window, 0), min(bi[k] + window, h - 1)
-        c0, c1 = max(bj[k] - window, 0), min(bj[k] + window, w - 1)
-        s = sim[k, r0:r1 + 1, c0:c1 + 1]
-        e = np.exp((s - s.max()) / temperature)
-        e /= e.sum()
-        rows[k] = np.sum(e.sum(axis=1) * np.arange(r0, r1 + 1))
-        cols[k] = np.sum(e.sum(axis=0) * np.arange(c0, c1 + 1))
-    return rows, cols
+    if nk == 0:
+        return np.zeros(lead + (0, 2), dtype=dt)
+    # source patch of each keypoint: (floor(y h / H), floor(x w / W))
+    ii = np.minimum(np.floor(y * hs / ss[:, None, 1]).astype(np.int64), hs - 1)
+    jj = np.minimum(np.floor(x * ws / ss[:, None, 0]).astype(np.int64), ws - 1)
+    q = sf[np.arange(batch)[:, None], ii, jj]                      # (B, K, D)
+    sim = cosine_similarity(q, tf)                                 # (B, K, h*w)
+    if soft:
+        grid = window_soft_argmax(sim, (ht, wt), window=window, temperature=temperature)
+    else:
+        grid = argmax_2d(sim, (ht, wt))
+    grid = grid.astype(np.float64)
+    wt_, ht_ = ts[:, None, 0].astype(np.float64), ts[:, None, 1].astype(np.float64)
+    out = np.empty((batch, nk, 2), dtype=np.float64)
+    out[..., 0] = np.clip((grid[..., 0] + 0.5) * (wt_ / wt) - 0.5, 0, wt_ - 1)
+    out[..., 1] = np.clip((grid[..., 1] + 0.5) * (ht_ / ht) - 0.5, 0, ht_ - 1)
+    return out.astype(dt).reshape(lead + (nk, 2))

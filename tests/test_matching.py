@@ -242,3 +242,22 @@ def test_agrees_with_geoaware_convention(rng):
     s[np.arange(10), rng.integers(0, n * n, 10)] = 0.9
     ours = gm.window_soft_argmax(s, (n, n), window=3, temperature=0.02)
     np.testing.assert_allclose(ours, geoaware_soft_eval(s, n, 3), atol=1e-9)
+
+
+def test_threads_identical_parallel_path(rng):
+    # 1200 maps of 50 x 70: above the size from which maps go to OpenMP threads.
+    s = rng.random((1200, 50 * 70))
+    before = gm.get_num_threads()
+    try:
+        gm.set_num_threads(1)
+        a1, s1 = gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))
+        gm.set_num_threads(2)
+        a2, s2 = gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))
+    finally:
+        gm.set_num_threads(before)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(s1, s2)
+    flat = np.argmax(s, axis=1)
+    np.testing.assert_array_equal(a2, np.stack([flat % 70, flat // 70], axis=1))
+    idx = [0, 599, 1199]
+    np.testing.assert_allclose(s2[idx], oracle_soft(s[idx], (50, 70), 7, 0.02), atol=1e-11)

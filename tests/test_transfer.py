@@ -395,3 +395,35 @@ def test_core_binding_validates_too():
         core(g["src_feat"], g["trg_feat"], np.array([[3.0, 25.0]]), sz, sz)
     with pytest.raises(ValueError, match="src_feat"):
         core(g["src_feat"][..., :2], g["trg_feat"], g["src_kps"], sz, sz)
+
+
+def test_spair_sized_grid_against_torch_and_threads():
+    """37x37 grid to 500x375 images (SPair-like), D reduced to keep torch cheap."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(13)
+    base = rng.standard_normal((2, 39, 39, 32)).astype(np.float32)
+    feats = (base[:, :-2, :-2] + base[:, 1:-1, 1:-1] + base[:, 2:, 2:]) / 3 + 0.2
+    sf, tf = feats[0], feats[1]
+    ss, ts = (500, 375), (375, 500)
+    kps = np.stack([rng.uniform(0, 500, 10), rng.uniform(0, 375, 10)], 1).astype(np.float32)
+    kps[0] = (499, 374)
+    try:
+        gm.set_num_threads(1)
+        p1 = gm.transfer_keypoints(sf, tf, kps, ss, ts)
+        gm.set_num_threads(2)
+        p2 = gm.transfer_keypoints(sf, tf, kps, ss, ts)
+    finally:
+        gm.set_num_threads(2)
+    np.testing.assert_array_equal(p1, p2)
+    su = F.interpolate(torch.from_numpy(sf).permute(2, 0, 1)[None], size=(ss[1], ss[0]),
+                       mode="bilinear", align_corners=False)[0]
+    tu = F.interpolate(torch.from_numpy(tf).permute(2, 0, 1)[None], size=(ts[1], ts[0]),
+                       mode="bilinear", align_corners=False)[0]
+    tn = F.normalize(tu.reshape(32, -1), dim=0)
+    q = F.normalize(su[:, torch.from_numpy(np.floor(kps[:, 1]).astype(np.int64)),
+                       torch.from_numpy(np.floor(kps[:, 0]).astype(np.int64))].T, dim=1)
+    sim = (q @ tn).numpy()
+    got = p1[:, 1].astype(np.int64) * ts[0] + p1[:, 0].astype(np.int64)
+    gap = sim.max(axis=1) - sim[np.arange(10), got]
+    assert np.all(gap <= 2e-6), gap

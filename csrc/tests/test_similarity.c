@@ -104,6 +104,37 @@ static void test_threads_identical(void)
     free(x); free(y); free(o1); free(o2);
 }
 
+/* Above the parallel threshold (4M values) normalization runs on OpenMP
+ * threads: the result must not depend on their number. */
+static void test_threads_identical_parallel_path(void)
+{
+    enum { N = 4100, M = 8, D = 1024 };
+    unsigned long long st = 11;
+    float *x = malloc((size_t)N * D * sizeof *x), *y = malloc(M * D * sizeof *y);
+    float *o1 = malloc(N * M * sizeof *o1), *o2 = malloc(N * M * sizeof *o2);
+    float *n1 = malloc((size_t)N * D * sizeof *n1), *n2 = malloc((size_t)N * D * sizeof *n2);
+    for (size_t i = 0; i < (size_t)N * D; i++) x[i] = (float)gm_test_uniform(&st) - 0.5f;
+    for (size_t i = 0; i < M * D; i++) y[i] = (float)gm_test_uniform(&st) - 0.5f;
+    int before = gm_get_num_threads();
+    gm_set_num_threads(1);
+    GM_CHECK(gm_l2_normalize_rows_f32(x, n1, N, D) == GM_OK);
+    GM_CHECK(gm_cosine_similarity_f32(x, y, o1, 1, N, M, D) == GM_OK);
+    gm_set_num_threads(2);
+    GM_CHECK(gm_l2_normalize_rows_f32(x, n2, N, D) == GM_OK);
+    GM_CHECK(gm_cosine_similarity_f32(x, y, o2, 1, N, M, D) == GM_OK);
+    gm_set_num_threads(before);
+    GM_CHECK(memcmp(n1, n2, (size_t)N * D * sizeof *n1) == 0);
+    GM_CHECK(memcmp(o1, o2, N * M * sizeof *o1) == 0);
+    double ss = 0;
+    for (size_t k = 0; k < D; k++) ss += (double)n1[7 * D + k] * n1[7 * D + k];
+    GM_CHECK_CLOSE(ss, 1.0, 1e-6, 0);
+    x[(size_t)(N - 1) * D + 3] = NAN;    /* detected on the parallel path too */
+    gm_set_num_threads(2);
+    GM_CHECK(gm_l2_normalize_rows_f32(x, n2, N, D) == GM_ERR_NONFINITE_ARG(0));
+    gm_set_num_threads(before);
+    free(x); free(y); free(o1); free(o2); free(n1); free(n2);
+}
+
 static void test_degenerate_sizes(void)
 {
     double x[2] = {1, 2}, o[4] = {9, 9, 9, 9};
@@ -123,6 +154,7 @@ int main(void)
     GM_RUN(test_nonfinite);
     GM_RUN(test_extreme_magnitudes);
     GM_RUN(test_threads_identical);
+    GM_RUN(test_threads_identical_parallel_path);
     GM_RUN(test_degenerate_sizes);
     return gm_test_summary();
 }

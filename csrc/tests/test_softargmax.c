@@ -118,6 +118,36 @@ static void test_threads_identical(void)
     free(s); free(o1); free(o2);
 }
 
+/* Above the parallel threshold (4M values): maps split among threads. */
+static void test_threads_identical_parallel_path(void)
+{
+    enum { K = 1200, H = 50, W = 70 };
+    unsigned long long st = 5;
+    size_t n = (size_t)K * H * W;
+    double *s = malloc(n * sizeof *s), *o1 = malloc(2 * K * sizeof *o1);
+    double *o2 = malloc(2 * K * sizeof *o2);
+    int64_t *a1 = malloc(2 * K * sizeof *a1), *a2 = malloc(2 * K * sizeof *a2);
+    for (size_t i = 0; i < n; i++) s[i] = gm_test_uniform(&st);
+    int before = gm_get_num_threads();
+    gm_set_num_threads(1);
+    GM_CHECK(gm_window_soft_argmax_f64(s, K, H, W, 7, 0.02, o1) == GM_OK);
+    GM_CHECK(gm_argmax_2d_f64(s, K, H, W, a1) == GM_OK);
+    gm_set_num_threads(2);
+    GM_CHECK(gm_window_soft_argmax_f64(s, K, H, W, 7, 0.02, o2) == GM_OK);
+    GM_CHECK(gm_argmax_2d_f64(s, K, H, W, a2) == GM_OK);
+    GM_CHECK(memcmp(o1, o2, 2 * K * sizeof *o1) == 0);
+    GM_CHECK(memcmp(a1, a2, 2 * K * sizeof *a1) == 0);
+    /* spot-check one map against the naive reference */
+    double ref[2];
+    naive_soft(s + (size_t)(K - 1) * H * W, H, W, 7, 0.02, ref);
+    GM_CHECK_CLOSE(o2[2 * (K - 1)], ref[0], 1e-12, 1e-12);
+    GM_CHECK_CLOSE(o2[2 * (K - 1) + 1], ref[1], 1e-12, 1e-12);
+    s[n - 1] = INFINITY;
+    GM_CHECK(gm_argmax_2d_f64(s, K, H, W, a2) == GM_ERR_NONFINITE_ARG(0));
+    gm_set_num_threads(before);
+    free(s); free(o1); free(o2); free(a1); free(a2);
+}
+
 int main(void)
 {
     printf("test_softargmax\n");
@@ -126,5 +156,6 @@ int main(void)
     GM_RUN(test_soft_window_zero_is_argmax);
     GM_RUN(test_errors);
     GM_RUN(test_threads_identical);
+    GM_RUN(test_threads_identical_parallel_path);
     return gm_test_summary();
 }

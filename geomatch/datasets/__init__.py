@@ -57,4 +57,12 @@ def load_dataset(name: str, root: str | Path, **options) -> Dataset:
         from .ap10k import AP10K as cls
     else:
         from .cub import CUB as cls
+    import inspect
+
+    accepted = [n for n in inspect.signature(cls.__init__).parameters
+                if n not in ("self", "root")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for dataset {key!r}; "
+                        f"accepted: {accepted}")
     return cls(root, **options)

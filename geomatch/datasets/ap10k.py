@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from .base import (Dataset, ImageRecord, PairRecord, as_int, as_numbers,
                    frozen_array, get_field, make_image_record, read_json,

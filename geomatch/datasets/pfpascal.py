@@ -27,21 +27,43 @@ import numpy as np
 
 from .base import (Dataset, ImageRecord, PairRecord, frozen_array,
                    image_size, make_image_record, require_dir, require_file)
-from .tables import PFPASCAL_CLASSES
+from .tables import PFPASCAL_CLASSES, flip_permutation
 
 __all__ = ["PFPascal"]
 
 
 class PFPascal(Dataset):
-    """PF-PASCAL loader (20 PASCAL VOC classes)."""
+    """PF-PASCAL loader (20 PASCAL VOC classes).
+
+    Parameters
+    ----------
+    root : path
+        The ``PF-dataset-PASCAL`` directory.
+    keypoint_names : dict, optional
+        ``{class: [name, ...]}`` to name a class's keypoints (default
+        ``"keypoint <i>"``; the dataset ships no names).
+    flip_pairs : dict, optional
+        ``{class: [(i, j), ...]}`` left/right counterparts of a class
+        (default: none, i.e. the identity permutation).
+    """
 
     name = "pfpascal"
     splits = ("train", "val", "test")
     split_aliases = {"trn": "train"}
 
-    def __init__(self, root):
+    def __init__(self, root, keypoint_names: dict | None = None,
+                 flip_pairs: dict | None = None):
         super().__init__(root)
         self.categories = list(PFPASCAL_CLASSES)
+        for opt, val in (("keypoint_names", keypoint_names), ("flip_pairs", flip_pairs)):
+            if val is not None and (not isinstance(val, dict)
+                                    or not set(val) <= set(PFPASCAL_CLASSES)):
+                raise ValueError(f"{opt} must be a dict keyed by PF-PASCAL class "
+                                 f"names {list(PFPASCAL_CLASSES)}")
+        self._names_override = {k: tuple(str(n) for n in v)
+                                for k, v in (keypoint_names or {}).items()}
+        self._pairs_override = {k: [tuple(p) for p in v]
+                                for k, v in (flip_pairs or {}).items()}
         self._rows: dict[str, list[dict]] = {}
         self._num_kps: dict[str, int] = {}
         self._mat_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
@@ -49,11 +71,20 @@ class PFPascal(Dataset):
 
     # ---- tables -----------------------------------------------------------
     def _keypoint_names(self, category):
-        return tuple(f"keypoint {i}" for i in range(self._category_k(category)))
+        k = self._category_k(category)
+        names = self._names_override.get(category)
+        if names is None:
+            return tuple(f"keypoint {i}" for i in range(k))
+        if len(names) != k:
+            raise ValueError(f"keypoint_names[{category!r}] has {len(names)} "
+                             f"names but the class has {k} keypoints")
+        return names
 
     def _flip_perm(self, category):
-        # No published left/right table exists for PF-PASCAL (see tables.py).
-        return np.arange(self._category_k(category), dtype=np.int64)
+        # No published left/right table exists for PF-PASCAL (see tables.py);
+        # the identity unless the user supplied flip_pairs.
+        return flip_permutation(self._category_k(category),
+                                self._pairs_override.get(category, []))
 
     def _category_k(self, category) -> int:
         """K of a class: the largest keypoint count of its ``.mat`` files."""
@@ -101,12 +132,12 @@ class PFPascal(Dataset):
                 pts = [_parse_list(r[c], where, header[c] if c < len(header) else c)
                        for c in (3, 4, 5, 6)]
                 n = len(pts[0])
-                if any(len(p) != n for p in pts) or n == 0:
+                if any(len(p) != n for p in pts):
                     raise ValueError(f"malformed {where}: the x/y lists must "
-                                     f"have the same non-zero length, got "
+                                     f"have the same length, got "
                                      f"{[len(p) for p in pts]}")
-                row["src_xy"] = np.stack([pts[0], pts[1]], 1)
-                row["trg_xy"] = np.stack([pts[2], pts[3]], 1)
+                row["src_xy"] = np.stack([pts[0], pts[1]], 1).reshape(n, 2)
+                row["trg_xy"] = np.stack([pts[2], pts[3]], 1).reshape(n, 2)
             rows.append(row)
         self._rows[split] = rows
         return rows

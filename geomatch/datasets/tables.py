@@ -254,6 +254,8 @@ def flip_permutation(num_keypoints: int,
     seen = set()
     for pair in pairs:
         i, j = (int(v) for v in pair)
+        if i == j:
+            raise ValueError(f"flip pair {pair} pairs a keypoint with itself")
         for v in (i, j):
             if not 0 <= v < num_keypoints:
                 raise ValueError(f"flip pair {pair} out of range for "
@@ -261,7 +263,5 @@ def flip_permutation(num_keypoints: int,
             if v in seen:
                 raise ValueError(f"keypoint {v} appears in two flip pairs")
             seen.add(v)
-        if i == j:
-            raise ValueError(f"flip pair {pair} pairs a keypoint with itself")
         perm[i], perm[j] = j, i
     return perm
