@@ -32,9 +32,8 @@ this module differs:
   border would otherwise fall outside);
 * GECO removes zero-norm features from the OT problem (``ft_remove_bkg``);
   head embeddings are never exactly zero, so that step is omitted;
-* when n_visible = n_kp and background exists, the dustbin mass
-  1 - m0 - (1 - mass) is 0 (GECO then takes log 0 = -inf); it is floored at
-  ``min_bin_mass`` (1e-6) because the OT layer rejects non-positive masses;
+* the marginals are ``gm.dustbin_marginals`` (GECO's rule, including a dustbin
+  mass of exactly 0 when every keypoint is visible and there is background);
 * log P and log(1 - P) are evaluated with P clipped to [tiny, 1 - eps] so a
   plan entry that underflows to 0 gives a large finite loss, not inf.
 """
@@ -63,7 +62,6 @@ class LossConfig:
     w_bin: float = 1.0
     w_neg: float = 10.0
     w_fgbg: float = 10.0
-    min_bin_mass: float = 1e-6
 
     def __post_init__(self):
         if not (self.reg > 0 and math.isfinite(self.reg)):
@@ -148,26 +146,18 @@ def foreground_grid(grid, size, *, mask=None, bbox=None) -> np.ndarray:
     return inr[:, None] & inc[None, :]
 
 
-def dustbin_marginal(fg, n_visible: int, n_kp: int, mass: float = 0.9,
-                     min_bin_mass: float = 1e-6) -> np.ndarray:
-    """Marginal (N+1,) of one image: foreground patches share
-    m0 = mass (n_visible + 1)/(n_kp + 1), background patches share 1 - mass
-    (when there are any), the dustbin (last entry) gets the rest, floored at
-    ``min_bin_mass``."""
-    fg = np.asarray(fg, dtype=bool).ravel()
-    n_fg = int(fg.sum())
-    if n_fg == 0:
+def dustbin_marginal(fg, n_visible: int, n_kp: int, mass: float = 0.9) -> np.ndarray:
+    """Marginal (N+1,) float64 of one image (``gm.dustbin_marginals``, GECO's rule):
+    foreground patches share m0 = mass (n_visible + 1)/(n_kp + 1) uniformly,
+    background patches share 1 - mass (when there are any), the dustbin (last
+    entry) gets the rest (exactly 0 when every keypoint is visible and there is
+    background; the OT layer then leaves the dustbin row/column empty)."""
+    from .dustbin import dustbin_marginals
+
+    fg = np.asarray(fg, dtype=bool)
+    if not fg.any():
         raise ValueError("fg: the foreground is empty")
-    m0 = mass * (n_visible + 1) / (n_kp + 1)
-    out = np.empty(fg.size + 1, dtype=np.float64)
-    out[:-1][fg] = m0 / n_fg
-    n_bg = fg.size - n_fg
-    bg_mass = 0.0
-    if n_bg:
-        bg_mass = 1.0 - mass
-        out[:-1][~fg] = bg_mass / n_bg
-    out[-1] = max(1.0 - m0 - bg_mass, min_bin_mass)
-    return out
+    return dustbin_marginals(fg, int(n_visible), int(n_kp), fg_mass=mass, dtype=np.float64)
 
 
 def match_sets(src_patch, trg_patch, flip_perm, N: int, M: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
@@ -283,9 +273,9 @@ class PairLoss:
             return 0.0, (z[0] if need_grad else None), (z[1] if need_grad else None), info
         xs, ns = _l2n(es.reshape(N, E).astype(dtype, copy=False))
         xt, nt = _l2n(et.reshape(M, E).astype(dtype, copy=False))
-        S = xs @ xt.T
-        mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass, cfg.min_bin_mass).astype(dtype)
-        nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass, cfg.min_bin_mass).astype(dtype)
+        S = xs @ np.ascontiguousarray(xt.T)  # (plain product: see head._nt)
+        mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass).astype(dtype)
+        nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass).astype(dtype)
         fwd, vjp = _ot_impl()
         kw = dict(bin_score=cfg.bin_score, reg=cfg.reg, reg_m=cfg.reg_m, n_iter=int(cfg.n_iter))
         P = fwd(S, mu, nu, **kw)

@@ -171,54 +171,32 @@ def prepare_pair(pair, grid, manifest, masks, *, flip_src=False, flip_trg=False,
 # ---------------------------------------------------------------------------
 # validation
 
-def _grid_argmax_transfer(src_feat, trg_feat, src_kps, src_size, trg_size, mode="grid-argmax"):
-    """Cosine argmax on the patch grid, returning patch centres (fallback when
-    ``gm.transfer_keypoints`` is not available)."""
-    hs, ws, E = src_feat.shape
-    ht, wt, _ = trg_feat.shape
-    kps = np.asarray(src_kps, dtype=np.float64)
-    r = np.clip(np.floor(kps[:, 1] * hs / src_size[1]), 0, hs - 1).astype(int)
-    c = np.clip(np.floor(kps[:, 0] * ws / src_size[0]), 0, ws - 1).astype(int)
-    q = src_feat[r, c].astype(np.float64)
-    q /= np.linalg.norm(q, axis=1, keepdims=True) + 1e-12
-    t = trg_feat.reshape(-1, E).astype(np.float64)
-    t /= np.linalg.norm(t, axis=1, keepdims=True) + 1e-12
-    idx = np.argmax(q @ t.T, axis=1)
-    rr, cc = idx // wt, idx % wt
-    return np.stack([(cc + 0.5) * trg_size[0] / wt, (rr + 0.5) * trg_size[1] / ht], axis=1)
-
-
-def _transfer_fn():
-    import geomatch as gm
-
-    return getattr(gm, "transfer_keypoints", None) or _grid_argmax_transfer
-
-
-def _bbox_threshold(bbox):
-    b = np.asarray(bbox, dtype=np.float64)
-    return float(max(b[2] - b[0], b[3] - b[1]))
-
-
 def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
              mode: str = "grid-argmax", alpha: float = 0.1) -> Dict[str, float]:
     """PCK@alpha (per point, bbox threshold) and the left/right confusion rate.
 
+    Keypoints are transferred with ``gm.transfer_keypoints`` through the grid
+    frames of the cache (:func:`geomatch.evaluate.transfer_pair`) and scored
+    with :func:`geomatch.metrics.evaluate_pair`.
+
     Parameters
     ----------
     pairs : sequence of PairRecord.
-    cache : feature cache (``get(key)`` -> (h, w, D)).
+    cache : feature cache (``get(key)`` -> (h, w, D), ``manifest``).
     head : callable (h, w, D) -> (h, w, E), or None for the raw features.
     mode : keypoint transfer mode of ``gm.transfer_keypoints``.
 
     Returns
     -------
     dict with ``pck`` (correct / scored keypoints), ``confusion`` (n̄11 / n11:
-    keypoints whose counterpart is also visible in the target and whose
-    prediction lands within alpha T of the counterpart but not of the keypoint),
+    among keypoints whose counterpart is also visible in the target, the share
+    predicted within alpha T of the counterpart but not of the keypoint),
     ``n_points``, ``n11``, ``n11_bar``.
     """
+    from . import metrics
+    from .evaluate import transfer_pair
+
     manifest = _manifest(cache)
-    fn = _transfer_fn()
     feats: Dict[str, np.ndarray] = {}
 
     def feat(key):
@@ -229,34 +207,14 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
 
     n_pts = n_ok = n11 = n11_bar = 0
     for pair in pairs:
-        sv = np.asarray(pair.src.visible, bool)
-        tv = np.asarray(pair.trg.visible, bool)
-        if not sv.any():
-            continue
-        sx0, sy0, sfw, sfh = _frame(pair.src.size, manifest)
-        tx0, ty0, tfw, tfh = _frame(pair.trg.size, manifest)
-        ssize = (int(round(sfw)), int(round(sfh)))
-        tsize = (int(round(tfw)), int(round(tfh)))
-        sk = np.asarray(pair.src.keypoints, np.float64)[sv] - (sx0, sy0)
-        sk[:, 0] = np.clip(sk[:, 0], 0.0, ssize[0] - 1e-3)
-        sk[:, 1] = np.clip(sk[:, 1], 0.0, ssize[1] - 1e-3)
-        out = np.asarray(fn(feat(pair.src.key), feat(pair.trg.key), sk.astype(np.float32),
-                            ssize, tsize, mode=mode), dtype=np.float64)
-        pred = np.full((sv.shape[0], 2), np.nan)
-        pred[sv] = out + (tx0, ty0)
-        gt = np.asarray(pair.trg.keypoints, np.float64)
-        T = _bbox_threshold(pair.trg.bbox)
-        perm = np.asarray(pair.flip_perm, np.int64)
-        with np.errstate(invalid="ignore"):
-            d = np.hypot(*(pred - gt).T) / T
-            dcp = np.hypot(*(pred - gt[perm]).T) / T
-        ok = d <= alpha
-        both = sv & tv
-        n_pts += int(both.sum())
-        n_ok += int((ok & both).sum())
-        c11 = both & (perm != np.arange(len(perm))) & tv[perm]
-        n11 += int(c11.sum())
-        n11_bar += int((c11 & ~ok & (dcp <= alpha)).sum())
+        pred = transfer_pair(pair, feat(pair.src.key), feat(pair.trg.key), manifest, mode=mode)
+        r = metrics.evaluate_pair(pred, pair.trg.keypoints, metrics.pair_threshold(pair, "bbox"),
+                                  src_visible=pair.src.visible, trg_visible=pair.trg.visible,
+                                  flip_perm=pair.flip_perm, alphas=(alpha,))
+        n_pts += r.n_points
+        n_ok += int(r.n_correct[0])
+        n11 += int(r.breakdown["11"][0])
+        n11_bar += int(r.breakdown["11_bar"][0])
     return {"pck": n_ok / n_pts if n_pts else float("nan"),
             "confusion": n11_bar / n11 if n11 else float("nan"),
             "n_points": n_pts, "n11": n11, "n11_bar": n11_bar}
