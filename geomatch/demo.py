@@ -611,6 +611,68 @@ def write_report(path, before, after, *, figures: Dict[str, object], settings=No
 
 
 # ---------------------------------------------------------------------------
+# threads
+
+def _numpy_blas_threads():
+    """(get, set) of the thread count of NumPy's own OpenBLAS, or None.
+
+    NumPy's wheels bundle a separate OpenBLAS (not the one geomatch's C core
+    uses); :func:`geomatch.set_num_threads` does not reach it.
+    """
+    import ctypes
+    import glob
+
+    base = os.path.dirname(np.__file__)
+    paths = (glob.glob(os.path.join(base, os.pardir, "numpy.libs", "*openblas*"))
+             + glob.glob(os.path.join(base, ".dylibs", "*openblas*")))
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix in ("scipy_openblas_{}_num_threads64_", "openblas_{}_num_threads64_",
+                       "openblas_{}_num_threads"):
+            get, put = suffix.format("get"), suffix.format("set")
+            if hasattr(lib, get) and hasattr(lib, put):
+                getter, setter = getattr(lib, get), getattr(lib, put)
+                getter.restype = ctypes.c_int
+                setter.argtypes = [ctypes.c_int]
+                return getter, setter
+    return None
+
+
+class _threads:
+    """Context: run with ``n`` threads in geomatch's kernels and in NumPy's
+    BLAS (``None``: leave both alone), restoring the previous counts."""
+
+    def __init__(self, n: Optional[int]):
+        self.n = n
+
+    def __enter__(self):
+        import geomatch as gm
+
+        self.saved = None
+        if self.n is None:
+            return self
+        blas = _numpy_blas_threads()
+        self.saved = (gm.get_num_threads(), blas, blas[0]() if blas else None)
+        gm.set_num_threads(int(self.n))
+        if blas:
+            blas[1](int(self.n))
+        return self
+
+    def __exit__(self, *exc):
+        import geomatch as gm
+
+        if self.saved is not None:
+            n_gm, blas, n_blas = self.saved
+            gm.set_num_threads(n_gm)
+            if blas and n_blas and n_blas > 0:
+                blas[1](n_blas)
+        return False
+
+
+# ---------------------------------------------------------------------------
 # the whole run
 
 def _prepare_out(out: Path) -> None:
@@ -631,7 +693,7 @@ def _prepare_out(out: Path) -> None:
 
 def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
              settings: Optional[DemoSettings] = None, progress: Optional[bool] = None,
-             verbose: bool = True) -> dict:
+             verbose: bool = True, threads: Optional[int] = 1) -> dict:
     """Run the whole demo (see the module docstring) and write the report.
 
     Parameters
@@ -650,6 +712,13 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
         Progress bars (default: on unless ``GEOMATCH_NO_PROGRESS=1``).
     verbose : bool
         Print what each stage does, and where the report is.
+    threads : int or None, default 1
+        Threads for geomatch's kernels and NumPy's BLAS during the run
+        (restored afterwards).  The demo's matrices are small, so one thread
+        loses little on an idle machine and avoids the synchronization
+        stalls of OpenMP/OpenBLAS worker threads on a busy one (measured
+        7x slower training with two threads on an oversubscribed 2-core
+        machine).  None keeps the current settings.
 
     Returns
     -------
@@ -661,6 +730,14 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
         (validation figures of the raw features), ``timings`` (stage ->
         seconds), ``settings`` (dict), ``out_dir``, ``dataset``, ``cache``.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    with _threads(threads):
+        return _run_demo(out_dir, quick, seed, settings, progress, verbose)
+
+
+def _run_demo(out_dir, quick, seed, settings, progress, verbose) -> dict:
     from . import synthetic
     from .datasets import load_dataset
     from .evaluate import evaluate, transfer_pair
@@ -796,6 +873,8 @@ def configure_parser(parser) -> None:
 
 def run_cli(args) -> int:
     """Run ``geomatch demo``."""
+    threads = getattr(args, "threads", None)      # the global ``geomatch --threads N``
     run_demo(args.out, quick=args.quick, seed=args.seed,
-             progress=False if args.no_progress else None)
+             progress=False if args.no_progress else None,
+             threads=1 if threads is None else threads)
     return 0
