@@ -48,7 +48,7 @@ from ._progress import progress as _progress
 
 __all__ = ["DemoSettings", "QUICK", "FULL", "run_demo", "featurize_dataset",
            "confusion_counts", "comparison_tables", "select_figure_pairs", "plot_transfer_comparison",
-           "plot_confusions", "plot_training", "write_report", "next_steps",
+           "plot_confusions", "plot_training", "write_report", "next_steps", "limit_threads",
            "configure_parser", "run_cli"]
 
 _MARKER = "geomatch-demo.json"
@@ -641,9 +641,13 @@ def _numpy_blas_threads():
     return None
 
 
-class _threads:
-    """Context: run with ``n`` threads in geomatch's kernels and in NumPy's
-    BLAS (``None``: leave both alone), restoring the previous counts."""
+class limit_threads:
+    """Context manager: run with ``n`` threads in geomatch's kernels and in
+    NumPy's BLAS (``None``: leave both alone), restoring the previous counts.
+
+    >>> with limit_threads(1):                     # doctest: +SKIP
+    ...     run = train(dataset, cache, "run")
+    """
 
     def __init__(self, n: Optional[int]):
         self.n = n
@@ -733,7 +737,7 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
                                 or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    with _threads(threads):
+    with limit_threads(threads):
         return _run_demo(out_dir, quick, seed, settings, progress, verbose)
 
 
