@@ -630,6 +630,7 @@ def run_cli(args) -> int:
                 seed=args.seed, flip_aug=not args.no_flip, swap_aug=not args.no_swap,
                 val_subset=args.val_subset, val_every=args.val_every, val_mode=args.val_mode,
                 resume=args.resume)
+    print(f"head: {res.head.num_parameters():,} parameters, {res.head.config}")
     print(f"trained {res.steps} steps; last checkpoint {res.last_path}"
           + (f"; best {res.best_path} (val PCK@0.1 {res.best_val:.4f})" if res.best_path else ""))
     return 0
