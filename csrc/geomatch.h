@@ -178,8 +178,9 @@ int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t 
  * upper tap clamped to in - 1); the source descriptor of keypoint (x, y) is
  * the upsampled source map at pixel (floor(y), floor(x)); the prediction is
  * the target pixel (X, Y) of maximal cosine similarity over all Wt x Ht
- * pixels (first pixel in row-major order on exact ties; a zero target
- * descriptor has cosine 0).  No upsampled map is materialized: cost
+ * pixels (first pixel in row-major order on exact ties; a target
+ * descriptor whose squared norm is below the smallest normal number counts
+ * as zero and has cosine 0).  No upsampled map is materialized: cost
  * O(batch (ht wt dim (5 + nkps) + ht Wt nkps + Ht Wt (1 + nkps))).
  * src_kps: (batch, nkps, 2) as (x, y) with 0 <= x < Ws, 0 <= y < Hs;
  * src_size, trg_size: (batch, 2) as (W, H) > 0.  out: (batch, nkps, 2)

@@ -12,7 +12,7 @@
  * The plan is log P_ij = lam S~_ij + alpha_i + beta_j (alpha = la, beta = lb). */
 
 #define DB_LANES 32
-#define DB_FB 32
+#define DB_FB 64
 #define DB_CHUNK 32
 
 typedef struct {
@@ -20,7 +20,7 @@ typedef struct {
     const DB_T *S;
     const DB_T *G;
     double lam, phi, bin, c, L;
-    int iters, store, kernel, wrt_log, nt;
+    int iters, store, kernel, rebuild, wrt_log, nt;
     DB_T lamT, lamcT, lambinT, kb;
     DB_T *K;
     size_t ldk;
@@ -29,7 +29,7 @@ typedef struct {
     unsigned char *mulrow;
     DB_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
     DB_T *fu, *gv, *nlr, *nlc;
-    DB_T *vn, *vm, *vm2, *part, *rowtmp;
+    DB_T *vn, *vm, *vm2, *part, *rowtmp, *abuf;
     double *tmn, *tmx;
     int *tbad;
     int err;
@@ -71,6 +71,16 @@ static inline DB_T *DB_SFX(db_gvptr)(DB_SFX(db_ctx) *c, int t)
     return c->gv + k * c->mpad;
 }
 
+/* Fixed pairwise reduction of DB_LANES (32) partial sums.  O(1). */
+static inline DB_T DB_SFX(db_reduce)(DB_T *acc)
+{
+    for (int l = 0; l < 16; l++) acc[l] += acc[l + 16];
+    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
+    for (int l = 0; l < 2; l++) acc[l] += acc[l + 2];
+    return acc[0] + acc[1];
+}
+
 /* Dot product of x and y (length m) with DB_LANES fixed partial sums and a
  * fixed pairwise reduction: the same result on any thread.  O(m). */
 static inline DB_T DB_SFX(db_dot)(const DB_T *x, const DB_T *y, size_t m)
@@ -81,9 +91,37 @@ static inline DB_T DB_SFX(db_dot)(const DB_T *x, const DB_T *y, size_t m)
     for (; j + DB_LANES <= m; j += DB_LANES)
         for (int l = 0; l < DB_LANES; l++) acc[l] += x[j + l] * y[j + l];
     for (int l = 0; j + (size_t)l < m; l++) acc[l] += x[j + l] * y[j + l];
-    for (int w = DB_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return acc[0];
+    return DB_SFX(db_reduce)(acc);
+}
+
+/* Four dot products of rows x, x+ldx, x+2ldx, x+3ldx with y, sharing the
+ * loads of y; each row's arithmetic is exactly that of db_dot.  O(4m). */
+static inline void DB_SFX(db_dot4)(const DB_T *x, size_t ldx, const DB_T *y, size_t m,
+                                   DB_T *out)
+{
+    DB_T a0[DB_LANES], a1[DB_LANES], a2[DB_LANES], a3[DB_LANES];
+    const DB_T *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
+    size_t j = 0;
+    for (int l = 0; l < DB_LANES; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0;
+    for (; j + DB_LANES <= m; j += DB_LANES)
+        for (int l = 0; l < DB_LANES; l++) {
+            DB_T yv = y[j + l];
+            a0[l] += x0[j + l] * yv;
+            a1[l] += x1[j + l] * yv;
+            a2[l] += x2[j + l] * yv;
+            a3[l] += x3[j + l] * yv;
+        }
+    for (int l = 0; j + (size_t)l < m; l++) {
+        DB_T yv = y[j + l];
+        a0[l] += x0[j + l] * yv;
+        a1[l] += x1[j + l] * yv;
+        a2[l] += x2[j + l] * yv;
+        a3[l] += x3[j + l] * yv;
+    }
+    out[0] = DB_SFX(db_reduce)(a0);
+    out[1] = DB_SFX(db_reduce)(a1);
+    out[2] = DB_SFX(db_reduce)(a2);
+    out[3] = DB_SFX(db_reduce)(a3);
 }
 
 /* Sum of x (length m), same lane scheme as db_dot.  O(m). */
@@ -95,9 +133,23 @@ static inline DB_T DB_SFX(db_sum)(const DB_T *x, size_t m)
     for (; j + DB_LANES <= m; j += DB_LANES)
         for (int l = 0; l < DB_LANES; l++) acc[l] += x[j + l];
     for (int l = 0; j + (size_t)l < m; l++) acc[l] += x[j + l];
-    for (int w = DB_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return acc[0];
+    return DB_SFX(db_reduce)(acc);
+}
+
+/* Inside a parallel region: out[i] = (K' y)_i + kb * y[m] for rows i < n, in
+ * groups of four rows (the grouping depends on n only, not on the thread
+ * count).  O(NM). */
+static void DB_SFX(db_rowmv)(const DB_T *K, size_t ldk, size_t n, size_t m, const DB_T *y,
+                             DB_T kb, DB_T *out)
+{
+    size_t ng = n / 4;
+#pragma omp for schedule(static) nowait
+    for (size_t g = 0; g < ng; g++) {
+        DB_SFX(db_dot4)(K + 4 * g * ldk, ldk, y, m, out + 4 * g);
+        for (int r = 0; r < 4; r++) out[4 * g + r] += kb * y[m];
+    }
+#pragma omp for schedule(static)
+    for (size_t i = 4 * ng; i < n; i++) out[i] = DB_SFX(db_dot)(K + i * ldk, y, m) + kb * y[m];
 }
 
 /* out[j] = sum_{i<n} w_i K_ij (rows in order i = 0..n-1) for this thread's
@@ -130,9 +182,14 @@ static void DB_SFX(db_colmv)(const DB_T *K, size_t ldk, size_t n, const DB_T *w,
 /* 1 if all len values are finite.  O(len). */
 static int DB_SFX(db_finite)(const DB_T *x, size_t len)
 {
-    DB_T z = 0;
-    for (size_t j = 0; j < len; j++) z += x[j] * (DB_T)0;
-    return z == 0;
+    DB_T z[DB_LANES];
+    size_t j = 0;
+    for (int l = 0; l < DB_LANES; l++) z[l] = 0;
+    for (; j + DB_LANES <= len; j += DB_LANES)
+        for (int l = 0; l < DB_LANES; l++) z[l] += x[j + l] * (DB_T)0;
+    for (; j < len; j++) z[0] += x[j] * (DB_T)0;
+    for (int l = 1; l < DB_LANES; l++) z[0] += z[l];
+    return z[0] == 0;
 }
 
 /* Validate sizes and scalars, check S / mu / nu (finite, masses >= 0, not
@@ -184,14 +241,15 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
     c->vm = calloc(mp, sizeof(DB_T));
     c->vm2 = calloc(mp, sizeof(DB_T));
     c->part = malloc(c->nchunk * mp * sizeof(DB_T) + sizeof(DB_T));
-    c->rowtmp = malloc((2 * nt * mp + 2 * nt * T) * sizeof(DB_T));
+    c->rowtmp = malloc(4 * nt * mp * sizeof(DB_T));
+    c->abuf = malloc(8 * nt * T * sizeof(DB_T));
     c->tmn = malloc(nt * sizeof(double));
     c->tmx = malloc(nt * sizeof(double));
-    c->tbad = malloc(2 * nt * sizeof(int));
+    c->tbad = malloc(nt * sizeof(int));
     if (!c->logmu || !c->lognu || !c->la || !c->lb || !c->dn || !c->dm || !c->rs ||
         !c->cs || !c->gbc || !c->gbr || !c->mulrow || !c->at || !c->srow || !c->tcol ||
         !c->bmat || !c->brot || !c->bfin || !c->hu || !c->fu || !c->gv || !c->nlr ||
-        !c->nlc || !c->vn || !c->vm || !c->vm2 || !c->part || !c->rowtmp || !c->tmn ||
+        !c->nlc || !c->vn || !c->vm || !c->vm2 || !c->part || !c->rowtmp || !c->abuf || !c->tmn ||
         !c->tmx || !c->tbad)
         return GM_ERR_NOMEM;
     return GM_OK;
@@ -203,7 +261,7 @@ static void DB_SFX(db_free)(DB_SFX(db_ctx) *c)
     void *p[] = {c->logmu, c->lognu, c->la, c->lb, c->dn, c->dm, c->rs, c->cs, c->gbc,
                  c->gbr, c->mulrow, c->at, c->srow, c->tcol, c->bmat, c->brot, c->bfin,
                  c->hu, c->fu, c->gv, c->nlr, c->nlc, c->vn, c->vm, c->vm2, c->part,
-                 c->rowtmp, c->tmn, c->tmx, c->tbad};
+                 c->rowtmp, c->abuf, c->tmn, c->tmx, c->tbad};
     for (size_t k = 0; k < sizeof p / sizeof p[0]; k++) free(p[k]);
 }
 
@@ -236,60 +294,113 @@ static int DB_SFX(db_setup)(DB_SFX(db_ctx) *c, const DB_T *S, const DB_T *mu,
     return GM_OK;
 }
 
-/* Parallel part: min / max of S and its finiteness, then the choice of path
- * (kernel when lam * range(S~) / 2 <= DB_LMAX and allowed).  O(NM). */
-static void DB_SFX(db_range)(DB_SFX(db_ctx) *c, int method)
+/* Min / max of row s (length m) into *lo, *hi; returns 1 if all are finite.
+ * Lane-wise, vectorized.  O(m). */
+static int DB_SFX(db_rowstats)(const DB_T *s, size_t m, DB_T *lo, DB_T *hi)
 {
-    int tid = db_tid();
-    double mn = INFINITY, mx = -INFINITY;
-    int bad = 0;
+    DB_T zl[DB_LANES], lol[DB_LANES], hil[DB_LANES], z = 0, a = s[0], b = s[0];
+    size_t j = 0;
+    for (int l = 0; l < DB_LANES; l++) {
+        zl[l] = 0;
+        lol[l] = hil[l] = s[0];
+    }
+    for (; j + DB_LANES <= m; j += DB_LANES)
+        for (int l = 0; l < DB_LANES; l++) {
+            DB_T v = s[j + l];
+            zl[l] += v * (DB_T)0;
+            lol[l] = v < lol[l] ? v : lol[l];
+            hil[l] = v > hil[l] ? v : hil[l];
+        }
+    for (; j < m; j++) {
+        DB_T v = s[j];
+        z += v * (DB_T)0;
+        a = v < a ? v : a;
+        b = v > b ? v : b;
+    }
+    for (int l = 0; l < DB_LANES; l++) {
+        z += zl[l];
+        a = lol[l] < a ? lol[l] : a;
+        b = hil[l] > b ? hil[l] : b;
+    }
+    *lo = a;
+    *hi = b;
+    return z == 0;
+}
+
+/* Row i of K' = exp(lam S - lam c) into K, returning its sum plus kb (the
+ * first row sum s^1_i, since b~^0 = 1).  O(M). */
+static DB_T DB_SFX(db_exp_row)(DB_SFX(db_ctx) *c, size_t i)
+{
+    const DB_T *si = c->S + i * c->m;
+    DB_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
+    for (size_t j = 0; j < c->m; j++) ki[j] = DB_EXP(lamT * si[j] - lamcT);
+    return DB_SFX(db_sum)(ki, c->m) + c->kb;
+}
+
+/* Set the working-type constants for centre cc and bound L.  O(1). */
+static void DB_SFX(db_set_centre)(DB_SFX(db_ctx) *c, double cc, double L)
+{
+    c->c = cc;
+    c->L = L;
+    c->lamT = (DB_T)c->lam;
+    c->lamcT = (DB_T)(c->lam * cc);
+    c->lambinT = (DB_T)(c->lam * c->bin);
+    c->kb = (DB_T)exp(c->lam * (c->bin - cc));
+}
+
+/* Parallel part before the iterations: scan S (finite, min, max) and choose
+ * the path.  For method auto/kernel the scan is fused with building K' =
+ * exp(lam (S - bin)) and the first row sums; the kernel domain is used when
+ * L = lam * max|S~ - c| <= DB_LMAX with c = bin_score, else with c the
+ * centre of the range (K' rebuilt), else the log domain.  O(NM). */
+static void DB_SFX(db_prepare)(DB_SFX(db_ctx) *c, int method)
+{
+    int tid = db_tid(), bad = 0, built = method != GM_DUSTBIN_LOG;
+    double mn = c->bin, mx = c->bin;
+    DB_T *s1 = c->srow + DB_SFX(db_slot)(c, 1) * c->n1;
+#pragma omp single
+    DB_SFX(db_set_centre)(c, c->bin, 0.0);
 #pragma omp for schedule(static)
     for (size_t i = 0; i < c->n; i++) {
-        const DB_T *s = c->S + i * c->m;
-        DB_T lo = s[0], hi = s[0], z = 0;
-        for (size_t j = 0; j < c->m; j++) {
-            DB_T v = s[j];
-            z += v * (DB_T)0;
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-        if (z != 0) bad = 1;
+        DB_T lo, hi;
+        if (!DB_SFX(db_rowstats)(c->S + i * c->m, c->m, &lo, &hi)) bad = 1;
         if ((double)lo < mn) mn = (double)lo;
         if ((double)hi > mx) mx = (double)hi;
+        if (built) s1[i] = DB_SFX(db_exp_row)(c, i);
     }
     c->tmn[tid] = mn;
     c->tmx[tid] = mx;
-    c->tbad[2 * tid] = bad;
-    bad = 0;
-    if (c->G != NULL) {
-#pragma omp for schedule(static)
-        for (size_t i = 0; i < c->n1; i++)
-            if (!DB_SFX(db_finite)(c->G + i * c->m1, c->m1)) bad = 1;
-    }
-    c->tbad[2 * tid + 1] = bad;
+    c->tbad[tid] = bad;
 #pragma omp barrier
 #pragma omp single
     {
         for (int t = 0; t < db_nth(); t++) {
-            if (c->tbad[2 * t + 1] && c->err == GM_OK) c->err = GM_ERR_NONFINITE_ARG(3);
-            if (c->tbad[2 * t]) c->err = GM_ERR_NONFINITE_ARG(0);
+            if (c->tbad[t]) c->err = GM_ERR_NONFINITE_ARG(0);
             if (c->tmn[t] < mn) mn = c->tmn[t];
             if (c->tmx[t] > mx) mx = c->tmx[t];
         }
-        if (c->bin < mn) mn = c->bin;
-        if (c->bin > mx) mx = c->bin;
-        c->c = 0.5 * (mn + mx);
-        c->L = 0.5 * c->lam * (mx - mn);
-        c->kernel = method != 2 && c->L <= DB_LMAX;
-        if (method == 1 && !c->kernel && c->err == GM_OK) c->err = GM_ERR_NUMERIC;
-        c->lamT = (DB_T)c->lam;
-        c->lamcT = (DB_T)(c->lam * c->c);
-        c->lambinT = (DB_T)(c->lam * c->bin);
-        c->kb = (DB_T)exp(c->lam * (c->bin - c->c));
+        double lb = c->lam * (mx - c->bin > c->bin - mn ? mx - c->bin : c->bin - mn);
+        double lm = 0.5 * c->lam * (mx - mn);
+        c->kernel = 0;
+        c->rebuild = 0;
+        if (method != GM_DUSTBIN_LOG && lb <= DB_LMAX) {
+            c->kernel = 1;
+            c->L = lb;
+        } else if (method != GM_DUSTBIN_LOG && lm <= DB_LMAX) {
+            c->kernel = 1;
+            c->rebuild = 1;
+            DB_SFX(db_set_centre)(c, 0.5 * (mn + mx), lm);
+        }
+        if (method == GM_DUSTBIN_KERNEL && !c->kernel && c->err == GM_OK)
+            c->err = GM_ERR_NUMERIC;
         if (c->kernel) {
             DB_T *b0 = DB_SFX(db_bptr)(c, 0);
             for (size_t j = 0; j < c->m1; j++) b0[j] = 1;
         }
+    }
+    if (c->err == GM_OK && c->rebuild) {
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < c->n; i++) s1[i] = DB_SFX(db_exp_row)(c, i);
     }
 }
 
@@ -303,7 +414,7 @@ static double DB_SFX(db_kupdate)(const DB_SFX(db_ctx) *c, const DB_T *s, const d
     db_log_array(tmp, l, len);
     for (size_t i = 0; i < len; i++) l[i] = DB_SFX(db_pot)(c->phi, logm[i], off + l[i]);
     for (size_t i = 0; i < len; i++) mx = l[i] > mx ? l[i] : mx;
-    for (size_t i = 0; i < len; i++) a[i] = (DB_T)gm_exp_f64(l[i] - mx);
+    for (size_t i = 0; i < len; i++) a[i] = (DB_T)db_exp_f64(l[i] - mx);
     return mx;
 }
 
@@ -313,7 +424,7 @@ static double DB_SFX(db_kupdate)(const DB_SFX(db_ctx) *c, const DB_T *s, const d
 static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk;
-    DB_T kb = c->kb, lamT = c->lamT, lamcT = c->lamcT;
+    DB_T kb = c->kb;
     for (int t = 1; t <= c->iters; t++) {
         DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
         DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
@@ -321,19 +432,7 @@ static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
         DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
         DB_T *bn = DB_SFX(db_bptr)(c, t);
         size_t j0, j1;
-        if (t == 1) {
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i++) {
-                const DB_T *si = c->S + i * m;
-                DB_T *ki = c->K + i * ldk;
-                for (size_t j = 0; j < m; j++) ki[j] = DB_EXP(lamT * si[j] - lamcT);
-                s[i] = DB_SFX(db_sum)(ki, m) + kb;
-            }
-        } else {
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i++)
-                s[i] = DB_SFX(db_dot)(c->K + i * ldk, bp, m) + kb * bp[m];
-        }
+        if (t > 1) DB_SFX(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
 #pragma omp single
         {
             s[n] = kb * DB_SFX(db_sum)(bp, c->m1);
@@ -368,9 +467,7 @@ static double DB_SFX(db_row_lse)(const DB_SFX(db_ctx) *c, const DB_T *srow, cons
         for (int l = 0; l < DB_LANES; l++)
             acc[l] += DB_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
     for (int l = 0; j + (size_t)l < m; l++) acc[l] += DB_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
-    for (int w = DB_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return (double)mx + log((double)acc[0] + exp((double)xb - (double)mx));
+    return (double)mx + log((double)DB_SFX(db_reduce)(acc) + exp((double)xb - (double)mx));
 }
 
 /* Log-domain forward (inside the parallel region): literal LSE sweeps, row
@@ -487,7 +584,7 @@ static DB_T DB_SFX(db_plan_bin)(DB_SFX(db_ctx) *c, size_t i, size_t j)
     return (DB_T)exp(x);
 }
 
-/* Forward driver (inside the parallel region, after db_range).  Writes the
+/* Forward driver (inside the parallel region, after db_prepare).  Writes the
  * plan into P ((N+1) x (M+1)) unless P is NULL (vjp).  O(n_iter N M). */
 static void DB_SFX(db_forward)(DB_SFX(db_ctx) *c, DB_T *P)
 {
@@ -529,7 +626,7 @@ int DB_SFX(gm_dustbin_sinkhorn)(const DB_T *S, const DB_T *mu, const DB_T *nu, s
         c.ldk = m + 1;
 #pragma omp parallel num_threads(c.nt)
         {
-            DB_SFX(db_range)(&c, method);
+            DB_SFX(db_prepare)(&c, method);
             DB_SFX(db_forward)(&c, P);
         }
         st = c.err;
@@ -572,6 +669,8 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
             for (size_t j = 0; j < m; j++) pp[j] = 0;
             for (size_t i = i0; i < i1; i++) {
+                if (!DB_SFX(db_finite)(c->G + i * m1, m1))
+                    DB_SFX(db_set_err)(c, GM_ERR_NONFINITE_ARG(3));
                 c->gbc[i] = DB_SFX(db_g_row)(c, i, gbuf, row);
                 c->rs[i] = (double)DB_SFX(db_sum)(gbuf, m) + c->gbc[i];
                 for (size_t j = 0; j < m; j++) pp[j] += gbuf[j];
@@ -582,6 +681,8 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
             }
         }
     }
+#pragma omp single
+    if (!DB_SFX(db_finite)(c->G + n * m1, m1)) c->err = GM_ERR_NONFINITE_ARG(3);
     if (c->err != GM_OK) return;
     {
         size_t j0, j1;
@@ -615,78 +716,140 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
 
 /* Kernel-domain backward (inside the parallel region, after db_forward with
  * history): reverse sweep of n_iter row and column matrix-vector products,
- * then one fused pass dS_ij = lam g_ij - phi K'_ij sum_t (a~^t_i hv^t_j +
+ * each iteration t >= 2 is one fused pass (row products w = K' hv^t giving
+ * hu^t row by row, then the column partials of K'^T hu^t from the same rows
+ * while cached, in fixed 32-row chunks); the t = 1 row product is fused with
+ * the final pass dS_ij = lam g_ij - phi K'_ij sum_t (a~^t_i hv^t_j +
  * hu^t_i b~^{t-1}_j), written over K' (= dS).  O(n_iter N M). */
 static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
 {
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1, mp = c->mpad;
     int T = c->iters;
-    DB_T kb = c->kb;
+    DB_T kb = c->kb, phiT = (DB_T)c->phi;
     DB_SFX(db_gpass)(c, NULL);
     if (c->err != GM_OK) return;
 #pragma omp single
     for (size_t j = 0; j < m1; j++) c->dm[j] = c->lam * c->cs[j];
-    for (int t = T; t >= 1; t--) {
+    for (int t = T; t >= 2; t--) {
         DB_T *hv = c->bmat + (size_t)(t - 1) * mp;
         DB_T *a = c->at + (size_t)(t - 1) * n1, *s = c->srow + (size_t)(t - 1) * n1;
         DB_T *tc = c->tcol + (size_t)(t - 1) * m1, *hu = c->hu + (size_t)(t - 1) * n1;
         DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
-        DB_T *w = c->vn, *z = c->vm;
-#pragma omp single
-        for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
-#pragma omp for schedule(static)
-        for (size_t i = 0; i < n; i++) w[i] = DB_SFX(db_dot)(c->K + i * c->ldk, hv, m) + kb * hv[m];
+        double lrs = t == T ? c->lam : 0.0;
+        size_t j0, j1;
 #pragma omp single
         {
-            w[n] = kb * DB_SFX(db_sum)(hv, m1);
-            for (size_t i = 0; i < n1; i++) {
-                double g = (t == T ? c->lam * c->rs[i] : 0.0) - c->phi * (double)a[i] * (double)w[i];
-                hu[i] = (DB_T)(g / (double)s[i]);
+            for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
+            double w = (double)(kb * DB_SFX(db_sum)(hv, m1));
+            hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+        }
+        /* fused: w = K' hv per row, hu from it, z partials += hu_i K'_i */
+#pragma omp for schedule(static)
+        for (size_t ch = 0; ch < c->nchunk; ch++) {
+            DB_T *zp = c->part + ch * mp, w4[4];
+            size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n, i = i0;
+            for (size_t j = 0; j < m; j++) zp[j] = 0;
+            for (; i < i1; i += 4) {
+                size_t r = i1 - i < 4 ? i1 - i : 4;
+                const DB_T *k0 = c->K + i * c->ldk;
+                if (r == 4) {
+                    DB_SFX(db_dot4)(k0, c->ldk, hv, m, w4);
+                } else {
+                    for (size_t q = 0; q < r; q++) w4[q] = DB_SFX(db_dot)(k0 + q * c->ldk, hv, m);
+                }
+                for (size_t q = 0; q < r; q++) {
+                    double w = (double)(w4[q] + kb * hv[m]);
+                    double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
+                    hu[i + q] = (DB_T)(g / (double)s[i + q]);
+                }
+                for (size_t q = 0; q < r; q++) {
+                    const DB_T *kq = k0 + q * c->ldk;
+                    DB_T h = hu[i + q];
+                    for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
+                }
             }
         }
-        if (t > 1) {
-            size_t j0, j1;
-            db_col_range(m, &j0, &j1);
-            DB_SFX(db_colmv)(c->K, c->ldk, n, hu, z, j0, j1);
-            for (size_t j = j0; j < j1; j++) z[j] += hu[n] * kb;
+        db_col_range(m, &j0, &j1);
+        {
+            DB_T *z = c->vm, hn = hu[n] * kb;
+            for (size_t j = j0; j < j1; j++) z[j] = 0;
+            for (size_t ch = 0; ch < c->nchunk; ch++) {
+                const DB_T *zp = c->part + ch * mp;
+                for (size_t j = j0; j < j1; j++) z[j] += zp[j];
+            }
+            for (size_t j = j0; j < j1; j++) z[j] += hn;
+        }
 #pragma omp barrier
 #pragma omp single
-            {
-                z[m] = kb * DB_SFX(db_sum)(hu, n1);
-                for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
-            }
+        {
+            DB_T *z = c->vm;
+            z[m] = kb * DB_SFX(db_sum)(hu, n1);
+            for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
         }
     }
     {
-        DB_T *tmp = c->rowtmp + 2 * (size_t)db_tid() * mp;
-        DB_T *A = c->rowtmp + 2 * (size_t)c->nt * mp + (size_t)db_tid() * 2 * (size_t)T;
+        /* t = 1: row pass fused with the final pass, rows in groups of 4
+         * (grouping fixed by N) and 16 columns at a time so that the rank-2T
+         * sums stay in registers. */
+        DB_T *hv = c->bmat, *a = c->at, *s = c->srow, *tc = c->tcol, *hu = c->hu;
+        DB_T *tmp = c->rowtmp + 4 * (size_t)db_tid() * mp;
+        DB_T *A = c->abuf + (size_t)db_tid() * 8 * (size_t)T;
+        double lrs = T == 1 ? c->lam : 0.0;
         int twoT = 2 * T;
-        DB_T phiT = (DB_T)c->phi;
+        size_t ng = (n + 3) / 4;
+#pragma omp single
+        {
+            for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
+            double w = (double)(kb * DB_SFX(db_sum)(hv, m1));
+            hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+        }
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            DB_T *ki = c->K + i * c->ldk;
-            const DB_T *gi = c->G + i * m1;
-            if (!c->wrt_log) {
-                DB_SFX(db_plan_row)(c, i, tmp);
-                for (size_t j = 0; j < m; j++) tmp[j] *= gi[j];
-            } else {
-                memcpy(tmp, gi, m * sizeof(DB_T));
+        for (size_t gi = 0; gi < ng; gi++) {
+            size_t i0 = 4 * gi, r = n - i0 < 4 ? n - i0 : 4;
+            for (size_t q = 0; q < 4; q++) {
+                size_t i = i0 + q;
+                DB_T *tq = tmp + q * mp;
+                if (q >= r) {
+                    for (int k = 0; k < twoT; k++) A[q * (size_t)twoT + (size_t)k] = 0;
+                    continue;
+                }
+                const DB_T *ki = c->K + i * c->ldk, *gr = c->G + i * m1;
+                double w = (double)(DB_SFX(db_dot)(ki, hv, m) + kb * hv[m]);
+                hu[i] = (DB_T)((lrs * c->rs[i] - c->phi * (double)a[i] * w) / (double)s[i]);
+                if (!c->wrt_log) {
+                    DB_SFX(db_plan_row)(c, i, tq);
+                    for (size_t j = 0; j < m; j++) tq[j] *= gr[j];
+                } else {
+                    memcpy(tq, gr, m * sizeof(DB_T));
+                }
+                for (int k = 0; k < T; k++) {
+                    A[q * (size_t)twoT + (size_t)k] = c->at[(size_t)k * n1 + i];
+                    A[q * (size_t)twoT + (size_t)(T + k)] = c->hu[(size_t)k * n1 + i];
+                }
             }
-            for (int k = 0; k < T; k++) {
-                A[k] = c->at[(size_t)k * n1 + i];
-                A[T + k] = c->hu[(size_t)k * n1 + i];
-            }
-            for (size_t j0 = 0; j0 < m; j0 += DB_FB) {
-                DB_T acc[DB_FB];
-                size_t jn = m - j0 < DB_FB ? m - j0 : DB_FB;
-                for (int l = 0; l < DB_FB; l++) acc[l] = 0;
+            for (size_t j0 = 0; j0 < m; j0 += 16) {
+                DB_T c0[16], c1[16], c2[16], c3[16];
+                size_t jn = m - j0 < 16 ? m - j0 : 16;
+                const DB_T *A1 = A + twoT, *A2 = A + 2 * twoT, *A3 = A + 3 * twoT;
+                for (int l = 0; l < 16; l++) c0[l] = c1[l] = c2[l] = c3[l] = 0;
                 for (int k = 0; k < twoT; k++) {
                     const DB_T *b = c->bmat + (size_t)k * mp + j0;
-                    DB_T ak = A[k];
-                    for (int l = 0; l < DB_FB; l++) acc[l] += ak * b[l];
+                    DB_T x0 = A[k], x1 = A1[k], x2 = A2[k], x3 = A3[k];
+                    for (int l = 0; l < 16; l++) {
+                        DB_T bl = b[l];
+                        c0[l] += x0 * bl;
+                        c1[l] += x1 * bl;
+                        c2[l] += x2 * bl;
+                        c3[l] += x3 * bl;
+                    }
                 }
-                for (size_t l = 0; l < jn; l++)
-                    ki[j0 + l] = c->lamT * tmp[j0 + l] - phiT * ki[j0 + l] * acc[l];
+                for (size_t q = 0; q < r; q++) {
+                    DB_T *kq = c->K + (i0 + q) * c->ldk + j0;
+                    const DB_T *tq = tmp + q * mp + j0;
+                    const DB_T *cq = q == 0 ? c0 : q == 1 ? c1 : q == 2 ? c2 : c3;
+                    for (size_t l = 0; l < jn; l++)
+                        kq[l] = c->lamT * tq[l] - phiT * kq[l] * cq[l];
+                }
             }
         }
     }
@@ -753,9 +916,7 @@ static void DB_SFX(db_log_backward)(DB_SFX(db_ctx) *c, DB_T *dS, double *dbin)
                 acc[l] += q;
                 di[j + l] -= phiT * q;
             }
-            for (int w = DB_LANES / 2; w > 0; w /= 2)
-                for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-            c->dn[i] = (double)acc[0] +
+            c->dn[i] = (double)DB_SFX(db_reduce)(acc) +
                        exp(c->lam * c->bin + (double)f + (double)nlc[m]) * c->dm[m];
         }
 #pragma omp single
@@ -824,7 +985,7 @@ int DB_SFX(gm_dustbin_sinkhorn_vjp)(const DB_T *S, const DB_T *mu, const DB_T *n
         c.ldk = m;
 #pragma omp parallel num_threads(c.nt)
         {
-            DB_SFX(db_range)(&c, method);
+            DB_SFX(db_prepare)(&c, method);
             DB_SFX(db_forward)(&c, NULL);
             if (c.err == GM_OK) {
                 if (c.kernel)

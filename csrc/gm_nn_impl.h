@@ -175,8 +175,9 @@ static void GM_NN_NAME(gm_nn_attn_tile)(const T *qkv, size_t n, size_t heads, si
  * tokens: qkv is batch x n x (3 * heads * hd) laid out [q | k | v], each
  * heads x hd; out is batch x n x (heads * hd).  Softmax(q k^T / sqrt(hd)) v
  * per head, computed in tiles of GM_NN_ATTN_TILE query rows so the score
- * block stays in cache; tiles run in parallel with single-threaded BLAS,
- * each tile done by one thread (results independent of the thread count).
+ * block stays in cache; tiles run in parallel (dynamic schedule, as other
+ * processes may hold a core) with single-threaded BLAS, each tile done
+ * entirely by one thread (results independent of the thread count).
  * O(batch * heads * n^2 * hd) time, O(threads * tile * n) scratch. */
 int GM_NN_NAME(gm_nn_attention)(const T *qkv, size_t batch, size_t n, size_t heads,
                                 size_t hd, T *out)
@@ -198,7 +199,7 @@ int GM_NN_NAME(gm_nn_attention)(const T *qkv, size_t batch, size_t n, size_t hea
         int tid = 0;
 #endif
         T *s = scratch + (size_t)tid * GM_NN_ATTN_TILE * n;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
             size_t img = (size_t)t / (heads * tiles);
             size_t rem = (size_t)t % (heads * tiles);

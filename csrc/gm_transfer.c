@@ -14,7 +14,9 @@
  *    neighbours (5 tables of h*w values);
  *  - row weights depend on Y only and column weights on X only, so the norm
  *    and the numerator factor into per-row-of-the-grid arrays over X, and
- *    each pixel costs a handful of flops independent of D.
+ *    each pixel costs a handful of flops independent of D (pixels are ranked
+ *    by cos |cos| = num |num| / |t|^2, a monotone function of the cosine
+ *    that needs no square root; see gm_tr_scan_row).
  *
  * Total cost per pair: O(h w D (5 + K)) for the tables and grid dot
  * products, O(h W (1 + K)) for the per-grid-row arrays and O(H W (1 + K))
@@ -26,6 +28,7 @@
  * and double. */
 #include "geomatch.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,22 +100,26 @@ static int gm_tr_thread_num(void)
 #define GM_SUF(name) name##_f32
 #define GM_ZERO 0.0f
 #define GM_ONE 1.0f
-#define GM_SQRT sqrtf
+#define GM_FABS fabsf
+#define GM_TINY FLT_MIN
 #include "gm_transfer_impl.h"
 #undef GM_T
 #undef GM_SUF
 #undef GM_ZERO
 #undef GM_ONE
-#undef GM_SQRT
+#undef GM_FABS
+#undef GM_TINY
 
 #define GM_T double
 #define GM_SUF(name) name##_f64
 #define GM_ZERO 0.0
 #define GM_ONE 1.0
-#define GM_SQRT sqrt
+#define GM_FABS fabs
+#define GM_TINY DBL_MIN
 #include "gm_transfer_impl.h"
 #undef GM_T
 #undef GM_SUF
 #undef GM_ZERO
 #undef GM_ONE
-#undef GM_SQRT
+#undef GM_FABS
+#undef GM_TINY

@@ -1,6 +1,6 @@
 /* gm_transfer_impl.h -- template body of gm_transfer.c.  No include guard:
  * included once per floating type with GM_T (float/double), GM_SUF(name)
- * (adds _f32/_f64), GM_ZERO, GM_ONE and GM_SQRT defined. */
+ * (adds _f32/_f64), GM_ZERO, GM_ONE, GM_FABS and GM_TINY (smallest normal) defined. */
 
 /* The five Gram products of a 2x2 block of grid vectors t00 t01 / t10 t11
  * (row-major neighbours) in one pass over D: out = {t00.t00, t00.t01,
@@ -167,8 +167,8 @@ static int GM_SUF(gm_tr_ws_alloc)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t wt, siz
 }
 
 /* Source descriptor of keypoint (x, y): the upsampled source map at pixel
- * (floor(y), floor(x)), i.e. a bilinear combination of <= 4 grid vectors.
- * O(D). */
+ * (floor(y), floor(x)), i.e. a bilinear combination of <= 4 grid vectors,
+ * scaled to unit length (left zero if it is zero).  O(D). */
 static void GM_SUF(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size_t dim,
                                       int64_t W, int64_t H, GM_T x, GM_T y, GM_T *q)
 {
@@ -184,8 +184,17 @@ static void GM_SUF(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size
         const GM_T *s01 = sf + ((size_t)i0 * ws + (size_t)j1) * dim;
         const GM_T *s10 = sf + ((size_t)i1 * ws + (size_t)j0) * dim;
         const GM_T *s11 = sf + ((size_t)i1 * ws + (size_t)j1) * dim;
-        for (d = 0; d < dim; d++)
+        double nn = 0.0;
+        for (d = 0; d < dim; d++) {
             q[d] = w00 * s00[d] + w01 * s01[d] + w10 * s10[d] + w11 * s11[d];
+            nn += (double)q[d] * (double)q[d];
+        }
+        /* unit length (the argmax is scale-free); this bounds the numerators
+         * by the target norms, so squaring them cannot overflow */
+        if (nn > 0.0) {
+            GM_T inv = (GM_T)(1.0 / sqrt(nn));
+            for (d = 0; d < dim; d++) q[d] *= inv;
+        }
     }
 }
 
@@ -253,10 +262,16 @@ static int GM_SUF(gm_tr_row)(GM_SUF(gm_tr_ws) *w, const GM_T *tf, size_t r, size
     return gram_bad ? 1 : (bad ? 2 : 0);
 }
 
-/* Scan of one target pixel row Y for every keypoint: cos = (a0 P[r0] +
- * a1 P[r1]) / |t(Y, X)| into a row buffer, its maximum, and, when that beats
- * the calling thread's best so far (bv/bx/by), the first X attaining it.
- * O(W (1 + K)). */
+/* Scan of one target pixel row Y for every keypoint.  With the unit source
+ * descriptor q, num = q.t(Y, X) = a0 P[r0] + a1 P[r1] and d = |t(Y, X)|^2,
+ * the cosine is num / sqrt(d); the scan ranks pixels by the monotone
+ * transform cos |cos| = num |num| / d instead, which needs no square root
+ * (a libm sqrtf does not vectorize under the default -fmath-errno) and one
+ * division per pixel shared by all keypoints.  Since |num| <= sqrt(d) the
+ * values lie in [-1, 1] (up to rounding) and cannot overflow; a pixel with
+ * d below the smallest normal number counts as a zero vector (value 0).
+ * Values go to a row buffer; its maximum and, when that beats the calling
+ * thread's best so far (bv/bx/by), the first X attaining it.  O(W (1 + K)). */
 static void GM_SUF(gm_tr_scan_row)(const GM_SUF(gm_tr_ws) *w, long Y, size_t ht,
                                    size_t nkps, int nW, GM_T *inv, GM_T *val, GM_T *bv,
                                    int64_t *bx, int64_t *by)
@@ -271,13 +286,16 @@ static void GM_SUF(gm_tr_scan_row)(const GM_SUF(gm_tr_ws) *w, long Y, size_t ht,
     int X;
     for (X = 0; X < nW; X++) {
         GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
-        inv[X] = d > GM_ZERO ? GM_ONE / GM_SQRT(d) : GM_ZERO;
+        inv[X] = d >= GM_TINY ? GM_ONE / d : GM_ZERO;
     }
     for (kk = 0; kk < nkps; kk++) {
         const GM_T *p0 = w->p + (kk * ht + (size_t)r0) * wp;
         const GM_T *p1 = w->p + (kk * ht + (size_t)r1) * wp;
         GM_T m;
-        for (X = 0; X < nW; X++) val[X] = (a0 * p0[X] + a1 * p1[X]) * inv[X];
+        for (X = 0; X < nW; X++) {
+            GM_T num = a0 * p0[X] + a1 * p1[X];
+            val[X] = num * GM_FABS(num) * inv[X];
+        }
         m = val[0];
 #pragma omp simd reduction(max : m)
         for (X = 0; X < nW; X++) m = val[X] > m ? val[X] : m;
@@ -312,7 +330,7 @@ static int GM_SUF(gm_tr_pair)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *t
 {
     const int nthr = w->nthr;
     size_t i, k;
-    int t, worst = 0;
+    int t, par, worst = 0;
     for (k = 0; k < nkps; k++)
         GM_SUF(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
                                   w->q + k * dim);
@@ -320,7 +338,10 @@ static int GM_SUF(gm_tr_pair)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *t
         w->bestv[i] = -(GM_T)INFINITY;
         w->bestx[i] = w->besty[i] = -1;
     }
-#pragma omp parallel num_threads(nthr) reduction(max : worst)
+    /* tiny problems run on one thread: a parallel region costs more */
+    par = (double)ht * (double)wt * (double)dim * (double)(5 + nkps) +
+              (double)Ht * (double)Wt * (double)(1 + nkps) * 4.0 >= 2e5;
+#pragma omp parallel num_threads(nthr) reduction(max : worst) if (par)
     {
         int tid = gm_tr_thread_num();
         GM_T *inv = w->tbuf + (size_t)tid * 2 * w->wp, *val = inv + w->wp;

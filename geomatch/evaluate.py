@@ -223,7 +223,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
              alphas: Sequence[float] = _metrics.DEFAULT_ALPHAS, threshold: str = "bbox",
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
-             transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20) -> EvalResult:
+             transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
+             workers: int = 1) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -259,6 +260,12 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         Replacement for :func:`geomatch.transfer_keypoints` (same signature).
     lru_bytes : int
         Memory for float32 feature maps kept between pairs (images recur).
+    workers : int, default 1
+        With more than one, that many threads transfer pairs concurrently,
+        each running its kernels single-threaded (better use of the cores
+        than multithreading every small per-pair kernel); reading features
+        and scoring stay on the calling thread, in pair order, so results
+        are identical for any ``workers``.
 
     Returns
     -------
@@ -278,6 +285,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     alphas = tuple(float(a) for a in _metrics._check_alphas(alphas))
     if figures and out_dir is None:
         raise ValueError("figures=True needs out_dir")
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
@@ -300,12 +309,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     feats = _FeatureLRU(cache, head_fn, lru_bytes)
     groups_by_cat: Dict[Any, list] = {}
     fig_pairs: Dict[str, list] = {}
-    t0 = time.perf_counter()
-    for pair in _progress(pairs, desc=f"eval {split}", total=len(pairs), unit="pair",
-                          disable=not progress or None):
-        src_feat = feats.get(pair.src.key)
-        trg_feat = feats.get(pair.trg.key)
-        pred = transfer_pair(pair, src_feat, trg_feat, manifest, mode=mode, transfer=fn)
+
+    def score(pair, pred):
         gkey = (pair.dataset, pair.category)
         if gkey not in groups_by_cat:
             groups_by_cat[gkey] = _metrics.geo_groups(pair.dataset, pair.category, pair.flip_perm)
@@ -320,6 +325,17 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
             lst = fig_pairs.setdefault(pair.category, [])
             if len(lst) < _FIGURES_PER_CATEGORY:
                 lst.append((pair, pred))
+
+    bar = _progress(pairs, desc=f"eval {split}", total=len(pairs), unit="pair",
+                    disable=not progress or None)
+    t0 = time.perf_counter()
+    if workers <= 1:
+        for pair in bar:
+            pred = transfer_pair(pair, feats.get(pair.src.key), feats.get(pair.trg.key),
+                                 manifest, mode=mode, transfer=fn)
+            score(pair, pred)
+    else:
+        _run_pipelined(bar, feats, manifest, mode, fn, score, workers)
     elapsed = time.perf_counter() - t0
 
     config = {"dataset": getattr(dataset, "name", pairs[0].dataset), "split": split,
@@ -327,7 +343,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
               "cache": cache.path, "backbone": manifest.get("backbone"),
               "preprocess": manifest.get("preprocess"),
               "categories": list(categories) if categories else None,
-              "subsample": subsample, "seed": seed}
+              "subsample": subsample, "seed": seed, "workers": int(workers)}
     result = EvalResult(summary=acc.summary(), config=config, skipped=_skipped_count(dataset),
                         n_pairs=len(pairs), elapsed_s=elapsed, pair_results=acc.results)
     if out_dir is not None:
@@ -349,6 +365,35 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
             f.write(result.to_markdown() + "\n")
     return result
+
+
+def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> None:
+    """Transfer on ``workers`` threads (one kernel thread each); score in order here."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import config as _config
+
+    prev = _config.get_num_threads()
+
+    def init():
+        _config.set_num_threads(1)   # this worker's OpenMP thread count
+
+    pending: deque = deque()
+    try:
+        with ThreadPoolExecutor(max_workers=workers, initializer=init) as pool:
+            for pair in pairs:
+                src, trg = feats.get(pair.src.key), feats.get(pair.trg.key)
+                pending.append((pair, pool.submit(transfer_pair, pair, src, trg, manifest,
+                                                  mode=mode, transfer=fn)))
+                while len(pending) > 2 * workers:
+                    p, fut = pending.popleft()
+                    score(p, fut.result())
+            while pending:
+                p, fut = pending.popleft()
+                score(p, fut.result())
+    finally:
+        _config.set_num_threads(prev)   # restores this thread's OpenMP and the BLAS count
 
 
 def _safe(name: str) -> str:
@@ -379,6 +424,8 @@ def configure_parser(parser) -> None:
     parser.add_argument("--categories", nargs="+", default=None, help="only these categories")
     parser.add_argument("--subsample", type=int, default=None, help="pairs per category")
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default: 0)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="pairs transferred concurrently, one kernel thread each (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -394,7 +441,8 @@ def run_cli(args) -> int:
     res = evaluate(dataset, args.split, cache, head=args.head, mode=args.mode,
                    alphas=tuple(args.alphas), threshold=args.threshold,
                    categories=args.categories, subsample=args.subsample, seed=args.seed,
-                   out_dir=out, figures=args.figures, progress=not args.no_progress)
+                   out_dir=out, figures=args.figures, progress=not args.no_progress,
+                   workers=args.workers)
     print(res.to_markdown())
     print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}"
           + (f" and {len(res.figures)} figures in {os.path.join(out, 'figures')}"

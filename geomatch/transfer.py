@@ -31,8 +31,13 @@ Three modes share one entry point, :func:`transfer_keypoints`:
     grid border), and the expected grid position, mapped to pixels with the
     same formula.
 
-Cosine similarity with a zero vector is taken as 0.  Ties go to the first
-pixel (row-major).
+Cosine similarity with a zero vector is taken as 0 (in "upsample-argmax", a
+target descriptor whose squared norm underflows -- below about 1e-38 in
+float32 -- counts as zero).  Ties go to the first pixel (row-major); the
+answer is the published protocol's pixel up to float rounding ties.
+
+Memory of "upsample-argmax": O(K h W) floats per call (K keypoints, h grid
+rows, W target width), never the O(H W D) of the upsampled maps.
 """
 from __future__ import annotations
 

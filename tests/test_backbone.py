@@ -533,3 +533,20 @@ def test_nn_attention_kernel(dtype, tol, batch, n):
     np.testing.assert_allclose(_core.nn_attention(qkv[0], heads), want[0], rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="heads"):
         _core.nn_attention(qkv, 5)
+
+
+def test_released_architectures():
+    from geomatch.backbone import DinoV2Config
+
+    g = DinoV2Config.from_name("dinov2_vitg14_reg4_pretrain")
+    s = g.expected_shapes()
+    assert (g.embed_dim, g.depth, g.num_heads, g.num_register_tokens) == (1536, 40, 24, 4)
+    assert s["blocks.39.mlp.w12.weight"] == (8192, 1536) and s["blocks.0.mlp.w3.weight"] == (1536, 4096)
+    assert s["pos_embed"] == (1, 1370, 1536) and s["register_tokens"] == (1, 4, 1536)
+    assert g.interpolation == "antialias"
+    b = DinoV2Config.from_name("vitb14")
+    assert b.interpolation == "offset" and b.interpolate_offset == 0.1
+    assert b.expected_shapes()["blocks.11.mlp.fc1.weight"] == (3072, 768)
+    assert DinoV2Config.from_name("vitl14").expected_shapes()["blocks.23.attn.qkv.weight"] == (
+        3072, 1024)
+    assert DinoV2Config.from_name("vits14").head_dim == 64

@@ -177,6 +177,19 @@ def test_evaluate_end_to_end(setup, tmp_path):
     assert (out / "results.md").read_text().startswith("## fake test")
 
 
+def test_workers_give_identical_results(setup):
+    ds, cache = setup
+    one = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
+                     transfer=grid_argmax_transfer)
+    two = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
+                     transfer=grid_argmax_transfer, workers=2)
+    _check_expected(two)
+    assert one.summary == two.summary
+    assert [r.pair_id for r in two.pair_results] == ["p0", "p1", "p2"]
+    with pytest.raises(ValueError, match="workers"):
+        E.evaluate(ds, "test", cache, workers=0, transfer=grid_argmax_transfer)
+
+
 def test_head_categories_subsample(setup):
     ds, cache = setup
     calls = []
@@ -264,3 +277,22 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
                str(tmp_path / "missing-cache"), "--out", str(out)])
     assert rc == 1
     assert "missing-cache" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", E.MODES)
+def test_evaluate_with_geomatch_transfer(setup, mode):
+    """The same split through the package's own transfer_keypoints (once merged)."""
+    if not hasattr(gm, "transfer_keypoints"):
+        pytest.skip("geomatch.transfer_keypoints not in this build yet")
+    ds, cache = setup
+    threads_before = gm.get_num_threads()
+    res = E.evaluate(ds, "test", cache, mode=mode, progress=False, workers=2)
+    assert gm.get_num_threads() == threads_before
+    cats = res.categories
+    np.testing.assert_allclose(cats["dog"]["pck_point"], [4 / 6] * 3)
+    np.testing.assert_allclose(cats["cat"]["pck_point"], [1.0] * 3)
+    np.testing.assert_allclose(res.overall["pck_image"], [7 / 9] * 3)
+    bd = res.overall["breakdown"]
+    assert bd["11_bar"] == [2, 2, 2] and bd["11_hat"] == [2, 2, 2]
+    for r in res.pair_results:
+        assert r.n_points == 3 or r.category == "cat"

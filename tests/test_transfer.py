@@ -244,6 +244,15 @@ def test_large_float32_values_do_not_overflow():
     check_against_oracle(ref, sf, tf, kps, (15, 15), (15, 15), 1e-11)
 
 
+def test_small_float32_values():
+    rng = np.random.default_rng(14)
+    sf, tf, kps = random_pair(rng, 4, 5, 5, 4, 8, (15, 12), (13, 17), 4, np.float64)
+    small = gm.transfer_keypoints((sf * 1e-12).astype(np.float32),
+                                  (tf * 1e-12).astype(np.float32), kps.astype(np.float32),
+                                  (15, 12), (13, 17))
+    check_against_oracle(small, sf, tf, kps, (15, 12), (13, 17), 2e-5)
+
+
 def test_empty_keypoints():
     rng = np.random.default_rng(10)
     sf, tf, _ = random_pair(rng, 3, 3, 3, 3, 4, (9, 9), (9, 9), 1, np.float32)
