@@ -1,0 +1,199 @@
+/* gm_dustbin.c -- the dustbin OT layer (GECO / SuperGlue style), forward and
+ * reverse-mode vector-Jacobian product.
+ *
+ * Problem (DESIGN.md, "Partial assignment with a dustbin"): scores S (N x M)
+ * are augmented to S~ ((N+1) x (M+1)) whose extra row, column and corner hold
+ * bin_score; with lam = 1/reg and phi = reg_m/(reg_m+reg), potentials start
+ * at zero and each of n_iter iterations performs
+ *     u_i = (phi/lam) (log mu_i - LSE_j(lam S~_ij + lam v_j))
+ *     v_j = (phi/lam) (log nu_j - LSE_i(lam S~_ij + lam u_i));
+ * the plan is P_ij = exp(lam (S~_ij + u_i + v_j)).
+ *
+ * Two exact evaluations of the same recursion:
+ *  - kernel domain (fast): K'_ij = exp(lam (S~_ij - c)) with c the centre of
+ *    the range of S~, computed once; every half-iteration is one matrix-vector
+ *    product with K' (or K'^T) and O(N+M) work in double on log potentials,
+ *    which are re-normalized (max 1) every step so nothing over/underflows.
+ *    Used when lam * range(S~) / 2 <= DB_LMAX (30 in float, 300 in double):
+ *    then every sum is >= exp(-L) and terms lost to underflow are below
+ *    1e-15 relative (see db_plan_rows for the plan).
+ *  - log domain (fallback): literal log-sum-exp sweeps.
+ * Threads: rows are reduced by one thread each; column sums are computed by
+ * column blocks with each column summed in row order; sums that cross both
+ * use fixed-size chunk partials.  Results never depend on the thread count.
+ */
+#include "geomatch.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ---- shared scalar helpers ---------------------------------------------- */
+
+/* Natural log of a positive normal double, branch-free and vectorizable:
+ * x = 2^e m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh((m-1)/(m+1))
+ * by its odd series to f^21 (|f| <= 0.1716: truncation < 1e-19).  O(1). */
+static inline double db_log_fast(double x)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int64_t e = (int64_t)((bits >> 52) & 0x7ff) - 1023;
+    uint64_t mb = (bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL;
+    double m;
+    memcpy(&m, &mb, sizeof m);
+    double big = m > 1.4142135623730951 ? 1.0 : 0.0;
+    m = m * (1.0 - 0.5 * big);
+    double ed = (double)e + big;
+    double f = (m - 1.0) / (m + 1.0);
+    double s = f * f;
+    double p = 1.0 / 21.0;
+    p = p * s + 1.0 / 19.0;
+    p = p * s + 1.0 / 17.0;
+    p = p * s + 1.0 / 15.0;
+    p = p * s + 1.0 / 13.0;
+    p = p * s + 1.0 / 11.0;
+    p = p * s + 1.0 / 9.0;
+    p = p * s + 1.0 / 7.0;
+    p = p * s + 1.0 / 5.0;
+    p = p * s + 1.0 / 3.0;
+    p = p * s + 1.0;
+    return ed * 6.93147180369123816490e-01 + (2.0 * f * p + ed * 1.90821492927058770002e-10);
+}
+
+/* out[i] = log(x[i]) for n positive finite values (libm for subnormals);
+ * out must not alias x.  O(n), vectorized. */
+static void db_log_array(const double *x, double *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = db_log_fast(x[i]);
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] >= DBL_MIN && x[i] <= DBL_MAX)) out[i] = log(x[i]);
+}
+
+/* exp(x) as gm_exp_f32 / gm_exp_f64 (same reduction, polynomial, clamping
+ * and exact 0 below the underflow limit), but rounding n = round(x log2 e)
+ * by adding and subtracting 1.5 * 2^23 (2^52): GCC turns __builtin_round
+ * into a libm call that blocks vectorization, this form vectorizes.  NaN
+ * gives a finite garbage value without undefined behaviour (the callers
+ * scan for non-finite inputs in the same pass and report them).  O(1). */
+static inline float db_exp_f32(float x)
+{
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693145751953125f;
+    const float ln2_lo = 1.428606765330187045e-06f;
+    const float shift = 12582912.0f;
+    float xc = x > -87.0f ? (x < 88.0f ? x : 88.0f) : -87.0f;  /* NaN -> -87 */
+    float n = (xc * log2e + shift) - shift;
+    float r = xc - n * ln2_hi - n * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale;
+    return x < -87.0f ? 0.0f : y;
+}
+
+static inline double db_exp_f64(double x)
+{
+    const double log2e = 1.4426950408889634074;
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    const double shift = 6755399441055744.0;
+    double xc = x > -708.0 ? (x < 709.0 ? x : 709.0) : -708.0;  /* NaN -> -708 */
+    double n = (xc * log2e + shift) - shift;
+    double r = xc - n * ln2_hi - n * ln2_lo;
+    double p = 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    int64_t bits = ((int64_t)n + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    double y = p * scale;
+    return x < -708.0 ? 0.0 : y;
+}
+
+/* Number of threads for a problem with `work` matrix entries. */
+static int db_threads(size_t work)
+{
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    if (work < 32768) nt = 1;
+    return nt < 1 ? 1 : nt;
+#else
+    (void)work;
+    return 1;
+#endif
+}
+
+static int db_tid(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int db_nth(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Column range [j0, j1) of this thread: blocks of 16 columns split evenly. */
+static void db_col_range(size_t m, size_t *j0, size_t *j1)
+{
+    size_t nb = (m + 15) / 16, t = (size_t)db_tid(), nt = (size_t)db_nth();
+    size_t b0 = nb * t / nt, b1 = nb * (t + 1) / nt;
+    *j0 = 16 * b0;
+    *j1 = 16 * b1 < m ? 16 * b1 : m;
+    if (*j0 > m) *j0 = m;
+}
+
+/* ---- the float and double kernels --------------------------------------- */
+#define DB_T float
+#define DB_SFX(x) x##_f32
+#define DB_EXP db_exp_f32
+#define DB_LMAX 30.0
+#define DB_LOGMAX 88.0
+#define DB_LOGMIN (-87.0)
+#include "gm_dustbin_impl.h"
+#undef DB_T
+#undef DB_SFX
+#undef DB_EXP
+#undef DB_LMAX
+#undef DB_LOGMAX
+#undef DB_LOGMIN
+
+#define DB_T double
+#define DB_SFX(x) x##_f64
+#define DB_EXP db_exp_f64
+#define DB_LMAX 300.0
+#define DB_LOGMAX 708.0
+#define DB_LOGMIN (-707.0)
+#include "gm_dustbin_impl.h"
