@@ -878,10 +878,23 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
                     double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
                     hu[i + q] = (DB_T)(g / (double)s[i + q]);
                 }
-                for (size_t q = 0; q < r; q++) {
-                    const DB_T *kq = k0 + q * c->ldk;
-                    DB_T h = hu[i + q];
-                    for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
+                if (r == 4) {
+                    const DB_T *k1 = k0 + c->ldk, *k2 = k1 + c->ldk, *k3 = k2 + c->ldk;
+                    DB_T h0 = hu[i], h1 = hu[i + 1], h2 = hu[i + 2], h3 = hu[i + 3];
+                    for (size_t j = 0; j < m; j++) {
+                        DB_T v = zp[j];
+                        v += h0 * k0[j];
+                        v += h1 * k1[j];
+                        v += h2 * k2[j];
+                        v += h3 * k3[j];
+                        zp[j] = v;
+                    }
+                } else {
+                    for (size_t q = 0; q < r; q++) {
+                        const DB_T *kq = k0 + q * c->ldk;
+                        DB_T h = hu[i + q];
+                        for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
+                    }
                 }
             }
         }
