@@ -459,15 +459,15 @@ static inline DB_T DB_SFX(db_arow)(DB_SFX(db_ctx) *c, size_t i, DB_T s, double o
 /* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
  * fixed 32-row chunks computing the row sums s^t = K' b~^{t-1}, a~^t row by
  * row, and the chunk partials of the column sums K'^T a~^t from the same
- * rows while they are cached; then the chunk partials are reduced per column
- * in chunk order.  O(NM), one pass over K' instead of two. */
+ * rows while they are cached (reduced in chunk order by db_reduce_parts).
+ * O(NM), one pass over K' instead of two. */
 static void DB_SFX(db_fused_iter)(DB_SFX(db_ctx) *c, DB_T *s, DB_T *a, DB_T *tc, const DB_T *bp,
                                   double sig)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
-    DB_T kb = c->kb, kbb = kb * bp[m];
+    DB_T kbb = c->kb * bp[m];
     double off = c->lam * c->c + c->sig_b;
-    size_t j0, j1;
+    (void)tc;
 #pragma omp for schedule(static)
     for (size_t ch = 0; ch < c->nchunk; ch++) {
         DB_T *tp = c->part + ch * mp, w4[4];
@@ -505,17 +505,34 @@ static void DB_SFX(db_fused_iter)(DB_SFX(db_ctx) *c, DB_T *s, DB_T *a, DB_T *tc,
             }
         }
     }
-    db_col_range(m, &j0, &j1);
-    {
-        DB_T an = a[n] * kb;
-        for (size_t j = j0; j < j1; j++) tc[j] = 0;
-        for (size_t ch = 0; ch < c->nchunk; ch++) {
-            const DB_T *tp = c->part + ch * mp;
-            for (size_t j = j0; j < j1; j++) tc[j] += tp[j];
-        }
-        for (size_t j = j0; j < j1; j++) tc[j] += an;
+}
+
+/* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
+ * the bin row's term.  Single thread, O(M N / 32), vectorized. */
+static void DB_SFX(db_reduce_parts)(const DB_SFX(db_ctx) *c, DB_T extra, DB_T *out)
+{
+    for (size_t j = 0; j < c->m; j++) out[j] = 0;
+    for (size_t ch = 0; ch < c->nchunk; ch++) {
+        const DB_T *tp = c->part + ch * c->mpad;
+        for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
     }
-#pragma omp barrier
+    for (size_t j = 0; j < c->m; j++) out[j] += extra;
+}
+
+/* Serial start of iteration t: bin-row sum, and the choice (and shift) of
+ * the fused sweep, with the bin row's a~ when fused.  O(N+M). */
+static void DB_SFX(db_iter_start)(DB_SFX(db_ctx) *c, int t)
+{
+    DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
+    DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
+    const DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
+    s[c->n] = c->kb * DB_SFX(db_sum)(bp, c->m1);
+    c->fused = DB_SFX(db_fused_shift)(c, t, &c->sig_f);
+    if (c->fused) {
+        double off = c->lam * c->c + c->sig_b;
+        a[c->n] = DB_SFX(db_arow)(c, c->n, s[c->n], off, c->sig_f);
+        c->sig_a = c->sig_f;
+    }
 }
 
 /* Kernel-domain forward (inside the parallel region): K' and the first row
@@ -529,6 +546,8 @@ static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk;
     DB_T kb = c->kb;
+#pragma omp single
+    DB_SFX(db_iter_start)(c, 1);
     for (int t = 1; t <= c->iters; t++) {
         DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
         DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
@@ -536,16 +555,6 @@ static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
         DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
         DB_T *bn = DB_SFX(db_bptr)(c, t);
         size_t j0, j1;
-#pragma omp single
-        {
-            s[n] = kb * DB_SFX(db_sum)(bp, c->m1);
-            c->fused = DB_SFX(db_fused_shift)(c, t, &c->sig_f);
-            if (c->fused) {
-                double off = c->lam * c->c + c->sig_b;
-                a[n] = DB_SFX(db_arow)(c, n, s[n], off, c->sig_f);
-                c->sig_a = c->sig_f;
-            }
-        }
         if (c->fused) {
             DB_SFX(db_fused_iter)(c, s, a, tc, bp, c->sig_f);
         } else {
@@ -559,9 +568,11 @@ static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
         }
 #pragma omp single
         {
+            if (c->fused) DB_SFX(db_reduce_parts)(c, a[n] * kb, tc);
             tc[m] = kb * DB_SFX(db_sum)(a, c->n1);
             memcpy(c->lbp, c->lb, c->m1 * sizeof(double));
             c->sig_b = DB_SFX(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
+            if (t < c->iters) DB_SFX(db_iter_start)(c, t + 1);
         }
     }
 }
@@ -830,6 +841,21 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
     }
 }
 
+/* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
+ * hu^t_N (its row product is kb * sum(hv)).  O(N+M). */
+static void DB_SFX(db_bwd_start)(DB_SFX(db_ctx) *c, int t)
+{
+    size_t n = c->n, m1 = c->m1;
+    DB_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    const DB_T *a = c->at + (size_t)(t - 1) * c->n1, *s = c->srow + (size_t)(t - 1) * c->n1;
+    const DB_T *tc = c->tcol + (size_t)(t - 1) * m1;
+    DB_T *hu = c->hu + (size_t)(t - 1) * c->n1;
+    double lrs = t == c->iters ? c->lam : 0.0;
+    for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
+    double w = (double)(c->kb * DB_SFX(db_sum)(hv, m1));
+    hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+}
+
 /* Kernel-domain backward (inside the parallel region, after db_forward with
  * history): reverse sweep of n_iter row and column matrix-vector products,
  * each iteration t >= 2 is one fused pass (row products w = K' hv^t giving
@@ -845,20 +871,17 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
     DB_SFX(db_gpass)(c, NULL);
     if (c->err != GM_OK) return;
 #pragma omp single
-    for (size_t j = 0; j < m1; j++) c->dm[j] = c->lam * c->cs[j];
+    {
+        for (size_t j = 0; j < m1; j++) c->dm[j] = c->lam * c->cs[j];
+        DB_SFX(db_bwd_start)(c, T);
+    }
     for (int t = T; t >= 2; t--) {
         DB_T *hv = c->bmat + (size_t)(t - 1) * mp;
         DB_T *a = c->at + (size_t)(t - 1) * n1, *s = c->srow + (size_t)(t - 1) * n1;
         DB_T *tc = c->tcol + (size_t)(t - 1) * m1, *hu = c->hu + (size_t)(t - 1) * n1;
         DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
         double lrs = t == T ? c->lam : 0.0;
-        size_t j0, j1;
-#pragma omp single
-        {
-            for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
-            double w = (double)(kb * DB_SFX(db_sum)(hv, m1));
-            hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
-        }
+        (void)tc;
         /* fused: w = K' hv per row, hu from it, z partials += hu_i K'_i */
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < c->nchunk; ch++) {
@@ -898,22 +921,13 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
                 }
             }
         }
-        db_col_range(m, &j0, &j1);
-        {
-            DB_T *z = c->vm, hn = hu[n] * kb;
-            for (size_t j = j0; j < j1; j++) z[j] = 0;
-            for (size_t ch = 0; ch < c->nchunk; ch++) {
-                const DB_T *zp = c->part + ch * mp;
-                for (size_t j = j0; j < j1; j++) z[j] += zp[j];
-            }
-            for (size_t j = j0; j < j1; j++) z[j] += hn;
-        }
-#pragma omp barrier
 #pragma omp single
         {
             DB_T *z = c->vm;
+            DB_SFX(db_reduce_parts)(c, hu[n] * kb, z);
             z[m] = kb * DB_SFX(db_sum)(hu, n1);
             for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
+            DB_SFX(db_bwd_start)(c, t - 1);
         }
     }
     {
@@ -926,12 +940,7 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
         double lrs = T == 1 ? c->lam : 0.0;
         int twoT = 2 * T;
         size_t ng = (n + 3) / 4;
-#pragma omp single
-        {
-            for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
-            double w = (double)(kb * DB_SFX(db_sum)(hv, m1));
-            hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
-        }
+        (void)tc;
 #pragma omp for schedule(static)
         for (size_t gi = 0; gi < ng; gi++) {
             size_t i0 = 4 * gi, r = n - i0 < 4 ? n - i0 : 4;
