@@ -173,10 +173,14 @@ def _resolve_head(head):
 
 
 def _skipped_count(dataset) -> int:
+    """Pairs the dataset skipped: an int, an object with ``count`` or ``__int__``, or a list."""
     s = getattr(dataset, "skipped", 0)
     if s is None:
         return 0
-    if isinstance(s, (int, np.integer)):
+    count = getattr(s, "count", None)
+    if isinstance(count, (int, np.integer)):
+        return int(count)
+    if isinstance(s, (int, np.integer)) or hasattr(s, "__int__"):
         return int(s)
     try:
         return len(s)
