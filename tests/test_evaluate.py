@@ -180,7 +180,7 @@ def test_evaluate_end_to_end(setup, tmp_path):
 def test_workers_give_identical_results(setup):
     ds, cache = setup
     one = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
-                     transfer=grid_argmax_transfer)
+                     transfer=grid_argmax_transfer, workers=1)
     two = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
                      transfer=grid_argmax_transfer, workers=2)
     _check_expected(two)
