@@ -16,6 +16,7 @@ COMMANDS = {
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.train", "train the attention head on cached features (GECO OT loss)"),
+    "demo": ("geomatch.demo", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
     # @@end commands
 }
 
