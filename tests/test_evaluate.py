@@ -332,3 +332,27 @@ def test_cli_on_synthetic_spair(tmp_path, capsys):
     assert pts == sum(int((p.src.visible & p.trg.visible).sum()) for p in pairs)
     assert doc["config"]["preprocess"] == "pad"
     assert doc["figures"] and all(os.path.isfile(f) for f in doc["figures"])
+
+
+def test_head_checkpoint_path(setup, tmp_path):
+    """--head PATH loads geomatch.head lazily and embeds every image once."""
+    head_mod = pytest.importorskip("geomatch.head")
+    ds, cache = setup
+    cfg = head_mod.HeadConfig(in_dim=D, dim=8, out_dim=6, num_heads=2, num_blocks=1, mlp_dim=16)
+    head = head_mod.AttentionHead(cfg, seed=0)
+    path = tmp_path / "head.npz"
+    head.save(path)
+    seen, feats = [], []
+
+    def spy(src_feat, trg_feat, *a, **k):
+        seen.append((src_feat.shape, trg_feat.shape))
+        feats.append(np.array(src_feat))
+        return grid_argmax_transfer(src_feat, trg_feat, *a, **k)
+
+    res = E.evaluate(ds, "test", cache, head=str(path), mode="grid-argmax", progress=False,
+                     transfer=spy, workers=1)
+    assert res.config["head"] == str(path)
+    assert seen and all(s == ((GH, GW, 6), (GH, GW, 6)) for s in seen)
+    # the features handed to the transfer are the head's output (first pair: dog/i0)
+    ref = head(ds.images["dog/i0"][1].astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(feats[0], ref, rtol=1e-5, atol=1e-6)
