@@ -408,6 +408,14 @@ def test_bad_input_vjp(G, kw, exc, word):
         gm.dustbin_sinkhorn_vjp(S0, MU0, NU0, G, **kw)
 
 
+def test_vjp_history_too_large_is_memory_error():
+    """The VJP keeps O(n_iter (N+M)) history; absurd sizes fail up front."""
+    S = np.zeros((2000, 2000), np.float32)
+    m = np.ones(2001, np.float32)
+    with pytest.raises(MemoryError):
+        gm.dustbin_sinkhorn_vjp(S, m, m, np.ones((2001, 2001), np.float32), n_iter=1000000)
+
+
 _dtypes = st.sampled_from([np.float16, np.float32, np.float64, np.int32, np.bool_,
                            np.complex64])
 
