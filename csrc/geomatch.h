@@ -61,10 +61,52 @@ int gm_all_finite_f64(const double *x, size_t n);
 
 /* ==== kernels: cosine similarity ========================================= */
 /* @@section similarity */
+/* Copy `rows` rows of length d from x to out (both dense, rows x d), each
+ * divided by its Euclidean norm; an all-zero row stays all zero (so its
+ * cosine similarity with anything is 0).  Overflow/underflow-safe norm.
+ * GM_ERR_NONFINITE_ARG(0) if x holds NaN/inf.  x and out may be the same
+ * buffer.  OpenMP over rows.  O(rows * d). */
+int gm_l2_normalize_rows_f32(const float *x, float *out, size_t rows, size_t d);
+int gm_l2_normalize_rows_f64(const double *x, double *out, size_t rows, size_t d);
+/* Cosine similarity: out[b, i, j] = <x[b, i], y[b, j]> / (|x[b, i]| |y[b, j]|)
+ * for x (batch, n, d), y (batch, m, d), out (batch, n, m); 0 where either
+ * row is all zero.  Rows are normalized into an (n + m) * d scratch buffer,
+ * then one BLAS GEMM per batch item.  GM_ERR_NONFINITE_ARG(0 or 1) for
+ * NaN/inf in x or y, GM_ERR_INVALID for n, m or d above INT_MAX,
+ * GM_ERR_NOMEM.  O(batch * n * m * d). */
+int gm_cosine_similarity_f32(const float *x, const float *y, float *out, size_t batch,
+                             size_t n, size_t m, size_t d);
+int gm_cosine_similarity_f64(const double *x, const double *y, double *out, size_t batch,
+                             size_t n, size_t m, size_t d);
 /* @@end similarity */
 
 /* ==== kernels: Sinkhorn (balanced / unbalanced) ========================== */
 /* @@section sinkhorn */
+/* Entropic OT: minimize <C,P> + reg sum P(log P - 1) + reg_m_a KL(P1|a)
+ * + reg_m_b KL(P^T1|b) for `batch` problems stored back to back (C: batch x
+ * n x m, a: batch x n, b: batch x m, all contiguous).  reg_m_* = INFINITY
+ * makes that marginal a hard constraint (both: balanced OT, which requires
+ * sum a == sum b to a relative 1e-5 (float) / 1e-6 (double), else
+ * GM_ERR_INVALID); reg_m = 0 ignores that marginal.  Iterates (rows, then
+ * columns) until the max change of the column marginal made by an
+ * iteration's column update is < tol, or max_iter iterations.
+ * Outputs: P (batch x n x m) the plan; optional (NULL to skip) f (batch x n)
+ * and g (batch x m) the dual potentials in cost units (POT's reg*log u,
+ * reg*log v), with P_ij = exp((f_i + g_j - C_ij)/reg) and -inf where a mass
+ * is 0; n_iter (batch) the iterations done; err (batch) the last marginal
+ * change.  Status: GM_ERR_INVALID (sizes, reg <= 0, reg_m < 0, max_iter < 1,
+ * tol < 0, unequal masses), GM_ERR_NONFINITE_ARG(0..2) (C, a, b),
+ * GM_ERR_NEGATIVE_ARG(1..2), GM_ERR_ZEROMASS_ARG(1..2), GM_ERR_NUMERIC,
+ * GM_ERR_NOMEM.  Cost O(batch * iterations * n * m); results identical for
+ * any thread count. */
+int gm_sinkhorn_f32(const float *C, const float *a, const float *b, size_t batch,
+                    size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
+                    int max_iter, double tol, float *P, float *f, float *g,
+                    int *n_iter, double *err);
+int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t batch,
+                    size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
+                    int max_iter, double tol, double *P, double *f, double *g,
+                    int *n_iter, double *err);
 /* @@end sinkhorn */
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */
@@ -106,14 +148,89 @@ int gm_dustbin_sinkhorn_vjp_f64(const double *S, const double *mu, const double 
 
 /* ==== kernels: argmax / window soft-argmax =============================== */
 /* @@section softargmax */
+/* sim holds nmaps maps of h * w values each, row-major (cell (r, c) at
+ * r * w + c); coordinates are (x, y) = (column, row) on that grid.
+ * Both return GM_ERR_NONFINITE_ARG(0) if sim holds NaN/inf and
+ * GM_ERR_INVALID for h == 0 or w == 0.  OpenMP over maps. */
+/* out_xy (nmaps, 2): integer (x, y) of the first maximum in row-major order
+ * (NumPy's argmax rule).  O(nmaps * h * w). */
+int gm_argmax_2d_f32(const float *sim, size_t nmaps, size_t h, size_t w, int64_t *out_xy);
+int gm_argmax_2d_f64(const double *sim, size_t nmaps, size_t h, size_t w, int64_t *out_xy);
+/* out_xy (nmaps, 2): window soft-argmax (GeoAware-SC's soft evaluation):
+ * the first maximum (r*, c*), then p(r, c) = softmax over the window
+ * |r - r*| <= window, |c - c*| <= window (clipped at the border) of
+ * sim / temperature, and out = sum p(r, c) * (c, r).  window >= 0 and a
+ * finite temperature > 0, else GM_ERR_INVALID.
+ * O(nmaps * (h * w + (2 * window + 1)^2)). */
+int gm_window_soft_argmax_f32(const float *sim, size_t nmaps, size_t h, size_t w,
+                              long window, double temperature, float *out_xy);
+int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t w,
+                              long window, double temperature, double *out_xy);
 /* @@end softargmax */
 
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */
 /* @@section transfer */
+/* Keypoint transfer by exact upsample-argmax (the published protocol):
+ * both feature maps -- src_feat (batch, hs, ws, dim) and trg_feat
+ * (batch, ht, wt, dim), channel-last, C-contiguous -- are taken as upsampled
+ * bilinearly to their image sizes with PyTorch's align_corners=False rule
+ * (source coordinate s = (dst + 0.5) in/out - 0.5, s < 0 clamped to 0, the
+ * upper tap clamped to in - 1); the source descriptor of keypoint (x, y) is
+ * the upsampled source map at pixel (floor(y), floor(x)); the prediction is
+ * the target pixel (X, Y) of maximal cosine similarity over all Wt x Ht
+ * pixels (first pixel in row-major order on exact ties; a target
+ * descriptor whose squared norm is below the smallest normal number counts
+ * as zero and has cosine 0).  No upsampled map is materialized: cost
+ * O(batch (ht wt dim (5 + nkps) + ht Wt nkps + Ht Wt (1 + nkps))).
+ * src_kps: (batch, nkps, 2) as (x, y) with 0 <= x < Ws, 0 <= y < Hs;
+ * src_size, trg_size: (batch, 2) as (W, H) > 0.  out: (batch, nkps, 2)
+ * integer-valued (X, Y).  Errors: GM_ERR_INVALID (sizes, keypoints outside
+ * the source image), GM_ERR_NONFINITE_ARG(0..2) for src_feat, trg_feat,
+ * src_kps, GM_ERR_NUMERIC if the Gram products overflow, GM_ERR_NOMEM. */
+int gm_transfer_upsample_argmax_f32(const float *src_feat, const float *trg_feat,
+                                    const float *src_kps, const int64_t *src_size,
+                                    const int64_t *trg_size, size_t batch, size_t hs,
+                                    size_t ws, size_t ht, size_t wt, size_t dim,
+                                    size_t nkps, float *out);
+int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_feat,
+                                    const double *src_kps, const int64_t *src_size,
+                                    const int64_t *trg_size, size_t batch, size_t hs,
+                                    size_t ws, size_t ht, size_t wt, size_t dim,
+                                    size_t nkps, double *out);
+/* Linear-interpolation taps (PyTorch align_corners=False) of output sample
+ * dst when resizing n_in samples to n_out: value = (1 - w1) v[i0] + w1 v[i1]. */
+void gm_transfer_linear_taps(int64_t dst, int64_t n_in, int64_t n_out,
+                             int64_t *i0, int64_t *i1, double *w1);
 /* @@end transfer */
 
 /* ==== kernels: backbone / head building blocks =========================== */
 /* @@section nn */
+/* Activations for gm_nn_linear. */
+#define GM_NN_ACT_NONE 0
+#define GM_NN_ACT_GELU 1 /* exact GELU, 0.5 x (1 + erf(x / sqrt 2)) */
+/* y (n x dout) = act(x (n x din) w^T + b), or y += x w^T + b when
+ * accumulate (act must then be NONE).  w is dout x din; b may be NULL.
+ * One BLAS GEMM, O(n din dout). */
+int gm_nn_linear_f32(const float *x, size_t n, size_t din, const float *w, const float *b,
+                     size_t dout, int act, int accumulate, float *y);
+int gm_nn_linear_f64(const double *x, size_t n, size_t din, const double *w,
+                     const double *b, size_t dout, int act, int accumulate, double *y);
+/* Row-wise LayerNorm of x (n x d) into y (may alias x); gamma/beta may be
+ * NULL.  O(n d). */
+int gm_nn_layernorm_f32(const float *x, size_t n, size_t d, const float *gamma,
+                        const float *beta, double eps, float *y);
+int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma,
+                        const double *beta, double eps, double *y);
+/* SwiGLU gate: y (n x hidden) = silu(h[:, :hidden]) * h[:, hidden:].  O(n hidden). */
+int gm_nn_swiglu_f32(const float *h, size_t n, size_t hidden, float *y);
+int gm_nn_swiglu_f64(const double *h, size_t n, size_t hidden, double *y);
+/* Multi-head self-attention core: qkv (batch x n x 3*heads*hd, [q|k|v]) ->
+ * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.
+ * O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
+int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
+                        float *out);
+int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
+                        size_t hd, double *out);
 /* @@end nn */
 
 #ifdef __cplusplus

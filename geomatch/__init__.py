@@ -15,17 +15,25 @@ from .config import build_info, get_num_threads, set_num_threads, show_config  #
 __version__ = "0.1.0"
 
 # @@section similarity
+from .similarity import cosine_similarity  # noqa: E402
 # @@end similarity
 
 # @@section ot
 from .dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp  # noqa: E402,F401
+from .ot import sinkhorn  # noqa: E402
 # @@end ot
 
 # @@section matching
+from .matching import argmax_2d, window_soft_argmax  # noqa: E402
 # @@end matching
 
 # @@section transfer
+from .transfer import transfer_keypoints  # noqa: E402
 # @@end transfer
 
 # @@section submodules
+from . import datasets  # noqa: E402,F401
+from . import metrics  # noqa: E402
+from . import head  # noqa: E402,F401
+from . import backbone  # noqa: E402,F401
 # @@end submodules

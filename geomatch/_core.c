@@ -249,8 +249,13 @@ static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
     for (int i = 0; ok && i < nlead_a; i++)
         ok = PyArray_DIM(a, i) == PyArray_DIM(b, i);
     if (!ok) {
-        PyObject *sa = PyObject_Str(PyObject_GetAttrString((PyObject *)a, "shape"));
-        PyObject *sb = PyObject_Str(PyObject_GetAttrString((PyObject *)b, "shape"));
+        PyObject *shape_a = PyObject_GetAttrString((PyObject *)a, "shape");
+        PyObject *shape_b = PyObject_GetAttrString((PyObject *)b, "shape");
+        PyObject *sa = shape_a ? PyObject_Str(shape_a) : NULL;
+        PyObject *sb = shape_b ? PyObject_Str(shape_b) : NULL;
+        Py_XDECREF(shape_a);
+        Py_XDECREF(shape_b);
+        PyErr_Clear();
         gm_set_error(PyExc_ValueError,
                      "%s and %s must have the same leading (batch) dimensions, got "
                      "shapes %s and %s", na, nb, sa ? PyUnicode_AsUTF8(sa) : "?",
@@ -304,14 +309,211 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
 /* ======================================================================== */
 /* similarity                                                               */
 /* @@section similarity */
-#define GM_METHODS_SIMILARITY
+/* cosine_similarity(x, y): x (..., N, D), y (..., M, D) with identical
+ * leading dimensions -> (..., N, M) of the common float type. */
+static PyObject *py_cosine_similarity(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *yo, *result = NULL;
+    PyArrayObject *x = NULL, *y = NULL, *out = NULL;
+    static const char *const names[] = {"x", "y"};
+    int type, nd, status = GM_OK;
+    npy_intp dims[NPY_MAXDIMS];
+    if (!PyArg_ParseTuple(args, "OO:cosine_similarity", &xo, &yo)) return NULL;
+    PyObject *objs[2] = {xo, yo};
+    type = gm_common_float_type(objs, names, 2);
+    if (type < 0) goto done;
+    x = gm_as_array(xo, type, "x", 2, NPY_MAXDIMS, 0);
+    if (x == NULL) goto done;
+    y = gm_as_array(yo, type, "y", 2, NPY_MAXDIMS, 0);
+    if (y == NULL) goto done;
+    nd = PyArray_NDIM(x);
+    if (gm_check_same_batch(x, "x", nd - 2, y, "y", PyArray_NDIM(y) - 2) < 0) goto done;
+    npy_intp n = PyArray_DIM(x, nd - 2), m = PyArray_DIM(y, nd - 2), d = PyArray_DIM(x, nd - 1);
+    if (PyArray_DIM(y, nd - 1) != d) {
+        gm_set_error(PyExc_ValueError,
+                     "x and y must have the same feature size (last dimension), got "
+                     "%zd and %zd", (Py_ssize_t)d, (Py_ssize_t)PyArray_DIM(y, nd - 1));
+        goto done;
+    }
+    if (n > INT_MAX || m > INT_MAX || d > INT_MAX) {
+        gm_set_error(PyExc_ValueError, "x and y: N, M and D must each be below 2**31");
+        goto done;
+    }
+    for (int i = 0; i < nd - 2; i++) dims[i] = PyArray_DIM(x, i);
+    dims[nd - 2] = n;
+    dims[nd - 1] = m;
+    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, type);
+    if (out == NULL) goto done;
+    {
+        size_t batch = (size_t)gm_batch_size(x, nd - 2);
+        const void *xp = PyArray_DATA(x), *yp = PyArray_DATA(y);
+        void *op = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_cosine_similarity_f32(xp, yp, op, batch, (size_t)n, (size_t)m,
+                                              (size_t)d);
+        else
+            status = gm_cosine_similarity_f64(xp, yp, op, batch, (size_t)n, (size_t)m,
+                                              (size_t)d);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "cosine_similarity", names, 2);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_SIMILARITY                                                      \
+    {"cosine_similarity", (PyCFunction)py_cosine_similarity, METH_VARARGS,         \
+     "cosine_similarity(x, y)\n--\n\nCosine similarity (..., N, D) x (..., M, D) " \
+     "-> (..., N, M)."},
 /* @@end similarity */
 /* ======================================================================== */
 
 /* ======================================================================== */
 /* sinkhorn                                                                 */
 /* @@section sinkhorn */
-#define GM_METHODS_SINKHORN
+
+/* Parse a marginal weight: a real number >= 0, +inf allowed. */
+static int gm_sk_parse_reg_m(PyObject *obj, const char *name, double *out)
+{
+    double v;
+    if (obj == NULL || PyBool_Check(obj) || !PyNumber_Check(obj) || PyComplex_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     obj ? Py_TYPE(obj)->tp_name : "nothing");
+        return -1;
+    }
+    v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (isnan(v) || v < 0.0) {
+        gm_set_error(PyExc_ValueError, "%s must be >= 0 (inf allowed), got %R", name, obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 0 if each batch element has sum(a) == sum(b) to the kernel's relative
+ * tolerance (balanced OT), else ValueError naming a and b.  O(size). */
+static int gm_sk_check_masses(PyArrayObject *a, PyArrayObject *b, npy_intp batch)
+{
+    npy_intp n = PyArray_DIM(a, PyArray_NDIM(a) - 1);
+    npy_intp m = PyArray_DIM(b, PyArray_NDIM(b) - 1);
+    int f32 = PyArray_TYPE(a) == NPY_FLOAT32;
+    double rtol = f32 ? 1e-5 : 1e-6;
+    for (npy_intp k = 0; k < batch; k++) {
+        double sa = 0.0, sb = 0.0;
+        for (npy_intp i = 0; i < n; i++)
+            sa += f32 ? (double)((const float *)PyArray_DATA(a))[k * n + i]
+                      : ((const double *)PyArray_DATA(a))[k * n + i];
+        for (npy_intp j = 0; j < m; j++)
+            sb += f32 ? (double)((const float *)PyArray_DATA(b))[k * m + j]
+                      : ((const double *)PyArray_DATA(b))[k * m + j];
+        if (!isfinite(sa) || !isfinite(sb)) return 0; /* the kernel names it */
+        if (fabs(sa - sb) > rtol * (sa > sb ? sa : sb)) {
+            gm_set_error(PyExc_ValueError,
+                         "a and b must have the same total mass for balanced OT "
+                         "(reg_m=None): sum(a)=%.9g, sum(b)=%.9g (problem %zd); "
+                         "normalize them or pass a finite reg_m", sa, sb, (Py_ssize_t)k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* _core.sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)
+ *   -> (P, f, g, n_iter, err).  C (..., N, M), a (..., N), b (..., M). */
+static PyObject *py_sinkhorn(PyObject *self, PyObject *args)
+{
+    PyObject *oC, *oa, *ob, *oreg, *orma, *ormb, *oiter, *otol;
+    PyArrayObject *C = NULL, *a = NULL, *b = NULL, *P = NULL, *f = NULL, *g = NULL;
+    PyArrayObject *nit = NULL, *err = NULL;
+    PyObject *result = NULL;
+    double reg, rma, rmb, tol;
+    long max_iter;
+    int type, st = GM_OK, nd;
+    npy_intp batch, n, m;
+    static const char *const names[] = {"C", "a", "b"};
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:sinkhorn", &oC, &oa, &ob, &oreg, &orma,
+                          &ormb, &oiter, &otol))
+        return NULL;
+    {
+        PyObject *objs[3] = {oC, oa, ob};
+        type = gm_common_float_type(objs, names, 3);
+    }
+    if (type < 0) goto done;
+    if (gm_parse_positive(oreg, "reg", 0, &reg) < 0) goto done;
+    if (gm_sk_parse_reg_m(orma, "reg_m", &rma) < 0) goto done;
+    if (gm_sk_parse_reg_m(ormb, "reg_m", &rmb) < 0) goto done;
+    if (gm_parse_int(oiter, "max_iter", 1, 2147483647L, &max_iter) < 0) goto done;
+    if (gm_parse_positive(otol, "tol", 1, &tol) < 0) goto done;
+    C = gm_as_array(oC, type, "C", 2, NPY_MAXDIMS, 0);
+    if (C == NULL) goto done;
+    nd = PyArray_NDIM(C);
+    a = gm_as_array(oa, type, "a", nd - 1, nd - 1, 0);
+    if (a == NULL) goto done;
+    b = gm_as_array(ob, type, "b", nd - 1, nd - 1, 0);
+    if (b == NULL) goto done;
+    if (gm_check_same_batch(C, "C", nd - 2, a, "a", nd - 2) < 0) goto done;
+    if (gm_check_same_batch(C, "C", nd - 2, b, "b", nd - 2) < 0) goto done;
+    n = PyArray_DIM(C, nd - 2);
+    m = PyArray_DIM(C, nd - 1);
+    if (PyArray_DIM(a, nd - 2) != n) {
+        gm_set_error(PyExc_ValueError, "a must have length N=%zd (C's rows), got %zd",
+                     (Py_ssize_t)n, (Py_ssize_t)PyArray_DIM(a, nd - 2));
+        goto done;
+    }
+    if (PyArray_DIM(b, nd - 2) != m) {
+        gm_set_error(PyExc_ValueError, "b must have length M=%zd (C's columns), got %zd",
+                     (Py_ssize_t)m, (Py_ssize_t)PyArray_DIM(b, nd - 2));
+        goto done;
+    }
+    batch = gm_batch_size(C, nd - 2);
+    if (isinf(rma) && isinf(rmb)) {
+        if (gm_check_finite(a, "a") < 0 || gm_check_finite(b, "b") < 0) goto done;
+        if (gm_sk_check_masses(a, b, batch) < 0) goto done;
+    }
+    P = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(C), type);
+    f = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(a), type);
+    g = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(b), type);
+    nit = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_INT);
+    err = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_DOUBLE);
+    if (!P || !f || !g || !nit || !err) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        st = gm_sinkhorn_f32(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
+                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
+                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
+    else
+        st = gm_sinkhorn_f64(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
+                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
+                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
+    Py_END_ALLOW_THREADS
+    if (st != GM_OK) {
+        gm_raise_status(st, "sinkhorn", names, 3);
+        goto done;
+    }
+    result = Py_BuildValue("(OOOOO)", P, f, g, nit, err);
+done:
+    Py_XDECREF(C); Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(P); Py_XDECREF(f);
+    Py_XDECREF(g); Py_XDECREF(nit); Py_XDECREF(err);
+    return result;
+}
+
+#define GM_METHODS_SINKHORN                                                         \
+    {"sinkhorn", (PyCFunction)py_sinkhorn, METH_VARARGS,                            \
+     "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"             \
+     "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err)."},
 /* @@end sinkhorn */
 /* ======================================================================== */
 
@@ -569,21 +771,564 @@ done:
 /* ======================================================================== */
 /* softargmax                                                               */
 /* @@section softargmax */
-#define GM_METHODS_SOFTARGMAX
+/* Shared argument handling of argmax_2d / window_soft_argmax: sim as a
+ * float array of >= 1 dimension whose last axis has h * w entries.  Fills
+ * *nmaps and the output shape (sim.shape[:-1] + (2,)); NULL on error. */
+static PyArrayObject *gm_parse_maps(PyObject *simo, PyObject *ho, PyObject *wo, long *h,
+                                    long *w, size_t *nmaps, int *nd, npy_intp *dims)
+{
+    PyObject *objs[1] = {simo};
+    static const char *const names[] = {"sim"};
+    int type = gm_common_float_type(objs, names, 1);
+    if (type < 0) return NULL;
+    if (gm_parse_int(ho, "shape[0] (h)", 1, 1L << 30, h) < 0) return NULL;
+    if (gm_parse_int(wo, "shape[1] (w)", 1, 1L << 30, w) < 0) return NULL;
+    PyArrayObject *sim = gm_as_array(simo, type, "sim", 1, NPY_MAXDIMS, 0);
+    if (sim == NULL) return NULL;
+    *nd = PyArray_NDIM(sim);
+    if ((long long)PyArray_DIM(sim, *nd - 1) != (long long)*h * (long long)*w) {
+        gm_set_error(PyExc_ValueError,
+                     "sim's last dimension must be h*w = %ld*%ld = %lld for shape "
+                     "(%ld, %ld), got %zd", *h, *w, (long long)*h * *w, *h, *w,
+                     (Py_ssize_t)PyArray_DIM(sim, *nd - 1));
+        Py_DECREF(sim);
+        return NULL;
+    }
+    for (int i = 0; i < *nd - 1; i++) dims[i] = PyArray_DIM(sim, i);
+    dims[*nd - 1] = 2;
+    *nmaps = (size_t)gm_batch_size(sim, *nd - 1);
+    return sim;
+}
+
+/* argmax_2d(sim, h, w) -> int64 (..., 2) integer (x, y) of the first max. */
+static PyObject *py_argmax_2d(PyObject *self, PyObject *args)
+{
+    PyObject *simo, *ho, *wo, *result = NULL;
+    PyArrayObject *sim = NULL, *out = NULL;
+    static const char *const names[] = {"sim"};
+    long h, w;
+    size_t nmaps;
+    int nd, status = GM_OK;
+    npy_intp dims[NPY_MAXDIMS];
+    if (!PyArg_ParseTuple(args, "OOO:argmax_2d", &simo, &ho, &wo)) return NULL;
+    sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims);
+    if (sim == NULL) goto done;
+    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, NPY_INT64);
+    if (out == NULL) goto done;
+    {
+        const void *sp = PyArray_DATA(sim);
+        int64_t *op = (int64_t *)PyArray_DATA(out);
+        int type = PyArray_TYPE(sim);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_argmax_2d_f32(sp, nmaps, (size_t)h, (size_t)w, op);
+        else
+            status = gm_argmax_2d_f64(sp, nmaps, (size_t)h, (size_t)w, op);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "argmax_2d", names, 1);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sim);
+    Py_XDECREF(out);
+    return result;
+}
+
+/* window_soft_argmax(sim, h, w, window, temperature) -> (..., 2) float
+ * expected (x, y) of the windowed softmax around the first max. */
+static PyObject *py_window_soft_argmax(PyObject *self, PyObject *args)
+{
+    PyObject *simo, *ho, *wo, *wino, *to, *result = NULL;
+    PyArrayObject *sim = NULL, *out = NULL;
+    static const char *const names[] = {"sim"};
+    long h, w, window;
+    double temperature;
+    size_t nmaps;
+    int nd, status = GM_OK;
+    npy_intp dims[NPY_MAXDIMS];
+    if (!PyArg_ParseTuple(args, "OOOOO:window_soft_argmax", &simo, &ho, &wo, &wino, &to))
+        return NULL;
+    if (gm_parse_int(wino, "window", 0, 1L << 30, &window) < 0) goto done;
+    if (gm_parse_positive(to, "temperature", 0, &temperature) < 0) goto done;
+    sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims);
+    if (sim == NULL) goto done;
+    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, PyArray_TYPE(sim));
+    if (out == NULL) goto done;
+    {
+        const void *sp = PyArray_DATA(sim);
+        void *op = PyArray_DATA(out);
+        int type = PyArray_TYPE(sim);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_window_soft_argmax_f32(sp, nmaps, (size_t)h, (size_t)w, window,
+                                               temperature, op);
+        else
+            status = gm_window_soft_argmax_f64(sp, nmaps, (size_t)h, (size_t)w, window,
+                                               temperature, op);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "window_soft_argmax", names, 1);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sim);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_SOFTARGMAX                                                      \
+    {"argmax_2d", (PyCFunction)py_argmax_2d, METH_VARARGS,                         \
+     "argmax_2d(sim, h, w)\n--\n\nInteger (x, y) of the first maximum of each "    \
+     "h*w map."},                                                                  \
+    {"window_soft_argmax", (PyCFunction)py_window_soft_argmax, METH_VARARGS,       \
+     "window_soft_argmax(sim, h, w, window, temperature)\n--\n\nWindowed "         \
+     "soft-argmax (x, y) of each h*w map."},
 /* @@end softargmax */
 /* ======================================================================== */
 
 /* ======================================================================== */
 /* transfer                                                                 */
 /* @@section transfer */
-#define GM_METHODS_TRANSFER
+
+/* Sizes argument -> new C-contiguous int64 array of shape lead + (2,) with
+ * every entry > 0.  NULL with TypeError/ValueError naming `name`. */
+static PyArrayObject *gm_transfer_sizes(PyObject *obj, const char *name, PyArrayObject *lead,
+                                        int nlead)
+{
+    PyArrayObject *arr = NULL, *tmp = (PyArrayObject *)PyArray_FROM_O(obj);
+    npy_intp i, n;
+    if (tmp == NULL) {
+        PyErr_Clear();
+        gm_set_error(PyExc_TypeError, "%s must be an array of integers (W, H)", name);
+        return NULL;
+    }
+    if (!PyArray_ISINTEGER(tmp) || PyArray_ISBOOL(tmp)) {
+        gm_set_error(PyExc_TypeError, "%s must hold integers (W, H), got dtype %S", name,
+                     (PyObject *)PyArray_DESCR(tmp));
+        Py_DECREF(tmp);
+        return NULL;
+    }
+    arr = (PyArrayObject *)PyArray_FROMANY((PyObject *)tmp, NPY_INT64, 0, 0,
+                                           NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(tmp);
+    if (arr == NULL) return NULL;
+    if (PyArray_NDIM(arr) != nlead + 1 || PyArray_DIM(arr, nlead) != 2 ||
+        gm_check_same_batch(arr, name, nlead, lead, "src_feat", nlead) < 0) {
+        gm_set_error(PyExc_ValueError, "%s must have shape (batch..., 2) matching the "
+                     "leading dimensions of src_feat", name);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    n = PyArray_SIZE(arr);
+    for (i = 0; i < n; i++) {
+        int64_t v = ((const int64_t *)PyArray_DATA(arr))[i];
+        if (v <= 0 || v > (1 << 30)) {
+            gm_set_error(PyExc_ValueError, "%s must hold image sizes (W, H) between 1 and "
+                         "2**30, got %lld", name, (long long)v);
+            Py_DECREF(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+/* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
+ * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
+ * sizes (..., 2) int -> (..., K, 2) float (x, y) target pixels. */
+static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size", NULL};
+    static const char *argn[] = {"src_feat", "trg_feat", "src_kps"};
+    PyObject *o_sf, *o_tf, *o_kp, *o_ss, *o_ts, *result = NULL;
+    PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
+    npy_intp dims[NPY_MAXDIMS];
+    int type, nd, nlead, status = GM_OK;
+    size_t batch, hs, ws, ht, wt, dim, nkps;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:transfer_upsample_argmax", kwlist,
+                                     &o_sf, &o_tf, &o_kp, &o_ss, &o_ts))
+        return NULL;
+    {
+        PyObject *objs[3] = {o_sf, o_tf, o_kp};
+        type = gm_common_float_type(objs, argn, 3);
+        if (type < 0) goto done;
+    }
+    sf = gm_as_array(o_sf, type, "src_feat", 3, NPY_MAXDIMS - 1, 0);
+    if (sf == NULL) goto done;
+    nd = PyArray_NDIM(sf);
+    nlead = nd - 3;
+    tf = gm_as_array(o_tf, type, "trg_feat", nd, nd, 0);
+    if (tf == NULL) goto done;
+    kp = gm_as_array(o_kp, type, "src_kps", nlead + 2, nlead + 2, 1);
+    if (kp == NULL) goto done;
+    if (gm_check_same_batch(sf, "src_feat", nlead, tf, "trg_feat", nlead) < 0 ||
+        gm_check_same_batch(sf, "src_feat", nlead, kp, "src_kps", nlead) < 0)
+        goto done;
+    if (PyArray_DIM(tf, nd - 1) != PyArray_DIM(sf, nd - 1)) {
+        gm_set_error(PyExc_ValueError, "src_feat and trg_feat must have the same feature "
+                     "dimension, got %zd and %zd", (Py_ssize_t)PyArray_DIM(sf, nd - 1),
+                     (Py_ssize_t)PyArray_DIM(tf, nd - 1));
+        goto done;
+    }
+    if (PyArray_DIM(kp, nlead + 1) != 2) {
+        gm_set_error(PyExc_ValueError, "src_kps must have shape (..., K, 2), got last "
+                     "dimension %zd", (Py_ssize_t)PyArray_DIM(kp, nlead + 1));
+        goto done;
+    }
+    ss = gm_transfer_sizes(o_ss, "src_size", sf, nlead);
+    if (ss == NULL) goto done;
+    ts = gm_transfer_sizes(o_ts, "trg_size", sf, nlead);
+    if (ts == NULL) goto done;
+    /* src_feat and trg_feat are checked for NaN/inf by the kernel (fused
+     * with its first pass; reported through gm_raise_status). */
+    if (gm_check_finite(kp, "src_kps") < 0) goto done;
+    batch = (size_t)gm_batch_size(sf, nlead);
+    hs = (size_t)PyArray_DIM(sf, nlead);
+    ws = (size_t)PyArray_DIM(sf, nlead + 1);
+    ht = (size_t)PyArray_DIM(tf, nlead);
+    wt = (size_t)PyArray_DIM(tf, nlead + 1);
+    dim = (size_t)PyArray_DIM(sf, nd - 1);
+    nkps = (size_t)PyArray_DIM(kp, nlead);
+    {
+        const int64_t *szs = (const int64_t *)PyArray_DATA(ss);
+        size_t b, k;
+        for (b = 0; b < batch; b++) {
+            for (k = 0; k < nkps; k++) {
+                double x, y;
+                if (type == NPY_FLOAT32) {
+                    x = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k)];
+                    y = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
+                } else {
+                    x = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k)];
+                    y = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
+                }
+                if (!(x >= 0.0 && x < (double)szs[2 * b] && y >= 0.0 &&
+                      y < (double)szs[2 * b + 1])) {
+                    gm_set_error(PyExc_ValueError,
+                                 "src_kps: keypoint %zu of pair %zu, (x, y) = (%g, %g), lies "
+                                 "outside the source image of size (W, H) = (%lld, %lld); "
+                                 "need 0 <= x < W and 0 <= y < H", k, b, x, y,
+                                 (long long)szs[2 * b], (long long)szs[2 * b + 1]);
+                    goto done;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < nlead + 1; i++) dims[i] = PyArray_DIM(kp, i);
+    dims[nlead + 1] = 2;
+    out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0);
+    if (out == NULL) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        status = gm_transfer_upsample_argmax_f32(
+            (const float *)PyArray_DATA(sf), (const float *)PyArray_DATA(tf),
+            (const float *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
+            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
+            (float *)PyArray_DATA(out));
+    else
+        status = gm_transfer_upsample_argmax_f64(
+            (const double *)PyArray_DATA(sf), (const double *)PyArray_DATA(tf),
+            (const double *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
+            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
+            (double *)PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status == GM_ERR_NUMERIC) {
+        gm_set_error(PyExc_FloatingPointError,
+                     "transfer_upsample_argmax: dot products of the feature vectors "
+                     "overflow %s; rescale src_feat/trg_feat",
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        goto done;
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "transfer_upsample_argmax", argn, 3);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(sf);
+    Py_XDECREF(tf);
+    Py_XDECREF(kp);
+    Py_XDECREF(ss);
+    Py_XDECREF(ts);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_TRANSFER                                                        \
+    {"transfer_upsample_argmax", (PyCFunction)(void (*)(void))py_transfer_upsample_argmax, \
+     METH_VARARGS | METH_KEYWORDS,                                                 \
+     "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n" \
+     "Exact upsample-argmax keypoint transfer (see geomatch.transfer)."},
 /* @@end transfer */
 /* ======================================================================== */
 
 /* ======================================================================== */
 /* nn                                                                       */
 /* @@section nn */
-#define GM_METHODS_NN
+/* Output array for an nn kernel: a new C-contiguous array of `type` and
+ * shape dims when out is None, else out itself (new reference) after checking
+ * that it is a writable C-contiguous array of that dtype and shape. */
+static PyArrayObject *gm_nn_out(PyObject *out, int type, int nd, npy_intp *dims,
+                                const char *name)
+{
+    if (out == NULL || out == Py_None)
+        return (PyArrayObject *)PyArray_SimpleNew(nd, dims, type);
+    if (!PyArray_Check(out)) {
+        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)out;
+    if (PyArray_TYPE(a) != type) {
+        gm_set_error(PyExc_TypeError, "%s must have dtype %s", name,
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISWRITEABLE(a) || !PyArray_ISALIGNED(a)) {
+        gm_set_error(PyExc_ValueError, "%s must be a writable C-contiguous array", name);
+        return NULL;
+    }
+    int ok = PyArray_NDIM(a) == nd;
+    for (int i = 0; ok && i < nd; i++) ok = PyArray_DIM(a, i) == dims[i];
+    if (!ok) {
+        gm_set_error(PyExc_ValueError, "%s has the wrong shape", name);
+        return NULL;
+    }
+    Py_INCREF(a);
+    return a;
+}
+
+/* Check that a 1-D array (may be NULL) has length n. */
+static int gm_nn_check_vec(PyArrayObject *v, npy_intp n, const char *name)
+{
+    if (v != NULL && (PyArray_NDIM(v) != 1 || PyArray_DIM(v, 0) != n)) {
+        gm_set_error(PyExc_ValueError, "%s must have shape (%ld,)", name, (long)n);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"x", "weight", "bias", "out", "act", "accumulate", NULL};
+    PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL;
+    int accumulate = 0, status = GM_OK;
+    long act = 0;
+    PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp", kwlist, &ox, &ow, &ob, &oout,
+                                     &oact, &accumulate))
+        return NULL;
+    if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) return NULL;
+    PyObject *objs[3] = {ox, ow, ob};
+    const char *names[3] = {"x", "weight", "bias"};
+    int type = gm_common_float_type(objs, names, 3);
+    if (type < 0) return NULL;
+    if (!(x = gm_as_array(ox, type, "x", 2, 2, 0))) goto done;
+    if (!(w = gm_as_array(ow, type, "weight", 2, 2, 0))) goto done;
+    if (ob != Py_None && !(b = gm_as_array(ob, type, "bias", 1, 1, 0))) goto done;
+    if (PyArray_DIM(w, 1) != PyArray_DIM(x, 1)) {
+        gm_set_error(PyExc_ValueError, "weight must have shape (dout, %ld), got (%ld, %ld)",
+                     (long)PyArray_DIM(x, 1), (long)PyArray_DIM(w, 0),
+                     (long)PyArray_DIM(w, 1));
+        goto done;
+    }
+    if (gm_nn_check_vec(b, PyArray_DIM(w, 0), "bias") < 0) goto done;
+    if (accumulate && oout == Py_None) {
+        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
+        goto done;
+    }
+    if (accumulate && act != 0) {
+        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
+        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
+        size_t n = (size_t)dims[0], din = (size_t)PyArray_DIM(x, 1), dout = (size_t)dims[1];
+        void *px = PyArray_DATA(x), *pw = PyArray_DATA(w), *pb = b ? PyArray_DATA(b) : NULL;
+        void *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_linear_f32(px, n, din, pw, pb, dout, (int)act, accumulate, py);
+        else
+            status = gm_nn_linear_f64(px, n, din, pw, pb, dout, (int)act, accumulate, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        static const char *an[] = {"x", "weight", "bias"};
+        gm_raise_status(status, "nn_linear", an, 3);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_nn_layernorm(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"x", "weight", "bias", "eps", "out", NULL};
+    PyObject *ox, *og = Py_None, *ob = Py_None, *oeps = NULL, *oout = Py_None;
+    double eps = 1e-6;
+    int status = GM_OK;
+    PyArrayObject *x = NULL, *g = NULL, *b = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO", kwlist, &ox, &og, &ob, &oeps, &oout))
+        return NULL;
+    if (oeps != NULL && gm_parse_positive(oeps, "eps", 1, &eps) < 0) return NULL;
+    PyObject *objs[3] = {ox, og, ob};
+    const char *names[3] = {"x", "weight", "bias"};
+    int type = gm_common_float_type(objs, names, 3);
+    if (type < 0) return NULL;
+    if (!(x = gm_as_array(ox, type, "x", 2, 2, 0))) goto done;
+    if (og != Py_None && !(g = gm_as_array(og, type, "weight", 1, 1, 0))) goto done;
+    if (ob != Py_None && !(b = gm_as_array(ob, type, "bias", 1, 1, 0))) goto done;
+    if (gm_nn_check_vec(g, PyArray_DIM(x, 1), "weight") < 0) goto done;
+    if (gm_nn_check_vec(b, PyArray_DIM(x, 1), "bias") < 0) goto done;
+    {
+        npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
+        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
+        size_t n = (size_t)dims[0], d = (size_t)dims[1];
+        void *px = PyArray_DATA(x), *pg = g ? PyArray_DATA(g) : NULL;
+        void *pb = b ? PyArray_DATA(b) : NULL, *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_layernorm_f32(px, n, d, pg, pb, eps, py);
+        else
+            status = gm_nn_layernorm_f64(px, n, d, pg, pb, eps, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        static const char *an[] = {"x", "weight", "bias"};
+        gm_raise_status(status, "nn_layernorm", an, 3);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(g);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_nn_swiglu(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"h", "out", NULL};
+    PyObject *oh, *oout = Py_None;
+    int status = GM_OK;
+    PyArrayObject *h = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &oh, &oout)) return NULL;
+    const char *names[1] = {"h"};
+    int type = gm_common_float_type(&oh, names, 1);
+    if (type < 0) return NULL;
+    if (!(h = gm_as_array(oh, type, "h", 2, 2, 0))) goto done;
+    if (PyArray_DIM(h, 1) % 2 != 0) {
+        gm_set_error(PyExc_ValueError, "h must have an even number of columns");
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {PyArray_DIM(h, 0), PyArray_DIM(h, 1) / 2};
+        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
+        size_t n = (size_t)dims[0], hid = (size_t)dims[1];
+        void *ph = PyArray_DATA(h), *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_swiglu_f32(ph, n, hid, py);
+        else
+            status = gm_nn_swiglu_f64(ph, n, hid, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "nn_swiglu", names, 1);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(h);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_nn_attention(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"qkv", "heads", "out", NULL};
+    PyObject *oq, *oheads, *oout = Py_None;
+    long heads;
+    int status = GM_OK;
+    PyArrayObject *q = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O", kwlist, &oq, &oheads, &oout))
+        return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
+    const char *names[1] = {"qkv"};
+    int type = gm_common_float_type(&oq, names, 1);
+    if (type < 0) return NULL;
+    if (!(q = gm_as_array(oq, type, "qkv", 2, 3, 0))) goto done;
+    {
+        int nd = PyArray_NDIM(q);
+        npy_intp batch = nd == 3 ? PyArray_DIM(q, 0) : 1;
+        npy_intp n = PyArray_DIM(q, nd - 2), c = PyArray_DIM(q, nd - 1);
+        if (c % (3 * heads) != 0) {
+            gm_set_error(PyExc_ValueError,
+                         "qkv's last dimension (%ld) must be a multiple of 3 * heads (%ld)",
+                         (long)c, 3 * heads);
+            goto done;
+        }
+        npy_intp dims[3];
+        if (nd == 3) { dims[0] = batch; dims[1] = n; dims[2] = c / 3; }
+        else { dims[0] = n; dims[1] = c / 3; }
+        if (!(out = gm_nn_out(oout, type, nd, dims, "out"))) goto done;
+        size_t hd = (size_t)(c / 3 / heads);
+        void *pq = PyArray_DATA(q), *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_nn_attention_f32(pq, (size_t)batch, (size_t)n, (size_t)heads, hd, py);
+        else
+            status = gm_nn_attention_f64(pq, (size_t)batch, (size_t)n, (size_t)heads, hd, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "nn_attention", names, 1);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(out);
+    return result;
+}
+
+#define GM_METHODS_NN                                                               \
+    {"nn_linear", (PyCFunction)(void (*)(void))py_nn_linear, METH_VARARGS | METH_KEYWORDS, \
+     "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"  \
+     "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias."}, \
+    {"nn_layernorm", (PyCFunction)(void (*)(void))py_nn_layernorm,                 \
+     METH_VARARGS | METH_KEYWORDS,                                                  \
+     "nn_layernorm(x, weight=None, bias=None, eps=1e-6, out=None)\n--\n\n"         \
+     "Row-wise LayerNorm of a 2-D array."},                                        \
+    {"nn_swiglu", (PyCFunction)(void (*)(void))py_nn_swiglu, METH_VARARGS | METH_KEYWORDS, \
+     "nn_swiglu(h, out=None)\n--\n\nsilu(h[:, :k]) * h[:, k:] with k = h.shape[1] // 2."}, \
+    {"nn_attention", (PyCFunction)(void (*)(void))py_nn_attention,                 \
+     METH_VARARGS | METH_KEYWORDS,                                                  \
+     "nn_attention(qkv, heads, out=None)\n--\n\n"                                  \
+     "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v]."},
 /* @@end nn */
 /* ======================================================================== */
 

@@ -1,0 +1,252 @@
+"""DINOv2 inference: geomatch (NumPy + C kernels, no torch) vs PyTorch CPU.
+
+Both run the same random weights (official layout) on a 518x518 input with
+the same thread count (default 2).  Each implementation runs in its own
+subprocess so that peak memory (VmHWM, reset after the weights are built)
+is measured separately.
+
+    python benchmarks/bench_backbone.py [--models vits14 vitb14] [--threads 2]
+                                        [--size 518] [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+
+def random_state(cfg, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, shape in cfg.expected_shapes().items():
+        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
+            a = 1 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith("gamma"):
+            a = 0.1 + 0.1 * rng.random(shape)
+        elif len(shape) >= 2 and "token" not in name and "pos" not in name:
+            a = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+        else:
+            a = 0.1 * rng.standard_normal(shape)
+        state[name] = a.astype(np.float32)
+    return state
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _torch_model(cfg, state):
+    import torch
+    from torch import nn
+    F = nn.functional
+
+    class Attn(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
+            s.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+
+        def forward(s, x):
+            b, n, c = x.shape
+            q = s.qkv(x).reshape(b, n, 3, cfg.num_heads, c // cfg.num_heads).permute(2, 0, 3, 1, 4)
+            o = F.scaled_dot_product_attention(q[0], q[1], q[2])
+            return s.proj(o.transpose(1, 2).reshape(b, n, c))
+
+    class LS(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.gamma = nn.Parameter(torch.ones(cfg.embed_dim))
+
+        def forward(s, x):
+            return x * s.gamma
+
+    class Mlp(nn.Module):
+        def __init__(s):
+            super().__init__()
+            if cfg.ffn == "mlp":
+                s.fc1 = nn.Linear(cfg.embed_dim, cfg.hidden_dim)
+                s.fc2 = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
+            else:
+                s.w12 = nn.Linear(cfg.embed_dim, 2 * cfg.hidden_dim)
+                s.w3 = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
+
+        def forward(s, x):
+            if cfg.ffn == "mlp":
+                return s.fc2(F.gelu(s.fc1(x)))
+            a, g = s.w12(x).chunk(2, dim=-1)
+            return s.w3(F.silu(a) * g)
+
+    class Block(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.norm1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+            s.attn = Attn()
+            s.ls1 = LS()
+            s.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+            s.mlp = Mlp()
+            s.ls2 = LS()
+
+        def forward(s, x):
+            x = x + s.ls1(s.attn(s.norm1(x)))
+            return x + s.ls2(s.mlp(s.norm2(x)))
+
+    class ViT(nn.Module):
+        def __init__(s):
+            super().__init__()
+            d = cfg.embed_dim
+            s.patch_embed = nn.Module()
+            s.patch_embed.proj = nn.Conv2d(3, d, 14, 14)
+            s.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+            s.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_grid ** 2 + 1, d))
+            s.mask_token = nn.Parameter(torch.zeros(1, d))
+            s.blocks = nn.ModuleList([Block() for _ in range(cfg.depth)])
+            s.norm = nn.LayerNorm(d, eps=1e-6)
+
+        def forward(s, img):  # 518x518: no positional interpolation needed
+            x = s.patch_embed.proj(img).flatten(2).transpose(1, 2)
+            x = torch.cat([s.cls_token.expand(x.shape[0], -1, -1), x], 1) + s.pos_embed
+            for blk in s.blocks:
+                x = blk(x)
+            return s.norm(x)[:, 1:]
+
+    m = ViT().eval()
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return m
+
+
+def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
+    import numpy as np
+
+    from _timing import median_time
+    from geomatch.backbone import DinoV2, DinoV2Config
+
+    cfg = DinoV2Config.from_name(model)
+    state = random_state(cfg)
+    px = np.random.default_rng(1).standard_normal((size, size, 3)).astype(np.float32)
+    if impl == "geomatch":
+        import geomatch as gm
+
+        gm.set_num_threads(threads)
+        net = DinoV2(cfg, state)
+        del state
+        fn = lambda: net.features(px).reshape(-1, cfg.embed_dim)  # noqa: E731
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        net = _torch_model(cfg, state)
+        del state
+        img = torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1)))[None]
+
+        def fn():
+            with torch.inference_mode():
+                return net(img)[0].numpy()
+
+    # peak resident memory of inference (buffers, allocator caches) on top of
+    # the process with the model loaded; freed heap returned to the OS first
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    traced = None
+    if impl == "geomatch":  # NumPy buffers are visible to tracemalloc
+        import tracemalloc
+        tracemalloc.start()
+        fn()
+        traced = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        tracemalloc.stop()
+    rss0 = _status_kb("VmRSS")
+    ok = _reset_peak()
+    out = fn()
+    t = median_time(fn, repeat=repeat, warmup=0)
+    peak = _status_kb("VmHWM") - rss0 if ok else None
+    sample = out[:: max(1, out.shape[0] // 50), :8].astype(float).ravel().tolist()
+    return {"impl": impl, "model": model, "time": t,
+            "peak_extra_mb": peak / 1024 if peak is not None else None,
+            "rss_mb": rss0 / 1024, "traced_mb": traced, "sample": sample}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["vits14", "vitb14"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=518)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--impls", nargs="+", default=["geomatch", "torch"])
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternate the implementations this many times; keep each one's best")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.models[0], args.threads, args.size,
+                                args.repeat)))
+        return
+    from _timing import fmt_time
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    print(f"DINOv2 forward, one {args.size}x{args.size} image, {args.threads} threads, "
+          "same random weights; best of "
+          f"{args.rounds} rounds of {args.repeat}-run medians, each in a fresh process; peak = "
+          "extra resident memory during inference")
+    for model in args.models:
+        res = {}
+        for _ in range(args.rounds):
+            for impl in args.impls:
+                cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--models",
+                       model, "--threads", str(args.threads), "--size", str(args.size),
+                       "--repeat", str(args.repeat)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if out.returncode != 0:
+                    print(out.stderr[-2000:], file=sys.stderr)
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                if impl not in res or r["time"] < res[impl]["time"]:
+                    res[impl] = r
+        base = res.get("geomatch")
+        print(f"\n### {model} @ {args.size}x{args.size}\n")
+        print("| implementation | time / image | images/s | ratio vs geomatch | "
+              "peak extra RSS MB | NumPy peak MB (tracemalloc) |")
+        print("|---|---|---|---|---|---|")
+        for impl in args.impls:
+            r = res.get(impl)
+            if r is None:
+                print(f"| {impl} | n/a | | | | |")
+                continue
+            ratio = f"{r['time'] / base['time']:.2f}x" if base else ""
+            peak = f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "n/a"
+            tm = f"{r['traced_mb']:.0f}" if r.get("traced_mb") is not None else "n/a"
+            print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | {peak} "
+                  f"| {tm} |")
+        if base and res.get("torch"):
+            import numpy as np
+
+            a, b = np.array(base["sample"]), np.array(res["torch"]["sample"])
+            rel = np.abs(a - b).max() / np.abs(b).max()
+            print(f"\nfeatures agree to {rel:.1e} (max relative, {a.size} sampled values)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Benchmark: one training step on one pair at 37 x 37 tokens of 768-d.
+
+Step = head forward on both images + loss (cosine similarity, dustbin OT
+forward) + OT backward (vjp) + cosine backward + head backward for both
+images (the AdamW update is timed separately).  Reported: median time per
+component, steps/s, the OT share of the step, and the peak memory of one step
+(tracemalloc: NumPy buffers included).  Peer: the same head forward+backward
+in PyTorch (CPU, same thread count), when torch is installed.
+
+Run: OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 python benchmarks/bench_train.py
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import tracemalloc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import numpy as np  # noqa: E402
+
+import geomatch as gm  # noqa: E402
+from geomatch import loss as L  # noqa: E402
+from geomatch.head import AttentionHead, sincos_2d  # noqa: E402
+from geomatch.optim import AdamW  # noqa: E402
+from _timing import fmt_time, median_time, print_table  # noqa: E402
+
+THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def _numpy_ot():
+    """Log-domain NumPy OT layer (forward, vjp) used only when the C layer is
+    not in this build."""
+    def lse(a, axis):
+        m = a.max(axis=axis, keepdims=True)
+        return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+    def fwd(S, mu, nu, *, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10, hist=False):
+        lam, phi = 1 / reg, reg_m / (reg_m + reg)
+        N, M = S.shape
+        Z = np.full((N + 1, M + 1), lam * bin_score, dtype=S.dtype)
+        Z[:N, :M] = lam * S
+        a, b = np.log(mu), np.log(nu)
+        U, V = np.zeros(N + 1, S.dtype), np.zeros(M + 1, S.dtype)
+        Us, Vs = [], []
+        for _ in range(n_iter):
+            U = phi * (a - lse(Z + V[None], 1))
+            V = phi * (b - lse(Z + U[:, None], 0))
+            Us.append(U)
+            Vs.append(V)
+        P = np.exp(Z + U[:, None] + V[None])
+        return (P, Z, Us, Vs, phi, lam) if hist else P
+
+    def vjp(S, mu, nu, G, **kw):
+        P, Z, Us, Vs, phi, lam = fwd(S, mu, nu, hist=True, **kw)
+        W = G * P
+        gZ, gU, gV = W.copy(), W.sum(1), W.sum(0)
+        for t in reversed(range(len(Us))):
+            A = Z + Us[t][:, None]
+            Q = np.exp(A - lse(A, 0)[None])
+            gZ -= phi * Q * gV[None]
+            gU = gU - phi * (Q * gV[None]).sum(1)
+            B = Z + (Vs[t - 1] if t else np.zeros_like(gV))[None]
+            R = np.exp(B - lse(B, 1)[:, None])
+            gZ -= phi * R * gU[:, None]
+            gV = -phi * (R * gU[:, None]).sum(0)
+            gU = np.zeros_like(gU)
+        return lam * gZ[:S.shape[0], :S.shape[1]]
+
+    return fwd, vjp
+
+
+def cpu_median(fn, repeat=5):
+    """Median process CPU time of fn() (all threads), after one warm-up call.
+    On a machine shared with other jobs this is steadier than wall time; with
+    one thread it is what the wall time would be on an idle core."""
+    fn()
+    out = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        fn()
+        out.append(time.process_time() - c0)
+    return float(np.median(out))
+
+
+def make_pair(rng, h=37, w=37, D=768, K=15):
+    fs = rng.normal(size=(h, w, D)).astype(np.float32)
+    ft = rng.normal(size=(h, w, D)).astype(np.float32)
+    fg = np.zeros((h, w), bool)
+    fg[6:30, 8:28] = True
+    sp = rng.choice(np.flatnonzero(fg.ravel()), K, replace=False)
+    tp = rng.choice(np.flatnonzero(fg.ravel()), K, replace=False)
+    sp[rng.random(K) < 0.2] = -1
+    tp[rng.random(K) < 0.2] = -1
+    perm = np.arange(K)
+    perm[0:6] = [1, 0, 3, 2, 5, 4]
+    return fs, ft, dict(src_patch=sp, trg_patch=tp, flip_perm=perm, src_fg=fg, trg_fg=fg,
+                        n_vis_src=int((sp >= 0).sum()), n_vis_trg=int((tp >= 0).sum()), n_kp=K)
+
+
+def torch_peer(head, x, G):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS)
+    F = torch.nn.functional
+    c = head.config
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in head.parameters().items()}
+    xt = torch.tensor(x)
+    Gt = torch.tensor(G)
+    B, h, w, _ = x.shape
+    T = h * w
+    pe = torch.tensor(sincos_2d(h, w, c.dim).reshape(T, c.dim))
+    da, H = c.attention_dim, c.num_heads
+    dh = da // H
+
+    def step():
+        for v in p.values():
+            v.grad = None
+        z = xt.reshape(B, T, -1) @ p["in_proj.weight"] + p["in_proj.bias"] + pe * p["pos_gain"]
+        for b in range(c.num_blocks):
+            pre = f"blocks.{b}."
+            a = F.layer_norm(z, (c.dim,), p[pre + "norm1.weight"], p[pre + "norm1.bias"], c.ln_eps)
+            qkv = a @ p[pre + "attn.qkv.weight"] + p[pre + "attn.qkv.bias"]
+            q, k, v = (t.reshape(B, T, H, dh).transpose(1, 2) for t in qkv.split(da, -1))
+            o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, da)
+            z = z + o @ p[pre + "attn.proj.weight"] + p[pre + "attn.proj.bias"]
+            bb = F.layer_norm(z, (c.dim,), p[pre + "norm2.weight"], p[pre + "norm2.bias"], c.ln_eps)
+            u = F.gelu(bb @ p[pre + "mlp.fc1.weight"] + p[pre + "mlp.fc1.bias"], approximate="tanh")
+            z = z + u @ p[pre + "mlp.fc2.weight"] + p[pre + "mlp.fc2.bias"]
+        zo = F.layer_norm(z, (c.dim,), p["norm_out.weight"], p["norm_out.bias"], c.ln_eps)
+        y = zo @ p["out_proj.weight"] + p["out_proj.bias"]
+        (y.reshape(G.shape) * Gt).sum().backward()
+
+    return step
+
+
+def main():
+    gm.set_num_threads(THREADS)
+    rng = np.random.default_rng(0)
+    head = AttentionHead()
+    print(f"default head: {head.config}")
+    print(f"parameters: {head.num_parameters():,}; threads: {THREADS}")
+    have_c = hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")
+    if not have_c:
+        L._ot_impl = _numpy_ot
+        print("NOTE: gm.dustbin_sinkhorn(_vjp) not in this build: OT timed with a NumPy "
+              "log-domain stand-in (the C layer is the one the target refers to)")
+    fwd_ot, vjp_ot = L._ot_impl()
+    fs, ft, kw = make_pair(rng)
+    x = np.stack([fs, ft])
+    loss_fn = L.PairLoss()
+
+    y = head.forward(x)
+    G = rng.normal(size=y.shape).astype(np.float32)
+
+    def step():
+        yy = head.forward(x, cache=True)
+        _, gs, gt, _ = loss_fn(yy[0], yy[1], **kw)
+        return head.backward(np.stack([gs, gt]))
+
+    # components
+    N = 37 * 37
+    S = rng.uniform(-1, 1, (N, N)).astype(np.float32)
+    fg = kw["src_fg"]
+    mu = L.dustbin_marginal(fg, 10, 15).astype(np.float32)
+    GP = np.zeros((N + 1, N + 1), np.float32)
+    GP[np.ix_(fg.ravel(), ~fg.ravel())] = 1e-3
+    t_fwd = median_time(lambda: head.forward(x, cache=True), repeat=5)
+    head.forward(x, cache=True)
+    t_bwd = median_time(lambda: head.backward(G), repeat=5)
+    t_otf = median_time(lambda: fwd_ot(S, mu, mu), repeat=5)
+    t_otb = median_time(lambda: vjp_ot(S, mu, mu, GP), repeat=5)
+    t_loss = median_time(lambda: loss_fn(y[0], y[1], **kw), repeat=5)
+    t_step = median_time(step, repeat=7)
+    cpu = []
+    for _ in range(5):
+        c0 = time.process_time()
+        step()
+        cpu.append(time.process_time() - c0)
+    t_step_cpu = float(np.median(cpu))
+    grads = step()
+    opt = AdamW(head.parameters())
+    t_opt = median_time(lambda: opt.step(grads), repeat=5)
+    tracemalloc.start()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ot = t_otf + t_otb
+    rows = [
+        ("geomatch train step (1 pair)", t_step, f"{1 / t_step:.2f} steps/s"),
+        ("  head forward (2 images)", t_fwd, ""),
+        ("  loss fwd+bwd (cosine, OT fwd+vjp)", t_loss, ""),
+        ("  OT forward", t_otf, "C layer" if have_c else "NumPy stand-in"),
+        ("  OT backward (vjp)", t_otb, "C layer" if have_c else "NumPy stand-in"),
+        ("  head backward (2 images)", t_bwd, ""),
+        ("AdamW update", t_opt, ""),
+    ]
+    peer = torch_peer(head, x, G)
+    if peer is not None:
+        rows.append(("torch head fwd+bwd (2 images)", median_time(peer, repeat=5),
+                     "peer of head fwd+bwd"))
+        rows.append(("geomatch head fwd+bwd (2 images)", t_fwd + t_bwd, ""))
+    print_table("one training step, 37x37x768 pair, default head", rows,
+                baseline="geomatch head fwd+bwd (2 images)" if peer is not None else None)
+    head.forward(x, cache=True)
+    c_rows = [("geomatch train step (1 pair)", cpu_median(step)),
+              ("  head forward (2 images)", cpu_median(lambda: head.forward(x, cache=True))),
+              ("  head backward (2 images)", cpu_median(lambda: head.backward(G))),
+              ("  loss fwd+bwd (cosine, OT fwd+vjp)", cpu_median(lambda: loss_fn(y[0], y[1], **kw))),
+              ("  OT forward", cpu_median(lambda: fwd_ot(S, mu, mu))),
+              ("  OT backward (vjp)", cpu_median(lambda: vjp_ot(S, mu, mu, GP)))]
+    if peer is not None:
+        c_rows.append(("torch head fwd+bwd (2 images)", cpu_median(peer)))
+    print(f"\n### process CPU time (all threads), {THREADS} thread(s)\n")
+    print("| part | CPU time |")
+    print("|---|---|")
+    for name, sec in c_rows:
+        print(f"| {name} | {fmt_time(sec)} |")
+    ot_cpu = c_rows[4][1] + c_rows[5][1]
+    print(f"\nOT share of the step (CPU time): {ot_cpu / c_rows[0][1] * 100:.1f}%")
+    print(f"\nOT share of the step: {ot / t_step * 100:.1f}% (target <= 10%)")
+    print(f"step: {fmt_time(t_step)} wall (target <= 150 ms) -> {1 / t_step:.2f} steps/s; "
+          f"CPU time of the process per step {fmt_time(t_step_cpu)} (all threads)")
+    print(f"peak traced memory of one step: {peak / 2**20:.0f} MiB")
+    try:
+        import resource
+
+        print(f"max RSS of the process: "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    except ImportError:  # pragma: no cover
+        pass
+
+
+if __name__ == "__main__":
+    main()

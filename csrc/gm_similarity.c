@@ -1,0 +1,31 @@
+/* gm_similarity.c -- cosine similarity of L2-normalized rows (GEMM-based)
+ * and row normalization, float and double. */
+#include "geomatch.h"
+#include "gm_blas.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Row normalization goes parallel from this many values on (see
+ * gm_l2_normalize_rows). */
+#define GM_NORMALIZE_PAR_MIN ((size_t)1 << 22)
+/* Values of normalized scratch per chunk of batch items (at least one item). */
+#define GM_SIM_SCRATCH ((size_t)1 << 22)
+
+#define GM_T float
+#define GM_SFX f32
+#define GM_GEMM GM_CBLAS(sgemm)
+#include "gm_similarity_tpl.h"
+#undef GM_T
+#undef GM_SFX
+#undef GM_GEMM
+
+#define GM_T double
+#define GM_SFX f64
+#define GM_GEMM GM_CBLAS(dgemm)
+#include "gm_similarity_tpl.h"
+#undef GM_T
+#undef GM_SFX
+#undef GM_GEMM

@@ -1,0 +1,125 @@
+/* gm_transfer.c -- exact upsample-argmax keypoint transfer.
+ *
+ * The published protocol upsamples both (h, w, D) feature maps bilinearly to
+ * the original image sizes (PyTorch's align_corners=False rule), takes the
+ * source descriptor at pixel (floor(y), floor(x)) and returns the target
+ * pixel of maximal cosine similarity.  Here no upsampled map is built:
+ *
+ *  - an upsampled target descriptor is t(Y, X) = sum_ij a_i(Y) b_j(X) t[r_i, c_j]
+ *    (two rows r0 <= r1, two columns c0 <= c1, weights a, b);
+ *  - the numerator q.t(Y, X) is the same bilinear combination of the grid dot
+ *    products g = q.t[r, c];
+ *  - |t(Y, X)|^2 = sum a_i a_k b_j b_l t[r_i, c_j].t[r_k, c_l] needs only the
+ *    Gram products of each grid vector with its right, lower and diagonal
+ *    neighbours (5 tables of h*w values);
+ *  - row weights depend on Y only and column weights on X only, so the norm
+ *    and the numerator factor into per-row-of-the-grid arrays over X, and
+ *    each pixel costs a handful of flops independent of D (pixels are ranked
+ *    by cos |cos| = num |num| / |t|^2, a monotone function of the cosine
+ *    that needs no square root; see gm_tr_scan_row).
+ *
+ * Total cost per pair: O(h w D (5 + K)) for the tables and grid dot
+ * products, O(h W (1 + K)) for the per-grid-row arrays and O(H W (1 + K))
+ * for the pixel scan; memory O(h w K + h W K + threads * W).  The float
+ * version works in float throughout except for the interpolation weights,
+ * which are computed in double from the exact rational source coordinate.
+ *
+ * The kernel body is a template (gm_transfer_impl.h) instantiated for float
+ * and double. */
+#include "geomatch.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Linear-interpolation taps of output sample `dst` when resizing n_in samples
+ * to n_out with PyTorch's align_corners=False rule: source coordinate
+ * s = (dst + 0.5) * n_in / n_out - 0.5, negative s clamped to 0; taps
+ * i0 = floor(s), i1 = i0 + 1 with weights (1 - w1, w1); at the upper border
+ * (i0 >= n_in - 1) both taps are n_in - 1 with w1 = 0.  The rational s is
+ * evaluated as ((2 dst + 1) n_in - n_out) / (2 n_out) in double, so an exact
+ * integer s is never misrounded.  O(1). */
+void gm_transfer_linear_taps(int64_t dst, int64_t n_in, int64_t n_out,
+                             int64_t *i0, int64_t *i1, double *w1)
+{
+    double s;
+    int64_t f;
+    if (n_in == n_out) {
+        s = (double)dst;
+    } else {
+        s = ((double)(2 * dst + 1) * (double)n_in - (double)n_out) / (2.0 * (double)n_out);
+    }
+    if (s < 0.0) s = 0.0;
+    f = (int64_t)floor(s);
+    if (f >= n_in - 1) {
+        *i0 = *i1 = n_in - 1;
+        *w1 = 0.0;
+        return;
+    }
+    *i0 = f;
+    *i1 = f + 1;
+    *w1 = s - (double)f;
+}
+
+/* 64-byte aligned allocation of n bytes (NULL on failure or n == 0 -> 64). */
+static void *gm_tr_alloc(size_t n)
+{
+    void *p = NULL;
+    if (n == 0) n = 64;
+    if (posix_memalign(&p, 64, n) != 0) return NULL;
+    return p;
+}
+
+/* Round n up to a multiple of 16 elements (64 bytes of float). */
+static size_t gm_tr_pad16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static int gm_tr_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int gm_tr_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+#define GM_T float
+#define GM_SUF(name) name##_f32
+#define GM_ZERO 0.0f
+#define GM_ONE 1.0f
+#define GM_FABS fabsf
+#define GM_TINY FLT_MIN
+#include "gm_transfer_impl.h"
+#undef GM_T
+#undef GM_SUF
+#undef GM_ZERO
+#undef GM_ONE
+#undef GM_FABS
+#undef GM_TINY
+
+#define GM_T double
+#define GM_SUF(name) name##_f64
+#define GM_ZERO 0.0
+#define GM_ONE 1.0
+#define GM_FABS fabs
+#define GM_TINY DBL_MIN
+#include "gm_transfer_impl.h"
+#undef GM_T
+#undef GM_SUF
+#undef GM_ZERO
+#undef GM_ONE
+#undef GM_FABS
+#undef GM_TINY

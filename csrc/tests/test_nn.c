@@ -1,0 +1,107 @@
+/* Tests of gm_nn.c against naive loops: linear (+GELU, +accumulate),
+ * LayerNorm, SwiGLU and tiled attention, float and double. */
+#include "geomatch.h"
+#include "gm_test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned long long seed = 88172645463325252ULL;
+
+static double rnd(void) { return 2.0 * gm_test_uniform(&seed) - 1.0; }
+
+static void test_linear(void)
+{
+    enum { N = 70, DI = 19, DO = 23 };
+    static float x[N * DI], w[DO * DI], b[DO], y[N * DO], acc[N * DO];
+    static double xd[N * DI], wd[DO * DI], bd[DO], yd[N * DO];
+    for (int i = 0; i < N * DI; i++) xd[i] = x[i] = (float)rnd();
+    for (int i = 0; i < DO * DI; i++) wd[i] = w[i] = (float)rnd();
+    for (int i = 0; i < DO; i++) bd[i] = b[i] = (float)rnd();
+    GM_CHECK(gm_nn_linear_f32(x, N, DI, w, b, DO, GM_NN_ACT_GELU, 0, y) == GM_OK);
+    GM_CHECK(gm_nn_linear_f64(xd, N, DI, wd, bd, DO, GM_NN_ACT_NONE, 0, yd) == GM_OK);
+    for (int i = 0; i < N * DO; i++) acc[i] = 1.0f;
+    GM_CHECK(gm_nn_linear_f32(x, N, DI, w, b, DO, GM_NN_ACT_NONE, 1, acc) == GM_OK);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < DO; j++) {
+            double t = bd[j];
+            for (int k = 0; k < DI; k++) t += xd[i * DI + k] * wd[j * DI + k];
+            GM_CHECK_CLOSE(yd[i * DO + j], t, 1e-12, 1e-12);
+            GM_CHECK_CLOSE(acc[i * DO + j], 1.0 + t, 1e-5, 1e-5);
+            GM_CHECK_CLOSE(y[i * DO + j], 0.5 * t * (1.0 + erf(t / sqrt(2.0))), 1e-5, 2e-6);
+        }
+    GM_CHECK(gm_nn_linear_f32(x, 0, DI, w, b, DO, 0, 0, y) == GM_ERR_INVALID);
+    GM_CHECK(gm_nn_linear_f32(x, N, DI, w, b, DO, GM_NN_ACT_GELU, 1, y) == GM_ERR_INVALID);
+    GM_CHECK(gm_nn_linear_f32(x, N, DI, w, b, DO, 7, 0, y) == GM_ERR_INVALID);
+}
+
+static void test_layernorm_swiglu(void)
+{
+    enum { N = 5, D = 37 };
+    float x[N * D], y[N * D], g[D], bb[D], h[N * 2 * D], s[N * D];
+    double xd[N * D], yd[N * D];
+    for (int i = 0; i < N * D; i++) xd[i] = x[i] = (float)(3.0 + 2.0 * rnd());
+    for (int i = 0; i < D; i++) { g[i] = (float)rnd(); bb[i] = (float)rnd(); }
+    for (int i = 0; i < N * 2 * D; i++) h[i] = (float)(3.0 * rnd());
+    GM_CHECK(gm_nn_layernorm_f32(x, N, D, g, bb, 1e-6, y) == GM_OK);
+    GM_CHECK(gm_nn_layernorm_f64(xd, N, D, NULL, NULL, 1e-6, yd) == GM_OK);
+    GM_CHECK(gm_nn_swiglu_f32(h, N, D, s) == GM_OK);
+    for (int i = 0; i < N; i++) {
+        double m = 0, v = 0;
+        for (int j = 0; j < D; j++) m += xd[i * D + j];
+        m /= D;
+        for (int j = 0; j < D; j++) v += (xd[i * D + j] - m) * (xd[i * D + j] - m);
+        v /= D;
+        for (int j = 0; j < D; j++) {
+            double z = (xd[i * D + j] - m) / sqrt(v + 1e-6);
+            GM_CHECK_CLOSE(yd[i * D + j], z, 1e-12, 1e-12);
+            GM_CHECK_CLOSE(y[i * D + j], z * g[j] + bb[j], 1e-5, 1e-5);
+            double a = h[i * 2 * D + j], gate = h[i * 2 * D + D + j];
+            GM_CHECK_CLOSE(s[i * D + j], a / (1.0 + exp(-a)) * gate, 1e-5, 1e-6);
+        }
+    }
+    GM_CHECK(gm_nn_layernorm_f32(x, N, D, g, bb, -1.0, y) == GM_ERR_INVALID);
+    GM_CHECK(gm_nn_swiglu_f32(h, N, 0, s) == GM_ERR_INVALID);
+}
+
+static void test_attention(void)
+{
+    enum { B = 2, N = 150, H = 3, HD = 4, DM = H * HD };
+    static float qkv[B * N * 3 * DM], out[B * N * DM];
+    static double qd[B * N * 3 * DM], od[B * N * DM], p[N];
+    for (int i = 0; i < B * N * 3 * DM; i++) qd[i] = qkv[i] = (float)(2.0 * rnd());
+    GM_CHECK(gm_nn_attention_f32(qkv, B, N, H, HD, out) == GM_OK);
+    GM_CHECK(gm_nn_attention_f64(qd, B, N, H, HD, od) == GM_OK);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < N; i += 7) {
+                const double *base = qd + (size_t)b * N * 3 * DM;
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j < N; j++) {
+                    double t = 0;
+                    for (int c = 0; c < HD; c++)
+                        t += base[i * 3 * DM + h * HD + c] * base[j * 3 * DM + DM + h * HD + c];
+                    p[j] = t / sqrt((double)HD);
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j < N; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                for (int c = 0; c < HD; c++) {
+                    double o = 0;
+                    for (int j = 0; j < N; j++) o += p[j] * base[j * 3 * DM + 2 * DM + h * HD + c];
+                    o /= sum;
+                    size_t at = (size_t)b * N * DM + (size_t)i * DM + h * HD + c;
+                    GM_CHECK_CLOSE(od[at], o, 1e-12, 1e-12);
+                    GM_CHECK_CLOSE(out[at], o, 2e-5, 2e-6);
+                }
+            }
+    GM_CHECK(gm_nn_attention_f32(qkv, B, 0, H, HD, out) == GM_ERR_INVALID);
+}
+
+int main(void)
+{
+    GM_RUN(test_linear);
+    GM_RUN(test_layernorm_swiglu);
+    GM_RUN(test_attention);
+    return gm_test_summary();
+}

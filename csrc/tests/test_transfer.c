@@ -1,0 +1,232 @@
+/* Tests of gm_transfer.c: interpolation taps, exact upsample-argmax against a
+ * naive C oracle that builds the upsampled maps, thread invariance, errors. */
+#include "geomatch.h"
+#include "gm_test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_taps(void)
+{
+    int64_t i0, i1;
+    double w1;
+    /* upsampling 2 -> 4: s = -0.25 (clamped), 0.25, 0.75, 1.25 (border) */
+    gm_transfer_linear_taps(0, 2, 4, &i0, &i1, &w1);
+    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.0);
+    gm_transfer_linear_taps(1, 2, 4, &i0, &i1, &w1);
+    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.25);
+    gm_transfer_linear_taps(2, 2, 4, &i0, &i1, &w1);
+    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.75);
+    gm_transfer_linear_taps(3, 2, 4, &i0, &i1, &w1);
+    GM_CHECK(i0 == 1 && i1 == 1 && w1 == 0.0);
+    /* downsampling 4 -> 2: s = 0.5, 2.5 */
+    gm_transfer_linear_taps(0, 4, 2, &i0, &i1, &w1);
+    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.5);
+    gm_transfer_linear_taps(1, 4, 2, &i0, &i1, &w1);
+    GM_CHECK(i0 == 2 && i1 == 3 && w1 == 0.5);
+    /* same size: identity */
+    gm_transfer_linear_taps(2, 5, 5, &i0, &i1, &w1);
+    GM_CHECK(i0 == 2 && w1 == 0.0);
+    /* 37 -> 111 (ratio 1/3): s = (2*4+1)*37/222 - 0.5 = 1 exactly at dst 4 */
+    gm_transfer_linear_taps(4, 37, 111, &i0, &i1, &w1);
+    GM_CHECK(i0 == 1 && i1 == 2 && w1 == 0.0);
+    /* single input sample */
+    gm_transfer_linear_taps(6, 1, 9, &i0, &i1, &w1);
+    GM_CHECK(i0 == 0 && i1 == 0 && w1 == 0.0);
+}
+
+/* Oracle weights, written from the rule directly (PyTorch's guard form). */
+static void oracle_tap(int dst, int n_in, int n_out, int *lo, int *hi, double *lam)
+{
+    double real = (dst + 0.5) * ((double)n_in / n_out) - 0.5;
+    if (real < 0) real = 0;
+    *lo = (int)floor(real);
+    if (*lo > n_in - 1) *lo = n_in - 1;
+    *hi = *lo < n_in - 1 ? *lo + 1 : *lo;
+    *lam = real - *lo;
+    if (*lam < 0) *lam = 0;
+    if (*lam > 1) *lam = 1;
+}
+
+/* Upsample feat (h, w, d) to (H, W, d) in double.  O(H W d). */
+static double *oracle_upsample(const double *f, int h, int w, int d, int W, int H)
+{
+    double *out = malloc((size_t)H * W * d * sizeof *out);
+    for (int Y = 0; Y < H; Y++) {
+        int y0, y1, x0, x1;
+        double ly, lx;
+        oracle_tap(Y, h, H, &y0, &y1, &ly);
+        for (int X = 0; X < W; X++) {
+            oracle_tap(X, w, W, &x0, &x1, &lx);
+            for (int c = 0; c < d; c++)
+                out[((size_t)Y * W + X) * d + c] =
+                    (1 - ly) * (1 - lx) * f[((size_t)y0 * w + x0) * d + c] +
+                    (1 - ly) * lx * f[((size_t)y0 * w + x1) * d + c] +
+                    ly * (1 - lx) * f[((size_t)y1 * w + x0) * d + c] +
+                    ly * lx * f[((size_t)y1 * w + x1) * d + c];
+        }
+    }
+    return out;
+}
+
+static double cosine(const double *a, const double *b, int d)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int c = 0; c < d; c++) {
+        ab += a[c] * b[c];
+        aa += a[c] * a[c];
+        bb += b[c] * b[c];
+    }
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+}
+
+/* Random pair, both precisions; predicted pixels must be the oracle argmax or
+ * tie with it to `tol` in the oracle's own similarity. */
+static void check_pair(unsigned long long seed, int hs, int ws, int ht, int wt, int d,
+                       int Ws, int Hs, int Wt, int Ht, int nk)
+{
+    size_t ns = (size_t)hs * ws * d, nt = (size_t)ht * wt * d;
+    double *sf = malloc(ns * sizeof *sf), *tf = malloc(nt * sizeof *tf);
+    double *kp = malloc(2 * (size_t)nk * sizeof *kp), *out = malloc(2 * (size_t)nk * sizeof *out);
+    float *sf32 = malloc(ns * sizeof *sf32), *tf32 = malloc(nt * sizeof *tf32);
+    float *kp32 = malloc(2 * (size_t)nk * sizeof *kp32);
+    float *out32 = malloc(2 * (size_t)nk * sizeof *out32);
+    int64_t ss[2] = {Ws, Hs}, ts[2] = {Wt, Ht};
+    unsigned long long st = seed;
+    for (size_t i = 0; i < ns; i++) sf32[i] = (float)(sf[i] = gm_test_uniform(&st) - 0.3);
+    for (size_t i = 0; i < nt; i++) tf32[i] = (float)(tf[i] = gm_test_uniform(&st) - 0.3);
+    for (int k = 0; k < nk; k++) {
+        kp[2 * k] = floor(gm_test_uniform(&st) * Ws * 4) / 4;
+        kp[2 * k + 1] = floor(gm_test_uniform(&st) * Hs * 4) / 4;
+        if (k == 0) { kp[0] = Ws - 1; kp[1] = Hs - 1; }
+        if (k == 1) { kp[2] = 0; kp[3] = 0; }
+        kp32[2 * k] = (float)kp[2 * k];
+        kp32[2 * k + 1] = (float)kp[2 * k + 1];
+    }
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, hs, ws, ht, wt, d, nk,
+                                             out) == GM_OK);
+    GM_CHECK(gm_transfer_upsample_argmax_f32(sf32, tf32, kp32, ss, ts, 1, hs, ws, ht, wt, d,
+                                             nk, out32) == GM_OK);
+    {
+        double *su = oracle_upsample(sf, hs, ws, d, Ws, Hs);
+        double *tu = oracle_upsample(tf, ht, wt, d, Wt, Ht);
+        for (int k = 0; k < nk; k++) {
+            const double *q = su + ((size_t)floor(kp[2 * k + 1]) * Ws +
+                                    (size_t)floor(kp[2 * k])) * d;
+            double best = -2;
+            for (size_t p = 0; p < (size_t)Wt * Ht; p++) {
+                double c = cosine(q, tu + p * d, d);
+                if (c > best) best = c;
+            }
+            for (int prec = 0; prec < 2; prec++) {
+                double x = prec ? out32[2 * k] : out[2 * k];
+                double y = prec ? out32[2 * k + 1] : out[2 * k + 1];
+                GM_CHECK(x == floor(x) && y == floor(y));
+                GM_CHECK(x >= 0 && x < Wt && y >= 0 && y < Ht);
+                if (x >= 0 && x < Wt && y >= 0 && y < Ht) {
+                    double c = cosine(q, tu + ((size_t)y * Wt + (size_t)x) * d, d);
+                    GM_CHECK_CLOSE(c, best, 0, prec ? 2e-5 : 1e-11);
+                }
+            }
+        }
+        free(su);
+        free(tu);
+    }
+    free(sf); free(tf); free(kp); free(out);
+    free(sf32); free(tf32); free(kp32); free(out32);
+}
+
+static void test_vs_oracle(void)
+{
+    check_pair(1, 5, 5, 5, 5, 8, 31, 31, 29, 33, 6);
+    check_pair(2, 4, 6, 7, 3, 5, 40, 17, 13, 45, 6);     /* non-square */
+    check_pair(3, 6, 6, 6, 6, 4, 4, 3, 5, 2, 4);         /* images smaller than grid */
+    check_pair(4, 3, 8, 2, 9, 6, 8, 3, 9, 2, 3);         /* image size == grid size */
+    check_pair(5, 1, 1, 1, 5, 3, 7, 6, 22, 4, 3);        /* one-cell grids */
+    check_pair(6, 4, 4, 5, 5, 37, 50, 37, 41, 53, 9);    /* D not a multiple of 16 */
+}
+
+static void test_threads_and_batch(void)
+{
+    enum { B = 3, HS = 6, WS = 5, HT = 7, WT = 6, D = 21, K = 7 };
+    static float sf[B * HS * WS * D], tf[B * HT * WT * D], kp[B * K * 2];
+    float o1[B * K * 2], o2[B * K * 2], o3[K * 2];
+    int64_t ss[2 * B] = {40, 30, 11, 50, 7, 7}, ts[2 * B] = {160, 120, 33, 9, 170, 171};
+    unsigned long long st = 77;
+    int before = gm_get_num_threads();
+    for (size_t i = 0; i < sizeof sf / sizeof *sf; i++) sf[i] = (float)gm_test_uniform(&st) - 0.5f;
+    for (size_t i = 0; i < sizeof tf / sizeof *tf; i++) tf[i] = (float)gm_test_uniform(&st) - 0.5f;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++) {
+            kp[(b * K + k) * 2] = (float)(gm_test_uniform(&st) * (double)ss[2 * b]);
+            kp[(b * K + k) * 2 + 1] = (float)(gm_test_uniform(&st) * (double)ss[2 * b + 1]);
+        }
+    gm_set_num_threads(1);
+    GM_CHECK(gm_transfer_upsample_argmax_f32(sf, tf, kp, ss, ts, B, HS, WS, HT, WT, D, K,
+                                             o1) == GM_OK);
+    gm_set_num_threads(2);
+    GM_CHECK(gm_transfer_upsample_argmax_f32(sf, tf, kp, ss, ts, B, HS, WS, HT, WT, D, K,
+                                             o2) == GM_OK);
+    GM_CHECK(memcmp(o1, o2, sizeof o1) == 0);
+    /* (pairs 0 and 2 are above the parallel threshold, pair 1 below) */
+    /* batch element 1 alone gives the same answer */
+    GM_CHECK(gm_transfer_upsample_argmax_f32(sf + HS * WS * D, tf + HT * WT * D, kp + K * 2,
+                                             ss + 2, ts + 2, 1, HS, WS, HT, WT, D, K,
+                                             o3) == GM_OK);
+    GM_CHECK(memcmp(o3, o1 + K * 2, sizeof o3) == 0);
+    gm_set_num_threads(before);
+}
+
+static void test_errors(void)
+{
+    double sf[2 * 2 * 3], tf[2 * 2 * 3], kp[2] = {1.5, 0.5}, out[2] = {-7, -7};
+    int64_t ss[2] = {4, 3}, ts[2] = {5, 5}, bad[2] = {0, 3};
+    for (int i = 0; i < 12; i++) sf[i] = tf[i] = 1.0 + i;
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) == GM_OK);
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, bad, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, bad, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 0, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 0, 1, out) ==
+             GM_ERR_INVALID);
+    kp[0] = 4.0; /* x == W: outside */
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_INVALID);
+    kp[0] = -0.25;
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_INVALID);
+    kp[0] = NAN;
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_NONFINITE_ARG(2));
+    kp[0] = 1.0;
+    sf[5] = INFINITY;
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_NONFINITE_ARG(0));
+    sf[5] = 1.0;
+    tf[7] = NAN;
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_NONFINITE_ARG(1));
+    /* empty batch / no keypoints: nothing to do */
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 0, 2, 2, 2, 2, 3, 1, out) == GM_OK);
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 0, out) == GM_OK);
+    {
+        /* float32 squares overflow: reported, not a silent wrong answer */
+        float sf32[12], tf32[12], kp32[2] = {1.0f, 1.0f}, o32[2];
+        for (int i = 0; i < 12; i++) sf32[i] = tf32[i] = 1e30f;
+        GM_CHECK(gm_transfer_upsample_argmax_f32(sf32, tf32, kp32, ss, ts, 1, 2, 2, 2, 2, 3, 1,
+                                                 o32) == GM_ERR_NUMERIC);
+    }
+}
+
+int main(void)
+{
+    printf("test_transfer\n");
+    GM_RUN(test_taps);
+    GM_RUN(test_vs_oracle);
+    GM_RUN(test_threads_and_batch);
+    GM_RUN(test_errors);
+    return gm_test_summary();
+}

@@ -1,0 +1,449 @@
+"""Torch-free readers for DINOv2 weights.
+
+Three layouts are understood:
+
+* the official ``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth`` files written by
+  ``torch.save`` (a zip archive holding ``<name>/data.pkl`` and the raw
+  storages ``<name>/data/<key>``), read with a restricted unpickler that only
+  resolves the handful of names a state dict needs;
+* Hugging Face ``facebook/dinov2-*`` directories (``config.json`` and
+  ``model.safetensors``), whose tensor names are mapped to the reference
+  layout;
+* GECO's LoRA files (``w_a_000`` ... / ``w_b_000`` ...: rank-r updates of the
+  q and v rows of every block's ``attn.qkv``), merged into qkv at load time.
+
+Every reader returns ``{name: numpy array}`` in the reference (official
+DINOv2) naming.  Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import struct
+import zipfile
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "read_torch_file",
+    "read_safetensors",
+    "read_hf_dir",
+    "hf_to_reference",
+    "merge_geco_lora",
+    "is_lora_state",
+    "check_state",
+]
+
+# --------------------------------------------------------------------------
+# dtypes
+
+
+def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 stored as uint16 -> float32 (exact)."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+# torch storage class name -> (numpy dtype of the raw bytes, is_bfloat16)
+_TORCH_STORAGES = {
+    "FloatStorage": (np.float32, False),
+    "DoubleStorage": (np.float64, False),
+    "HalfStorage": (np.float16, False),
+    "BFloat16Storage": (np.uint16, True),
+    "LongStorage": (np.int64, False),
+    "IntStorage": (np.int32, False),
+    "ShortStorage": (np.int16, False),
+    "CharStorage": (np.int8, False),
+    "ByteStorage": (np.uint8, False),
+    "BoolStorage": (np.bool_, False),
+}
+
+_SAFETENSORS_DTYPES = {
+    "F32": (np.float32, False),
+    "F64": (np.float64, False),
+    "F16": (np.float16, False),
+    "BF16": (np.uint16, True),
+    "I64": (np.int64, False),
+    "I32": (np.int32, False),
+    "I16": (np.int16, False),
+    "I8": (np.int8, False),
+    "U8": (np.uint8, False),
+    "BOOL": (np.bool_, False),
+}
+
+
+def _check_exists(path: str) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------
+# torch.save zip archives
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype, self.bf16 = _TORCH_STORAGES[name]
+
+
+class _Storage:
+    """A storage read from the archive: flat array of its dtype."""
+
+    def __init__(self, data: np.ndarray, bf16: bool):
+        self.data = data
+        self.bf16 = bf16
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    if not isinstance(storage, _Storage):
+        raise ValueError("malformed checkpoint: tensor without a storage")
+    size = tuple(int(s) for s in size)
+    stride = tuple(int(s) for s in stride)
+    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
+        raise ValueError("malformed checkpoint: bad tensor size/stride")
+    flat = storage.data
+    offset = int(storage_offset)
+    if 0 in size:
+        out = np.zeros(size, dtype=flat.dtype)
+    else:
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if offset < 0 or last >= flat.size:
+            raise ValueError("malformed checkpoint: tensor extends past its storage")
+        item = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            flat[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False)
+        out = np.array(view)  # own, contiguous copy
+    if storage.bf16:
+        out = _bf16_to_f32(out)
+    return out
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data
+
+
+def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
+    return data
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for torch state dicts: resolves only the names they use."""
+
+    def __init__(self, fobj, zf: zipfile.ZipFile, prefix: str):
+        super().__init__(fobj)
+        self._zf = zf
+        self._prefix = prefix
+        self._storages: Dict[str, _Storage] = {}
+
+    def find_class(self, module, name):
+        if module == "collections" and name == "OrderedDict":
+            import collections
+            return collections.OrderedDict
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _rebuild_tensor_v2
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return _rebuild_parameter
+        if module == "torch._utils" and name == "_rebuild_parameter_with_state":
+            return _rebuild_parameter_with_state
+        if module == "torch" and name in _TORCH_STORAGES:
+            return _StorageType(name)
+        raise pickle.UnpicklingError(
+            f"checkpoint refers to {module}.{name}, which a weights file should not need "
+            "(only tensors and dicts are read)")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        stype, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        if not isinstance(stype, _StorageType):
+            raise pickle.UnpicklingError("unsupported storage type in checkpoint")
+        if key not in self._storages:
+            name = f"{self._prefix}data/{key}"
+            try:
+                raw = self._zf.read(name)
+            except KeyError:
+                raise ValueError(f"malformed checkpoint: storage {name} is missing") from None
+            dtype = np.dtype(stype.dtype).newbyteorder("<")
+            if len(raw) < numel * dtype.itemsize:
+                raise ValueError(f"malformed checkpoint: storage {name} is truncated")
+            data = np.frombuffer(raw, dtype=dtype, count=numel)
+            self._storages[key] = _Storage(data, stype.bf16)
+        return self._storages[key]
+
+
+def read_torch_file(path) -> Dict[str, np.ndarray]:
+    """Read a ``torch.save`` zip checkpoint into ``{name: array}`` without torch.
+
+    Nested dicts (e.g. ``{"model": state_dict}`` or ``{"state_dict": ...}``)
+    are unwrapped when they are the only tensor container.  bfloat16 tensors
+    become float32; float16 stays float16.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        Not a zip-format torch checkpoint, or malformed.
+    """
+    path = _check_exists(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a torch zip checkpoint (legacy torch.save format or another "
+            "file type); re-save it with torch>=1.6 or use a safetensors file")
+    with zipfile.ZipFile(path) as zf:
+        pkls = [n for n in zf.namelist() if n.endswith("data.pkl")]
+        if len(pkls) != 1:
+            raise ValueError(f"{path}: expected one data.pkl in the archive, found {len(pkls)}")
+        prefix = pkls[0][: -len("data.pkl")]
+        with zf.open(pkls[0]) as f:
+            try:
+                obj = _RestrictedUnpickler(f, zf, prefix).load()
+            except pickle.UnpicklingError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+    return _flatten_state(obj, path)
+
+
+def _flatten_state(obj, path) -> Dict[str, np.ndarray]:
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: the checkpoint does not hold a dict of tensors")
+    if all(isinstance(v, np.ndarray) for v in obj.values()):
+        return {str(k): v for k, v in obj.items()}
+    for key in ("model", "state_dict", "teacher", "student"):
+        if key in obj and isinstance(obj[key], Mapping):
+            return _flatten_state(obj[key], path)
+    out = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not out:
+        raise ValueError(f"{path}: no tensors found in the checkpoint")
+    return out
+
+
+# --------------------------------------------------------------------------
+# safetensors
+
+
+def read_safetensors(path) -> Dict[str, np.ndarray]:
+    """Read a ``.safetensors`` file: u64 little-endian header length, JSON
+    header ``{name: {dtype, shape, data_offsets}}``, then the raw data."""
+    path = _check_exists(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path}: not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        size = os.path.getsize(path)
+        if n > size - 8:
+            raise ValueError(f"{path}: not a safetensors file (bad header length)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{path}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+    # memory-map the data so that only one copy of the weights is made
+    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n
+            else np.zeros(0, np.uint8))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, bf16 = _SAFETENSORS_DTYPES[info["dtype"]]
+            shape = tuple(int(s) for s in info["shape"])
+            begin, end = (int(v) for v in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: bad or unsupported header entry for {name!r}") from None
+        count = int(np.prod(shape, dtype=np.int64))
+        dt = np.dtype(dtype).newbyteorder("<")
+        if end - begin != count * dt.itemsize or end > data.size or begin < 0:
+            raise ValueError(f"{path}: tensor {name!r} has inconsistent data offsets")
+        arr = np.frombuffer(data, dtype=dt, count=count, offset=begin).reshape(shape).copy()
+        out[name] = _bf16_to_f32(arr) if bf16 else arr
+    return out
+
+
+# --------------------------------------------------------------------------
+# Hugging Face layout
+
+_HF_PREFIXES = ("dinov2.", "dinov2_with_registers.", "model.")
+
+_HF_SIMPLE = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.mask_token": "mask_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.register_tokens": "register_tokens",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+}
+
+_HF_LAYER = {
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "attention.output.dense": "attn.proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "mlp.weights_in": "mlp.w12",
+    "mlp.weights_out": "mlp.w3",
+}
+
+_HF_LAYER_RE = re.compile(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$")
+
+
+def hf_to_reference(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Rename a Hugging Face ``Dinov2Model`` state dict to the official layout.
+
+    query/key/value are concatenated into ``attn.qkv``; ``layer_scale{1,2}``
+    become ``ls{1,2}.gamma``.  Unknown names are kept as they are (and then
+    reported as unexpected by :func:`check_state`); a q/k/v triple with a
+    member missing is kept unmerged for the same reason.
+    """
+    out: Dict[str, np.ndarray] = {}
+    qkv: Dict[Tuple[int, str], Dict[str, np.ndarray]] = {}
+    for name, arr in state.items():
+        key = name
+        for p in _HF_PREFIXES:
+            if key.startswith(p):
+                key = key[len(p):]
+                break
+        if key in _HF_SIMPLE:
+            out[_HF_SIMPLE[key]] = arr
+            continue
+        m = _HF_LAYER_RE.match(key)
+        if m is None:
+            out[name] = arr
+            continue
+        i, mod, kind = int(m.group(1)), m.group(2), m.group(3)
+        if mod in ("layer_scale1", "layer_scale2") and kind == "lambda1":
+            out[f"blocks.{i}.ls{mod[-1]}.gamma"] = arr
+        elif mod in ("attention.attention.query", "attention.attention.key",
+                     "attention.attention.value") and kind != "lambda1":
+            qkv.setdefault((i, kind), {})[mod.rsplit(".", 1)[1]] = arr
+        elif mod in _HF_LAYER and kind != "lambda1":
+            out[f"blocks.{i}.{_HF_LAYER[mod]}.{kind}"] = arr
+        else:
+            out[name] = arr
+    for (i, kind), parts in qkv.items():
+        if set(parts) == {"query", "key", "value"} and len(
+                {p.shape[1:] for p in parts.values()}) == 1:
+            out[f"blocks.{i}.attn.qkv.{kind}"] = np.concatenate(
+                [parts["query"], parts["key"], parts["value"]], axis=0)
+        else:
+            for part, arr in parts.items():
+                out[f"encoder.layer.{i}.attention.attention.{part}.{kind}"] = arr
+    return out
+
+
+def read_hf_dir(path) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Read a Hugging Face DINOv2 directory: (reference-layout state, config.json)."""
+    path = _check_exists(path)
+    cfg_path = os.path.join(path, "config.json")
+    st_path = os.path.join(path, "model.safetensors")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"Hugging Face model directory without config.json: {cfg_path}")
+    if not os.path.exists(st_path):
+        raise FileNotFoundError(
+            f"Hugging Face model directory without model.safetensors: {st_path}")
+    with open(cfg_path) as f:
+        config = json.load(f)
+    return hf_to_reference(read_safetensors(st_path)), config
+
+
+# --------------------------------------------------------------------------
+# GECO LoRA
+
+_LORA_RE = re.compile(r"^w_([ab])_(\d{3,})$")
+
+
+def is_lora_state(state: Mapping[str, np.ndarray]) -> bool:
+    """True if every tensor of ``state`` is a GECO LoRA factor (w_a_###/w_b_###)."""
+    return bool(state) and all(_LORA_RE.match(k) for k in state)
+
+
+def merge_geco_lora(state: Dict[str, np.ndarray], lora: Mapping[str, np.ndarray],
+                    depth: int, dim: int) -> Dict[str, np.ndarray]:
+    """Merge GECO's LoRA factors into the qkv weights (a new dict is returned).
+
+    GECO (``src/models/featurizer/dinov2_lora.py``) adds, for every block i,
+    ``B_q A_q x`` to the q rows and ``B_v A_v x`` to the v rows of
+    ``blocks.i.attn.qkv``, with no extra scaling; the factors are saved as
+    ``w_a_{2i:03d}`` / ``w_b_{2i:03d}`` (q) and ``w_a_{2i+1:03d}`` /
+    ``w_b_{2i+1:03d}`` (v), A of shape (r, dim) and B of shape (dim, r).
+
+    Raises
+    ------
+    ValueError
+        Listing every missing, unexpected or mis-shaped LoRA tensor.
+    """
+    expected = [f"w_{ab}_{j:03d}" for ab in "ab" for j in range(2 * depth)]
+    missing = [k for k in expected if k not in lora]
+    extra = sorted(k for k in lora if k not in set(expected))
+    ranks = {np.shape(lora[k])[0] for k in expected if k.startswith("w_a") and k in lora
+             and np.ndim(lora[k]) == 2}
+    r = min(ranks) if ranks else 0
+    bad = []
+    for k in expected:
+        if k not in lora:
+            continue
+        want = (r, dim) if k.startswith("w_a") else (dim, r)
+        if tuple(np.shape(lora[k])) != want:
+            bad.append(f"{k} {tuple(np.shape(lora[k]))} (expected {want})")
+    if missing or extra or bad:
+        raise ValueError("GECO LoRA weights do not match the model: "
+                         + _problems(missing, extra, bad))
+    out = dict(state)
+    for i in range(depth):
+        key = f"blocks.{i}.attn.qkv.weight"
+        w = np.array(out[key], dtype=np.float64)
+        for part, j in ((0, 2 * i), (2, 2 * i + 1)):
+            a = np.asarray(lora[f"w_a_{j:03d}"], dtype=np.float64)
+            b = np.asarray(lora[f"w_b_{j:03d}"], dtype=np.float64)
+            w[part * dim:(part + 1) * dim] += b @ a
+        out[key] = w.astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------
+# validation
+
+
+def _problems(missing, extra, bad) -> str:
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: " + ", ".join(missing))
+    if extra:
+        parts.append(f"unexpected {len(extra)}: " + ", ".join(extra))
+    if bad:
+        parts.append(f"wrong shape {len(bad)}: " + ", ".join(bad))
+    return "; ".join(parts)
+
+
+def check_state(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
+                source: str, optional: Tuple[str, ...] = ("mask_token",)) -> None:
+    """Raise ValueError listing every missing, unexpected and mis-shaped tensor.
+
+    ``optional`` names may be absent (``mask_token`` is unused at inference).
+    Non-finite values are reported as well.
+    """
+    missing = [k for k in expected if k not in state and k not in optional]
+    extra = sorted(k for k in state if k not in expected)
+    bad = [f"{k} {tuple(np.shape(state[k]))} (expected {tuple(expected[k])})"
+           for k in expected if k in state and tuple(np.shape(state[k])) != tuple(expected[k])]
+    if missing or extra or bad:
+        raise ValueError(f"{source}: weights do not match the model: "
+                         + _problems(missing, extra, bad))
+    nonfinite = [k for k in expected if k in state
+                 and np.issubdtype(np.asarray(state[k]).dtype, np.floating)
+                 and not np.isfinite(state[k]).all()]
+    if nonfinite:
+        raise ValueError(f"{source}: non-finite values in " + ", ".join(nonfinite))
+    notfloat = [k for k in expected if k in state
+                and not np.issubdtype(np.asarray(state[k]).dtype, np.floating)]
+    if notfloat:
+        raise ValueError(f"{source}: tensors that are not floating point: " + ", ".join(notfloat))

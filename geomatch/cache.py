@@ -1,0 +1,399 @@
+"""On-disk cache of backbone feature maps, one ``.npy`` file per image.
+
+Layout of a cache directory::
+
+    PATH/manifest.json           what produced the features (see below)
+    PATH/index.json              the stored (key, flipped) entries, rebuilt from the files
+    PATH/features/<name>.npy     (h, w, D) array of one image
+    PATH/features/<name>@flip.npy  the same for the horizontally flipped image
+
+``<name>`` is the image key (``ImageRecord.key``, e.g. ``"cat/2008_000123"``)
+percent-encoded into a single file name.  Every file is written to a temporary
+name in the same folder and then renamed (``os.replace``), so a reader sees
+either the whole array or nothing; leftover temporary files (``.tmp-*``) of an
+interrupted writer are ignored.
+
+The manifest is a dict with the fields
+
+``backbone`` (str), ``weights_sha256`` (str), ``resolution`` ([H, W] of the
+network input), ``preprocess`` (``"resize"``: stretch to the resolution, as
+GECO does for 518×518; ``"pad"``: longest side to S, zero-padded to a square,
+as GeoAware-SC does), ``grid`` ([h, w]), ``dim`` (D), ``dtype``
+(``"float16"`` or ``"float32"``) and ``geomatch_version``.  Extra fields are
+kept.  Two manifests are the same cache when every field other than
+``geomatch_version`` agrees.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from typing import Iterator, List, Mapping, Optional, Tuple
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+__all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS"]
+
+MANIFEST_FIELDS = ("backbone", "weights_sha256", "resolution", "preprocess", "grid", "dim",
+                   "dtype", "geomatch_version")
+_IGNORED_IN_COMPARISON = ("geomatch_version",)
+_FLIP_SUFFIX = "@flip"
+_TMP_PREFIX = ".tmp-"
+
+
+def _version() -> str:
+    try:
+        from . import __version__
+        return str(__version__)
+    except ImportError:  # pragma: no cover
+        return "unknown"
+
+
+def _normalize_manifest(manifest: Mapping) -> dict:
+    """Validate a manifest and return it with JSON-normal types."""
+    if not isinstance(manifest, Mapping):
+        raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
+    m = dict(manifest)
+    m.setdefault("geomatch_version", _version())
+    missing = [f for f in MANIFEST_FIELDS if f not in m]
+    if missing:
+        raise ValueError(f"manifest: missing fields {missing}")
+    for f in ("backbone", "weights_sha256", "geomatch_version"):
+        if not isinstance(m[f], str):
+            raise TypeError(f"manifest field {f!r} must be a string, got {m[f]!r}")
+    for f in ("resolution", "grid"):
+        v = m[f]
+        if (not isinstance(v, (list, tuple)) or len(v) != 2
+                or not all(isinstance(x, (int, np.integer)) and int(x) > 0 for x in v)):
+            raise ValueError(f"manifest field {f!r} must be two positive integers [H, W], got {v!r}")
+        m[f] = [int(v[0]), int(v[1])]
+    if not isinstance(m["dim"], (int, np.integer)) or int(m["dim"]) <= 0:
+        raise ValueError(f"manifest field 'dim' must be a positive integer, got {m['dim']!r}")
+    m["dim"] = int(m["dim"])
+    if m["preprocess"] not in ("resize", "pad"):
+        raise ValueError(f"manifest field 'preprocess' must be 'resize' or 'pad', got {m['preprocess']!r}")
+    if m["preprocess"] == "pad" and m["resolution"][0] != m["resolution"][1]:
+        raise ValueError(f"manifest: preprocess 'pad' needs a square resolution, got {m['resolution']}")
+    if m["dtype"] not in ("float16", "float32"):
+        raise ValueError(f"manifest field 'dtype' must be 'float16' or 'float32', got {m['dtype']!r}")
+    try:
+        json.dumps(m)
+    except TypeError as exc:
+        raise TypeError(f"manifest must be JSON-serializable: {exc}") from None
+    return m
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+
+
+def _silent_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def key_to_filename(key: str, flipped: bool = False) -> str:
+    """File name (inside ``features/``) of an image key; reversible."""
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must be a non-empty string, got {key!r}")
+    name = quote(key, safe="-_.")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    return name + (_FLIP_SUFFIX if flipped else "") + ".npy"
+
+
+def filename_to_key(name: str) -> Optional[Tuple[str, bool]]:
+    """Inverse of :func:`key_to_filename`; None for files that are not entries."""
+    if name.startswith(".") or not name.endswith(".npy"):
+        return None
+    stem = name[:-4]
+    flipped = stem.endswith(_FLIP_SUFFIX)
+    if flipped:
+        stem = stem[: -len(_FLIP_SUFFIX)]
+    if not stem:
+        return None
+    return unquote(stem), flipped
+
+
+class FeatureCache:
+    """A directory of per-image feature maps with a manifest.
+
+    Create with :meth:`create` (or reopen an existing cache for resuming) and
+    open read-only-ish with :meth:`open`; do not call the constructor directly.
+
+    Examples
+    --------
+    >>> cache = FeatureCache.create("/tmp/feats", manifest)          # doctest: +SKIP
+    >>> cache.put("cat/img1", feats)                                 # doctest: +SKIP
+    >>> cache.get("cat/img1").shape                                  # doctest: +SKIP
+    (37, 37, 768)
+    """
+
+    def __init__(self, path: str, manifest: dict, _token=None):
+        if _token is not _TOKEN:
+            raise TypeError("use FeatureCache.create(path, manifest) or FeatureCache.open(path)")
+        self.path = os.path.abspath(os.fspath(path))
+        self._manifest = manifest
+        self._dir = os.path.join(self.path, "features")
+        self._lock = threading.Lock()
+        self._entries = set()
+        self._dirty = False
+        self.refresh()
+
+    # ------------------------------------------------------------ factories
+    @classmethod
+    def create(cls, path, manifest: Mapping) -> "FeatureCache":
+        """Create a cache at ``path``, or reopen it when it holds the same manifest.
+
+        Raises
+        ------
+        ValueError
+            When ``path`` already holds a cache with a different manifest (the
+            message lists the differing fields), or the manifest is invalid.
+        """
+        path = os.path.abspath(os.fspath(path))
+        m = _normalize_manifest(manifest)
+        mpath = os.path.join(path, "manifest.json")
+        if os.path.exists(mpath):
+            old = _read_manifest(mpath)
+            keys = sorted((set(old) | set(m)) - set(_IGNORED_IN_COMPARISON))
+            diff = [k for k in keys if old.get(k) != m.get(k)]
+            if diff:
+                details = ", ".join(f"{k}: cached {old.get(k)!r} != requested {m.get(k)!r}"
+                                    for k in diff)
+                raise ValueError(f"feature cache {path} exists with a different manifest "
+                                 f"(fields {diff}: {details})")
+            return cls(path, old, _TOKEN)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"feature cache path {path} exists and is not a directory")
+        os.makedirs(os.path.join(path, "features"), exist_ok=True)
+        _atomic_write_text(mpath, json.dumps(m, indent=2, sort_keys=True) + "\n")
+        return cls(path, m, _TOKEN)
+
+    @classmethod
+    def open(cls, path) -> "FeatureCache":
+        """Open an existing cache.
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path`` holds no cache (the message names the path).
+        """
+        path = os.path.abspath(os.fspath(path))
+        mpath = os.path.join(path, "manifest.json")
+        if not os.path.isfile(mpath):
+            raise FileNotFoundError(f"no feature cache at {path} (missing {mpath})")
+        return cls(path, _read_manifest(mpath), _TOKEN)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def manifest(self) -> dict:
+        """A copy of the manifest dict."""
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """(h, w, D) of every stored array."""
+        h, w = self._manifest["grid"]
+        return int(h), int(w), int(self._manifest["dim"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._manifest["dtype"])
+
+    def _file(self, key: str, flipped: bool) -> str:
+        return os.path.join(self._dir, key_to_filename(key, bool(flipped)))
+
+    # ------------------------------------------------------------ entries
+    def put(self, key: str, features, flipped: bool = False) -> None:
+        """Store the (h, w, D) features of image ``key`` atomically.
+
+        The array is converted to the manifest's dtype; an existing entry is
+        replaced.
+
+        Raises
+        ------
+        ValueError
+            Wrong shape or non-finite values.
+        TypeError
+            Non-numeric array or bad key.
+        """
+        arr = np.asarray(features)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"features must be a numeric array, got dtype {arr.dtype}")
+        if arr.shape != self.shape:
+            raise ValueError(f"features for {key!r} must have shape {self.shape} "
+                             f"(grid {self._manifest['grid']}, dim {self._manifest['dim']}), got {arr.shape}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.ascontiguousarray(arr, dtype=self.dtype)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"features for {key!r} contain non-finite values "
+                             f"(after conversion to {self.dtype})")
+        final = self._file(key, flipped)
+        os.makedirs(self._dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=self._dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.lib.format.write_array(f, out, allow_pickle=False)
+            os.replace(tmp, final)
+        except BaseException:
+            _silent_unlink(tmp)
+            raise
+        with self._lock:
+            self._entries.add((key, bool(flipped)))
+            self._dirty = True
+
+    def get(self, key: str, flipped: bool = False) -> np.ndarray:
+        """The (h, w, D) features of ``key``, memory-mapped read-only.
+
+        Raises
+        ------
+        KeyError
+            When the cache has no such entry (the message names key and cache).
+        ValueError
+            When the stored array does not match the manifest.
+        """
+        fn = self._file(key, flipped)
+        try:
+            arr = np.load(fn, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            what = "flipped features" if flipped else "features"
+            raise KeyError(f"feature cache {self.path} has no {what} for {key!r}") from None
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError(f"feature cache file {fn} holds {arr.dtype} {arr.shape}, "
+                             f"expected {self.dtype} {self.shape}")
+        return arr
+
+    def has(self, key: str, flipped: bool = False) -> bool:
+        """Whether features of ``key`` (flipped or not) are stored."""
+        return os.path.isfile(self._file(key, flipped))
+
+    __contains__ = has
+
+    def keys(self, flipped: Optional[bool] = False) -> List[str]:
+        """Sorted keys with stored features (``flipped=None``: either kind)."""
+        with self._lock:
+            return sorted({k for k, f in self._entries if flipped is None or f == bool(flipped)})
+
+    def __len__(self) -> int:
+        return len(self.keys(False))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys(False))
+
+    # ------------------------------------------------------------ index
+    def refresh(self) -> None:
+        """Rebuild the entry list from the files (and rewrite ``index.json``)."""
+        entries = set()
+        if os.path.isdir(self._dir):
+            for name in os.listdir(self._dir):
+                parsed = filename_to_key(name)
+                if parsed is not None:
+                    entries.add(parsed)
+        with self._lock:
+            self._entries = entries
+            self._dirty = True
+        self.flush()
+
+    def flush(self) -> None:
+        """Write ``index.json`` (atomically) if entries were added since the last write."""
+        with self._lock:
+            if not self._dirty:
+                return
+            items = sorted(self._entries)
+            self._dirty = False
+        doc = {"entries": [{"key": k, "flipped": f} for k, f in items]}
+        try:
+            _atomic_write_text(os.path.join(self.path, "index.json"), json.dumps(doc) + "\n")
+        except OSError:
+            pass  # a read-only cache: the index is a convenience, files are the truth
+
+    def close(self) -> None:
+        """Write the index; the cache stays usable."""
+        self.flush()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self._manifest
+        return (f"FeatureCache({self.path!r}, backbone={m['backbone']!r}, grid={m['grid']}, "
+                f"dim={m['dim']}, dtype={m['dtype']!r}, entries={len(self._entries)})")
+
+
+_TOKEN = object()
+
+
+def _read_manifest(mpath: str) -> dict:
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            m = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"feature cache manifest {mpath} is not valid JSON: {exc}") from None
+    try:
+        return _normalize_manifest(m)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"feature cache manifest {mpath} is invalid: {exc}") from None
+
+
+def grid_frame(image_size, manifest: Mapping) -> Tuple[float, float, float, float]:
+    """The rectangle of the original image that the feature grid covers.
+
+    Parameters
+    ----------
+    image_size : (W, H)
+        Original image size in pixels.
+    manifest : dict
+        A cache manifest (uses ``preprocess`` and ``resolution``).
+
+    Returns
+    -------
+    (x0, y0, fw, fh) : tuple of float
+        The grid spans original-image x in [x0, x0 + fw] and y in
+        [y0, y0 + fh].  ``"resize"``: ``(0, 0, W, H)``.  ``"pad"`` (the
+        GeoAware-SC convention of ``preprocess_kps_pad`` in
+        ``utils/utils_dataset.py``): scale = S / max(W, H); the short side
+        becomes round(S·short/long) (round half to even) and is centred with
+        an offset of floor((S − new)/2) pixels of the S×S input, so the frame
+        is ``(-offset_x/scale, -offset_y/scale, max(W, H), max(W, H))``.
+
+    Keypoints map into the frame as ``p - (x0, y0)`` for a frame image of
+    size (fw, fh), and back by adding (x0, y0).
+    """
+    try:
+        w, h = (float(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (W, H), got {image_size!r}") from None
+    if not (w > 0 and h > 0 and np.isfinite(w) and np.isfinite(h)):
+        raise ValueError(f"image_size must be positive (W, H), got {image_size!r}")
+    mode = manifest.get("preprocess") if isinstance(manifest, Mapping) else None
+    if mode == "resize":
+        return 0.0, 0.0, w, h
+    if mode != "pad":
+        raise ValueError(f"manifest 'preprocess' must be 'resize' or 'pad', got {mode!r}")
+    s = int(manifest["resolution"][0])
+    long_side = max(w, h)
+    scale = s / long_side
+    off_x = off_y = 0
+    if h < w:
+        new_h = int(np.around(s * h / w))
+        off_y = (s - new_h) // 2
+    elif w < h:
+        new_w = int(np.around(s * w / h))
+        off_x = (s - new_w) // 2
+    return -off_x / scale, -off_y / scale, long_side, long_side

@@ -1,0 +1,222 @@
+"""Weight-free patch featurizers.
+
+:class:`LocalAppearanceFeaturizer` is a stand-in for DINOv2 in the demo and
+in tests: it needs no weights and no network, runs in milliseconds, and
+produces a channel-last ``(h, w, D)`` float32 grid of patch descriptors just
+like the backbone.  Its descriptors only see *local appearance* (colour and
+gradient statistics of a patch and of its neighbourhood), and every
+statistic is invariant to a horizontal flip of the pixels it pools, so the
+descriptor grid of a mirrored image is the mirrored descriptor grid.  On the
+synthetic dataset (:mod:`geomatch.synthetic`), whose left and right parts
+are drawn identically, it therefore cannot tell a part from its mirror
+twin -- the failure mode that a geometry-aware head has to fix.
+"""
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["LocalAppearanceFeaturizer"]
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def _load_rgb(image: ImageLike) -> Image.Image:
+    """PIL RGB image from a path, a PIL image or an (H, W, 3) / (H, W) array."""
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.exists(image):
+            raise FileNotFoundError(f"image file not found: {os.fspath(image)}")
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"image must be an (H, W, 3) array, got shape {image.shape}")
+        arr = arr[:, :, :3]
+        if arr.dtype == np.uint8:
+            return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError("image contains NaN or infinite values")
+            arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+            return Image.fromarray(arr, "RGB")
+        raise TypeError(f"image array must be uint8 or float (in [0, 1]), got {arr.dtype}")
+    raise TypeError(f"image must be a path, a PIL image or an array, got "
+                    f"{type(image).__name__}")
+
+
+def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the (2r+1)^2 grid neighbourhood of every cell of (h, w, C),
+    counting only cells inside the grid (symmetric under flips)."""
+    h, w, c = x.shape
+    pad = np.zeros((h + 2 * r + 1, w + 2 * r + 1, c))
+    pad[1 + r:1 + r + h, 1 + r:1 + r + w] = x
+    ones = np.zeros((h + 2 * r + 1, w + 2 * r + 1))
+    ones[1 + r:1 + r + h, 1 + r:1 + r + w] = 1.0
+    s = pad.cumsum(0).cumsum(1)
+    n = ones.cumsum(0).cumsum(1)
+    k = 2 * r + 1
+
+    def window(a):
+        return a[k:, k:] - a[:-k, k:] - a[k:, :-k] + a[:-k, :-k]
+
+    return window(s) / window(n)[:, :, None]
+
+
+class LocalAppearanceFeaturizer:
+    """Patch descriptors of local colour and gradient statistics (no weights).
+
+    A stand-in for DINOv2 in the demo and in tests.  The image is resized to
+    ``(w * patch, h * patch)`` pixels (bilinear; no resize when it already
+    has that size) and cut into an ``h x w`` grid of ``patch x patch``
+    patches.  Each patch gets
+
+    - a per-channel colour histogram (``colour_bins`` bins per channel,
+      fraction of the patch's pixels),
+    - its mean colour (in [0, 1]),
+    - a gradient-energy histogram over ``orientation_bins`` bins of the
+      *folded* orientation ``atan2(|gy|, |gx|)`` in [0, pi/2] (magnitude
+      weighted, per pixel),
+
+    and these statistics averaged over the ``(2r+1) x (2r+1)`` patch
+    neighbourhoods for each ``r`` in ``neighbourhoods`` are appended.  Each
+    of these blocks is L2-normalized (an all-zero block stays zero) and the
+    blocks are concatenated.
+
+    Every statistic is invariant to a horizontal flip of the pixels it
+    pools (histograms ignore pixel order; folding the orientation removes
+    the sign of ``gx``; the neighbourhoods are symmetric), so
+    ``f(mirror(image)) == mirror(f(image))`` up to float rounding: mirror-twin
+    parts drawn identically get identical descriptors.
+
+    Parameters
+    ----------
+    grid : (int, int), default (32, 32)
+        Output grid ``(h, w)``.
+    patch : int, default 8
+        Patch size in pixels of the resized image.
+    colour_bins : int, default 8
+        Histogram bins per colour channel.
+    orientation_bins : int, default 4
+        Bins of the folded gradient orientation.
+    neighbourhoods : tuple of int, default (1, 2)
+        Radii (in patches) of the pooled neighbourhood blocks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from geomatch.featurizers import LocalAppearanceFeaturizer
+    >>> f = LocalAppearanceFeaturizer(grid=(4, 6), patch=8)
+    >>> f(np.zeros((40, 50, 3), np.uint8)).shape
+    (4, 6, 93)
+    """
+
+    def __init__(self, grid: tuple[int, int] = (32, 32), patch: int = 8, *,
+                 colour_bins: int = 8, orientation_bins: int = 4,
+                 neighbourhoods: tuple[int, ...] = (1, 2)) -> None:
+        try:
+            h, w = (int(v) for v in grid)
+        except (TypeError, ValueError):
+            raise TypeError(f"grid must be a pair (h, w) of integers, got {grid!r}") from None
+        if h < 1 or w < 1:
+            raise ValueError(f"grid must be positive, got {grid!r}")
+        for name, v, lo in (("patch", patch, 2), ("colour_bins", colour_bins, 1),
+                            ("orientation_bins", orientation_bins, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+            if v < lo:
+                raise ValueError(f"{name} must be >= {lo}, got {v}")
+        if colour_bins > 256:
+            raise ValueError(f"colour_bins must be <= 256, got {colour_bins}")
+        radii = tuple(int(r) for r in neighbourhoods)
+        if any(r < 1 for r in radii):
+            raise ValueError(f"neighbourhoods must hold radii >= 1, got {neighbourhoods!r}")
+        self.grid = (h, w)
+        self.patch = int(patch)
+        self.colour_bins = int(colour_bins)
+        self.orientation_bins = int(orientation_bins)
+        self.neighbourhoods = radii
+
+    @property
+    def dim(self) -> int:
+        """Descriptor length D."""
+        block = 3 * self.colour_bins + 3 + self.orientation_bins
+        return block * (1 + len(self.neighbourhoods))
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(W, H)`` the image is resized to."""
+        return (self.grid[1] * self.patch, self.grid[0] * self.patch)
+
+    def __repr__(self) -> str:
+        return (f"LocalAppearanceFeaturizer(grid={self.grid}, patch={self.patch}, "
+                f"colour_bins={self.colour_bins}, orientation_bins={self.orientation_bins}, "
+                f"neighbourhoods={self.neighbourhoods})")
+
+    def _patch_stats(self, arr: np.ndarray) -> np.ndarray:
+        """(h, w, B) raw statistics of each patch of a uint8 (H, W, 3) image."""
+        h, w = self.grid
+        p, nb, no = self.patch, self.colour_bins, self.orientation_bins
+        npatch = h * w
+        rows = np.arange(h * p) // p
+        cols = np.arange(w * p) // p
+        pidx = (rows[:, None] * w + cols[None, :]).ravel()
+        npix = float(p * p)
+        blocks = []
+        for c in range(3):
+            b = (arr[:, :, c].astype(np.int64) * nb) >> 8
+            counts = np.bincount(pidx * nb + b.ravel(), minlength=npatch * nb)
+            blocks.append(counts.reshape(npatch, nb) / npix)
+        means = arr.reshape(h, p, w, p, 3).astype(np.float64).mean(axis=(1, 3)) / 255.0
+        blocks.append(means.reshape(npatch, 3))
+        gray = arr.astype(np.float64).mean(axis=2) / 255.0
+        gy, gx = np.gradient(gray)
+        ax, ay = np.abs(gx), np.abs(gy)
+        mag = np.sqrt(ax * ax + ay * ay)
+        theta = np.arctan2(ay, ax)                       # folded: [0, pi/2]
+        ob = np.minimum((theta * (no / (np.pi / 2))).astype(np.int64), no - 1)
+        energy = np.bincount(pidx * no + ob.ravel(), weights=mag.ravel(),
+                             minlength=npatch * no)
+        blocks.append(energy.reshape(npatch, no) / npix)
+        return np.concatenate(blocks, axis=1).reshape(h, w, -1)
+
+    def __call__(self, image: ImageLike) -> np.ndarray:
+        """Descriptor grid of one image.
+
+        Parameters
+        ----------
+        image : path, PIL.Image.Image or numpy.ndarray
+            An RGB image (an array is ``(H, W, 3)`` uint8, or float in
+            [0, 1]; grayscale ``(H, W)`` is accepted).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(h, w, D)`` descriptors, channel-last.
+
+        Raises
+        ------
+        FileNotFoundError
+            For a path that does not exist.
+        TypeError, ValueError
+            For an unsupported image type, shape or non-finite values.
+        """
+        im = _load_rgb(image)
+        if im.size != self.input_size:
+            im = im.resize(self.input_size, Image.Resampling.BILINEAR)
+        stats = self._patch_stats(np.asarray(im))
+        blocks = [stats] + [_box_mean(stats, r) for r in self.neighbourhoods]
+        out = []
+        for b in blocks:
+            n = np.sqrt(np.sum(b * b, axis=2, keepdims=True))
+            out.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
+        return np.concatenate(out, axis=2).astype(np.float32)
+
+    featurize = __call__

@@ -1,0 +1,612 @@
+"""The attention head trained on frozen backbone tokens (NumPy, hand-written backward).
+
+Architecture (``HeadConfig`` defaults in brackets), per image of h x w tokens::
+
+    feat (h, w, D_in)                                   [D_in = 768]
+      -> x0 = feat @ W_in + b_in + pos_gain * PE(h, w)  [d = 256]
+      -> num_blocks pre-norm transformer blocks          [1 block]
+             x = x + Attn(LN1(x))     multi-head self-attention over all h*w
+                                      tokens: q, k, v = LN1(x) @ W_qkv (d -> 3 * d_a)
+                                      [d_a = 128, 2 heads of 64],
+                                      softmax(q k^T / sqrt(d_h)) v per head,
+                                      concatenated, projected d_a -> d
+             x = x + MLP(LN2(x))      d -> mlp_dim -> d, GELU (tanh form) [mlp_dim 256]
+      -> LN_out(x) @ W_out + b_out                       [E = 256]
+    -> (h, w, E)
+
+``PE`` is a fixed 2-D sine-cosine embedding of the normalized patch centre
+((row + 0.5)/h, (col + 0.5)/w): d/4 frequencies per axis, geometric from pi to
+64 pi, [sin, cos] of the row then [sin, cos] of the column.  Because it uses
+normalized coordinates it works for any grid size.  It is scaled by a learned
+per-channel gain (initialized to 0.1) so that at initialization the head output
+still mirrors the backbone's similarity structure.
+
+The default head has 527,744 parameters (``AttentionHead().num_parameters()``);
+the attention width d_a = 128 < d keeps one training step on a 37 x 37 pair
+within the CPU budget (the T x T attention products dominate the cost).
+
+Forward and backward are hand-written NumPy (BLAS matrix products); the whole
+computation runs in the dtype of the parameters (float32 by default; float64
+for gradient checks).  Linear weights are stored as (in, out) so that
+``y = x @ W + b`` (the transpose of ``torch.nn.Linear.weight``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+__all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d"]
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_FORMAT = "geomatch.head/1"
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Hyper-parameters of :class:`AttentionHead`.
+
+    Attributes
+    ----------
+    in_dim : int
+        Channels of the backbone tokens (768 for DINOv2 ViT-B/14).
+    dim : int
+        Width of the transformer (a multiple of ``4`` and of ``num_heads``).
+    out_dim : int
+        Channels E of the output embedding per patch.
+    num_heads : int
+        Attention heads per block.
+    num_blocks : int
+        Number of pre-norm transformer blocks.
+    mlp_dim : int
+        Hidden width of each block's MLP.
+    attn_dim : int or None
+        Total width of the queries, keys and values (split over the heads);
+        None means ``dim``.
+    ln_eps : float
+        LayerNorm epsilon.
+    pos_gain_init : float
+        Initial value of the per-channel gain of the positional embedding.
+    """
+
+    in_dim: int = 768
+    dim: int = 256
+    out_dim: int = 256
+    num_heads: int = 2
+    num_blocks: int = 1
+    mlp_dim: int = 256
+    attn_dim: Optional[int] = 128
+    ln_eps: float = 1e-5
+    pos_gain_init: float = 0.1
+
+    def __post_init__(self):
+        for name in ("in_dim", "dim", "out_dim", "num_heads", "mlp_dim"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"head config: {name} must be a positive integer, got {v!r}")
+        if not isinstance(self.num_blocks, (int, np.integer)) or self.num_blocks < 0:
+            raise ValueError(f"head config: num_blocks must be a non-negative integer, "
+                             f"got {self.num_blocks!r}")
+        if self.dim % 4:
+            raise ValueError(f"head config: dim must be a multiple of 4 (2-D sine-cosine "
+                             f"embedding), got {self.dim}")
+        if self.attn_dim is not None and (not isinstance(self.attn_dim, (int, np.integer))
+                                          or self.attn_dim < 1):
+            raise ValueError(f"head config: attn_dim must be a positive integer or None, "
+                             f"got {self.attn_dim!r}")
+        if self.attention_dim % self.num_heads:
+            raise ValueError(f"head config: attention width ({self.attention_dim}) must be "
+                             f"a multiple of num_heads ({self.num_heads})")
+
+    @property
+    def attention_dim(self) -> int:
+        """Width of queries, keys and values (``attn_dim`` or ``dim``)."""
+        return self.dim if self.attn_dim is None else int(self.attn_dim)
+        if not (self.ln_eps > 0):
+            raise ValueError(f"head config: ln_eps must be positive, got {self.ln_eps!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"head config: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def sincos_2d(h: int, w: int, dim: int, dtype=np.float32) -> np.ndarray:
+    """Fixed 2-D sine-cosine positional embedding, shape (h, w, dim).
+
+    Channels ``[0, dim/4)`` are sin(omega * r), ``[dim/4, dim/2)`` cos(omega * r),
+    then the same for c, with r = (row + 0.5)/h and c = (col + 0.5)/w and
+    omega_k = pi * 64**(k / (dim/4 - 1)).
+    """
+    f = dim // 4
+    if f == 1:
+        omega = np.array([math.pi])
+    else:
+        omega = math.pi * 64.0 ** (np.arange(f) / (f - 1))
+    r = (np.arange(h) + 0.5) / h
+    c = (np.arange(w) + 0.5) / w
+    ar = r[:, None] * omega[None, :]
+    ac = c[:, None] * omega[None, :]
+    pe = np.empty((h, w, dim), dtype=np.float64)
+    pe[:, :, 0 * f:1 * f] = np.sin(ar)[:, None, :]
+    pe[:, :, 1 * f:2 * f] = np.cos(ar)[:, None, :]
+    pe[:, :, 2 * f:3 * f] = np.sin(ac)[None, :, :]
+    pe[:, :, 3 * f:4 * f] = np.cos(ac)[None, :, :]
+    return pe.astype(dtype)
+
+
+def _nt(a, b, out=None):
+    """``a @ b.T`` computed as a plain product with a contiguous copy of ``b.T``.
+
+    OpenBLAS's threaded path for a transposed second operand stalls badly on
+    busy machines for small and mid-sized products (tens of ms for a 144 x 32 x
+    144 product with 2 threads); the copy costs O(size of b).
+    """
+    return np.matmul(a, np.ascontiguousarray(b.T), out=out)
+
+
+def _ln_forward(x, gamma, beta, eps):
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    var = np.einsum("...i,...i->...", xc, xc)[..., None] / x.shape[-1]
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = xc
+    xhat *= rstd
+    y = xhat * gamma
+    y += beta
+    return y, (xhat, rstd)
+
+
+def _ln_backward(dy, ctx, gamma):
+    xhat, rstd = ctx
+    dgamma = np.einsum("ti,ti->i", dy, xhat)
+    dbeta = dy.sum(axis=0)
+    dxhat = dy * gamma
+    m1 = dxhat.mean(axis=-1, keepdims=True)
+    m2 = np.einsum("ti,ti->t", dxhat, xhat)[:, None] / dy.shape[-1]
+    dx = dxhat
+    dx -= m1
+    dx -= xhat * m2
+    dx *= rstd
+    return dx, dgamma, dbeta
+
+
+def _gelu_forward(u):
+    t = np.tanh(_GELU_C * (u + 0.044715 * u * u * u))
+    g = 0.5 * u * (1.0 + t)
+    return g, t
+
+
+def _gelu_backward(dg, u, t):
+    dt = _GELU_C * (1.0 + 3 * 0.044715 * u * u)
+    d = 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * dt
+    return dg * d
+
+
+def _softmax_rows_inplace(s):
+    """Row softmax of the last axis of ``s`` in place."""
+    m = s.max(axis=-1, keepdims=True)
+    s -= m
+    np.exp(s, out=s)
+    z = s.sum(axis=-1, keepdims=True)
+    np.reciprocal(z, out=z)
+    s *= z
+    return s
+
+
+def _attention_forward(qkv, H, da, scale):
+    """Multi-head softmax attention of qkv (T, 3*da) = [q | k | v].
+
+    Returns (E, rz, o): per head the unnormalized exponentials E = exp(s - c)
+    (H, T, T) of the scores s = scale q k^T, 1 / row sums (H, T, 1) and the
+    output o (T, da) = concat_h softmax(s) v.
+
+    Passes over the T x T matrices are what costs beyond the matrix products,
+    so: the row sums come out of the product E [v | 1]; the shift c is 0 when
+    |s| < 80 is guaranteed by max|q| max|k| scale (Cauchy-Schwarz; float32 exp
+    neither overflows nor underflows to 0 then), else the row maximum; and E is
+    never normalized in place (1/z is applied to T x d_h products instead).
+    """
+    T = qkv.shape[0]
+    dh = da // H
+    E = np.empty((H, T, T), dtype=qkv.dtype)
+    rz = np.empty((H, T, 1), dtype=qkv.dtype)
+    o = np.empty((T, da), dtype=qkv.dtype)
+    v1 = np.empty((T, dh + 1), dtype=qkv.dtype)
+    v1[:, dh] = 1.0
+    for i in range(H):
+        q = qkv[:, i * dh:(i + 1) * dh] * scale
+        k = qkv[:, da + i * dh:da + (i + 1) * dh]
+        v1[:, :dh] = qkv[:, 2 * da + i * dh:2 * da + (i + 1) * dh]
+        s = E[i]
+        _nt(q, k, out=s)
+        bound = (math.sqrt(float(np.einsum("td,td->t", q, q).max()))
+                 * math.sqrt(float(np.einsum("td,td->t", k, k).max())))
+        if not bound < 80.0:
+            s -= s.max(axis=1, keepdims=True)
+        np.exp(s, out=s)
+        ov = s @ v1
+        np.reciprocal(ov[:, dh:], out=rz[i])
+        np.multiply(ov[:, :dh], rz[i], out=o[:, i * dh:(i + 1) * dh])
+    return E, rz, o
+
+
+def _attention_backward(do, qkv, E, rz, o, H, da, scale):
+    """Gradient wrt qkv (T, 3*da) of the attention, given d loss / d o (T, da).
+
+    With A = E / z: dv = A^T do, dS = A * (do v^T - rowsum(do * o)),
+    dq = scale * dS k, dk = scale * dS^T q.  The row term is folded into the
+    product [do/z | -rowsum/z] [v | 1]^T, leaving one pass (* E) over T x T.
+    """
+    T = qkv.shape[0]
+    dh = da // H
+    dqkv = np.empty((T, 3 * da), dtype=qkv.dtype)
+    a1 = np.empty((T, dh + 1), dtype=qkv.dtype)
+    v1 = np.empty((T, dh + 1), dtype=qkv.dtype)
+    v1[:, dh] = 1.0
+    for i in range(H):
+        sl = slice(i * dh, (i + 1) * dh)
+        q = qkv[:, sl]
+        k = qkv[:, da + i * dh:da + (i + 1) * dh]
+        v1[:, :dh] = qkv[:, 2 * da + i * dh:2 * da + (i + 1) * dh]
+        np.multiply(do[:, sl], rz[i], out=a1[:, :dh])                 # do / z
+        a1[:, dh] = -np.einsum("td,td->t", do[:, sl], o[:, sl]) * rz[i][:, 0]
+        Ei = E[i]
+        dqkv[:, 2 * da + i * dh:2 * da + (i + 1) * dh] = Ei.T @ a1[:, :dh]
+        dS = _nt(a1, v1)
+        dS *= Ei
+        dqkv[:, sl] = (dS @ k) * scale
+        dqkv[:, da + i * dh:da + (i + 1) * dh] = (dS.T @ q) * scale
+    return dqkv
+
+
+class AttentionHead:
+    """Light transformer head mapping backbone tokens (h, w, D_in) to embeddings (h, w, E).
+
+    Parameters
+    ----------
+    config : HeadConfig, optional
+        Architecture; the defaults give a 528k-parameter head for 768-d tokens.
+    seed : int
+        Seed of the parameter initialization.
+    dtype : numpy dtype
+        float32 (default) or float64; all computation runs in this dtype.
+    **overrides
+        Fields of :class:`HeadConfig` that override ``config``.
+
+    Notes
+    -----
+    Initialization: linear weights ~ N(0, 1/fan_in) (so that the residual
+    stream keeps the scale and, approximately, the cosine geometry of the input
+    tokens), biases 0, LayerNorm gains 1 and shifts 0, the attention and MLP
+    output projections ~ N(0, 0.1^2/fan_in) (small residual branches at start).
+    """
+
+    def __init__(self, config: Optional[HeadConfig] = None, *, seed: int = 0,
+                 dtype=np.float32, **overrides):
+        if config is None:
+            config = HeadConfig(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        if not isinstance(config, HeadConfig):
+            raise TypeError(f"config must be a HeadConfig, got {type(config).__name__}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.config = config
+        self.dtype = dtype
+        self._params = self._init_params(np.random.default_rng(seed))
+        self._cache = None
+        self._pe = {}
+
+    # ------------------------------------------------------------------ params
+    def _init_params(self, rng) -> Dict[str, np.ndarray]:
+        c = self.config
+        p: Dict[str, np.ndarray] = {}
+
+        def lin(name, fin, fout, gain=1.0):
+            p[name + ".weight"] = rng.normal(0.0, gain / math.sqrt(fin), (fin, fout))
+            p[name + ".bias"] = np.zeros(fout)
+
+        def ln(name, d):
+            p[name + ".weight"] = np.ones(d)
+            p[name + ".bias"] = np.zeros(d)
+
+        lin("in_proj", c.in_dim, c.dim)
+        p["pos_gain"] = np.full(c.dim, c.pos_gain_init)
+        for b in range(c.num_blocks):
+            pre = f"blocks.{b}."
+            ln(pre + "norm1", c.dim)
+            lin(pre + "attn.qkv", c.dim, 3 * c.attention_dim)
+            lin(pre + "attn.proj", c.attention_dim, c.dim, gain=0.1)
+            ln(pre + "norm2", c.dim)
+            lin(pre + "mlp.fc1", c.dim, c.mlp_dim)
+            lin(pre + "mlp.fc2", c.mlp_dim, c.dim, gain=0.1)
+        ln("norm_out", c.dim)
+        lin("out_proj", c.dim, c.out_dim)
+        return {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in p.items()}
+
+    def expected_shapes(self) -> Dict[str, tuple]:
+        """Name -> shape of every parameter for this configuration."""
+        return {k: v.shape for k, v in self._init_params(np.random.default_rng(0)).items()}
+
+    def parameters(self) -> Dict[str, np.ndarray]:
+        """The parameter arrays by name (live references: in-place updates train the head)."""
+        return self._params
+
+    def num_parameters(self) -> int:
+        """Total number of scalar parameters."""
+        return int(sum(v.size for v in self._params.values()))
+
+    def set_parameters(self, params: Dict[str, np.ndarray]) -> None:
+        """Copy ``params`` (same names and shapes) into the head."""
+        mine = self._params
+        if set(params) != set(mine):
+            missing = sorted(set(mine) - set(params))
+            extra = sorted(set(params) - set(mine))
+            raise ValueError(f"params: names do not match the head (missing {missing}, "
+                             f"unexpected {extra})")
+        for k, v in params.items():
+            v = np.asarray(v)
+            if v.shape != mine[k].shape:
+                raise ValueError(f"params: {k} has shape {v.shape}, expected {mine[k].shape}")
+            mine[k][...] = v
+
+    def astype(self, dtype) -> "AttentionHead":
+        """A copy of the head computing in ``dtype``."""
+        new = AttentionHead(self.config, dtype=dtype)
+        new.set_parameters(self._params)
+        return new
+
+    def __repr__(self) -> str:
+        return (f"AttentionHead({self.config}, dtype={self.dtype.name}, "
+                f"parameters={self.num_parameters():,})")
+
+    # ----------------------------------------------------------------- forward
+    def _pos(self, h, w):
+        key = (h, w)
+        if key not in self._pe:
+            self._pe[key] = sincos_2d(h, w, self.config.dim, self.dtype).reshape(h * w, -1)
+        return self._pe[key]
+
+    def _check_input(self, feat):
+        x = np.asarray(feat)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"feat must have shape (h, w, D) or (B, h, w, D), got {x.shape}")
+        if x.shape[-1] != self.config.in_dim:
+            raise ValueError(f"feat has {x.shape[-1]} channels, the head expects "
+                             f"{self.config.in_dim}")
+        if x.shape[-2] < 1 or x.shape[-3] < 1:
+            raise ValueError(f"feat has an empty grid: {x.shape}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"feat must be a floating-point array, got {x.dtype}")
+        x = np.asarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            raise ValueError("feat contains non-finite values")
+        return x
+
+    def __call__(self, feat) -> np.ndarray:
+        """Embeddings (h, w, E) (or (B, h, w, E)) of the tokens ``feat``; no cache kept."""
+        return self.forward(feat, cache=False)
+
+    def forward(self, feat, cache: bool = True) -> np.ndarray:
+        """Embeddings of ``feat`` ((h, w, D) or (B, h, w, D)); with ``cache`` keep
+        what :meth:`backward` needs (the next ``forward(cache=True)`` replaces it;
+        ``cache=False`` leaves a kept cache untouched)."""
+        x = self._check_input(feat)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        B, h, w, _ = x.shape
+        # the B images share every linear layer (one product over B*h*w rows);
+        # attention runs per image
+        y, ctx = self._forward_batch(x.reshape(B * h * w, -1), B, h, w, cache)
+        if cache:
+            self._cache = (ctx, single, B)
+        out = y.reshape(B, h, w, -1)
+        return out[0] if single else out
+
+    def _forward_batch(self, x, B, h, w, keep):
+        c, p = self.config, self._params
+        T, d, H, da = h * w, c.dim, c.num_heads, c.attention_dim
+        dh = da // H
+        ctx = {"x": x, "h": h, "w": w}
+        z = x @ p["in_proj.weight"]
+        z += p["in_proj.bias"]
+        pe = self._pos(h, w)
+        z.reshape(B, T, d)[...] += pe * p["pos_gain"]
+        scale = 1.0 / math.sqrt(dh)
+        for b in range(c.num_blocks):
+            pre = f"blocks.{b}."
+            a, ln1 = _ln_forward(z, p[pre + "norm1.weight"], p[pre + "norm1.bias"], c.ln_eps)
+            qkv = a @ p[pre + "attn.qkv.weight"]
+            qkv += p[pre + "attn.qkv.bias"]
+            o = np.empty((B * T, da), dtype=qkv.dtype)
+            E, rz = [], []
+            for i in range(B):
+                Ei, rzi, o[i * T:(i + 1) * T] = _attention_forward(qkv[i * T:(i + 1) * T],
+                                                                   H, da, scale)
+                E.append(Ei)
+                rz.append(rzi)
+            z = z + o @ p[pre + "attn.proj.weight"]
+            z += p[pre + "attn.proj.bias"]
+            bb, ln2 = _ln_forward(z, p[pre + "norm2.weight"], p[pre + "norm2.bias"], c.ln_eps)
+            u = bb @ p[pre + "mlp.fc1.weight"]
+            u += p[pre + "mlp.fc1.bias"]
+            g, t = _gelu_forward(u)
+            z = z + g @ p[pre + "mlp.fc2.weight"]
+            z += p[pre + "mlp.fc2.bias"]
+            if keep:
+                ctx[b] = dict(a=a, ln1=ln1, qkv=qkv, E=E, rz=rz, o=o, bb=bb, ln2=ln2, u=u, t=t, g=g)
+        zo, lno = _ln_forward(z, p["norm_out.weight"], p["norm_out.bias"], c.ln_eps)
+        y = zo @ p["out_proj.weight"]
+        y += p["out_proj.bias"]
+        if keep:
+            ctx["zo"], ctx["lno"] = zo, lno
+        return y, ctx
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, grad_out, *, input_grad: bool = False):
+        """Gradients of a scalar loss wrt every parameter, given d loss / d output.
+
+        Parameters
+        ----------
+        grad_out : array, same shape as the last ``forward(..., cache=True)`` output.
+        input_grad : bool
+            Also return d loss / d feat (under the key ``"input"``).
+
+        Returns
+        -------
+        dict name -> array (same shapes as :meth:`parameters`), summed over the batch.
+        """
+        if self._cache is None:
+            raise ValueError("backward needs a preceding forward(feat, cache=True)")
+        ctx, single, B = self._cache
+        g = np.asarray(grad_out, dtype=self.dtype)
+        if single:
+            g = g[None]
+        h, w = ctx["h"], ctx["w"]
+        want = (B, h, w, self.config.out_dim)
+        if g.shape != want:
+            raise ValueError(f"grad_out has shape {np.asarray(grad_out).shape}, expected "
+                             f"{want[1:] if single else want}")
+        grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        gx = self._backward_batch(ctx, g.reshape(B * h * w, -1), B, grads, input_grad)
+        if input_grad:
+            gx = gx.reshape(B, h, w, -1)
+            grads["input"] = gx[0] if single else gx
+        return grads
+
+    def _backward_batch(self, ctx, dy, B, grads, input_grad):
+        c, p = self.config, self._params
+        h, w = ctx["h"], ctx["w"]
+        T, d, H, da = h * w, c.dim, c.num_heads, c.attention_dim
+        dh = da // H
+        scale = 1.0 / math.sqrt(dh)
+        grads["out_proj.weight"] += ctx["zo"].T @ dy
+        grads["out_proj.bias"] += dy.sum(axis=0)
+        dzo = _nt(dy, p["out_proj.weight"])
+        dz, dgm, dbt = _ln_backward(dzo, ctx["lno"], p["norm_out.weight"])
+        grads["norm_out.weight"] += dgm
+        grads["norm_out.bias"] += dbt
+        for b in reversed(range(c.num_blocks)):
+            pre = f"blocks.{b}."
+            cb = ctx[b]
+            # MLP branch
+            grads[pre + "mlp.fc2.weight"] += cb["g"].T @ dz
+            grads[pre + "mlp.fc2.bias"] += dz.sum(axis=0)
+            dg = _nt(dz, p[pre + "mlp.fc2.weight"])
+            du = _gelu_backward(dg, cb["u"], cb["t"])
+            grads[pre + "mlp.fc1.weight"] += cb["bb"].T @ du
+            grads[pre + "mlp.fc1.bias"] += du.sum(axis=0)
+            dbb = _nt(du, p[pre + "mlp.fc1.weight"])
+            dx2, dgm, dbt = _ln_backward(dbb, cb["ln2"], p[pre + "norm2.weight"])
+            grads[pre + "norm2.weight"] += dgm
+            grads[pre + "norm2.bias"] += dbt
+            dz = dz + dx2
+            # attention branch
+            grads[pre + "attn.proj.weight"] += cb["o"].T @ dz
+            grads[pre + "attn.proj.bias"] += dz.sum(axis=0)
+            do = _nt(dz, p[pre + "attn.proj.weight"])
+            dqkv = np.empty((B * T, 3 * da), dtype=self.dtype)
+            for i in range(B):
+                r = slice(i * T, (i + 1) * T)
+                dqkv[r] = _attention_backward(do[r], cb["qkv"][r], cb["E"][i], cb["rz"][i],
+                                              cb["o"][r], H, da, scale)
+            grads[pre + "attn.qkv.weight"] += cb["a"].T @ dqkv
+            grads[pre + "attn.qkv.bias"] += dqkv.sum(axis=0)
+            dln = _nt(dqkv, p[pre + "attn.qkv.weight"])
+            dx1, dgm, dbt = _ln_backward(dln, cb["ln1"], p[pre + "norm1.weight"])
+            grads[pre + "norm1.weight"] += dgm
+            grads[pre + "norm1.bias"] += dbt
+            dz = dz + dx1
+        grads["pos_gain"] += np.einsum("bti,ti->i", dz.reshape(B, T, -1), self._pos(h, w))
+        grads["in_proj.weight"] += ctx["x"].T @ dz
+        grads["in_proj.bias"] += dz.sum(axis=0)
+        if input_grad:
+            return _nt(dz, p["in_proj.weight"])
+        return None
+
+    # -------------------------------------------------------------------- I/O
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the configuration and parameters to an ``.npz`` file at ``path``."""
+        arrays = {"param/" + k: v for k, v in self._params.items()}
+        meta = json.dumps({"format": _FORMAT, "config": self.config.to_dict()})
+        path = os.fspath(path)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, __meta__=np.array(meta), **arrays)
+        os.replace(tmp, path)
+
+
+def _read_head_file(path):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"head checkpoint not found: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        files = dict(z.items())
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npz head checkpoint ({exc})") from None
+    if "__meta__" not in files:
+        raise ValueError(f"{path}: not a geomatch head checkpoint (no __meta__ entry)")
+    try:
+        meta = json.loads(str(files.pop("__meta__")))
+    except ValueError as exc:
+        raise ValueError(f"{path}: corrupt head metadata ({exc})") from None
+    if meta.get("format") != _FORMAT:
+        raise ValueError(f"{path}: unsupported head format {meta.get('format')!r}")
+    return path, meta, files
+
+
+def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = None,
+              dtype=np.float32) -> AttentionHead:
+    """Load a head written by :meth:`AttentionHead.save`.
+
+    Parameters
+    ----------
+    path : path to the ``.npz`` file (a training checkpoint works too).
+    config : HeadConfig, optional
+        When given, the file's architecture must equal it.
+    dtype : float32 or float64.
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; ValueError naming ``path`` when
+    the file is not a head checkpoint or its configuration, parameter names or
+    shapes do not match.
+    """
+    path, meta, files = _read_head_file(path)
+    try:
+        cfg = HeadConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid head configuration ({exc})") from None
+    if config is not None and cfg != config:
+        raise ValueError(f"{path}: head architecture {cfg} does not match the requested "
+                         f"{config}")
+    head = AttentionHead(cfg, dtype=dtype)
+    params = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
+    shapes = head.expected_shapes()
+    if set(params) != set(shapes):
+        missing = sorted(set(shapes) - set(params))
+        extra = sorted(set(params) - set(shapes))
+        raise ValueError(f"{path}: parameters do not match the head configuration "
+                         f"(missing {missing}, unexpected {extra})")
+    for k, v in params.items():
+        if v.shape != shapes[k]:
+            raise ValueError(f"{path}: parameter {k} has shape {v.shape}, the configuration "
+                             f"needs {shapes[k]}")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{path}: parameter {k} contains non-finite values")
+    head.set_parameters(params)
+    return head

@@ -1,0 +1,636 @@
+"""Training the attention head on cached backbone features with GECO's OT loss.
+
+``train(dataset, cache, out_dir, ...)`` runs AdamW (lr 1e-4 by default) over
+batches of pairs of a split:
+
+* pairs are visited in a seeded order: epoch e is the permutation
+  ``default_rng([seed, e])`` of the pair list, and step s takes the pairs
+  s*B ... s*B + B - 1 of the concatenated epochs; the augmentations of step s
+  come from ``default_rng([seed, s, 1])``.  The run is therefore a function of
+  (seed, step) only: the same seed gives the same weights, and a resumed run
+  continues exactly as the uninterrupted one;
+* flip augmentation (each image with probability 1/2): the cached features of
+  the mirrored image (``cache.get(key, flipped=True)``), keypoints mirrored
+  x -> W - 1 - x and relabelled with the flip permutation
+  (new[k] = old[flip_perm[k]]), foreground mirrored;
+* foreground (for the marginals and the fg/bg negatives): the segmentation
+  mask (``ImageRecord.mask_path``) where that file exists, else the bounding
+  box, sampled on the feature grid with the nearest-neighbour rule through
+  the cache's grid frame (:func:`geomatch.cache.grid_frame`);
+* pair swapping (probability 1/2): source and target exchanged;
+* per pair: head forward on both feature maps, the loss of
+  :mod:`geomatch.loss` and its gradient, head backward; gradients are averaged
+  over the (non-skipped) pairs of the batch, then one AdamW step;
+* every ``val_every`` steps (and at the end), PCK@0.1 (per point, bbox
+  threshold) and the left/right confusion rate n̄11/n11 on a fixed subset of
+  the validation split; ``best.npz`` keeps the best PCK, ``last.npz`` the
+  latest state (head, optimizer, step: what ``resume`` needs);
+* ``log.csv`` (one row per step, validation columns where evaluated) and
+  ``curves.png`` (loss and validation PCK against steps).
+
+Before the first step it checks, with errors that name the problem: the cache
+holds (flipped, with ``flip_aug``) features of every image of the training and
+validation pairs and their channels fit the head; every pair's keypoint table
+(names, keypoints, flip permutation) is consistent; a ``resume`` checkpoint
+has the requested head architecture.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _read_head_file
+from .loss import LossConfig, PairLoss, keypoint_patches
+from .optim import AdamW
+
+__all__ = ["train", "TrainResult", "validate", "prepare_pair", "configure_parser", "run_cli"]
+
+_CKPT_KIND = "geomatch.train/1"
+
+
+# ---------------------------------------------------------------------------
+# data helpers
+
+def _manifest(cache) -> dict:
+    m = getattr(cache, "manifest", None)
+    return dict(m) if isinstance(m, dict) else {"preprocess": "resize"}
+
+
+def _frame(size, manifest):
+    if manifest.get("preprocess", "resize") == "resize":
+        return 0.0, 0.0, float(size[0]), float(size[1])
+    from .cache import grid_frame
+
+    return grid_frame(size, manifest)
+
+
+def _cache_has(cache, key, flipped=False) -> bool:
+    has = getattr(cache, "has", None)
+    if has is not None:
+        return bool(has(key, flipped=flipped))
+    try:
+        cache.get(key, flipped=flipped)
+        return True
+    except KeyError:
+        return False
+
+
+class _MaskStore:
+    """Foreground grids per (image key, flipped), from the mask file or the bbox."""
+
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self.data = {}
+
+    def get(self, rec, grid, flipped):
+        k = (rec.key, bool(flipped), tuple(grid))
+        if k not in self.data:
+            self.data[k] = self._compute(rec, grid, flipped)
+        return self.data[k]
+
+    def _compute(self, rec, grid, flipped):
+        h, w = grid
+        W, H = int(rec.size[0]), int(rec.size[1])
+        x0, y0, fw, fh = _frame(rec.size, self.manifest)
+        # pixel sampled by patch (r, c): nearest rule floor(c * fw / w) in the frame
+        xs = np.floor(x0 + np.floor(np.arange(w) * (fw / w))).astype(np.int64)
+        ys = np.floor(y0 + np.floor(np.arange(h) * (fh / h))).astype(np.int64)
+        inx = (xs >= 0) & (xs < W)
+        iny = (ys >= 0) & (ys < H)
+        ys_c = np.clip(ys, 0, H - 1)
+        # x in the original image of the pixel patch column c samples
+        ox = np.clip(xs, 0, W - 1)
+        if flipped:
+            ox = W - 1 - ox
+        mp = getattr(rec, "mask_path", None)
+        if mp is not None and os.path.isfile(mp):
+            from PIL import Image
+
+            with Image.open(mp) as im:
+                m = np.asarray(im)
+            if m.ndim == 3:
+                m = m[..., 0]
+            if m.shape != (H, W):
+                raise ValueError(f"mask {mp} has shape {m.shape}, the image is {(H, W)}")
+            mask = m[np.ix_(ys_c, ox)] != 0
+        else:
+            x1, y1, x2, y2 = (float(v) for v in rec.bbox)
+            inr = (ys_c >= y1) & (ys_c <= y2)
+            inc = (ox >= x1) & (ox <= x2)
+            mask = inr[:, None] & inc[None, :]
+        return mask & iny[:, None] & inx[None, :]
+
+
+@dataclass
+class PreparedPair:
+    """Everything the loss needs about one (augmented) pair."""
+
+    src_key: str
+    trg_key: str
+    src_flipped: bool
+    trg_flipped: bool
+    src_patch: np.ndarray
+    trg_patch: np.ndarray
+    flip_perm: np.ndarray
+    src_fg: np.ndarray
+    trg_fg: np.ndarray
+    n_vis_src: int
+    n_vis_trg: int
+    n_kp: int
+
+
+def _image_side(rec, flipped, perm, grid, manifest, masks):
+    kps = np.asarray(rec.keypoints, dtype=np.float64).copy()
+    vis = np.asarray(rec.visible, dtype=bool).copy()
+    if flipped:
+        W = float(rec.size[0])
+        kps[:, 0] = W - 1.0 - kps[:, 0]
+        kps, vis = kps[perm], vis[perm]
+    x0, y0, fw, fh = _frame(rec.size, manifest)
+    kf = kps - (x0, y0)
+    patch = keypoint_patches(kf, vis, (fw, fh), grid)
+    fg = masks.get(rec, grid, flipped)
+    return patch, fg, int(vis.sum())
+
+
+def prepare_pair(pair, grid, manifest, masks, *, flip_src=False, flip_trg=False,
+                 swap=False) -> PreparedPair:
+    """Patches of the keypoints and foreground grids of an (augmented) pair."""
+    src, trg = (pair.trg, pair.src) if swap else (pair.src, pair.trg)
+    perm = np.asarray(pair.flip_perm, dtype=np.int64)
+    sp, sfg, nvs = _image_side(src, flip_src, perm, grid, manifest, masks)
+    tp, tfg, nvt = _image_side(trg, flip_trg, perm, grid, manifest, masks)
+    return PreparedPair(src.key, trg.key, bool(flip_src), bool(flip_trg), sp, tp, perm,
+                        sfg, tfg, nvs, nvt, int(perm.shape[0]))
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
+             mode: str = "grid-argmax", alpha: float = 0.1) -> Dict[str, float]:
+    """PCK@alpha (per point, bbox threshold) and the left/right confusion rate.
+
+    Keypoints are transferred with ``gm.transfer_keypoints`` through the grid
+    frames of the cache (:func:`geomatch.evaluate.transfer_pair`) and scored
+    with :func:`geomatch.metrics.evaluate_pair`.
+
+    Parameters
+    ----------
+    pairs : sequence of PairRecord.
+    cache : feature cache (``get(key)`` -> (h, w, D), ``manifest``).
+    head : callable (h, w, D) -> (h, w, E), or None for the raw features.
+    mode : keypoint transfer mode of ``gm.transfer_keypoints``.
+
+    Returns
+    -------
+    dict with ``pck`` (correct / scored keypoints), ``confusion`` (n̄11 / n11:
+    among keypoints whose counterpart is also visible in the target, the share
+    predicted within alpha T of the counterpart but not of the keypoint),
+    ``n_points``, ``n11``, ``n11_bar``.
+    """
+    from . import metrics
+    from .evaluate import transfer_pair
+
+    manifest = _manifest(cache)
+    feats: Dict[str, np.ndarray] = {}
+
+    def feat(key):
+        if key not in feats:
+            f = np.asarray(cache.get(key), dtype=np.float32)
+            feats[key] = np.asarray(head(f), dtype=np.float32) if head is not None else f
+        return feats[key]
+
+    n_pts = n_ok = n11 = n11_bar = 0
+    for pair in pairs:
+        pred = transfer_pair(pair, feat(pair.src.key), feat(pair.trg.key), manifest, mode=mode)
+        r = metrics.evaluate_pair(pred, pair.trg.keypoints, metrics.pair_threshold(pair, "bbox"),
+                                  src_visible=pair.src.visible, trg_visible=pair.trg.visible,
+                                  flip_perm=pair.flip_perm, alphas=(alpha,))
+        n_pts += r.n_points
+        n_ok += int(r.n_correct[0])
+        n11 += int(r.breakdown["11"][0])
+        n11_bar += int(r.breakdown["11_bar"][0])
+    return {"pck": n_ok / n_pts if n_pts else float("nan"),
+            "confusion": n11_bar / n11 if n11 else float("nan"),
+            "n_points": n_pts, "n11": n11, "n11_bar": n11_bar}
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
+    arrays = {"param/" + k: v for k, v in head.parameters().items()}
+    arrays.update(opt.state_dict())
+    full = {"format": _HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
+            "train": meta}
+    tmp = os.fspath(path) + ".tmp.npz"
+    np.savez(tmp, __meta__=np.array(json.dumps(full)), **arrays)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path, head_config: Optional[HeadConfig]):
+    path, meta, files = _read_head_file(path)
+    try:
+        cfg = HeadConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid head configuration ({exc})") from None
+    if head_config is not None and cfg != head_config:
+        raise ValueError(f"{path}: checkpoint head architecture {cfg} differs from the "
+                         f"requested {head_config}")
+    if meta.get("kind") != _CKPT_KIND or "adamw/t" not in files:
+        raise ValueError(f"{path}: not a training checkpoint (no optimizer state); "
+                         f"use it as an initial head instead")
+    from .head import load_head
+
+    head = load_head(path, config=cfg)
+    return head, meta.get("train", {}), files
+
+
+# ---------------------------------------------------------------------------
+# the loop
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    head: AttentionHead
+    out_dir: Path
+    last_path: Path
+    best_path: Optional[Path]
+    best_val: Optional[float]
+    history: List[dict] = field(default_factory=list)
+    val_history: List[dict] = field(default_factory=list)
+    steps: int = 0
+
+
+def _pairs_of(dataset, split, categories, subsample, seed):
+    if isinstance(dataset, (list, tuple)):
+        return list(dataset)
+    return list(dataset.pairs(split, categories=categories, subsample=subsample, seed=seed))
+
+
+def _check_pairs(pairs, what):
+    for p in pairs:
+        perm = np.asarray(p.flip_perm)
+        K = perm.shape[0]
+        bad = None
+        names = getattr(p, "keypoint_names", None)
+        if names is not None and len(names) != K:
+            bad = f"{len(names)} keypoint names but a flip permutation of length {K}"
+        for side, rec in (("source", p.src), ("target", p.trg)):
+            kp = np.asarray(rec.keypoints)
+            vis = np.asarray(rec.visible)
+            if bad is None and (kp.shape != (K, 2) or vis.shape != (K,)):
+                bad = (f"{side} keypoints {kp.shape} / visibility {vis.shape} do not fit "
+                       f"the category's {K} keypoints")
+            if bad is None and vis.any() and not np.isfinite(kp[vis.astype(bool)]).all():
+                bad = f"{side} has visible keypoints with non-finite coordinates"
+        if bad is None and (perm.dtype.kind not in "iu" or sorted(perm.tolist()) != list(range(K))
+                            or not np.array_equal(perm[perm], np.arange(K))):
+            bad = "flip_perm is not an involutive permutation of range(K)"
+        if bad is not None:
+            raise ValueError(f"{what} pair {getattr(p, 'pair_id', '?')} "
+                             f"({getattr(p, 'category', '?')}): keypoint table does not fit "
+                             f"the dataset: {bad}")
+
+
+def _check_cache(cache, pairs, flipped, in_dim, what):
+    keys = sorted({p.src.key for p in pairs} | {p.trg.key for p in pairs})
+    for fl in ((False, True) if flipped else (False,)):
+        missing = [k for k in keys if not _cache_has(cache, k, fl)]
+        if missing:
+            kind = "flipped features (needed by flip_aug)" if fl else "features"
+            raise ValueError(f"feature cache {getattr(cache, 'path', cache)} misses {kind} of "
+                             f"{len(missing)} of {len(keys)} images of the {what} split, "
+                             f"e.g. {missing[:5]}")
+    f = cache.get(keys[0])
+    if f.ndim != 3 or f.shape[-1] != in_dim:
+        raise ValueError(f"feature cache {getattr(cache, 'path', cache)} holds features of "
+                         f"shape {f.shape}; the head expects (h, w, {in_dim})")
+    return tuple(f.shape[:2])
+
+
+def _plot(out_dir, history, val_history):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # pragma: no cover - matplotlib missing
+        return None
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    if history:
+        s = [h["step"] for h in history]
+        ax[0].plot(s, [h["loss"] for h in history], lw=0.8, label="loss")
+        if len(s) >= 10:
+            k = max(len(s) // 20, 2)
+            sm = np.convolve([h["loss"] for h in history], np.ones(k) / k, mode="valid")
+            ax[0].plot(s[k - 1:], sm, lw=1.6, label=f"mean of {k}")
+        ax[0].set_xlabel("step")
+        ax[0].set_ylabel("training loss")
+        ax[0].legend()
+    if val_history:
+        s = [v["step"] for v in val_history]
+        ax[1].plot(s, [v["pck"] for v in val_history], "o-", label="PCK@0.1")
+        ax[1].plot(s, [v["confusion"] for v in val_history], "s--", label="n̄11/n11")
+        ax[1].set_xlabel("step")
+        ax[1].set_ylabel("validation")
+        ax[1].legend()
+    fig.tight_layout()
+    path = Path(out_dir) / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+_CSV_FIELDS = ["step", "epoch", "loss", "pos", "bin", "neg", "fgbg", "pairs", "lr",
+               "steps_per_s", "val_pck", "val_confusion"]
+
+
+def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val",
+          categories=None, train_subset: Optional[int] = None,
+          val_pairs: Optional[Sequence] = None,
+          head_config: Optional[HeadConfig] = None, loss_config: Optional[LossConfig] = None,
+          lr: float = 1e-4, weight_decay: float = 0.0, batch_pairs: int = 4,
+          steps: Optional[int] = None, epochs: Optional[float] = None, seed: int = 0,
+          flip_aug: bool = True, swap_aug: bool = True, val_subset: Optional[int] = 100,
+          val_every: Optional[int] = None, val_mode: str = "grid-argmax",
+          resume=None, init_head: Optional[AttentionHead] = None,
+          progress: Optional[bool] = None, save_every: Optional[int] = None) -> TrainResult:
+    """Train an :class:`~geomatch.head.AttentionHead` on cached features.
+
+    Parameters
+    ----------
+    dataset : Dataset (``pairs(split, categories=, subsample=, seed=)``) or a
+        list of PairRecord (the training pairs; then give ``val_pairs``).
+    cache : FeatureCache (``get(key, flipped=)``, ``has``) or a path to one.
+    out_dir : folder for ``last.npz``, ``best.npz``, ``log.csv``, ``curves.png``.
+    split, val_split : dataset splits for training and validation.
+    categories : restrict to these categories.
+    train_subset : use a fixed-seed subset of this many training pairs.
+    val_pairs : explicit validation pairs (default: ``val_subset`` pairs of ``val_split``,
+        drawn with seed 0 so the subset is fixed; None or 0 disables validation).
+    head_config : architecture (default :class:`HeadConfig` with the cache's D).
+    loss_config : OT and loss constants (default GECO's).
+    lr, weight_decay : AdamW (weight decay 0 as GECO's training setting).
+    batch_pairs : pairs per step.
+    steps, epochs : length of the run (``steps`` wins; default 1 epoch).
+    seed : seeds the initialization, the pair order and the augmentations.
+    flip_aug, swap_aug : augmentations (see the module docstring).
+    val_every : validate every this many steps (default: 5 times per run).
+    val_mode : transfer mode for validation.
+    resume : path of a ``last.npz``/``best.npz`` training checkpoint to continue.
+    init_head : start from this head (ignored with ``resume``).
+    progress : progress bar (default: on unless GEOMATCH_NO_PROGRESS=1).
+    save_every : write ``last.npz`` every this many steps (default: at validations).
+
+    Returns
+    -------
+    TrainResult
+    """
+    from ._progress import progress as _progress_bar
+
+    if int(batch_pairs) < 1:
+        raise ValueError(f"batch_pairs must be at least 1, got {batch_pairs!r}")
+    batch_pairs = int(batch_pairs)
+    if steps is not None and int(steps) < 0:
+        raise ValueError(f"steps must be non-negative, got {steps!r}")
+    if isinstance(cache, (str, os.PathLike)):
+        from .cache import FeatureCache
+
+        cache = FeatureCache.open(cache)
+    out_dir = Path(out_dir)
+    loss_config = loss_config or LossConfig()
+
+    # ---- data and checks (before any step) ----
+    pairs = _pairs_of(dataset, split, categories, train_subset, seed)
+    if not pairs:
+        raise ValueError(f"no training pairs in split {split!r}")
+    if val_pairs is None and val_subset and not isinstance(dataset, (list, tuple)):
+        val_pairs = list(dataset.pairs(val_split, categories=categories,
+                                       subsample=int(val_subset), seed=0))
+    val_pairs = list(val_pairs or [])
+    _check_pairs(pairs, "training")
+    _check_pairs(val_pairs, "validation")
+    start_step = 0
+    best_val = None
+    if resume is not None:
+        head, tmeta, files = _load_checkpoint(resume, head_config)
+        start_step = int(tmeta.get("step", 0))
+        best_val = tmeta.get("best_val")
+        head_config = head.config
+    else:
+        if head_config is None and init_head is not None:
+            head_config = init_head.config
+        if head_config is None:
+            f0 = cache.get(pairs[0].src.key) if _cache_has(cache, pairs[0].src.key) else None
+            in_dim = int(f0.shape[-1]) if f0 is not None else 768
+            head_config = HeadConfig(in_dim=in_dim)
+        if init_head is not None:
+            if init_head.config != head_config:
+                raise ValueError("init_head has a different architecture than head_config")
+            head = init_head.astype(np.float32)
+        else:
+            head = AttentionHead(head_config, seed=seed)
+    grid = _check_cache(cache, pairs, flip_aug, head_config.in_dim, split)
+    if val_pairs:
+        _check_cache(cache, val_pairs, False, head_config.in_dim, val_split)
+    opt = AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    if resume is not None:
+        opt.load_state_dict(files, source=os.fspath(resume))
+    manifest = _manifest(cache)
+    masks = _MaskStore(manifest)
+    n = len(pairs)
+    if steps is None:
+        ep = 1.0 if epochs is None else float(epochs)
+        if not ep > 0:
+            raise ValueError(f"epochs must be positive, got {epochs!r}")
+        steps = max(1, int(math.ceil(ep * n / batch_pairs)))
+    total = int(steps)
+    if val_every is None:
+        val_every = max(1, total // 5)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path = out_dir / "last.npz"
+    best_path = out_dir / "best.npz"
+    log_path = out_dir / "log.csv"
+    loss_fn = PairLoss(loss_config)
+
+    # log file: keep rows up to the resume point
+    rows_kept = []
+    if start_step and log_path.exists():
+        with open(log_path, newline="") as fh:
+            rows_kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
+    fh = open(log_path, "w", newline="")
+    writer = csv.DictWriter(fh, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    for r in rows_kept:
+        writer.writerow(r)
+    history: List[dict] = [{"step": int(r["step"]), "loss": float(r["loss"])} for r in rows_kept]
+    val_history: List[dict] = [{"step": int(r["step"]), "pck": float(r["val_pck"]),
+                                "confusion": float(r["val_confusion"] or "nan")}
+                               for r in rows_kept if r.get("val_pck")]
+
+    perms: Dict[int, np.ndarray] = {}
+
+    def pair_at(g):
+        e = g // n
+        if e not in perms:
+            perms[e] = np.random.default_rng([seed, e]).permutation(n)
+        return pairs[perms[e][g % n]]
+
+    def feature(key, flipped):
+        return np.asarray(cache.get(key, flipped=flipped), dtype=np.float32)
+
+    def meta(step, best):
+        return {"step": step, "best_val": best, "seed": seed, "lr": lr,
+                "weight_decay": weight_decay, "batch_pairs": batch_pairs,
+                "loss_config": loss_config.to_dict(), "flip_aug": flip_aug,
+                "swap_aug": swap_aug, "split": split}
+
+    def run_validation(step):
+        nonlocal best_val
+        if not val_pairs:
+            return None
+        v = validate(val_pairs, cache, head, mode=val_mode)
+        v["step"] = step
+        val_history.append(v)
+        if best_val is None or v["pck"] > best_val:
+            best_val = v["pck"]
+            _save_checkpoint(best_path, head, opt, meta(step, best_val))
+        return v
+
+    t_start = time.perf_counter()
+    bar = _progress_bar(range(start_step, total), desc="train", total=total - start_step,
+                        unit="step", disable=None if progress is None else not progress)
+    try:
+        for step in bar:
+            rng = np.random.default_rng([seed, step, 1])
+            grads = {k: np.zeros_like(v) for k, v in head.parameters().items()}
+            sums = {"loss": 0.0, "pos": 0.0, "bin": 0.0, "neg": 0.0, "fgbg": 0.0}
+            used = 0
+            for i in range(batch_pairs):
+                pair = pair_at(step * batch_pairs + i)
+                fl = rng.random(3)
+                swap = bool(swap_aug and fl[0] < 0.5)
+                fs = bool(flip_aug and fl[1] < 0.5)
+                ft = bool(flip_aug and fl[2] < 0.5)
+                pp = prepare_pair(pair, grid, manifest, masks, flip_src=fs, flip_trg=ft,
+                                  swap=swap)
+                x = np.stack([feature(pp.src_key, fs), feature(pp.trg_key, ft)])
+                y = head.forward(x, cache=True)
+                loss, gs, gt, info = loss_fn(y[0], y[1], src_patch=pp.src_patch,
+                                             trg_patch=pp.trg_patch, flip_perm=pp.flip_perm,
+                                             src_fg=pp.src_fg, trg_fg=pp.trg_fg,
+                                             n_vis_src=pp.n_vis_src, n_vis_trg=pp.n_vis_trg,
+                                             n_kp=pp.n_kp)
+                if info["skipped"]:
+                    continue
+                used += 1
+                for k in sums:
+                    sums[k] += info[k] if k != "loss" else loss
+                for k, g in head.backward(np.stack([gs, gt])).items():
+                    grads[k] += g
+            if used:
+                for g in grads.values():
+                    g /= used
+                opt.step(grads)
+                for k in sums:
+                    sums[k] /= used
+            else:
+                sums = {k: float("nan") for k in sums}
+            done = step + 1
+            sps = (done - start_step) / max(time.perf_counter() - t_start, 1e-9)
+            row = {"step": done, "epoch": f"{done * batch_pairs / n:.4f}",
+                   "loss": f"{sums['loss']:.6g}", "pos": f"{sums['pos']:.6g}",
+                   "bin": f"{sums['bin']:.6g}", "neg": f"{sums['neg']:.6g}",
+                   "fgbg": f"{sums['fgbg']:.6g}", "pairs": used, "lr": lr,
+                   "steps_per_s": f"{sps:.4g}", "val_pck": "", "val_confusion": ""}
+            history.append({"step": done, "loss": sums["loss"]})
+            if done % val_every == 0 or done == total:
+                v = run_validation(done)
+                if v is not None:
+                    row["val_pck"] = f"{v['pck']:.6g}"
+                    row["val_confusion"] = f"{v['confusion']:.6g}"
+                _save_checkpoint(last_path, head, opt, meta(done, best_val))
+            elif save_every and done % save_every == 0:
+                _save_checkpoint(last_path, head, opt, meta(done, best_val))
+            writer.writerow(row)
+            fh.flush()
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{sums['loss']:.4f}", steps_s=f"{sps:.2f}")
+    finally:
+        fh.close()
+    if start_step >= total:
+        _save_checkpoint(last_path, head, opt, meta(start_step, best_val))
+    _plot(out_dir, history, val_history)
+    return TrainResult(head=head, out_dir=out_dir, last_path=last_path,
+                       best_path=best_path if best_path.exists() else None,
+                       best_val=best_val, history=history, val_history=val_history,
+                       steps=total)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--dataset", required=True, help="spair, pfpascal, ap10k or cub")
+    parser.add_argument("--root", required=True, help="dataset directory")
+    parser.add_argument("--cache", required=True, help="feature cache directory")
+    parser.add_argument("--out", required=True, help="run directory (checkpoints, log, curves)")
+    parser.add_argument("--split", default="trn")
+    parser.add_argument("--val-split", default="val")
+    parser.add_argument("--categories", nargs="*", default=None)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--val-subset", type=int, default=100)
+    parser.add_argument("--val-every", type=int, default=None)
+    parser.add_argument("--val-mode", default="grid-argmax")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--batch-pairs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-flip", action="store_true", help="disable flip augmentation")
+    parser.add_argument("--no-swap", action="store_true", help="disable pair swapping")
+    parser.add_argument("--resume", default=None, help="training checkpoint to continue")
+    parser.add_argument("--head-config", default=None,
+                        help="JSON object of HeadConfig fields, e.g. '{\"num_blocks\": 2}'")
+
+
+def run_cli(args) -> int:
+    from .datasets import load_dataset
+
+    cfg = None
+    if args.head_config:
+        try:
+            d = json.loads(args.head_config)
+        except ValueError as exc:
+            raise ValueError(f"--head-config is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise ValueError("--head-config must be a JSON object")
+        from .cache import FeatureCache
+
+        c = FeatureCache.open(args.cache)
+        d.setdefault("in_dim", int(c.shape[-1]))
+        cfg = HeadConfig.from_dict(d)
+    ds = load_dataset(args.dataset, args.root)
+    res = train(ds, args.cache, args.out, split=args.split, val_split=args.val_split,
+                categories=args.categories, train_subset=args.train_subset,
+                head_config=cfg, lr=args.lr, weight_decay=args.weight_decay,
+                batch_pairs=args.batch_pairs, steps=args.steps, epochs=args.epochs,
+                seed=args.seed, flip_aug=not args.no_flip, swap_aug=not args.no_swap,
+                val_subset=args.val_subset, val_every=args.val_every, val_mode=args.val_mode,
+                resume=args.resume)
+    print(f"head: {res.head.num_parameters():,} parameters, {res.head.config}")
+    print(f"trained {res.steps} steps; last checkpoint {res.last_path}"
+          + (f"; best {res.best_path} (val PCK@0.1 {res.best_val:.4f})" if res.best_path else ""))
+    return 0

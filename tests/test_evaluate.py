@@ -1,0 +1,334 @@
+"""End-to-end tests of geomatch.evaluate on a tiny fake dataset and cache.
+
+Images are 80x60 with an 8x6 feature grid (10x10-pixel patches).  Each
+keypoint k sits at a patch centre whose feature is the one-hot vector e_k;
+every other patch holds e_3 (background).  With argmax matching on the grid,
+a keypoint lands exactly on the target patch holding its feature, so the
+expected scores can be worked out by hand (see the comments).
+"""
+import csv
+import json
+import os
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import geomatch as gm
+from geomatch import evaluate as E
+from geomatch.cache import FeatureCache
+
+W, H, GW, GH, D = 80, 60, 8, 6, 4
+# keypoints: 0 left eye, 1 right eye, 2 nose; patches (row, col)
+PATCH = {0: (2, 2), 1: (2, 5), 2: (4, 3)}
+FLIP = np.array([1, 0, 2])
+NAN = float("nan")
+
+
+def _centre(rc):
+    r, c = rc
+    return (c + 0.5) * W / GW, (r + 0.5) * H / GH
+
+
+def _feat(layout):
+    """layout: patch -> keypoint whose one-hot feature it holds."""
+    f = np.zeros((GH, GW, D), np.float32)
+    f[..., 3] = 1.0
+    for rc, k in layout.items():
+        f[rc] = 0.0
+        f[rc][k] = 1.0
+    return f
+
+
+def grid_argmax_transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mode="grid-argmax"):
+    """Slow, obvious argmax on the patch grid; returns target patch centres."""
+    sh, sw = src_feat.shape[:2]
+    th, tw = trg_feat.shape[:2]
+    t = trg_feat.reshape(-1, trg_feat.shape[2]).astype(np.float64)
+    t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    out = []
+    for x, y in np.asarray(src_kps, np.float64):
+        r = min(int(y * sh / src_size[1]), sh - 1)
+        c = min(int(x * sw / src_size[0]), sw - 1)
+        q = src_feat[r, c].astype(np.float64)
+        j = int(np.argmax(t @ (q / np.linalg.norm(q))))
+        out.append(((j % tw + 0.5) * trg_size[0] / tw, (j // tw + 0.5) * trg_size[1] / th))
+    return np.array(out)
+
+
+def _records():
+    try:
+        from geomatch.datasets.base import ImageRecord, PairRecord
+    except ImportError:
+        ImageRecord = PairRecord = None
+    return ImageRecord, PairRecord
+
+
+class FakeDataset:
+    name = "fake"
+
+    def __init__(self, root):
+        self.root = root
+        self.skipped = ["broken pair"]
+        self.images = {}
+        self._pairs = []
+        ImageRecord, PairRecord = _records()
+        self._img_cls = ImageRecord or (lambda **kw: SimpleNamespace(**kw))
+        self._pair_cls = PairRecord or (lambda **kw: SimpleNamespace(**kw))
+
+    def add_image(self, cat, name, visible, layout):
+        kps = np.array([_centre(PATCH[k]) if visible[k] else (NAN, NAN) for k in range(3)],
+                       np.float32)
+        path = os.path.join(self.root, f"{cat}_{name}.png")
+        from PIL import Image
+
+        rgb = np.zeros((H, W, 3), np.uint8)
+        rgb[..., 0] = np.linspace(0, 255, W, dtype=np.uint8)[None]
+        rgb[..., 2] = np.linspace(0, 255, H, dtype=np.uint8)[:, None]
+        Image.fromarray(rgb).save(path)
+        rec = self._img_cls(dataset="fake", category=cat, key=f"{cat}/{name}", path=path,
+                            size=(W, H), keypoints=kps, visible=np.array(visible, bool),
+                            bbox=np.array([0, 0, 80, 60], np.float32), mask_path=None)
+        self.images[rec.key] = (rec, _feat(layout))
+        return rec
+
+    def add_pair(self, cat, pid, src, trg):
+        self._pairs.append(self._pair_cls(
+            dataset="fake", split="test", category=cat, pair_id=pid, src=src, trg=trg,
+            keypoint_names=("left eye", "right eye", "nose"), flip_perm=FLIP.copy(), meta={}))
+
+    def pairs(self, split, categories=None, subsample=None, seed=0):
+        assert split == "test"
+        out = [p for p in self._pairs if categories is None or p.category in categories]
+        return out[:subsample] if subsample else out
+
+
+MANIFEST = dict(backbone="fake", weights_sha256="0" * 64, resolution=[84, 112],
+                preprocess="resize", grid=[GH, GW], dim=D, dtype="float16")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    ds = FakeDataset(str(tmp_path))
+    normal = {PATCH[k]: k for k in range(3)}
+    swapped = {PATCH[0]: 1, PATCH[1]: 0, PATCH[2]: 2}
+    no_right_eye = {PATCH[0]: 0, PATCH[2]: 2}
+    d0 = ds.add_image("dog", "i0", [1, 1, 1], normal)
+    d1 = ds.add_image("dog", "i1", [1, 1, 1], normal)
+    d3 = ds.add_image("dog", "i3", [1, 1, 1], swapped)
+    c0 = ds.add_image("cat", "c0", [1, 1, 1], normal)
+    c1 = ds.add_image("cat", "c1", [1, 0, 1], no_right_eye)
+    ds.add_pair("dog", "p0", d0, d1)   # 3/3 correct
+    ds.add_pair("dog", "p1", d0, d3)   # eyes swapped (2x n11_bar), nose correct: 1/3
+    ds.add_pair("cat", "p2", c0, c1)   # left eye correct (n10), nose (n1x); right eye -> n01
+    cache = FeatureCache.create(tmp_path / "cache", MANIFEST)
+    for key, (_, f) in ds.images.items():
+        cache.put(key, f)
+    return ds, cache
+
+
+def _check_expected(res):
+    # per point: dog 4/6, cat 2/2, all 6/8; per image: dog (1 + 1/3)/2, cat 1, all 7/9
+    cats = res.categories
+    np.testing.assert_allclose(cats["dog"]["pck_point"], [4 / 6] * 3)
+    np.testing.assert_allclose(cats["dog"]["pck_image"], [2 / 3] * 3)
+    np.testing.assert_allclose(cats["cat"]["pck_point"], [1.0] * 3)
+    np.testing.assert_allclose(res.overall["pck_point"], [0.75] * 3)
+    np.testing.assert_allclose(res.overall["pck_image"], [7 / 9] * 3)
+    np.testing.assert_allclose(res.overall["pck_point_catmean"], [5 / 6] * 3)
+    np.testing.assert_allclose(res.overall["pck_image_catmean"], [5 / 6] * 3)
+    bd = res.overall["breakdown"]
+    expect = {"11": 4, "11_hat": 2, "11_tilde": 0, "11_bar": 2, "10": 1, "10_hat": 1,
+              "1x": 3, "1x_hat": 3, "01": 1, "01_bar": 0, "00": 0}
+    for key, v in expect.items():
+        assert bd[key] == [v] * 3, key
+    np.testing.assert_allclose(res.overall["pck_breakdown"], [0.75] * 3)
+    # geometry-aware (eye pair): dog p0 2/2, dog p1 0/2, cat none (one eye in target)
+    np.testing.assert_allclose(res.overall["pck_geo"], [0.5] * 3)
+    assert res.overall["n_geo_points"] == 4
+
+
+def test_evaluate_end_to_end(setup, tmp_path):
+    ds, cache = setup
+    out = tmp_path / "out"
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", out_dir=out, progress=False,
+                     transfer=grid_argmax_transfer)
+    assert res.n_pairs == 3 and res.skipped == 1
+    _check_expected(res)
+    md = res.to_markdown()
+    assert "| dog | 2 | 6 | 66.67 | 66.67 | 66.67 |" in md
+    assert "| cat | 1 | 2 | 100.00 |" in md
+    # JSON and CSV parse back
+    with open(out / "results.json") as f:
+        doc = json.load(f)
+    assert doc["n_pairs"] == 3 and doc["skipped"] == 1
+    assert doc["config"]["mode"] == "grid-argmax"
+    assert doc["summary"]["overall"]["pck_point"] == pytest.approx([0.75] * 3)
+    assert sorted(p["pair_id"] for p in doc["pairs"]) == ["p0", "p1", "p2"]
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["category"] for r in rows] == ["cat", "dog", "all", "mean"]
+    assert float(rows[1]["pck_point@0.1"]) == pytest.approx(400 / 6)
+    assert float(rows[2]["pck_image@0.05"]) == pytest.approx(700 / 9)
+    assert float(rows[3]["pck_point@0.15"]) == pytest.approx(500 / 6)
+    assert rows[3]["n_pairs"] == ""
+    assert (out / "results.md").read_text().startswith("## fake test")
+
+
+def test_workers_give_identical_results(setup):
+    ds, cache = setup
+    one = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
+                     transfer=grid_argmax_transfer, workers=1)
+    two = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
+                     transfer=grid_argmax_transfer, workers=2)
+    _check_expected(two)
+    assert one.summary == two.summary
+    assert [r.pair_id for r in two.pair_results] == ["p0", "p1", "p2"]
+    with pytest.raises(ValueError, match="workers"):
+        E.evaluate(ds, "test", cache, workers=0, transfer=grid_argmax_transfer)
+
+
+def test_head_categories_subsample(setup):
+    ds, cache = setup
+    calls = []
+
+    def head(f):
+        calls.append(f.shape)
+        assert f.dtype == np.float32
+        return f[..., ::-1] * 2.0        # permuting channels keeps the argmax geometry
+
+    res = E.evaluate(ds, "test", cache, head=head, categories=["dog"], subsample=1,
+                     mode="grid-argmax", progress=False, transfer=grid_argmax_transfer)
+    assert res.n_pairs == 1 and list(res.categories) == ["dog"]
+    np.testing.assert_allclose(res.overall["pck_point"], [1.0] * 3)
+    assert calls == [(GH, GW, D)] * 2
+
+
+def test_pad_frame_mapping():
+    seen = {}
+
+    def spy(src_feat, trg_feat, src_kps, src_size, trg_size, *, mode):
+        seen.update(kps=np.array(src_kps), ssize=src_size, tsize=trg_size)
+        return np.array([[40.0, 40.0]])
+
+    img = SimpleNamespace(keypoints=np.array([[10.0, 5.0]], np.float32), visible=np.array([True]),
+                          size=(80, 40))
+    pair = SimpleNamespace(src=img, trg=img)
+    # pad to S=8: scale .1, content height round(4) = 4 px, offset 2 px = 20 original px
+    man = dict(MANIFEST, preprocess="pad", resolution=[8, 8])
+    pred = E.transfer_pair(pair, None, None, man, mode="grid-argmax", transfer=spy)
+    np.testing.assert_allclose(seen["kps"], [[10.0, 25.0]])
+    assert seen["ssize"] == (80, 80) and seen["tsize"] == (80, 80)
+    np.testing.assert_allclose(pred, [[40.0, 20.0]])
+
+
+def test_missing_features_and_bad_arguments(setup, tmp_path):
+    ds, cache = setup
+    bare = FeatureCache.create(tmp_path / "bare", MANIFEST)
+    bare.put("dog/i0", ds.images["dog/i0"][1])
+    with pytest.raises(FileNotFoundError, match="bare"):
+        E.evaluate(ds, "test", bare, progress=False, transfer=grid_argmax_transfer)
+    with pytest.raises(ValueError, match="mode"):
+        E.evaluate(ds, "test", cache, mode="nearest", transfer=grid_argmax_transfer)
+    with pytest.raises(ValueError, match="threshold"):
+        E.evaluate(ds, "test", cache, threshold="box", transfer=grid_argmax_transfer)
+    with pytest.raises(ValueError, match="no pairs"):
+        E.evaluate(ds, "test", cache, categories=["cow"], transfer=grid_argmax_transfer)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        E.evaluate(ds, "test", tmp_path / "nowhere", transfer=grid_argmax_transfer)
+
+
+def test_figures(setup, tmp_path):
+    ds, cache = setup
+    out = tmp_path / "figs"
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", out_dir=out, figures=True,
+                     progress=False, transfer=grid_argmax_transfer)
+    assert len(res.figures) == 3
+    from PIL import Image
+
+    for p in res.figures:
+        assert os.path.dirname(p) == str(out / "figures")
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size[0] > 300
+
+
+def test_cli(setup, tmp_path, monkeypatch, capsys):
+    ds, cache = setup
+    try:
+        import geomatch.datasets as dmod
+    except ImportError:
+        dmod = types.ModuleType("geomatch.datasets")
+        monkeypatch.setitem(sys.modules, "geomatch.datasets", dmod)
+    monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds, raising=False)
+    monkeypatch.setattr(gm, "transfer_keypoints", grid_argmax_transfer, raising=False)
+    from geomatch.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["eval", "--dataset", "fake", "--root", str(tmp_path), "--cache", cache.path,
+               "--mode", "grid-argmax", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| dog | 2 | 6 | 66.67 |" in text and "results.json" in text
+    with open(out / "results.json") as f:
+        assert json.load(f)["summary"]["overall"]["pck_point"] == pytest.approx([0.75] * 3)
+    rc = main(["eval", "--dataset", "fake", "--root", str(tmp_path), "--cache",
+               str(tmp_path / "missing-cache"), "--out", str(out)])
+    assert rc == 1
+    assert "missing-cache" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", E.MODES)
+def test_evaluate_with_geomatch_transfer(setup, mode):
+    """The same split through the package's own transfer_keypoints (once merged)."""
+    if not hasattr(gm, "transfer_keypoints"):
+        pytest.skip("geomatch.transfer_keypoints not in this build yet")
+    ds, cache = setup
+    threads_before = gm.get_num_threads()
+    res = E.evaluate(ds, "test", cache, mode=mode, progress=False, workers=2)
+    assert gm.get_num_threads() == threads_before
+    cats = res.categories
+    np.testing.assert_allclose(cats["dog"]["pck_point"], [4 / 6] * 3)
+    np.testing.assert_allclose(cats["cat"]["pck_point"], [1.0] * 3)
+    np.testing.assert_allclose(res.overall["pck_image"], [7 / 9] * 3)
+    bd = res.overall["breakdown"]
+    assert bd["11_bar"] == [2, 2, 2] and bd["11_hat"] == [2, 2, 2]
+    for r in res.pair_results:
+        assert r.n_points == 3 or r.category == "cat"
+
+
+def test_cli_on_synthetic_spair(tmp_path, capsys):
+    """The real SPair loader on a synthetic SPair-layout folder, random cached features."""
+    if not hasattr(gm, "transfer_keypoints"):
+        pytest.skip("geomatch.transfer_keypoints not in this build yet")
+    from geomatch.datasets import load_dataset
+    from geomatch.synthetic import generate_spair_like
+    from geomatch.cli import main
+
+    root = tmp_path / "spair"
+    generate_spair_like(root, n_images_per_category=6, n_pairs=3, categories=["dog"])
+    ds = load_dataset("spair", root)
+    pairs = ds.pairs("test")
+    assert pairs
+    man = dict(MANIFEST, grid=[7, 7], dim=8, preprocess="pad", resolution=[98, 98])
+    cache = FeatureCache.create(tmp_path / "cache", man)
+    rng = np.random.default_rng(0)
+    for key in sorted({p.src.key for p in pairs} | {p.trg.key for p in pairs}):
+        cache.put(key, rng.standard_normal((7, 7, 8)))
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", "spair", "--root", str(root), "--cache", cache.path,
+               "--out", str(out), "--figures", "--no-progress", "--workers", "2"])
+    assert rc == 0
+    assert "### PCK per point" in capsys.readouterr().out
+    with open(out / "results.json") as f:
+        doc = json.load(f)
+    assert doc["n_pairs"] == len(pairs) and doc["skipped"] == int(ds.skipped.count)
+    by_id = {p.pair_id: p for p in pairs}
+    for r in doc["pairs"]:
+        p = by_id[r["pair_id"]]
+        assert r["n_points"] == int((p.src.visible & p.trg.visible).sum())
+    pts = doc["summary"]["overall"]["n_points"]
+    assert pts == sum(int((p.src.visible & p.trg.visible).sum()) for p in pairs)
+    assert doc["config"]["preprocess"] == "pad"
+    assert doc["figures"] and all(os.path.isfile(f) for f in doc["figures"])
