@@ -195,9 +195,10 @@ def test_batched(rng, dtype, batch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("method", ["kernel", "log"])
 def test_threads_identical(rng, dtype, method):
-    S = cosine_scores(rng, 203, 197).astype(dtype)
-    mu, nu = marginal(rng, 204).astype(dtype), marginal(rng, 198).astype(dtype)
-    G = rng.standard_normal((204, 198)).astype(dtype)
+    N, M = 603, 517          # above the size where the kernels start using threads
+    S = cosine_scores(rng, N, M).astype(dtype)
+    mu, nu = marginal(rng, N + 1).astype(dtype), marginal(rng, M + 1).astype(dtype)
+    G = rng.standard_normal((N + 1, M + 1)).astype(dtype)
     out = []
     for nt in (1, 2, 3):
         gm.set_num_threads(nt)
