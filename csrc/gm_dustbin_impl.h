@@ -215,6 +215,10 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
 {
     size_t n1 = c->n1, m1 = c->m1, mp = c->mpad, T = (size_t)c->iters;
     size_t H = c->store ? T : 2, nt = (size_t)c->nt;
+    /* the VJP keeps O(n_iter (N + M)) history: refuse more than 4 GiB up
+     * front (overcommitting systems would otherwise fail late) */
+    if (c->store && (double)T * (double)(4 * n1 + 4 * mp) * sizeof(DB_T) > 4294967296.0)
+        return GM_ERR_NOMEM;
     c->logmu = malloc(n1 * sizeof(double));
     c->lognu = malloc(m1 * sizeof(double));
     c->la = malloc(n1 * sizeof(double));
@@ -230,10 +234,10 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
     c->at = malloc(H * n1 * sizeof(DB_T));
     c->srow = malloc(H * n1 * sizeof(DB_T));
     c->tcol = malloc(H * m1 * sizeof(DB_T));
-    c->bmat = calloc(2 * T * mp, sizeof(DB_T));
+    c->bmat = calloc(c->store ? 2 * T * mp : 1, sizeof(DB_T));
     c->brot = calloc(2 * mp, sizeof(DB_T));
     c->bfin = calloc(mp, sizeof(DB_T));
-    c->hu = malloc(T * n1 * sizeof(DB_T));
+    c->hu = malloc((c->store ? T * n1 : 1) * sizeof(DB_T));
     c->fu = malloc(H * n1 * sizeof(DB_T));
     c->gv = calloc((c->store ? T + 1 : 2) * mp, sizeof(DB_T));
     c->nlr = malloc(H * n1 * sizeof(DB_T));
