@@ -60,7 +60,7 @@ def main():
 
     kind, inc, ldirs, libs, link, macros, deps = find_blas()
     debug = os.environ.get("GEOMATCH_DEBUG") == "1"
-    cflags = ["-std=gnu99", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter",
+    cflags = ["-std=gnu99", "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter",
               "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-Wno-unused-function"]
     cflags += ["-O0", "-g"] if debug else ["-O3"]
     if os.environ.get("GEOMATCH_NATIVE", "1") != "0":
@@ -74,6 +74,7 @@ def main():
     ext = Extension(
         "geomatch._core",
         sources=sources,
+        depends=sorted(glob.glob("csrc/*.h")),
         include_dirs=["csrc", np.get_include(), *inc],
         library_dirs=ldirs,
         libraries=libs + ["m"],

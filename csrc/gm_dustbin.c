@@ -134,12 +134,15 @@ static inline double db_exp_f64(double x)
     return x < -708.0 ? 0.0 : y;
 }
 
-/* Number of threads for a problem with `work` matrix entries. */
+/* Number of threads for a problem with `work` matrix entries: one below
+ * 300000 entries (about 550 x 550), where a whole call costs well under a
+ * millisecond on one core and the ~2 thread synchronizations per iteration
+ * would dominate (badly so on an oversubscribed machine). */
 static int db_threads(size_t work)
 {
 #ifdef _OPENMP
     int nt = omp_get_max_threads();
-    if (work < 32768) nt = 1;
+    if (work < 300000) nt = 1;
     return nt < 1 ? 1 : nt;
 #else
     (void)work;

@@ -20,12 +20,12 @@ typedef struct {
     const DB_T *S;
     const DB_T *G;
     double lam, phi, bin, c, L;
-    int iters, store, kernel, rebuild, wrt_log, nt;
+    int iters, store, kernel, rebuild, wrt_log, nt, fused, nu_pos;
     DB_T lamT, lamcT, lambinT, kb;
     DB_T *K;
     size_t ldk;
-    double *logmu, *lognu, *la, *lb, *dn, *dm, *rs, *cs, *gbc, *gbr;
-    double sig_a, sig_b, dbacc;
+    double *logmu, *lognu, *la, *lb, *lbp, *dn, *dm, *rs, *cs, *gbc, *gbr;
+    double sig_a, sig_b, sig_f, dbacc;
     unsigned char *mulrow;
     DB_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
     DB_T *fu, *gv, *nlr, *nlc;
@@ -215,10 +215,15 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
 {
     size_t n1 = c->n1, m1 = c->m1, mp = c->mpad, T = (size_t)c->iters;
     size_t H = c->store ? T : 2, nt = (size_t)c->nt;
+    /* the VJP keeps O(n_iter (N + M)) history: refuse more than 4 GiB up
+     * front (overcommitting systems would otherwise fail late) */
+    if (c->store && (double)T * (double)(4 * n1 + 4 * mp) * sizeof(DB_T) > 4294967296.0)
+        return GM_ERR_NOMEM;
     c->logmu = malloc(n1 * sizeof(double));
     c->lognu = malloc(m1 * sizeof(double));
     c->la = malloc(n1 * sizeof(double));
-    c->lb = malloc(m1 * sizeof(double));
+    c->lb = calloc(m1, sizeof(double));
+    c->lbp = calloc(m1, sizeof(double));
     c->dn = malloc(n1 * sizeof(double));
     c->dm = malloc(m1 * sizeof(double));
     c->rs = malloc(n1 * sizeof(double));
@@ -229,10 +234,10 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
     c->at = malloc(H * n1 * sizeof(DB_T));
     c->srow = malloc(H * n1 * sizeof(DB_T));
     c->tcol = malloc(H * m1 * sizeof(DB_T));
-    c->bmat = calloc(2 * T * mp, sizeof(DB_T));
+    c->bmat = calloc(c->store ? 2 * T * mp : 1, sizeof(DB_T));
     c->brot = calloc(2 * mp, sizeof(DB_T));
     c->bfin = calloc(mp, sizeof(DB_T));
-    c->hu = malloc(T * n1 * sizeof(DB_T));
+    c->hu = malloc((c->store ? T * n1 : 1) * sizeof(DB_T));
     c->fu = malloc(H * n1 * sizeof(DB_T));
     c->gv = calloc((c->store ? T + 1 : 2) * mp, sizeof(DB_T));
     c->nlr = malloc(H * n1 * sizeof(DB_T));
@@ -246,7 +251,7 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
     c->tmn = malloc(nt * sizeof(double));
     c->tmx = malloc(nt * sizeof(double));
     c->tbad = malloc(nt * sizeof(int));
-    if (!c->logmu || !c->lognu || !c->la || !c->lb || !c->dn || !c->dm || !c->rs ||
+    if (!c->logmu || !c->lognu || !c->la || !c->lb || !c->lbp || !c->dn || !c->dm || !c->rs ||
         !c->cs || !c->gbc || !c->gbr || !c->mulrow || !c->at || !c->srow || !c->tcol ||
         !c->bmat || !c->brot || !c->bfin || !c->hu || !c->fu || !c->gv || !c->nlr ||
         !c->nlc || !c->vn || !c->vm || !c->vm2 || !c->part || !c->rowtmp || !c->abuf || !c->tmn ||
@@ -258,7 +263,7 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
 /* Free every buffer of the context.  O(1). */
 static void DB_SFX(db_free)(DB_SFX(db_ctx) *c)
 {
-    void *p[] = {c->logmu, c->lognu, c->la, c->lb, c->dn, c->dm, c->rs, c->cs, c->gbc,
+    void *p[] = {c->logmu, c->lognu, c->la, c->lb, c->lbp, c->dn, c->dm, c->rs, c->cs, c->gbc,
                  c->gbr, c->mulrow, c->at, c->srow, c->tcol, c->bmat, c->brot, c->bfin,
                  c->hu, c->fu, c->gv, c->nlr, c->nlc, c->vn, c->vm, c->vm2, c->part,
                  c->rowtmp, c->abuf, c->tmn, c->tmx, c->tbad};
@@ -291,6 +296,9 @@ static int DB_SFX(db_setup)(DB_SFX(db_ctx) *c, const DB_T *S, const DB_T *mu,
     if ((st = DB_SFX(db_alloc)(c)) != GM_OK) return st;
     if ((st = DB_SFX(db_check_marg)(mu, c->n1, 1, c->logmu)) != GM_OK) return st;
     if ((st = DB_SFX(db_check_marg)(nu, c->m1, 2, c->lognu)) != GM_OK) return st;
+    c->nu_pos = 1;
+    for (size_t j = 0; j < c->m1; j++)
+        if (c->lognu[j] == -INFINITY) c->nu_pos = 0;
     return GM_OK;
 }
 
@@ -418,13 +426,132 @@ static double DB_SFX(db_kupdate)(const DB_SFX(db_ctx) *c, const DB_T *s, const d
     return mx;
 }
 
+/* Provisional shift for the fused iteration t (single thread, O(N+M)): with
+ * Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
+ * la^t_i <= la^{t-1}_i - phi min Delta and >= la^{t-1}_i - phi max Delta, so
+ * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
+ * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
+ * when 2L + D leaves float room (see db_kernel_forward), else 0. */
+static int DB_SFX(db_fused_shift)(const DB_SFX(db_ctx) *c, int t, double *sig)
+{
+    double dmin = INFINITY, dmax = -INFINITY, amax = -INFINITY;
+    if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
+    for (size_t j = 0; j < c->m1; j++) {
+        if (c->lognu[j] == -INFINITY) continue;
+        double d = c->lb[j] - c->lbp[j];
+        dmin = d < dmin ? d : dmin;
+        dmax = d > dmax ? d : dmax;
+    }
+    for (size_t i = 0; i < c->n1; i++)
+        if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+    if (!(dmax >= dmin) || !isfinite(amax)) return 0;
+    if (2.0 * c->L + c->phi * (dmax - dmin) > -DB_LOGMIN - 30.0) return 0;
+    *sig = amax - c->phi * dmin;
+    return 1;
+}
+
+/* a~_i = exp(la_i - sig) for one row from its row sum s (double work).
+ * O(1). */
+static inline DB_T DB_SFX(db_arow)(DB_SFX(db_ctx) *c, size_t i, DB_T s, double off, double sig)
+{
+    double sd = (double)s;
+    double ls = sd >= DBL_MIN && sd <= DBL_MAX ? db_log_fast(sd) : log(sd);
+    c->la[i] = DB_SFX(db_pot)(c->phi, c->logmu[i], off + ls);
+    return (DB_T)db_exp_f64(c->la[i] - sig);
+}
+
+/* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
+ * fixed 32-row chunks computing the row sums s^t = K' b~^{t-1}, a~^t row by
+ * row, and the chunk partials of the column sums K'^T a~^t from the same
+ * rows while they are cached (reduced in chunk order by db_reduce_parts).
+ * O(NM), one pass over K' instead of two. */
+static void DB_SFX(db_fused_iter)(DB_SFX(db_ctx) *c, DB_T *s, DB_T *a, DB_T *tc, const DB_T *bp,
+                                  double sig)
+{
+    size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
+    DB_T kbb = c->kb * bp[m];
+    double off = c->lam * c->c + c->sig_b;
+    (void)tc;
+#pragma omp for schedule(static)
+    for (size_t ch = 0; ch < c->nchunk; ch++) {
+        DB_T *tp = c->part + ch * mp, w4[4];
+        size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
+        for (size_t j = 0; j < m; j++) tp[j] = 0;
+        for (size_t i = i0; i < i1; i += 4) {
+            size_t r = i1 - i < 4 ? i1 - i : 4;
+            const DB_T *k0 = c->K + i * ldk;
+            if (r == 4) {
+                DB_SFX(db_dot4)(k0, ldk, bp, m, w4);
+            } else {
+                for (size_t q = 0; q < r; q++) w4[q] = DB_SFX(db_dot)(k0 + q * ldk, bp, m);
+            }
+            for (size_t q = 0; q < r; q++) {
+                s[i + q] = w4[q] + kbb;
+                a[i + q] = DB_SFX(db_arow)(c, i + q, s[i + q], off, sig);
+            }
+            if (r == 4) {
+                const DB_T *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+                DB_T a0 = a[i], a1 = a[i + 1], a2 = a[i + 2], a3 = a[i + 3];
+                for (size_t j = 0; j < m; j++) {
+                    DB_T v = tp[j];
+                    v += a0 * k0[j];
+                    v += a1 * k1[j];
+                    v += a2 * k2[j];
+                    v += a3 * k3[j];
+                    tp[j] = v;
+                }
+            } else {
+                for (size_t q = 0; q < r; q++) {
+                    const DB_T *kq = k0 + q * ldk;
+                    DB_T aq = a[i + q];
+                    for (size_t j = 0; j < m; j++) tp[j] += aq * kq[j];
+                }
+            }
+        }
+    }
+}
+
+/* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
+ * the bin row's term.  Single thread, O(M N / 32), vectorized. */
+static void DB_SFX(db_reduce_parts)(const DB_SFX(db_ctx) *c, DB_T extra, DB_T *out)
+{
+    for (size_t j = 0; j < c->m; j++) out[j] = 0;
+    for (size_t ch = 0; ch < c->nchunk; ch++) {
+        const DB_T *tp = c->part + ch * c->mpad;
+        for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
+    }
+    for (size_t j = 0; j < c->m; j++) out[j] += extra;
+}
+
+/* Serial start of iteration t: bin-row sum, and the choice (and shift) of
+ * the fused sweep, with the bin row's a~ when fused.  O(N+M). */
+static void DB_SFX(db_iter_start)(DB_SFX(db_ctx) *c, int t)
+{
+    DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
+    DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
+    const DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
+    s[c->n] = c->kb * DB_SFX(db_sum)(bp, c->m1);
+    c->fused = DB_SFX(db_fused_shift)(c, t, &c->sig_f);
+    if (c->fused) {
+        double off = c->lam * c->c + c->sig_b;
+        a[c->n] = DB_SFX(db_arow)(c, c->n, s[c->n], off, c->sig_f);
+        c->sig_a = c->sig_f;
+    }
+}
+
 /* Kernel-domain forward (inside the parallel region): K' and the first row
- * sums in one pass, then n_iter row/column matrix-vector products with
- * O(N+M) double work between them.  O(n_iter N M). */
+ * sums come from db_prepare; iteration 1 is a column pass; iterations t >= 2
+ * are single fused sweeps (db_fused_iter) when the provisional shift of
+ * db_fused_shift is safe -- 2L + D <= -log(min normal) - 30, so every
+ * column sum is >= exp(-L-D) and terms lost to subnormal a~ stay below
+ * 1e-13 relative -- else a row pass and a column pass with exact
+ * normalization.  O(N+M) double work between passes.  O(n_iter N M). */
 static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk;
     DB_T kb = c->kb;
+#pragma omp single
+    DB_SFX(db_iter_start)(c, 1);
     for (int t = 1; t <= c->iters; t++) {
         DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
         DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
@@ -432,20 +559,24 @@ static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
         DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
         DB_T *bn = DB_SFX(db_bptr)(c, t);
         size_t j0, j1;
-        if (t > 1) DB_SFX(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
+        if (c->fused) {
+            DB_SFX(db_fused_iter)(c, s, a, tc, bp, c->sig_f);
+        } else {
+            if (t > 1) DB_SFX(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
 #pragma omp single
-        {
-            s[n] = kb * DB_SFX(db_sum)(bp, c->m1);
             c->sig_a = DB_SFX(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
-        }
-        db_col_range(m, &j0, &j1);
-        DB_SFX(db_colmv)(c->K, ldk, n, a, tc, j0, j1);
-        for (size_t j = j0; j < j1; j++) tc[j] += a[n] * kb;
+            db_col_range(m, &j0, &j1);
+            DB_SFX(db_colmv)(c->K, ldk, n, a, tc, j0, j1);
+            for (size_t j = j0; j < j1; j++) tc[j] += a[n] * kb;
 #pragma omp barrier
+        }
 #pragma omp single
         {
+            if (c->fused) DB_SFX(db_reduce_parts)(c, a[n] * kb, tc);
             tc[m] = kb * DB_SFX(db_sum)(a, c->n1);
+            memcpy(c->lbp, c->lb, c->m1 * sizeof(double));
             c->sig_b = DB_SFX(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
+            if (t < c->iters) DB_SFX(db_iter_start)(c, t + 1);
         }
     }
 }
@@ -714,6 +845,21 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
     }
 }
 
+/* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
+ * hu^t_N (its row product is kb * sum(hv)).  O(N+M). */
+static void DB_SFX(db_bwd_start)(DB_SFX(db_ctx) *c, int t)
+{
+    size_t n = c->n, m1 = c->m1;
+    DB_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    const DB_T *a = c->at + (size_t)(t - 1) * c->n1, *s = c->srow + (size_t)(t - 1) * c->n1;
+    const DB_T *tc = c->tcol + (size_t)(t - 1) * m1;
+    DB_T *hu = c->hu + (size_t)(t - 1) * c->n1;
+    double lrs = t == c->iters ? c->lam : 0.0;
+    for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
+    double w = (double)(c->kb * DB_SFX(db_sum)(hv, m1));
+    hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+}
+
 /* Kernel-domain backward (inside the parallel region, after db_forward with
  * history): reverse sweep of n_iter row and column matrix-vector products,
  * each iteration t >= 2 is one fused pass (row products w = K' hv^t giving
@@ -729,20 +875,17 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
     DB_SFX(db_gpass)(c, NULL);
     if (c->err != GM_OK) return;
 #pragma omp single
-    for (size_t j = 0; j < m1; j++) c->dm[j] = c->lam * c->cs[j];
+    {
+        for (size_t j = 0; j < m1; j++) c->dm[j] = c->lam * c->cs[j];
+        DB_SFX(db_bwd_start)(c, T);
+    }
     for (int t = T; t >= 2; t--) {
         DB_T *hv = c->bmat + (size_t)(t - 1) * mp;
         DB_T *a = c->at + (size_t)(t - 1) * n1, *s = c->srow + (size_t)(t - 1) * n1;
         DB_T *tc = c->tcol + (size_t)(t - 1) * m1, *hu = c->hu + (size_t)(t - 1) * n1;
         DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
         double lrs = t == T ? c->lam : 0.0;
-        size_t j0, j1;
-#pragma omp single
-        {
-            for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
-            double w = (double)(kb * DB_SFX(db_sum)(hv, m1));
-            hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
-        }
+        (void)tc;
         /* fused: w = K' hv per row, hu from it, z partials += hu_i K'_i */
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < c->nchunk; ch++) {
@@ -762,29 +905,33 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
                     double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
                     hu[i + q] = (DB_T)(g / (double)s[i + q]);
                 }
-                for (size_t q = 0; q < r; q++) {
-                    const DB_T *kq = k0 + q * c->ldk;
-                    DB_T h = hu[i + q];
-                    for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
+                if (r == 4) {
+                    const DB_T *k1 = k0 + c->ldk, *k2 = k1 + c->ldk, *k3 = k2 + c->ldk;
+                    DB_T h0 = hu[i], h1 = hu[i + 1], h2 = hu[i + 2], h3 = hu[i + 3];
+                    for (size_t j = 0; j < m; j++) {
+                        DB_T v = zp[j];
+                        v += h0 * k0[j];
+                        v += h1 * k1[j];
+                        v += h2 * k2[j];
+                        v += h3 * k3[j];
+                        zp[j] = v;
+                    }
+                } else {
+                    for (size_t q = 0; q < r; q++) {
+                        const DB_T *kq = k0 + q * c->ldk;
+                        DB_T h = hu[i + q];
+                        for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
+                    }
                 }
             }
         }
-        db_col_range(m, &j0, &j1);
-        {
-            DB_T *z = c->vm, hn = hu[n] * kb;
-            for (size_t j = j0; j < j1; j++) z[j] = 0;
-            for (size_t ch = 0; ch < c->nchunk; ch++) {
-                const DB_T *zp = c->part + ch * mp;
-                for (size_t j = j0; j < j1; j++) z[j] += zp[j];
-            }
-            for (size_t j = j0; j < j1; j++) z[j] += hn;
-        }
-#pragma omp barrier
 #pragma omp single
         {
             DB_T *z = c->vm;
+            DB_SFX(db_reduce_parts)(c, hu[n] * kb, z);
             z[m] = kb * DB_SFX(db_sum)(hu, n1);
             for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
+            DB_SFX(db_bwd_start)(c, t - 1);
         }
     }
     {
@@ -797,12 +944,7 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
         double lrs = T == 1 ? c->lam : 0.0;
         int twoT = 2 * T;
         size_t ng = (n + 3) / 4;
-#pragma omp single
-        {
-            for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
-            double w = (double)(kb * DB_SFX(db_sum)(hv, m1));
-            hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
-        }
+        (void)tc;
 #pragma omp for schedule(static)
         for (size_t gi = 0; gi < ng; gi++) {
             size_t i0 = 4 * gi, r = n - i0 < 4 ? n - i0 : 4;

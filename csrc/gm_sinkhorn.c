@@ -50,8 +50,9 @@
 #define GM_SK_CB 64          /* columns per column-pass chunk */
 #define GM_SK_MINRUN 4       /* kernel runs shorter than this back off */
 #define GM_SK_MAXBACKOFF 64  /* at most this many log passes between tries */
-#define GM_SK_SMALL 65536    /* n*m up to this: parallel over the batch */
-#define GM_SK_PARMIN 4096    /* n*m from this: threads inside a problem */
+#define GM_SK_SMALL 131072   /* n*m below this: parallel over the batch */
+#define GM_SK_PARMIN 131072  /* n*m from this: threads inside a problem (one
+                                fork/join per iteration must pay off) */
 /* Balanced OT: relative tolerance on |sum a - sum b|. */
 #define GM_SK_MASS_RTOL(T) (sizeof(T) == 4 ? 1e-5 : 1e-6)
 

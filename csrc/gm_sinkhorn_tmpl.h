@@ -465,7 +465,7 @@ int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
     if (st != GM_OK) return st;
     double phia = isinf(reg_m_a) ? 1.0 : reg_m_a / (reg_m_a + reg);
     double phib = isinf(reg_m_b) ? 1.0 : reg_m_b / (reg_m_b + reg);
-    int over_batch = batch > 1 && nthr > 1 && n * m <= GM_SK_SMALL;
+    int over_batch = batch > 1 && nthr > 1 && n * m < GM_SK_SMALL;
     int inner = !over_batch && nthr > 1 && n * m >= GM_SK_PARMIN;
     int fail = GM_OK;
 #pragma omp parallel for schedule(dynamic) if (over_batch)
@@ -473,7 +473,10 @@ int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
         SFX(sk_ws) w;
         int s, it = 0;
         double e = 0;
-        if (fail != GM_OK) continue;
+        int failed;
+#pragma omp atomic read
+        failed = fail;
+        if (failed != GM_OK) continue;
         s = SFX(sk_alloc)(&w, n, m, inner ? nthr : 1);
         T *fb = f ? f + k * n : malloc(n * sizeof(T));
         T *gb = g ? g + k * m : malloc(m * sizeof(T));
@@ -500,7 +503,7 @@ int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
         if (n_iter) n_iter[k] = it;
         if (err) err[k] = e;
         if (s != GM_OK) {
-#pragma omp critical(gm_sinkhorn_fail)
+#pragma omp atomic write
             fail = s;
         }
     }

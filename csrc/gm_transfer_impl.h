@@ -330,7 +330,7 @@ static int GM_SUF(gm_tr_pair)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *t
 {
     const int nthr = w->nthr;
     size_t i, k;
-    int t, worst = 0;
+    int t, par, worst = 0;
     for (k = 0; k < nkps; k++)
         GM_SUF(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
                                   w->q + k * dim);
@@ -338,7 +338,10 @@ static int GM_SUF(gm_tr_pair)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *t
         w->bestv[i] = -(GM_T)INFINITY;
         w->bestx[i] = w->besty[i] = -1;
     }
-#pragma omp parallel num_threads(nthr) reduction(max : worst)
+    /* tiny problems run on one thread: a parallel region costs more */
+    par = (double)ht * (double)wt * (double)dim * (double)(5 + nkps) +
+              (double)Ht * (double)Wt * (double)(1 + nkps) * 4.0 >= 2e5;
+#pragma omp parallel num_threads(nthr) reduction(max : worst) if (par)
     {
         int tid = gm_tr_thread_num();
         GM_T *inv = w->tbuf + (size_t)tid * 2 * w->wp, *val = inv + w->wp;

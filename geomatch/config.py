@@ -1,6 +1,7 @@
 """Build configuration and thread control."""
 from __future__ import annotations
 
+import os
 import sys
 
 from . import _core
@@ -31,7 +32,8 @@ def show_config(file=None) -> None:
         f"  BLAS build     : {info['blas_config'].strip()}",
         f"  BLAS kernel    : {info['blas_corename']}",
         f"  BLAS threading : {info['blas_threading']}",
-        f"  OpenMP         : {'yes' if info['openmp'] else 'no'}",
+        f"  OpenMP         : {'yes' if info['openmp'] else 'no'}"
+        f" (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})",
         f"  threads        : {info['num_threads']} (of {info['num_procs']} processors)",
         f"  SIMD level     : {info['simd']}",
         f"  compiler flags : {info['cflags']}",

@@ -15,6 +15,12 @@ The C core evaluates this recursion in the kernel domain (one matrix-vector
 product per half-iteration with ``exp(lam (S~ - c))`` computed once) when
 that is numerically safe, and with literal log-sum-exp sweeps otherwise; both
 give the same result to working precision.
+
+Performance: at N = M = 1369 (37 x 37 patches), 10 iterations, float32, the
+forward takes about 3.5 ms of CPU time on one Zen 4 core and the VJP about
+10 ms.  The kernels synchronize threads twice per iteration; on a machine
+with more runnable threads than cores, set ``OMP_WAIT_POLICY=PASSIVE``
+(spinning OpenMP threads then steal the cores the workers need).
 """
 from __future__ import annotations
 

@@ -173,10 +173,14 @@ def _resolve_head(head):
 
 
 def _skipped_count(dataset) -> int:
+    """Pairs the dataset skipped: an int, an object with ``count`` or ``__int__``, or a list."""
     s = getattr(dataset, "skipped", 0)
     if s is None:
         return 0
-    if isinstance(s, (int, np.integer)):
+    count = getattr(s, "count", None)
+    if isinstance(count, (int, np.integer)):
+        return int(count)
+    if isinstance(s, (int, np.integer)) or hasattr(s, "__int__"):
         return int(s)
     try:
         return len(s)
@@ -224,7 +228,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
              transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: int = 1) -> EvalResult:
+             workers: Optional[int] = None) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -260,12 +264,15 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         Replacement for :func:`geomatch.transfer_keypoints` (same signature).
     lru_bytes : int
         Memory for float32 feature maps kept between pairs (images recur).
-    workers : int, default 1
-        With more than one, that many threads transfer pairs concurrently,
-        each running its kernels single-threaded (better use of the cores
-        than multithreading every small per-pair kernel); reading features
-        and scoring stay on the calling thread, in pair order, so results
-        are identical for any ``workers``.
+    workers : int, optional
+        Threads that transfer pairs concurrently, each running its kernels
+        single-threaded (default: :func:`geomatch.get_num_threads`).  Per-pair
+        kernels are small (milliseconds), so this uses the cores far better
+        than multithreading each kernel, above all on a busy machine.  With
+        1, pairs run one after the other on the calling thread and kernels
+        use all configured threads.  Reading features and scoring stay on
+        the calling thread, in pair order, so results are identical for any
+        ``workers``.
 
     Returns
     -------
@@ -285,6 +292,10 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     alphas = tuple(float(a) for a in _metrics._check_alphas(alphas))
     if figures and out_dir is None:
         raise ValueError("figures=True needs out_dir")
+    if workers is None:
+        from .config import get_num_threads
+
+        workers = max(1, int(get_num_threads()))
     if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if not isinstance(cache, FeatureCache):
@@ -424,8 +435,10 @@ def configure_parser(parser) -> None:
     parser.add_argument("--categories", nargs="+", default=None, help="only these categories")
     parser.add_argument("--subsample", type=int, default=None, help="pairs per category")
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default: 0)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="pairs transferred concurrently, one kernel thread each (default: 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pairs transferred concurrently, one kernel thread each "
+                             "(default: the thread count; 1: one pair at a time, "
+                             "multithreaded kernels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

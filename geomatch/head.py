@@ -409,17 +409,15 @@ class AttentionHead:
         if single:
             x = x[None]
         B, h, w, _ = x.shape
-        outs, ctxs = [], []
-        for b in range(B):
-            y, ctx = self._forward_one(x[b].reshape(h * w, -1), h, w, cache)
-            outs.append(y.reshape(h, w, -1))
-            ctxs.append(ctx)
+        # the B images share every linear layer (one product over B*h*w rows);
+        # attention runs per image
+        y, ctx = self._forward_batch(x.reshape(B * h * w, -1), B, h, w, cache)
         if cache:
-            self._cache = (ctxs, single)
-        out = np.stack(outs)
+            self._cache = (ctx, single, B)
+        out = y.reshape(B, h, w, -1)
         return out[0] if single else out
 
-    def _forward_one(self, x, h, w, keep):
+    def _forward_batch(self, x, B, h, w, keep):
         c, p = self.config, self._params
         T, d, H, da = h * w, c.dim, c.num_heads, c.attention_dim
         dh = da // H
@@ -427,14 +425,20 @@ class AttentionHead:
         z = x @ p["in_proj.weight"]
         z += p["in_proj.bias"]
         pe = self._pos(h, w)
-        z += pe * p["pos_gain"]
+        z.reshape(B, T, d)[...] += pe * p["pos_gain"]
         scale = 1.0 / math.sqrt(dh)
         for b in range(c.num_blocks):
             pre = f"blocks.{b}."
             a, ln1 = _ln_forward(z, p[pre + "norm1.weight"], p[pre + "norm1.bias"], c.ln_eps)
             qkv = a @ p[pre + "attn.qkv.weight"]
             qkv += p[pre + "attn.qkv.bias"]
-            E, rz, o = _attention_forward(qkv, H, da, scale)
+            o = np.empty((B * T, da), dtype=qkv.dtype)
+            E, rz = [], []
+            for i in range(B):
+                Ei, rzi, o[i * T:(i + 1) * T] = _attention_forward(qkv[i * T:(i + 1) * T],
+                                                                   H, da, scale)
+                E.append(Ei)
+                rz.append(rzi)
             z = z + o @ p[pre + "attn.proj.weight"]
             z += p[pre + "attn.proj.bias"]
             bb, ln2 = _ln_forward(z, p[pre + "norm2.weight"], p[pre + "norm2.bias"], c.ln_eps)
@@ -468,26 +472,23 @@ class AttentionHead:
         """
         if self._cache is None:
             raise ValueError("backward needs a preceding forward(feat, cache=True)")
-        ctxs, single = self._cache
+        ctx, single, B = self._cache
         g = np.asarray(grad_out, dtype=self.dtype)
         if single:
             g = g[None]
-        h, w = ctxs[0]["h"], ctxs[0]["w"]
-        want = (len(ctxs), h, w, self.config.out_dim)
+        h, w = ctx["h"], ctx["w"]
+        want = (B, h, w, self.config.out_dim)
         if g.shape != want:
             raise ValueError(f"grad_out has shape {np.asarray(grad_out).shape}, expected "
                              f"{want[1:] if single else want}")
         grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        gin = []
-        for b, ctx in enumerate(ctxs):
-            gx = self._backward_one(ctx, g[b].reshape(h * w, -1), grads, input_grad)
-            if input_grad:
-                gin.append(gx.reshape(h, w, -1))
+        gx = self._backward_batch(ctx, g.reshape(B * h * w, -1), B, grads, input_grad)
         if input_grad:
-            grads["input"] = gin[0] if single else np.stack(gin)
+            gx = gx.reshape(B, h, w, -1)
+            grads["input"] = gx[0] if single else gx
         return grads
 
-    def _backward_one(self, ctx, dy, grads, input_grad):
+    def _backward_batch(self, ctx, dy, B, grads, input_grad):
         c, p = self.config, self._params
         h, w = ctx["h"], ctx["w"]
         T, d, H, da = h * w, c.dim, c.num_heads, c.attention_dim
@@ -518,7 +519,11 @@ class AttentionHead:
             grads[pre + "attn.proj.weight"] += cb["o"].T @ dz
             grads[pre + "attn.proj.bias"] += dz.sum(axis=0)
             do = _nt(dz, p[pre + "attn.proj.weight"])
-            dqkv = _attention_backward(do, cb["qkv"], cb["E"], cb["rz"], cb["o"], H, da, scale)
+            dqkv = np.empty((B * T, 3 * da), dtype=self.dtype)
+            for i in range(B):
+                r = slice(i * T, (i + 1) * T)
+                dqkv[r] = _attention_backward(do[r], cb["qkv"][r], cb["E"][i], cb["rz"][i],
+                                              cb["o"][r], H, da, scale)
             grads[pre + "attn.qkv.weight"] += cb["a"].T @ dqkv
             grads[pre + "attn.qkv.bias"] += dqkv.sum(axis=0)
             dln = _nt(dqkv, p[pre + "attn.qkv.weight"])
@@ -526,7 +531,7 @@ class AttentionHead:
             grads[pre + "norm1.weight"] += dgm
             grads[pre + "norm1.bias"] += dbt
             dz = dz + dx1
-        grads["pos_gain"] += np.einsum("ti,ti->i", dz, self._pos(h, w))
+        grads["pos_gain"] += np.einsum("bti,ti->i", dz.reshape(B, T, -1), self._pos(h, w))
         grads["in_proj.weight"] += ctx["x"].T @ dz
         grads["in_proj.bias"] += dz.sum(axis=0)
         if input_grad:

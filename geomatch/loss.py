@@ -25,7 +25,13 @@ this module differs:
 * GECO concatenates the entries of all pairs of a batch and averages each term
   over the batch; DESIGN.md defines the loss per pair ("each term is averaged
   over its entries"), so here each pair's terms are averaged over that pair's
-  entries and :func:`batch_loss` users average the pair losses;
+  entries and the training loop (:mod:`geomatch.train`) averages the pair
+  losses and gradients over the batch -- pairs with many entries weigh no
+  more than others;
+* M- pairs (k in the source, flip(k) in the target) for every k with a
+  counterpart, both visible; GECO builds the same set from its
+  ``kps_symm_only`` tables (keypoints without a counterpart zeroed) and
+  de-duplicates it;
 * GECO's keypoints are stored (y, x) and scaled by the feature size / image
   size; the patch of (x, y) here is (floor(y h / H), floor(x w / W)) as in
   DESIGN.md, clamped to the grid (a keypoint exactly on the right/bottom

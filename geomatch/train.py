@@ -13,6 +13,10 @@ batches of pairs of a split:
   the mirrored image (``cache.get(key, flipped=True)``), keypoints mirrored
   x -> W - 1 - x and relabelled with the flip permutation
   (new[k] = old[flip_perm[k]]), foreground mirrored;
+* foreground (for the marginals and the fg/bg negatives): the segmentation
+  mask (``ImageRecord.mask_path``) where that file exists, else the bounding
+  box, sampled on the feature grid with the nearest-neighbour rule through
+  the cache's grid frame (:func:`geomatch.cache.grid_frame`);
 * pair swapping (probability 1/2): source and target exchanged;
 * per pair: head forward on both feature maps, the loss of
   :mod:`geomatch.loss` and its gradient, head backward; gradients are averaged
@@ -425,6 +429,8 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         best_val = tmeta.get("best_val")
         head_config = head.config
     else:
+        if head_config is None and init_head is not None:
+            head_config = init_head.config
         if head_config is None:
             f0 = cache.get(pairs[0].src.key) if _cache_has(cache, pairs[0].src.key) else None
             in_dim = int(f0.shape[-1]) if f0 is not None else 768
@@ -624,6 +630,7 @@ def run_cli(args) -> int:
                 seed=args.seed, flip_aug=not args.no_flip, swap_aug=not args.no_swap,
                 val_subset=args.val_subset, val_every=args.val_every, val_mode=args.val_mode,
                 resume=args.resume)
+    print(f"head: {res.head.num_parameters():,} parameters, {res.head.config}")
     print(f"trained {res.steps} steps; last checkpoint {res.last_path}"
           + (f"; best {res.best_path} (val PCK@0.1 {res.best_val:.4f})" if res.best_path else ""))
     return 0

@@ -14,7 +14,7 @@ CSRC = Path(__file__).resolve().parents[1] / "csrc"
                     reason="needs make and a C compiler")
 @pytest.mark.parametrize("target", ["test", "sanitize"])
 def test_c_runner(target):
-    proc = subprocess.run(["make", "-C", str(CSRC), f"PY={sys.executable}", target],
+    proc = subprocess.run(["make", "-j2", "-C", str(CSRC), f"PY={sys.executable}", target],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "failures" in proc.stdout and " 0 failures" in proc.stdout

@@ -40,7 +40,6 @@ def test_set_num_threads_roundtrip_and_errors():
 
 def test_omp_num_threads_environment_is_honoured():
     code = "import geomatch as gm; print(gm.get_num_threads())"
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     import os
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -55,3 +54,16 @@ def test_ci_runs_the_readme_test_command_verbatim():
                  if "pytest" in line]
     assert len(test_cmds) == 1, test_cmds
     assert test_cmds[0] in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_wait_policy_defaults_to_passive(given, expected):
+    import os
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, geomatch; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == expected

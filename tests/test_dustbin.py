@@ -195,9 +195,10 @@ def test_batched(rng, dtype, batch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("method", ["kernel", "log"])
 def test_threads_identical(rng, dtype, method):
-    S = cosine_scores(rng, 203, 197).astype(dtype)
-    mu, nu = marginal(rng, 204).astype(dtype), marginal(rng, 198).astype(dtype)
-    G = rng.standard_normal((204, 198)).astype(dtype)
+    N, M = 603, 517          # above the size where the kernels start using threads
+    S = cosine_scores(rng, N, M).astype(dtype)
+    mu, nu = marginal(rng, N + 1).astype(dtype), marginal(rng, M + 1).astype(dtype)
+    G = rng.standard_normal((N + 1, M + 1)).astype(dtype)
     out = []
     for nt in (1, 2, 3):
         gm.set_num_threads(nt)
@@ -406,6 +407,14 @@ def test_bad_input_forward(args, kw, exc, word):
 def test_bad_input_vjp(G, kw, exc, word):
     with pytest.raises(exc, match=word):
         gm.dustbin_sinkhorn_vjp(S0, MU0, NU0, G, **kw)
+
+
+def test_vjp_history_too_large_is_memory_error():
+    """The VJP keeps O(n_iter (N+M)) history; absurd sizes fail up front."""
+    S = np.zeros((2000, 2000), np.float32)
+    m = np.ones(2001, np.float32)
+    with pytest.raises(MemoryError):
+        gm.dustbin_sinkhorn_vjp(S, m, m, np.ones((2001, 2001), np.float32), n_iter=1000000)
 
 
 _dtypes = st.sampled_from([np.float16, np.float32, np.float64, np.int32, np.bool_,

@@ -180,7 +180,7 @@ def test_evaluate_end_to_end(setup, tmp_path):
 def test_workers_give_identical_results(setup):
     ds, cache = setup
     one = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
-                     transfer=grid_argmax_transfer)
+                     transfer=grid_argmax_transfer, workers=1)
     two = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False,
                      transfer=grid_argmax_transfer, workers=2)
     _check_expected(two)
@@ -296,3 +296,63 @@ def test_evaluate_with_geomatch_transfer(setup, mode):
     assert bd["11_bar"] == [2, 2, 2] and bd["11_hat"] == [2, 2, 2]
     for r in res.pair_results:
         assert r.n_points == 3 or r.category == "cat"
+
+
+def test_cli_on_synthetic_spair(tmp_path, capsys):
+    """The real SPair loader on a synthetic SPair-layout folder, random cached features."""
+    if not hasattr(gm, "transfer_keypoints"):
+        pytest.skip("geomatch.transfer_keypoints not in this build yet")
+    from geomatch.datasets import load_dataset
+    from geomatch.synthetic import generate_spair_like
+    from geomatch.cli import main
+
+    root = tmp_path / "spair"
+    generate_spair_like(root, n_images_per_category=6, n_pairs=3, categories=["dog"])
+    ds = load_dataset("spair", root)
+    pairs = ds.pairs("test")
+    assert pairs
+    man = dict(MANIFEST, grid=[7, 7], dim=8, preprocess="pad", resolution=[98, 98])
+    cache = FeatureCache.create(tmp_path / "cache", man)
+    rng = np.random.default_rng(0)
+    for key in sorted({p.src.key for p in pairs} | {p.trg.key for p in pairs}):
+        cache.put(key, rng.standard_normal((7, 7, 8)))
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", "spair", "--root", str(root), "--cache", cache.path,
+               "--out", str(out), "--figures", "--no-progress", "--workers", "2"])
+    assert rc == 0
+    assert "### PCK per point" in capsys.readouterr().out
+    with open(out / "results.json") as f:
+        doc = json.load(f)
+    assert doc["n_pairs"] == len(pairs) and doc["skipped"] == int(ds.skipped.count)
+    by_id = {p.pair_id: p for p in pairs}
+    for r in doc["pairs"]:
+        p = by_id[r["pair_id"]]
+        assert r["n_points"] == int((p.src.visible & p.trg.visible).sum())
+    pts = doc["summary"]["overall"]["n_points"]
+    assert pts == sum(int((p.src.visible & p.trg.visible).sum()) for p in pairs)
+    assert doc["config"]["preprocess"] == "pad"
+    assert doc["figures"] and all(os.path.isfile(f) for f in doc["figures"])
+
+
+def test_head_checkpoint_path(setup, tmp_path):
+    """--head PATH loads geomatch.head lazily and embeds every image once."""
+    head_mod = pytest.importorskip("geomatch.head")
+    ds, cache = setup
+    cfg = head_mod.HeadConfig(in_dim=D, dim=8, out_dim=6, num_heads=2, num_blocks=1, mlp_dim=16)
+    head = head_mod.AttentionHead(cfg, seed=0)
+    path = tmp_path / "head.npz"
+    head.save(path)
+    seen, feats = [], []
+
+    def spy(src_feat, trg_feat, *a, **k):
+        seen.append((src_feat.shape, trg_feat.shape))
+        feats.append(np.array(src_feat))
+        return grid_argmax_transfer(src_feat, trg_feat, *a, **k)
+
+    res = E.evaluate(ds, "test", cache, head=str(path), mode="grid-argmax", progress=False,
+                     transfer=spy, workers=1)
+    assert res.config["head"] == str(path)
+    assert seen and all(s == ((GH, GW, 6), (GH, GW, 6)) for s in seen)
+    # the features handed to the transfer are the head's output (first pair: dog/i0)
+    ref = head(ds.images["dog/i0"][1].astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(feats[0], ref, rtol=1e-5, atol=1e-6)

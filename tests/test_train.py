@@ -229,3 +229,53 @@ def test_cli_train_parser_and_missing_root(tmp_path, capsys):
                "--steps", "1"])
     assert rc == 1
     assert "no_root" in capsys.readouterr().err
+
+
+def test_cli_train_end_to_end_on_synthetic_spair(tmp_path, capsys):
+    """geomatch train on the SPair-format synthetic data with a real FeatureCache
+    (segmentation masks, flipped features), then --resume, then a cache with a
+    missing flipped entry."""
+    from PIL import Image
+
+    from geomatch.cache import FeatureCache
+    from geomatch.cli import main
+    from geomatch.datasets import load_dataset
+    from geomatch.featurizers import LocalAppearanceFeaturizer
+    from geomatch.synthetic import generate_spair_like
+
+    root = tmp_path / "spair"
+    generate_spair_like(root, n_images_per_category=8, n_pairs=4, categories=["dog"],
+                        size=(96, 72))
+    ds = load_dataset("spair", root)
+    fz = LocalAppearanceFeaturizer(grid=(8, 8), patch=8)
+    manifest = dict(backbone="local-appearance", weights_sha256="", resolution=[64, 64],
+                    preprocess="resize", grid=[8, 8], dim=fz.dim, dtype="float32")
+    cpath = tmp_path / "cache"
+    with FeatureCache.create(cpath, manifest) as cache:
+        for split in ("trn", "val"):
+            for rec in ds.images(split):
+                img = Image.open(rec.path).convert("RGB")
+                cache.put(rec.key, fz(img))
+                cache.put(rec.key, fz(img.transpose(Image.FLIP_LEFT_RIGHT)), flipped=True)
+    args = ["train", "--dataset", "spair", "--root", str(root), "--cache", str(cpath),
+            "--batch-pairs", "2", "--val-subset", "3", "--val-every", "2",
+            "--head-config", '{"dim": 16, "out_dim": 16, "num_heads": 2, "mlp_dim": 16, '
+                             '"attn_dim": 16}']
+    assert main(args + ["--out", str(tmp_path / "run"), "--steps", "2"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    for name in ("last.npz", "best.npz", "log.csv", "curves.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert load_head(tmp_path / "run" / "last.npz").config.in_dim == fz.dim
+    assert main(args + ["--out", str(tmp_path / "run"), "--steps", "4",
+                        "--resume", str(tmp_path / "run" / "last.npz")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    # a flipped entry missing from the cache: clear error, nothing trained
+    key = ds.pairs("trn")[0].src.key
+    import os
+    from geomatch.cache import key_to_filename
+    os.remove(cpath / "features" / key_to_filename(key, flipped=True))
+    assert main(args + ["--out", str(tmp_path / "run2"), "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "flipped features" in err and "cache" in err
+    assert not (tmp_path / "run2" / "last.npz").exists()

@@ -170,16 +170,16 @@ static void test_vjp_f32_vs_f64(void)
 static void test_threads_identical(void)
 {
     unsigned long long seed = 15;
-    size_t n = 203, m = 197, len = 204 * 198;
+    size_t n = 603, m = 517, len = 604 * 518;   /* above the threading threshold */
     int before = gm_get_num_threads();
-    float *S = malloc(n * m * 4), *mu = malloc(204 * 4), *nu = malloc(198 * 4);
+    float *S = malloc(n * m * 4), *mu = malloc(604 * 4), *nu = malloc(518 * 4);
     float *G = malloc(len * 4), *P1 = malloc(len * 4), *P2 = malloc(len * 4);
     float *d1 = malloc(n * m * 4), *d2 = malloc(n * m * 4);
-    double *Sd = malloc(n * m * 8), mud[204], nud[198], b1, b2;
+    double *Sd = malloc(n * m * 8), mud[604], nud[518], b1, b2;
     make_problem(&seed, n, m, Sd, mud, nud);
     for (size_t k = 0; k < n * m; k++) S[k] = (float)Sd[k];
-    for (size_t i = 0; i < 204; i++) mu[i] = (float)mud[i];
-    for (size_t j = 0; j < 198; j++) nu[j] = (float)nud[j];
+    for (size_t i = 0; i < 604; i++) mu[i] = (float)mud[i];
+    for (size_t j = 0; j < 518; j++) nu[j] = (float)nud[j];
     for (size_t k = 0; k < len; k++) G[k] = (float)gm_test_uniform(&seed);
     for (int method = 1; method <= 2; method++) {
         gm_set_num_threads(1);

@@ -141,7 +141,7 @@ static void test_tol_and_batch(void)
 /* Same bits for 1 and 2 threads, small (batch-parallel) and large problems. */
 static void test_threads(void)
 {
-    int sizes[2][3] = {{4, 30, 20}, {1, 300, 200}};
+    int sizes[2][3] = {{4, 30, 20}, {1, 400, 340}};
     int before = gm_get_num_threads();
     for (int s = 0; s < 2; s++) {
         int B = sizes[s][0], n = sizes[s][1], m = sizes[s][2], it1[4], it2[4];

@@ -152,7 +152,7 @@ static void test_threads_and_batch(void)
     enum { B = 3, HS = 6, WS = 5, HT = 7, WT = 6, D = 21, K = 7 };
     static float sf[B * HS * WS * D], tf[B * HT * WT * D], kp[B * K * 2];
     float o1[B * K * 2], o2[B * K * 2], o3[K * 2];
-    int64_t ss[2 * B] = {40, 30, 11, 50, 7, 7}, ts[2 * B] = {64, 45, 33, 9, 70, 71};
+    int64_t ss[2 * B] = {40, 30, 11, 50, 7, 7}, ts[2 * B] = {160, 120, 33, 9, 170, 171};
     unsigned long long st = 77;
     int before = gm_get_num_threads();
     for (size_t i = 0; i < sizeof sf / sizeof *sf; i++) sf[i] = (float)gm_test_uniform(&st) - 0.5f;
@@ -169,6 +169,7 @@ static void test_threads_and_batch(void)
     GM_CHECK(gm_transfer_upsample_argmax_f32(sf, tf, kp, ss, ts, B, HS, WS, HT, WT, D, K,
                                              o2) == GM_OK);
     GM_CHECK(memcmp(o1, o2, sizeof o1) == 0);
+    /* (pairs 0 and 2 are above the parallel threshold, pair 1 below) */
     /* batch element 1 alone gives the same answer */
     GM_CHECK(gm_transfer_upsample_argmax_f32(sf + HS * WS * D, tf + HT * WT * D, kp + K * 2,
                                              ss + 2, ts + 2, 1, HS, WS, HT, WT, D, K,
