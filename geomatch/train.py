@@ -320,14 +320,12 @@ def _check_cache(cache, pairs, flipped, in_dim, what):
 
 
 def _plot(out_dir, history, val_history):
-    try:
-        import matplotlib
+    # A bare Figure renders with Agg on savefig without touching pyplot's
+    # backend, so a notebook's inline figures keep working after training.
+    from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception:  # pragma: no cover - matplotlib missing
-        return None
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots(1, 2)
     if history:
         s = [h["step"] for h in history]
         ax[0].plot(s, [h["loss"] for h in history], lw=0.8, label="loss")
@@ -348,7 +346,6 @@ def _plot(out_dir, history, val_history):
     fig.tight_layout()
     path = Path(out_dir) / "curves.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
