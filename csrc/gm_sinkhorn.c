@@ -33,6 +33,7 @@
  *    kernel domain keeps breaking down (very small reg), the rebuilds back
  *    off exponentially and log passes do the work. */
 #include "geomatch.h"
+#include "gm_math.h"
 #include <stdint.h>
 
 #include <math.h>
@@ -56,54 +57,6 @@
 /* Balanced OT: relative tolerance on |sum a - sum b|. */
 #define GM_SK_MASS_RTOL(T) (sizeof(T) == 4 ? 1e-5 : 1e-6)
 
-/* exp(x) for the hot loops: gm_exp_f32/f64's algorithm (gm_math.h) with
- * round-to-nearest-even (rint) for the range reduction: GCC 12 does not
- * vectorize roundf without -ffast-math (it emits a libm call per element),
- * but vectorizes rint.  Same accuracy (|r| <= ln2/2 either way); 0 below
- * the underflow limit, clamped above the overflow limit. */
-static inline float gm_sk_exp_f32(float x)
-{
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float n = __builtin_rintf(xc * 1.44269504088896341f);
-    float r = xc - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return x < -87.0f ? 0.0f : p * scale;
-}
-
-static inline double gm_sk_exp_f64(double x)
-{
-    double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
-    double n = __builtin_rint(xc * 1.4426950408889634074);
-    double r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    int64_t bits = ((int64_t)n + 1023) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return x < -708.0 ? 0.0 : p * scale;
-}
-
 /* Thread number inside the current team (0 outside OpenMP). */
 static int gm_sk_thread(void)
 {
@@ -116,7 +69,7 @@ static int gm_sk_thread(void)
 
 #define T float
 #define SFX(x) x##_f32
-#define EXPT gm_sk_exp_f32
+#define EXPT gm_exp_f32
 #define SK_TAU 1e4
 #include "gm_sinkhorn_tmpl.h"
 #undef T
@@ -126,7 +79,7 @@ static int gm_sk_thread(void)
 
 #define T double
 #define SFX(x) x##_f64
-#define EXPT gm_sk_exp_f64
+#define EXPT gm_exp_f64
 #define SK_TAU 1e8
 #include "gm_sinkhorn_tmpl.h"
 #undef T
