@@ -19,13 +19,11 @@ _WRONG = "#d73027"
 
 
 def _pyplot():
-    import matplotlib
+    """pyplot, leaving the backend to matplotlib and the user.
 
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg", force=False)
-        except Exception:  # pragma: no cover - a backend already in use
-            pass
+    Without a display matplotlib already falls back to Agg; switching the
+    backend here would stop a notebook's inline figures from showing.
+    """
     import matplotlib.pyplot as plt
 
     return plt
