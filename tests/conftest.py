@@ -2,6 +2,14 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Fuzzing is derandomized by default so that a CI run is reproducible; set
+# GEOMATCH_HYPOTHESIS=explore to draw new random examples on every run.
+settings.register_profile("deterministic", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile("explore" if os.environ.get("GEOMATCH_HYPOTHESIS") == "explore"
+                      else "deterministic")
 
 
 @pytest.fixture
