@@ -9,13 +9,8 @@ float32, tol 1e-6, 2 threads:
 Prints medians, ratios (peer time / geomatch time) and plan agreement.
 Run: OMP_NUM_THREADS=2 python benchmarks/bench_sinkhorn.py [--repeat R]
 
-OpenMP wait policy: this script defaults OMP_WAIT_POLICY to PASSIVE (set it
-to ACTIVE to override).  On a machine whose cores are shared with other busy
-processes, libgomp's default spin-waiting at the end of each parallel sweep
-burns the time slices the other thread needs, and a 2-thread run becomes
-tens of times slower than a 1-thread one; passive waiting avoids that.  On
-an idle machine the two policies time about the same.  (POT's BLAS threads
-are OpenBLAS pthreads, unaffected by this variable.)
+OpenMP wait policy: geomatch's default (a short spin, GOMP_SPINCOUNT=10000,
+then sleep) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
 """
 from __future__ import annotations
 
@@ -28,8 +23,6 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before libgomp loads
 
 import numpy as np  # noqa: E402
 

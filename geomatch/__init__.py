@@ -6,12 +6,15 @@ dustbin, plus the SPair-71k / PF-Pascal / AP-10K / CUB evaluation protocols.
 """
 import os as _os
 
-# OpenMP threads that spin while they wait at a barrier make every kernel many
-# times slower as soon as the cores are shared with other work (measured on 2
-# cores at load 3: dustbin forward 124 ms spinning, 9 ms passive).  libgomp
-# reads this when the extension loads it; set OMP_WAIT_POLICY=ACTIVE before
-# importing geomatch to keep spinning on a dedicated machine.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How OpenMP threads wait at a barrier decides whether the kernels are fast on
+# an idle machine and whether they survive a busy one.  Measured on 2 cores
+# (dustbin layer, 1370x1370, 10 iterations): spinning forever
+# (OMP_WAIT_POLICY=ACTIVE) 2.0 ms idle but 124 ms next to two busy processes;
+# sleeping at once (PASSIVE) 3.6-4.5 ms idle, 3.7 ms loaded; a short spin
+# (GOMP_SPINCOUNT=10000, then sleep) 2.0 ms idle, 6 ms loaded.  libgomp reads
+# these when the extension loads it; a user's own setting of either wins.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from ._blas import preload as _preload  # noqa: E402
 

@@ -33,7 +33,8 @@ def show_config(file=None) -> None:
         f"  BLAS kernel    : {info['blas_corename']}",
         f"  BLAS threading : {info['blas_threading']}",
         f"  OpenMP         : {'yes' if info['openmp'] else 'no'}"
-        f" (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})",
+        f" (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')},"
+        f" GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')})",
         f"  threads        : {info['num_threads']} (of {info['num_procs']} processors)",
         f"  SIMD level     : {info['simd']}",
         f"  compiler flags : {info['cflags']}",

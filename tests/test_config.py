@@ -56,14 +56,18 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test_cmds[0] in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_wait_policy_defaults_to_passive(given, expected):
+@pytest.mark.parametrize("given, expected", [
+    ({}, "unset 10000"),
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE unset"),
+    ({"GOMP_SPINCOUNT": "5"}, "unset 5"),
+])
+def test_openmp_waits_spin_briefly_unless_the_user_chose(given, expected):
     import os
-    env = dict(os.environ)
-    env.pop("OMP_WAIT_POLICY", None)
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, geomatch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(given)
+    code = ("import os, geomatch; e = os.environ; "
+            "print(e.get('OMP_WAIT_POLICY', 'unset'), e.get('GOMP_SPINCOUNT', 'unset'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == expected
