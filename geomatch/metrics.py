@@ -293,6 +293,17 @@ def _within(pred: np.ndarray, pts: np.ndarray, t: float, a: np.ndarray) -> np.nd
         return (d[None, :] <= a[:, None]) & np.isfinite(d)[None, :]
 
 
+def _check_pair_points(pred, trg_kps, src_visible, trg_visible):
+    """Validated (K, 2) predictions and target keypoints of one pair and their
+    (K,) source / target visibility masks."""
+    p = _as_points(pred, "pred")
+    g = _as_points(trg_kps, "trg_kps")
+    if p.ndim != 2 or g.shape != p.shape:
+        raise ValueError(f"pred and trg_kps must both have shape (K, 2), got {p.shape} and {g.shape}")
+    k = p.shape[0]
+    return p, g, _check_vis(src_visible, k, "src_visible"), _check_vis(trg_visible, k, "trg_visible")
+
+
 def geometry_breakdown(pred, src_visible, trg_kps, trg_visible, flip_perm, threshold,
                        alphas=DEFAULT_ALPHAS) -> Dict[str, np.ndarray]:
     """GECO's geometry breakdown of one pair (see the module docstring).
@@ -318,13 +329,8 @@ def geometry_breakdown(pred, src_visible, trg_kps, trg_visible, flip_perm, thres
         visibility classes (``11``, ``10``, ``1x``, ``01``, ``00``) repeat
         the same count for every α.
     """
-    p = _as_points(pred, "pred")
-    g = _as_points(trg_kps, "trg_kps")
-    if p.ndim != 2 or g.shape != p.shape:
-        raise ValueError(f"pred and trg_kps must both have shape (K, 2), got {p.shape} and {g.shape}")
+    p, g, sv, tv = _check_pair_points(pred, trg_kps, src_visible, trg_visible)
     k = p.shape[0]
-    sv = _check_vis(src_visible, k, "src_visible")
-    tv = _check_vis(trg_visible, k, "trg_visible")
     perm = _check_perm(flip_perm, k)
     a = _check_alphas(alphas)
     t = float(threshold)
@@ -464,13 +470,8 @@ def evaluate_pair(pred, trg_kps, threshold, *, src_visible, trg_visible, flip_pe
         Symmetric groups for the geometry-aware subset (default: the pairs of
         ``flip_perm``; none without it).
     """
-    p = _as_points(pred, "pred")
-    g = _as_points(trg_kps, "trg_kps")
-    if p.ndim != 2 or g.shape != p.shape:
-        raise ValueError(f"pred and trg_kps must both have shape (K, 2), got {p.shape} and {g.shape}")
+    p, g, sv, tv = _check_pair_points(pred, trg_kps, src_visible, trg_visible)
     k = p.shape[0]
-    sv = _check_vis(src_visible, k, "src_visible")
-    tv = _check_vis(trg_visible, k, "trg_visible")
     if np.any(tv & ~np.all(np.isfinite(g), axis=1)):
         raise ValueError("trg_kps: a keypoint marked visible has a non-finite position")
     a = _check_alphas(alphas)
