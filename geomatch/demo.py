@@ -165,12 +165,7 @@ def featurize_dataset(dataset, cache_dir, featurizer, *, splits: Sequence[str] =
                 "grid": [int(v) for v in featurizer.grid], "dim": int(featurizer.dim),
                 "dtype": "float32", "featurizer": repr(featurizer)}
     cache = FeatureCache.create(cache_dir, manifest)
-    seen, images = set(), []
-    for split in splits:
-        for rec in dataset.images(split):
-            if rec.key not in seen:
-                seen.add(rec.key)
-                images.append(rec)
+    images = dataset.images_of_splits(splits)
     todo = [r for r in images if not cache.has(r.key) or (flip and not cache.has(r.key, True))]
     for rec in _progress(todo, desc="featurize", total=len(todo), unit="img",
                          disable=None if progress is None else not progress):

@@ -150,6 +150,12 @@ def test_spair_images_split_and_category_selection(spair_root):
         "14-2009_000011-2009_000010:bottle"]
     with pytest.raises(ValueError, match="unknown split"):
         ds.pairs("nope")
+    # several splits: each image once, at its first split
+    assert [r.key for r in ds.images_of_splits(["train", "test"], categories=["cat"])] == [
+        "cat/2008_000001", "cat/2008_000002", "cat/2008_000003"]
+    assert [r.key for r in ds.images_of_splits(["train", "test"])] == [
+        "bottle/2009_000010", "bottle/2009_000011", "cat/2008_000001", "cat/2008_000002",
+        "cat/2008_000003"]
     with pytest.raises(ValueError, match="unknown category 'dog'"):
         ds.pairs("test", categories=["dog"])
     with pytest.raises(FileNotFoundError, match="PairAnnotation"):

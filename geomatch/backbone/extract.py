@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -67,16 +67,6 @@ def cache_manifest(model, *, preprocess: str, size: int, dtype: str, sha256: str
         "dtype": dtype,
         "geomatch_version": __version__,
     }
-
-
-def _unique_images(dataset, splits: Sequence[str]):
-    seen, out = set(), []
-    for split in splits:
-        for rec in dataset.images(split):
-            if rec.key not in seen:
-                seen.add(rec.key)
-                out.append(rec)
-    return out
 
 
 def extract_features(images: Iterable, model, out, *, preprocess: str = "resize",
@@ -168,7 +158,7 @@ def run_cli(args) -> int:
     from .dinov2 import load_dinov2
 
     dataset = load_dataset(args.dataset, args.root)
-    images = _unique_images(dataset, args.split)
+    images = dataset.images_of_splits(args.split)
     sha = weights_sha256(args.weights, args.lora)
     model = load_dinov2(args.weights, args.model, lora=args.lora)
     res = extract_features(images, model, args.out, preprocess=args.preprocess, size=args.size,

@@ -419,6 +419,17 @@ class Dataset:
         ordered by category then key."""
         return list(self.iter_images(split, categories))
 
+    def images_of_splits(self, splits, categories=None) -> list[ImageRecord]:
+        """Unique images of several splits, in split order, each image once
+        (an image used by two splits is listed at its first split)."""
+        seen, out = set(), []
+        for split in splits:
+            for rec in self.iter_images(split, categories):
+                if rec.key not in seen:
+                    seen.add(rec.key)
+                    out.append(rec)
+        return out
+
     # ---- to implement ------------------------------------------------------
     def _keypoint_names(self, category):  # pragma: no cover - abstract
         raise NotImplementedError
