@@ -11,16 +11,26 @@ from typing import Callable, Sequence
 
 
 def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
-                min_time: float = 0.0) -> float:
+                min_time: float = 0.0, setup: Callable[[], object] | None = None) -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup``.
 
     With ``min_time`` > 0, each sample loops ``fn`` until that many seconds
     have passed and reports the time per call (for sub-millisecond kernels).
+    ``setup``, when given, runs untimed before every call of ``fn`` (each
+    sample is then one call).
     """
     for _ in range(warmup):
+        if setup is not None:
+            setup()
         fn()
     samples = []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+            continue
         n = 0
         t0 = time.perf_counter()
         while True:

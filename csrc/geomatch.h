@@ -233,6 +233,87 @@ int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
                         size_t hd, double *out);
 /* @@end nn */
 
+/* ==== kernels: the trained attention head ================================ */
+/* @@section head */
+/* C = alpha op(A) op(B) + beta C, row-major, op(X) = X^T when trans_x != 0:
+ * op(A) is m x k (A stored m x k with row stride lda >= k, or k x m with
+ * lda >= m when transposed), op(B) k x n (ldb >= n, or >= k transposed),
+ * C m x n (ldc >= n).  The rows of C (its columns when m < n) are split
+ * into one block per OpenMP thread, each one single-threaded BLAS call: no
+ * BLAS thread pool runs beside OpenMP's.  GM_ERR_INVALID for a zero size,
+ * a size above INT_MAX or a leading dimension too small.  O(m n k). */
+int gm_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                size_t ldc);
+int gm_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
+                const double *a, size_t lda, const double *b, size_t ldb, double beta,
+                double *c, size_t ldc);
+/* Multi-head softmax attention forward that keeps the backward's inputs.
+ * qkv: batch x n x 3*heads*hd laid out [q | k | v], each heads x hd.
+ * Writes e (batch x heads x n x n) = exp(s - rowmax(s)) for the scores
+ * s = q k^T / sqrt(hd), rz (batch x heads x n) = 1 / row sums of e, and
+ * out (batch x n x heads*hd) = softmax(s) v per head.
+ * O(batch heads n^2 hd) time. */
+int gm_head_attention_fwd_f32(const float *qkv, size_t batch, size_t n, size_t heads,
+                              size_t hd, float *e, float *rz, float *out);
+int gm_head_attention_fwd_f64(const double *qkv, size_t batch, size_t n, size_t heads,
+                              size_t hd, double *e, double *rz, double *out);
+/* Reverse mode of gm_head_attention_fwd: from qkv, e, rz, out and
+ * dout = d loss / d out, writes dqkv = d loss / d qkv (batch x n x
+ * 3*heads*hd).  Overwrites e with the score gradients.  GM_ERR_NOMEM.
+ * O(batch heads n^2 hd) time. */
+int gm_head_attention_bwd_f32(const float *qkv, float *e, const float *rz, const float *out,
+                              const float *dout, size_t batch, size_t n, size_t heads,
+                              size_t hd, float *dqkv);
+int gm_head_attention_bwd_f64(const double *qkv, double *e, const double *rz,
+                              const double *out, const double *dout, size_t batch, size_t n,
+                              size_t heads, size_t hd, double *dqkv);
+/* LayerNorm over the rows of x (n x d) keeping the backward's inputs:
+ * xhat = (x - mean) / sqrt(var + eps) (biased variance), rstd = 1 / sqrt(var
+ * + eps) (length n), y = xhat * gamma + beta (y may alias x).  O(n d). */
+int gm_layernorm_fwd_f32(const float *x, size_t n, size_t d, const float *gamma,
+                         const float *beta, double eps, float *y, float *xhat, float *rstd);
+int gm_layernorm_fwd_f64(const double *x, size_t n, size_t d, const double *gamma,
+                         const double *beta, double eps, double *y, double *xhat,
+                         double *rstd);
+/* Reverse mode of gm_layernorm_fwd: dx (= or += when accumulate) from dy,
+ * xhat, rstd, gamma; dgamma = sum over rows of dy * xhat, dbeta = sum of dy
+ * (overwritten; summed over fixed 64-row blocks in order).  GM_ERR_NOMEM.
+ * O(n d). */
+int gm_layernorm_bwd_f32(const float *dy, const float *xhat, const float *rstd,
+                         const float *gamma, size_t n, size_t d, int accumulate, float *dx,
+                         float *dgamma, float *dbeta);
+int gm_layernorm_bwd_f64(const double *dy, const double *xhat, const double *rstd,
+                         const double *gamma, size_t n, size_t d, int accumulate, double *dx,
+                         double *dgamma, double *dbeta);
+/* GELU, tanh form, over count values: t = tanh(sqrt(2/pi) (u + 0.044715 u^3)),
+ * g = 0.5 u (1 + t).  O(count). */
+int gm_gelu_tanh_fwd_f32(const float *u, size_t count, float *g, float *t);
+int gm_gelu_tanh_fwd_f64(const double *u, size_t count, double *g, double *t);
+/* Its reverse mode: du from dg, u and the forward's t (du may alias dg). */
+int gm_gelu_tanh_bwd_f32(const float *dg, const float *u, const float *t, size_t count,
+                         float *du);
+int gm_gelu_tanh_bwd_f64(const double *dg, const double *u, const double *t, size_t count,
+                         double *du);
+/* @@end head */
+
+/* ==== kernels: the training loss ========================================= */
+/* @@section loss */
+/* Foreground x background negatives of the loss on an (n+1) x (m+1) plan p
+ * (dense, row stride m + 1; the last row and column are the dustbins):
+ * *sum = sum over i < n, j < m with src_fg[i] != trg_fg[j] of
+ * -log(1 - clip(p_ij, lo, hi)) (double).  With grad != NULL writes the whole
+ * (n+1) x (m+1) grad: weight / (1 - clip(p_ij)) on those entries, 0
+ * elsewhere.  GM_ERR_INVALID unless 0 <= lo < hi < 1 and n, m >= 1;
+ * GM_ERR_NOMEM.  Results do not depend on the thread count.  O(n m). */
+int gm_loss_fgbg_f32(const float *p, size_t n, size_t m, const uint8_t *src_fg,
+                     const uint8_t *trg_fg, double lo, double hi, double weight,
+                     double *sum, float *grad);
+int gm_loss_fgbg_f64(const double *p, size_t n, size_t m, const uint8_t *src_fg,
+                     const uint8_t *trg_fg, double lo, double hi, double weight,
+                     double *sum, double *grad);
+/* @@end loss */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1331,6 +1331,546 @@ done:
      "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v]."},
 /* @@end nn */
 /* ======================================================================== */
+/* @@section head                                                           */
+/* ======================================================================== */
+
+/* A 2-D matrix operand of gemm: an ndarray of dtype `type`, aligned, whose
+ * rows are contiguous (unit stride along axis 1) with row stride *ld >= its
+ * number of columns (a single row counts as row stride = columns).  With
+ * `writable` it must be writable.  Borrowed: no reference is taken.
+ * -1 with TypeError/ValueError naming `name` otherwise. */
+static int gm_matrix_operand(PyObject *obj, int type, const char *name, int writable,
+                             PyArrayObject **arr, size_t *ld)
+{
+    if (!PyArray_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
+        return -1;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_TYPE(a) != type) {
+        gm_set_error(PyExc_TypeError, "%s must have dtype %s", name,
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        return -1;
+    }
+    if (PyArray_NDIM(a) != 2 || PyArray_DIM(a, 0) < 1 || PyArray_DIM(a, 1) < 1) {
+        gm_set_error(PyExc_ValueError, "%s must be a non-empty 2-D array", name);
+        return -1;
+    }
+    npy_intp item = PyArray_ITEMSIZE(a);
+    npy_intp rows = PyArray_DIM(a, 0), cols = PyArray_DIM(a, 1);
+    npy_intp s0 = PyArray_STRIDE(a, 0), s1 = PyArray_STRIDE(a, 1);
+    if (!PyArray_ISALIGNED(a) || (cols > 1 && s1 != item)
+        || (rows > 1 && (s0 % item != 0 || s0 / item < cols))) {
+        gm_set_error(PyExc_ValueError, "%s must have contiguous rows (unit stride along "
+                     "its last axis, non-overlapping rows)", name);
+        return -1;
+    }
+    if (writable && !PyArray_ISWRITEABLE(a)) {
+        gm_set_error(PyExc_ValueError, "%s must be writable", name);
+        return -1;
+    }
+    *arr = a;
+    *ld = rows > 1 ? (size_t)(s0 / item) : (size_t)cols;
+    return 0;
+}
+
+static PyObject *py_gemm(PyObject *self, PyObject *args)
+{
+    PyObject *oa, *ob, *oc;
+    int trans_a, trans_b, status = GM_OK;
+    double alpha, beta;
+    PyArrayObject *a, *b, *c;
+    size_t lda, ldb, ldc;
+    if (!PyArg_ParseTuple(args, "OOOppdd", &oa, &ob, &oc, &trans_a, &trans_b, &alpha, &beta))
+        return NULL;
+    if (!PyArray_Check(oc)) {
+        gm_set_error(PyExc_TypeError, "c must be a NumPy array");
+        return NULL;
+    }
+    int type = PyArray_TYPE((PyArrayObject *)oc);
+    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+        gm_set_error(PyExc_TypeError, "c must have dtype float32 or float64");
+        return NULL;
+    }
+    if (gm_matrix_operand(oa, type, "a", 0, &a, &lda) < 0
+        || gm_matrix_operand(ob, type, "b", 0, &b, &ldb) < 0
+        || gm_matrix_operand(oc, type, "c", 1, &c, &ldc) < 0)
+        return NULL;
+    size_t m = (size_t)PyArray_DIM(a, trans_a ? 1 : 0);
+    size_t k = (size_t)PyArray_DIM(a, trans_a ? 0 : 1);
+    size_t kb = (size_t)PyArray_DIM(b, trans_b ? 1 : 0);
+    size_t n = (size_t)PyArray_DIM(b, trans_b ? 0 : 1);
+    if (kb != k || (size_t)PyArray_DIM(c, 0) != m || (size_t)PyArray_DIM(c, 1) != n) {
+        gm_set_error(PyExc_ValueError, "gemm: shapes do not match: op(a) is %zu x %zu, "
+                     "op(b) %zu x %zu, c %ld x %ld", m, k, kb, n, (long)PyArray_DIM(c, 0),
+                     (long)PyArray_DIM(c, 1));
+        return NULL;
+    }
+    void *pa = PyArray_DATA(a), *pb = PyArray_DATA(b), *pc = PyArray_DATA(c);
+    Py_BEGIN_ALLOW_THREADS
+    if (type == NPY_FLOAT32)
+        status = gm_gemm_f32(trans_a, trans_b, m, n, k, (float)alpha, pa, lda, pb, ldb,
+                             (float)beta, pc, ldc);
+    else
+        status = gm_gemm_f64(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc,
+                             ldc);
+    Py_END_ALLOW_THREADS
+    if (status != GM_OK) {
+        static const char *an[] = {"a", "b", "c"};
+        gm_raise_status(status, "gemm", an, 3);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Check qkv (batch, n, 3 * heads * hd) and return hd (> 0), or -1. */
+static long gm_head_qkv_dims(PyArrayObject *q, long heads)
+{
+    npy_intp c = PyArray_DIM(q, 2);
+    if (c % (3 * heads) != 0) {
+        gm_set_error(PyExc_ValueError,
+                     "qkv's last dimension (%ld) must be a multiple of 3 * heads (%ld)",
+                     (long)c, 3 * heads);
+        return -1;
+    }
+    return (long)(c / (3 * heads));
+}
+
+/* An existing C-contiguous array of `type` with exactly the shape dims. */
+static int gm_head_check_exact(PyObject *obj, int type, int nd, const npy_intp *dims,
+                               int writable, const char *name)
+{
+    if (!PyArray_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
+        return -1;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    int ok = PyArray_TYPE(a) == type && PyArray_NDIM(a) == nd && PyArray_IS_C_CONTIGUOUS(a)
+             && PyArray_ISALIGNED(a) && (!writable || PyArray_ISWRITEABLE(a));
+    for (int i = 0; ok && i < nd; i++) ok = PyArray_DIM(a, i) == dims[i];
+    if (!ok) {
+        gm_set_error(PyExc_ValueError, "%s must be a%s C-contiguous %s array of shape "
+                     "(batch, heads, n, n) / (batch, heads, n) / (batch, n, D) as "
+                     "head_attention_fwd returns", name, writable ? " writable" : "",
+                     type == NPY_FLOAT32 ? "float32" : "float64");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_head_attention_fwd(PyObject *self, PyObject *args)
+{
+    PyObject *oq, *oheads, *obuf = Py_None;
+    long heads, hd;
+    int status = GM_OK;
+    PyArrayObject *q = NULL, *e = NULL, *rz = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OO|O", &oq, &oheads, &obuf)) return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
+    const char *names[1] = {"qkv"};
+    int type = gm_common_float_type(&oq, names, 1);
+    if (type < 0) return NULL;
+    if (!(q = gm_as_array(oq, type, "qkv", 3, 3, 0))) goto done;
+    if ((hd = gm_head_qkv_dims(q, heads)) < 0) goto done;
+    {
+        npy_intp batch = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1);
+        npy_intp de[4] = {batch, heads, n, n}, dz[3] = {batch, heads, n};
+        npy_intp dout[3] = {batch, n, heads * hd};
+        if (obuf != Py_None) {
+            /* reuse the caller's buffer for e (saves faulting in fresh pages) */
+            if (gm_head_check_exact(obuf, type, 4, de, 1, "e") < 0) goto done;
+            e = (PyArrayObject *)obuf;
+            Py_INCREF(e);
+        } else if (!(e = (PyArrayObject *)PyArray_SimpleNew(4, de, type))) {
+            goto done;
+        }
+        if (!(rz = (PyArrayObject *)PyArray_SimpleNew(3, dz, type))) goto done;
+        if (!(out = (PyArrayObject *)PyArray_SimpleNew(3, dout, type))) goto done;
+        void *pq = PyArray_DATA(q), *pe = PyArray_DATA(e), *pz = PyArray_DATA(rz);
+        void *po = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_head_attention_fwd_f32(pq, (size_t)batch, (size_t)n, (size_t)heads,
+                                               (size_t)hd, pe, pz, po);
+        else
+            status = gm_head_attention_fwd_f64(pq, (size_t)batch, (size_t)n, (size_t)heads,
+                                               (size_t)hd, pe, pz, po);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "head_attention_fwd", names, 1);
+        goto done;
+    }
+    result = Py_BuildValue("(OOO)", e, rz, out);
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(e);
+    Py_XDECREF(rz);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *py_head_attention_bwd(PyObject *self, PyObject *args)
+{
+    PyObject *oq, *oe, *oz, *oo, *og, *oheads;
+    long heads, hd;
+    int status = GM_OK;
+    PyArrayObject *q = NULL, *g = NULL, *dq = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &oq, &oe, &oz, &oo, &og, &oheads)) return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
+    const char *names[2] = {"qkv", "dout"};
+    PyObject *objs[2] = {oq, og};
+    int type = gm_common_float_type(objs, names, 2);
+    if (type < 0) return NULL;
+    if (!(q = gm_as_array(oq, type, "qkv", 3, 3, 0))) goto done;
+    if ((hd = gm_head_qkv_dims(q, heads)) < 0) goto done;
+    {
+        npy_intp batch = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1);
+        npy_intp de[4] = {batch, heads, n, n}, dz[3] = {batch, heads, n};
+        npy_intp dout[3] = {batch, n, heads * hd};
+        if (gm_head_check_exact(oe, type, 4, de, 1, "e") < 0
+            || gm_head_check_exact(oz, type, 3, dz, 0, "rz") < 0
+            || gm_head_check_exact(oo, type, 3, dout, 0, "out") < 0)
+            goto done;
+        if (!(g = gm_as_array(og, type, "dout", 3, 3, 0))) goto done;
+        if (PyArray_DIM(g, 0) != batch || PyArray_DIM(g, 1) != n
+            || PyArray_DIM(g, 2) != heads * hd) {
+            gm_set_error(PyExc_ValueError, "dout must have shape (%ld, %ld, %ld)", (long)batch,
+                         (long)n, (long)(heads * hd));
+            goto done;
+        }
+        if (!(dq = (PyArrayObject *)PyArray_SimpleNew(3, PyArray_DIMS(q), type))) goto done;
+        void *pq = PyArray_DATA(q), *pe = PyArray_DATA((PyArrayObject *)oe);
+        void *pz = PyArray_DATA((PyArrayObject *)oz), *po = PyArray_DATA((PyArrayObject *)oo);
+        void *pg = PyArray_DATA(g), *pd = PyArray_DATA(dq);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_head_attention_bwd_f32(pq, pe, pz, po, pg, (size_t)batch, (size_t)n,
+                                               (size_t)heads, (size_t)hd, pd);
+        else
+            status = gm_head_attention_bwd_f64(pq, pe, pz, po, pg, (size_t)batch, (size_t)n,
+                                               (size_t)heads, (size_t)hd, pd);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "head_attention_bwd", names, 2);
+        goto done;
+    }
+    Py_INCREF(dq);
+    result = (PyObject *)dq;
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(g);
+    Py_XDECREF(dq);
+    return result;
+}
+
+/* Convert the 2-D float arrays objs[0..k) (all of the common float type) into
+ * arrs; each after the first must have the shape of arrs[0] (or, for
+ * vec[i] != 0, be 1-D of length arrs[0].shape[1]).  -1 on error (arrs holds
+ * what was converted, for the caller to release). */
+static int gm_head_same_shapes(PyObject *const *objs, const char *const *names,
+                               const int *vec, int k, int type, PyArrayObject **arrs)
+{
+    for (int i = 0; i < k; i++) {
+        int nd = vec[i] ? 1 : 2;
+        if (!(arrs[i] = gm_as_array(objs[i], type, names[i], nd, nd, 0))) return -1;
+        int ok = vec[i] ? PyArray_DIM(arrs[i], 0) == PyArray_DIM(arrs[0], 1)
+                        : PyArray_DIM(arrs[i], 0) == PyArray_DIM(arrs[0], 0)
+                              && PyArray_DIM(arrs[i], 1) == PyArray_DIM(arrs[0], 1);
+        if (i > 0 && !ok) {
+            gm_set_error(PyExc_ValueError, "%s does not match the shape of %s", names[i],
+                         names[0]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_layernorm_fwd(PyObject *self, PyObject *args)
+{
+    PyObject *objs[3];
+    double eps;
+    int status = GM_OK;
+    PyArrayObject *arrs[3] = {NULL, NULL, NULL}, *y = NULL, *xh = NULL, *rs = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOd", &objs[0], &objs[1], &objs[2], &eps)) return NULL;
+    static const char *names[3] = {"x", "gamma", "beta"};
+    static const int vec[3] = {0, 1, 1};
+    int type = gm_common_float_type(objs, names, 3);
+    if (type < 0) return NULL;
+    if (gm_head_same_shapes(objs, names, vec, 3, type, arrs) < 0) goto done;
+    {
+        npy_intp *dims = PyArray_DIMS(arrs[0]);
+        if (!(y = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))
+            || !(xh = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))
+            || !(rs = (PyArrayObject *)PyArray_SimpleNew(1, dims, type)))
+            goto done;
+        size_t n = (size_t)dims[0], d = (size_t)dims[1];
+        void *px = PyArray_DATA(arrs[0]), *pg = PyArray_DATA(arrs[1]);
+        void *pb = PyArray_DATA(arrs[2]), *py = PyArray_DATA(y), *ph = PyArray_DATA(xh);
+        void *pr = PyArray_DATA(rs);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_layernorm_fwd_f32(px, n, d, pg, pb, eps, py, ph, pr);
+        else
+            status = gm_layernorm_fwd_f64(px, n, d, pg, pb, eps, py, ph, pr);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "layernorm_fwd", names, 3);
+        goto done;
+    }
+    result = Py_BuildValue("(OOO)", y, xh, rs);
+done:
+    for (int i = 0; i < 3; i++) Py_XDECREF(arrs[i]);
+    Py_XDECREF(y);
+    Py_XDECREF(xh);
+    Py_XDECREF(rs);
+    return result;
+}
+
+static PyObject *py_layernorm_bwd(PyObject *self, PyObject *args)
+{
+    PyObject *objs[4], *odx = Py_None;
+    int status = GM_OK, accumulate = 0;
+    PyArrayObject *arrs[4] = {NULL, NULL, NULL, NULL}, *dx = NULL, *dg = NULL, *db = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOO|O", &objs[0], &objs[1], &objs[2], &objs[3], &odx))
+        return NULL;
+    static const char *names[4] = {"dy", "xhat", "rstd", "gamma"};
+    int type = gm_common_float_type(objs, names, 4);
+    if (type < 0) return NULL;
+    /* rstd has one entry per row: check it apart */
+    PyObject *objs3[3] = {objs[0], objs[1], objs[3]};
+    const char *names3[3] = {"dy", "xhat", "gamma"};
+    const int vec3[3] = {0, 0, 1};
+    PyArrayObject *a3[3] = {NULL, NULL, NULL};
+    if (gm_head_same_shapes(objs3, names3, vec3, 3, type, a3) < 0) {
+        for (int i = 0; i < 3; i++) Py_XDECREF(a3[i]);
+        return NULL;
+    }
+    arrs[0] = a3[0];
+    arrs[1] = a3[1];
+    arrs[3] = a3[2];
+    npy_intp *dims = PyArray_DIMS(arrs[0]);
+    if (!(arrs[2] = gm_as_array(objs[2], type, "rstd", 1, 1, 0))) goto done;
+    if (PyArray_DIM(arrs[2], 0) != dims[0]) {
+        gm_set_error(PyExc_ValueError, "rstd must have one entry per row of dy");
+        goto done;
+    }
+    if (odx != Py_None) {
+        if (!(dx = gm_nn_out(odx, type, 2, dims, "dx"))) goto done;
+        if (PyArray_DATA(dx) == PyArray_DATA(arrs[0])) {
+            gm_set_error(PyExc_ValueError, "dx must not be dy");
+            goto done;
+        }
+        accumulate = 1;
+    } else if (!(dx = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))) {
+        goto done;
+    }
+    if (!(dg = (PyArrayObject *)PyArray_SimpleNew(1, dims + 1, type))
+        || !(db = (PyArrayObject *)PyArray_SimpleNew(1, dims + 1, type)))
+        goto done;
+    {
+        size_t n = (size_t)dims[0], d = (size_t)dims[1];
+        void *p0 = PyArray_DATA(arrs[0]), *p1 = PyArray_DATA(arrs[1]);
+        void *p2 = PyArray_DATA(arrs[2]), *p3 = PyArray_DATA(arrs[3]);
+        void *pdx = PyArray_DATA(dx), *pdg = PyArray_DATA(dg), *pdb = PyArray_DATA(db);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_layernorm_bwd_f32(p0, p1, p2, p3, n, d, accumulate, pdx, pdg, pdb);
+        else
+            status = gm_layernorm_bwd_f64(p0, p1, p2, p3, n, d, accumulate, pdx, pdg, pdb);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        gm_raise_status(status, "layernorm_bwd", names, 4);
+        goto done;
+    }
+    result = Py_BuildValue("(OOO)", dx, dg, db);
+done:
+    for (int i = 0; i < 4; i++) Py_XDECREF(arrs[i]);
+    Py_XDECREF(dx);
+    Py_XDECREF(dg);
+    Py_XDECREF(db);
+    return result;
+}
+
+static PyObject *py_gelu_tanh_fwd(PyObject *self, PyObject *arg)
+{
+    const char *names[1] = {"u"};
+    int type = gm_common_float_type(&arg, names, 1);
+    PyArrayObject *u = NULL, *g = NULL, *t = NULL;
+    PyObject *result = NULL;
+    if (type < 0) return NULL;
+    if (!(u = gm_as_array(arg, type, "u", 1, 32, 1))) goto done;
+    if (!(g = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(u), PyArray_DIMS(u), type))
+        || !(t = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(u), PyArray_DIMS(u), type)))
+        goto done;
+    {
+        size_t count = (size_t)PyArray_SIZE(u);
+        void *pu = PyArray_DATA(u), *pg = PyArray_DATA(g), *pt = PyArray_DATA(t);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            gm_gelu_tanh_fwd_f32(pu, count, pg, pt);
+        else
+            gm_gelu_tanh_fwd_f64(pu, count, pg, pt);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_BuildValue("(OO)", g, t);
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(g);
+    Py_XDECREF(t);
+    return result;
+}
+
+static PyObject *py_gelu_tanh_bwd(PyObject *self, PyObject *args)
+{
+    PyObject *objs[3];
+    PyArrayObject *a[3] = {NULL, NULL, NULL}, *du = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &objs[0], &objs[1], &objs[2])) return NULL;
+    static const char *names[3] = {"dg", "u", "t"};
+    int type = gm_common_float_type(objs, names, 3);
+    if (type < 0) return NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!(a[i] = gm_as_array(objs[i], type, names[i], 1, 32, 1))) goto done;
+        if (i > 0 && !PyArray_SAMESHAPE(a[i], a[0])) {
+            gm_set_error(PyExc_ValueError, "%s does not match the shape of dg", names[i]);
+            goto done;
+        }
+    }
+    if (!(du = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(a[0]), PyArray_DIMS(a[0]),
+                                                  type)))
+        goto done;
+    {
+        size_t count = (size_t)PyArray_SIZE(a[0]);
+        void *p0 = PyArray_DATA(a[0]), *p1 = PyArray_DATA(a[1]), *p2 = PyArray_DATA(a[2]);
+        void *pd = PyArray_DATA(du);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            gm_gelu_tanh_bwd_f32(p0, p1, p2, count, pd);
+        else
+            gm_gelu_tanh_bwd_f64(p0, p1, p2, count, pd);
+        Py_END_ALLOW_THREADS
+    }
+    Py_INCREF(du);
+    result = (PyObject *)du;
+done:
+    for (int i = 0; i < 3; i++) Py_XDECREF(a[i]);
+    Py_XDECREF(du);
+    return result;
+}
+
+#define GM_METHODS_HEAD                                                              \
+    {"gemm", (PyCFunction)py_gemm, METH_VARARGS,                                     \
+     "gemm(a, b, c, trans_a, trans_b, alpha, beta)\n--\n\n"                          \
+     "c = alpha op(a) op(b) + beta c in place (op(x) = x.T when trans_x); a, b, c\n" \
+     "are 2-D arrays of c's dtype with contiguous rows."},                           \
+    {"head_attention_fwd", (PyCFunction)py_head_attention_fwd, METH_VARARGS,         \
+     "head_attention_fwd(qkv, heads, e=None)\n--\n\n"                                \
+     "(e, rz, out): exponentials of the shifted scores (written into e when\n"       \
+     "given), 1 / their row sums and the attention output for qkv (batch, n,\n"      \
+     "3*D) laid out [q|k|v]."},                                                      \
+    {"head_attention_bwd", (PyCFunction)py_head_attention_bwd, METH_VARARGS,         \
+     "head_attention_bwd(qkv, e, rz, out, dout, heads)\n--\n\n"                      \
+     "d loss / d qkv given dout = d loss / d out; e is overwritten."},              \
+    {"layernorm_fwd", (PyCFunction)py_layernorm_fwd, METH_VARARGS,                   \
+     "layernorm_fwd(x, gamma, beta, eps)\n--\n\n(y, xhat, rstd) of row LayerNorm."}, \
+    {"layernorm_bwd", (PyCFunction)py_layernorm_bwd, METH_VARARGS,                   \
+     "layernorm_bwd(dy, xhat, rstd, gamma, dx=None)\n--\n\n"                         \
+     "(dx, dgamma, dbeta); with dx given the input gradient is added to it."},       \
+    {"gelu_tanh_fwd", (PyCFunction)py_gelu_tanh_fwd, METH_O,                         \
+     "gelu_tanh_fwd(u)\n--\n\n(g, t): tanh-form GELU and the tanh kept for bwd."},   \
+    {"gelu_tanh_bwd", (PyCFunction)py_gelu_tanh_bwd, METH_VARARGS,                   \
+     "gelu_tanh_bwd(dg, u, t)\n--\n\nd loss / d u of the tanh-form GELU."},
+/* @@end head */
+/* ======================================================================== */
+/* @@section loss                                                           */
+/* ======================================================================== */
+
+/* New reference to a C-contiguous uint8 copy of a 1-D boolean mask of
+ * length n (any integer/bool array-like; nonzero = True).  NULL with
+ * ValueError naming `name`. */
+static PyArrayObject *gm_as_mask(PyObject *obj, npy_intp n, const char *name)
+{
+    PyArrayObject *raw = (PyArrayObject *)PyArray_FROMANY(obj, NPY_BOOL, 1, 1,
+                                                          NPY_ARRAY_IN_ARRAY);
+    if (raw == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
+        PyErr_Clear();
+        gm_set_error(PyExc_ValueError, "%s must be a 1-D boolean mask", name);
+        return NULL;
+    }
+    if (PyArray_DIM(raw, 0) != n) {
+        gm_set_error(PyExc_ValueError, "%s has %ld entries, the plan needs %ld", name,
+                     (long)PyArray_DIM(raw, 0), (long)n);
+        Py_DECREF(raw);
+        return NULL;
+    }
+    return raw;  /* NPY_BOOL is one byte per entry, 0 or 1 */
+}
+
+static PyObject *py_loss_fgbg(PyObject *self, PyObject *args)
+{
+    PyObject *op, *os, *ot;
+    double lo, hi, weight, sum = 0.0;
+    int need_grad, status = GM_OK;
+    PyArrayObject *p = NULL, *sm = NULL, *tm = NULL, *grad = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOdddp", &op, &os, &ot, &lo, &hi, &weight, &need_grad))
+        return NULL;
+    const char *names[1] = {"P"};
+    int type = gm_common_float_type(&op, names, 1);
+    if (type < 0) return NULL;
+    if (!(p = gm_as_array(op, type, "P", 2, 2, 0))) goto done;
+    {
+        npy_intp n = PyArray_DIM(p, 0) - 1, m = PyArray_DIM(p, 1) - 1;
+        if (n < 1 || m < 1) {
+            gm_set_error(PyExc_ValueError, "P must be (N+1) x (M+1) with N, M >= 1");
+            goto done;
+        }
+        if (!(sm = gm_as_mask(os, n, "src_fg")) || !(tm = gm_as_mask(ot, m, "trg_fg")))
+            goto done;
+        if (need_grad && !(grad = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(p), type)))
+            goto done;
+        void *pp = PyArray_DATA(p), *pg = grad ? PyArray_DATA(grad) : NULL;
+        const uint8_t *ps = PyArray_DATA(sm), *pt = PyArray_DATA(tm);
+        Py_BEGIN_ALLOW_THREADS
+        if (type == NPY_FLOAT32)
+            status = gm_loss_fgbg_f32(pp, (size_t)n, (size_t)m, ps, pt, lo, hi, weight, &sum,
+                                      pg);
+        else
+            status = gm_loss_fgbg_f64(pp, (size_t)n, (size_t)m, ps, pt, lo, hi, weight, &sum,
+                                      pg);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        if (status == GM_ERR_INVALID)
+            gm_set_error(PyExc_ValueError, "loss_fgbg: need 0 <= lo < hi < 1, got lo=%g, "
+                         "hi=%g", lo, hi);
+        gm_raise_status(status, "loss_fgbg", names, 1);
+        goto done;
+    }
+    result = Py_BuildValue("(dO)", sum, grad ? (PyObject *)grad : Py_None);
+done:
+    Py_XDECREF(p);
+    Py_XDECREF(sm);
+    Py_XDECREF(tm);
+    Py_XDECREF(grad);
+    return result;
+}
+
+#define GM_METHODS_LOSS                                                              \
+    {"loss_fgbg", (PyCFunction)py_loss_fgbg, METH_VARARGS,                           \
+     "loss_fgbg(P, src_fg, trg_fg, lo, hi, weight, need_grad)\n--\n\n"               \
+     "(sum of -log(1 - clip(P, lo, hi)) over foreground x background entries,\n"     \
+     "gradient (weight / (1 - P) there, 0 elsewhere) or None)."},
+/* @@end loss */
+/* ======================================================================== */
 
 static PyMethodDef gm_methods[] = {
     GM_METHODS_CONFIG
@@ -1340,6 +1880,8 @@ static PyMethodDef gm_methods[] = {
     GM_METHODS_SOFTARGMAX
     GM_METHODS_TRANSFER
     GM_METHODS_NN
+    GM_METHODS_HEAD
+    GM_METHODS_LOSS
     {NULL, NULL, 0, NULL}
 };
 

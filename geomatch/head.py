@@ -41,9 +41,11 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
+from . import _core
+from ._linalg import matmul
+
 __all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d"]
 
-_GELU_C = math.sqrt(2.0 / math.pi)
 _FORMAT = "geomatch.head/1"
 
 
@@ -146,129 +148,33 @@ def sincos_2d(h: int, w: int, dim: int, dtype=np.float32) -> np.ndarray:
     return pe.astype(dtype)
 
 
-def _nt(a, b, out=None):
-    """``a @ b.T`` computed as a plain product with a contiguous copy of ``b.T``.
-
-    OpenBLAS's threaded path for a transposed second operand stalls badly on
-    busy machines for small and mid-sized products (tens of ms for a 144 x 32 x
-    144 product with 2 threads); the copy costs O(size of b).
-    """
-    return np.matmul(a, np.ascontiguousarray(b.T), out=out)
-
-
 def _ln_forward(x, gamma, beta, eps):
-    mu = x.mean(axis=-1, keepdims=True)
-    xc = x - mu
-    var = np.einsum("...i,...i->...", xc, xc)[..., None] / x.shape[-1]
-    rstd = 1.0 / np.sqrt(var + eps)
-    xhat = xc
-    xhat *= rstd
-    y = xhat * gamma
-    y += beta
+    """Row LayerNorm (C kernel): y and the (xhat, rstd) its backward needs."""
+    y, xhat, rstd = _core.layernorm_fwd(x, gamma, beta, eps)
     return y, (xhat, rstd)
 
 
-def _ln_backward(dy, ctx, gamma):
+def _ln_backward(dy, ctx, gamma, dx=None):
+    """(dx, dgamma, dbeta) of the LayerNorm; with ``dx`` given the input
+    gradient is added to it in place (a residual branch)."""
     xhat, rstd = ctx
-    dgamma = np.einsum("ti,ti->i", dy, xhat)
-    dbeta = dy.sum(axis=0)
-    dxhat = dy * gamma
-    m1 = dxhat.mean(axis=-1, keepdims=True)
-    m2 = np.einsum("ti,ti->t", dxhat, xhat)[:, None] / dy.shape[-1]
-    dx = dxhat
-    dx -= m1
-    dx -= xhat * m2
-    dx *= rstd
-    return dx, dgamma, dbeta
+    return _core.layernorm_bwd(dy, xhat, rstd, gamma, dx)
+
+
+def _linear(x, weight, bias):
+    """x @ weight + bias on geomatch's threads (see :mod:`geomatch._linalg`)."""
+    y = np.empty((x.shape[0], weight.shape[1]), dtype=x.dtype)
+    y[...] = bias
+    return matmul(x, weight, out=y, accumulate=True)
 
 
 def _gelu_forward(u):
-    t = np.tanh(_GELU_C * (u + 0.044715 * u * u * u))
-    g = 0.5 * u * (1.0 + t)
-    return g, t
+    """Tanh-form GELU (C kernel): g and the tanh t its backward needs."""
+    return _core.gelu_tanh_fwd(u)
 
 
 def _gelu_backward(dg, u, t):
-    dt = _GELU_C * (1.0 + 3 * 0.044715 * u * u)
-    d = 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * dt
-    return dg * d
-
-
-def _softmax_rows_inplace(s):
-    """Row softmax of the last axis of ``s`` in place."""
-    m = s.max(axis=-1, keepdims=True)
-    s -= m
-    np.exp(s, out=s)
-    z = s.sum(axis=-1, keepdims=True)
-    np.reciprocal(z, out=z)
-    s *= z
-    return s
-
-
-def _attention_forward(qkv, H, da, scale):
-    """Multi-head softmax attention of qkv (T, 3*da) = [q | k | v].
-
-    Returns (E, rz, o): per head the unnormalized exponentials E = exp(s - c)
-    (H, T, T) of the scores s = scale q k^T, 1 / row sums (H, T, 1) and the
-    output o (T, da) = concat_h softmax(s) v.
-
-    Passes over the T x T matrices are what costs beyond the matrix products,
-    so: the row sums come out of the product E [v | 1]; the shift c is 0 when
-    |s| < 80 is guaranteed by max|q| max|k| scale (Cauchy-Schwarz; float32 exp
-    neither overflows nor underflows to 0 then), else the row maximum; and E is
-    never normalized in place (1/z is applied to T x d_h products instead).
-    """
-    T = qkv.shape[0]
-    dh = da // H
-    E = np.empty((H, T, T), dtype=qkv.dtype)
-    rz = np.empty((H, T, 1), dtype=qkv.dtype)
-    o = np.empty((T, da), dtype=qkv.dtype)
-    v1 = np.empty((T, dh + 1), dtype=qkv.dtype)
-    v1[:, dh] = 1.0
-    for i in range(H):
-        q = qkv[:, i * dh:(i + 1) * dh] * scale
-        k = qkv[:, da + i * dh:da + (i + 1) * dh]
-        v1[:, :dh] = qkv[:, 2 * da + i * dh:2 * da + (i + 1) * dh]
-        s = E[i]
-        _nt(q, k, out=s)
-        bound = (math.sqrt(float(np.einsum("td,td->t", q, q).max()))
-                 * math.sqrt(float(np.einsum("td,td->t", k, k).max())))
-        if not bound < 80.0:
-            s -= s.max(axis=1, keepdims=True)
-        np.exp(s, out=s)
-        ov = s @ v1
-        np.reciprocal(ov[:, dh:], out=rz[i])
-        np.multiply(ov[:, :dh], rz[i], out=o[:, i * dh:(i + 1) * dh])
-    return E, rz, o
-
-
-def _attention_backward(do, qkv, E, rz, o, H, da, scale):
-    """Gradient wrt qkv (T, 3*da) of the attention, given d loss / d o (T, da).
-
-    With A = E / z: dv = A^T do, dS = A * (do v^T - rowsum(do * o)),
-    dq = scale * dS k, dk = scale * dS^T q.  The row term is folded into the
-    product [do/z | -rowsum/z] [v | 1]^T, leaving one pass (* E) over T x T.
-    """
-    T = qkv.shape[0]
-    dh = da // H
-    dqkv = np.empty((T, 3 * da), dtype=qkv.dtype)
-    a1 = np.empty((T, dh + 1), dtype=qkv.dtype)
-    v1 = np.empty((T, dh + 1), dtype=qkv.dtype)
-    v1[:, dh] = 1.0
-    for i in range(H):
-        sl = slice(i * dh, (i + 1) * dh)
-        q = qkv[:, sl]
-        k = qkv[:, da + i * dh:da + (i + 1) * dh]
-        v1[:, :dh] = qkv[:, 2 * da + i * dh:2 * da + (i + 1) * dh]
-        np.multiply(do[:, sl], rz[i], out=a1[:, :dh])                 # do / z
-        a1[:, dh] = -np.einsum("td,td->t", do[:, sl], o[:, sl]) * rz[i][:, 0]
-        Ei = E[i]
-        dqkv[:, 2 * da + i * dh:2 * da + (i + 1) * dh] = Ei.T @ a1[:, :dh]
-        dS = _nt(a1, v1)
-        dS *= Ei
-        dqkv[:, sl] = (dS @ k) * scale
-        dqkv[:, da + i * dh:da + (i + 1) * dh] = (dS.T @ q) * scale
-    return dqkv
+    return _core.gelu_tanh_bwd(dg, u, t)
 
 
 class AttentionHead:
@@ -309,6 +215,7 @@ class AttentionHead:
         self._params = self._init_params(np.random.default_rng(seed))
         self._cache = None
         self._pe = {}
+        self._attn_bufs = {}
 
     # ------------------------------------------------------------------ params
     def _init_params(self, rng) -> Dict[str, np.ndarray]:
@@ -374,6 +281,20 @@ class AttentionHead:
                 f"parameters={self.num_parameters():,})")
 
     # ----------------------------------------------------------------- forward
+    def _attention_buffer(self, block, B, T):
+        """The (B, H, T, T) buffer block ``block`` keeps its attention weights in.
+
+        Reused from one training step to the next (a fresh 30 MB array per
+        step at 37 x 37 tokens costs ~7,000 page faults); only the latest
+        shape is kept per block.
+        """
+        shape = (B, self.config.num_heads, T, T)
+        buf = self._attn_bufs.get(block)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype=self.dtype)
+            self._attn_bufs[block] = buf
+        return buf
+
     def _pos(self, h, w):
         key = (h, w)
         if key not in self._pe:
@@ -419,39 +340,35 @@ class AttentionHead:
 
     def _forward_batch(self, x, B, h, w, keep):
         c, p = self.config, self._params
-        T, d, H, da = h * w, c.dim, c.num_heads, c.attention_dim
-        dh = da // H
+        T, d, H = h * w, c.dim, c.num_heads
         ctx = {"x": x, "h": h, "w": w}
-        z = x @ p["in_proj.weight"]
-        z += p["in_proj.bias"]
-        pe = self._pos(h, w)
-        z.reshape(B, T, d)[...] += pe * p["pos_gain"]
-        scale = 1.0 / math.sqrt(dh)
+        z = np.empty((B * T, d), dtype=self.dtype)
+        z[...] = p["in_proj.bias"]
+        matmul(x, p["in_proj.weight"], out=z, accumulate=True)
+        z.reshape(B, T, d)[...] += self._pos(h, w) * p["pos_gain"]
         for b in range(c.num_blocks):
             pre = f"blocks.{b}."
             a, ln1 = _ln_forward(z, p[pre + "norm1.weight"], p[pre + "norm1.bias"], c.ln_eps)
-            qkv = a @ p[pre + "attn.qkv.weight"]
-            qkv += p[pre + "attn.qkv.bias"]
-            o = np.empty((B * T, da), dtype=qkv.dtype)
-            E, rz = [], []
-            for i in range(B):
-                Ei, rzi, o[i * T:(i + 1) * T] = _attention_forward(qkv[i * T:(i + 1) * T],
-                                                                   H, da, scale)
-                E.append(Ei)
-                rz.append(rzi)
-            z = z + o @ p[pre + "attn.proj.weight"]
-            z += p[pre + "attn.proj.bias"]
-            bb, ln2 = _ln_forward(z, p[pre + "norm2.weight"], p[pre + "norm2.bias"], c.ln_eps)
-            u = bb @ p[pre + "mlp.fc1.weight"]
-            u += p[pre + "mlp.fc1.bias"]
-            g, t = _gelu_forward(u)
-            z = z + g @ p[pre + "mlp.fc2.weight"]
-            z += p[pre + "mlp.fc2.bias"]
+            qkv = _linear(a, p[pre + "attn.qkv.weight"], p[pre + "attn.qkv.bias"])
+            q3 = qkv.reshape(B, T, -1)
             if keep:
-                ctx[b] = dict(a=a, ln1=ln1, qkv=qkv, E=E, rz=rz, o=o, bb=bb, ln2=ln2, u=u, t=t, g=g)
+                # the exponentials stay for the backward pass (C kernel)
+                E, rz, o = _core.head_attention_fwd(q3, H, self._attention_buffer(b, B, T))
+            else:
+                o = _core.nn_attention(q3, H)
+            o = o.reshape(B * T, -1)
+            z = z + p[pre + "attn.proj.bias"]
+            matmul(o, p[pre + "attn.proj.weight"], out=z, accumulate=True)
+            bb, ln2 = _ln_forward(z, p[pre + "norm2.weight"], p[pre + "norm2.bias"], c.ln_eps)
+            u = _linear(bb, p[pre + "mlp.fc1.weight"], p[pre + "mlp.fc1.bias"])
+            g, t = _gelu_forward(u)
+            z = z + p[pre + "mlp.fc2.bias"]
+            matmul(g, p[pre + "mlp.fc2.weight"], out=z, accumulate=True)
+            if keep:
+                ctx[b] = dict(a=a, ln1=ln1, qkv=q3, E=E, rz=rz, o=o, bb=bb, ln2=ln2, u=u, t=t,
+                              g=g)
         zo, lno = _ln_forward(z, p["norm_out.weight"], p["norm_out.bias"], c.ln_eps)
-        y = zo @ p["out_proj.weight"]
-        y += p["out_proj.bias"]
+        y = _linear(zo, p["out_proj.weight"], p["out_proj.bias"])
         if keep:
             ctx["zo"], ctx["lno"] = zo, lno
         return y, ctx
@@ -469,9 +386,14 @@ class AttentionHead:
         Returns
         -------
         dict name -> array (same shapes as :meth:`parameters`), summed over the batch.
+
+        Each call consumes the cache of the last ``forward(..., cache=True)``
+        (the attention's kept exponentials are overwritten by their
+        gradients); a second backward needs a new forward.
         """
         if self._cache is None:
-            raise ValueError("backward needs a preceding forward(feat, cache=True)")
+            raise ValueError("backward needs a preceding forward(feat, cache=True) (each "
+                             "backward consumes the cache of one forward)")
         ctx, single, B = self._cache
         g = np.asarray(grad_out, dtype=self.dtype)
         if single:
@@ -482,6 +404,7 @@ class AttentionHead:
             raise ValueError(f"grad_out has shape {np.asarray(grad_out).shape}, expected "
                              f"{want[1:] if single else want}")
         grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        self._cache = None  # the attention backward overwrites the kept exponentials
         gx = self._backward_batch(ctx, g.reshape(B * h * w, -1), B, grads, input_grad)
         if input_grad:
             gx = gx.reshape(B, h, w, -1)
@@ -491,12 +414,10 @@ class AttentionHead:
     def _backward_batch(self, ctx, dy, B, grads, input_grad):
         c, p = self.config, self._params
         h, w = ctx["h"], ctx["w"]
-        T, d, H, da = h * w, c.dim, c.num_heads, c.attention_dim
-        dh = da // H
-        scale = 1.0 / math.sqrt(dh)
-        grads["out_proj.weight"] += ctx["zo"].T @ dy
+        T, H = h * w, c.num_heads
+        matmul(ctx["zo"].T, dy, out=grads["out_proj.weight"], accumulate=True)
         grads["out_proj.bias"] += dy.sum(axis=0)
-        dzo = _nt(dy, p["out_proj.weight"])
+        dzo = matmul(dy, p["out_proj.weight"].T)
         dz, dgm, dbt = _ln_backward(dzo, ctx["lno"], p["norm_out.weight"])
         grads["norm_out.weight"] += dgm
         grads["norm_out.bias"] += dbt
@@ -504,38 +425,36 @@ class AttentionHead:
             pre = f"blocks.{b}."
             cb = ctx[b]
             # MLP branch
-            grads[pre + "mlp.fc2.weight"] += cb["g"].T @ dz
+            matmul(cb["g"].T, dz, out=grads[pre + "mlp.fc2.weight"], accumulate=True)
             grads[pre + "mlp.fc2.bias"] += dz.sum(axis=0)
-            dg = _nt(dz, p[pre + "mlp.fc2.weight"])
+            dg = matmul(dz, p[pre + "mlp.fc2.weight"].T)
             du = _gelu_backward(dg, cb["u"], cb["t"])
-            grads[pre + "mlp.fc1.weight"] += cb["bb"].T @ du
+            matmul(cb["bb"].T, du, out=grads[pre + "mlp.fc1.weight"], accumulate=True)
             grads[pre + "mlp.fc1.bias"] += du.sum(axis=0)
-            dbb = _nt(du, p[pre + "mlp.fc1.weight"])
-            dx2, dgm, dbt = _ln_backward(dbb, cb["ln2"], p[pre + "norm2.weight"])
+            dbb = matmul(du, p[pre + "mlp.fc1.weight"].T)
+            _, dgm, dbt = _ln_backward(dbb, cb["ln2"], p[pre + "norm2.weight"], dz)  # dz +=
             grads[pre + "norm2.weight"] += dgm
             grads[pre + "norm2.bias"] += dbt
-            dz = dz + dx2
             # attention branch
-            grads[pre + "attn.proj.weight"] += cb["o"].T @ dz
+            matmul(cb["o"].T, dz, out=grads[pre + "attn.proj.weight"], accumulate=True)
             grads[pre + "attn.proj.bias"] += dz.sum(axis=0)
-            do = _nt(dz, p[pre + "attn.proj.weight"])
-            dqkv = np.empty((B * T, 3 * da), dtype=self.dtype)
-            for i in range(B):
-                r = slice(i * T, (i + 1) * T)
-                dqkv[r] = _attention_backward(do[r], cb["qkv"][r], cb["E"][i], cb["rz"][i],
-                                              cb["o"][r], H, da, scale)
-            grads[pre + "attn.qkv.weight"] += cb["a"].T @ dqkv
+            do = matmul(dz, p[pre + "attn.proj.weight"].T)
+            # (consumes the kept exponentials: backward runs once per forward)
+            dqkv = _core.head_attention_bwd(cb["qkv"], cb["E"], cb["rz"],
+                                            cb["o"].reshape(B, T, -1),
+                                            do.reshape(B, T, -1), H).reshape(B * T, -1)
+            cb["E"] = None
+            matmul(cb["a"].T, dqkv, out=grads[pre + "attn.qkv.weight"], accumulate=True)
             grads[pre + "attn.qkv.bias"] += dqkv.sum(axis=0)
-            dln = _nt(dqkv, p[pre + "attn.qkv.weight"])
-            dx1, dgm, dbt = _ln_backward(dln, cb["ln1"], p[pre + "norm1.weight"])
+            dln = matmul(dqkv, p[pre + "attn.qkv.weight"].T)
+            _, dgm, dbt = _ln_backward(dln, cb["ln1"], p[pre + "norm1.weight"], dz)  # dz +=
             grads[pre + "norm1.weight"] += dgm
             grads[pre + "norm1.bias"] += dbt
-            dz = dz + dx1
         grads["pos_gain"] += np.einsum("bti,ti->i", dz.reshape(B, T, -1), self._pos(h, w))
-        grads["in_proj.weight"] += ctx["x"].T @ dz
+        matmul(ctx["x"].T, dz, out=grads["in_proj.weight"], accumulate=True)
         grads["in_proj.bias"] += dz.sum(axis=0)
         if input_grad:
-            return _nt(dz, p["in_proj.weight"])
+            return matmul(dz, p["in_proj.weight"].T)
         return None
 
     # -------------------------------------------------------------------- I/O

@@ -51,6 +51,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _core
+from ._linalg import matmul
+
 __all__ = ["LossConfig", "keypoint_patches", "foreground_grid", "dustbin_marginal",
            "match_sets", "pair_loss", "PairLoss"]
 
@@ -279,16 +282,24 @@ class PairLoss:
             return 0.0, (z[0] if need_grad else None), (z[1] if need_grad else None), info
         xs, ns = _l2n(es.reshape(N, E).astype(dtype, copy=False))
         xt, nt = _l2n(et.reshape(M, E).astype(dtype, copy=False))
-        S = xs @ np.ascontiguousarray(xt.T)  # (plain product: see head._nt)
+        S = matmul(xs, xt.T)  # geomatch's threads (see geomatch._linalg)
         mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass).astype(dtype)
         nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass).astype(dtype)
         fwd, vjp = _ot_impl()
         kw = dict(bin_score=cfg.bin_score, reg=cfg.reg, reg_m=cfg.reg_m, n_iter=int(cfg.n_iter))
         P = fwd(S, mu, nu, **kw)
         sets = match_sets(src_patch, trg_patch, flip_perm, N, M)
-        tiny = 1e-30 if dtype == np.float64 else 1e-30
+        tiny = 1e-30
         hi = 1.0 - (1e-12 if dtype == np.float64 else 1e-7)
-        gP = np.zeros_like(P) if need_grad else None
+        # foreground x background negatives (dustbin row/column excluded): one
+        # C pass gives their sum of -log(1 - P) and, with need_grad, a fresh
+        # gradient array (zero outside those entries) the sparse terms add to
+        n1 = int(sfg.sum()) * int((~tfg).sum())
+        n2 = int((~sfg).sum()) * int(tfg.sum())
+        nfb = n1 + n2
+        info["n_fgbg"] = nfb
+        fb_sum, gP = _core.loss_fgbg(P, sfg, tfg, tiny, hi,
+                                     cfg.w_fgbg / nfb if nfb else 0.0, need_grad)
         loss = 0.0
         scale_pn = 1.0 / (N + 1)
         for name, w, positive in (("pos", cfg.w_pos * scale_pn, True),
@@ -310,22 +321,10 @@ class PairLoss:
             loss += w * term
             if need_grad:
                 np.add.at(gP, (r, c), (w / r.size * g).astype(P.dtype))
-        # foreground x background negatives (dustbin row/column excluded)
-        n1 = int(sfg.sum()) * int((~tfg).sum())
-        n2 = int((~sfg).sum()) * int(tfg.sum())
-        nfb = n1 + n2
-        info["n_fgbg"] = nfb
         if nfb:
-            Pi = P[:N, :M]
-            b1 = np.clip(Pi[np.ix_(sfg, ~tfg)].astype(np.float64), tiny, hi)
-            b2 = np.clip(Pi[np.ix_(~sfg, tfg)].astype(np.float64), tiny, hi)
-            term = float((-np.log1p(-b1).sum() - np.log1p(-b2).sum()) / nfb)
+            term = fb_sum / nfb
             info["fgbg"] = term
             loss += cfg.w_fgbg * term
-            if need_grad:
-                k = cfg.w_fgbg / nfb
-                gP[np.ix_(sfg, ~tfg)] += (k / (1.0 - b1)).astype(P.dtype)
-                gP[np.ix_(~sfg, tfg)] += (k / (1.0 - b2)).astype(P.dtype)
         else:
             info["fgbg"] = 0.0
         info["loss"] = loss
@@ -337,8 +336,8 @@ class PairLoss:
         gS = np.asarray(gS, dtype=dtype)
         # S = xs xt^T with x = e / |e|:  dx_s = gS xt, dx_t = gS^T xs,
         # de = (dx - x (x . dx)) / |e|
-        dxs = gS @ xt
-        dxt = gS.T @ xs
+        dxs = matmul(gS, xt)
+        dxt = matmul(gS.T, xs)
         dxs -= xs * np.einsum("ij,ij->i", xs, dxs)[:, None]
         dxs /= ns[:, None]
         dxt -= xt * np.einsum("ij,ij->i", xt, dxt)[:, None]

@@ -1,0 +1,52 @@
+/* gm_head.c -- kernels of the trained attention head (geomatch/head.py):
+ *  - gm_gemm: C = alpha op(A) op(B) + beta C with the rows (or columns) of C
+ *    split over the OpenMP threads, each block one single-threaded BLAS
+ *    call, so no BLAS thread pool runs (and spins) beside OpenMP's;
+ *  - gm_head_attention_fwd / _bwd: multi-head softmax attention that keeps
+ *    the exponentials for the backward pass, and its reverse mode.
+ * float and double versions are generated from gm_head_impl.h. */
+#include "geomatch.h"
+#include "gm_blas.h"
+#include "gm_math.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Query rows per tile of the attention kernels (a tile of scores, 64 x n,
+ * stays in L2 next to the rows of E it combines with). */
+#define GM_HEAD_TILE 64
+/* Products below this many flops run as one BLAS call on one thread. */
+#define GM_GEMM_SPLIT_FLOPS 2.0e6
+
+/* Thread-block count for a product of `flops` flops: 1 when small. */
+static int gm_head_blocks(double flops)
+{
+    int nthreads = gm_get_num_threads();
+    return flops < GM_GEMM_SPLIT_FLOPS ? 1 : nthreads;
+}
+
+#define T float
+#define GM_HEAD_NAME(name) name##_f32
+#define GEMM GM_CBLAS(sgemm)
+#define EXPF gm_expv_f32
+#include "gm_head_impl.h"
+#undef T
+#undef GM_HEAD_NAME
+#undef GEMM
+#undef EXPF
+
+#define T double
+#define GM_HEAD_NAME(name) name##_f64
+#define GEMM GM_CBLAS(dgemm)
+#define EXPF gm_expv_f64
+#include "gm_head_impl.h"
+#undef T
+#undef GM_HEAD_NAME
+#undef GEMM
+#undef EXPF

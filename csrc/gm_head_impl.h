@@ -1,0 +1,430 @@
+/* gm_head_impl.h -- type-generic bodies of gm_head.c.  Included twice with
+ * T = float / double; GEMM names the matching CBLAS routine and EXPF the
+ * vectorizing exponential of gm_math.h.  Not a public header. */
+
+/* C = alpha op(A) op(B) + beta C (row-major; op(X) = X^T when trans_x).
+ * The rows of C (or its columns when C has fewer rows than columns) are cut
+ * into one block per thread; each block is one single-threaded BLAS call,
+ * so every element of C is computed by one thread in BLAS's order.
+ * O(m n k). */
+int GM_HEAD_NAME(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k, T alpha,
+                          const T *a, size_t lda, const T *b, size_t ldb, T beta, T *c,
+                          size_t ldc)
+{
+    if (m == 0 || n == 0 || k == 0) return GM_ERR_INVALID;
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX
+        || ldc > INT_MAX)
+        return GM_ERR_INVALID;
+    if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n) return GM_ERR_INVALID;
+    enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    int nthreads = gm_get_num_threads();
+    int nblk = gm_head_blocks(2.0 * (double)m * (double)n * (double)k);
+    int by_rows = m >= n;
+    size_t len = by_rows ? m : n;
+    if ((size_t)nblk > (len + 15) / 16) nblk = (int)((len + 15) / 16);
+    if (nblk < 1) nblk = 1;
+    /* block length rounded up to a multiple of 16 (BLAS register tiles) */
+    size_t per = (len + (size_t)nblk - 1) / (size_t)nblk;
+    per = (per + 15) / 16 * 16;
+    GM_OPENBLAS(set_num_threads)(1);
+#pragma omp parallel for schedule(static) num_threads(nblk) if (nblk > 1)
+    for (int blk = 0; blk < nblk; blk++) {
+        size_t lo = (size_t)blk * per;
+        if (lo >= len) continue;
+        size_t cnt = len - lo < per ? len - lo : per;
+        if (by_rows) {
+            const T *ab = trans_a ? a + lo : a + lo * lda;
+            GEMM(CblasRowMajor, ta, tb, (int)cnt, (int)n, (int)k, alpha, ab, (int)lda, b,
+                 (int)ldb, beta, c + lo * ldc, (int)ldc);
+        } else {
+            const T *bb = trans_b ? b + lo * ldb : b + lo;
+            GEMM(CblasRowMajor, ta, tb, (int)m, (int)cnt, (int)k, alpha, a, (int)lda, bb,
+                 (int)ldb, beta, c + lo, (int)ldc);
+        }
+    }
+    GM_OPENBLAS(set_num_threads)(nthreads);
+    return GM_OK;
+}
+
+/* In place over one row of n scores: s_j = exp(s_j - max_j s_j); returns
+ * 1 / sum_j s_j.  16 partial accumulators in a fixed order (vectorizable,
+ * deterministic).  O(n). */
+static T GM_HEAD_NAME(gm_head_exp_row)(T *restrict s, size_t n)
+{
+    T acc[16];
+    size_t j = 0;
+    for (int q = 0; q < 16; q++) acc[q] = s[0];
+    for (; j + 16 <= n; j += 16)
+        for (int q = 0; q < 16; q++) acc[q] = s[j + q] > acc[q] ? s[j + q] : acc[q];
+    T mx = acc[0];
+    for (int q = 1; q < 16; q++) mx = acc[q] > mx ? acc[q] : mx;
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    for (size_t i = 0; i < n; i++) s[i] = EXPF(s[i] - mx);
+    for (int q = 0; q < 16; q++) acc[q] = 0;
+    for (j = 0; j + 16 <= n; j += 16)
+        for (int q = 0; q < 16; q++) acc[q] += s[j + q];
+    T sum = 0;
+    for (int q = 0; q < 16; q++) sum += acc[q];
+    for (; j < n; j++) sum += s[j];
+    return (T)1 / sum;
+}
+
+/* Shapes shared by the attention kernels. */
+typedef struct {
+    size_t batch, n, heads, hd;
+    size_t dm;   /* heads * hd: width of q, k, v and of the output */
+    size_t ld;   /* 3 * dm: row stride of qkv */
+    size_t tiles;
+} GM_HEAD_NAME(gm_attn_dims);
+
+static int GM_HEAD_NAME(gm_attn_dims_init)(GM_HEAD_NAME(gm_attn_dims) *d, size_t batch,
+                                           size_t n, size_t heads, size_t hd)
+{
+    if (batch == 0 || n == 0 || heads == 0 || hd == 0) return GM_ERR_INVALID;
+    if (n > INT_MAX / 4 || heads * hd > INT_MAX / 4) return GM_ERR_INVALID;
+    d->batch = batch;
+    d->n = n;
+    d->heads = heads;
+    d->hd = hd;
+    d->dm = heads * hd;
+    d->ld = 3 * d->dm;
+    d->tiles = (n + GM_HEAD_TILE - 1) / GM_HEAD_TILE;
+    return GM_OK;
+}
+
+/* Forward of one tile: query rows [r0, r0 + nr) of head h of one image.
+ * s -> e rows, exponentials of the shifted scores; rz[i] = 1 / row sum;
+ * o rows = (e v) * rz.  O(nr n hd). */
+static void GM_HEAD_NAME(gm_attn_fwd_tile)(const GM_HEAD_NAME(gm_attn_dims) *d,
+                                           const T *qkv, size_t h, size_t r0, size_t nr,
+                                           T scale, T *e, T *rz, T *out)
+{
+    size_t n = d->n, ld = d->ld, dm = d->dm, hd = d->hd;
+    const T *q = qkv + r0 * ld + h * hd;
+    const T *k = qkv + dm + h * hd;
+    const T *v = qkv + 2 * dm + h * hd;
+    T *s = e + r0 * n;
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, scale, q,
+         (int)ld, k, (int)ld, 0.0, s, (int)n);
+    for (size_t i = 0; i < nr; i++) rz[r0 + i] = GM_HEAD_NAME(gm_head_exp_row)(s + i * n, n);
+    T *o = out + r0 * dm + h * hd;
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, 1.0, s, (int)n,
+         v, (int)ld, 0.0, o, (int)dm);
+    for (size_t i = 0; i < nr; i++)
+        for (size_t c = 0; c < hd; c++) o[i * dm + c] *= rz[r0 + i];
+}
+
+/* Multi-head attention forward keeping what the backward needs.
+ * qkv: batch x n x 3*heads*hd, [q | k | v], each heads x hd.
+ * e (out): batch x heads x n x n, e = exp(s - rowmax s) of the scores
+ * s = q k^T / sqrt(hd); rz (out): batch x heads x n, 1 / row sums of e;
+ * out: batch x n x heads*hd, softmax(s) v per head.  Tiles of query rows
+ * run in parallel (dynamic schedule) with single-threaded BLAS, each tile
+ * on one thread.  O(batch heads n^2 hd) time; e is the O(batch heads n^2)
+ * memory. */
+int GM_HEAD_NAME(gm_head_attention_fwd)(const T *qkv, size_t batch, size_t n, size_t heads,
+                                        size_t hd, T *e, T *rz, T *out)
+{
+    GM_HEAD_NAME(gm_attn_dims) d;
+    int st = GM_HEAD_NAME(gm_attn_dims_init)(&d, batch, n, heads, hd);
+    if (st != GM_OK) return st;
+    T scale = (T)(1.0 / sqrt((double)hd));
+    long ntask = (long)(batch * heads * d.tiles);
+    int nthreads = gm_get_num_threads();
+    GM_OPENBLAS(set_num_threads)(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (long t = 0; t < ntask; t++) {
+        size_t img = (size_t)t / (heads * d.tiles);
+        size_t h = (size_t)t / d.tiles % heads;
+        size_t r0 = (size_t)t % d.tiles * GM_HEAD_TILE;
+        size_t nr = n - r0 < GM_HEAD_TILE ? n - r0 : GM_HEAD_TILE;
+        size_t bh = img * heads + h;
+        GM_HEAD_NAME(gm_attn_fwd_tile)(&d, qkv + img * n * d.ld, h, r0, nr, scale,
+                                       e + bh * n * n, rz + bh * n, out + img * n * d.dm);
+    }
+    GM_OPENBLAS(set_num_threads)(nthreads);
+    return GM_OK;
+}
+
+/* Backward phase 0 for rows [r0, r0 + nr) of head h of one image:
+ * ad = dout * rz (nr x hd), delta = -rz * rowsum(dout * out).  O(nr hd). */
+static void GM_HEAD_NAME(gm_attn_bwd_rows)(const GM_HEAD_NAME(gm_attn_dims) *d, size_t h,
+                                           size_t r0, size_t nr, const T *rz, const T *out,
+                                           const T *dout, T *ad, T *delta)
+{
+    size_t hd = d->hd, dm = d->dm;
+    for (size_t i = r0; i < r0 + nr; i++) {
+        const T *go = dout + i * dm + h * hd;
+        const T *o = out + i * dm + h * hd;
+        T dot = 0;
+        for (size_t c = 0; c < hd; c++) {
+            ad[i * hd + c] = go[c] * rz[i];
+            dot += go[c] * o[c];
+        }
+        delta[i] = -rz[i] * dot;
+    }
+}
+
+/* Backward phase B for query rows [r0, r0 + nr): g = ad v^T (scratch),
+ * e rows <- dS = e * (g + delta) in place, dq rows = scale dS k.
+ * O(nr n hd). */
+static void GM_HEAD_NAME(gm_attn_bwd_query_tile)(const GM_HEAD_NAME(gm_attn_dims) *d,
+                                                 const T *qkv, size_t h, size_t r0,
+                                                 size_t nr, T scale, T *e, const T *ad,
+                                                 const T *delta, T *g, T *dqkv)
+{
+    size_t n = d->n, ld = d->ld, dm = d->dm, hd = d->hd;
+    const T *k = qkv + dm + h * hd;
+    const T *v = qkv + 2 * dm + h * hd;
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, 1.0,
+         ad + r0 * hd, (int)hd, v, (int)ld, 0.0, g, (int)n);
+    T *ds = e + r0 * n;
+    for (size_t i = 0; i < nr; i++) {
+        T *restrict row = ds + i * n;
+        const T *restrict gi = g + i * n;
+        T di = delta[r0 + i];
+        for (size_t j = 0; j < n; j++) row[j] *= gi[j] + di;
+    }
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, scale, ds,
+         (int)n, k, (int)ld, 0.0, dqkv + r0 * ld + h * hd, (int)ld);
+}
+
+/* Reverse mode of gm_head_attention_fwd.  Given e, rz and out from the
+ * forward and dout = d loss / d out (batch x n x heads*hd), writes
+ * dqkv = d loss / d qkv (batch x n x 3*heads*hd).  e is overwritten with
+ * the score gradients dS (it is not needed afterwards).  With A = e * rz:
+ * dv = A^T dout, dS = A * (dout v^T - rowsum(dout * out)), dq = dS k / sqrt(hd),
+ * dk = dS^T q / sqrt(hd).  Three parallel sweeps over tiles (dv from key
+ * tiles of e, dS and dq from query tiles, dk from key tiles of dS); every
+ * output row is written by one thread.  O(batch heads n^2 hd) time,
+ * O(batch n heads hd + threads * 64 n) scratch. */
+int GM_HEAD_NAME(gm_head_attention_bwd)(const T *qkv, T *e, const T *rz, const T *out,
+                                        const T *dout, size_t batch, size_t n, size_t heads,
+                                        size_t hd, T *dqkv)
+{
+    GM_HEAD_NAME(gm_attn_dims) d;
+    int st = GM_HEAD_NAME(gm_attn_dims_init)(&d, batch, n, heads, hd);
+    if (st != GM_OK) return st;
+    int nthreads = gm_get_num_threads();
+    size_t nbh = batch * heads;
+    T *ad = (T *)malloc(nbh * n * hd * sizeof(T));
+    T *delta = (T *)malloc(nbh * n * sizeof(T));
+    T *scratch = (T *)malloc((size_t)nthreads * GM_HEAD_TILE * n * sizeof(T));
+    if (ad == NULL || delta == NULL || scratch == NULL) {
+        free(ad);
+        free(delta);
+        free(scratch);
+        return GM_ERR_NOMEM;
+    }
+    T scale = (T)(1.0 / sqrt((double)hd));
+    long ntask = (long)(nbh * d.tiles);
+    size_t ld = d.ld, dm = d.dm;
+    GM_OPENBLAS(set_num_threads)(1);
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num();
+#else
+        int tid = 0;
+#endif
+        T *g = scratch + (size_t)tid * GM_HEAD_TILE * n;
+#pragma omp for schedule(static)
+        for (long t = 0; t < ntask; t++) {
+            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
+            size_t r0 = (size_t)t % d.tiles * GM_HEAD_TILE;
+            size_t nr = n - r0 < GM_HEAD_TILE ? n - r0 : GM_HEAD_TILE;
+            GM_HEAD_NAME(gm_attn_bwd_rows)(&d, h, r0, nr, rz + bh * n, out + img * n * dm,
+                                           dout + img * n * dm, ad + bh * n * hd,
+                                           delta + bh * n);
+        }
+        /* dv for key rows [j0, j0 + nj): e[:, j0:j0+nj]^T ad */
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < ntask; t++) {
+            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
+            size_t j0 = (size_t)t % d.tiles * GM_HEAD_TILE;
+            size_t nj = n - j0 < GM_HEAD_TILE ? n - j0 : GM_HEAD_TILE;
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nj, (int)hd, (int)n, 1.0,
+                 e + bh * n * n + j0, (int)n, ad + bh * n * hd, (int)hd, 0.0,
+                 dqkv + img * n * ld + j0 * ld + 2 * dm + h * hd, (int)ld);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < ntask; t++) {
+            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
+            size_t r0 = (size_t)t % d.tiles * GM_HEAD_TILE;
+            size_t nr = n - r0 < GM_HEAD_TILE ? n - r0 : GM_HEAD_TILE;
+            GM_HEAD_NAME(gm_attn_bwd_query_tile)(&d, qkv + img * n * ld, h, r0, nr, scale,
+                                                 e + bh * n * n, ad + bh * n * hd,
+                                                 delta + bh * n, g, dqkv + img * n * ld);
+        }
+        /* dk for key rows [j0, j0 + nj): scale dS[:, j0:j0+nj]^T q */
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < ntask; t++) {
+            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
+            size_t j0 = (size_t)t % d.tiles * GM_HEAD_TILE;
+            size_t nj = n - j0 < GM_HEAD_TILE ? n - j0 : GM_HEAD_TILE;
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nj, (int)hd, (int)n, scale,
+                 e + bh * n * n + j0, (int)n, qkv + img * n * ld + h * hd, (int)ld, 0.0,
+                 dqkv + img * n * ld + j0 * ld + dm + h * hd, (int)ld);
+        }
+    }
+    GM_OPENBLAS(set_num_threads)(nthreads);
+    free(ad);
+    free(delta);
+    free(scratch);
+    return GM_OK;
+}
+
+/* sum_j a_j b_j (b == NULL: sum_j a_j) with 16 partial sums in a fixed order
+ * (vectorizable, deterministic).  O(n). */
+static T GM_HEAD_NAME(gm_head_dot16)(const T *restrict a, const T *restrict b, size_t n)
+{
+    T acc[16] = {0};
+    size_t j = 0;
+    if (b == NULL) {
+        for (; j + 16 <= n; j += 16)
+            for (int q = 0; q < 16; q++) acc[q] += a[j + q];
+    } else {
+        for (; j + 16 <= n; j += 16)
+            for (int q = 0; q < 16; q++) acc[q] += a[j + q] * b[j + q];
+    }
+    T s = 0;
+    for (int q = 0; q < 16; q++) s += acc[q];
+    for (; j < n; j++) s += b == NULL ? a[j] : a[j] * b[j];
+    return s;
+}
+
+/* Row-wise LayerNorm keeping the backward's inputs: xhat = (x - mean) * rstd,
+ * rstd = 1 / sqrt(var + eps) (biased variance, two passes), y = xhat * gamma
+ * + beta.  x, y, xhat are n x d (y may alias x).  Rows in parallel.
+ * O(n d). */
+int GM_HEAD_NAME(gm_layernorm_fwd)(const T *x, size_t n, size_t d, const T *gamma,
+                                   const T *beta, double eps, T *y, T *xhat, T *rstd)
+{
+    if (n == 0 || d == 0 || !(eps >= 0.0)) return GM_ERR_INVALID;
+    long rows = (long)n;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < rows; i++) {
+        const T *xi = x + (size_t)i * d;
+        T *restrict hi = xhat + (size_t)i * d;
+        T *yi = y + (size_t)i * d;
+        T mean = GM_HEAD_NAME(gm_head_dot16)(xi, NULL, d) / (T)d;
+        for (size_t j = 0; j < d; j++) hi[j] = xi[j] - mean;
+        T var = GM_HEAD_NAME(gm_head_dot16)(hi, hi, d) / (T)d;
+        T r = (T)(1.0 / sqrt((double)var + eps));
+        rstd[i] = r;
+        for (size_t j = 0; j < d; j++) {
+            hi[j] *= r;
+            yi[j] = hi[j] * gamma[j] + beta[j];
+        }
+    }
+    return GM_OK;
+}
+
+/* Rows per block of the parameter-gradient partial sums (fixed, so the sums
+ * do not depend on the thread count). */
+#define GM_HEAD_LN_BLOCK 64
+/* Columns per chunk of the row means in gm_layernorm_bwd (stack buffer). */
+#define GM_HEAD_LN_MAXD 512
+
+/* Reverse mode of gm_layernorm_fwd: from dy (n x d), xhat, rstd and gamma,
+ * dx = rstd (dy gamma - mean(dy gamma) - xhat mean(dy gamma xhat)), written
+ * to dx or added to it when accumulate; dgamma = sum_i dy xhat and dbeta =
+ * sum_i dy (length d) are overwritten.  The column sums go through partials
+ * over fixed blocks of 64 rows added in block order.  O(n d) time,
+ * O(n d / 64) scratch. */
+int GM_HEAD_NAME(gm_layernorm_bwd)(const T *dy, const T *xhat, const T *rstd,
+                                   const T *gamma, size_t n, size_t d, int accumulate,
+                                   T *dx, T *dgamma, T *dbeta)
+{
+    if (n == 0 || d == 0) return GM_ERR_INVALID;
+    size_t nblk = (n + GM_HEAD_LN_BLOCK - 1) / GM_HEAD_LN_BLOCK;
+    T *part = (T *)malloc(nblk * 2 * d * sizeof(T));
+    if (part == NULL) return GM_ERR_NOMEM;
+    long blocks = (long)nblk;
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < blocks; b++) {
+        T *restrict pg = part + (size_t)b * 2 * d;
+        T *restrict pb = pg + d;
+        for (size_t j = 0; j < d; j++) pg[j] = pb[j] = 0;
+        size_t lo = (size_t)b * GM_HEAD_LN_BLOCK;
+        size_t hi = lo + GM_HEAD_LN_BLOCK < n ? lo + GM_HEAD_LN_BLOCK : n;
+        for (size_t i = lo; i < hi; i++) {
+            const T *restrict g = dy + i * d;
+            const T *restrict xh = xhat + i * d;
+            T *restrict o = dx + i * d;
+            for (size_t j = 0; j < d; j++) {
+                pg[j] += g[j] * xh[j];
+                pb[j] += g[j];
+                o[j] = accumulate ? o[j] : 0;
+            }
+            /* m1 = mean(dy gamma), m2 = mean(dy gamma xhat) */
+            T gg[GM_HEAD_LN_MAXD];
+            T m1 = 0, m2 = 0;
+            for (size_t j0 = 0; j0 < d; j0 += GM_HEAD_LN_MAXD) {
+                size_t len = d - j0 < GM_HEAD_LN_MAXD ? d - j0 : GM_HEAD_LN_MAXD;
+                for (size_t j = 0; j < len; j++) gg[j] = g[j0 + j] * gamma[j0 + j];
+                m1 += GM_HEAD_NAME(gm_head_dot16)(gg, NULL, len);
+                m2 += GM_HEAD_NAME(gm_head_dot16)(gg, xh + j0, len);
+            }
+            m1 /= (T)d;
+            m2 /= (T)d;
+            T r = rstd[i];
+            for (size_t j = 0; j < d; j++) o[j] += (g[j] * gamma[j] - m1 - xh[j] * m2) * r;
+        }
+    }
+    for (size_t j = 0; j < d; j++) dgamma[j] = dbeta[j] = 0;
+    for (size_t b = 0; b < nblk; b++)
+        for (size_t j = 0; j < d; j++) {
+            dgamma[j] += part[b * 2 * d + j];
+            dbeta[j] += part[b * 2 * d + d + j];
+        }
+    free(part);
+    return GM_OK;
+}
+
+/* tanh(x) = 1 - 2 / (e^{2x} + 1) on the vectorizing exponential (absolute
+ * error a few ulp of 1; saturates to +-1).  O(1). */
+static inline T GM_HEAD_NAME(gm_head_tanh)(T x)
+{
+    T e = EXPF((T)2 * x);
+    return (T)1 - (T)2 / (e + (T)1);
+}
+
+/* GELU, tanh form: t = tanh(c (u + 0.044715 u^3)), g = 0.5 u (1 + t) with
+ * c = sqrt(2 / pi), over `count` values; t is kept for the backward.
+ * O(count). */
+int GM_HEAD_NAME(gm_gelu_tanh_fwd)(const T *u, size_t count, T *g, T *t)
+{
+    const T c = (T)0.79788456080286535588;
+    long nblk = (long)((count + 4095) / 4096);
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < nblk; b++) {
+        size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
+        for (size_t i = lo; i < hi; i++) {
+            T v = u[i];
+            T th = GM_HEAD_NAME(gm_head_tanh)(c * (v + (T)0.044715 * v * v * v));
+            t[i] = th;
+            g[i] = (T)0.5 * v * ((T)1 + th);
+        }
+    }
+    return GM_OK;
+}
+
+/* Reverse mode: du = dg * (0.5 (1 + t) + 0.5 u (1 - t^2) c (1 + 3 * 0.044715 u^2)).
+ * du may alias dg.  O(count). */
+int GM_HEAD_NAME(gm_gelu_tanh_bwd)(const T *dg, const T *u, const T *t, size_t count, T *du)
+{
+    const T c = (T)0.79788456080286535588;
+    long nblk = (long)((count + 4095) / 4096);
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < nblk; b++) {
+        size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
+        for (size_t i = lo; i < hi; i++) {
+            T v = u[i], th = t[i];
+            T dt = c * ((T)1 + (T)(3 * 0.044715) * v * v);
+            du[i] = dg[i] * ((T)0.5 * ((T)1 + th) + (T)0.5 * v * ((T)1 - th * th) * dt);
+        }
+    }
+    return GM_OK;
+}

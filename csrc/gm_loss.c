@@ -1,0 +1,37 @@
+/* gm_loss.c -- the dense term of geomatch's training loss (geomatch/loss.py):
+ * the foreground x background negatives on the dustbin OT plan, their sum of
+ * -log(1 - P) and the gradient wrt the plan, in one pass.  float and double
+ * versions are generated from gm_loss_impl.h. */
+#include "geomatch.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* -log(1 - p) for 0 <= p < 1 in double: a 6-term series below 2^-10
+ * (truncation error below p^7 / 7, relative to p below 1e-21), log1p
+ * above.  O(1). */
+static inline double gm_neglog1m(double p)
+{
+    if (p < 0.0009765625) {
+        double s = 1.0 / 6.0;
+        s = s * p + 1.0 / 5.0;
+        s = s * p + 1.0 / 4.0;
+        s = s * p + 1.0 / 3.0;
+        s = s * p + 1.0 / 2.0;
+        s = s * p + 1.0;
+        return s * p;
+    }
+    return -log1p(-p);
+}
+
+#define T float
+#define GM_LOSS_NAME(name) name##_f32
+#include "gm_loss_impl.h"
+#undef T
+#undef GM_LOSS_NAME
+
+#define T double
+#define GM_LOSS_NAME(name) name##_f64
+#include "gm_loss_impl.h"
+#undef T
+#undef GM_LOSS_NAME
