@@ -2,7 +2,10 @@
 
 Step = head forward on both images + loss (cosine similarity, dustbin OT
 forward) + OT backward (vjp) + cosine backward + head backward for both
-images (the AdamW update is timed separately).  Reported: median time per
+images (the AdamW update is timed separately).  The step is timed as
+``geomatch.train`` runs it (after ``retain_freed_memory()``, which keeps
+freed step buffers in the heap) and, first, with glibc's default malloc
+thresholds, with the page faults per step of each.  Reported: median time per
 component, steps/s, the OT share of the step, and the peak memory of one step
 (tracemalloc: NumPy buffers included).  Peer: the same head forward+backward
 in PyTorch (CPU, same thread count), when torch is installed.
@@ -27,6 +30,7 @@ import geomatch as gm  # noqa: E402
 from geomatch import loss as L  # noqa: E402
 from geomatch.head import AttentionHead, sincos_2d  # noqa: E402
 from geomatch.optim import AdamW  # noqa: E402
+from geomatch._memory import retain_freed_memory  # noqa: E402
 from _timing import fmt_time, median_time, print_table  # noqa: E402
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -145,6 +149,18 @@ def torch_peer(head, x, G):
     return step
 
 
+def step_faults(step, n=5):
+    """Minor page faults and system CPU seconds per call of step()."""
+    import resource
+
+    step()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(n):
+        step()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return (r1.ru_minflt - r0.ru_minflt) / n, (r1.ru_stime - r0.ru_stime) / n
+
+
 def main():
     gm.set_num_threads(THREADS)
     rng = np.random.default_rng(0)
@@ -168,6 +184,13 @@ def main():
         yy = head.forward(x, cache=True)
         _, gs, gt, _ = loss_fn(yy[0], yy[1], **kw)
         return head.backward(np.stack([gs, gt]))
+
+    # the step as a plain loop runs it (glibc's default malloc thresholds),
+    # then as geomatch.train runs it (freed step buffers kept in the heap)
+    flt_default, sys_default = step_faults(step)
+    t_step_default = median_time(step, repeat=7)
+    retained = retain_freed_memory()
+    flt_kept, sys_kept = step_faults(step)
 
     # components
     N = 37 * 37
@@ -199,6 +222,7 @@ def main():
     ot = t_otf + t_otb
     rows = [
         ("geomatch train step (1 pair)", t_step, f"{1 / t_step:.2f} steps/s"),
+        ("  same, default malloc thresholds", t_step_default, "plain loop, no geomatch.train"),
         ("  head forward (2 images)", t_fwd, ""),
         ("  loss fwd+bwd (cosine, OT fwd+vjp)", t_loss, ""),
         ("  OT forward", t_otf, "C layer" if have_c else "NumPy stand-in"),
@@ -231,6 +255,10 @@ def main():
     print(f"\nOT share of the step: {ot / t_step * 100:.1f}% (target <= 10%)")
     print(f"step: {fmt_time(t_step)} wall (target <= 150 ms) -> {1 / t_step:.2f} steps/s; "
           f"CPU time of the process per step {fmt_time(t_step_cpu)} (all threads)")
+    print(f"page faults per step: {flt_default:.0f} ({sys_default * 1e3:.1f} ms system time) "
+          f"with glibc's default malloc thresholds -> {flt_kept:.0f} "
+          f"({sys_kept * 1e3:.1f} ms) after retain_freed_memory() "
+          f"({'in effect' if retained else 'not available here'}), as geomatch.train runs")
     print(f"peak traced memory of one step: {peak / 2**20:.0f} MiB")
     try:
         import resource

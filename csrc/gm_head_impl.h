@@ -198,7 +198,7 @@ static void GM_HEAD_NAME(gm_attn_bwd_query_tile)(const GM_HEAD_NAME(gm_attn_dims
  * dk = dS^T q / sqrt(hd).  Three parallel sweeps over tiles (dv from key
  * tiles of e, dS and dq from query tiles, dk from key tiles of dS); every
  * output row is written by one thread.  O(batch heads n^2 hd) time,
- * O(batch n heads hd + threads * 64 n) scratch. */
+ * O(batch n heads hd + threads * 256 n) scratch. */
 int GM_HEAD_NAME(gm_head_attention_bwd)(const T *qkv, T *e, const T *rz, const T *out,
                                         const T *dout, size_t batch, size_t n, size_t heads,
                                         size_t hd, T *dqkv)

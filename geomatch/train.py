@@ -390,10 +390,17 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     progress : progress bar (default: on unless GEOMATCH_NO_PROGRESS=1).
     save_every : write ``last.npz`` every this many steps (default: at validations).
 
+    Notes
+    -----
+    On glibc, training fixes malloc's thresholds so that freed step buffers
+    are reused rather than returned to the system (see ``geomatch._memory``);
+    the process then keeps its peak resident size.
+
     Returns
     -------
     TrainResult
     """
+    from ._memory import retain_freed_memory
     from ._progress import progress as _progress_bar
 
     if int(batch_pairs) < 1:
@@ -442,6 +449,9 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     if val_pairs:
         _check_cache(cache, val_pairs, False, head_config.in_dim, val_split)
     opt = AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    # every step frees and re-allocates the same large arrays: keep them in
+    # the heap instead of faulting fresh pages in each step (geomatch._memory)
+    retain_freed_memory()
     if resume is not None:
         opt.load_state_dict(files, source=os.fspath(resume))
     manifest = _manifest(cache)

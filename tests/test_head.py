@@ -155,6 +155,20 @@ def test_default_head_shapes_dtype_and_size():
     assert np.isfinite(y).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_forward_equals_training_forward_and_backward_consumes_cache(dtype):
+    # head(x) runs the attention without keeping its weights (the backbone's
+    # kernel), forward(x) keeps them for backward: same embeddings.
+    head = _perturbed_head(SMALL, scale=0.2, dtype=dtype)
+    x = np.random.default_rng(3).normal(size=(2, 7, 9, 16))
+    y = head.forward(x)
+    np.testing.assert_allclose(head(x), y, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-13)
+    head.backward(np.ones_like(y))
+    with pytest.raises(ValueError, match="consumes the cache"):
+        head.backward(np.ones_like(y))
+
+
 def test_attention_sees_the_whole_grid_and_positions():
     # Changing one far-away token changes the embedding of another token
     # (global attention), and identical tokens at different places get
