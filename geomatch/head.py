@@ -101,6 +101,8 @@ class HeadConfig:
                                           or self.attn_dim < 1):
             raise ValueError(f"head config: attn_dim must be a positive integer or None, "
                              f"got {self.attn_dim!r}")
+        if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
+            raise ValueError(f"head config: ln_eps must be positive, got {self.ln_eps!r}")
         if self.attention_dim % self.num_heads:
             raise ValueError(f"head config: attention width ({self.attention_dim}) must be "
                              f"a multiple of num_heads ({self.num_heads})")
@@ -109,8 +111,6 @@ class HeadConfig:
     def attention_dim(self) -> int:
         """Width of queries, keys and values (``attn_dim`` or ``dim``)."""
         return self.dim if self.attn_dim is None else int(self.attn_dim)
-        if not (self.ln_eps > 0):
-            raise ValueError(f"head config: ln_eps must be positive, got {self.ln_eps!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -212,6 +212,8 @@ def test_input_validation():
         head.backward(np.zeros((5, 4, 7)))
     with pytest.raises(ValueError, match="num_heads"):
         HeadConfig(dim=8, attn_dim=9, num_heads=2)
+    with pytest.raises(ValueError, match="ln_eps"):
+        HeadConfig(ln_eps=0.0)
     with pytest.raises(ValueError, match="dim"):
         HeadConfig(dim=10)
 

@@ -10,6 +10,7 @@ half the time; a head that sees the whole grid can learn to tell them apart.
 """
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -279,3 +280,24 @@ def test_cli_train_end_to_end_on_synthetic_spair(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "flipped features" in err and "cache" in err
     assert not (tmp_path / "run2" / "last.npz").exists()
+
+
+def test_retain_freed_memory_sets_glibc_thresholds_once():
+    # run in a fresh interpreter: the thresholds are process-wide
+    import platform
+    import subprocess
+    import sys
+
+    code = ("from geomatch._memory import retain_freed_memory as r; "
+            "print(r(), r())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert out.stdout.split() == (["True", "True"] if glibc else ["False", "False"])
+    # the user's own choice wins
+    env["MALLOC_TRIM_THRESHOLD_"] = "1000000"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.split() == ["False", "False"]
