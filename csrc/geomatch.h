@@ -301,7 +301,8 @@ int gm_gelu_tanh_bwd_f64(const double *dg, const double *u, const double *t, siz
 /* @@section loss */
 /* Foreground x background negatives of the loss on an (n+1) x (m+1) plan p
  * (dense, row stride m + 1; the last row and column are the dustbins):
- * *sum = sum over i < n, j < m with src_fg[i] != trg_fg[j] of
+ * *sum = sum over i < n, j < m where exactly one of src_fg[i], trg_fg[j]
+ * is nonzero of
  * -log(1 - clip(p_ij, lo, hi)) (double).  With grad != NULL writes the whole
  * (n+1) x (m+1) grad: weight / (1 - clip(p_ij)) on those entries, 0
  * elsewhere.  GM_ERR_INVALID unless 0 <= lo < hi < 1 and n, m >= 1;

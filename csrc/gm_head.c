@@ -22,16 +22,6 @@
  * 37 x 37-token step (2 images, 2 heads of 64): 64 -> 256 rows cut the
  * forward + backward from 88 to 79 ms on one thread; 512 gave no more. */
 #define GM_HEAD_TILE 256
-/* Products below this many flops run as one BLAS call on one thread. */
-#define GM_GEMM_SPLIT_FLOPS 2.0e6
-
-/* Thread-block count for a product of `flops` flops: 1 when small. */
-static int gm_head_blocks(double flops)
-{
-    int nthreads = gm_get_num_threads();
-    return flops < GM_GEMM_SPLIT_FLOPS ? 1 : nthreads;
-}
-
 #define T float
 #define GM_HEAD_NAME(name) name##_f32
 #define GEMM GM_CBLAS(sgemm)

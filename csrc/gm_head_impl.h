@@ -4,9 +4,9 @@
 
 /* C = alpha op(A) op(B) + beta C (row-major; op(X) = X^T when trans_x).
  * The rows of C (or its columns when C has fewer rows than columns) are cut
- * into one block per thread; each block is one single-threaded BLAS call,
- * so every element of C is computed by one thread in BLAS's order.
- * O(m n k). */
+ * into blocks chosen from the shape alone (gm_blas_row_blocks), spread over
+ * the threads; each block is one single-threaded BLAS call, so the result
+ * does not depend on the thread count.  O(m n k). */
 int GM_HEAD_NAME(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k, T alpha,
                           const T *a, size_t lda, const T *b, size_t ldb, T beta, T *c,
                           size_t ldc)
@@ -19,16 +19,12 @@ int GM_HEAD_NAME(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k
     enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
     int nthreads = gm_get_num_threads();
-    int nblk = gm_head_blocks(2.0 * (double)m * (double)n * (double)k);
     int by_rows = m >= n;
-    size_t len = by_rows ? m : n;
-    if ((size_t)nblk > (len + 15) / 16) nblk = (int)((len + 15) / 16);
-    if (nblk < 1) nblk = 1;
-    /* block length rounded up to a multiple of 16 (BLAS register tiles) */
-    size_t per = (len + (size_t)nblk - 1) / (size_t)nblk;
-    per = (per + 15) / 16 * 16;
+    size_t len = by_rows ? m : n, per;
+    int nblk = gm_blas_row_blocks(len, 2.0 * (double)m * (double)n * (double)k, &per);
+    int nteam = nblk < nthreads ? nblk : nthreads;
     GM_OPENBLAS(set_num_threads)(1);
-#pragma omp parallel for schedule(static) num_threads(nblk) if (nblk > 1)
+#pragma omp parallel for schedule(static) num_threads(nteam) if (nteam > 1)
     for (int blk = 0; blk < nblk; blk++) {
         size_t lo = (size_t)blk * per;
         if (lo >= len) continue;

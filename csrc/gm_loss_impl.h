@@ -1,7 +1,8 @@
 /* gm_loss_impl.h -- type-generic body of gm_loss.c (T = float / double).
  * Not a public header. */
 
-/* Sum over i < n, j < m with src_fg[i] != trg_fg[j] of -log(1 - P_ij), P_ij
+/* Sum over i < n, j < m where exactly one of src_fg[i], trg_fg[j] is nonzero
+ * of -log(1 - P_ij), P_ij
  * clipped to [lo, hi]; with grad != NULL also writes the whole
  * (n+1) x (m+1) grad: weight / (1 - P_ij) (clipped) on those entries, 0
  * elsewhere (dustbin row and column included).  p and grad are dense with

@@ -24,14 +24,15 @@ int GM_NN_NAME(gm_nn_linear)(const T *x, size_t n, size_t din, const T *w, const
     if (act != GM_NN_ACT_NONE && act != GM_NN_ACT_GELU) return GM_ERR_INVALID;
     if (act == GM_NN_ACT_GELU && accumulate) return GM_ERR_INVALID;
     int nthreads = gm_get_num_threads();
-    /* Row blocks of at least 64 rows, one per thread: each thread runs a
-     * single-threaded GEMM on its rows, then the bias/activation pass on the
-     * rows it just wrote (no BLAS thread pool next to OpenMP's). */
-    size_t nblk = (size_t)nthreads;
-    if (nblk > (n + 63) / 64) nblk = (n + 63) / 64;
-    size_t per = (n + nblk - 1) / nblk;
+    /* Row blocks chosen from the shape alone (gm_blas_row_blocks), spread
+     * over the threads: each block is a single-threaded GEMM, then the
+     * bias/activation pass on the rows it just wrote (no BLAS thread pool
+     * next to OpenMP's; results independent of the thread count). */
+    size_t per;
+    int nblk = gm_blas_row_blocks(n, 2.0 * (double)n * (double)din * (double)dout, &per);
+    int nteam = nblk < nthreads ? nblk : nthreads;
     GM_OPENBLAS(set_num_threads)(1);
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(nteam) if (nteam > 1)
     for (long blk = 0; blk < (long)nblk; blk++) {
         size_t r0 = (size_t)blk * per;
         if (r0 >= n) continue;

@@ -120,17 +120,36 @@ def test_matmul_alpha_accumulate_and_strided_out(dtype, tol):
                                rtol=0, atol=tol * 100)
 
 
-def test_matmul_threads_identical(restore_threads):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_threads_identical(dtype, restore_threads):
     rng = np.random.default_rng(2)
-    for shape in [(300, 120, 90), (30, 120, 400)]:
+    # (130, 100, 90) and (60, 100, 200) sit just above the split threshold,
+    # where OpenBLAS's small-matrix kernels would change the sums if the
+    # blocks followed the thread count
+    for shape in [(300, 120, 90), (30, 120, 400), (130, 100, 90), (60, 100, 200),
+                  (2738, 768, 256)]:
         m, k, n = shape
-        a = rng.normal(size=(m, k)).astype(np.float32)
-        b = rng.normal(size=(k, n)).astype(np.float32)
-        gm.set_num_threads(1)
-        one = matmul(a, b.T.copy().T)
-        gm.set_num_threads(2)
-        two = matmul(a, b.T.copy().T)
-        np.testing.assert_array_equal(one, two)
+        a = rng.uniform(-1, 1, size=(m, k)).astype(dtype)
+        b = rng.uniform(-1, 1, size=(k, n)).astype(dtype)
+        bt = np.ascontiguousarray(b.T).T          # the same matrix, transposed layout
+        for bb in (b, bt):
+            gm.set_num_threads(1)
+            one = matmul(a, bb)
+            gm.set_num_threads(2)
+            two = matmul(a, bb)
+            np.testing.assert_array_equal(one, two, err_msg=f"{shape}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backbone_linear_threads_identical(dtype, restore_threads):
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-1, 1, size=(130, 100)).astype(dtype)
+    w = rng.uniform(-1, 1, size=(90, 100)).astype(dtype)
+    out = []
+    for t in (1, 2):
+        gm.set_num_threads(t)
+        out.append(_core.nn_linear(x, w))
+    np.testing.assert_array_equal(out[0], out[1])
 
 
 def test_matmul_and_gemm_errors():
