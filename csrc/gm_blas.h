@@ -14,25 +14,6 @@
 #else
 #define GM_CBLAS(name) cblas_##name
 #define GM_OPENBLAS(name) openblas_##name
-/* Row blocks for running a BLAS product of `len` output rows (and `flops`
- * flops) as one single-threaded BLAS call per block, the blocks spread over
- * the OpenMP threads.  The blocks depend on the shape only, never on the
- * thread count: OpenBLAS sums in a different order for small calls (its
- * small-matrix kernels), so blocks that changed with the thread count would
- * change the results.  One block below 2e6 flops, else up to 8 blocks of at
- * least 64 rows, their length a multiple of 16.  Writes the block length to
- * *per and returns the block count.  O(1). */
-static inline int gm_blas_row_blocks(size_t len, double flops, size_t *per)
-{
-    size_t nblk = flops < 2.0e6 ? 1 : (len + 63) / 64;
-    if (nblk > 8) nblk = 8;
-    if (nblk < 1) nblk = 1;
-    size_t p = (len + nblk - 1) / nblk;
-    p = (p + 15) / 16 * 16;
-    *per = p;
-    return (int)((len + p - 1) / p);
-}
-
 #endif
 
 /* Row blocks for running a BLAS product of `len` output rows (and `flops`

@@ -123,7 +123,7 @@ static void db_col_range(size_t m, size_t *j0, size_t *j1)
 /* ---- the float and double kernels --------------------------------------- */
 #define DB_T float
 #define DB_SFX(x) x##_f32
-#define DB_EXP gm_expv_f32
+#define DB_EXP gm_exp_f32
 #define DB_LMAX 30.0
 #define DB_LOGMAX 88.0
 #define DB_LOGMIN (-87.0)
@@ -137,7 +137,7 @@ static void db_col_range(size_t m, size_t *j0, size_t *j1)
 
 #define DB_T double
 #define DB_SFX(x) x##_f64
-#define DB_EXP gm_expv_f64
+#define DB_EXP gm_exp_f64
 #define DB_LMAX 300.0
 #define DB_LOGMAX 708.0
 #define DB_LOGMIN (-707.0)

@@ -422,7 +422,7 @@ static double DB_SFX(db_kupdate)(const DB_SFX(db_ctx) *c, const DB_T *s, const d
     db_log_array(tmp, l, len);
     for (size_t i = 0; i < len; i++) l[i] = DB_SFX(db_pot)(c->phi, logm[i], off + l[i]);
     for (size_t i = 0; i < len; i++) mx = l[i] > mx ? l[i] : mx;
-    for (size_t i = 0; i < len; i++) a[i] = (DB_T)gm_expv_f64(l[i] - mx);
+    for (size_t i = 0; i < len; i++) a[i] = (DB_T)gm_exp_f64(l[i] - mx);
     return mx;
 }
 
@@ -457,7 +457,7 @@ static inline DB_T DB_SFX(db_arow)(DB_SFX(db_ctx) *c, size_t i, DB_T s, double o
     double sd = (double)s;
     double ls = sd >= DBL_MIN && sd <= DBL_MAX ? db_log_fast(sd) : log(sd);
     c->la[i] = DB_SFX(db_pot)(c->phi, c->logmu[i], off + ls);
-    return (DB_T)gm_expv_f64(c->la[i] - sig);
+    return (DB_T)gm_exp_f64(c->la[i] - sig);
 }
 
 /* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in

@@ -25,7 +25,7 @@
 #define T float
 #define GM_HEAD_NAME(name) name##_f32
 #define GEMM GM_CBLAS(sgemm)
-#define EXPF gm_expv_f32
+#define EXPF gm_exp_f32
 #include "gm_head_impl.h"
 #undef T
 #undef GM_HEAD_NAME
@@ -35,7 +35,7 @@
 #define T double
 #define GM_HEAD_NAME(name) name##_f64
 #define GEMM GM_CBLAS(dgemm)
-#define EXPF gm_expv_f64
+#define EXPF gm_exp_f64
 #include "gm_head_impl.h"
 #undef T
 #undef GM_HEAD_NAME

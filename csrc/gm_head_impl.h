@@ -43,28 +43,9 @@ int GM_HEAD_NAME(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k
     return GM_OK;
 }
 
-/* In place over one row of n scores: s_j = exp(s_j - max_j s_j); returns
- * 1 / sum_j s_j.  16 partial accumulators in a fixed order (vectorizable,
- * deterministic).  O(n). */
-static T GM_HEAD_NAME(gm_head_exp_row)(T *restrict s, size_t n)
-{
-    T acc[16];
-    size_t j = 0;
-    for (int q = 0; q < 16; q++) acc[q] = s[0];
-    for (; j + 16 <= n; j += 16)
-        for (int q = 0; q < 16; q++) acc[q] = s[j + q] > acc[q] ? s[j + q] : acc[q];
-    T mx = acc[0];
-    for (int q = 1; q < 16; q++) mx = acc[q] > mx ? acc[q] : mx;
-    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    for (size_t i = 0; i < n; i++) s[i] = EXPF(s[i] - mx);
-    for (int q = 0; q < 16; q++) acc[q] = 0;
-    for (j = 0; j + 16 <= n; j += 16)
-        for (int q = 0; q < 16; q++) acc[q] += s[j + q];
-    T sum = 0;
-    for (int q = 0; q < 16; q++) sum += acc[q];
-    for (; j < n; j++) sum += s[j];
-    return (T)1 / sum;
-}
+#define GM_EXP_ROW_NAME GM_HEAD_NAME(gm_head_exp_row)
+#include "gm_exp_row_tpl.h"
+#undef GM_EXP_ROW_NAME
 
 /* Shapes shared by the attention kernels. */
 typedef struct {

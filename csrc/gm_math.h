@@ -4,12 +4,14 @@
  * (libm's expf does not vectorize without -ffast-math).  Range reduction
  * x = n*ln2 + r, |r| <= ln2/2, then a Taylor polynomial for e^r (degree 7 in
  * float: relative error < 2 ulp; degree 12 in double: < 2 ulp) and 2^n built
- * in the exponent bits.  n is rounded with rint (round-to-nearest in the
- * default mode), which GCC vectorizes; round() does not vectorize without
- * -ffast-math.  Inputs below the underflow limit (including -inf)
- * give exactly 0; inputs are clamped above the overflow limit, so callers
- * that can overflow must check.  NaN inputs are not supported (callers
- * validate finiteness first). */
+ * in the exponent bits.  n = round(x log2 e) is formed by adding and
+ * subtracting 1.5 * 2^23 (2^52), which GCC vectorizes in any loop (rint
+ * only in some; round() not without -ffast-math); in the default rounding
+ * mode it rounds exactly as rint.  Inputs below the underflow limit
+ * (including -inf) give exactly 0; inputs are clamped above the overflow
+ * limit, so callers that can overflow must check.  A NaN input gives a
+ * finite garbage value without undefined behaviour (callers that may see
+ * NaN scan for it themselves). */
 #ifndef GM_MATH_H
 #define GM_MATH_H
 
@@ -17,63 +19,6 @@
 #include <string.h>
 
 static inline float gm_exp_f32(float x)
-{
-    const float log2e = 1.44269504088896341f;
-    const float ln2_hi = 0.693145751953125f;
-    const float ln2_lo = 1.428606765330187045e-06f;
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float n = __builtin_rintf(xc * log2e);
-    float r = xc - n * ln2_hi - n * ln2_lo;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    float y = p * scale;
-    return x < -87.0f ? 0.0f : y;
-}
-
-static inline double gm_exp_f64(double x)
-{
-    const double log2e = 1.4426950408889634074;
-    const double ln2_hi = 6.93147180369123816490e-01;
-    const double ln2_lo = 1.90821492927058770002e-10;
-    double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
-    double n = __builtin_rint(xc * log2e);
-    double r = xc - n * ln2_hi - n * ln2_lo;
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    int64_t bits = ((int64_t)n + 1023) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    double y = p * scale;
-    return x < -708.0 ? 0.0 : y;
-}
-
-/* gm_expv_f32 / gm_expv_f64: the same exponential, but n = round(x log2 e)
- * is formed by adding and subtracting 1.5 * 2^23 (2^52).  GCC vectorizes
- * this form in any loop (rint only vectorizes in some contexts).  Same
- * accuracy; inputs below the underflow limit give exactly 0.  A NaN input
- * gives a finite garbage value without undefined behaviour (callers that
- * may see NaN scan for it themselves).  O(1). */
-static inline float gm_expv_f32(float x)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f;
@@ -97,7 +42,7 @@ static inline float gm_expv_f32(float x)
     return x < -87.0f ? 0.0f : y;
 }
 
-static inline double gm_expv_f64(double x)
+static inline double gm_exp_f64(double x)
 {
     const double log2e = 1.4426950408889634074;
     const double ln2_hi = 6.93147180369123816490e-01;

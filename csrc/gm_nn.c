@@ -19,7 +19,7 @@
 #define GM_NN_ATTN_TILE 128
 
 /* erf for float, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7 plus float
- * rounding), built on the vectorizable gm_expv_f32; odd symmetry handles
+ * rounding), built on the vectorizable gm_exp_f32; odd symmetry handles
  * negative arguments.  O(1). */
 static inline float gm_erf_f32(float x)
 {
@@ -30,14 +30,14 @@ static inline float gm_erf_f32(float x)
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    float r = 1.0f - p * t * gm_expv_f32(-ax * ax);
+    float r = 1.0f - p * t * gm_exp_f32(-ax * ax);
     return x < 0 ? -r : r;
 }
 
 #define T float
 #define GM_NN_NAME(name) name##_f32
 #define GEMM GM_CBLAS(sgemm)
-#define EXPF gm_expv_f32
+#define EXPF gm_exp_f32
 #define ERFF gm_erf_f32
 #include "gm_nn_impl.h"
 #undef T
@@ -49,7 +49,7 @@ static inline float gm_erf_f32(float x)
 #define T double
 #define GM_NN_NAME(name) name##_f64
 #define GEMM GM_CBLAS(dgemm)
-#define EXPF gm_expv_f64
+#define EXPF gm_exp_f64
 #define ERFF erf
 #include "gm_nn_impl.h"
 #undef T

@@ -128,28 +128,9 @@ int GM_NN_NAME(gm_nn_swiglu)(const T *h, size_t n, size_t hidden, T *y)
     return GM_OK;
 }
 
-/* In place: s_j = exp(s_j - max s) over one row of n scores; returns
- * 1 / sum_j s_j (the caller normalizes later).  16 partial accumulators in a
- * fixed order keep the reductions vectorizable and deterministic.  O(n). */
-static T GM_NN_NAME(gm_nn_softmax_row)(T *restrict s, size_t n)
-{
-    T acc[16];
-    size_t j = 0;
-    for (int k = 0; k < 16; k++) acc[k] = s[0];
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) acc[k] = s[j + k] > acc[k] ? s[j + k] : acc[k];
-    T mx = acc[0];
-    for (int k = 1; k < 16; k++) mx = acc[k] > mx ? acc[k] : mx;
-    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    for (size_t i = 0; i < n; i++) s[i] = EXPF(s[i] - mx);
-    for (int k = 0; k < 16; k++) acc[k] = 0;
-    for (j = 0; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) acc[k] += s[j + k];
-    T sum = 0;
-    for (int k = 0; k < 16; k++) sum += acc[k];
-    for (; j < n; j++) sum += s[j];
-    return (T)1 / sum;
-}
+#define GM_EXP_ROW_NAME GM_NN_NAME(gm_nn_softmax_row)
+#include "gm_exp_row_tpl.h"
+#undef GM_EXP_ROW_NAME
 
 /* One attention tile: rows [r0, r0 + nr) of one head of one image.
  * s is scratch of nr x n.  out rows get softmax(q k^T * scale) v. */
