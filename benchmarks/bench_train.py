@@ -149,6 +149,41 @@ def torch_peer(head, x, G):
     return step
 
 
+def ot_share_in_step(step, n=7):
+    """Share of the step's wall time spent inside the OT layer's forward and
+    backward calls, timed during the same n steps (the loss resolves the
+    layer through loss._ot_impl at every call)."""
+    real = L._ot_impl
+    spent = [0.0]
+
+    def timing(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spent[0] += time.perf_counter() - t0
+            return out
+        return wrapper
+
+    L._ot_impl = lambda: tuple(timing(f) for f in real())
+    try:
+        step()
+        spent[0] = 0.0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        total = time.perf_counter() - t0
+    finally:
+        L._ot_impl = real
+    return spent[0] / total
+
+
+def timed(fn):
+    """Wall seconds of one call of fn()."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def step_faults(step, n=5):
     """Minor page faults and system CPU seconds per call of step()."""
     import resource
@@ -205,7 +240,10 @@ def main():
     t_otf = median_time(lambda: fwd_ot(S, mu, mu), repeat=5)
     t_otb = median_time(lambda: vjp_ot(S, mu, mu, GP), repeat=5)
     t_loss = median_time(lambda: loss_fn(y[0], y[1], **kw), repeat=5)
-    t_step = median_time(step, repeat=7)
+    samples = []
+    t_step = median_time(lambda: samples.append(timed(step)), repeat=7)
+    t_step = float(np.median(samples[1:]))  # the warm-up call is samples[0]
+    t_best = min(samples[1:])
     cpu = []
     for _ in range(5):
         c0 = time.process_time()
@@ -221,7 +259,8 @@ def main():
     tracemalloc.stop()
     ot = t_otf + t_otb
     rows = [
-        ("geomatch train step (1 pair)", t_step, f"{1 / t_step:.2f} steps/s"),
+        ("geomatch train step (1 pair)", t_step,
+         f"{1 / t_step:.2f} steps/s; best of 7 {fmt_time(t_best)}"),
         ("  same, default malloc thresholds", t_step_default, "plain loop, no geomatch.train"),
         ("  head forward (2 images)", t_fwd, ""),
         ("  loss fwd+bwd (cosine, OT fwd+vjp)", t_loss, ""),
@@ -252,7 +291,10 @@ def main():
         print(f"| {name} | {fmt_time(sec)} |")
     ot_cpu = c_rows[4][1] + c_rows[5][1]
     print(f"\nOT share of the step (CPU time): {ot_cpu / c_rows[0][1] * 100:.1f}%")
-    print(f"\nOT share of the step: {ot / t_step * 100:.1f}% (target <= 10%)")
+    share = ot_share_in_step(step)
+    print(f"\nOT share of the step: {share * 100:.1f}% (target <= 10%): time inside the "
+          f"OT forward and backward calls of 7 steps / their wall time "
+          f"(separately timed OT / step median: {ot / t_step * 100:.1f}%)")
     print(f"step: {fmt_time(t_step)} wall (target <= 150 ms) -> {1 / t_step:.2f} steps/s; "
           f"CPU time of the process per step {fmt_time(t_step_cpu)} (all threads)")
     print(f"page faults per step: {flt_default:.0f} ({sys_default * 1e3:.1f} ms system time) "
