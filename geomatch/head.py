@@ -496,6 +496,19 @@ def _read_head_file(path):
     return path, meta, files
 
 
+def _config_of(path, meta, requested: Optional[HeadConfig]) -> HeadConfig:
+    """The HeadConfig stored in a head file's metadata, checked against
+    ``requested`` when given; ValueError naming ``path`` otherwise."""
+    try:
+        cfg = HeadConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid head configuration ({exc})") from None
+    if requested is not None and cfg != requested:
+        raise ValueError(f"{path}: head architecture {cfg} does not match the requested "
+                         f"{requested}")
+    return cfg
+
+
 def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = None,
               dtype=np.float32) -> AttentionHead:
     """Load a head written by :meth:`AttentionHead.save`.
@@ -514,13 +527,7 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
     shapes do not match.
     """
     path, meta, files = _read_head_file(path)
-    try:
-        cfg = HeadConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: invalid head configuration ({exc})") from None
-    if config is not None and cfg != config:
-        raise ValueError(f"{path}: head architecture {cfg} does not match the requested "
-                         f"{config}")
+    cfg = _config_of(path, meta, config)
     head = AttentionHead(cfg, dtype=dtype)
     params = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
     shapes = head.expected_shapes()

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _read_head_file
+from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _config_of, _read_head_file
 from .loss import LossConfig, PairLoss, keypoint_patches
 from .optim import AdamW
 
@@ -239,13 +239,7 @@ def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
 
 def _load_checkpoint(path, head_config: Optional[HeadConfig]):
     path, meta, files = _read_head_file(path)
-    try:
-        cfg = HeadConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: invalid head configuration ({exc})") from None
-    if head_config is not None and cfg != head_config:
-        raise ValueError(f"{path}: checkpoint head architecture {cfg} differs from the "
-                         f"requested {head_config}")
+    cfg = _config_of(path, meta, head_config)
     if meta.get("kind") != _CKPT_KIND or "adamw/t" not in files:
         raise ValueError(f"{path}: not a training checkpoint (no optimizer state); "
                          f"use it as an initial head instead")
