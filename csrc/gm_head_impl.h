@@ -49,7 +49,7 @@ int GM_HEAD_NAME(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k
 
 /* Shapes shared by the attention kernels. */
 typedef struct {
-    size_t batch, n, heads, hd;
+    size_t n, heads, hd;
     size_t dm;   /* heads * hd: width of q, k, v and of the output */
     size_t ld;   /* 3 * dm: row stride of qkv */
     size_t tiles;
@@ -60,7 +60,6 @@ static int GM_HEAD_NAME(gm_attn_dims_init)(GM_HEAD_NAME(gm_attn_dims) *d, size_t
 {
     if (batch == 0 || n == 0 || heads == 0 || hd == 0) return GM_ERR_INVALID;
     if (n > INT_MAX / 4 || heads * hd > INT_MAX / 4) return GM_ERR_INVALID;
-    d->batch = batch;
     d->n = n;
     d->heads = heads;
     d->hd = hd;
@@ -68,6 +67,27 @@ static int GM_HEAD_NAME(gm_attn_dims_init)(GM_HEAD_NAME(gm_attn_dims) *d, size_t
     d->ld = 3 * d->dm;
     d->tiles = (n + GM_HEAD_TILE - 1) / GM_HEAD_TILE;
     return GM_OK;
+}
+
+/* One task of a sweep over (image, head, tile of 256 rows). */
+typedef struct {
+    size_t bh;    /* image * heads + head: index of the head's n x n block */
+    size_t img, h;
+    size_t r0;    /* first row of the tile (query rows or key rows) */
+    size_t nr;    /* rows in the tile */
+} GM_HEAD_NAME(gm_attn_task);
+
+/* Task number t of a sweep, tasks ordered image, head, tile.  O(1). */
+static GM_HEAD_NAME(gm_attn_task) GM_HEAD_NAME(gm_attn_task_of)(
+    const GM_HEAD_NAME(gm_attn_dims) *d, long t)
+{
+    GM_HEAD_NAME(gm_attn_task) k;
+    k.bh = (size_t)t / d->tiles;
+    k.img = k.bh / d->heads;
+    k.h = k.bh % d->heads;
+    k.r0 = (size_t)t % d->tiles * GM_HEAD_TILE;
+    k.nr = d->n - k.r0 < GM_HEAD_TILE ? d->n - k.r0 : GM_HEAD_TILE;
+    return k;
 }
 
 /* Forward of one tile: query rows [r0, r0 + nr) of head h of one image.
@@ -112,13 +132,10 @@ int GM_HEAD_NAME(gm_head_attention_fwd)(const T *qkv, size_t batch, size_t n, si
     GM_OPENBLAS(set_num_threads)(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (long t = 0; t < ntask; t++) {
-        size_t img = (size_t)t / (heads * d.tiles);
-        size_t h = (size_t)t / d.tiles % heads;
-        size_t r0 = (size_t)t % d.tiles * GM_HEAD_TILE;
-        size_t nr = n - r0 < GM_HEAD_TILE ? n - r0 : GM_HEAD_TILE;
-        size_t bh = img * heads + h;
-        GM_HEAD_NAME(gm_attn_fwd_tile)(&d, qkv + img * n * d.ld, h, r0, nr, scale,
-                                       e + bh * n * n, rz + bh * n, out + img * n * d.dm);
+        GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
+        GM_HEAD_NAME(gm_attn_fwd_tile)(&d, qkv + k.img * n * d.ld, k.h, k.r0, k.nr, scale,
+                                       e + k.bh * n * n, rz + k.bh * n,
+                                       out + k.img * n * d.dm);
     }
     GM_OPENBLAS(set_num_threads)(nthreads);
     return GM_OK;
@@ -208,41 +225,33 @@ int GM_HEAD_NAME(gm_head_attention_bwd)(const T *qkv, T *e, const T *rz, const T
         T *g = scratch + (size_t)tid * GM_HEAD_TILE * n;
 #pragma omp for schedule(static)
         for (long t = 0; t < ntask; t++) {
-            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
-            size_t r0 = (size_t)t % d.tiles * GM_HEAD_TILE;
-            size_t nr = n - r0 < GM_HEAD_TILE ? n - r0 : GM_HEAD_TILE;
-            GM_HEAD_NAME(gm_attn_bwd_rows)(&d, h, r0, nr, rz + bh * n, out + img * n * dm,
-                                           dout + img * n * dm, ad + bh * n * hd,
-                                           delta + bh * n);
+            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
+            GM_HEAD_NAME(gm_attn_bwd_rows)(&d, k.h, k.r0, k.nr, rz + k.bh * n,
+                                           out + k.img * n * dm, dout + k.img * n * dm,
+                                           ad + k.bh * n * hd, delta + k.bh * n);
         }
-        /* dv for key rows [j0, j0 + nj): e[:, j0:j0+nj]^T ad */
+        /* dv for the key rows of tile k: e[:, rows]^T ad */
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
-            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
-            size_t j0 = (size_t)t % d.tiles * GM_HEAD_TILE;
-            size_t nj = n - j0 < GM_HEAD_TILE ? n - j0 : GM_HEAD_TILE;
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nj, (int)hd, (int)n, 1.0,
-                 e + bh * n * n + j0, (int)n, ad + bh * n * hd, (int)hd, 0.0,
-                 dqkv + img * n * ld + j0 * ld + 2 * dm + h * hd, (int)ld);
+            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k.nr, (int)hd, (int)n, 1.0,
+                 e + k.bh * n * n + k.r0, (int)n, ad + k.bh * n * hd, (int)hd, 0.0,
+                 dqkv + k.img * n * ld + k.r0 * ld + 2 * dm + k.h * hd, (int)ld);
         }
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
-            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
-            size_t r0 = (size_t)t % d.tiles * GM_HEAD_TILE;
-            size_t nr = n - r0 < GM_HEAD_TILE ? n - r0 : GM_HEAD_TILE;
-            GM_HEAD_NAME(gm_attn_bwd_query_tile)(&d, qkv + img * n * ld, h, r0, nr, scale,
-                                                 e + bh * n * n, ad + bh * n * hd,
-                                                 delta + bh * n, g, dqkv + img * n * ld);
+            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
+            GM_HEAD_NAME(gm_attn_bwd_query_tile)(&d, qkv + k.img * n * ld, k.h, k.r0, k.nr,
+                                                 scale, e + k.bh * n * n, ad + k.bh * n * hd,
+                                                 delta + k.bh * n, g, dqkv + k.img * n * ld);
         }
-        /* dk for key rows [j0, j0 + nj): scale dS[:, j0:j0+nj]^T q */
+        /* dk for the key rows of tile k: scale dS[:, rows]^T q */
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
-            size_t bh = (size_t)t / d.tiles, img = bh / heads, h = bh % heads;
-            size_t j0 = (size_t)t % d.tiles * GM_HEAD_TILE;
-            size_t nj = n - j0 < GM_HEAD_TILE ? n - j0 : GM_HEAD_TILE;
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nj, (int)hd, (int)n, scale,
-                 e + bh * n * n + j0, (int)n, qkv + img * n * ld + h * hd, (int)ld, 0.0,
-                 dqkv + img * n * ld + j0 * ld + dm + h * hd, (int)ld);
+            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k.nr, (int)hd, (int)n, scale,
+                 e + k.bh * n * n + k.r0, (int)n, qkv + k.img * n * ld + k.h * hd, (int)ld,
+                 0.0, dqkv + k.img * n * ld + k.r0 * ld + dm + k.h * hd, (int)ld);
         }
     }
     GM_OPENBLAS(set_num_threads)(nthreads);

@@ -19,17 +19,20 @@ from . import _core
 __all__ = ["matmul"]
 
 
+def _has_contiguous_rows(x: np.ndarray) -> bool:
+    """True when the rows of the 2-D x are contiguous and do not overlap."""
+    item = x.itemsize
+    return ((x.shape[1] == 1 or x.strides[1] == item)
+            and (x.shape[0] == 1
+                 or (x.strides[0] % item == 0 and x.strides[0] >= x.shape[1] * item)))
+
+
 def _operand(x: np.ndarray):
     """(array with contiguous rows, transposed?) describing the matrix x."""
-    item = x.itemsize
-    if x.strides[1] == item or x.shape[1] == 1:
-        if x.shape[0] == 1 or (x.strides[0] % item == 0 and x.strides[0] >= x.shape[1] * item):
-            return x, False
-    if x.strides[0] == item or x.shape[0] == 1:
-        xt = x.T
-        if xt.shape[0] == 1 or (xt.strides[0] % item == 0
-                                and xt.strides[0] >= xt.shape[1] * item):
-            return xt, True
+    if _has_contiguous_rows(x):
+        return x, False
+    if _has_contiguous_rows(x.T):
+        return x.T, True
     return np.ascontiguousarray(x), False
 
 

@@ -169,10 +169,14 @@ def _ln_backward(dy, ctx, gamma, dx=None):
     return _core.layernorm_bwd(dy, xhat, rstd, gamma, dx)
 
 
-def _linear(x, weight, bias):
-    """x @ weight + bias on geomatch's threads (see :mod:`geomatch._linalg`)."""
+def _linear(x, weight, bias, residual=None):
+    """x @ weight + bias (+ residual), a new array, on geomatch's threads
+    (see :mod:`geomatch._linalg`)."""
     y = np.empty((x.shape[0], weight.shape[1]), dtype=x.dtype)
-    y[...] = bias
+    if residual is None:
+        y[...] = bias
+    else:
+        np.add(residual, bias, out=y)
     return matmul(x, weight, out=y, accumulate=True)
 
 
@@ -350,9 +354,7 @@ class AttentionHead:
         c, p = self.config, self._params
         T, d, H = h * w, c.dim, c.num_heads
         ctx = {"x": x, "h": h, "w": w}
-        z = np.empty((B * T, d), dtype=self.dtype)
-        z[...] = p["in_proj.bias"]
-        matmul(x, p["in_proj.weight"], out=z, accumulate=True)
+        z = _linear(x, p["in_proj.weight"], p["in_proj.bias"])
         z.reshape(B, T, d)[...] += self._pos(h, w) * p["pos_gain"]
         for b in range(c.num_blocks):
             pre = f"blocks.{b}."
@@ -365,13 +367,11 @@ class AttentionHead:
             else:
                 o = _core.nn_attention(q3, H)
             o = o.reshape(B * T, -1)
-            z = z + p[pre + "attn.proj.bias"]
-            matmul(o, p[pre + "attn.proj.weight"], out=z, accumulate=True)
+            z = _linear(o, p[pre + "attn.proj.weight"], p[pre + "attn.proj.bias"], z)
             bb, ln2 = _ln_forward(z, p[pre + "norm2.weight"], p[pre + "norm2.bias"], c.ln_eps)
             u = _linear(bb, p[pre + "mlp.fc1.weight"], p[pre + "mlp.fc1.bias"])
             g, t = _gelu_forward(u)
-            z = z + p[pre + "mlp.fc2.bias"]
-            matmul(g, p[pre + "mlp.fc2.weight"], out=z, accumulate=True)
+            z = _linear(g, p[pre + "mlp.fc2.weight"], p[pre + "mlp.fc2.bias"], z)
             if keep:
                 ctx[b] = dict(a=a, ln1=ln1, qkv=q3, E=E, rz=rz, o=o, bb=bb, ln2=ln2, u=u, t=t,
                               g=g)
@@ -451,7 +451,6 @@ class AttentionHead:
             dqkv = _core.head_attention_bwd(cb["qkv"], cb["E"], cb["rz"],
                                             cb["o"].reshape(B, T, -1),
                                             do.reshape(B, T, -1), H).reshape(B * T, -1)
-            cb["E"] = None
             matmul(cb["a"].T, dqkv, out=grads[pre + "attn.qkv.weight"], accumulate=True)
             grads[pre + "attn.qkv.bias"] += dqkv.sum(axis=0)
             dln = matmul(dqkv, p[pre + "attn.qkv.weight"].T)
