@@ -3,7 +3,7 @@
 Generates (once, reused afterwards) a cache of random 37x37x768 float16
 feature maps for ~1,800 distinct images and a fake dataset of 12,234 pairs
 over them (18 categories, SPair-like image sizes and keypoint visibility),
-then times ``geomatch.evaluate.evaluate`` end to end (cache reads, float32
+then times ``geomatch.eval.evaluate.evaluate`` end to end (cache reads, float32
 conversion, keypoint transfer, metrics) for each transfer mode, next to a
 plain NumPy peer (grid argmax, timed on a subset and scaled to the split).
 
@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 os.environ.setdefault("GEOMATCH_NO_PROGRESS", "1")
 
 import geomatch as gm  # noqa: E402
-from geomatch.cache import FeatureCache  # noqa: E402
-from geomatch.evaluate import evaluate  # noqa: E402
+from geomatch.data.cache import FeatureCache  # noqa: E402
+from geomatch.eval.evaluate import evaluate  # noqa: E402
 from _timing import fmt_time, print_table  # noqa: E402
 
 N_CATS = 18

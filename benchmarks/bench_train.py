@@ -3,7 +3,7 @@
 Step = head forward on both images + loss (cosine similarity, dustbin OT
 forward) + OT backward (vjp) + cosine backward + head backward for both
 images (the AdamW update is timed separately).  The step is timed as
-``geomatch.train`` runs it (after ``retain_freed_memory()``, which keeps
+``geomatch.model.train`` runs it (after ``retain_freed_memory()``, which keeps
 freed step buffers in the heap) and, first, with glibc's default malloc
 thresholds, with the page faults per step of each.  Reported: median time per
 component, steps/s, the OT share of the step, and the peak memory of one step
@@ -27,10 +27,10 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import numpy as np  # noqa: E402
 
 import geomatch as gm  # noqa: E402
-from geomatch import loss as L  # noqa: E402
-from geomatch.head import AttentionHead, sincos_2d  # noqa: E402
-from geomatch.optim import AdamW  # noqa: E402
-from geomatch._memory import retain_freed_memory  # noqa: E402
+from geomatch.model import loss as L  # noqa: E402
+from geomatch.model.head import AttentionHead, sincos_2d  # noqa: E402
+from geomatch.model.optim import AdamW  # noqa: E402
+from geomatch.runtime.memory import retain_freed_memory  # noqa: E402
 from _timing import fmt_time, median_time, print_table  # noqa: E402
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -221,7 +221,7 @@ def main():
         return head.backward(np.stack([gs, gt]))
 
     # the step as a plain loop runs it (glibc's default malloc thresholds),
-    # then as geomatch.train runs it (freed step buffers kept in the heap)
+    # then as geomatch.model.train runs it (freed step buffers kept in the heap)
     flt_default, sys_default = step_faults(step)
     t_step_default = median_time(step, repeat=7)
     retained = retain_freed_memory()
@@ -261,7 +261,7 @@ def main():
     rows = [
         ("geomatch train step (1 pair)", t_step,
          f"{1 / t_step:.2f} steps/s; best of 7 {fmt_time(t_best)}"),
-        ("  same, default malloc thresholds", t_step_default, "plain loop, no geomatch.train"),
+        ("  same, default malloc thresholds", t_step_default, "plain loop, no geomatch.model.train"),
         ("  head forward (2 images)", t_fwd, ""),
         ("  loss fwd+bwd (cosine, OT fwd+vjp)", t_loss, ""),
         ("  OT forward", t_otf, "C layer" if have_c else "NumPy stand-in"),
@@ -300,7 +300,7 @@ def main():
     print(f"page faults per step: {flt_default:.0f} ({sys_default * 1e3:.1f} ms system time) "
           f"with glibc's default malloc thresholds -> {flt_kept:.0f} "
           f"({sys_kept * 1e3:.1f} ms) after retain_freed_memory() "
-          f"({'in effect' if retained else 'not available here'}), as geomatch.train runs")
+          f"({'in effect' if retained else 'not available here'}), as geomatch.model.train runs")
     print(f"peak traced memory of one step: {peak / 2**20:.0f} MiB")
     try:
         import resource

@@ -16,36 +16,35 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
-from ._blas import preload as _preload  # noqa: E402
+from .runtime.blas import preload as _preload  # noqa: E402
 
 _preload()
 del _preload
 
 from . import _core  # noqa: E402
-from .config import build_info, get_num_threads, set_num_threads, show_config  # noqa: E402
+from .runtime.config import build_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 
 __version__ = "0.1.0"
 
-# @@section similarity
-from .similarity import cosine_similarity  # noqa: E402
-# @@end similarity
+from .ops.similarity import cosine_similarity  # noqa: E402
 
-# @@section ot
-from .dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp  # noqa: E402,F401
-from .ot import sinkhorn  # noqa: E402
-# @@end ot
+from .ops.dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp  # noqa: E402,F401
+from .ops.ot import sinkhorn  # noqa: E402
 
-# @@section matching
-from .matching import argmax_2d, window_soft_argmax  # noqa: E402
-# @@end matching
+from .ops.matching import argmax_2d, window_soft_argmax  # noqa: E402
 
-# @@section transfer
-from .transfer import transfer_keypoints  # noqa: E402
-# @@end transfer
+from .ops.transfer import transfer_keypoints  # noqa: E402
 
-# @@section submodules
-from . import datasets  # noqa: E402,F401
-from . import metrics  # noqa: E402
-from . import head  # noqa: E402,F401
+from . import data  # noqa: E402,F401
 from . import backbone  # noqa: E402,F401
-# @@end submodules
+from .eval import metrics  # noqa: E402
+from .model import head  # noqa: E402,F401
+
+# The public submodules under the names they had before the packages were
+# grouped by stage (``gm.datasets``, ``import geomatch.eval.metrics``, ...).
+datasets = data
+import sys as _sys  # noqa: E402
+
+for _old, _new in {"datasets": data, "metrics": metrics, "head": head}.items():
+    _sys.modules[f"{__name__}.{_old}"] = _new
+del _sys, _old, _new

@@ -11,13 +11,11 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS = {
-    # @@section commands
-    "eval": ("geomatch.evaluate", "evaluate keypoint transfer (PCK tables, JSON/CSV, figures)"),
+    "eval": ("geomatch.eval.evaluate", "evaluate keypoint transfer (PCK tables, JSON/CSV, figures)"),
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
-    "train": ("geomatch.train", "train the attention head on cached features (GECO OT loss)"),
-    "demo": ("geomatch.demo", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
-    # @@end commands
+    "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),
+    "demo": ("geomatch.demo.run", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
 }
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from geomatch.backbone import DinoV2, DinoV2Config, load_dinov2
 from geomatch.backbone.preprocess import make_frame, preprocess_image
-from geomatch.cache import FeatureCache, grid_frame
+from geomatch.data.cache import FeatureCache, grid_frame
 from geomatch.cli import main
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -179,7 +179,7 @@ def test_extract_cli_errors(spair, weights, tmp_path, capsys):
 
 def test_float16_cache_and_resize_default(spair, weights, tmp_path):
     from geomatch.backbone.extract import extract_features
-    from geomatch.datasets import load_dataset
+    from geomatch.data import load_dataset
 
     recs = load_dataset("spair", spair).images("test")[:1]
     model = DinoV2(SMALL, _random_state(SMALL))

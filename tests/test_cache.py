@@ -1,11 +1,11 @@
-"""Tests of geomatch.cache: the on-disk feature cache and grid frames."""
+"""Tests of geomatch.data.cache: the on-disk feature cache and grid frames."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from geomatch.cache import FeatureCache, filename_to_key, grid_frame, key_to_filename
+from geomatch.data.cache import FeatureCache, filename_to_key, grid_frame, key_to_filename
 
 
 def _manifest(**kw):

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from geomatch.datasets import ImageRecord, PairRecord, load_dataset
-from geomatch.datasets import tables as T
+from geomatch.data import ImageRecord, PairRecord, load_dataset
+from geomatch.data import tables as T
 
 
 def _jpeg(path, size):

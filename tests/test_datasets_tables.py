@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from geomatch.datasets import tables as T
+from geomatch.data import tables as T
 
 # Number of keypoints per SPair category, independently from GeoAware-SC's
 # SPAIR_LR side table (one entry per keypoint slot).

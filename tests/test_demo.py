@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from geomatch import cli
-from geomatch import demo as D
+from geomatch.demo import run as D
 
 
 @pytest.fixture(scope="module")

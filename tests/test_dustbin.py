@@ -1,4 +1,4 @@
-"""Tests of the dustbin OT layer (geomatch.dustbin): forward plan, VJP, marginals.
+"""Tests of the dustbin OT layer (geomatch.ops.dustbin): forward plan, VJP, marginals.
 
 References used here, all independent of the code under test:
 - ``oracle_plan``: a literal NumPy float64 loop of the DESIGN.md equations;
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import geomatch as gm
-from geomatch.dustbin import _dustbin_sinkhorn_path
+from geomatch.ops.dustbin import _dustbin_sinkhorn_path
 
 # ---------------------------------------------------------------------------
 # oracle

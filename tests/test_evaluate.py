@@ -1,4 +1,4 @@
-"""End-to-end tests of geomatch.evaluate on a tiny fake dataset and cache.
+"""End-to-end tests of geomatch.eval.evaluate on a tiny fake dataset and cache.
 
 Images are 80x60 with an 8x6 feature grid (10x10-pixel patches).  Each
 keypoint k sits at a patch centre whose feature is the one-hot vector e_k;
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import geomatch as gm
-from geomatch import evaluate as E
-from geomatch.cache import FeatureCache
+from geomatch.eval import evaluate as E
+from geomatch.data.cache import FeatureCache
 
 W, H, GW, GH, D = 80, 60, 8, 6, 4
 # keypoints: 0 left eye, 1 right eye, 2 nose; patches (row, col)
@@ -60,7 +60,7 @@ def grid_argmax_transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mod
 
 def _records():
     try:
-        from geomatch.datasets.base import ImageRecord, PairRecord
+        from geomatch.data.base import ImageRecord, PairRecord
     except ImportError:
         ImageRecord = PairRecord = None
     return ImageRecord, PairRecord
@@ -257,10 +257,10 @@ def test_figures(setup, tmp_path):
 def test_cli(setup, tmp_path, monkeypatch, capsys):
     ds, cache = setup
     try:
-        import geomatch.datasets as dmod
+        import geomatch.data as dmod
     except ImportError:
-        dmod = types.ModuleType("geomatch.datasets")
-        monkeypatch.setitem(sys.modules, "geomatch.datasets", dmod)
+        dmod = types.ModuleType("geomatch.data")
+        monkeypatch.setitem(sys.modules, "geomatch.data", dmod)
     monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds, raising=False)
     monkeypatch.setattr(gm, "transfer_keypoints", grid_argmax_transfer, raising=False)
     from geomatch.cli import main
@@ -302,8 +302,8 @@ def test_cli_on_synthetic_spair(tmp_path, capsys):
     """The real SPair loader on a synthetic SPair-layout folder, random cached features."""
     if not hasattr(gm, "transfer_keypoints"):
         pytest.skip("geomatch.transfer_keypoints not in this build yet")
-    from geomatch.datasets import load_dataset
-    from geomatch.synthetic import generate_spair_like
+    from geomatch.data import load_dataset
+    from geomatch.demo.synthetic import generate_spair_like
     from geomatch.cli import main
 
     root = tmp_path / "spair"
@@ -335,8 +335,8 @@ def test_cli_on_synthetic_spair(tmp_path, capsys):
 
 
 def test_head_checkpoint_path(setup, tmp_path):
-    """--head PATH loads geomatch.head lazily and embeds every image once."""
-    head_mod = pytest.importorskip("geomatch.head")
+    """--head PATH loads geomatch.model.head lazily and embeds every image once."""
+    head_mod = pytest.importorskip("geomatch.model.head")
     ds, cache = setup
     cfg = head_mod.HeadConfig(in_dim=D, dim=8, out_dim=6, num_heads=2, num_blocks=1, mlp_dim=16)
     head = head_mod.AttentionHead(cfg, seed=0)

@@ -1,4 +1,4 @@
-"""Tests of the attention head (geomatch.head) and AdamW (geomatch.optim).
+"""Tests of the attention head (geomatch.model.head) and AdamW (geomatch.model.optim).
 
 Oracles: central finite differences in float64 for every parameter tensor, and
 PyTorch autograd on the same weights (an independent functional re-implementation
@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from geomatch.head import AttentionHead, HeadConfig, load_head, sincos_2d
-from geomatch.optim import AdamW
+from geomatch.model.head import AttentionHead, HeadConfig, load_head, sincos_2d
+from geomatch.model.optim import AdamW
 
 SMALL = HeadConfig(in_dim=16, dim=8, out_dim=6, num_heads=2, num_blocks=2, mlp_dim=12,
                    attn_dim=8)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import geomatch as gm
 from geomatch import _core
-from geomatch._linalg import matmul
+from geomatch.ops.linalg import matmul
 
 DTYPES = [(np.float32, 2e-5), (np.float64, 1e-12)]
 

@@ -1,4 +1,4 @@
-"""Tests of the GECO loss (geomatch.loss).
+"""Tests of the GECO loss (geomatch.model.loss).
 
 The oracle for the OT layer is a slow NumPy log-domain implementation of
 DESIGN.md's recursion (forward) and of its reverse-mode derivative through the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import geomatch as gm
-from geomatch import loss as L
+from geomatch.model import loss as L
 
 
 # ----------------------------------------------------------------- OT oracle
@@ -276,7 +276,7 @@ def test_loss_gradient_matches_finite_differences(impl, monkeypatch):
 
 
 def test_loss_gradient_through_the_head(use_oracle):
-    from geomatch.head import AttentionHead, HeadConfig
+    from geomatch.model.head import AttentionHead, HeadConfig
     rng = np.random.default_rng(5)
     cfg = HeadConfig(in_dim=6, dim=8, out_dim=5, num_heads=2, num_blocks=1, mlp_dim=8,
                      attn_dim=8)

@@ -1,4 +1,4 @@
-"""Tests of geomatch.metrics on small hand-computed cases."""
+"""Tests of geomatch.eval.metrics on small hand-computed cases."""
 import json
 import math
 

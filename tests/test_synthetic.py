@@ -1,4 +1,4 @@
-"""geomatch.synthetic (SPair-71k-layout toy dataset) and the weight-free
+"""geomatch.demo.synthetic (SPair-71k-layout toy dataset) and the weight-free
 LocalAppearanceFeaturizer."""
 import json
 from pathlib import Path
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geomatch import synthetic as syn
-from geomatch.datasets import tables
-from geomatch.featurizers import LocalAppearanceFeaturizer
+from geomatch.demo import synthetic as syn
+from geomatch.data import tables
+from geomatch.demo.featurizers import LocalAppearanceFeaturizer
 
 SIZE = (160, 120)
 
@@ -191,7 +191,7 @@ def test_only_drawn_keypoints_annotated(data):
 
 
 def test_read_by_the_spair_loader(data):
-    from geomatch.datasets import load_dataset
+    from geomatch.data import load_dataset
     ds = load_dataset("spair", data["root"])
     assert sorted(ds.categories) == sorted(syn.CATEGORIES)
     for split in ("trn", "val", "test"):

@@ -1,4 +1,4 @@
-"""Tests of the training loop (geomatch.train) on generated data.
+"""Tests of the training loop (geomatch.model.train) on generated data.
 
 The generated "animals" live directly in feature space (a 12 x 12 grid of
 24-d features, 10-pixel patches): a body, a head at the front, a tail, and two
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import geomatch as gm
-from geomatch import loss as L
-from geomatch import train as T
-from geomatch.datasets.base import PairRecord, make_image_record
-from geomatch.head import AttentionHead, HeadConfig, load_head
+from geomatch.model import loss as L
+from geomatch.model import train as T
+from geomatch.data.base import PairRecord, make_image_record
+from geomatch.model.head import AttentionHead, HeadConfig, load_head
 
 G, PX, D = 12, 10, 24
 NAMES = ("head", "tail", "left front paw", "right front paw", "left back paw",
@@ -238,11 +238,11 @@ def test_cli_train_end_to_end_on_synthetic_spair(tmp_path, capsys):
     missing flipped entry."""
     from PIL import Image
 
-    from geomatch.cache import FeatureCache
+    from geomatch.data.cache import FeatureCache
     from geomatch.cli import main
-    from geomatch.datasets import load_dataset
-    from geomatch.featurizers import LocalAppearanceFeaturizer
-    from geomatch.synthetic import generate_spair_like
+    from geomatch.data import load_dataset
+    from geomatch.demo.featurizers import LocalAppearanceFeaturizer
+    from geomatch.demo.synthetic import generate_spair_like
 
     root = tmp_path / "spair"
     generate_spair_like(root, n_images_per_category=8, n_pairs=4, categories=["dog"],
@@ -274,7 +274,7 @@ def test_cli_train_end_to_end_on_synthetic_spair(tmp_path, capsys):
     # a flipped entry missing from the cache: clear error, nothing trained
     key = ds.pairs("trn")[0].src.key
     import os
-    from geomatch.cache import key_to_filename
+    from geomatch.data.cache import key_to_filename
     os.remove(cpath / "features" / key_to_filename(key, flipped=True))
     assert main(args + ["--out", str(tmp_path / "run2"), "--steps", "2"]) == 1
     err = capsys.readouterr().err
@@ -288,7 +288,7 @@ def test_retain_freed_memory_sets_glibc_thresholds_once():
     import subprocess
     import sys
 
-    code = ("from geomatch._memory import retain_freed_memory as r; "
+    code = ("from geomatch.runtime.memory import retain_freed_memory as r; "
             "print(r(), r())")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,7 +1,7 @@
 """``geomatch extract``: DINOv2 features of a dataset split into a feature cache.
 
 Every image of the chosen split(s) is featurized together with its
-horizontally flipped version and stored with :class:`geomatch.cache.FeatureCache`
+horizontally flipped version and stored with :class:`geomatch.data.cache.FeatureCache`
 (``put(key, feats, flipped=...)``).  Images already in the cache are skipped,
 so an interrupted run resumes where it stopped; the cache refuses to mix
 settings (backbone, weights, resolution, preprocessing, dtype).
@@ -90,8 +90,8 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
     -------
     dict with ``computed``, ``skipped``, ``seconds`` and ``cache`` (path).
     """
-    from .._progress import progress as _progress
-    from ..cache import FeatureCache
+    from ..runtime.progress import progress as _progress
+    from ..data.cache import FeatureCache
     from .preprocess import DEFAULT_SIZES, preprocess_image
 
     if preprocess not in DEFAULT_SIZES:
@@ -154,7 +154,7 @@ def configure_parser(parser) -> None:
 
 
 def run_cli(args) -> int:
-    from ..datasets import load_dataset
+    from ..data import load_dataset
     from .dinov2 import load_dinov2
 
     dataset = load_dataset(args.dataset, args.root)

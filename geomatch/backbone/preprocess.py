@@ -111,9 +111,9 @@ def make_frame(image_size, mode: str = "resize", size: int = None, *, flipped: b
     w, h = (int(v) for v in image_size)
     if w < 1 or h < 1:
         raise ValueError(f"image_size must be positive (W, H), got {image_size}")
-    # One definition of the coordinate convention: geomatch.cache.grid_frame
+    # One definition of the coordinate convention: geomatch.data.cache.grid_frame
     # (the evaluation uses it to map keypoints onto cached feature grids).
-    from ..cache import grid_frame
+    from ..data.cache import grid_frame
 
     x0, y0, fw, fh = grid_frame((w, h), {"preprocess": mode, "resolution": [size, size]})
     sx, sy = size / fw, size / fh

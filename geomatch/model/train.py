@@ -16,10 +16,10 @@ batches of pairs of a split:
 * foreground (for the marginals and the fg/bg negatives): the segmentation
   mask (``ImageRecord.mask_path``) where that file exists, else the bounding
   box, sampled on the feature grid with the nearest-neighbour rule through
-  the cache's grid frame (:func:`geomatch.cache.grid_frame`);
+  the cache's grid frame (:func:`geomatch.data.cache.grid_frame`);
 * pair swapping (probability 1/2): source and target exchanged;
 * per pair: head forward on both feature maps, the loss of
-  :mod:`geomatch.loss` and its gradient, head backward; gradients are averaged
+  :mod:`geomatch.model.loss` and its gradient, head backward; gradients are averaged
   over the (non-skipped) pairs of the batch, then one AdamW step;
 * every ``val_every`` steps (and at the end), PCK@0.1 (per point, bbox
   threshold) and the left/right confusion rate n̄11/n11 on a fixed subset of
@@ -53,7 +53,7 @@ from .optim import AdamW
 
 __all__ = ["train", "TrainResult", "validate", "prepare_pair", "configure_parser", "run_cli"]
 
-_CKPT_KIND = "geomatch.train/1"
+_CKPT_KIND = "geomatch.model.train/1"
 
 
 # ---------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def _manifest(cache) -> dict:
 def _frame(size, manifest):
     if manifest.get("preprocess", "resize") == "resize":
         return 0.0, 0.0, float(size[0]), float(size[1])
-    from .cache import grid_frame
+    from ..data.cache import grid_frame
 
     return grid_frame(size, manifest)
 
@@ -180,8 +180,8 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
     """PCK@alpha (per point, bbox threshold) and the left/right confusion rate.
 
     Keypoints are transferred with ``gm.transfer_keypoints`` through the grid
-    frames of the cache (:func:`geomatch.evaluate.transfer_pair`) and scored
-    with :func:`geomatch.metrics.evaluate_pair`.
+    frames of the cache (:func:`geomatch.eval.evaluate.transfer_pair`) and scored
+    with :func:`geomatch.eval.metrics.evaluate_pair`.
 
     Parameters
     ----------
@@ -197,8 +197,8 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
     predicted within alpha T of the counterpart but not of the keypoint),
     ``n_points``, ``n11``, ``n11_bar``.
     """
-    from . import metrics
-    from .evaluate import transfer_pair
+    from ..eval import metrics
+    from ..eval.evaluate import transfer_pair
 
     manifest = _manifest(cache)
     feats: Dict[str, np.ndarray] = {}
@@ -357,7 +357,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
           val_every: Optional[int] = None, val_mode: str = "grid-argmax",
           resume=None, init_head: Optional[AttentionHead] = None,
           progress: Optional[bool] = None, save_every: Optional[int] = None) -> TrainResult:
-    """Train an :class:`~geomatch.head.AttentionHead` on cached features.
+    """Train an :class:`~geomatch.model.head.AttentionHead` on cached features.
 
     Parameters
     ----------
@@ -387,15 +387,15 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     Notes
     -----
     On glibc, training fixes malloc's thresholds so that freed step buffers
-    are reused rather than returned to the system (see ``geomatch._memory``);
+    are reused rather than returned to the system (see ``geomatch.runtime.memory``);
     the process then keeps its peak resident size.
 
     Returns
     -------
     TrainResult
     """
-    from ._memory import retain_freed_memory
-    from ._progress import progress as _progress_bar
+    from ..runtime.memory import retain_freed_memory
+    from ..runtime.progress import progress as _progress_bar
 
     if int(batch_pairs) < 1:
         raise ValueError(f"batch_pairs must be at least 1, got {batch_pairs!r}")
@@ -403,7 +403,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     if steps is not None and int(steps) < 0:
         raise ValueError(f"steps must be non-negative, got {steps!r}")
     if isinstance(cache, (str, os.PathLike)):
-        from .cache import FeatureCache
+        from ..data.cache import FeatureCache
 
         cache = FeatureCache.open(cache)
     out_dir = Path(out_dir)
@@ -444,7 +444,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         _check_cache(cache, val_pairs, False, head_config.in_dim, val_split)
     opt = AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     # every step frees and re-allocates the same large arrays: keep them in
-    # the heap instead of faulting fresh pages in each step (geomatch._memory)
+    # the heap instead of faulting fresh pages in each step (geomatch.runtime.memory)
     retain_freed_memory()
     if resume is not None:
         opt.load_state_dict(files, source=os.fspath(resume))
@@ -608,7 +608,7 @@ def configure_parser(parser) -> None:
 
 
 def run_cli(args) -> int:
-    from .datasets import load_dataset
+    from ..data import load_dataset
 
     cfg = None
     if args.head_config:
@@ -618,7 +618,7 @@ def run_cli(args) -> int:
             raise ValueError(f"--head-config is not valid JSON: {exc}") from None
         if not isinstance(d, dict):
             raise ValueError("--head-config must be a JSON object")
-        from .cache import FeatureCache
+        from ..data.cache import FeatureCache
 
         c = FeatureCache.open(args.cache)
         d.setdefault("in_dim", int(c.shape[-1]))

@@ -17,7 +17,7 @@ files::
 
 Each drawn part is annotated under its real SPair-71k keypoint index (the
 category's full name list and left/right table are
-:mod:`geomatch.datasets.tables`'), so ``geomatch.datasets.load_dataset("spair",
+:mod:`geomatch.data.tables`'), so ``geomatch.data.load_dataset("spair",
 root)`` reads the folder like the real dataset.
 
 Mirror-twin parts (left/right eye, left/right front wheel, ...) are drawn
@@ -56,8 +56,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets.tables import SPAIR_KEYPOINT_NAMES, SPAIR_LR_PAIRS
-from .datasets.tables import flip_permutation as _spair_flip
+from ..data.tables import SPAIR_KEYPOINT_NAMES, SPAIR_LR_PAIRS
+from ..data.tables import flip_permutation as _spair_flip
 
 __all__ = ["SYNTHETIC_KEYPOINTS", "CATEGORIES", "keypoint_names", "flip_permutation",
            "drawn_keypoints", "generate_spair_like"]
@@ -68,8 +68,8 @@ MAX_KPS = 30  # SPair-71k annotates keypoints "0".."29" for every category
 # ---------------------------------------------------------------------------
 # Category models.  The categories are three real SPair-71k categories, and
 # every drawn part is annotated under its SPair-71k keypoint index, so the
-# generated folder is read by geomatch.datasets' SPair loader with the real
-# keypoint-name and flip tables (geomatch.datasets.tables).  Keypoint slots of
+# generated folder is read by geomatch.data' SPair loader with the real
+# keypoint-name and flip tables (geomatch.data.tables).  Keypoint slots of
 # the category that the toy model does not draw stay null.
 # ---------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ CATEGORIES: tuple[str, ...] = tuple(sorted(_PARTS))
 
 #: Per category: ``names`` (the full SPair-71k keypoint list of the category)
 #: and ``flip`` (index of each keypoint's left/right counterpart, itself if
-#: none) -- exactly ``geomatch.datasets.tables``' SPair-71k tables.
+#: none) -- exactly ``geomatch.data.tables``' SPair-71k tables.
 SYNTHETIC_KEYPOINTS: dict[str, dict[str, tuple]] = {
     cat: {"names": tuple(SPAIR_KEYPOINT_NAMES[cat]),
           "flip": tuple(int(v) for v in _spair_flip(len(SPAIR_KEYPOINT_NAMES[cat]),

@@ -8,7 +8,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 __all__ = ["sinkhorn"]
 

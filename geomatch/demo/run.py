@@ -1,18 +1,18 @@
 """An end-to-end demo that runs offline in a few minutes: ``geomatch demo``.
 
 :func:`run_demo` walks through the whole method on a small synthetic dataset
-of mirror-symmetric objects (:mod:`geomatch.synthetic`, written in the
+of mirror-symmetric objects (:mod:`geomatch.demo.synthetic`, written in the
 SPair-71k on-disk layout and read by the ordinary SPair-71k loader), with a
 weight-free stand-in for DINOv2
-(:class:`geomatch.featurizers.LocalAppearanceFeaturizer`, whose descriptors
+(:class:`geomatch.demo.featurizers.LocalAppearanceFeaturizer`, whose descriptors
 cannot tell a part from its mirror twin):
 
 1. generate the dataset into ``OUT/data``;
 2. featurize every image and its horizontal flip into a feature cache
-   ``OUT/cache`` (:class:`geomatch.cache.FeatureCache`);
-3. evaluate the raw features on the test split (:func:`geomatch.evaluate.evaluate`);
+   ``OUT/cache`` (:class:`geomatch.data.cache.FeatureCache`);
+3. evaluate the raw features on the test split (:func:`geomatch.eval.evaluate.evaluate`);
 4. train the attention head on the training split with validation
-   (:func:`geomatch.train.train`, run folder ``OUT/train``);
+   (:func:`geomatch.model.train.train`, run folder ``OUT/train``);
 5. evaluate the trained head on the test split;
 6. write ``OUT/report.md``: PCK@0.05/0.10/0.15 and GECO's geometry breakdown
    before and after training, and the figures in ``OUT/figures``: keypoint
@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._progress import progress as _progress
+from ..runtime.progress import progress as _progress
 
 __all__ = ["DemoSettings", "QUICK", "FULL", "run_demo", "featurize_dataset",
            "confusion_counts", "comparison_tables", "select_figure_pairs", "plot_transfer_comparison",
@@ -66,15 +66,15 @@ class DemoSettings:
     Attributes
     ----------
     n_images_per_category, n_pairs, image_size, categories
-        Passed to :func:`geomatch.synthetic.generate_spair_like`
+        Passed to :func:`geomatch.demo.synthetic.generate_spair_like`
         (``n_pairs`` per category and split).
     grid, patch, neighbourhoods
-        :class:`~geomatch.featurizers.LocalAppearanceFeaturizer` settings.
+        :class:`~geomatch.demo.featurizers.LocalAppearanceFeaturizer` settings.
     head
-        Fields of :class:`~geomatch.head.HeadConfig` (``in_dim`` comes from
+        Fields of :class:`~geomatch.model.head.HeadConfig` (``in_dim`` comes from
         the featurizer).
     steps, batch_pairs, lr, flip_aug, swap_aug, val_subset, val_every
-        Passed to :func:`geomatch.train.train`.
+        Passed to :func:`geomatch.model.train.train`.
     n_figures
         Keypoint-transfer figures drawn (one test pair each).
     """
@@ -98,8 +98,8 @@ class DemoSettings:
     n_figures: int = 3
 
     def head_config(self, in_dim: int):
-        """The :class:`~geomatch.head.HeadConfig` for features of ``in_dim`` channels."""
-        from .head import HeadConfig
+        """The :class:`~geomatch.model.head.HeadConfig` for features of ``in_dim`` channels."""
+        from ..model.head import HeadConfig
 
         return HeadConfig(in_dim=int(in_dim), **dict(self.head))
 
@@ -136,14 +136,14 @@ def featurize_dataset(dataset, cache_dir, featurizer, *, splits: Sequence[str] =
     Parameters
     ----------
     dataset : Dataset
-        From :func:`geomatch.datasets.load_dataset`.
+        From :func:`geomatch.data.load_dataset`.
     cache_dir : path
         Feature cache folder (created; an existing cache of the same
         featurizer is reused and only missing images are computed).
     featurizer : callable
         Image path -> ``(h, w, D)`` float32 features, with ``grid``,
         ``input_size`` and ``dim`` attributes
-        (:class:`~geomatch.featurizers.LocalAppearanceFeaturizer`).
+        (:class:`~geomatch.demo.featurizers.LocalAppearanceFeaturizer`).
     splits : sequence of str
     flip : bool
         Also store the features of the mirrored image (``flipped=True``),
@@ -157,7 +157,7 @@ def featurize_dataset(dataset, cache_dir, featurizer, *, splits: Sequence[str] =
     """
     from PIL import Image
 
-    from .cache import FeatureCache
+    from ..data.cache import FeatureCache
 
     w_in, h_in = featurizer.input_size
     manifest = {"backbone": "local-appearance", "weights_sha256": "none (weight-free)",
@@ -180,7 +180,7 @@ def featurize_dataset(dataset, cache_dir, featurizer, *, splits: Sequence[str] =
 
 
 def confusion_counts(result, alpha: float = 0.10) -> Dict[str, Dict[str, int]]:
-    """Left/right confusions of an :class:`~geomatch.evaluate.EvalResult`.
+    """Left/right confusions of an :class:`~geomatch.eval.evaluate.EvalResult`.
 
     Returns ``{"all": {...}, <category>: {...}}`` with ``n11`` (keypoints
     whose mirror twin is also visible in the target) and ``n11_bar`` (their
@@ -198,7 +198,7 @@ def confusion_counts(result, alpha: float = 0.10) -> Dict[str, Dict[str, int]]:
 
 def _pair_confusions(pred, pair, alpha: float) -> tuple:
     """(correct, swapped, scored) bool masks of one pair's predictions."""
-    from .metrics import pair_threshold
+    from ..eval.metrics import pair_threshold
 
     t = pair_threshold(pair, "bbox")
     sv = np.asarray(pair.src.visible, bool)
@@ -241,7 +241,7 @@ def select_figure_pairs(pairs, preds_before, preds_after, n: int, alpha: float =
 # figures
 
 def _pyplot():
-    from .plotting import _pyplot as get
+    from ..eval.plotting import _pyplot as get
 
     return get()
 
@@ -293,7 +293,7 @@ def plot_transfer_comparison(pair, pred_before, pred_after, *, alpha: float = 0.
     """
     from matplotlib.lines import Line2D
 
-    from .plotting import _load_image
+    from ..eval.plotting import _load_image
 
     plt = _pyplot()
     cmap = plt.get_cmap("tab20")
@@ -553,8 +553,8 @@ def write_report(path, before, after, *, figures: Dict[str, object], settings=No
     p0, p1 = before.overall["pck_point"][i10], after.overall["pck_point"][i10]
     L = [f"# {title}", "",
          "Keypoint transfer on a synthetic SPair-71k-layout dataset of mirror-symmetric "
-         "objects (`geomatch.synthetic`), with weight-free local-appearance features "
-         "(`geomatch.featurizers.LocalAppearanceFeaturizer`) in place of DINOv2. "
+         "objects (`geomatch.demo.synthetic`), with weight-free local-appearance features "
+         "(`geomatch.demo.featurizers.LocalAppearanceFeaturizer`) in place of DINOv2. "
          "Mirror-twin parts (left/right eye, front-left/front-right foot, ...) look "
          "identical up close, so the raw features confuse them; the attention head sees "
          "the whole object and is trained to tell them apart.", "",
@@ -723,8 +723,8 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
     -------
     dict
         ``report`` (path), ``figures`` (dict: ``transfers`` list, ``confusions``,
-        ``training``), ``before`` / ``after`` (:class:`~geomatch.evaluate.EvalResult`),
-        ``train`` (:class:`~geomatch.train.TrainResult`), ``head`` (the
+        ``training``), ``before`` / ``after`` (:class:`~geomatch.eval.evaluate.EvalResult`),
+        ``train`` (:class:`~geomatch.model.train.TrainResult`), ``head`` (the
         evaluated head: the checkpoint of best validation PCK), ``raw_val``
         (validation figures of the raw features), ``timings`` (stage ->
         seconds), ``settings`` (dict), ``out_dir``, ``dataset``, ``cache``.
@@ -738,10 +738,10 @@ def run_demo(out_dir="geomatch-demo", quick: bool = False, seed: int = 0, *,
 
 def _run_demo(out_dir, quick, seed, settings, progress, verbose) -> dict:
     from . import synthetic
-    from .datasets import load_dataset
-    from .evaluate import evaluate, transfer_pair
-    from .head import load_head
-    from .train import train, validate
+    from ..data import load_dataset
+    from ..eval.evaluate import evaluate, transfer_pair
+    from ..model.head import load_head
+    from ..model.train import train, validate
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}")

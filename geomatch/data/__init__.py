@@ -1,6 +1,6 @@
 """Dataset loaders for SPair-71k, PF-PASCAL, AP-10K and CUB-200-2011.
 
->>> from geomatch.datasets import load_dataset
+>>> from geomatch.data import load_dataset
 >>> ds = load_dataset("spair", "/data/SPair-71k")          # doctest: +SKIP
 >>> pairs = ds.pairs("test", categories=["cat"], subsample=50)  # doctest: +SKIP
 

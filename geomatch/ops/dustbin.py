@@ -29,7 +29,7 @@ from typing import Literal, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 __all__ = ["dustbin_sinkhorn", "dustbin_sinkhorn_vjp", "dustbin_marginals"]
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 __all__ = ["matmul"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
-from . import _core
-from ._build_config import BLAS, CFLAGS
+from .. import _core
+from .._build_config import BLAS, CFLAGS
 
 
 def build_info() -> dict:

@@ -26,7 +26,7 @@ the attention width d_a = 128 < d keeps one training step on a 37 x 37 pair
 within the CPU budget (the T x T attention products dominate the cost).
 
 Forward and backward are hand-written: the matrix products run on
-geomatch's BLAS and OpenMP threads (:func:`geomatch._linalg.matmul`, no
+geomatch's BLAS and OpenMP threads (:func:`geomatch.ops.linalg.matmul`, no
 second thread pool), the attention (which keeps its exponentials for the
 backward pass and overwrites them with their gradients), LayerNorm and GELU
 are C kernels (``csrc/gm_head.c``); NumPy glues them.  The whole computation
@@ -49,12 +49,12 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
-from . import _core
-from ._linalg import matmul
+from .. import _core
+from ..ops.linalg import matmul
 
 __all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d"]
 
-_FORMAT = "geomatch.head/1"
+_FORMAT = "geomatch.model.head/1"
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _ln_backward(dy, ctx, gamma, dx=None):
 
 def _linear(x, weight, bias, residual=None):
     """x @ weight + bias (+ residual), a new array, on geomatch's threads
-    (see :mod:`geomatch._linalg`)."""
+    (see :mod:`geomatch.ops.linalg`)."""
     y = np.empty((x.shape[0], weight.shape[1]), dtype=x.dtype)
     if residual is None:
         y[...] = bias

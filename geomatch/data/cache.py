@@ -45,7 +45,7 @@ _TMP_PREFIX = ".tmp-"
 
 def _version() -> str:
     try:
-        from . import __version__
+        from .. import __version__
         return str(__version__)
     except ImportError:  # pragma: no cover
         return "unknown"

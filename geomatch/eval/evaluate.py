@@ -2,7 +2,7 @@
 
 For every pair, the source keypoints are transferred to the target with
 :func:`geomatch.transfer_keypoints` on the cached feature maps (optionally
-passed through a trained head first), and scored with :mod:`geomatch.metrics`:
+passed through a trained head first), and scored with :mod:`geomatch.eval.metrics`:
 PCK per point and per image, per category and overall, GECO's geometry
 breakdown and GeoAware-SC's geometry-aware subset.
 
@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import metrics as _metrics
-from ._progress import progress as _progress
-from .cache import FeatureCache, grid_frame
+from ..runtime.progress import progress as _progress
+from ..data.cache import FeatureCache, grid_frame
 
 __all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
 
@@ -42,7 +42,7 @@ class EvalResult:
     Attributes
     ----------
     summary : dict
-        :meth:`geomatch.metrics.PCKAccumulator.summary` (fractions in [0, 1]).
+        :meth:`geomatch.eval.metrics.PCKAccumulator.summary` (fractions in [0, 1]).
     config : dict
         dataset, split, mode, threshold, alphas, head, cache, categories,
         subsample, seed.
@@ -52,7 +52,7 @@ class EvalResult:
         Pairs evaluated.
     elapsed_s : float
         Wall-clock seconds of the evaluation loop.
-    pair_results : list of geomatch.metrics.PairResult
+    pair_results : list of geomatch.eval.metrics.PairResult
     figures : list of str
         PNG files written (``figures=True``).
     """
@@ -166,7 +166,7 @@ def _resolve_head(head):
     if head is None or callable(head):
         return head, (None if head is None else getattr(head, "name", type(head).__name__))
     if isinstance(head, (str, os.PathLike)):
-        from .head import load_head  # lazy: only needed with --head
+        from ..model.head import load_head  # lazy: only needed with --head
 
         return load_head(os.fspath(head)), os.fspath(head)
     raise TypeError(f"head must be None, a callable or a checkpoint path, got {type(head).__name__}")
@@ -193,7 +193,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     """Transfer the source keypoints of one pair to the target.
 
     Keypoints are mapped into the region of each image that the feature grid
-    covers (:func:`geomatch.cache.grid_frame`), transferred, and mapped back
+    covers (:func:`geomatch.data.cache.grid_frame`), transferred, and mapped back
     to target pixels.
 
     Returns
@@ -234,7 +234,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     Parameters
     ----------
     dataset : Dataset
-        From :func:`geomatch.datasets.load_dataset`; must provide
+        From :func:`geomatch.data.load_dataset`; must provide
         ``pairs(split, categories=, subsample=, seed=)`` and ``skipped``.
     split : str
         ``"test"``, ``"val"``, ...
@@ -242,7 +242,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         Features of every image of the split (keys ``ImageRecord.key``).
     head : callable or path, optional
         Applied to each (h, w, D) feature map; a path is loaded with
-        :func:`geomatch.head.load_head`.
+        :func:`geomatch.model.head.load_head`.
     mode : {"upsample-argmax", "grid-argmax", "soft-argmax"}
         Keypoint transfer (see :func:`geomatch.transfer_keypoints`).
     alphas : sequence of float, default (0.05, 0.10, 0.15)
@@ -293,7 +293,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     if figures and out_dir is None:
         raise ValueError("figures=True needs out_dir")
     if workers is None:
-        from .config import get_num_threads
+        from ..runtime.config import get_num_threads
 
         workers = max(1, int(get_num_threads()))
     if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
@@ -383,7 +383,7 @@ def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> Non
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from . import config as _config
+    from ..runtime import config as _config
 
     prev = _config.get_num_threads()
 
@@ -444,7 +444,7 @@ def configure_parser(parser) -> None:
 
 def run_cli(args) -> int:
     """Run ``geomatch eval``: print Markdown tables, write JSON and CSV."""
-    from .datasets import load_dataset
+    from ..data import load_dataset
 
     if args.subsample is not None and args.subsample < 1:
         raise ValueError("--subsample must be at least 1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _core
+from .. import _core
 
 __all__ = ["cosine_similarity"]
 

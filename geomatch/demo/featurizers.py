@@ -7,7 +7,7 @@ like the backbone.  Its descriptors only see *local appearance* (colour and
 gradient statistics of a patch and of its neighbourhood), and every
 statistic is invariant to a horizontal flip of the pixels it pools, so the
 descriptor grid of a mirrored image is the mirrored descriptor grid.  On the
-synthetic dataset (:mod:`geomatch.synthetic`), whose left and right parts
+synthetic dataset (:mod:`geomatch.demo.synthetic`), whose left and right parts
 are drawn identically, it therefore cannot tell a part from its mirror
 twin -- the failure mode that a geometry-aware head has to fix.
 """
@@ -112,7 +112,7 @@ class LocalAppearanceFeaturizer:
     Examples
     --------
     >>> import numpy as np
-    >>> from geomatch.featurizers import LocalAppearanceFeaturizer
+    >>> from geomatch.demo.featurizers import LocalAppearanceFeaturizer
     >>> f = LocalAppearanceFeaturizer(grid=(4, 6), patch=8)
     >>> f(np.zeros((40, 50, 3), np.uint8)).shape
     (4, 6, 93)

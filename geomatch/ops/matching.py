@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _core
+from .. import _core
 
 __all__ = ["argmax_2d", "window_soft_argmax"]
 

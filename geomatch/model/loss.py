@@ -25,7 +25,7 @@ this module differs:
 * GECO concatenates the entries of all pairs of a batch and averages each term
   over the batch; DESIGN.md defines the loss per pair ("each term is averaged
   over its entries"), so here each pair's terms are averaged over that pair's
-  entries and the training loop (:mod:`geomatch.train`) averages the pair
+  entries and the training loop (:mod:`geomatch.model.train`) averages the pair
   losses and gradients over the batch -- pairs with many entries weigh no
   more than others;
 * M- pairs (k in the source, flip(k) in the target) for every k with a
@@ -51,8 +51,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
-from ._linalg import matmul
+from .. import _core
+from ..ops.linalg import matmul
 
 __all__ = ["LossConfig", "keypoint_patches", "foreground_grid", "dustbin_marginal",
            "match_sets", "pair_loss", "PairLoss"]
@@ -161,7 +161,7 @@ def dustbin_marginal(fg, n_visible: int, n_kp: int, mass: float = 0.9) -> np.nda
     background patches share 1 - mass (when there are any), the dustbin (last
     entry) gets the rest (exactly 0 when every keypoint is visible and there is
     background; the OT layer then leaves the dustbin row/column empty)."""
-    from .dustbin import dustbin_marginals
+    from ..ops.dustbin import dustbin_marginals
 
     fg = np.asarray(fg, dtype=bool)
     if not fg.any():
@@ -282,7 +282,7 @@ class PairLoss:
             return 0.0, (z[0] if need_grad else None), (z[1] if need_grad else None), info
         xs, ns = _l2n(es.reshape(N, E).astype(dtype, copy=False))
         xt, nt = _l2n(et.reshape(M, E).astype(dtype, copy=False))
-        S = matmul(xs, xt.T)  # geomatch's threads (see geomatch._linalg)
+        S = matmul(xs, xt.T)  # geomatch's threads (see geomatch.ops.linalg)
         mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass).astype(dtype)
         nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass).astype(dtype)
         fwd, vjp = _ot_impl()

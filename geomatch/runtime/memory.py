@@ -7,7 +7,7 @@ after the step and the next step faults it in again: about 3,000 page faults
 and 25 ms of system time per step on the 2-core benchmark machine
 (``benchmarks/bench_train.py`` prints both counts).  :func:`retain_freed_memory`
 fixes the thresholds so that blocks up to 64 MiB come from the heap and up to
-256 MiB of free heap is kept; :func:`geomatch.train.train` calls it.  The cost
+256 MiB of free heap is kept; :func:`geomatch.model.train.train` calls it.  The cost
 is a resident size that stays at the step's peak.  Elsewhere (another C
 library, or the user set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``)
 it does nothing.

@@ -9,7 +9,7 @@ copy already in memory.
 import ctypes
 import os
 
-from ._build_config import BLAS
+from .._build_config import BLAS
 
 
 def preload() -> None:

@@ -45,7 +45,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from .matching import argmax_2d, window_soft_argmax
 from .similarity import cosine_similarity
 

@@ -1,0 +1,1 @@
+"""Process-level runtime: build configuration, BLAS preloading, threads, memory, progress bars."""
