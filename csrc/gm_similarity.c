@@ -1,7 +1,6 @@
 /* gm_similarity.c -- cosine similarity of L2-normalized rows (GEMM-based)
  * and row normalization, float and double. */
 #include "geomatch.h"
-#include "gm_blas.h"
 
 #include <limits.h>
 #include <math.h>
@@ -16,16 +15,12 @@
 
 #define GM_T float
 #define GM_SFX f32
-#define GM_GEMM GM_CBLAS(sgemm)
 #include "gm_similarity_tpl.h"
 #undef GM_T
 #undef GM_SFX
-#undef GM_GEMM
 
 #define GM_T double
 #define GM_SFX f64
-#define GM_GEMM GM_CBLAS(dgemm)
 #include "gm_similarity_tpl.h"
 #undef GM_T
 #undef GM_SFX
-#undef GM_GEMM

@@ -1,6 +1,6 @@
 /* gm_similarity_tpl.h -- type-generic body of gm_similarity.c.
  * Included twice with GM_T (float / double), GM_SFX (f32 / f64) and
- * GM_GEMM (the matching CBLAS gemm) defined.  Not a public header. */
+ * defined.  Not a public header. */
 
 #define GM_CAT_(a, b) a##_##b
 #define GM_CAT(a, b) GM_CAT_(a, b)
@@ -102,10 +102,12 @@ int GM_FN(gm_cosine_similarity)(const GM_T *x, const GM_T *y, GM_T *out, size_t 
             status = GM_ERR_NONFINITE_ARG(1);
             break;
         }
-        for (size_t b = 0; b < cb; b++)
-            GM_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)d,
-                    (GM_T)1, xn + b * n * d, (int)d, yn + b * m * d, (int)d, (GM_T)0,
-                    out + (b0 + b) * n * m, (int)m);
+        /* gm_gemm: blocks fixed by the shape, so the result does not depend
+         * on the thread count (a multithreaded BLAS call sums in another
+         * order for each thread count). */
+        for (size_t b = 0; b < cb && status == GM_OK; b++)
+            status = GM_FN(gm_gemm)(0, 1, n, m, d, (GM_T)1, xn + b * n * d, d, yn + b * m * d,
+                                    d, (GM_T)0, out + (b0 + b) * n * m, m);
     }
     free(xn);
     return status;
