@@ -311,6 +311,11 @@ class DinoV2:
         if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
             raise ValueError(f"pixels height and width must be positive multiples of {p}, "
                              f"got {arr.shape[1]}x{arr.shape[2]}")
+        from .preprocess import MAX_INPUT_SIZE
+
+        if max(arr.shape[1], arr.shape[2]) > MAX_INPUT_SIZE:
+            raise ValueError(f"pixels height and width must be at most {MAX_INPUT_SIZE}, "
+                             f"got {arr.shape[1]}x{arr.shape[2]}")
         if not np.isfinite(arr).all():
             raise ValueError("pixels contains NaN or infinite values")
         return arr

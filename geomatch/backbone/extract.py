@@ -92,15 +92,14 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
     """
     from ..runtime.progress import progress as _progress
     from ..data.cache import FeatureCache
-    from .preprocess import DEFAULT_SIZES, preprocess_image
+    from .preprocess import DEFAULT_SIZES, check_input_size, preprocess_image
 
     if preprocess not in DEFAULT_SIZES:
         raise ValueError(f"preprocess must be 'resize' or 'pad', got {preprocess!r}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-    size = int(size or DEFAULT_SIZES[preprocess])
-    if size % model.patch_size:
-        raise ValueError(f"size must be a multiple of {model.patch_size}, got {size}")
+    size = check_input_size(DEFAULT_SIZES[preprocess] if size is None else size,
+                            model.patch_size)
     manifest = cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                               sha256=sha256, lora=lora)
     images = list(images)
@@ -144,7 +143,8 @@ def configure_parser(parser) -> None:
                         help="resize: stretch to 518x518 (GECO); pad: longest side 840, "
                              "centred zero padding (GeoAware-SC)")
     parser.add_argument("--size", type=int, default=None,
-                        help="network input side (default 518 for resize, 840 for pad)")
+                        help="network input side, a multiple of 14 of at most 2072 "
+                             "(default 518 for resize, 840 for pad)")
     parser.add_argument("--split", nargs="+", default=["test"],
                         help="split(s) whose images to featurize (default: test)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
@@ -156,7 +156,10 @@ def configure_parser(parser) -> None:
 def run_cli(args) -> int:
     from ..data import load_dataset
     from .dinov2 import load_dinov2
+    from .preprocess import check_input_size
 
+    if args.size is not None:  # checked before any file is read
+        check_input_size(args.size, name="--size")
     dataset = load_dataset(args.dataset, args.root)
     images = dataset.images_of_splits(args.split)
     sha = weights_sha256(args.weights, args.lora)

@@ -24,12 +24,39 @@ from typing import Tuple, Union
 
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_SIZES", "Frame", "make_frame",
-           "load_image", "preprocess_image", "normalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_SIZES", "MAX_INPUT_SIZE", "Frame",
+           "make_frame", "check_input_size", "load_image", "preprocess_image", "normalize"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 DEFAULT_SIZES = {"resize": 518, "pad": 840}
+#: Largest side of the network input (4 x 518 = 148 patches of 14); see
+#: docs/limits.md.  Larger inputs are refused before anything is allocated.
+MAX_INPUT_SIZE = 2072
+
+
+def check_input_size(size, patch_size: int = 14, name: str = "size") -> int:
+    """Validate the side of a square network input and return it as an int.
+
+    The one size policy of the backbone: a positive multiple of
+    ``patch_size`` of at most :data:`MAX_INPUT_SIZE` pixels.
+
+    Raises
+    ------
+    TypeError
+        ``size`` is not an integer.
+    ValueError
+        ``size`` is not positive, not a multiple of ``patch_size`` or above
+        :data:`MAX_INPUT_SIZE` (the message names ``name``).
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {size!r}")
+    size = int(size)
+    if size < patch_size or size % patch_size:
+        raise ValueError(f"{name} must be a positive multiple of {patch_size}, got {size}")
+    if size > MAX_INPUT_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_INPUT_SIZE} (4 x 518), got {size}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -105,9 +132,7 @@ def make_frame(image_size, mode: str = "resize", size: int = None, *, flipped: b
     """The :class:`Frame` that :func:`preprocess_image` uses for an image of
     ``image_size`` (W, H), without touching pixels."""
     _check_mode(mode)
-    size = int(size or DEFAULT_SIZES[mode])
-    if size < patch_size or size % patch_size:
-        raise ValueError(f"size must be a positive multiple of {patch_size}, got {size}")
+    size = check_input_size(DEFAULT_SIZES[mode] if size is None else size, patch_size)
     w, h = (int(v) for v in image_size)
     if w < 1 or h < 1:
         raise ValueError(f"image_size must be positive (W, H), got {image_size}")
