@@ -11,7 +11,11 @@ Layout of a cache directory::
 percent-encoded into a single file name.  Every file is written to a temporary
 name in the same folder and then renamed (``os.replace``), so a reader sees
 either the whole array or nothing; leftover temporary files (``.tmp-*``) of an
-interrupted writer are ignored.
+interrupted writer are ignored.  Files are created with the permissions the
+process umask allows (a cache can be shared by a group), and the manifest is
+published with a hard link, which fails when the name exists: of several
+processes creating the same cache at once, exactly one writes the manifest
+and the others compare theirs with it.
 
 The manifest is a dict with the fields
 
@@ -25,9 +29,10 @@ kept.  Two manifests are the same cache when every field other than
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
 import threading
 from typing import Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote
@@ -85,16 +90,67 @@ def _normalize_manifest(manifest: Mapping) -> dict:
     return m
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=d)
+def _create_temp(d: str, suffix: str) -> Tuple[int, str]:
+    """Create a new temporary file in folder ``d``: (fd, path).
+
+    ``os.open`` with mode 0o666 lets the kernel apply the umask (and default
+    ACLs), unlike :func:`tempfile.mkstemp`, whose files are always 0600.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(d, f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "cannot create a temporary file", d)
+
+
+def _write_temp_text(d: str, text: str, suffix: str = ".json") -> str:
+    fd, tmp = _create_temp(d, suffix)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+    return tmp
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = _write_temp_text(os.path.dirname(path), text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         _silent_unlink(tmp)
         raise
+
+
+def _publish_once(path: str, text: str) -> bool:
+    """Write ``path`` atomically unless it exists; True when this call wrote it.
+
+    The complete file is hard-linked to ``path``; ``link`` fails when the name
+    exists, so concurrent writers cannot replace each other's file.
+    """
+    tmp = _write_temp_text(os.path.dirname(path), text)
+    try:
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:  # a file system without hard links
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+        try:  # exclusive create, then the content (readers retry a partial file)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return True
+    finally:
+        _silent_unlink(tmp)
 
 
 def _silent_unlink(path: str) -> None:
@@ -166,21 +222,22 @@ class FeatureCache:
         path = os.path.abspath(os.fspath(path))
         m = _normalize_manifest(manifest)
         mpath = os.path.join(path, "manifest.json")
-        if os.path.exists(mpath):
-            old = _read_manifest(mpath)
-            keys = sorted((set(old) | set(m)) - set(_IGNORED_IN_COMPARISON))
-            diff = [k for k in keys if old.get(k) != m.get(k)]
-            if diff:
-                details = ", ".join(f"{k}: cached {old.get(k)!r} != requested {m.get(k)!r}"
-                                    for k in diff)
-                raise ValueError(f"feature cache {path} exists with a different manifest "
-                                 f"(fields {diff}: {details})")
-            return cls(path, old, _TOKEN)
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"feature cache path {path} exists and is not a directory")
-        os.makedirs(os.path.join(path, "features"), exist_ok=True)
-        _atomic_write_text(mpath, json.dumps(m, indent=2, sort_keys=True) + "\n")
-        return cls(path, m, _TOKEN)
+        if not os.path.exists(mpath):
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"feature cache path {path} exists and is not a directory")
+            os.makedirs(os.path.join(path, "features"), exist_ok=True)
+            if _publish_once(mpath, json.dumps(m, indent=2, sort_keys=True) + "\n"):
+                return cls(path, m, _TOKEN)
+        # an existing cache (possibly created a moment ago by another process)
+        old = _read_manifest(mpath, retry=True)
+        keys = sorted((set(old) | set(m)) - set(_IGNORED_IN_COMPARISON))
+        diff = [k for k in keys if old.get(k) != m.get(k)]
+        if diff:
+            details = ", ".join(f"{k}: cached {old.get(k)!r} != requested {m.get(k)!r}"
+                                for k in diff)
+            raise ValueError(f"feature cache {path} exists with a different manifest "
+                             f"(fields {diff}: {details})")
+        return cls(path, old, _TOKEN)
 
     @classmethod
     def open(cls, path) -> "FeatureCache":
@@ -242,14 +299,22 @@ class FeatureCache:
             raise ValueError(f"features for {key!r} contain non-finite values "
                              f"(after conversion to {self.dtype})")
         final = self._file(key, flipped)
-        os.makedirs(self._dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=self._dir)
+        tmp = None
         try:
+            os.makedirs(self._dir, exist_ok=True)
+            fd, tmp = _create_temp(self._dir, ".npy")
             with os.fdopen(fd, "wb") as f:
                 np.lib.format.write_array(f, out, allow_pickle=False)
             os.replace(tmp, final)
+        except OSError as exc:
+            if tmp is not None:
+                _silent_unlink(tmp)
+            # e.g. a full disk: name the file (write_array's error does not)
+            raise OSError(exc.errno, f"cannot write feature cache file {final}: "
+                                     f"{exc.strerror or exc}", final) from None
         except BaseException:
-            _silent_unlink(tmp)
+            if tmp is not None:
+                _silent_unlink(tmp)
             raise
         with self._lock:
             self._entries.add((key, bool(flipped)))
@@ -271,6 +336,9 @@ class FeatureCache:
         except FileNotFoundError:
             what = "flipped features" if flipped else "features"
             raise KeyError(f"feature cache {self.path} has no {what} for {key!r}") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"feature cache file {fn} is truncated or not a .npy array "
+                             f"({' '.join(str(exc).split())})") from None
         if arr.shape != self.shape or arr.dtype != self.dtype:
             raise ValueError(f"feature cache file {fn} holds {arr.dtype} {arr.shape}, "
                              f"expected {self.dtype} {self.shape}")
@@ -339,12 +407,22 @@ class FeatureCache:
 _TOKEN = object()
 
 
-def _read_manifest(mpath: str) -> dict:
-    try:
-        with open(mpath, encoding="utf-8") as f:
-            m = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"feature cache manifest {mpath} is not valid JSON: {exc}") from None
+def _read_manifest(mpath: str, retry: bool = False) -> dict:
+    """Read and validate a manifest; ValueError naming ``mpath`` when it is not
+    one.  ``retry``: a manifest being written by another process (a file
+    system without hard links) may be read again for up to a second."""
+    import time
+
+    for attempt in range(20 if retry else 1):
+        try:
+            with open(mpath, "rb") as f:
+                m = json.loads(f.read().decode("utf-8"))
+            break
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            if attempt + 1 >= (20 if retry else 1):
+                raise ValueError(f"feature cache manifest {mpath} is not valid JSON "
+                                 f"({type(exc).__name__}: {exc})") from None
+            time.sleep(0.05)
     try:
         return _normalize_manifest(m)
     except (ValueError, TypeError) as exc:
