@@ -292,6 +292,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     alphas = tuple(float(a) for a in _metrics._check_alphas(alphas))
     if figures and out_dir is None:
         raise ValueError("figures=True needs out_dir")
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
     if workers is None:
         from ..runtime.config import get_num_threads
 

@@ -402,6 +402,12 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     batch_pairs = int(batch_pairs)
     if steps is not None and int(steps) < 0:
         raise ValueError(f"steps must be non-negative, got {steps!r}")
+    for name, v in (("val_every", val_every), ("save_every", save_every)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                              or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
     if isinstance(cache, (str, os.PathLike)):
         from ..data.cache import FeatureCache
 
