@@ -39,7 +39,8 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-__all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS"]
+__all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS", "features_fingerprint",
+           "check_features_record"]
 
 MANIFEST_FIELDS = ("backbone", "weights_sha256", "resolution", "preprocess", "grid", "dim",
                    "dtype", "geomatch_version")
@@ -427,6 +428,63 @@ def _read_manifest(mpath: str, retry: bool = False) -> dict:
         return _normalize_manifest(m)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"feature cache manifest {mpath} is invalid: {exc}") from None
+
+
+def features_fingerprint(manifest: Mapping) -> dict:
+    """What identifies the features of a cache: a record for a head file.
+
+    Returns ``{"fingerprint": sha256, "fields": {...}}`` where ``fields`` are
+    the manifest fields that determine the features (every field but
+    ``geomatch_version``: backbone and LoRA, ``weights_sha256``, preprocessing,
+    resolution, grid, dim, dtype and any extra field) and ``fingerprint`` is
+    the SHA-256 of their canonical JSON (sorted keys, no spaces).
+    """
+    import hashlib
+
+    m = _normalize_manifest(manifest)
+    fields = {k: v for k, v in m.items() if k not in _IGNORED_IN_COMPARISON}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return {"fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(), "fields": fields}
+
+
+def check_features_record(record: Optional[Mapping], manifest: Mapping, *, what: str,
+                          where: str, force: bool = False) -> None:
+    """Compare the features a head was trained on with a cache's manifest.
+
+    Parameters
+    ----------
+    record : the head's record (:func:`features_fingerprint` of its training
+        cache), or None for a head file that does not record it.
+    manifest : the manifest of the cache about to be used.
+    what, where : names of the head and of the cache, for messages.
+    force : only warn on a mismatch.
+
+    Raises
+    ------
+    ValueError
+        The fingerprints differ (the message lists the differing fields) and
+        ``force`` is false.
+    """
+    import warnings
+
+    if record is None:
+        warnings.warn(f"{what} does not record the features it was trained on (an untrained "
+                      f"head, or a file of an older geomatch); cannot check that it fits {where}",
+                      stacklevel=3)
+        return
+    mine = features_fingerprint(manifest)
+    if record.get("fingerprint") == mine["fingerprint"]:
+        return
+    theirs = record.get("fields") or {}
+    keys = sorted(set(theirs) | set(mine["fields"]))
+    diff = [f"{k}: trained on {theirs.get(k)!r}, cache has {mine['fields'].get(k)!r}"
+            for k in keys if theirs.get(k) != mine["fields"].get(k)]
+    msg = (f"{what} was trained on other features than those of {where} ("
+           + ("; ".join(diff) if diff else "fingerprints differ") + ")")
+    if force:
+        warnings.warn(msg + "; used anyway (force=True)", stacklevel=3)
+        return
+    raise ValueError(msg + "; pass force=True (--force) to use it anyway")
 
 
 def grid_frame(image_size, manifest: Mapping) -> Tuple[float, float, float, float]:

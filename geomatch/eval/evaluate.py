@@ -27,7 +27,7 @@ import numpy as np
 
 from . import metrics as _metrics
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache, grid_frame
+from ..data.cache import FeatureCache, check_features_record, grid_frame
 
 __all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
 
@@ -228,7 +228,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
              transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: Optional[int] = None) -> EvalResult:
+             workers: Optional[int] = None, force: bool = False) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -273,6 +273,11 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         use all configured threads.  Reading features and scoring stay on
         the calling thread, in pair order, so results are identical for any
         ``workers``.
+    force : bool
+        Evaluate a head even when it was trained on other features than the
+        cache's (its file records the fingerprint of its training cache's
+        manifest, :func:`geomatch.data.cache.features_fingerprint`); a
+        warning is issued instead of the error.
 
     Returns
     -------
@@ -283,7 +288,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     FileNotFoundError
         When the cache misses features of images of the split (lists some).
     ValueError
-        Bad mode, threshold, alphas, or no pair to evaluate.
+        Bad mode, threshold, alphas, or no pair to evaluate; a head trained
+        on other features than the cache's (unless ``force``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -304,6 +310,13 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, head_name = _resolve_head(head)
+    # a head file always has its record checked (an old file without one:
+    # a warning); a head object only when it carries one
+    if head_fn is not None and (isinstance(head, (str, os.PathLike))
+                                or getattr(head_fn, "trained_on", None) is not None):
+        check_features_record(getattr(head_fn, "trained_on", None), manifest,
+                              what=f"head {head_name}", where=f"feature cache {cache.path}",
+                              force=force)
     fn = transfer or _default_transfer()
 
     pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)
@@ -442,6 +455,9 @@ def configure_parser(parser) -> None:
                              "(default: the thread count; 1: one pair at a time, "
                              "multithreaded kernels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="evaluate --head even if it was trained on other features "
+                             "(another backbone, weights or preprocessing) than --cache holds")
 
 
 def run_cli(args) -> int:
@@ -457,7 +473,7 @@ def run_cli(args) -> int:
                    alphas=tuple(args.alphas), threshold=args.threshold,
                    categories=args.categories, subsample=args.subsample, seed=args.seed,
                    out_dir=out, figures=args.figures, progress=not args.no_progress,
-                   workers=args.workers)
+                   workers=args.workers, force=args.force)
     print(res.to_markdown())
     print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}"
           + (f" and {len(res.figures)} figures in {os.path.join(out, 'figures')}"

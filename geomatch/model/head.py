@@ -224,6 +224,10 @@ class AttentionHead:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.config = config
         self.dtype = dtype
+        #: The features the head was trained on (``features_fingerprint`` of
+        #: the training cache's manifest; see geomatch.data.cache), saved with
+        #: the head; None when unknown.
+        self.trained_on: Optional[dict] = None
         self._params = self._init_params(np.random.default_rng(seed))
         self._cache = None
         self._pe = {}
@@ -286,6 +290,7 @@ class AttentionHead:
         """A copy of the head computing in ``dtype``."""
         new = AttentionHead(self.config, dtype=dtype)
         new.set_parameters(self._params)
+        new.trained_on = self.trained_on
         return new
 
     def __repr__(self) -> str:
@@ -466,13 +471,23 @@ class AttentionHead:
 
     # -------------------------------------------------------------------- I/O
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the configuration and parameters to an ``.npz`` file at ``path``."""
+        """Write the configuration, the parameters and the record of the
+        training features (:attr:`trained_on`) to an ``.npz`` file at ``path``."""
         arrays = {"param/" + k: v for k, v in self._params.items()}
-        meta = json.dumps({"format": _FORMAT, "config": self.config.to_dict()})
+        meta = json.dumps(head_meta(self))
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
         np.savez(tmp, __meta__=np.array(meta), **arrays)
         os.replace(tmp, path)
+
+
+def head_meta(head: "AttentionHead") -> dict:
+    """The ``__meta__`` record of a head file: format, configuration and,
+    when known, the features the head was trained on."""
+    meta = {"format": _FORMAT, "config": head.config.to_dict()}
+    if head.trained_on is not None:
+        meta["features"] = head.trained_on
+    return meta
 
 
 def _read_head_file(path):
@@ -542,4 +557,8 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
         if not np.isfinite(v).all():
             raise ValueError(f"{path}: parameter {k} contains non-finite values")
     head.set_parameters(params)
+    rec = meta.get("features")
+    if rec is not None and not (isinstance(rec, dict) and isinstance(rec.get("fingerprint"), str)):
+        raise ValueError(f"{path}: corrupt record of the training features: {rec!r}")
+    head.trained_on = rec
     return head

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _config_of, _read_head_file
+from .head import AttentionHead, HeadConfig, _config_of, _read_head_file, head_meta
 from .loss import LossConfig, PairLoss, keypoint_patches
 from .optim import AdamW
 
@@ -62,6 +62,17 @@ _CKPT_KIND = "geomatch.model.train/1"
 def _manifest(cache) -> dict:
     m = getattr(cache, "manifest", None)
     return dict(m) if isinstance(m, dict) else {"preprocess": "resize"}
+
+
+def _features_record(manifest):
+    """The record of the training features saved with the head (None when the
+    cache has no full manifest, e.g. an in-memory stand-in)."""
+    from ..data.cache import features_fingerprint
+
+    try:
+        return features_fingerprint(manifest)
+    except (TypeError, ValueError):
+        return None
 
 
 def _frame(size, manifest):
@@ -230,8 +241,7 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
 def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
     arrays = {"param/" + k: v for k, v in head.parameters().items()}
     arrays.update(opt.state_dict())
-    full = {"format": _HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
-            "train": meta}
+    full = dict(head_meta(head), kind=_CKPT_KIND, train=meta)
     tmp = os.fspath(path) + ".tmp.npz"
     np.savez(tmp, __meta__=np.array(json.dumps(full)), **arrays)
     os.replace(tmp, path)
@@ -456,6 +466,13 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         opt.load_state_dict(files, source=os.fspath(resume))
     manifest = _manifest(cache)
     masks = _MaskStore(manifest)
+    record = _features_record(manifest)
+    if resume is not None and record is not None:
+        from ..data.cache import check_features_record
+
+        check_features_record(head.trained_on, manifest, what=f"checkpoint {os.fspath(resume)}",
+                              where=f"feature cache {getattr(cache, 'path', cache)}")
+    head.trained_on = record
     n = len(pairs)
     if steps is None:
         ep = 1.0 if epochs is None else float(epochs)
