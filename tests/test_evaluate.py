@@ -336,7 +336,7 @@ def test_cli_on_synthetic_spair(tmp_path, capsys):
 
 def test_head_checkpoint_path(setup, tmp_path):
     """--head PATH loads geomatch.model.head lazily and embeds every image once."""
-    head_mod = pytest.importorskip("geomatch.model.head")
+    head_mod = pytest.importorskip("geomatch.model.head", reason="the head module")
     ds, cache = setup
     cfg = head_mod.HeadConfig(in_dim=D, dim=8, out_dim=6, num_heads=2, num_blocks=1, mlp_dim=16)
     head = head_mod.AttentionHead(cfg, seed=0)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat", reason="notebook tests need nbformat (test extra)")
+nbclient = pytest.importorskip("nbclient", reason="notebook tests need nbclient (test extra)")
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
