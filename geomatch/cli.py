@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command name -> (module, one-line help)
@@ -59,8 +60,10 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and not str(exc).startswith("[Errno"):
         return _one_line(exc)
     if isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename if exc.filename is not None else ""
-        return _one_line(f"{exc.strerror}" + (f": {where}" if where else ""))
+        where = os.fspath(exc.filename) if exc.filename is not None else ""
+        if where and str(where) not in exc.strerror:
+            return _one_line(f"{exc.strerror}: {where}")
+        return _one_line(exc.strerror)
     return _one_line(exc) or type(exc).__name__
 
 
