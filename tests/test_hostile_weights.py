@@ -273,3 +273,17 @@ def test_other_model_message_is_short(tmp_path):
     msg = str(ei.value)
     assert "wrong shape 200" in msg and "196 more" in msg
     assert len(msg) < 600, len(msg)
+
+
+@pytest.mark.parametrize("config", [{}, {"hidden_size": "wide", "num_hidden_layers": 1,
+                                         "num_attention_heads": 1}],
+                         ids=["empty", "not-a-number"])
+def test_hf_config_without_fields_names_the_file(tmp_path, config):
+    from geomatch.backbone.dinov2 import load_dinov2
+
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    with pytest.raises(ValueError, match="config.json"):
+        load_dinov2(d)

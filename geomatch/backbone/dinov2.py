@@ -482,10 +482,15 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
     base = config if config is not None else (DinoV2Config.from_name(model) if model else None)
     if os.path.isdir(path):
         state, hf = ck.read_hf_dir(path)
-        if base is None:
-            base = _hf_config(hf)
-        elif config is None:
+        try:
             hfc = _hf_config(hf)
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{os.path.join(path, 'config.json')}: not a DINOv2 configuration "
+                             f"({what})") from None
+        if base is None:
+            base = hfc
+        elif config is None:
             base = replace(base, interpolation=hfc.interpolation,
                            interpolate_offset=hfc.interpolate_offset)
     elif path.endswith(".safetensors"):
