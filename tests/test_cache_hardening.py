@@ -18,15 +18,6 @@ def _manifest(**kw):
     return m
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)

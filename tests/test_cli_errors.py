@@ -34,8 +34,6 @@ def _write_safetensors(path, state):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from PIL import Image
-
     from geomatch.backbone.dinov2 import DinoV2Config
     from geomatch.data import load_dataset
     from geomatch.data.cache import FeatureCache
