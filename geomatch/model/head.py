@@ -490,11 +490,34 @@ def head_meta(head: "AttentionHead") -> dict:
     return meta
 
 
+def _check_npz_sizes(path) -> None:
+    """Refuse an ``.npz`` member whose ``.npy`` header declares more data than
+    the member holds, before NumPy allocates the declared array."""
+    import zipfile
+
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                major, _ = fmt.read_magic(f)
+                read_header = (fmt.read_array_header_1_0 if major == 1
+                               else fmt.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                offset = f.tell()
+            need = math.prod(shape) * dtype.itemsize
+            if offset + need != info.file_size:
+                raise ValueError(f"entry {info.filename} declares {dtype} {shape} "
+                                 f"({need} bytes) but holds {info.file_size - offset} bytes")
+
+
 def _read_head_file(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"head checkpoint not found: {path}")
     try:
+        _check_npz_sizes(path)
         z = np.load(path, allow_pickle=False)
         files = dict(z.items())
     except Exception as exc:
