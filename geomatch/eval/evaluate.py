@@ -215,7 +215,9 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     # keep source positions inside the frame image, as pixel lookups require
     src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
     src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
-    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, mode=mode)
+    # cached maps are channel-last by construction: no layout guess for the default
+    kw = {"layout": "hwc"} if transfer is None else {}
+    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, mode=mode, **kw)
     out = np.asarray(out, dtype=np.float64)
     if out.shape != (int(vis.sum()), 2):
         raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
