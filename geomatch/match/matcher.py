@@ -82,6 +82,22 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _short_mismatch(msg: str, model: Optional[str]) -> str:
+    """One readable line for a weights/architecture mismatch (the loader
+    lists every tensor; the counts and one example say enough here)."""
+    import re
+
+    head, sep, rest = msg.partition(": weights do not match the model: ")
+    if not sep:
+        return msg
+    counts = [f"{m.group(1)} {m.group(2)}" for m in
+              re.finditer(r"(missing|unexpected|wrong shape) (\d+):", rest)]
+    example = re.search(r"wrong shape \d+: ([^,;]+\([^)]*\) \(expected \([^)]*\)\))", rest)
+    what = f"the {model} architecture" if model else "a DINOv2 architecture"
+    return (f"{head}: weights do not match {what} (" + ", ".join(counts) + " tensors"
+            + (f"; e.g. {example.group(1)}" if example else "") + ")")
+
+
 class Matcher:
     """DINOv2 (+ LoRA, + head) feature matching between arbitrary images.
 
@@ -124,7 +140,10 @@ class Matcher:
         if isinstance(weights, (str, os.PathLike)):
             from ..backbone.dinov2 import load_dinov2
 
-            self.backbone = load_dinov2(weights, model, lora=lora)
+            try:
+                self.backbone = load_dinov2(weights, model, lora=lora)
+            except ValueError as exc:
+                raise ValueError(_short_mismatch(str(exc), model)) from None
             self.weights = os.fspath(weights)
         elif hasattr(weights, "features") and hasattr(weights, "patch_size"):
             if lora is not None:

@@ -155,6 +155,9 @@ class Viewer:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.html())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 is not what a page needs
             os.replace(tmp, path)
         except BaseException:
             try:
