@@ -335,23 +335,13 @@ def write_safetensors(path, tensors: Mapping[str, np.ndarray],
         offset += len(raw)
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
-    d = os.path.dirname(os.path.abspath(path))
-    import tempfile
+    from ..runtime.files import atomic_file
 
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(head)))
-            f.write(head)
-            for raw in arrays:
-                f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for raw in arrays:
+            f.write(raw)
     return path
 
 

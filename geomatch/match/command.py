@@ -19,17 +19,20 @@ __all__ = ["configure_parser", "run_cli", "parse_points", "read_points_file", "g
            "write_outputs"]
 
 
+def _point(parts, what: str) -> list:
+    """Two numbers or ValueError(what)."""
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return [float(parts[0]), float(parts[1])]
+    except ValueError:
+        raise ValueError(what) from None
+
+
 def parse_points(tokens: List[str]) -> np.ndarray:
     """``["x,y", ...]`` -> (K, 2) float64; ValueError naming the bad token."""
-    out = []
-    for tok in tokens:
-        parts = tok.replace(";", ",").split(",")
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            out.append([float(parts[0]), float(parts[1])])
-        except ValueError:
-            raise ValueError(f"--points: {tok!r} is not a point X,Y (e.g. 120,85)") from None
+    out = [_point(tok.split(","), f"--points: {tok!r} is not a point X,Y (e.g. 120,85)")
+           for tok in tokens]
     return np.array(out, dtype=np.float64).reshape(-1, 2)
 
 
@@ -64,13 +67,8 @@ def read_points_file(path) -> np.ndarray:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        parts = line.replace(",", " ").split()
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            rows.append([float(parts[0]), float(parts[1])])
-        except ValueError:
-            raise ValueError(f"--points-file: {path}, line {n}: {line!r} is not 'x,y'") from None
+        rows.append(_point(line.replace(",", " ").split(),
+                           f"--points-file: {path}, line {n}: {line!r} is not 'x,y'"))
     if not rows:
         raise ValueError(f"--points-file: {path} holds no points")
     return np.array(rows, dtype=np.float64)

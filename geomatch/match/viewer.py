@@ -24,7 +24,6 @@ import html as _html
 import io
 import json
 import os
-import tempfile
 import uuid
 from typing import Optional, Sequence
 
@@ -149,20 +148,9 @@ class Viewer:
     def save(self, path) -> str:
         """Write the standalone page to ``path`` (atomically: a temporary file
         in the same folder, then renamed).  Returns the path."""
+        from ..runtime.files import atomic_file
+
         path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html", dir=d)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.html())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 is not what a page needs
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_file(path, "w", encoding="utf-8") as f:
+            f.write(self.html())
         return path
