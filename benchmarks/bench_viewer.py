@@ -1,6 +1,6 @@
 """Size of the HTML viewer and the effect of its float16 features.
 
-    python benchmarks/bench_viewer.py [--weights W] [--points 20]
+    python benchmarks/bench_viewer.py [--weights W] [--points 20] [--browser]
 
 1. Page size for two 518 x 518 photos (matplotlib's grace_hopper.jpg and
    a mirrored crop of it) with ViT-B/14 feature maps (37 x 37 x 768 each), in
@@ -55,10 +55,36 @@ def random_vitb(seed=0):
     return DinoV2(cfg, state, source="random ViT-B/14")
 
 
+def browser_times(page_path, clicks=10):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        br = pw.chromium.launch(executable_path=os.environ.get("GEOMATCH_CHROMIUM",
+                                                               "/usr/bin/chromium"),
+                                args=["--no-sandbox"])
+        try:
+            pg = br.new_page()
+            t0 = time.perf_counter()
+            pg.goto("file://" + os.path.abspath(page_path))
+            pg.wait_for_selector(".gm-viewer[data-ready='1']", timeout=120000)
+            ready = time.perf_counter() - t0
+            box = pg.locator("canvas.gm-src").bounding_box()
+            t0 = time.perf_counter()
+            for i in range(clicks):
+                pg.mouse.click(box["x"] + 10 + 30 * i, box["y"] + 20 + 25 * i)
+            pg.wait_for_function(f"document.querySelectorAll('li.gm-match').length == {clicks}")
+            per_click = (time.perf_counter() - t0) / clicks
+        finally:
+            br.close()
+    print(f"  in headless Chromium: ready after {ready:.2f} s, {per_click * 1e3:.0f} ms per click")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=None, help="DINOv2 ViT-B/14 weights (default: random)")
     ap.add_argument("--points", type=int, default=20, help="grid side N (default: 20)")
+    ap.add_argument("--browser", action="store_true",
+                    help="also time the page in headless Chromium (default: off)")
     args = ap.parse_args()
     import geomatch as gm
     from geomatch.match.viewer import Viewer
@@ -73,6 +99,8 @@ def main():
                 os.path.join(d, f"v-{prec}.html"))
             print(f"viewer.html, two 518-px photos, ViT-B/14 maps, {prec}: "
                   f"{os.path.getsize(p) / 1e6:.2f} MB")
+            if prec == "float16" and args.browser:
+                browser_times(p)
 
     t0 = time.perf_counter()
     m = gm.Matcher(args.weights if args.weights else random_vitb(), model="vitb14"

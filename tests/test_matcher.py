@@ -228,3 +228,35 @@ def test_import_geomatch_does_not_load_the_matcher():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_geco_lora_is_merged(files, tmp_path):
+    """Matcher(weights, lora=...) = the backbone whose q and v rows got B @ A
+    (GECO's LoRA layout, merged here by hand)."""
+    torch = pytest.importorskip("torch", reason="writing GECO's LoRA file as torch.save")
+    from geomatch.backbone.dinov2 import DinoV2, DinoV2Config
+    from geomatch.backbone.preprocess import preprocess_image
+
+    d, src, trg = files
+    w = write_weights(d, "safetensors")
+    rng = np.random.default_rng(5)
+    lora = {}
+    for j in range(4):                       # 2 blocks x (q, v)
+        lora[f"w_a_{j:03d}"] = (0.3 * rng.normal(size=(3, 64))).astype(np.float32)
+        lora[f"w_b_{j:03d}"] = (0.3 * rng.normal(size=(64, 3))).astype(np.float32)
+    lp = tmp_path / "last_lora_weights.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in lora.items()}, lp)
+    state = tiny_state(0)
+    for i in range(2):
+        qkv = state[f"blocks.{i}.attn.qkv.weight"].astype(np.float64)
+        qkv[0:64] += lora[f"w_b_{2 * i:03d}"].astype(np.float64) @ lora[f"w_a_{2 * i:03d}"]
+        qkv[128:192] += (lora[f"w_b_{2 * i + 1:03d}"].astype(np.float64)
+                         @ lora[f"w_a_{2 * i + 1:03d}"])
+        state[f"blocks.{i}.attn.qkv.weight"] = qkv.astype(np.float32)
+    ref = DinoV2(DinoV2Config(embed_dim=64, depth=2, num_heads=1, pos_grid=4),
+                 state).features(preprocess_image(src, "resize", 112)[0])
+    m = gm.Matcher(w, lora=str(lp), size=112)
+    np.testing.assert_allclose(m.features(src)[0], ref, rtol=1e-4, atol=1e-4)
+    plain = gm.Matcher(w, size=112).features(src)[0]
+    assert np.abs(plain - ref).max() > 1e-2          # the LoRA did change the features
+    assert m.settings()["lora"] == str(lp)

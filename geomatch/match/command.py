@@ -139,7 +139,8 @@ def configure_parser(parser) -> None:
                         help="without points: match an N x N grid of source points "
                              "(default: 5)")
     parser.add_argument("--mode", default="upsample-argmax", choices=TRANSFER_MODES,
-                        help="keypoint transfer rule (default: upsample-argmax)")
+                        help="keypoint transfer rule of matches.json and matches.png; "
+                             "viewer.html always uses upsample-argmax (default: upsample-argmax)")
     parser.add_argument("--viewer-precision", default="float16", choices=PRECISIONS,
                         help="how viewer.html embeds the features; float16 halves the page "
                              "(default: float16)")

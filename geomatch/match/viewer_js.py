@@ -23,10 +23,17 @@ clipped to ``[0, size - 1e-3]``, rounded to float32 (``Math.fround``).
 """
 
 VIEWER_JS = r"""
-(function () {
+(function boot(tries) {
   "use strict";
+  // a notebook front end may run this before its output is in the document:
+  // wait for the viewer's element (up to 10 s)
   var root = document.getElementById("__ID__");
-  var data = JSON.parse(document.getElementById("__ID__-data").textContent);
+  if (!root) {
+    if (tries < 200) setTimeout(function () { boot(tries + 1); }, 50);
+    return;
+  }
+  if (root.geomatch) return;
+  var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
   var TINY = 2.2250738585072014e-308;
 
   function b64bytes(s) {
@@ -262,5 +269,5 @@ VIEWER_JS = r"""
   srcImg.onload = ready; trgImg.onload = ready;
   srcImg.src = S.img; trgImg.src = T.img;
   root.geomatch = { click: click, match: matchPoint, clicks: clicks };
-})();
+})(0);
 """
