@@ -45,12 +45,16 @@ def _click_points(rng, w, h, n):
     return sorted(pts)
 
 
-@pytest.mark.parametrize("preprocess", ["resize", "pad"])
-def test_viewer_clicks_equal_matcher(tmp_path, preprocess):
+@pytest.mark.parametrize("preprocess,display_side", [("resize", 1024), ("pad", 50)])
+def test_viewer_clicks_equal_matcher(tmp_path, monkeypatch, preprocess, display_side):
+    """display_side 50: the embedded images are shown downscaled (as large
+    photos are); the answers stay in full-resolution pixels."""
     sync_playwright = _browser_or_skip()
     import geomatch as gm
+    import geomatch.match.viewer as viewer_mod
     from PIL import Image
 
+    monkeypatch.setattr(viewer_mod, "DISPLAY_SIDE", display_side)
     weights = write_weights(str(tmp_path), "safetensors")
     src, trg = write_images(str(tmp_path), sizes=((97, 70), (83, 104)))
     m = gm.Matcher(weights, preprocess=preprocess, size=224 if preprocess == "resize" else 252)

@@ -164,6 +164,7 @@ class Matcher:
                              f"got {self.size}")
         self.cache_size = cache_size
         self._features: "OrderedDict[str, Tuple[np.ndarray, object, np.ndarray]]" = OrderedDict()
+        self._path_keys: dict = {}
 
     # ------------------------------------------------------------------ setup
     def _load_head(self, head):
@@ -208,8 +209,23 @@ class Matcher:
 
     # --------------------------------------------------------------- features
     def _entry(self, image, name: str):
+        # a file seen before (same path, size and modification time) is not
+        # decoded again
+        stat_key = None
+        if isinstance(image, (str, os.PathLike)):
+            try:
+                st = os.stat(image)
+                stat_key = (os.path.abspath(os.fspath(image)), st.st_mtime_ns, st.st_size)
+            except OSError:
+                stat_key = None
+            key = self._path_keys.get(stat_key)
+            if key is not None and key in self._features:
+                self._features.move_to_end(key)
+                return self._features[key]
         rgb = load_rgb(image, name)
         key = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest() + str(rgb.shape)
+        if stat_key is not None:
+            self._path_keys[stat_key] = key
         hit = self._features.get(key)
         if hit is not None:
             self._features.move_to_end(key)
@@ -344,10 +360,23 @@ class Matcher:
         return upsampled_similarity(sf, tf, (float(x), float(y)), fs, ft), (tx0, ty0)
 
     def _score(self, sf, tf, point, pred, ssize, tsize) -> float:
-        sim, (tx0, ty0) = self._similarity(sf, tf, point, ssize, tsize)
-        i = int(np.clip(np.floor(pred[1] - ty0 + 0.5), 0, sim.shape[0] - 1))
-        j = int(np.clip(np.floor(pred[0] - tx0 + 0.5), 0, sim.shape[1] - 1))
-        return float(sim[i, j])
+        """Cosine at the prediction: the two upsampled descriptors only, O(D)
+        (no full-resolution map)."""
+        from ..ops.upsampled import source_descriptor
+
+        (sx0, sy0, sfw, sfh), (tx0, ty0, tfw, tfh) = self._frames(ssize, tsize)
+        fs = (int(round(sfw)), int(round(sfh)))
+        ft = (int(round(tfw)), int(round(tfh)))
+        x = np.float32(min(max(point[0] - sx0, 0.0), fs[0] - 1e-3))
+        y = np.float32(min(max(point[1] - sy0, 0.0), fs[1] - 1e-3))
+        q = source_descriptor(sf, (float(x), float(y)), fs)
+        j = float(np.clip(np.floor(pred[0] - tx0 + 0.5), 0, ft[0] - 1))
+        i = float(np.clip(np.floor(pred[1] - ty0 + 0.5), 0, ft[1] - 1))
+        t = source_descriptor(tf, (j, i), ft)
+        nq, nt = float(np.sqrt(q @ q)), float(t @ t)
+        if nq == 0 or nt < np.finfo(np.float32).tiny:
+            return 0.0
+        return float(q @ t) / (nq * np.sqrt(nt))
 
     def similarity(self, src, trg, point, *, quantize: Optional[str] = None) -> np.ndarray:
         """Cosine similarity of one source point with every target pixel.

@@ -49,12 +49,23 @@ _CSS = """
 """
 
 
-def _image_data_url(rgb: np.ndarray, quality: int = 90) -> str:
+#: longest side of the embedded display images (the matching uses full resolution)
+DISPLAY_SIDE = 1024
+
+
+def _display_image(rgb: np.ndarray, quality: int = 90):
+    """(data URL, display width, display height): JPEG, at most DISPLAY_SIDE px."""
     from PIL import Image
 
+    im = Image.fromarray(rgb)
+    h, w = rgb.shape[:2]
+    if max(w, h) > DISPLAY_SIDE:
+        s = DISPLAY_SIDE / max(w, h)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    im.save(buf, format="JPEG", quality=quality)
+    url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return url, im.size[0], im.size[1]
 
 
 def _features_b64(feat: np.ndarray, precision: str) -> str:
@@ -95,17 +106,20 @@ class Viewer:
         self._doc = {
             "dim": int(sf.shape[2]),
             "precision": precision,
-            "src": {"width": int(src_rgb.shape[1]), "height": int(src_rgb.shape[0]),
-                    "grid": [int(sf.shape[0]), int(sf.shape[1])],
-                    "frame": [float(v) for v in src_frame], "img": _image_data_url(src_rgb)},
-            "trg": {"width": int(trg_rgb.shape[1]), "height": int(trg_rgb.shape[0]),
-                    "grid": [int(tf.shape[0]), int(tf.shape[1])],
-                    "frame": [float(v) for v in trg_frame], "img": _image_data_url(trg_rgb)},
+            "src": self._image(src_rgb, sf, src_frame),
+            "trg": self._image(trg_rgb, tf, trg_frame),
             "feat_src": _features_b64(sf, precision),
             "feat_trg": _features_b64(tf, precision),
             "points": [] if points is None else [[float(x), float(y)] for x, y in points],
             "settings": settings or {},
         }
+
+    @staticmethod
+    def _image(rgb, feat, frame) -> dict:
+        url, dw, dh = _display_image(rgb)
+        return {"width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "dw": dw, "dh": dh,
+                "grid": [int(feat.shape[0]), int(feat.shape[1])],
+                "frame": [float(v) for v in frame], "img": url}
 
     def fragment(self) -> str:
         """The viewer as an HTML fragment (what Jupyter shows)."""
@@ -118,13 +132,13 @@ class Viewer:
             f'<div class="gm-title">{title}</div>'
             f'<div class="gm-row">'
             f'<div class="gm-pane"><div>source ({d["src"]["width"]} x {d["src"]["height"]})</div>'
-            f'<canvas class="gm-src" width="{d["src"]["width"]}" height="{d["src"]["height"]}">'
+            f'<canvas class="gm-src" width="{d["src"]["dw"]}" height="{d["src"]["dh"]}">'
             f'</canvas></div>'
             f'<div class="gm-pane"><div>target ({d["trg"]["width"]} x {d["trg"]["height"]}): '
             f'cosine similarity, best match numbered</div><div class="gm-stack">'
-            f'<canvas class="gm-trg" width="{d["trg"]["width"]}" height="{d["trg"]["height"]}">'
-            f'</canvas><canvas class="gm-heat" width="{d["trg"]["width"]}" '
-            f'height="{d["trg"]["height"]}"></canvas></div></div>'
+            f'<canvas class="gm-trg" width="{d["trg"]["dw"]}" height="{d["trg"]["dh"]}">'
+            f'</canvas><canvas class="gm-heat" width="{d["trg"]["dw"]}" '
+            f'height="{d["trg"]["dh"]}"></canvas></div></div>'
             f'</div><div><button class="gm-clear" type="button">clear</button> '
             f'<span class="gm-status">loading...</span></div>'
             f'<ol class="gm-list"></ol>'

@@ -158,8 +158,10 @@ VIEWER_JS = r"""
     return [Math.fround(x), Math.fround(y)];
   }
 
-  // upsample-argmax of one source pixel; also fills `heat` (frame pixels) if given
-  function matchPoint(px, py, heat) {
+  // upsample-argmax of one source pixel.  Returns the match, its cosine and
+  // cos(X, Y), the cosine at any frame pixel (for the heatmap), from the
+  // per-grid-row arrays: memory O(h W), never O(H W).
+  function matchPoint(px, py) {
     var f = toFrame(px, py), q = sourceDesc(f[0], f[1]);
     var g = new Float64Array(hw), r, c, X, Y;
     for (r = 0; r < ht; r++) for (c = 0; c < wt; c++) g[r * wt + c] = dot(q, 0, tf, (r * wt + c) * D, D);
@@ -177,11 +179,15 @@ VIEWER_JS = r"""
         var num = a0 * P[r0 * TW + X] + a1 * P[r1 * TW + X];
         var val = num * Math.abs(num) * inv;
         if (val > best) { best = val; bx = X; by = Y; bnum = num; bd = dd; }
-        if (heat) heat[Y * TW + X] = dd >= TINY ? num / Math.sqrt(dd) : 0;
       }
     }
+    function cos(X, Y) {
+      var r0 = rr0[Y], r1 = rr1[Y], a0 = ra0[Y], a1 = ra1[Y];
+      var dd = a0 * a0 * nrow[r0 * TW + X] + a1 * a1 * nrow[r1 * TW + X] + 2 * a0 * a1 * mx[r0 * TW + X];
+      return dd >= TINY ? (a0 * P[r0 * TW + X] + a1 * P[r1 * TW + X]) / Math.sqrt(dd) : 0;
+    }
     var score = bd >= TINY ? bnum / Math.sqrt(bd) : 0;
-    return { x: bx + T.frame[0], y: by + T.frame[1], score: score };
+    return { x: bx + T.frame[0], y: by + T.frame[1], score: score, cos: cos };
   }
 
   // ------------------------------------------------------------------ UI
@@ -193,7 +199,7 @@ VIEWER_JS = r"""
   var COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
                 "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000",
                 "#aaffc3", "#808000", "#ffd8b1", "#000075", "#808080", "#ffe119"];
-  function colormap(v) {  // cosine in [-1, 1] -> RGB (blue - white - red)
+  function colormap(v) {  // [-1, 1] -> RGB (blue - white - red)
     var t = Math.max(-1, Math.min(1, v));
     if (t >= 0) return [255, Math.round(255 * (1 - t)), Math.round(255 * (1 - t))];
     return [Math.round(255 * (1 + t)), Math.round(255 * (1 + t)), 255];
@@ -204,36 +210,54 @@ VIEWER_JS = r"""
     ctx.font = (11 * scale) + "px sans-serif"; ctx.fillStyle = "#fff";
     ctx.fillText(label, x + 7 * scale, y - 6 * scale);
   }
+  // canvases show the images at their display size (S.dw x S.dh); points are
+  // in original pixels and scaled for drawing
   function redraw() {
     var s = srcCanvas.getContext("2d"), t = trgCanvas.getContext("2d");
-    s.drawImage(srcImg, 0, 0); t.drawImage(trgImg, 0, 0);
-    // markers of a constant on-screen size: image pixels per displayed pixel
-    var ss = S.width / (srcCanvas.getBoundingClientRect().width || S.width),
-        ts = T.width / (trgCanvas.getBoundingClientRect().width || T.width);
+    s.drawImage(srcImg, 0, 0, S.dw, S.dh); t.drawImage(trgImg, 0, 0, T.dw, T.dh);
+    // markers of a constant on-screen size: canvas pixels per displayed pixel
+    var ss = S.dw / (srcCanvas.getBoundingClientRect().width || S.dw),
+        ts = T.dw / (trgCanvas.getBoundingClientRect().width || T.dw);
     clicks.forEach(function (m, i) {
       var col = COLORS[i % COLORS.length];
-      marker(s, m.src[0], m.src[1], col, String(i + 1), ss);
-      marker(t, m.x, m.y, col, String(i + 1), ts);
+      marker(s, (m.src[0] + 0.5) * S.dw / S.width - 0.5, (m.src[1] + 0.5) * S.dh / S.height - 0.5,
+             col, String(i + 1), ss);
+      marker(t, (m.x + 0.5) * T.dw / T.width - 0.5, (m.y + 0.5) * T.dh / T.height - 0.5,
+             col, String(i + 1), ts);
     });
   }
-  function drawHeat(heat) {
-    var ctx = heatCanvas.getContext("2d"), img = ctx.createImageData(T.width, T.height);
-    for (var i = 0; i < T.height; i++) {
-      var fy = Math.min(TH - 1, Math.max(0, Math.floor(i - T.frame[1] + 0.5)));
-      for (var j = 0; j < T.width; j++) {
-        var fx = Math.min(TW - 1, Math.max(0, Math.floor(j - T.frame[0] + 0.5)));
-        var rgb = colormap(heat[fy * TW + fx]), o = 4 * (i * T.width + j);
-        img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2]; img.data[o + 3] = 150;
+  // heatmap at display resolution: each canvas pixel shows the cosine at the
+  // target pixel under its centre
+  // (colours stretched over the map's own range: blue = lowest, red = highest)
+  function drawHeat(cos) {
+    var ctx = heatCanvas.getContext("2d"), img = ctx.createImageData(T.dw, T.dh);
+    var vals = new Float32Array(T.dw * T.dh), lo = Infinity, hi = -Infinity, i, j;
+    for (i = 0; i < T.dh; i++) {
+      var y = Math.min(T.height - 1, Math.floor((i + 0.5) * T.height / T.dh));
+      var fy = Math.min(TH - 1, Math.max(0, Math.floor(y - T.frame[1] + 0.5)));
+      for (j = 0; j < T.dw; j++) {
+        var x = Math.min(T.width - 1, Math.floor((j + 0.5) * T.width / T.dw));
+        var fx = Math.min(TW - 1, Math.max(0, Math.floor(x - T.frame[0] + 0.5)));
+        var v = cos(fx, fy);
+        vals[i * T.dw + j] = v;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
       }
     }
+    var span = hi > lo ? hi - lo : 1;
+    for (i = 0; i < vals.length; i++) {
+      var rgb = colormap(2 * (vals[i] - lo) / span - 1), o = 4 * i;
+      img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2]; img.data[o + 3] = 150;
+    }
     ctx.putImageData(img, 0, 0);
+    return [lo, hi];
   }
   function click(px, py) {
-    var heat = new Float64Array(TW * TH);
-    var m = matchPoint(px, py, heat);
+    var m = matchPoint(px, py);
     m.src = [px, py];
     clicks.push(m);
-    drawHeat(heat);
+    var range = drawHeat(m.cos);
+    delete m.cos;
     redraw();
     var li = document.createElement("li");
     li.className = "gm-match";
@@ -244,7 +268,8 @@ VIEWER_JS = r"""
       (+m.y.toFixed(2)) + ")  cos " + m.score.toFixed(3);
     li.style.color = COLORS[(clicks.length - 1) % COLORS.length];
     list.appendChild(li);
-    status.textContent = clicks.length + " point(s); last: cosine " + m.score.toFixed(3);
+    status.textContent = clicks.length + " point(s); last: cosine " + m.score.toFixed(3) +
+      "; heatmap from blue (" + range[0].toFixed(3) + ") to red (" + range[1].toFixed(3) + ")";
     return m;
   }
   srcCanvas.addEventListener("click", function (e) {
@@ -256,7 +281,7 @@ VIEWER_JS = r"""
   });
   root.querySelector(".gm-clear").addEventListener("click", function () {
     clicks = []; list.innerHTML = "";
-    heatCanvas.getContext("2d").clearRect(0, 0, T.width, T.height);
+    heatCanvas.getContext("2d").clearRect(0, 0, T.dw, T.dh);
     status.textContent = "cleared"; redraw();
   });
   function ready() {
