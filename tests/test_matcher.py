@@ -168,6 +168,17 @@ def test_features_are_cached(files):
     assert len(calls) == 3
     m.features(src)
     assert len(calls) == 4
+    # a file rewritten with other pixels is read and featurized again
+    import shutil
+
+    changed = os.path.join(d, "changed.png")
+    shutil.copy(src, changed)
+    a = m.features(changed)[0].copy()
+    assert len(calls) == 4                       # same pixels as src: cached
+    Image.fromarray(third).save(changed)
+    os.utime(changed, ns=(1, 10**18))
+    b = m.features(changed)[0]
+    assert len(calls) == 5 and not np.array_equal(a, b)
 
 
 def test_quantized_features_change_few_matches(files):

@@ -225,6 +225,9 @@ class Matcher:
         rgb = load_rgb(image, name)
         key = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest() + str(rgb.shape)
         if stat_key is not None:
+            if len(self._path_keys) > 8 * self.cache_size:   # forget evicted files
+                self._path_keys = {k: v for k, v in self._path_keys.items()
+                                   if v in self._features}
             self._path_keys[stat_key] = key
         hit = self._features.get(key)
         if hit is not None:
