@@ -2,6 +2,13 @@
 
 Each command lives in the module that holds its work and provides
 ``configure_parser(parser)`` and ``run_cli(args) -> int``.
+
+Conventions: ``python -m geomatch`` is the same program; ``--version``;
+global options (``--threads``) are accepted before or after the command;
+every option's help states its default (``tests/test_cli_conventions.py``
+walks the parsers); ``train`` and ``eval`` take ``--config FILE``, a TOML file
+whose keys are the long option names, inserted before the command line's own
+flags so that those win.
 """
 from __future__ import annotations
 
