@@ -271,3 +271,29 @@ def test_geco_lora_is_merged(files, tmp_path):
     plain = gm.Matcher(w, size=112).features(src)[0]
     assert np.abs(plain - ref).max() > 1e-2          # the LoRA did change the features
     assert m.settings()["lora"] == str(lp)
+
+
+def test_exif_orientation_and_other_modes(tmp_path):
+    """A photo stored sideways with an EXIF rotation is read upright; grey,
+    palette and RGBA files are read as RGB."""
+    from PIL import Image
+
+    from geomatch.match import load_rgb
+
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    # EXIF orientation 6: the stored pixels must be turned 90 degrees clockwise to
+    # view, i.e. they hold the upright picture turned 90 degrees counter-clockwise
+    stored = np.rot90(upright, k=1)
+    im = Image.fromarray(np.ascontiguousarray(stored))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "phone.jpg", exif=exif, quality=100, subsampling=0)
+    got = load_rgb(tmp_path / "phone.jpg")
+    assert got.shape == (30, 50, 3)
+    assert np.abs(got.astype(int) - upright).mean() < 8        # JPEG, q=100
+    Image.fromarray(upright[..., 0]).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(load_rgb(tmp_path / "grey.png"),
+                                  np.repeat(upright[..., :1], 3, axis=2))
+    Image.fromarray(upright).convert("RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(load_rgb(tmp_path / "rgba.png"), upright)

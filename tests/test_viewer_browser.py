@@ -107,3 +107,34 @@ def test_viewer_clicks_equal_matcher(tmp_path, monkeypatch, preprocess, display_
     img = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.float64)
     assert img.std() > 20                              # not blank: images and heatmap
     assert len(np.unique(img.reshape(-1, 3).astype(np.uint8), axis=0)) > 200
+
+
+@pytest.mark.parametrize("attach_later", [False, True])
+def test_fragment_runs_when_inserted_like_notebook_output(tmp_path, attach_later):
+    """Jupyter front ends insert an output's HTML into the page (scripts made
+    executable), sometimes into an element attached only later: the viewer
+    (Viewer._repr_html_, what matcher.show displays) starts either way."""
+    sync_playwright = _browser_or_skip()
+    import geomatch as gm
+
+    weights = write_weights(str(tmp_path), "safetensors")
+    src, trg = write_images(str(tmp_path))
+    m = gm.Matcher(weights, size=112)
+    fragment = m.viewer(src, trg)._repr_html_()
+    want = m.match(src, trg, [[10, 20]], quantize="float16").points[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_content("<html><body><div id='out'></div></body></html>")
+            page.evaluate("""([html, later]) => {
+                const host = document.createElement('div');
+                host.appendChild(document.createRange().createContextualFragment(html));
+                const attach = () => document.getElementById('out').appendChild(host);
+                if (later) setTimeout(attach, 300); else attach();
+            }""", [fragment, attach_later])
+            page.wait_for_selector(".gm-viewer[data-ready='1']", timeout=30000)
+            got = page.evaluate("document.querySelector('.gm-viewer').geomatch.click(10, 20)")
+        finally:
+            browser.close()
+    assert [got["x"], got["y"]] == list(want)

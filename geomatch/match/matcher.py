@@ -39,7 +39,9 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
     Parameters
     ----------
     image : str, path-like, PIL image or array (H, W, 3) / (H, W)
-        A path is opened with Pillow; a grey array is repeated to RGB.
+        A path is opened with Pillow and turned upright by its EXIF
+        orientation tag (points are pixels of the upright image, as viewers
+        show it); a grey array is repeated to RGB.
     name : str
         Used in error messages.
 
@@ -52,7 +54,7 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
         shape or dtype (the message names the path or ``name``).
     """
     if isinstance(image, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         path = os.fspath(image)
         if not os.path.exists(path):
@@ -61,7 +63,9 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
             raise ValueError(f"{name}: {path} is a directory, not an image file")
         try:
             with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
+                # upright as image viewers show it (phone photos store their
+                # rotation in the EXIF orientation tag)
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except UnidentifiedImageError:
             raise ValueError(f"{name}: {path} is not an image file Pillow can read") from None
         except OSError as exc:
