@@ -98,3 +98,16 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
     assert expect in lines[0]
     assert sorted(os.listdir(out)) == ["keep.txt"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".geomatch-match-")]
+
+
+def test_match_other_mode_and_float32_viewer(setup):
+    d, src, trg, w = setup
+    r = run("match", src, trg, "--weights", w, "--size", "112", "--points", "3,4", "50,30",
+            "--mode", "soft-argmax", "--viewer-precision", "float32", "--out", "soft", cwd=d)
+    assert r.returncode == 0, r.stderr
+    doc = json.load(open(os.path.join(d, "soft", "matches.json")))
+    assert doc["settings"]["mode"] == "soft-argmax"
+    want = gm.Matcher(w, size=112).match(src, trg, doc["points"], mode="soft-argmax").points
+    np.testing.assert_allclose(doc["matches"], want, rtol=0, atol=1e-6)
+    html = open(os.path.join(d, "soft", "viewer.html"), encoding="utf-8").read()
+    assert '"precision":"float32"' in html
