@@ -207,6 +207,8 @@ def test_bad_input_names_the_path_or_point(files, tmp_path):
         m.features(str(tmp_path / "missing.png"))
     with pytest.raises(ValueError, match="vitb14"):
         gm.Matcher(w, model="vitb14")
+    with pytest.raises(ValueError, match="not vits14"):
+        gm.Matcher(m.backbone, model="vits14")
     head = gm.head.AttentionHead(in_dim=32, dim=16, out_dim=8, num_heads=2, mlp_dim=16,
                                  attn_dim=16)
     hp = tmp_path / "head32.npz"

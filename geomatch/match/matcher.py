@@ -155,6 +155,15 @@ class Matcher:
                                  "weights (a loaded model cannot take it)")
             self.backbone = weights
             self.weights = getattr(weights, "source", None) or type(weights).__name__
+            cfg = getattr(weights, "config", None)
+            if model is not None and cfg is not None:
+                from ..backbone.dinov2 import DinoV2Config
+
+                want = DinoV2Config.from_name(model)
+                got = (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.num_register_tokens)
+                if got != (want.embed_dim, want.depth, want.num_heads,
+                           want.num_register_tokens):
+                    raise ValueError(f"weights: the given model is {cfg.name}, not {model}")
         else:
             raise TypeError(f"weights must be a path or a DinoV2 model, got "
                             f"{type(weights).__name__}")
