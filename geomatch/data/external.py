@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 from typing import Iterable, Mapping, Optional, Tuple, Union
 
-
 __all__ = ["feature_manifest", "write_features", "import_geco_features",
            "import_geoaware_features"]
 
