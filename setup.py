@@ -136,7 +136,8 @@ def main():
         extra_compile_args=[f for f in cflags if f != "-fopenmp"],
     )
     setup(ext_modules=[ext, info], cmdclass={"build_ext": FlagKeyedBuildExt},
-          install_requires=["numpy>=1.26", "tqdm>=4.60", "matplotlib>=3.6", "pillow>=9"] + deps)
+          install_requires=["numpy>=1.26", "tqdm>=4.60", "matplotlib>=3.6", "pillow>=9",
+                            "tomli>=1.1; python_version < '3.11'"] + deps)
 
 
 main()
