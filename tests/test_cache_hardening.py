@@ -112,3 +112,24 @@ def test_concurrent_creation_exactly_one_wins(tmp_path):
             (t, outcome)
         with open(tmp_path / f"t{t}" / "manifest.json") as f:
             assert json.load(f)["weights_sha256"] == f"{winners[0]}" * 64
+
+
+def test_atomic_file_follows_the_umask_without_changing_it(tmp_path, monkeypatch):
+    """geomatch.runtime.files.atomic_file (viewer pages, safetensors files, the
+    cache's JSON files) gets the umask's permissions without setting the
+    process-wide umask, which would race with threads creating files."""
+    from geomatch.runtime import files
+
+    old = os.umask(0o027)
+    try:
+        def no_umask(*a):
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        with files.atomic_file(tmp_path / "a.json") as f:
+            f.write("{}")
+        monkeypatch.undo()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["a.json"]

@@ -119,8 +119,9 @@ def test_head_file_declaring_a_huge_array_is_refused_before_allocating(tmp_path)
     """A tiny .npz whose .npy header declares a 10 GB parameter: refused from
     the sizes, in a subprocess limited to 3 GB of address space."""
     import io
-    import textwrap
     import zipfile
+
+    from memlimit import read_with_memory_limit
 
     path = tmp_path / "huge.npz"
     AttentionHead(CFG, seed=0).save(path)
@@ -129,17 +130,6 @@ def test_head_file_declaring_a_huge_array_is_refused_before_allocating(tmp_path)
                                                "shape": (50000, 50000)})
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr("param/extra.npy", b"\x93NUMPY\x01\x00" + hdr.getvalue()[8:] + b"\0" * 64)
-    code = textwrap.dedent("""
-        import resource, sys
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-        from geomatch.model.head import load_head
-        try:
-            load_head(sys.argv[1])
-        except ValueError as exc:
-            print("VALUEERROR", exc)
-    """)
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                       timeout=120, env=env)
-    assert "VALUEERROR" in r.stdout and "huge.npz" in r.stdout, r.stdout + r.stderr
-    assert "param/extra.npy" in r.stdout and "allocate" not in r.stdout, r.stdout
+    out = read_with_memory_limit("geomatch.model.head.load_head", path)
+    assert "VALUEERROR" in out and "huge.npz" in out, out
+    assert "param/extra.npy" in out and "allocate" not in out, out

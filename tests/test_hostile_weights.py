@@ -9,9 +9,6 @@ import json
 import math
 import os
 import struct
-import subprocess
-import sys
-import textwrap
 import zipfile
 
 import numpy as np
@@ -19,9 +16,7 @@ import pytest
 
 from geomatch.backbone import checkpoints as ck
 from geomatch.backbone.checkpoints import read_safetensors, read_torch_file
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from memlimit import read_with_memory_limit
 
 # ---------------------------------------------------------------------------
 # a tiny pickle writer (protocol 2 opcodes)
@@ -204,26 +199,8 @@ def test_build_on_ordered_dict_instance_still_allowed(tmp_path):
 # ---------------------------------------------------------------------------
 # item 3: no huge allocation from a small file
 
-_LIMITED = textwrap.dedent("""
-    import resource, sys
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-    from geomatch.backbone.checkpoints import read_torch_file
-    try:
-        read_torch_file(sys.argv[1])
-    except ValueError as exc:
-        print("VALUEERROR", exc)
-    except MemoryError:
-        print("MEMORYERROR")
-    else:
-        print("ACCEPTED")
-""")
-
-
 def _run_limited(path):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", _LIMITED, str(path)], capture_output=True,
-                       text=True, timeout=120, env=env)
-    return r.stdout + r.stderr
+    return read_with_memory_limit("geomatch.backbone.checkpoints.read_torch_file", path)
 
 
 def test_stride_zero_huge_shape_refused_before_allocating(tmp_path):

@@ -32,12 +32,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import threading
 from typing import Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote
 
 import numpy as np
+
+from ..runtime.files import atomic_file, create_temp
 
 __all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS", "features_fingerprint",
            "check_features_record"]
@@ -46,7 +47,6 @@ MANIFEST_FIELDS = ("backbone", "weights_sha256", "resolution", "preprocess", "gr
                    "dtype", "geomatch_version")
 _IGNORED_IN_COMPARISON = ("geomatch_version",)
 _FLIP_SUFFIX = "@flip"
-_TMP_PREFIX = ".tmp-"
 
 
 def _version() -> str:
@@ -91,40 +91,9 @@ def _normalize_manifest(manifest: Mapping) -> dict:
     return m
 
 
-def _create_temp(d: str, suffix: str) -> Tuple[int, str]:
-    """Create a new temporary file in folder ``d``: (fd, path).
-
-    ``os.open`` with mode 0o666 lets the kernel apply the umask (and default
-    ACLs), unlike :func:`tempfile.mkstemp`, whose files are always 0600.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = os.path.join(d, f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{suffix}")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "cannot create a temporary file", d)
-
-
-def _write_temp_text(d: str, text: str, suffix: str = ".json") -> str:
-    fd, tmp = _create_temp(d, suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-    except BaseException:
-        _silent_unlink(tmp)
-        raise
-    return tmp
-
-
 def _atomic_write_text(path: str, text: str) -> None:
-    tmp = _write_temp_text(os.path.dirname(path), text)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _silent_unlink(tmp)
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _publish_once(path: str, text: str) -> bool:
@@ -133,8 +102,10 @@ def _publish_once(path: str, text: str) -> bool:
     The complete file is hard-linked to ``path``; ``link`` fails when the name
     exists, so concurrent writers cannot replace each other's file.
     """
-    tmp = _write_temp_text(os.path.dirname(path), text)
+    fd, tmp = create_temp(os.path.dirname(path), ".json")
     try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         try:
             os.link(tmp, path)
             return True
@@ -320,23 +291,14 @@ class FeatureCache:
             raise ValueError(f"features for {key!r} contain non-finite values "
                              f"(after conversion to {self.dtype})")
         final = self._file(key, flipped)
-        tmp = None
         try:
             os.makedirs(self._dir, exist_ok=True)
-            fd, tmp = _create_temp(self._dir, ".npy")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(final, "wb") as f:
                 np.lib.format.write_array(f, out, allow_pickle=False)
-            os.replace(tmp, final)
         except OSError as exc:
-            if tmp is not None:
-                _silent_unlink(tmp)
             # e.g. a full disk: name the file (write_array's error does not)
             raise OSError(exc.errno, f"cannot write feature cache file {final}: "
                                      f"{exc.strerror or exc}", final) from None
-        except BaseException:
-            if tmp is not None:
-                _silent_unlink(tmp)
-            raise
         with self._lock:
             self._entries.add((key, bool(flipped)))
             self._dirty = True
