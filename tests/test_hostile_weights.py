@@ -18,6 +18,7 @@ from geomatch.backbone import checkpoints as ck
 from geomatch.backbone.checkpoints import read_safetensors, read_torch_file
 from memlimit import read_with_memory_limit
 
+
 # ---------------------------------------------------------------------------
 # a tiny pickle writer (protocol 2 opcodes)
 
