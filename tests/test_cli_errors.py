@@ -68,7 +68,8 @@ def _cli(args, d, extra_code=""):
         sys.exit(main(sys.argv[1:]))
     """)
     env = dict(os.environ, PYTHONPATH=ROOT, GEOMATCH_NO_PROGRESS="1", OMP_NUM_THREADS="1")
-    argv = [a.format(d=d) for a in args]
+    img = sorted(os.listdir(os.path.join(d, "spair", "JPEGImages", "dog")))[0]
+    argv = [a.format(d=d, img=img) for a in args]
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
                           timeout=180, env=env, cwd=str(d))
 
@@ -87,6 +88,12 @@ CASES = [
     ("size-zero", _EXTRACT + ["--size", "0"], "--size"),
     ("size-huge", _EXTRACT + ["--size", "140000"], "--size"),
     ("size-not-multiple", _EXTRACT + ["--size", "100"], "--size"),
+    ("match-size-zero", ["match", "{d}/spair/JPEGImages/dog/{img}", "{d}/spair/JPEGImages/dog/{img}",
+                         "--weights", "{d}/tiny.safetensors", "--out", "{d}/m", "--size", "0"],
+     "--size"),
+    ("match-size-huge", ["match", "{d}/spair/JPEGImages/dog/{img}", "{d}/spair/JPEGImages/dog/{img}",
+                         "--weights", "{d}/tiny.safetensors", "--out", "{d}/m", "--size",
+                         "140000"], "--size"),
     ("weights-missing", ["extract", "--dataset", "spair", "--root", "{d}/spair",
                          "--weights", "{d}/nope.pth", "--out", "{d}/feats"], "nope.pth"),
     ("weights-junk", ["extract", "--dataset", "spair", "--root", "{d}/spair",
@@ -159,3 +166,12 @@ def test_size_policy_in_the_api():
         check_input_size(518.0)
     assert make_frame((640, 480), "resize").input_size == (518, 518)
     assert make_frame((640, 480), "pad").input_size == (840, 840)
+
+
+def test_matcher_size_policy(data):
+    import geomatch as gm
+
+    for bad in (0, 140000):
+        with pytest.raises(ValueError, match="size"):
+            gm.Matcher(str(data / "tiny.safetensors"), size=bad)
+    assert gm.Matcher(str(data / "tiny.safetensors"), size=28).size == 28
