@@ -81,3 +81,20 @@ def test_portable_build_after_native_build(tmp_path):
                    and p.suffix != ".so" and "__pycache__" not in p.parts
                    and "egg-info" not in str(p))
     assert after == before, set(after) ^ set(before)
+
+
+def test_config_reports_the_build_kind_of_this_installation():
+    """build_info()['build'] agrees with the flags compiled into the binaries
+    and with the core's own SIMD level; show_config prints it."""
+    import io
+
+    import geomatch as gm
+    from geomatch import _buildinfo
+
+    info, raw = gm.build_info(), _buildinfo.info()
+    assert raw["simd"] == info["simd"]
+    assert info["build"] == ("native" if raw["native"] else "portable")
+    assert ("-march=native" in info["cflags"]) == raw["native"]
+    buf = io.StringIO()
+    gm.show_config(file=buf)
+    assert f"build          : {info['build']}" in buf.getvalue()
