@@ -169,26 +169,29 @@ def shard_of(key: str, n: int) -> int:
 
 
 def _featurize_into(model, records, cache, preprocess: str, size: int, flip: bool) -> int:
-    """Features of ``records`` (one forward pass; each image followed by its
-    flipped copy) into ``cache``; images already there are skipped.  The
-    per-task work of extract, on a worker or here."""
+    """Features of ``records`` into ``cache``; images already there are
+    skipped.  The C engine runs one forward pass per image (with its flipped
+    copy), so its bytes do not depend on how images are grouped into tasks;
+    the torch engine runs the whole group as one batch.  The per-task work of
+    extract, on a worker or here."""
     from .preprocess import preprocess_image
 
     todo = [r for r in records if not _cached(cache, r.key, flip)]
-    if not todo:
-        return 0
-    batch = []
-    for rec in todo:
-        pixels, _ = preprocess_image(rec.path, preprocess, size)
-        batch.append(pixels)
-        if flip:
-            batch.append(pixels[:, ::-1])
-    feats = model.features(np.stack(batch))
-    step = 2 if flip else 1
-    for j, rec in enumerate(todo):
-        cache.put(rec.key, feats[step * j])
-        if flip:
-            cache.put(rec.key, feats[step * j + 1], flipped=True)
+    per_pass = len(todo) if str(getattr(model, "engine", "c")).startswith("torch") else 1
+    for i in range(0, len(todo), per_pass):
+        group = todo[i:i + per_pass]
+        batch = []
+        for rec in group:
+            pixels, _ = preprocess_image(rec.path, preprocess, size)
+            batch.append(pixels)
+            if flip:
+                batch.append(pixels[:, ::-1])
+        feats = model.features(np.stack(batch))
+        step = 2 if flip else 1
+        for j, rec in enumerate(group):
+            cache.put(rec.key, feats[step * j])
+            if flip:
+                cache.put(rec.key, feats[step * j + 1], flipped=True)
     return len(todo)
 
 
@@ -226,6 +229,7 @@ def _open_for_worker(out: str, manifest: dict):
     return cache
 
 
+@on_worker
 def manifest_task(spec: "BackboneSpec", preprocess: str, size: Optional[int], dtype: str):
     """Load ``spec`` on a worker (kept for its extract tasks) and return the
     cache manifest; the client never loads the weights."""
@@ -275,9 +279,10 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
         Only the images with :func:`shard_of` (key, N) == I: N runs with
         I = 0..N-1 (e.g. a SLURM array) fill the same cache as one full run.
     batch_size : int, optional
-        Images per forward pass (and per Dask task), each with its flipped
-        copy; default the model's ``default_batch_images`` (1 for the C
-        engine, whose bytes then do not depend on it).
+        Images per Dask task, and for the torch engine per forward pass (each
+        with its flipped copy); default the model's ``default_batch_images``
+        (1 for the C engine, 8 for torch).  The C engine's features do not
+        depend on it (one pass per image), nor on the thread count.
 
     Returns
     -------
@@ -393,8 +398,8 @@ def configure_parser(parser) -> None:
                              "bfloat16 run under autocast where the device supports it). "
                              "--dtype is the storage dtype of the cache")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per forward pass / Dask task (default: 1 for the C "
-                             "engine, 8 for torch)")
+                        help="images per Dask task, and per forward pass of the torch "
+                             "engine (default: 1 for the C engine, 8 for torch)")
     parser.add_argument("--dask", default=None, metavar="ADDRESS",
                         help="run on a Dask cluster: a scheduler address (tcp://host:8786) or "
                              'local:N for N local worker processes (pip install "geomatch[dask]")')

@@ -169,7 +169,7 @@ def run_tasks(client, fn: Callable, args_list: Sequence[tuple], *, desc: str = "
     index = {f.key: i for i, f in enumerate(futures)}
     results: List[Any] = [None] * len(futures)
     bar = _progress(None, desc=desc, total=sum(weights), unit=unit,
-                    disable=None if progress is None else not progress)
+                    disable=True if progress is False else None)
     try:
         for fut in distributed.as_completed(futures):
             i = index[fut.key]

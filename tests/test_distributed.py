@@ -1,0 +1,295 @@
+"""Scale-out: extract and eval on a Dask LocalCluster of 2 worker processes
+(byte-identical to a single-process run, also after a worker is killed),
+``--shard I/N``, bad scheduler addresses and paths that workers cannot see.
+
+The cluster tests share one LocalCluster (module fixture) and use the tiny
+SPair-71k tree and random-weight model of test_backbone_extract.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geomatch.backbone.extract import BackboneSpec, extract_features, parse_shard, shard_of
+from geomatch.backbone.extract import weights_sha256
+from geomatch.cli import main
+from geomatch.data import load_dataset
+from geomatch.runtime.distributed import parse_address
+from test_backbone_extract import SMALL, _image, _random_state, spair  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _files(path):
+    """{relative path: bytes} of every file under path (tmp files excluded)."""
+    out = {}
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file() and not p.name.startswith(".tmp-"):
+            out[str(p.relative_to(path))] = p.read_bytes()
+    return out
+
+
+@pytest.fixture
+def weights(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "small.safetensors"
+    save_file(_random_state(SMALL), str(path))
+    return path
+
+
+@pytest.fixture
+def more_images(spair):
+    """Six more cat images (nine in all), so the cluster has work to spread."""
+    for i in range(6):
+        p = spair / "JPEGImages" / "cat" / f"x{i}.jpg"
+        Image.fromarray(_image(30 + 3 * i, 40 - i, 100 + i)).save(p)
+    return spair
+
+
+def _records(root):
+    from types import SimpleNamespace
+
+    recs = load_dataset("spair", root).images_of_splits(["test"])
+    for p in sorted((root / "JPEGImages" / "cat").glob("x*.jpg")):
+        recs.append(SimpleNamespace(key=f"cat/{p.stem}", path=str(p)))
+    return recs
+
+
+# --------------------------------------------------------------------------
+# no cluster needed
+
+
+def test_parse_address():
+    assert parse_address("local:2") == ("local", 2)
+    assert parse_address("tcp://10.1.2.3:8786") == ("remote", "tcp://10.1.2.3:8786")
+    assert parse_address("node7:8786") == ("remote", "tcp://node7:8786")
+    for bad in ("", "local:0", "local:x", "local", "tcp://host", "tcp://:8786"):
+        with pytest.raises(ValueError, match="address"):
+            parse_address(bad)
+
+
+def test_shard_partition_is_fixed_disjoint_and_complete():
+    keys = [f"cat/{i:04d}" for i in range(200)] + ["dog/a b", "x%2F/y"]
+    n = 5
+    parts = [{k for k in keys if shard_of(k, n) == i} for i in range(n)]
+    assert set().union(*parts) == set(keys)
+    assert sum(len(p) for p in parts) == len(keys)
+    assert all(len(p) > 10 for p in parts)          # none empty at this size
+    # a fixed function of the key: another list (subset, other order) agrees
+    sub = keys[::-7]
+    assert all(shard_of(k, n) == next(i for i, p in enumerate(parts) if k in p) for k in sub)
+    # independent reference: first 8 bytes of SHA-256, big-endian, mod n
+    import hashlib
+    k = "cat/0007"
+    assert shard_of(k, 3) == int(hashlib.sha256(k.encode()).hexdigest()[:16], 16) % 3
+    assert parse_shard("2/4") == (2, 4) and parse_shard((0, 1)) == (0, 1) and parse_shard(None) is None
+    for bad in ("4/4", "-1/4", "1/0", "1", "a/b", "1/2/3"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def test_shards_compose_to_a_full_run(more_images, weights, tmp_path):
+    recs = _records(more_images)
+    spec = BackboneSpec(str(weights), sha256=weights_sha256(weights))
+    kw = dict(preprocess="pad", size=56, progress=False)
+    full = extract_features(recs, spec, tmp_path / "full", **kw)
+    assert full["computed"] == len(recs) == 9
+    counts = []
+    for i in range(3):
+        r = extract_features(recs, spec, tmp_path / "sharded", shard=f"{i}/3", **kw)
+        counts.append(r["computed"])
+    assert sum(counts) == len(recs)
+    assert _files(tmp_path / "sharded") == _files(tmp_path / "full")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_fails_fast_and_writes_nothing(spair, weights, tmp_path, capsys):
+    pytest.importorskip("distributed", reason="Dask is an optional extra (geomatch[dask])")
+    out = tmp_path / "cache"
+    addr = f"tcp://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    rc = main(["extract", "--dataset", "spair", "--root", str(spair), "--weights", str(weights),
+               "--out", str(out), "--dask", addr])
+    assert rc == 1 and time.monotonic() - t0 < 60   # (only a hang guard)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the Dask scheduler" in err[0] and addr in err[0]
+    assert not out.exists()
+    assert main(["eval", "--dataset", "spair", "--root", str(spair), "--cache", str(out),
+                 "--dask", "local:0"]) == 1
+    assert "local:0" in capsys.readouterr().err
+
+
+def test_cli_rejects_torch_options_without_torch_engine(spair, weights, tmp_path, capsys):
+    rc = main(["extract", "--dataset", "spair", "--root", str(spair), "--weights", str(weights),
+               "--out", str(tmp_path / "c"), "--device", "cuda"])
+    assert rc == 1 and "--engine torch" in capsys.readouterr().err
+    rc = main(["extract", "--dataset", "spair", "--root", str(spair), "--weights", str(weights),
+               "--out", str(tmp_path / "c"), "--shard", "3/3"])
+    assert rc == 1 and "shard" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+# --------------------------------------------------------------------------
+# on a LocalCluster of 2 processes
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed",
+                                      reason="Dask is an optional extra (geomatch[dask])")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def _kill_once(client, marker, prefix):
+    """Register a worker plugin: the first task whose key starts with
+    ``prefix`` to start executing on any worker kills that worker's process
+    (once: the marker file records it)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KillOnce(WorkerPlugin):   # defined here: pickled by value to the workers
+        def __init__(self, marker, prefix):
+            self.marker, self.prefix = str(marker), prefix
+
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "executing" and str(key).startswith(self.prefix):
+                try:
+                    fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return
+                os.write(fd, str(key).encode())
+                os.close(fd)
+                os._exit(1)
+
+    client.register_plugin(KillOnce(marker, prefix), name=f"kill-{Path(marker).name}")
+
+
+def test_extract_on_cluster_is_byte_identical_also_after_a_worker_dies(
+        client, more_images, weights, tmp_path):
+    recs = _records(more_images)
+    sha = weights_sha256(weights)
+    kw = dict(preprocess="pad", size=56, progress=False)
+    ref = extract_features(recs, BackboneSpec(str(weights), sha256=sha), tmp_path / "ref", **kw)
+    assert ref["computed"] == 9
+    want = _files(tmp_path / "ref")
+    assert len(want) == 2 + 18   # manifest, index, 9 images and their flips
+
+    spec = BackboneSpec(str(weights), sha256=sha)
+    res = extract_features(recs, spec, tmp_path / "dask", client=client, **kw)
+    assert res["computed"] == 9 and res["engine"] == "c"
+    assert _files(tmp_path / "dask") == want
+    # weights loaded once per worker: the per-process cache holds one backbone
+    loaded = client.run(lambda: sum(1 for k in __import__(
+        "geomatch.runtime.distributed", fromlist=["_CACHE"])._CACHE if k[0] == "backbone"))
+    assert all(v <= 1 for v in loaded.values()) and sum(loaded.values()) >= 1
+
+    # a worker dies at the start of a task: Dask reruns it elsewhere
+    marker = tmp_path / "killed"
+    _kill_once(client, marker, "extract_task")
+    res = extract_features(recs, spec, tmp_path / "killed-run", client=client, batch_size=2, **kw)
+    assert marker.exists(), "no worker was killed"
+    assert res["computed"] == 9
+    assert _files(tmp_path / "killed-run") == want
+    client.wait_for_workers(2, timeout=60)
+
+    # an interrupted run resumes from what the cache holds
+    part = tmp_path / "partial"
+    extract_features(recs[:4], spec, part, client=client, **kw)
+    res = extract_features(recs, spec, part, client=client, **kw)
+    assert (res["computed"], res["skipped"]) == (5, 4)
+    assert _files(part) == want
+
+
+def test_extract_on_cluster_in_memory_model_and_cli(client, spair, weights, tmp_path, capsys):
+    from geomatch.backbone import DinoV2
+
+    recs = _records(spair)
+    model = DinoV2(SMALL, _random_state(SMALL))   # no file: sent to each worker
+    kw = dict(preprocess="resize", size=42, progress=False, sha256="x")
+    extract_features(recs, model, tmp_path / "a", **kw)
+    extract_features(recs, model, tmp_path / "b", client=client, **kw)
+    assert _files(tmp_path / "b") == _files(tmp_path / "a")
+
+
+def test_worker_that_cannot_see_a_path_names_it_and_itself(client, spair, weights, tmp_path):
+    from types import SimpleNamespace
+
+    recs = _records(spair)
+    spec = BackboneSpec(str(weights), sha256=weights_sha256(weights))
+    bad = recs[:1] + [SimpleNamespace(key="cat/gone", path=str(tmp_path / "gone.jpg"))]
+    with pytest.raises(FileNotFoundError) as ei:
+        extract_features(bad, spec, tmp_path / "c", client=client, preprocess="pad", size=56,
+                         progress=False)
+    msg = str(ei.value)
+    assert "gone.jpg" in msg and "on worker tcp://127.0.0.1:" in msg
+    # weights the workers cannot see (the digest was taken elsewhere)
+    ghost = BackboneSpec(str(tmp_path / "elsewhere.safetensors"), sha256="0" * 64)
+    with pytest.raises(FileNotFoundError, match="elsewhere.safetensors") as ei:
+        extract_features(recs, ghost, tmp_path / "d", client=client, progress=False)
+    assert "on worker" in str(ei.value) and not (tmp_path / "d").exists()
+    # a file of other bytes at the weights path is refused by its digest
+    other = BackboneSpec(str(weights), sha256="f" * 64)
+    with pytest.raises(ValueError, match="SHA-256"):
+        extract_features(recs, other, tmp_path / "e", client=client, progress=False)
+
+
+def test_eval_on_cluster_matches_single_process(client, more_images, weights, tmp_path):
+    from geomatch.eval.evaluate import evaluate
+
+    root = more_images
+    recs = _records(root)
+    spec = BackboneSpec(str(weights), sha256=weights_sha256(weights))
+    extract_features(recs, spec, tmp_path / "cache", preprocess="pad", size=56, progress=False)
+    ds = load_dataset("spair", root)
+    ref = evaluate(ds, "test", tmp_path / "cache", out_dir=tmp_path / "ref", progress=False,
+                   workers=1)
+    marker = tmp_path / "killed-eval"
+    _kill_once(client, marker, "transfer_block")
+    got = evaluate(ds, "test", tmp_path / "cache", out_dir=tmp_path / "dask", progress=False,
+                   workers=1, client=client)
+    assert marker.exists(), "no worker was killed"
+    client.wait_for_workers(2, timeout=60)
+    assert got.n_pairs == ref.n_pairs == 2
+    for name in ("results.csv", "results.md"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())
+    b = json.loads((tmp_path / "dask" / "results.json").read_text())
+    a.pop("elapsed_s"), b.pop("elapsed_s")     # wall-clock time, the only field allowed to differ
+    a["config"].pop("cache"), b["config"].pop("cache")
+    assert a == b
+    # the same through the CLI (local:2 starts its own cluster)
+
+
+def test_eval_cli_on_local_cluster(spair, weights, tmp_path, capsys):
+    pytest.importorskip("distributed", reason="Dask is an optional extra (geomatch[dask])")
+    cache = tmp_path / "cache"
+    base = ["--threads", "1"]
+    assert main(base + ["extract", "--dataset", "spair", "--root", str(spair), "--weights",
+                        str(weights), "--out", str(cache), "--size", "42"]) == 0
+    outs = {}
+    for name, extra in (("one", []), ("dask", ["--dask", "local:2"])):
+        outs[name] = tmp_path / name
+        assert main(base + ["eval", "--dataset", "spair", "--root", str(spair), "--cache",
+                            str(cache), "--out", str(outs[name]), "--no-progress",
+                            "--workers", "1"] + extra) == 0
+    capsys.readouterr()
+    assert (outs["one"] / "results.csv").read_bytes() == (outs["dask"] / "results.csv").read_bytes()
