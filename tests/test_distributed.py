@@ -22,7 +22,7 @@ from geomatch.backbone.extract import weights_sha256
 from geomatch.cli import main
 from geomatch.data import load_dataset
 from geomatch.runtime.distributed import parse_address
-from test_backbone_extract import SMALL, _image, _random_state, spair  # noqa: F401 (fixture)
+from test_backbone_extract import SMALL, _image, _random_state, spair, weights  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,15 +34,6 @@ def _files(path):
         if p.is_file() and not p.name.startswith(".tmp-"):
             out[str(p.relative_to(path))] = p.read_bytes()
     return out
-
-
-@pytest.fixture
-def weights(tmp_path):
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "small.safetensors"
-    save_file(_random_state(SMALL), str(path))
-    return path
 
 
 @pytest.fixture
@@ -151,7 +142,7 @@ def client():
     distributed = pytest.importorskip("distributed",
                                       reason="Dask is an optional extra (geomatch[dask])")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     c = distributed.Client(cluster)
     try:
         yield c
@@ -246,6 +237,13 @@ def test_worker_that_cannot_see_a_path_names_it_and_itself(client, spair, weight
     with pytest.raises(FileNotFoundError, match="elsewhere.safetensors") as ei:
         extract_features(recs, ghost, tmp_path / "d", client=client, progress=False)
     assert "on worker" in str(ei.value) and not (tmp_path / "d").exists()
+    # eval: a cache path the workers cannot see
+    from geomatch.eval.evaluate import transfer_block
+
+    fut = client.submit(transfer_block, [], str(tmp_path / "nocache"), {}, None, "grid-argmax")
+    with pytest.raises(FileNotFoundError, match="nocache") as ei:
+        fut.result()
+    assert "on worker tcp://" in str(ei.value)
     # a file of other bytes at the weights path is refused by its digest
     other = BackboneSpec(str(weights), sha256="f" * 64)
     with pytest.raises(ValueError, match="SHA-256"):
@@ -276,7 +274,6 @@ def test_eval_on_cluster_matches_single_process(client, more_images, weights, tm
     a.pop("elapsed_s"), b.pop("elapsed_s")     # wall-clock time, the only field allowed to differ
     a["config"].pop("cache"), b["config"].pop("cache")
     assert a == b
-    # the same through the CLI (local:2 starts its own cluster)
 
 
 def test_eval_cli_on_local_cluster(spair, weights, tmp_path, capsys):

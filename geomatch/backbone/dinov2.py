@@ -211,6 +211,26 @@ def interpolate_pos_embed(pos_embed: np.ndarray, config: DinoV2Config, h: int,
     return np.concatenate([pos_embed[:1], grid.reshape(h * w, -1)]).astype(np.float32)
 
 
+def check_pixels(pixels, patch_size: int) -> np.ndarray:
+    """A network input as a (B, H, W, 3) float array, checked: float dtype,
+    H and W positive multiples of ``patch_size``, finite values."""
+    arr = np.asarray(pixels)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"pixels must be a float array (normalized image), got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError("pixels must have shape (H, W, 3) or (B, H, W, 3), got "
+                         f"{np.shape(pixels)}")
+    p = patch_size
+    if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"pixels height and width must be positive multiples of {p}, "
+                         f"got {arr.shape[1]}x{arr.shape[2]}")
+    if not np.isfinite(arr).all():
+        raise ValueError("pixels contains NaN or infinite values")
+    return arr
+
+
 # --------------------------------------------------------------------------
 # the model
 
@@ -220,7 +240,22 @@ def _core():
     return _core
 
 
-class DinoV2:
+class BackboneShape:
+    """``embed_dim`` and ``patch_size`` of a model holding a ``config``
+    (:class:`DinoV2Config`); shared by the C and the torch engine."""
+
+    config: DinoV2Config
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+
+class DinoV2(BackboneShape):
     """A DINOv2 ViT ready for inference (weights prepared for the C kernels).
 
     Build it with :func:`load_dinov2`.  Call :meth:`features` on a
@@ -280,14 +315,6 @@ class DinoV2:
         return (f"DinoV2({c.name}, dim={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, "
                 f"registers={c.num_register_tokens}, source={self.source!r})")
 
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def patch_size(self) -> int:
-        return self.config.patch_size
-
     def positional_embedding(self, h: int, w: int) -> np.ndarray:
         """Positional embeddings (1 + h*w, D) for an h x w patch grid,
         interpolated as the source implementation does."""
@@ -313,22 +340,7 @@ class DinoV2:
         return x
 
     def _check_pixels(self, pixels) -> np.ndarray:
-        arr = np.asarray(pixels)
-        if arr.dtype.kind != "f":
-            raise TypeError(f"pixels must be a float array (normalized image), got {arr.dtype}")
-        single = arr.ndim == 3
-        if single:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError("pixels must have shape (H, W, 3) or (B, H, W, 3), got "
-                             f"{np.shape(pixels)}")
-        p = self.patch_size
-        if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
-            raise ValueError(f"pixels height and width must be positive multiples of {p}, "
-                             f"got {arr.shape[1]}x{arr.shape[2]}")
-        if not np.isfinite(arr).all():
-            raise ValueError("pixels contains NaN or infinite values")
-        return arr
+        return check_pixels(pixels, self.patch_size)
 
     def features(self, pixels, *, layers: Optional[Sequence[int]] = None,
                  return_class_token: bool = False):

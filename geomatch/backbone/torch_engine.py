@@ -28,7 +28,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .dinov2 import DinoV2Config, interpolate_pos_embed, read_dinov2
+from .dinov2 import BackboneShape, DinoV2Config, check_pixels, interpolate_pos_embed, read_dinov2
 
 __all__ = ["TorchDinoV2", "load_dinov2_torch", "PRECISIONS"]
 
@@ -64,7 +64,7 @@ def _check_device(torch, device: str):
     raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
 
 
-class TorchDinoV2:
+class TorchDinoV2(BackboneShape):
     """A DINOv2 ViT in PyTorch, for inference (build with :func:`load_dinov2_torch`).
 
     Same interface as :class:`geomatch.backbone.DinoV2` for extraction:
@@ -138,14 +138,6 @@ class TorchDinoV2:
         """The feature-cache manifest's ``engine``: ``torch-<precision>``."""
         return f"torch-{self.compute_dtype}"
 
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def patch_size(self) -> int:
-        return self.config.patch_size
-
     def _pos(self, h: int, w: int):
         key = (h, w)
         if key not in self._pos_cache:
@@ -203,20 +195,8 @@ class TorchDinoV2:
         float32 array (h, w, D) (or (B, h, w, D)), on the host.
         """
         torch = _torch()
-        arr = np.asarray(pixels)
-        if arr.dtype.kind != "f":
-            raise TypeError(f"pixels must be a float array (normalized image), got {arr.dtype}")
-        single = arr.ndim == 3
-        if single:
-            arr = arr[None]
-        p = self.patch_size
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError(f"pixels must have shape (H, W, 3) or (B, H, W, 3), got {np.shape(pixels)}")
-        if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
-            raise ValueError(f"pixels height and width must be positive multiples of {p}, "
-                             f"got {arr.shape[1]}x{arr.shape[2]}")
-        if not np.isfinite(arr).all():
-            raise ValueError("pixels contains NaN or infinite values")
+        single = np.ndim(pixels) == 3
+        arr = check_pixels(pixels, self.patch_size)
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self._dev)
         prev = torch.get_float32_matmul_precision()
         try:

@@ -97,7 +97,7 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
     """A :class:`distributed.Client` for ``address`` (see :func:`parse_address`).
 
     ``"local:N"`` starts a :class:`distributed.LocalCluster` of N worker
-    processes with ``threads_per_worker`` threads each (no dashboard); the
+    processes with ``threads_per_worker`` threads each (dashboard on a free port); the
     cluster is closed with the client.  A remote scheduler that does not
     answer within ``timeout`` seconds raises :class:`ConnectionError`.
     """
@@ -105,7 +105,7 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
     distributed = _distributed()
     if kind == "local":
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=threads_per_worker,
-                                           processes=True, dashboard_address=None)
+                                           processes=True, dashboard_address=":0")
         client = distributed.Client(cluster)
         client._geomatch_owns_cluster = cluster
         return client
