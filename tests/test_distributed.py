@@ -123,6 +123,30 @@ def test_unreachable_scheduler_fails_fast_and_writes_nothing(spair, weights, tmp
     assert "local:0" in capsys.readouterr().err
 
 
+def test_silent_server_is_not_waited_on_forever():
+    """A port that accepts connections but never answers (a hung scheduler, a
+    firewall): connect gives up after its timeout."""
+    pytest.importorskip("distributed", reason="Dask is an optional extra (geomatch[dask])")
+    from geomatch.runtime.distributed import connect
+
+    script = (
+        "import socket\n"
+        "from geomatch.runtime.distributed import connect\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n"
+        "addr = 'tcp://127.0.0.1:%d' % s.getsockname()[1]\n"
+        "try:\n"
+        "    connect(addr, timeout=1.5)\n"
+        "except ConnectionError as e:\n"
+        "    print('refused:', e)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert "refused: cannot reach the Dask scheduler" in r.stdout, r.stderr[-2000:]
+    assert "no answer" in r.stdout
+    with pytest.raises(ConnectionError, match="cannot reach"):
+        connect(f"tcp://127.0.0.1:{_free_port()}", timeout=1.0)
+
+
 def test_cli_rejects_torch_options_without_torch_engine(spair, weights, tmp_path, capsys):
     rc = main(["extract", "--dataset", "spair", "--root", str(spair), "--weights", str(weights),
                "--out", str(tmp_path / "c"), "--device", "cuda"])
@@ -210,6 +234,17 @@ def test_extract_on_cluster_is_byte_identical_also_after_a_worker_dies(
     assert _files(part) == want
 
 
+def test_connect_to_a_running_scheduler(client):
+    from geomatch.runtime.distributed import close, connect, n_workers
+
+    c = connect(client.scheduler.address, timeout=10)
+    try:
+        assert n_workers(c) == 2
+        assert c.submit(sum, [1, 2]).result() == 3
+    finally:
+        close(c)
+
+
 def test_extract_on_cluster_in_memory_model_and_cli(client, spair, weights, tmp_path, capsys):
     from geomatch.backbone import DinoV2
 
@@ -276,17 +311,21 @@ def test_eval_on_cluster_matches_single_process(client, more_images, weights, tm
     assert a == b
 
 
-def test_eval_cli_on_local_cluster(spair, weights, tmp_path, capsys):
+def test_extract_and_eval_cli_on_local_cluster(spair, weights, tmp_path, capsys):
     pytest.importorskip("distributed", reason="Dask is an optional extra (geomatch[dask])")
-    cache = tmp_path / "cache"
     base = ["--threads", "1"]
-    assert main(base + ["extract", "--dataset", "spair", "--root", str(spair), "--weights",
-                        str(weights), "--out", str(cache), "--size", "42"]) == 0
+    ext = ["extract", "--dataset", "spair", "--root", str(spair), "--weights", str(weights),
+           "--size", "42"]
+    assert main(base + ext + ["--out", str(tmp_path / "c1")]) == 0
+    assert main(base + ext + ["--out", str(tmp_path / "c2"), "--dask", "local:2"]) == 0
+    assert "3 images featurized" in capsys.readouterr().out.splitlines()[-1]
+    assert _files(tmp_path / "c2") == _files(tmp_path / "c1")
     outs = {}
     for name, extra in (("one", []), ("dask", ["--dask", "local:2"])):
         outs[name] = tmp_path / name
         assert main(base + ["eval", "--dataset", "spair", "--root", str(spair), "--cache",
-                            str(cache), "--out", str(outs[name]), "--no-progress",
+                            str(tmp_path / "c1"), "--out", str(outs[name]), "--no-progress",
                             "--workers", "1"] + extra) == 0
     capsys.readouterr()
-    assert (outs["one"] / "results.csv").read_bytes() == (outs["dask"] / "results.csv").read_bytes()
+    for f in ("results.csv", "results.md"):
+        assert (outs["one"] / f).read_bytes() == (outs["dask"] / f).read_bytes()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import socket
 import threading
 import uuid
 from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
@@ -77,19 +76,44 @@ def parse_address(address: str) -> Tuple[str, Any]:
     return "remote", a
 
 
-def _check_reachable(address: str, timeout: float) -> None:
-    """Fail fast (one TCP connect) on an address where nothing listens."""
-    scheme, rest = address.split("://", 1)
-    if scheme not in ("tcp", "tls"):
-        return
-    host, _, port = rest.rpartition(":")
-    host = host.strip("[]")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
+def _check_scheduler(address: str, timeout: float) -> None:
+    """Fail fast, within ``timeout`` seconds, unless a Dask scheduler answers
+    at ``address`` (``distributed.Client`` alone can wait forever on a port
+    that accepts connections but never answers)."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    async def probe():
+        comm = await comm_connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            await comm.close()
+
+    box: Dict[str, Any] = {}
+
+    def run():
+        try:
+            box["reply"] = asyncio.run(asyncio.wait_for(probe(), timeout))
+        except BaseException as exc:   # reported in the caller's thread
+            box["error"] = exc
+
+    # a thread of its own: works under a running event loop (Jupyter) too
+    t = threading.Thread(target=run, name="geomatch-dask-probe", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    reason = None
+    if t.is_alive() or isinstance(box.get("error"), (asyncio.TimeoutError, TimeoutError)):
+        reason = "no answer"
+    elif "error" in box:
+        reason = str(box["error"]) or type(box["error"]).__name__
+    elif not isinstance(box.get("reply"), dict) or box["reply"].get("type") != "Scheduler":
+        reason = "the server there is not a Dask scheduler"
+    if reason is not None:
         raise ConnectionError(f"cannot reach the Dask scheduler at {address} "
-                              f"(within {timeout:g} s): {exc}") from None
+                              f"(within {timeout:g} s): {reason}")
 
 
 def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -109,7 +133,7 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
         client = distributed.Client(cluster)
         client._geomatch_owns_cluster = cluster
         return client
-    _check_reachable(value, timeout)
+    _check_scheduler(value, timeout)
     try:
         return distributed.Client(value, timeout=timeout)
     except (OSError, TimeoutError) as exc:
