@@ -110,6 +110,9 @@ class BackboneSpec:
     sha256: str = ""
 
     def __post_init__(self):
+        object.__setattr__(self, "weights", os.fspath(self.weights))
+        if self.lora is not None:
+            object.__setattr__(self, "lora", os.fspath(self.lora))
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
