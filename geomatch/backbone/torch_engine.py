@@ -16,7 +16,9 @@ Precision: ``dtype="float32"`` computes in float32 (on CUDA without TF32:
 the matmul precision is set to "highest" while the model runs);
 ``"float16"`` / ``"bfloat16"`` run the blocks under :func:`torch.autocast`
 (matrix products in the low precision, LayerNorm and softmax in float32).
-On CPU, float32 features agree with the C engine to 1e-4 relative; the
+On CPU it uses geomatch's thread count (``--threads``,
+:func:`geomatch.set_num_threads`).  On CPU, float32 features agree with the
+C engine to 1e-4 relative; the
 measured effect of the low precisions is in docs/scaling.md.
 
 torch is imported when a model is built, never by ``import geomatch``.
@@ -197,6 +199,11 @@ class TorchDinoV2(BackboneShape):
         torch = _torch()
         single = np.ndim(pixels) == 3
         arr = check_pixels(pixels, self.patch_size)
+        if self._dev.type == "cpu":
+            from ..runtime.config import get_num_threads
+
+            if torch.get_num_threads() != get_num_threads():
+                torch.set_num_threads(get_num_threads())   # follow geomatch's --threads
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self._dev)
         prev = torch.get_float32_matmul_precision()
         try:
