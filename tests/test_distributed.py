@@ -212,10 +212,14 @@ def test_extract_on_cluster_is_byte_identical_also_after_a_worker_dies(
     res = extract_features(recs, spec, tmp_path / "dask", client=client, **kw)
     assert res["computed"] == 9 and res["engine"] == "c"
     assert _files(tmp_path / "dask") == want
-    # weights loaded once per worker: the per-process cache holds one backbone
-    loaded = client.run(lambda: sum(1 for k in __import__(
-        "geomatch.runtime.distributed", fromlist=["_CACHE"])._CACHE if k[0] == "backbone"))
-    assert all(v <= 1 for v in loaded.values()) and sum(loaded.values()) >= 1
+    # weights loaded once per worker process, whatever the number of its tasks
+    def loads():
+        from geomatch.runtime.distributed import FACTORY_CALLS
+        return FACTORY_CALLS.get(("backbone", spec), 0)
+
+    loaded = client.run(loads)
+    assert len(loaded) == 2 and all(v <= 1 for v in loaded.values())
+    assert sum(loaded.values()) >= 1
 
     # a worker dies at the start of a task: Dask reruns it elsewhere
     marker = tmp_path / "killed"

@@ -203,6 +203,11 @@ def run_tasks(client, fn: Callable, args_list: Sequence[tuple], *, desc: str = "
             if on_result is not None:
                 on_result(i, results[i])
             bar.update(weights[i])
+    except distributed.KilledWorker as exc:
+        client.cancel(futures)
+        raise ConnectionError(f"{desc or name}: a task was on every worker that died while "
+                              f"running it ({exc}); see the workers' logs (out of memory?)"
+                              ) from None
     except BaseException:
         client.cancel(futures)
         raise
@@ -215,6 +220,8 @@ def run_tasks(client, fn: Callable, args_list: Sequence[tuple], *, desc: str = "
 
 _CACHE: Dict[Hashable, Any] = {}
 _CACHE_LOCK = threading.Lock()
+#: how many times this process called a factory, by key (for checks and logs)
+FACTORY_CALLS: Dict[Hashable, int] = {}
 
 
 def worker_cached(key: Hashable, factory: Callable[[], Any], *, keep: int = 2) -> Any:
@@ -224,6 +231,7 @@ def worker_cached(key: Hashable, factory: Callable[[], Any], *, keep: int = 2) -
             return _CACHE[key]
     value = factory()
     with _CACHE_LOCK:
+        FACTORY_CALLS[key] = FACTORY_CALLS.get(key, 0) + 1
         _CACHE[key] = value
         while len(_CACHE) > keep:
             _CACHE.pop(next(iter(_CACHE)))
