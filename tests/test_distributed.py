@@ -311,8 +311,26 @@ def test_eval_on_cluster_matches_single_process(client, more_images, weights, tm
     a = json.loads((tmp_path / "ref" / "results.json").read_text())
     b = json.loads((tmp_path / "dask" / "results.json").read_text())
     a.pop("elapsed_s"), b.pop("elapsed_s")     # wall-clock time, the only field allowed to differ
-    a["config"].pop("cache"), b["config"].pop("cache")
     assert a == b
+    # with a head checkpoint: loaded once per worker, the same scores
+    from geomatch.model import head as head_mod
+
+    cfg = head_mod.HeadConfig(in_dim=128, dim=8, out_dim=6, num_heads=2, num_blocks=1,
+                              mlp_dim=16)
+    hpath = tmp_path / "head.npz"
+    head_mod.AttentionHead(cfg, seed=1).save(hpath)
+    kw = dict(head=str(hpath), mode="grid-argmax", progress=False, workers=1)
+    ref_h = evaluate(ds, "test", tmp_path / "cache", **kw)
+    got_h = evaluate(ds, "test", tmp_path / "cache", client=client, **kw)
+    assert got_h.to_dict(per_pair=True)["pairs"] == ref_h.to_dict(per_pair=True)["pairs"]
+    assert got_h.summary == ref_h.summary
+    assert got_h.to_dict()["summary"] != a["summary"]   # the head did change the features
+
+    def head_loads():
+        from geomatch.runtime.distributed import FACTORY_CALLS
+        return sum(n for k, n in FACTORY_CALLS.items() if k[0] == "head")
+
+    assert all(n <= 1 for n in client.run(head_loads).values())
 
 
 def test_extract_and_eval_cli_on_local_cluster(spair, weights, tmp_path, capsys):
