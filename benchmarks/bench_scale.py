@@ -98,8 +98,8 @@ def main() -> None:
             assert res["computed"] == len(recs)
             caches[name] = out
             label = {"c": f"C engine, one process, {args.threads} threads",
-                     "c-dask1": "C engine, Dask local:1 (1 worker x 1 thread)",
-                     "c-dask2": "C engine, Dask local:2 (2 workers x 1 thread)",
+                     "c-dask1": "C engine, Dask local:1 (1 worker, kernels on all cores)",
+                     "c-dask2": "C engine, Dask local:2 (2 workers, cores shared)",
                      "torch": f"torch engine CPU float32, batch {args.batch}, "
                               f"{args.threads} threads",
                      "torch-bf16": f"torch engine CPU bfloat16 autocast, batch {args.batch}",

@@ -8,7 +8,7 @@ reruns after its worker died, or a run restarted after an interruption,
 writes the same bytes again.
 
 * :func:`parse_address` / :func:`connect`: ``"local:N"`` (a
-  :class:`distributed.LocalCluster` of N single-threaded worker processes) or
+  :class:`distributed.LocalCluster` of N worker processes sharing the cores) or
   a running scheduler (``"tcp://host:8786"``), with a connect timeout;
 * :func:`run_tasks`: submit ``fn(*args)`` for a list of argument tuples and
   gather the results in order, with a client-side progress bar; the first
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import uuid
 from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
@@ -117,21 +118,25 @@ def _check_scheduler(address: str, timeout: float) -> None:
 
 
 def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
-            threads_per_worker: int = 1):
+            threads_per_worker: int = 1, kernel_threads: Optional[int] = None):
     """A :class:`distributed.Client` for ``address`` (see :func:`parse_address`).
 
     ``"local:N"`` starts a :class:`distributed.LocalCluster` of N worker
-    processes with ``threads_per_worker`` threads each (dashboard on a free port); the
-    cluster is closed with the client.  A remote scheduler that does not
-    answer within ``timeout`` seconds raises :class:`ConnectionError`.
+    processes with ``threads_per_worker`` Dask threads each (dashboard on a
+    free port), whose kernels use ``kernel_threads`` threads (default: the
+    cores divided among the workers, at least 1; results do not depend on
+    it); the cluster is closed with the client.  A remote scheduler that does
+    not answer within ``timeout`` seconds raises :class:`ConnectionError`.
     """
     kind, value = parse_address(address)
     distributed = _distributed()
     if kind == "local":
+        k = kernel_threads or max(1, (os.cpu_count() or 1) // value)
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=threads_per_worker,
                                            processes=True, dashboard_address=":0")
         client = distributed.Client(cluster)
         client._geomatch_owns_cluster = cluster
+        client.register_plugin(_kernel_threads_plugin(int(k)), name="geomatch-kernel-threads")
         return client
     _check_scheduler(value, timeout)
     try:
@@ -139,6 +144,24 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(f"cannot reach the Dask scheduler at {value} "
                               f"(within {timeout:g} s): {exc}") from None
+
+
+def _kernel_threads_plugin(n: int):
+    """A worker plugin that sets geomatch's kernel threads on every worker
+    (also on one restarted after dying); Dask's workers start with
+    OMP_NUM_THREADS=1."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KernelThreads(WorkerPlugin):
+        def __init__(self, n):
+            self.n = n
+
+        def setup(self, worker):
+            from geomatch.runtime.config import set_num_threads
+
+            set_num_threads(self.n)
+
+    return KernelThreads(n)
 
 
 def close(client) -> None:
