@@ -67,6 +67,27 @@ def test_parse_address():
             parse_address(bad)
 
 
+def test_worker_cached_loads_once_and_keeps_the_latest_of_each_kind():
+    from geomatch.runtime import distributed as D
+
+    calls = []
+
+    def make(v):
+        return lambda: calls.append(v) or v
+
+    kind = f"test-kind-{time.time_ns()}"
+    assert D.worker_cached((kind, 1), make(1)) == 1
+    assert D.worker_cached((kind, 1), make(99)) == 1            # cached: no call
+    assert D.worker_cached((kind + "-other", 1), make(2)) == 2   # another kind
+    assert D.worker_cached((kind, 2), make(3)) == 3             # replaces (kind, 1)
+    assert D.worker_cached((kind + "-other", 1), make(98)) == 2  # other kind kept
+    assert D.worker_cached((kind, 1), make(4)) == 4             # was dropped: built again
+    assert calls == [1, 2, 3, 4]
+    assert D.worker_cached((kind, 5), make(5), keep=2) == 5
+    assert D.worker_cached((kind, 1), make(97)) == 4            # kept with keep=2
+    assert D.FACTORY_CALLS[(kind, 1)] == 2
+
+
 def test_shard_partition_is_fixed_disjoint_and_complete():
     keys = [f"cat/{i:04d}" for i in range(200)] + ["dog/a b", "x%2F/y"]
     n = 5

@@ -247,17 +247,34 @@ _CACHE_LOCK = threading.Lock()
 FACTORY_CALLS: Dict[Hashable, int] = {}
 
 
-def worker_cached(key: Hashable, factory: Callable[[], Any], *, keep: int = 2) -> Any:
-    """``factory()`` once per process for ``key``; the last ``keep`` values are kept."""
+_KEY_LOCKS: Dict[Hashable, threading.Lock] = {}
+
+
+def worker_cached(key: Hashable, factory: Callable[[], Any], *, keep: int = 1) -> Any:
+    """``factory()`` once per process for ``key``.
+
+    Keys are grouped by kind (``key[0]`` of a tuple key); the ``keep`` most
+    recent values of a kind are kept (one backbone by default: a worker that
+    switches models drops the old one).  Threads of one worker asking for the
+    same key wait for a single call of ``factory``.
+    """
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-    value = factory()
-    with _CACHE_LOCK:
-        FACTORY_CALLS[key] = FACTORY_CALLS.get(key, 0) + 1
-        _CACHE[key] = value
-        while len(_CACHE) > keep:
-            _CACHE.pop(next(iter(_CACHE)))
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+        value = factory()
+        kind = key[0] if isinstance(key, tuple) and key else None
+        with _CACHE_LOCK:
+            FACTORY_CALLS[key] = FACTORY_CALLS.get(key, 0) + 1
+            _CACHE[key] = value
+            same = [k for k in _CACHE if (k[0] if isinstance(k, tuple) and k else None) == kind]
+            for old in same[:max(0, len(same) - keep)]:
+                del _CACHE[old]
+                _KEY_LOCKS.pop(old, None)
     return value
 
 
