@@ -4,7 +4,15 @@ Every image of the chosen split(s) is featurized together with its
 horizontally flipped version and stored with :class:`geomatch.data.cache.FeatureCache`
 (``put(key, feats, flipped=...)``).  Images already in the cache are skipped,
 so an interrupted run resumes where it stopped; the cache refuses to mix
-settings (backbone, weights, resolution, preprocessing, dtype).
+settings (backbone, weights, engine, resolution, preprocessing, dtype).
+
+The work can be spread (docs/scaling.md): ``client=`` / ``--dask ADDRESS``
+runs tasks of images on a Dask cluster (:func:`extract_task`, a plain
+function of paths and options; each worker loads the weights once from a
+:class:`BackboneSpec`), ``shard=`` / ``--shard I/N`` keeps a fixed part of
+the images (:func:`shard_of`), and ``--engine torch`` computes the features
+with PyTorch (:mod:`geomatch.backbone.torch_engine`).  With the C engine
+every cache file has the same bytes however the work was spread.
 """
 from __future__ import annotations
 
