@@ -413,10 +413,12 @@ def configure_parser(parser) -> None:
                              "engine (default: 1 for the C engine, 8 for torch)")
     parser.add_argument("--dask", default=None, metavar="ADDRESS",
                         help="run on a Dask cluster: a scheduler address (tcp://host:8786) or "
-                             'local:N for N local worker processes (pip install "geomatch[dask]")')
+                             'local:N for N local worker processes (pip install "geomatch[dask]"); '
+                             'default: none, run in this process')
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="only shard I of N (0 <= I < N) of the images, a fixed partition "
-                             "by image key: N runs (e.g. a SLURM array) fill the same cache")
+                             "by image key: N runs (e.g. a SLURM array) fill the same cache "
+                             "(default: all images)")
 
 
 def run_cli(args) -> int:

@@ -512,7 +512,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--dask", default=None, metavar="ADDRESS",
                         help="transfer blocks of pairs on a Dask cluster: a scheduler address "
                              "(tcp://host:8786) or local:N worker processes "
-                             '(pip install "geomatch[dask]")')
+                             '(pip install "geomatch[dask]"); default: none, run in this process')
 
 
 def run_cli(args) -> int:
