@@ -14,8 +14,9 @@ with LayerScale, exact GELU or SwiGLU, final LayerNorm), written with
 
 Precision: ``dtype="float32"`` computes in float32 (on CUDA without TF32:
 the matmul precision is set to "highest" while the model runs);
-``"float16"`` / ``"bfloat16"`` run the blocks under :func:`torch.autocast`
-(matrix products in the low precision, LayerNorm and softmax in float32).
+``"float16"`` / ``"bfloat16"`` run under :func:`torch.autocast` (matrix
+products and attention in the low precision; the residual stream, the
+LayerNorms and the output stay float32).
 On CPU it uses geomatch's thread count (``--threads``,
 :func:`geomatch.set_num_threads`).  On CPU, float32 features agree with the
 C engine to 1e-4 relative; the
