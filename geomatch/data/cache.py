@@ -23,7 +23,8 @@ as GeoAware-SC does), ``grid`` ([h, w]), ``dim`` (D), ``dtype``
 ``"c"``, geomatch's torch-free C engine, the default and the value of a
 manifest written before the field existed; ``"torch-float32"``,
 ``"torch-float16"``, ``"torch-bfloat16"``: the PyTorch engine and its compute
-precision) and ``geomatch_version``.  Extra fields are kept.  Two manifests
+precision; ``"external"``: maps made outside geomatch,
+:func:`geomatch.data.external.feature_manifest`) and ``geomatch_version``.  Extra fields are kept.  Two manifests
 are the same cache when every field other than ``geomatch_version`` agrees,
 so features of two engines never share a cache (see docs/scaling.md).
 """
