@@ -21,6 +21,7 @@ from geomatch.backbone.extract import BackboneSpec, extract_features, parse_shar
 from geomatch.backbone.extract import weights_sha256
 from geomatch.cli import main
 from geomatch.data import load_dataset
+from geomatch.data.cache import FeatureCache
 from geomatch.runtime.distributed import parse_address
 from test_backbone_extract import SMALL, _image, _random_state, spair, weights  # noqa: F401
 
@@ -120,6 +121,25 @@ def test_shards_compose_to_a_full_run(more_images, weights, tmp_path):
         counts.append(r["computed"])
     assert sum(counts) == len(recs)
     assert _files(tmp_path / "sharded") == _files(tmp_path / "full")
+
+
+def test_shards_running_at_once_into_one_cache(spair, weights, tmp_path):
+    """Three shard jobs started together (as a SLURM array does) on one new
+    cache: the manifest, the features and the index equal a full run's."""
+    code = "import sys; from geomatch.cli import main; sys.exit(main(sys.argv[1:]))"
+    base = ["--threads", "1", "extract", "--dataset", "spair", "--root", str(spair),
+            "--weights", str(weights), "--size", "42"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    procs = [subprocess.Popen([sys.executable, "-c", code, *base, "--out", str(tmp_path / "s"),
+                               "--shard", f"{i}/3"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    assert main(base + ["--out", str(tmp_path / "full")]) == 0
+    sharded = FeatureCache.open(tmp_path / "s")          # opening rebuilds the index
+    assert sharded.keys() == FeatureCache.open(tmp_path / "full").keys()
+    assert _files(tmp_path / "s") == _files(tmp_path / "full")
 
 
 def _free_port():
