@@ -15,6 +15,10 @@ COMMANDS = {
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),
+    "seg-eval": ("geomatch.eval.segmentation",
+                 "PASCAL-Part part segmentation by nearest centroid (GECO's dense evaluation)"),
+    "profile": ("geomatch.runtime.profile",
+                "parameter count, size, time per image and per pair, peak memory (GECO's table)"),
     "demo": ("geomatch.demo.run", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
 }
 
