@@ -436,7 +436,8 @@ def test_seg_eval_errors(tree, weights, tmp_path, capsys):
                  str(weights), "--out", str(tmp_path / "cache2"), "--size", "56"], capsys)
     assert "2010_000001.jpg" in err
     # PCA larger than the training features
-    err = _fail(base[:-3] + ["--categories", "bottle", "--n-components", "100000"], capsys)
+    err = _fail(base[:-3] + ["--categories", "bottle", "--n-components", "100000",
+                            "--no-progress"], capsys)
     assert "n_components" in err
     assert not out.exists()
 

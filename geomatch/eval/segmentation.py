@@ -456,6 +456,50 @@ def _select(dataset, categories) -> Tuple[List[str], Dict[str, str]]:
     return todo, skipped
 
 
+def _run_categories(dataset, cats, train_images, images, feats, manifest, cache, resolution,
+                    n_components, figures, tick, per_cat, confusion, names, shown) -> None:
+    """Fit and evaluate every category (fills per_cat, confusion, names, shown)."""
+    from ..data.cache import grid_frame
+
+    for cat in cats:
+        table = dataset.part_table(cat)
+        P = table.num_parts
+        xs, ys = [], []
+        for rec in train_images[cat]:
+            f = feats.get(rec.key)
+            soft = dataset.grid_part_scores(rec, f.shape[:2], grid_frame(rec.size, manifest))
+            fg, lab = _grid_labels(soft)
+            xs.append(f[fg])
+            ys.append(lab[fg] - 1)
+            next(tick, None)
+        x = np.concatenate(xs) if xs else np.zeros((0, cache.shape[2]))
+        if x.shape[0] == 0:
+            raise ValueError(f"PASCAL-Part category {cat!r}: the training images have no "
+                             "annotated part pixels")
+        clf = NearestCentroid.fit(x, np.concatenate(ys), P, n_components)
+        conf = np.zeros((P + 1, P + 1), dtype=np.int64)
+        for rec in images[cat]:
+            f = feats.get(rec.key)
+            labels = dataset.part_labels(rec)
+            frame = grid_frame(rec.size, manifest)
+            if resolution == "full":
+                gt = labels
+                pred = _predict_full(clf, f, gt > 0, frame)
+            else:
+                soft = dataset.grid_part_scores(rec, f.shape[:2], frame, labels=labels)
+                fgm, gt = _grid_labels(soft)
+                pred = np.zeros(gt.shape, dtype=np.int64)
+                if fgm.any():
+                    pred[fgm] = clf.predict(f[fgm]) + 1
+            conf += confusion_matrix(pred, gt, P + 1)
+            if len(shown.setdefault(cat, [])) < figures:
+                shown[cat].append((rec, gt, pred))
+            next(tick, None)
+        m = part_metrics(conf, table.oriented)
+        m.update(n_test=len(images[cat]), n_train=len(train_images[cat]), n_parts=P)
+        per_cat[cat], confusion[cat], names[cat] = m, conf, table.names
+
+
 def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_components: int = 32,
                           num_samples: int = 100, resolution: str = "full", seed: int = 0,
                           figures: int = 0, out_dir=None,
@@ -496,7 +540,7 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
         A category that cannot be evaluated, images missing from the cache
         (the message names the first one), bad options.
     """
-    from ..data.cache import FeatureCache, grid_frame
+    from ..data.cache import FeatureCache
     from .evaluate import _FeatureLRU, _resolve_head
 
     if resolution not in RESOLUTIONS:
@@ -544,45 +588,12 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
     bar = _progress(range(total), desc="seg-eval pascalparts", total=total, unit="img",
                     disable=None if progress is None else not progress)
     it = iter(bar)
-    for cat in cats:
-        table = dataset.part_table(cat)
-        P = table.num_parts
-        xs, ys = [], []
-        for rec in train_images[cat]:
-            f = feats.get(rec.key)
-            soft = dataset.grid_part_scores(rec, f.shape[:2], grid_frame(rec.size, manifest))
-            fg, lab = _grid_labels(soft)
-            xs.append(f[fg])
-            ys.append(lab[fg] - 1)
-            next(it, None)
-        x = np.concatenate(xs) if xs else np.zeros((0, cache.shape[2]))
-        if x.shape[0] == 0:
-            raise ValueError(f"PASCAL-Part category {cat!r}: the training images have no "
-                             "annotated part pixels")
-        clf = NearestCentroid.fit(x, np.concatenate(ys), P, n_components)
-        conf = np.zeros((P + 1, P + 1), dtype=np.int64)
-        for rec in images[cat]:
-            f = feats.get(rec.key)
-            labels = dataset.part_labels(rec)
-            frame = grid_frame(rec.size, manifest)
-            if resolution == "full":
-                gt = labels
-                pred = _predict_full(clf, f, gt > 0, frame)
-            else:
-                soft = dataset.grid_part_scores(rec, f.shape[:2], frame, labels=labels)
-                fgm, gt = _grid_labels(soft)
-                pred = np.zeros(gt.shape, dtype=np.int64)
-                if fgm.any():
-                    pred[fgm] = clf.predict(f[fgm]) + 1
-            conf += confusion_matrix(pred, gt, P + 1)
-            if len(shown.setdefault(cat, [])) < figures:
-                shown[cat].append((rec, gt, pred))
-            next(it, None)
-        m = part_metrics(conf, table.oriented)
-        m.update(n_test=len(images[cat]), n_train=len(train_images[cat]), n_parts=P)
-        per_cat[cat], confusion[cat], names[cat] = m, conf, table.names
-    if hasattr(bar, "close"):
-        bar.close()
+    try:
+        _run_categories(dataset, cats, train_images, images, feats, manifest, cache, resolution,
+                        n_components, figures, it, per_cat, confusion, names, shown)
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
     mean = {k: float(np.mean([per_cat[c][k] for c in per_cat])) for k in METRIC_KEYS} \
         if per_cat else {}
     config = {"dataset": "pascalparts", "root": str(dataset.root), "cache": cache.path,
