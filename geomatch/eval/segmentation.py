@@ -105,24 +105,23 @@ def accuracy(conf) -> float:
     return float(np.trace(c) / s) if s > _TINY else 0.0
 
 
-def mean_precision(conf) -> float:
-    """Mean over the rows (predicted classes) with a positive sum of C[i, i] / row sum."""
-    c = np.asarray(conf, dtype=np.float64)
+def _mean_diag_ratio(c: np.ndarray, axis: int) -> float:
+    """Mean of C[i, i] / (sum along ``axis``) over the non-empty lines."""
     if c.size == 0:
         return 0.0
-    rows = c.sum(axis=1)
-    keep = rows > _TINY
-    return float(np.mean(np.diag(c)[keep] / rows[keep])) if keep.any() else 0.0
+    s = c.sum(axis=axis)
+    keep = s > _TINY
+    return float(np.mean(np.diag(c)[keep] / s[keep])) if keep.any() else 0.0
+
+
+def mean_precision(conf) -> float:
+    """Mean over the rows (predicted classes) with a positive sum of C[i, i] / row sum."""
+    return _mean_diag_ratio(np.asarray(conf, dtype=np.float64), 1)
 
 
 def mean_recall(conf) -> float:
     """Mean over the columns (annotated classes) with a positive sum of C[j, j] / column sum."""
-    c = np.asarray(conf, dtype=np.float64)
-    if c.size == 0:
-        return 0.0
-    cols = c.sum(axis=0)
-    keep = cols > _TINY
-    return float(np.mean(np.diag(c)[keep] / cols[keep])) if keep.any() else 0.0
+    return _mean_diag_ratio(np.asarray(conf, dtype=np.float64), 0)
 
 
 def mean_iou(conf) -> float:

@@ -30,6 +30,14 @@ def _check_n(name: str, n) -> int:
     return int(n)
 
 
+def _extent(start, length, n_image: int) -> float:
+    length = float(n_image if length is None else length)
+    if not (length > 0 and np.isfinite(length) and np.isfinite(start)):
+        raise ValueError(f"grid extent must be finite and positive, got start={start!r}, "
+                         f"length={length!r}")
+    return length
+
+
 def bilinear_matrix(src: np.ndarray, n_in: int, *, valid: Optional[np.ndarray] = None) -> np.ndarray:
     """``(len(src), n_in)`` linear-interpolation weights at source coordinates.
 
@@ -73,10 +81,7 @@ def image_to_grid_matrix(n_grid: int, n_image: int, start: float = 0.0,
     """
     n_grid = _check_n("n_grid", n_grid)
     n_image = _check_n("n_image", n_image)
-    length = float(n_image if length is None else length)
-    if not (length > 0 and np.isfinite(length) and np.isfinite(start)):
-        raise ValueError(f"grid extent must be finite and positive, got start={start!r}, "
-                         f"length={length!r}")
+    length = _extent(start, length, n_image)
     c = float(start) + (np.arange(n_grid) + 0.5) * (length / n_grid) - 0.5
     if start == 0.0 and length == n_image:
         return bilinear_matrix(c, n_image)
@@ -94,10 +99,7 @@ def grid_to_image_matrix(n_image: int, n_grid: int, start: float = 0.0,
     """
     n_image = _check_n("n_image", n_image)
     n_grid = _check_n("n_grid", n_grid)
-    length = float(n_image if length is None else length)
-    if not (length > 0 and np.isfinite(length) and np.isfinite(start)):
-        raise ValueError(f"grid extent must be finite and positive, got start={start!r}, "
-                         f"length={length!r}")
+    length = _extent(start, length, n_image)
     c = (np.arange(n_image) + 0.5 - float(start)) * (n_grid / length) - 0.5
     return bilinear_matrix(c, n_grid)
 
