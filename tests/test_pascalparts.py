@@ -247,3 +247,19 @@ def test_malformed_annotations(tmp_path):
     (r / "Parts" / "Annotations_Part" / "b.mat").write_bytes(b"not a mat file")
     with pytest.raises(ValueError, match=r"b\.mat"):
         PascalParts(r).images("test")
+
+
+def test_resample_matrices_on_an_offset_frame():
+    # 4-pixel image axis inside a 3-cell grid spanning [-2.5, 6.5]: pixel j's
+    # centre sits at grid coordinate j / 3 + 0.5; cell i's centre at image
+    # coordinate 3 i - 1.5 (cells 0 and 2 lie on padding)
+    up = grid_to_image_matrix(4, 3, -2.5, 9.0)
+    np.testing.assert_allclose(up, [[0.5, 0.5, 0], [1 / 6, 5 / 6, 0], [0, 5 / 6, 1 / 6],
+                                    [0, 0.5, 0.5]], atol=1e-12)
+    down = image_to_grid_matrix(3, 4, -2.5, 9.0)
+    np.testing.assert_allclose(down, [[0, 0, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 0]],
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="n_grid"):
+        image_to_grid_matrix(0, 4)
+    with pytest.raises(ValueError, match="extent"):
+        grid_to_image_matrix(4, 3, 0.0, -1.0)

@@ -378,6 +378,44 @@ def test_extract_and_seg_eval_end_to_end(tree, weights, tmp_path, capsys, resolu
     assert figs == ["bird_2009_000000.png", "bottle_2010_000000.png"]
 
 
+def test_seg_eval_on_a_padded_cache(tree, weights, tmp_path):
+    """GeoAware-SC padding: the grid covers a square frame around the image;
+    every image pixel is still predicted and counted once."""
+    from geomatch.backbone import load_dinov2
+    from geomatch.backbone.extract import extract_features
+    from geomatch.data import load_dataset
+    from geomatch.eval.segmentation import evaluate_segmentation
+
+    root, labels = tree
+    ds = load_dataset("pascalparts", root, progress=False)
+    extract_features(ds.images("test", ["bird"]), load_dinov2(weights), tmp_path / "c",
+                     preprocess="pad", size=112, flip=False, progress=False)
+    for resolution in ("full", "grid"):
+        res = evaluate_segmentation(ds, tmp_path / "c", categories=["bird"], n_components=4,
+                                    resolution=resolution, progress=False)
+        conf = res.confusion["bird"]
+        if resolution == "full":
+            assert conf.sum() == sum(v.size for k, v in labels.items() if k.startswith("bird"))
+            # annotated pixels per class are those of the label maps
+            want = np.bincount(np.concatenate([v.ravel() for k, v in labels.items()
+                                               if k.startswith("bird")]), minlength=14)
+            np.testing.assert_array_equal(conf.sum(axis=0), want)
+        else:
+            # only cells whose centre lies on the image count: along the short
+            # side the image spans [off, off + 112 * short / long] of the input,
+            # off = (112 - round(112 * short / long)) // 2 (GeoAware-SC)
+            n = 0
+            for rec in ds.images("test", ["bird"]):
+                w, h = rec.size
+                short, long = min(w, h), max(w, h)
+                off = (112 - int(np.around(112 * short / long))) // 2
+                centres = (np.arange(8) + 0.5) * 14
+                inside = np.sum((centres >= off) & (centres <= off + 112 * short / long))
+                n += 8 * int(inside)
+            assert conf.sum() == n < 6 * 64
+        assert 0 < res.categories["bird"]["acc"] <= 1
+
+
 def test_seg_eval_with_a_head(tree, weights, tmp_path, capsys):
     from geomatch.backbone import load_dinov2
     from geomatch.backbone.extract import extract_features

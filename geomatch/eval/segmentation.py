@@ -186,9 +186,12 @@ def _metric_block(c: np.ndarray, allowed: np.ndarray, suffix: str) -> Dict[str, 
 # the classifier
 # --------------------------------------------------------------------------
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def _unit_rows(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     n = np.sqrt(np.einsum("ij,ij->i", x, x))
     n[n == 0] = 1.0                      # an all-zero row stays zero instead of NaN
+    if inplace:
+        x /= n[:, None]
+        return x
     return x / n[:, None]
 
 
@@ -233,7 +236,7 @@ class NearestCentroid:
         ValueError
             No training features, bad labels or ``n_components``.
         """
-        x = np.asarray(features, dtype=np.float64)
+        x = np.array(features, dtype=np.float64)          # a private copy, normalised in place
         y = np.asarray(labels).reshape(-1)
         if x.ndim != 2 or x.shape[0] == 0:
             raise ValueError(f"features must be a non-empty (N, D) array, got shape {x.shape}")
@@ -249,10 +252,10 @@ class NearestCentroid:
                 or not 1 <= n_components <= min(n, d):
             raise ValueError(f"n_components must be between 1 and min(n_samples, n_features) = "
                              f"{min(n, d)}, got {n_components!r}")
-        x = _unit_rows(x)
-        xc = x - x.mean(axis=0)
-        cov = xc.T @ xc
-        w, v = np.linalg.eigh(cov)
+        x = _unit_rows(x, inplace=True)
+        mu = x.mean(axis=0)
+        cov = x.T @ x - n * np.outer(mu, mu)     # (x - mu)^T (x - mu) without the copy
+        _, v = np.linalg.eigh(cov)                 # ascending eigenvalues
         comps = np.ascontiguousarray(v[:, ::-1][:, :int(n_components)].T)
         proj = _unit_rows(x @ comps.T)
         present = np.unique(y).astype(np.int64)
@@ -310,6 +313,17 @@ def _grid_labels(soft: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(fg mask, 1-based labels) of soft grid masks (h, w, P), as GECO's training."""
     fg = soft.sum(axis=-1) > 0
     return fg, np.where(fg, np.argmax(soft, axis=-1) + 1, 0)
+
+
+def _cells_inside(size, grid, frame) -> np.ndarray:
+    """bool (h, w): grid cells whose centre lies on the image (not on padding)."""
+    from ..ops.resample import image_to_grid_matrix
+
+    (w_img, h_img), (gh, gw) = size, grid
+    x0, y0, fw, fh = frame
+    rows = image_to_grid_matrix(gh, h_img, y0, fh).sum(axis=1) > 0
+    cols = image_to_grid_matrix(gw, w_img, x0, fw).sum(axis=1) > 0
+    return rows[:, None] & cols[None, :]
 
 
 def _predict_full(clf: NearestCentroid, feats: np.ndarray, fg: np.ndarray,
@@ -490,6 +504,9 @@ def _run_categories(dataset, cats, train_images, images, feats, manifest, cache,
                 pred = np.zeros(gt.shape, dtype=np.int64)
                 if fgm.any():
                     pred[fgm] = clf.predict(f[fgm]) + 1
+                if manifest.get("preprocess") == "pad":     # cells on the padding are no pixels
+                    inside = _cells_inside(rec.size, f.shape[:2], frame)
+                    pred, gt = pred[inside], gt[inside]
             conf += confusion_matrix(pred, gt, P + 1)
             if len(shown.setdefault(cat, [])) < figures:
                 shown[cat].append((rec, gt, pred))
