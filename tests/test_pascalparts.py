@@ -10,7 +10,7 @@ sio = pytest.importorskip("scipy.io", reason="PASCAL-Part annotations are MATLAB
 
 from geomatch.data import load_dataset  # noqa: E402
 from geomatch.data.pascalparts import PascalParts, part_table  # noqa: E402
-from geomatch.ops.resample import grid_to_image_matrix, image_to_grid_matrix  # noqa: E402
+from geomatch.ops.resample import grid_to_image, image_to_grid, sample  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -199,13 +199,22 @@ def test_grid_masks_match_torch_interpolate(root):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-def test_resample_matrices_match_torch():
+def test_resample_matches_torch():
     rng = np.random.default_rng(3)
     for n_in, n_out in [(4, 37), (37, 500), (9, 5), (6, 6), (1, 4)]:
         x = rng.standard_normal((1, n_in))
         want = _torch_bilinear(x[None], (1, n_out))[0, 0]
-        np.testing.assert_allclose(grid_to_image_matrix(n_out, n_in) @ x[0], want, atol=1e-12)
-        np.testing.assert_allclose(image_to_grid_matrix(n_out, n_in) @ x[0], want, atol=1e-12)
+        np.testing.assert_allclose(grid_to_image(n_out, n_in).matrix() @ x[0], want,
+                                   atol=1e-12)
+        np.testing.assert_allclose(image_to_grid(n_out, n_in).matrix() @ x[0], want,
+                                   atol=1e-12)
+    # 2-D, whole grid and chosen pixels, several channels: PyTorch to rounding
+    x = rng.standard_normal((5, 7, 3))
+    want = _torch_bilinear(x.transpose(2, 0, 1), (23, 31)).transpose(1, 2, 0)
+    ty, tx = grid_to_image(23, 5), grid_to_image(31, 7)
+    np.testing.assert_allclose(sample(x, ty, tx), want, rtol=0, atol=1e-12)
+    ys, xs = np.array([0, 22, 7]), np.array([30, 0, 11])
+    np.testing.assert_allclose(sample(x, ty, tx, ys, xs), want[ys, xs], rtol=0, atol=1e-12)
 
 
 def test_grid_masks_on_a_padded_frame():
@@ -253,13 +262,13 @@ def test_resample_matrices_on_an_offset_frame():
     # 4-pixel image axis inside a 3-cell grid spanning [-2.5, 6.5]: pixel j's
     # centre sits at grid coordinate j / 3 + 0.5; cell i's centre at image
     # coordinate 3 i - 1.5 (cells 0 and 2 lie on padding)
-    up = grid_to_image_matrix(4, 3, -2.5, 9.0)
+    up = grid_to_image(4, 3, -2.5, 9.0).matrix()
     np.testing.assert_allclose(up, [[0.5, 0.5, 0], [1 / 6, 5 / 6, 0], [0, 5 / 6, 1 / 6],
                                     [0, 0.5, 0.5]], atol=1e-12)
-    down = image_to_grid_matrix(3, 4, -2.5, 9.0)
+    down = image_to_grid(3, 4, -2.5, 9.0).matrix()
     np.testing.assert_allclose(down, [[0, 0, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 0]],
                                atol=1e-12)
     with pytest.raises(ValueError, match="n_grid"):
-        image_to_grid_matrix(0, 4)
+        image_to_grid(0, 4)
     with pytest.raises(ValueError, match="extent"):
-        grid_to_image_matrix(4, 3, 0.0, -1.0)
+        grid_to_image(4, 3, 0.0, -1.0)

@@ -436,7 +436,7 @@ class PascalParts(Dataset):
         Returns
         -------
         numpy.ndarray
-            float32 (h, w, P) soft part masks; a cell is foreground where the
+            float64 (h, w, P) soft part masks; a cell is foreground where the
             sum is positive, its label is the argmax.
         """
         table = self.part_table(record.category)
@@ -449,9 +449,9 @@ def soft_grid_masks(labels: np.ndarray, num_parts: int, grid: Tuple[int, int],
                     frame: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
     """One-hot masks of a label map (0 = background) resized to ``grid``.
 
-    See :meth:`PascalParts.grid_part_scores`; float32 (h, w, num_parts).
+    See :meth:`PascalParts.grid_part_scores`; float64 (h, w, num_parts).
     """
-    from ..ops.resample import image_to_grid_matrix, resample
+    from ..ops.resample import image_to_grid, resample_labels
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -459,9 +459,5 @@ def soft_grid_masks(labels: np.ndarray, num_parts: int, grid: Tuple[int, int],
     h_img, w_img = labels.shape
     gh, gw = (int(v) for v in grid)
     x0, y0, fw, fh = frame if frame is not None else (0.0, 0.0, float(w_img), float(h_img))
-    ry = image_to_grid_matrix(gh, h_img, y0, fh)
-    rx = image_to_grid_matrix(gw, w_img, x0, fw)
-    onehot = np.zeros((h_img, w_img, num_parts), dtype=np.float32)
-    fg = labels > 0
-    onehot[fg, labels[fg] - 1] = 1.0
-    return resample(onehot, ry, rx)
+    return resample_labels(labels, num_parts, image_to_grid(gh, h_img, y0, fh),
+                           image_to_grid(gw, w_img, x0, fw))

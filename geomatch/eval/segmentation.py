@@ -317,28 +317,34 @@ def _grid_labels(soft: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def _cells_inside(size, grid, frame) -> np.ndarray:
     """bool (h, w): grid cells whose centre lies on the image (not on padding)."""
-    from ..ops.resample import image_to_grid_matrix
+    from ..ops.resample import image_to_grid
 
     (w_img, h_img), (gh, gw) = size, grid
     x0, y0, fw, fh = frame
-    rows = image_to_grid_matrix(gh, h_img, y0, fh).sum(axis=1) > 0
-    cols = image_to_grid_matrix(gw, w_img, x0, fw).sum(axis=1) > 0
+    rows = image_to_grid(gh, h_img, y0, fh).valid
+    cols = image_to_grid(gw, w_img, x0, fw).valid
     return rows[:, None] & cols[None, :]
 
 
 def _predict_full(clf: NearestCentroid, feats: np.ndarray, fg: np.ndarray,
                   frame: Tuple[float, float, float, float]) -> np.ndarray:
-    """Labels (H, W) of the foreground pixels from grid features (h, w, D)."""
-    from ..ops.resample import grid_to_image_matrix, resample
+    """Labels (H, W) of the foreground pixels from grid features (h, w, D).
+
+    GECO upsamples the features to the image and projects every pixel; the
+    projection is linear, so the grid is projected first and only the
+    foreground pixels are interpolated (PyTorch's bilinear formula).
+    """
+    from ..ops.resample import grid_to_image, sample
 
     h, w, d = feats.shape
     H, W = fg.shape
     x0, y0, fw, fh = frame
-    proj = clf.project(feats.reshape(h * w, d)).reshape(h, w, -1)
-    up = resample(proj, grid_to_image_matrix(H, h, y0, fh), grid_to_image_matrix(W, w, x0, fw))
     pred = np.zeros((H, W), dtype=np.int64)
-    if fg.any():
-        pred[fg] = np.argmax(clf.scores_from_projections(up[fg]), axis=1) + 1
+    ys, xs = np.nonzero(fg)
+    if ys.size:
+        proj = clf.project(feats.reshape(h * w, d)).reshape(h, w, -1)
+        up = sample(proj, grid_to_image(H, h, y0, fh), grid_to_image(W, w, x0, fw), ys, xs)
+        pred[ys, xs] = np.argmax(clf.scores_from_projections(up), axis=1) + 1
     return pred
 
 
