@@ -30,7 +30,7 @@ line of each step are in docs/segmentation.md.
    over the evaluated categories.
 
 The PCA, the centroids and the scoring of every pixel are matrix products
-(NumPy/BLAS); no Python loop runs over pixels.
+(NumPy/BLAS) and vectorised gathers; no Python loop runs over pixels.
 
 Command line::
 
