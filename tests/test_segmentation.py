@@ -524,3 +524,14 @@ def test_profile_counts_lora_factors(weights, tmp_path, capsys):
     assert f"| {n:,} |" in out and "+ LoRA" in out
     assert "absent.pth" in _fail(["profile", "--weights", str(tmp_path / "absent.pth")],
                                  capsys)
+
+
+def test_profile_on_dataset_images(tree, weights, capsys):
+    root, _ = tree
+    assert main(["profile", "--weights", str(weights), "--dataset", "pascalparts", "--root",
+                 str(root), "--images", "3", "--pairs", "1", "--size", "56",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "2 images (resize 56, grid 4x4x128)" in out
+    assert "--dataset and --root" in _fail(["profile", "--weights", str(weights), "--dataset",
+                                            "pascalparts"], capsys)

@@ -250,7 +250,8 @@ def _mask(m, path: Path, what: str, shape=None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Entry:
-    imname: str
+    imname: str                  # anno.imname: the image file and the record key
+    annotation: Path             # the .mat file
     size: Tuple[int, int]        # (W, H)
     bbox: Tuple[float, float, float, float]
 
@@ -315,14 +316,12 @@ class PascalParts(Dataset):
             if cls not in index:
                 raise ValueError(f"malformed PASCAL-Part annotation {path}: unknown class "
                                  f"{cls!r}")
-            imname = str(_field(anno, "imname", path, "anno")) if hasattr(anno, "imname") \
-                else path.stem
+            imname = str(getattr(anno, "imname", "") or path.stem)
             m = _mask(_field(obj, "mask", path, "object"), path, "object")
             ys, xs = np.nonzero(m)
             box = ((float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
                    if xs.size else (0.0, 0.0, float(m.shape[1] - 1), float(m.shape[0] - 1)))
-            index[cls].append(_Entry(path.stem if not imname else imname,
-                                     (int(m.shape[1]), int(m.shape[0])), box))
+            index[cls].append(_Entry(imname, path, (int(m.shape[1]), int(m.shape[0])), box))
         for c in index:
             index[c].sort(key=lambda e: e.imname)
         self._index, self._multi = index, multi
@@ -361,7 +360,7 @@ class PascalParts(Dataset):
             self.name, category, f"{category}/{handle.imname}",
             self.image_dir / f"{handle.imname}.jpg", handle.size,
             np.zeros((0, 2), np.float32), np.zeros(0, bool), handle.bbox,
-            mask_path=self.annotation_dir / f"{handle.imname}.mat")
+            mask_path=handle.annotation)
 
     # ---- part annotations ----------------------------------------------------
     def _annotation_path(self, record: ImageRecord) -> Path:

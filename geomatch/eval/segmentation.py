@@ -398,7 +398,7 @@ class SegResult:
         """Two Markdown tables (all parts, oriented parts), in percent."""
         c = self.config
         lines = [f"## PASCAL-Part part segmentation — nearest centroid (PCA {c.get('n_components')}, "
-                 f"{c.get('num_samples')} training images, {c.get('resolution')} resolution"
+                 f"at most {c.get('num_samples')} training images, {c.get('resolution')} resolution"
                  f"{', head ' + str(c['head']) if c.get('head') else ''})", ""]
         for title, keys in (("All parts", _BASE_KEYS),
                             ("Oriented parts (geo)", tuple(k + "_geo" for k in _BASE_KEYS))):

@@ -92,7 +92,7 @@ def profile(model, *, head=None, lora_params: int = 0, images=None, n_images: in
         ``pairs``.
     """
     import geomatch as gm
-    from ..backbone.preprocess import DEFAULT_SIZES, preprocess_image
+    from ..backbone.preprocess import DEFAULT_SIZES, load_image, preprocess_image
     from .progress import progress as _progress
 
     for name, v, lo in (("n_images", n_images, 2), ("n_pairs", n_pairs, 1),
@@ -118,6 +118,8 @@ def profile(model, *, head=None, lora_params: int = 0, images=None, n_images: in
     bar = _progress(images, desc="profile: images", total=len(images), unit="img",
                     disable=None if progress is None else not progress)
     for img in bar:
+        if not isinstance(img, np.ndarray):
+            img = load_image(img)            # reading the file is not timed (as in GECO)
         t0 = time.perf_counter()
         pixels, frame = preprocess_image(img, preprocess, size)
         t1 = time.perf_counter()
