@@ -435,6 +435,32 @@ def test_seg_eval_with_a_head(tree, weights, tmp_path, capsys):
     assert res.categories["bottle"]["n_train"] == 3
 
 
+def test_seg_eval_same_result_for_every_thread_count(tree, weights, tmp_path):
+    import geomatch as gm
+    from geomatch.backbone import load_dinov2
+    from geomatch.backbone.extract import extract_features
+    from geomatch.data import load_dataset
+    from geomatch.eval.segmentation import evaluate_segmentation
+
+    root, _ = tree
+    ds = load_dataset("pascalparts", root, progress=False)
+    extract_features(ds.images("test", ["bird"]), load_dinov2(weights), tmp_path / "c",
+                     size=112, flip=False, progress=False)
+    prev = gm.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2, 3):
+            gm.set_num_threads(n)
+            res = evaluate_segmentation(ds, tmp_path / "c", categories=["bird"],
+                                        n_components=8, progress=False)
+            out.append((res.confusion["bird"], res.categories["bird"]))
+    finally:
+        gm.set_num_threads(prev)
+    for conf, m in out[1:]:
+        np.testing.assert_array_equal(conf, out[0][0])
+        assert m == out[0][1]
+
+
 # --------------------------------------------------------------------------
 # bad input on the command line: one line on stderr, nothing written
 

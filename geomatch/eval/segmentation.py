@@ -30,7 +30,8 @@ line of each step are in docs/segmentation.md.
    over the evaluated categories.
 
 The PCA, the centroids and the scoring of every pixel are matrix products
-(NumPy/BLAS) and vectorised gathers; no Python loop runs over pixels.
+(the C core's row-blocked BLAS gemm, whose results do not depend on the thread
+count) and vectorised gathers; no Python loop runs over pixels.
 
 Command line::
 
@@ -186,6 +187,13 @@ def _metric_block(c: np.ndarray, allowed: np.ndarray, suffix: str) -> Dict[str, 
 # the classifier
 # --------------------------------------------------------------------------
 
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 product on the core's gemm: the same bits for every thread count."""
+    from ..ops.linalg import matmul
+
+    return matmul(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+
+
 def _unit_rows(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     n = np.sqrt(np.einsum("ij,ij->i", x, x))
     n[n == 0] = 1.0                      # an all-zero row stays zero instead of NaN
@@ -254,10 +262,10 @@ class NearestCentroid:
                              f"{min(n, d)}, got {n_components!r}")
         x = _unit_rows(x, inplace=True)
         mu = x.mean(axis=0)
-        cov = x.T @ x - n * np.outer(mu, mu)     # (x - mu)^T (x - mu) without the copy
+        cov = _mm(x.T, x) - n * np.outer(mu, mu)   # (x - mu)^T (x - mu) without the copy
         _, v = np.linalg.eigh(cov)                 # ascending eigenvalues
         comps = np.ascontiguousarray(v[:, ::-1][:, :int(n_components)].T)
-        proj = _unit_rows(x @ comps.T)
+        proj = _unit_rows(_mm(x, comps.T))
         present = np.unique(y).astype(np.int64)
         order = np.argsort(y, kind="stable")
         bounds = np.searchsorted(y[order], present, side="left")
@@ -275,7 +283,7 @@ class NearestCentroid:
         if x.ndim != 2 or x.shape[1] != self.components.shape[1]:
             raise ValueError(f"features must have shape (N, {self.components.shape[1]}), "
                              f"got {x.shape}")
-        return x @ self.components.T
+        return _mm(x, self.components.T)
 
     def scores_from_projections(self, proj) -> np.ndarray:
         """Cosine of normalised projections with the normalised centroids.
@@ -283,7 +291,7 @@ class NearestCentroid:
         Returns (N, num_parts); parts absent from training score 0 (GECO).
         """
         p = _unit_rows(np.asarray(proj, dtype=np.float64))
-        s = p @ _unit_rows(self.centroids).T
+        s = _mm(p, _unit_rows(self.centroids).T)
         out = np.zeros((p.shape[0], self.num_parts), dtype=np.float64)
         out[:, self.present] = s
         return out
