@@ -490,6 +490,7 @@ def test_seg_eval_errors(tree, weights, tmp_path, capsys):
     assert "'boat'" in _fail(base + ["--categories", "boat"], capsys)
     assert "'tvmonitor'" in _fail(base + ["--categories", "tvmonitor"], capsys)
     assert "unknown category" in _fail(base + ["--categories", "unicorn"], capsys)
+    assert "'horse'" in _fail(base + ["--categories", "horse"], capsys)   # no image
     # missing annotations
     err = _fail(["seg-eval", "--root", str(tmp_path / "nowhere"), "--cache", str(cache_dir),
                  "--out", str(out)], capsys)
@@ -561,3 +562,23 @@ def test_profile_on_dataset_images(tree, weights, capsys):
     assert "2 images (resize 56, grid 4x4x128)" in out
     assert "--dataset and --root" in _fail(["profile", "--weights", str(weights), "--dataset",
                                             "pascalparts"], capsys)
+
+
+def test_nothing_to_evaluate(tmp_path):
+    from geomatch.data import load_dataset
+    from geomatch.data.cache import FeatureCache
+    from geomatch.eval.segmentation import evaluate_segmentation
+
+    root = make_root(tmp_path)
+    add_image(root, "2011_000001", [("boat", box(20, 20, 2, 18, 2, 18), [])], (20, 20))
+    FeatureCache.create(tmp_path / "c", {"backbone": "x", "weights_sha256": "0",
+                                         "resolution": [56, 56], "preprocess": "resize",
+                                         "grid": [4, 4], "dim": 8, "dtype": "float32"})
+    ds = load_dataset("pascalparts", root, progress=False)
+    with pytest.raises(ValueError, match="no PASCAL-Part category to evaluate"):
+        evaluate_segmentation(ds, tmp_path / "c", out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="resolution"):
+        evaluate_segmentation(ds, tmp_path / "c", resolution="half")
+    with pytest.raises(ValueError, match="figures need out_dir"):
+        evaluate_segmentation(ds, tmp_path / "c", figures=2)

@@ -601,6 +601,13 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
         pool = dataset.images("train", [c])
         train_images[c] = [pool[i] for i in training_indices(len(pool), num_samples, seed)]
     cats = [c for c in cats if c in train_images]
+    if categories is not None and skipped:
+        c, why = next(iter(skipped.items()))
+        raise ValueError(f"PASCAL-Part category {c!r} cannot be evaluated: {why} in "
+                         f"{dataset.root}")
+    if not cats:
+        raise ValueError(f"no PASCAL-Part category to evaluate in {dataset.root} ("
+                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
     missing = [r.key for c in cats for r in images[c] if not cache.has(r.key)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
