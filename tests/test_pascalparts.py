@@ -272,3 +272,42 @@ def test_resample_matrices_on_an_offset_frame():
         image_to_grid(0, 4)
     with pytest.raises(ValueError, match="extent"):
         grid_to_image(4, 3, 0.0, -1.0)
+
+
+# GECO's PART_PERMUTATION assignments (part2ind.py), as "PERM[a - 1] = b"
+# pairs over indices 1..n, written out from the file for every category that
+# has a permutation; PART_WITH_ORIENTATION = entries that differ from identity.
+def _both(*pairs):
+    return [p for a, b in pairs for p in ((a, b), (b, a))]
+
+
+GECO_ASSIGNMENTS = {
+    "aeroplane": (30, _both((3, 4))),
+    "bicycle": (20, _both((1, 2))),
+    "bottle": (2, []),
+    "bus": (60, _both((1, 4), (2, 3), (6, 7), (8, 9))),
+    "car": (60, _both((1, 4), (2, 3), (6, 7), (8, 9))),
+    "cat": (17, _both((2, 3), (4, 5), (9, 10), (11, 12), (13, 15), (14, 16))),
+    "dog": (18, _both((2, 3), (4, 5), (9, 10), (11, 12), (13, 15), (14, 16))),
+    "cow": (19, _both((2, 3), (4, 5), (11, 13), (12, 14), (15, 17), (16, 18), (7, 8))),
+    "sheep": (19, _both((2, 3), (4, 5), (11, 13), (12, 14), (15, 17), (16, 18), (7, 8))),
+    "horse": (33, _both((2, 3), (4, 5), (11, 13), (12, 14), (15, 17), (16, 18), (30, 31),
+                        (32, 33))),
+    "motorbike": (20, _both((1, 2), (11, 12))),
+    "pottedplant": (2, []),
+    "train": (80, _both((2, 5), (3, 4)) + _both(*[(40 + k, 50 + k) for k in range(1, 11)])
+              + _both(*[(30 + k, 60 + k) for k in range(1, 10)]) + [(40, 70)]),
+}
+
+
+@pytest.mark.parametrize("category", sorted(GECO_ASSIGNMENTS))
+def test_oriented_parts_follow_gecos_permutations(category):
+    n, assignments = GECO_ASSIGNMENTS[category]
+    perm = list(range(1, n + 1))
+    for a, b in assignments:
+        perm[a - 1] = b
+    t = part_table(category)
+    assert max(t.indices) == n
+    np.testing.assert_array_equal(t.oriented, _geco_oriented(perm, t.indices))
+    # the twin table is an involution
+    np.testing.assert_array_equal(t.flip_perm[t.flip_perm], np.arange(t.num_parts))

@@ -422,6 +422,9 @@ class SegResult:
                                                        self.skipped.items()))
         return "\n".join(lines).rstrip() + "\n"
 
+    def _repr_markdown_(self) -> str:         # Jupyter shows the tables
+        return self.to_markdown()
+
     def to_dict(self) -> dict:
         """JSON-ready dict (metrics as fractions, confusion matrices as lists)."""
         return {"config": self.config, "categories": self.categories, "mean": self.mean,
