@@ -498,11 +498,14 @@ def test_seg_eval_errors(tree, weights, tmp_path, capsys):
     err = _fail(["seg-eval", "--root", str(tmp_path / "nowhere"), "--cache", str(cache_dir),
                  "--out", str(out)], capsys)
     assert "nowhere" in err
-    # an annotation whose image is missing: extract names the image file
-    (root / "VOCdevkit" / "VOC2010" / "JPEGImages" / "2010_000001.jpg").unlink()
+    # an annotation whose image is missing: extract names the image file, and
+    # so does seg-eval when it would draw it (before anything is written)
+    (root / "VOCdevkit" / "VOC2010" / "JPEGImages" / "2010_000000.jpg").unlink()
+    err = _fail(base + ["--categories", "bottle", "--figures", "1"], capsys)
+    assert "2010_000000.jpg" in err and not out.exists()
     err = _fail(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
                  str(weights), "--out", str(tmp_path / "cache2"), "--size", "56"], capsys)
-    assert "2010_000001.jpg" in err
+    assert "2010_000000.jpg" in err
     # PCA larger than the training features
     err = _fail(base[:-3] + ["--categories", "bottle", "--n-components", "100000",
                             "--no-progress"], capsys)

@@ -617,6 +617,10 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
         raise ValueError(f"feature cache {cache.path} has no features for image "
                          f"{missing[0]!r}{more}; run geomatch extract --dataset pascalparts "
                          f"on the same root first")
+    for c in cats:                      # the images the figures will show
+        for r in images[c][:figures]:
+            if not os.path.isfile(r.path):
+                raise FileNotFoundError(f"image not found: {r.path} (needed for the figures)")
 
     t0 = time.perf_counter()
     feats = _FeatureLRU(cache, head_fn, 512 << 20)
