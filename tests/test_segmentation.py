@@ -588,3 +588,20 @@ def test_nothing_to_evaluate(tmp_path):
         evaluate_segmentation(ds, tmp_path / "c", resolution="half")
     with pytest.raises(ValueError, match="figures need out_dir"):
         evaluate_segmentation(ds, tmp_path / "c", figures=2)
+
+
+def test_part_map_figure_legend_names_the_parts_shown():
+    import matplotlib.pyplot as plt
+    from geomatch.eval.plotting import plot_part_maps
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    gt = np.zeros((20, 30), int)
+    gt[2:8, 2:9] = 2
+    pred = np.zeros((20, 30), int)
+    pred[10:12, 10:12] = 3
+    fig = plot_part_maps(img, gt, pred, ["head", "leye", "reye"], title="t")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)
+    assert labels == ["leye", "reye"]
+    with pytest.raises(ValueError, match="labels must lie"):
+        plot_part_maps(img, gt, gt + 5, ["head", "leye", "reye"])
