@@ -449,20 +449,10 @@ class SegResult:
 
 
 def _atomic_write(path, text: str) -> None:
-    import tempfile
+    from ..runtime.files import atomic_file
 
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def _select(dataset, categories) -> Tuple[List[str], Dict[str, str]]:
@@ -672,26 +662,28 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
 def configure_parser(parser) -> None:
     """Arguments of ``geomatch seg-eval``."""
     parser.add_argument("--dataset", default="pascalparts", choices=("pascalparts",),
-                        help="dataset (pascalparts)")
+                        help="dataset (default: pascalparts)")
     parser.add_argument("--root", required=True,
                         help="PASCAL-Part folder (holding Parts/ and VOCdevkit/)")
     parser.add_argument("--cache", required=True,
                         help="feature cache of the images (geomatch extract --dataset pascalparts)")
-    parser.add_argument("--head", default=None, help="trained head checkpoint (optional)")
+    parser.add_argument("--head", default=None,
+                        help="trained head checkpoint applied to the features (default: none)")
     parser.add_argument("--out", default=None,
                         help="output folder for results.json/.csv/.md (default: seg-pascalparts)")
     parser.add_argument("--categories", nargs="+", default=None,
                         help="only these categories (default: all with at least two parts)")
     parser.add_argument("--n-components", type=int, default=32,
-                        help="PCA dimension of the classifier (GECO: 32)")
+                        help="PCA dimension of the classifier (default: 32, as GECO)")
     parser.add_argument("--num-samples", type=int, default=100,
-                        help="training images per category (GECO: 100)")
+                        help="training images per category (default: 100, as GECO)")
     parser.add_argument("--resolution", default="full", choices=RESOLUTIONS,
                         help="full: every image pixel from upsampled features (GECO); "
-                             "grid: on the feature grid")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training subset (GECO: 0)")
+                             "grid: on the feature grid (default: full)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training subset (default: 0, as GECO)")
     parser.add_argument("--figures", type=int, default=0, metavar="N",
-                        help="draw predicted vs annotated part maps of N test images per category")
+                        help="draw predicted vs annotated part maps of N test images per "
+                             "category (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -190,25 +190,32 @@ def configure_parser(parser) -> None:
     from ..backbone.dinov2 import MODEL_NAMES
 
     parser.add_argument("--weights", required=True,
-                        help="DINOv2 weights: official .pth, .safetensors or a Hugging Face folder")
-    parser.add_argument("--lora", default=None, help="GECO LoRA weights merged into qkv")
-    parser.add_argument("--head", default=None, help="trained head checkpoint (GECO's refiner)")
+                        help="DINOv2 weights: official .pth, .safetensors or a Hugging Face "
+                             "folder")
+    parser.add_argument("--lora", default=None,
+                        help="GECO LoRA weights merged into qkv (default: none)")
+    parser.add_argument("--head", default=None,
+                        help="trained head checkpoint, GECO's refiner (default: none)")
     parser.add_argument("--model", default=None, choices=MODEL_NAMES,
-                        help="architecture to check the weights against (default: inferred)")
-    parser.add_argument("--preprocess", default="resize", choices=("resize", "pad"))
+                        help="architecture to check the weights against (default: "
+                             "inferred)")
+    parser.add_argument("--preprocess", default="resize", choices=("resize", "pad"),
+                        help="resize: stretch to 518x518 (GECO); pad: longest side 840 "
+                             "(GeoAware-SC) (default: resize)")
     parser.add_argument("--size", type=int, default=None,
-                        help="network input side (default 518 resize, 840 pad)")
+                        help="network input side (default: 518 for resize, 840 for pad)")
     parser.add_argument("--images", type=int, default=11,
-                        help="images to featurize, the first one a warm-up (default 11; "
+                        help="images to featurize, the first one a warm-up (default: 11; "
                              "GECO: 1000)")
-    parser.add_argument("--pairs", type=int, default=20, help="pairs to match (default 20)")
+    parser.add_argument("--pairs", type=int, default=20, help="pairs to match (default: 20)")
     parser.add_argument("--keypoints", type=int, default=30,
-                        help="source keypoints per pair (default 30)")
+                        help="source keypoints per pair (default: 30)")
     parser.add_argument("--dataset", default=None,
                         help="take the images from this dataset (with --root; default: "
                              "random 500x375 images)")
-    parser.add_argument("--root", default=None, help="dataset folder for --dataset")
-    parser.add_argument("--split", default="test", help="split of --dataset (default test)")
+    parser.add_argument("--root", default=None,
+                        help="dataset folder for --dataset (default: none)")
+    parser.add_argument("--split", default="test", help="split of --dataset (default: test)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
