@@ -378,7 +378,7 @@ def configure_parser(parser) -> None:
     from .dinov2 import MODEL_NAMES
 
     parser.add_argument("--dataset", required=True,
-                        help="dataset name: spair, pfpascal, ap10k, cub")
+                        help="dataset name: spair, pfpascal, ap10k, cub, pascalparts")
     parser.add_argument("--root", required=True, help="dataset directory")
     parser.add_argument("--weights", required=True,
                         help="DINOv2 weights: official .pth, .safetensors or a Hugging Face "
