@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run_cli(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+    except (FileNotFoundError, ValueError, TypeError, ConnectionError, ImportError) as exc:
         print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
 
