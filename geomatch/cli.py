@@ -26,6 +26,10 @@ COMMANDS = {
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),
+    "seg-eval": ("geomatch.eval.segmentation",
+                 "PASCAL-Part part segmentation by nearest centroid (GECO's dense evaluation)"),
+    "profile": ("geomatch.runtime.profile",
+                "parameter count, size, time per image and per pair, peak memory (GECO's table)"),
     "demo": ("geomatch.demo.run", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
     "match": ("geomatch.match.command",
               "match points between two image files (matches.json, matches.png, viewer.html)"),
@@ -172,7 +176,8 @@ def _describe(exc: BaseException) -> str:
 
 # Errors that come from what the user gave (paths, files, arguments): one line
 # on stderr and exit status 1.  Anything else is a bug and keeps its traceback.
-USER_ERRORS = (OSError, ValueError, TypeError, KeyError)
+# (ImportError: an optional dependency the chosen option needs, e.g. dask.)
+USER_ERRORS = (OSError, ValueError, TypeError, KeyError, ImportError)
 
 
 def main(argv=None) -> int:

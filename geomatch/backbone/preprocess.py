@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -35,11 +35,13 @@ DEFAULT_SIZES = {"resize": 518, "pad": 840}
 MAX_INPUT_SIZE = 2072
 
 
-def check_input_size(size, patch_size: int = 14, name: str = "size") -> int:
+def check_input_size(size, patch_size: Optional[int] = 14, name: str = "size") -> int:
     """Validate the side of a square network input and return it as an int.
 
     The one size policy of the backbone: a positive multiple of
-    ``patch_size`` of at most :data:`MAX_INPUT_SIZE` pixels.
+    ``patch_size`` of at most :data:`MAX_INPUT_SIZE` pixels (``patch_size``
+    None: only positive and at most the maximum, for a check made before the
+    model is loaded).
 
     Raises
     ------
@@ -52,7 +54,10 @@ def check_input_size(size, patch_size: int = 14, name: str = "size") -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {size!r}")
     size = int(size)
-    if size < patch_size or size % patch_size:
+    if patch_size is None:
+        if size < 1:
+            raise ValueError(f"{name} must be positive, got {size}")
+    elif size < patch_size or size % patch_size:
         raise ValueError(f"{name} must be a positive multiple of {patch_size}, got {size}")
     if size > MAX_INPUT_SIZE:
         raise ValueError(f"{name} must be at most {MAX_INPUT_SIZE} (4 x 518), got {size}")
