@@ -90,12 +90,21 @@ def test_resume_on_other_features_refused(setup):
               progress=False, resume=res.last_path)
 
 
-def test_old_head_file_warns(setup):
+def test_old_head_file_warns_untrained_head_does_not(setup):
     d, ds, a, b, res = setup
+    fresh = d / "fresh.npz"
+    AttentionHead(CFG, seed=0).save(fresh)
+    z = dict(np.load(fresh))
+    meta = json.loads(str(z["__meta__"]))
+    assert meta["features"] is None          # never trained on a cache: nothing to check
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(ds, "test", a, head=str(fresh), mode="grid-argmax", progress=False)
+    # a file as geomatch wrote it before heads recorded their features
+    del meta["features"]
+    z["__meta__"] = np.array(json.dumps(meta))
     old = d / "old.npz"
-    AttentionHead(CFG, seed=0).save(old)
-    z = dict(np.load(old))
-    assert "features" not in json.loads(str(z["__meta__"]))
+    np.savez(old, **z)
     with pytest.warns(UserWarning, match="does not record the features"):
         evaluate(ds, "test", a, head=str(old), mode="grid-argmax", progress=False)
 

@@ -456,9 +456,8 @@ def check_features_record(record: Optional[Mapping], manifest: Mapping, *, what:
     import warnings
 
     if record is None:
-        warnings.warn(f"{what} does not record the features it was trained on (an untrained "
-                      f"head, or a file of an older geomatch); cannot check that it fits {where}",
-                      stacklevel=3)
+        warnings.warn(f"{what} does not record the features it was trained on (a file of an "
+                      f"older geomatch); cannot check that it fits {where}", stacklevel=3)
         return
     mine = features_fingerprint(manifest)
     if record.get("fingerprint") == mine["fingerprint"]:

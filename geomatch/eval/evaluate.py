@@ -318,10 +318,10 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, head_name = _resolve_head(head)
-    # a head file always has its record checked (an old file without one:
-    # a warning); a head object only when it carries one
-    if head_fn is not None and (isinstance(head, (str, os.PathLike))
-                                or getattr(head_fn, "trained_on", None) is not None):
+    # a head with a record is checked against the cache; a head file of an
+    # older geomatch (no record at all) gives a warning
+    if head_fn is not None and (getattr(head_fn, "trained_on", None) is not None
+                                or getattr(head_fn, "_unrecorded_features", False)):
         check_features_record(getattr(head_fn, "trained_on", None), manifest,
                               what=f"head {head_name}", where=f"feature cache {cache.path}",
                               force=force)

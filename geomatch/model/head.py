@@ -483,12 +483,11 @@ class AttentionHead:
 
 
 def head_meta(head: "AttentionHead") -> dict:
-    """The ``__meta__`` record of a head file: format, configuration and,
-    when known, the features the head was trained on."""
-    meta = {"format": _FORMAT, "config": head.config.to_dict()}
-    if head.trained_on is not None:
-        meta["features"] = head.trained_on
-    return meta
+    """The ``__meta__`` record of a head file: format, configuration and the
+    features the head was trained on (None when it was not trained on a cache)."""
+    # null for a head never trained on a cache (nothing to check); files of
+    # geomatch before this record existed lack the key altogether
+    return {"format": _FORMAT, "config": head.config.to_dict(), "features": head.trained_on}
 
 
 def _check_npz_sizes(path) -> None:
@@ -585,6 +584,8 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
     if rec is not None and not (isinstance(rec, dict) and isinstance(rec.get("fingerprint"), str)):
         raise ValueError(f"{path}: corrupt record of the training features: {rec!r}")
     head.trained_on = rec
+    # a file written before heads recorded their training features
+    head._unrecorded_features = "features" not in meta
     return head
 
 

@@ -467,7 +467,8 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     manifest = _manifest(cache)
     masks = _MaskStore(manifest)
     record = _features_record(manifest)
-    if resume is not None and record is not None:
+    if resume is not None and record is not None and (
+            head.trained_on is not None or getattr(head, "_unrecorded_features", False)):
         from ..data.cache import check_features_record
 
         check_features_record(head.trained_on, manifest, what=f"checkpoint {os.fspath(resume)}",
