@@ -41,10 +41,12 @@ TORCH_ONLY = ("geomatch.model.torch_head",)
 
 
 def test_import_needs_no_optional_dependency():
-    """geomatch and every submodule import with torch, scipy and dask absent."""
+    """geomatch and every submodule import with torch, scipy, Dask, scikit-learn,
+    safetensors and POT absent."""
     code = (
         "import sys, pkgutil, importlib\n"
-        "for m in ('torch', 'scipy', 'scipy.io', 'dask', 'safetensors', 'ot'):\n"
+        "for m in ('torch', 'scipy', 'scipy.io', 'dask', 'distributed', 'safetensors', 'ot',\n"
+        "          'sklearn'):\n"
         "    sys.modules[m] = None\n"
         "import geomatch\n"
         "names = [m.name for m in pkgutil.walk_packages(geomatch.__path__, 'geomatch.')\n"
