@@ -24,6 +24,7 @@
  */
 #include "geomatch.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <float.h>
 #include <math.h>
@@ -31,9 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* ---- shared scalar helpers ---------------------------------------------- */
 
@@ -76,39 +74,13 @@ static void db_log_array(const double *x, double *out, size_t n)
         if (!(x[i] >= DBL_MIN && x[i] <= DBL_MAX)) out[i] = log(x[i]);
 }
 
-/* Number of threads for a problem with `work` matrix entries: one below
- * 300000 entries (about 550 x 550), where a whole call costs well under a
- * millisecond on one core and the ~2 thread synchronizations per iteration
- * would dominate (badly so on an oversubscribed machine). */
-static int db_threads(size_t work)
-{
-#ifdef _OPENMP
-    int nt = omp_get_max_threads();
-    if (work < 300000) nt = 1;
-    return nt < 1 ? 1 : nt;
-#else
-    (void)work;
-    return 1;
-#endif
-}
+/* Threads for a problem with `work` matrix entries (gm_parallel.h's policy:
+ * one below 2**17 entries, where the ~2 thread synchronizations per
+ * iteration would dominate). */
+static int db_threads(size_t work) { return gm_threads_for((double)work * GM_WORK_EXP); }
 
-static int db_tid(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int db_nth(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
+#define db_tid gm_thread_id
+#define db_nth gm_team_size
 
 /* Column range [j0, j1) of this thread: blocks of 16 columns split evenly. */
 static void db_col_range(size_t m, size_t *j0, size_t *j1)

@@ -39,7 +39,9 @@ typedef struct {
  * equivalent for the caller).  O(1). */
 static inline void DB_SFX(db_set_err)(DB_SFX(db_ctx) *c, int st)
 {
-    __atomic_store_n(&c->err, st, __ATOMIC_RELAXED);
+#pragma omp atomic write
+    c->err = st;
+    (void)st; /* GCC reports st as unused after an atomic write */
 }
 
 /* Potential update phi*(logm - lse); 0 when phi == 0 (marginals ignored),
@@ -744,6 +746,19 @@ static void DB_SFX(db_forward)(DB_SFX(db_ctx) *c, DB_T *P)
     }
 }
 
+/* Status of a finished call, with details: a "kernel" method that the
+ * inputs make unsafe is a bad argument (GM_ERR_INVALID), not an overflow.
+ * Runs on the calling thread, after the parallel region.  O(1). */
+static int DB_SFX(db_status)(const DB_SFX(db_ctx) *c, int method)
+{
+    if (c->err == GM_ERR_NUMERIC && method == GM_DUSTBIN_KERNEL && !c->kernel)
+        return gm_fail(GM_ERR_INVALID,
+                       "method='kernel' is unsafe for these inputs: (max(S~) - min(S~)) / "
+                       "(2 reg) exceeds %d for %s; use method='auto'", (int)DB_LMAX,
+                       sizeof(DB_T) == 4 ? "float32" : "float64");
+    return c->err;
+}
+
 int DB_SFX(gm_dustbin_sinkhorn)(const DB_T *S, const DB_T *mu, const DB_T *nu, size_t n,
                                 size_t m, double bin_score, double reg, double reg_m,
                                 int n_iter, int method, DB_T *P, int *method_used)
@@ -760,7 +775,7 @@ int DB_SFX(gm_dustbin_sinkhorn)(const DB_T *S, const DB_T *mu, const DB_T *nu, s
             DB_SFX(db_prepare)(&c, method);
             DB_SFX(db_forward)(&c, P);
         }
-        st = c.err;
+        st = DB_SFX(db_status)(&c, method);
         if (method_used) *method_used = c.kernel ? 1 : 2;
     }
     DB_SFX(db_free)(&c);
@@ -1118,6 +1133,7 @@ int DB_SFX(gm_dustbin_sinkhorn_vjp)(const DB_T *S, const DB_T *mu, const DB_T *n
 {
     DB_SFX(db_ctx) c;
     int st;
+    double db = 0.0;
     if (dS == NULL || G == NULL || method < 0 || method > 2) return GM_ERR_INVALID;
     st = DB_SFX(db_setup)(&c, S, mu, nu, n, m, bin_score, reg, reg_m, n_iter, 1);
     if (st == GM_OK) {
@@ -1131,12 +1147,18 @@ int DB_SFX(gm_dustbin_sinkhorn_vjp)(const DB_T *S, const DB_T *mu, const DB_T *n
             DB_SFX(db_forward)(&c, NULL);
             if (c.err == GM_OK) {
                 if (c.kernel)
-                    DB_SFX(db_kernel_backward)(&c, dbin);
+                    DB_SFX(db_kernel_backward)(&c, &db);
                 else
-                    DB_SFX(db_log_backward)(&c, dS, dbin);
+                    DB_SFX(db_log_backward)(&c, dS, &db);
             }
         }
-        st = c.err;
+        st = DB_SFX(db_status)(&c, method);
+        /* like the forward, an overflow (tiny reg, huge G) is an error, not
+         * a NaN gradient */
+        if (st == GM_OK && (!DB_SFX(gm_all_finite)(dS, n * m) || !isfinite(db)))
+            st = gm_fail(GM_ERR_NUMERIC, "the gradient overflowed or produced NaN (reg=%.9g); "
+                         "try a larger regularization, a smaller grad_P or float64", reg);
+        if (st == GM_OK && dbin) *dbin = db;
         if (method_used) *method_used = c.kernel ? 1 : 2;
     }
     DB_SFX(db_free)(&c);

@@ -8,15 +8,13 @@
 #include "geomatch.h"
 #include "gm_blas.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Query (or key) rows per tile of the attention kernels.  Measured on the
  * 37 x 37-token step (2 images, 2 heads of 64): 64 -> 256 rows cut the

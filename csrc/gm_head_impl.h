@@ -217,11 +217,7 @@ int GM_HEAD_NAME(gm_head_attention_bwd)(const T *qkv, T *e, const T *rz, const T
     GM_OPENBLAS(set_num_threads)(1);
 #pragma omp parallel num_threads(nthreads)
     {
-#ifdef _OPENMP
-        int tid = omp_get_thread_num();
-#else
-        int tid = 0;
-#endif
+        int tid = gm_thread_id();
         T *g = scratch + (size_t)tid * GM_HEAD_TILE * n;
 #pragma omp for schedule(static)
         for (long t = 0; t < ntask; t++) {
@@ -289,7 +285,7 @@ int GM_HEAD_NAME(gm_layernorm_fwd)(const T *x, size_t n, size_t d, const T *gamm
 {
     if (n == 0 || d == 0 || !(eps >= 0.0)) return GM_ERR_INVALID;
     long rows = (long)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for(8.0 * (double)n * (double)d))
     for (long i = 0; i < rows; i++) {
         const T *xi = x + (size_t)i * d;
         T *restrict hi = xhat + (size_t)i * d;
@@ -328,7 +324,7 @@ int GM_HEAD_NAME(gm_layernorm_bwd)(const T *dy, const T *xhat, const T *rstd,
     T *part = (T *)malloc(nblk * 2 * d * sizeof(T));
     if (part == NULL) return GM_ERR_NOMEM;
     long blocks = (long)nblk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for(8.0 * (double)n * (double)d))
     for (long b = 0; b < blocks; b++) {
         T *restrict pg = part + (size_t)b * 2 * d;
         T *restrict pb = pg + d;
@@ -384,7 +380,7 @@ int GM_HEAD_NAME(gm_gelu_tanh_fwd)(const T *u, size_t count, T *g, T *t)
 {
     const T c = (T)0.79788456080286535588;
     long nblk = (long)((count + 4095) / 4096);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)count))
     for (long b = 0; b < nblk; b++) {
         size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
         for (size_t i = lo; i < hi; i++) {
@@ -403,7 +399,7 @@ int GM_HEAD_NAME(gm_gelu_tanh_bwd)(const T *dg, const T *u, const T *t, size_t c
 {
     const T c = (T)0.79788456080286535588;
     long nblk = (long)((count + 4095) / 4096);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)count))
     for (long b = 0; b < nblk; b++) {
         size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
         for (size_t i = lo; i < hi; i++) {

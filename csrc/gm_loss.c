@@ -3,6 +3,7 @@
  * -log(1 - P) and the gradient wrt the plan, in one pass.  float and double
  * versions are generated from gm_loss_impl.h. */
 #include "geomatch.h"
+#include "gm_parallel.h"
 
 #include <math.h>
 #include <stdlib.h>

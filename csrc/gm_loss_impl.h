@@ -13,13 +13,14 @@ int GM_LOSS_NAME(gm_loss_fgbg)(const T *p, size_t n, size_t m, const uint8_t *sr
                                const uint8_t *trg_fg, double lo, double hi, double weight,
                                double *sum, T *grad)
 {
-    if (n == 0 || m == 0 || !(hi > 0.0 && hi < 1.0) || !(lo >= 0.0 && lo < hi))
-        return GM_ERR_INVALID;
+    if (n == 0 || m == 0) return GM_ERR_INVALID;
+    if (!(hi > 0.0 && hi < 1.0) || !(lo >= 0.0 && lo < hi))
+        return gm_fail(GM_ERR_INVALID, "need 0 <= lo < hi < 1, got lo=%.9g, hi=%.9g", lo, hi);
     size_t ld = m + 1;
     double *rows = (double *)malloc(n * sizeof(double));
     if (rows == NULL) return GM_ERR_NOMEM;
     long nrows = (long)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for((double)n * (double)m * GM_WORK_EXP))
     for (long i = 0; i < nrows; i++) {
         const T *pi = p + (size_t)i * ld;
         T *gi = grad == NULL ? NULL : grad + (size_t)i * ld;

@@ -5,15 +5,13 @@
 #include "geomatch.h"
 #include "gm_blas.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Query rows per attention tile. */
 #define GM_NN_ATTN_TILE 128

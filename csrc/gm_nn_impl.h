@@ -90,7 +90,7 @@ int GM_NN_NAME(gm_nn_layernorm)(const T *x, size_t n, size_t d, const T *gamma,
 {
     if (n == 0 || d == 0 || !(eps >= 0.0)) return GM_ERR_INVALID;
     long rows = (long)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for(8.0 * (double)n * (double)d))
     for (long i = 0; i < rows; i++) {
         const T *xi = x + (size_t)i * d;
         T *yi = y + (size_t)i * d;
@@ -117,7 +117,7 @@ int GM_NN_NAME(gm_nn_swiglu)(const T *h, size_t n, size_t hidden, T *y)
 {
     if (n == 0 || hidden == 0) return GM_ERR_INVALID;
     long rows = (long)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)n * (double)hidden))
     for (long i = 0; i < rows; i++) {
         const T *a = h + (size_t)i * 2 * hidden;
         const T *g = a + hidden;
@@ -175,11 +175,7 @@ int GM_NN_NAME(gm_nn_attention)(const T *qkv, size_t batch, size_t n, size_t hea
     GM_OPENBLAS(set_num_threads)(1);
 #pragma omp parallel num_threads(nthreads)
     {
-#ifdef _OPENMP
-        int tid = omp_get_thread_num();
-#else
-        int tid = 0;
-#endif
+        int tid = gm_thread_id();
         T *s = scratch + (size_t)tid * GM_NN_ATTN_TILE * n;
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {

@@ -1,15 +1,14 @@
 /* gm_similarity.c -- cosine similarity of L2-normalized rows (GEMM-based)
  * and row normalization, float and double. */
 #include "geomatch.h"
+#include "gm_parallel.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Row normalization goes parallel from this many values on (see
- * gm_l2_normalize_rows). */
-#define GM_NORMALIZE_PAR_MIN ((size_t)1 << 22)
 /* Values of normalized scratch per chunk of batch items (at least one item). */
 #define GM_SIM_SCRATCH ((size_t)1 << 22)
 

@@ -14,7 +14,7 @@
 /* One problem's state and scratch buffers. */
 typedef struct {
     size_t n, m, nblk;
-    int par;                 /* use OpenMP inside the sweeps */
+    int par;                 /* threads inside the sweeps (1: serial) */
     double reg, ireg, phia, phib, tau;
     const T *C, *a, *b;
     T *P;                    /* output plan; doubles as the kernel K */
@@ -88,10 +88,10 @@ static void SFX(sk_log_rows)(SFX(sk_ws) *w, int store_k)
     const size_t n = w->n, m = w->m, nblk = w->nblk;
     const T ireg = (T)w->ireg;
     const double reg = w->reg, phia = w->phia;
-#pragma omp parallel for schedule(static) if (w->par)
+#pragma omp parallel for schedule(static) num_threads(w->par)
     for (size_t blk = 0; blk < nblk; blk++) {
         T *part = w->part + blk * m;
-        T *e = w->ebuf + (size_t)gm_sk_thread() * m;
+        T *e = w->ebuf + (size_t)gm_thread_id() * m;
         const T *g = w->g;
         size_t i1 = (blk + 1) * GM_SK_RB < n ? (blk + 1) * GM_SK_RB : n;
         memset(part, 0, m * sizeof(T));
@@ -158,7 +158,7 @@ static void SFX(sk_colsum)(const SFX(sk_ws) *w, size_t j0, size_t len, double *t
 static void SFX(sk_log_cols_exact)(SFX(sk_ws) *w, const unsigned char *need)
 {
     const size_t n = w->n, m = w->m, nch = (m + GM_SK_CB - 1) / GM_SK_CB;
-#pragma omp parallel for schedule(static) if (w->par)
+#pragma omp parallel for schedule(static) num_threads(w->par)
     for (size_t c = 0; c < nch; c++) {
         size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         int any = 0;
@@ -239,7 +239,7 @@ static int SFX(sk_kern_rows)(SFX(sk_ws) *w)
     const size_t n = w->n, m = w->m, nblk = w->nblk;
     const double phia = w->phia, tau = w->tau, itau = 1.0 / w->tau;
     int flags = 0;
-#pragma omp parallel for schedule(static) reduction(| : flags) if (w->par)
+#pragma omp parallel for schedule(static) reduction(| : flags) num_threads(w->par)
     for (size_t blk = 0; blk < nblk; blk++) {
         T *part = w->part + blk * m;
         const T *v = w->v;
@@ -346,7 +346,7 @@ static void SFX(sk_write_plan)(SFX(sk_ws) *w, int kernel)
 {
     const size_t n = w->n, m = w->m;
     const T ireg = (T)w->ireg;
-#pragma omp parallel for schedule(static) if (w->par)
+#pragma omp parallel for schedule(static) num_threads(w->par)
     for (size_t i = 0; i < n; i++) {
         T *Pi = w->P + i * m;
         const T *Ci = w->C + i * m;
@@ -460,15 +460,22 @@ int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
         if (st == GM_OK) st = SFX(sk_check_mass)(b + k * m, m, 2, &sb);
         if (st == GM_OK && isinf(reg_m_a) && isinf(reg_m_b) &&
             fabs(sa - sb) > GM_SK_MASS_RTOL(T) * (sa > sb ? sa : sb))
-            st = GM_ERR_INVALID;
+            st = gm_fail(GM_ERR_UNBALANCED,
+                         "a and b must have the same total mass for balanced OT (both "
+                         "marginal weights infinite, reg_m=None): sum(a)=%.9g, sum(b)=%.9g "
+                         "(problem %zu); normalize them or pass a finite reg_m", sa, sb, k);
     }
     if (st != GM_OK) return st;
     double phia = isinf(reg_m_a) ? 1.0 : reg_m_a / (reg_m_a + reg);
     double phib = isinf(reg_m_b) ? 1.0 : reg_m_b / (reg_m_b + reg);
-    int over_batch = batch > 1 && nthr > 1 && n * m < GM_SK_SMALL;
-    int inner = !over_batch && nthr > 1 && n * m >= GM_SK_PARMIN;
+    /* small problems: one thread each, the batch spread over the threads;
+     * large ones: threads inside each problem (one fork/join per sweep must
+     * pay off) */
+    int big = gm_threads_for((double)n * (double)m * GM_WORK_EXP) > 1;
+    int over_batch = batch > 1 && nthr > 1 && !big;
+    int inner = !over_batch && nthr > 1 && big;
     int fail = GM_OK;
-#pragma omp parallel for schedule(dynamic) if (over_batch)
+#pragma omp parallel for schedule(dynamic) num_threads(over_batch ? nthr : 1)
     for (size_t k = 0; k < batch; k++) {
         SFX(sk_ws) w;
         int s, it = 0;
@@ -481,7 +488,7 @@ int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
         T *fb = f ? f + k * n : malloc(n * sizeof(T));
         T *gb = g ? g + k * m : malloc(m * sizeof(T));
         if (s == GM_OK && fb && gb) {
-            w.par = inner;
+            w.par = inner ? nthr : 1;
             w.reg = reg;
             w.ireg = 1.0 / reg;
             w.phia = phia;

@@ -26,16 +26,15 @@
  *
  * The kernel body is a template (gm_transfer_impl.h) instantiated for float
  * and double. */
+#define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "geomatch.h"
+#include "gm_parallel.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Linear-interpolation taps of output sample `dst` when resizing n_in samples
  * to n_out with PyTorch's align_corners=False rule: source coordinate
@@ -78,23 +77,6 @@ static void *gm_tr_alloc(size_t n)
 /* Round n up to a multiple of 16 elements (64 bytes of float). */
 static size_t gm_tr_pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-static int gm_tr_max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int gm_tr_thread_num(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 #define GM_T float
 #define GM_SUF(name) name##_f32

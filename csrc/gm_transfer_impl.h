@@ -137,7 +137,7 @@ static int GM_SUF(gm_tr_ws_alloc)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t wt, siz
     memset(w, 0, sizeof *w);
     w->hw = ht * wt;
     w->wp = gm_tr_pad16(maxw);
-    w->nthr = gm_tr_max_threads();
+    w->nthr = gm_get_num_threads();
     if (w->nthr < 1) w->nthr = 1;
     w->tab = gm_tr_alloc(5 * w->hw * s);
     w->q = gm_tr_alloc(nkps * dim * s);
@@ -339,11 +339,11 @@ static int GM_SUF(gm_tr_pair)(GM_SUF(gm_tr_ws) *w, const GM_T *sf, const GM_T *t
         w->bestx[i] = w->besty[i] = -1;
     }
     /* tiny problems run on one thread: a parallel region costs more */
-    par = (double)ht * (double)wt * (double)dim * (double)(5 + nkps) +
-              (double)Ht * (double)Wt * (double)(1 + nkps) * 4.0 >= 2e5;
-#pragma omp parallel num_threads(nthr) reduction(max : worst) if (par)
+    par = gm_threads_for(GM_WORK_FMA * ((double)ht * (double)wt * (double)dim * (double)(5 + nkps) +
+                                        (double)Ht * (double)Wt * (double)(1 + nkps) * 4.0)) > 1;
+#pragma omp parallel num_threads(par ? nthr : 1) reduction(max : worst)
     {
-        int tid = gm_tr_thread_num();
+        int tid = gm_thread_id();
         GM_T *inv = w->tbuf + (size_t)tid * 2 * w->wp, *val = inv + w->wp;
         long r, Y;
 #pragma omp for schedule(static)
@@ -400,6 +400,42 @@ static void GM_SUF(gm_tr_taps)(GM_SUF(gm_tr_ws) *w, size_t ht, size_t wt, int64_
     }
 }
 
+/* Image sizes and keypoints of a transfer (see gm_transfer_check in
+ * geomatch.h).  O(batch nkps). */
+int GM_SUF(gm_transfer_check)(const GM_T *src_kps, const int64_t *src_size,
+                              const int64_t *trg_size, size_t batch, size_t nkps)
+{
+    size_t b, k;
+    if (batch > 0 && (!src_size || !trg_size || (nkps > 0 && !src_kps)))
+        return GM_ERR_INVALID;
+    for (b = 0; b < batch; b++) {
+        for (k = 0; k < 4; k++) {
+            const int64_t *sz = k < 2 ? src_size : trg_size;
+            int64_t v = sz[2 * b + k % 2];
+            if (v < 1 || v > GM_MAX_IMAGE_SIDE)
+                return gm_fail(GM_ERR_RANGE_ARG(k < 2 ? 3 : 4),
+                               "image size %s = %lld of pair %zu is outside the supported "
+                               "range 1 to %d pixels", k % 2 ? "H" : "W", (long long)v, b,
+                               GM_MAX_IMAGE_SIDE);
+        }
+    }
+    if (!GM_SUF(gm_all_finite)(src_kps, batch * nkps * 2)) return GM_ERR_NONFINITE_ARG(2);
+    for (b = 0; b < batch; b++) {
+        for (k = 0; k < nkps; k++) {
+            double x = (double)src_kps[(b * nkps + k) * 2];
+            double y = (double)src_kps[(b * nkps + k) * 2 + 1];
+            if (!(x >= 0.0 && x < (double)src_size[2 * b] && y >= 0.0 &&
+                  y < (double)src_size[2 * b + 1]))
+                return gm_fail(GM_ERR_RANGE_ARG(2),
+                               "keypoint %zu of pair %zu, (x, y) = (%.9g, %.9g), lies outside "
+                               "the source image of size (W, H) = (%lld, %lld); need 0 <= x < "
+                               "W and 0 <= y < H", k, b, x, y, (long long)src_size[2 * b],
+                               (long long)src_size[2 * b + 1]);
+        }
+    }
+    return GM_OK;
+}
+
 /* Validate the arguments of gm_transfer_upsample_argmax (see geomatch.h).
  * O(batch (hs ws + ht wt) D) for the finite checks. */
 static int GM_SUF(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
@@ -408,30 +444,18 @@ static int GM_SUF(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
                                   size_t ws, size_t ht, size_t wt, size_t dim,
                                   size_t nkps, const GM_T *out)
 {
-    size_t b, k;
+    int st;
     if (hs == 0 || ws == 0 || ht == 0 || wt == 0 || dim == 0) return GM_ERR_INVALID;
     if (hs > INT32_MAX || ws > INT32_MAX || ht > INT32_MAX || wt > INT32_MAX)
         return GM_ERR_INVALID;
+    if ((st = GM_SUF(gm_transfer_check)(src_kps, src_size, trg_size, batch, nkps)) != GM_OK)
+        return st;
     if (batch == 0 || nkps == 0) return GM_OK;
-    if (!src_feat || !trg_feat || !src_kps || !src_size || !trg_size || !out)
-        return GM_ERR_INVALID;
-    for (b = 0; b < 2 * batch; b++) {
-        if (src_size[b] <= 0 || src_size[b] > INT32_MAX / 2) return GM_ERR_INVALID;
-        if (trg_size[b] <= 0 || trg_size[b] > INT32_MAX / 2) return GM_ERR_INVALID;
-    }
+    if (!src_feat || !trg_feat || !out) return GM_ERR_INVALID;
     /* trg_feat is checked through its Gram table (a non-finite entry makes
      * its cell's squared norm non-finite); see gm_transfer_upsample_argmax. */
     if (!GM_SUF(gm_tr_all_finite)(src_feat, batch * hs * ws * dim))
         return GM_ERR_NONFINITE_ARG(0);
-    if (!GM_SUF(gm_tr_all_finite)(src_kps, batch * nkps * 2)) return GM_ERR_NONFINITE_ARG(2);
-    for (b = 0; b < batch; b++) {
-        for (k = 0; k < nkps; k++) {
-            double x = (double)src_kps[(b * nkps + k) * 2];
-            double y = (double)src_kps[(b * nkps + k) * 2 + 1];
-            if (!(x >= 0.0 && x < (double)src_size[2 * b])) return GM_ERR_INVALID;
-            if (!(y >= 0.0 && y < (double)src_size[2 * b + 1])) return GM_ERR_INVALID;
-        }
-    }
     return GM_OK;
 }
 
@@ -461,5 +485,8 @@ int GM_SUF(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fe
                                     ws, ht, wt, dim, nkps, Ws, Hs, Wt, Ht, out + b * nkps * 2);
     }
     GM_SUF(gm_tr_ws_free)(&w);
+    if (status == GM_ERR_NUMERIC)
+        status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "
+                         "rescale src_feat/trg_feat", sizeof(GM_T) == 4 ? "float32" : "float64");
     return status;
 }

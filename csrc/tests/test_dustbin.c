@@ -239,8 +239,10 @@ static void test_errors(void)
     GM_CHECK(gm_dustbin_sinkhorn_vjp_f64(S, mu, nu, G, 2, 3, 0.3, 0.1, 10, 10, 2, 1, dS, NULL,
                                          NULL) == GM_ERR_NONFINITE_ARG(3));
     /* kernel domain forced where it is unsafe: lam * range / 2 = 2000 */
+    gm_clear_error();
     GM_CHECK(gm_dustbin_sinkhorn_f64(S, mu, nu, 2, 3, 0.3, 0.0001, 10, 10, GM_DUSTBIN_KERNEL, P,
-                                     NULL) == GM_ERR_NUMERIC);
+                                     NULL) == GM_ERR_INVALID);
+    GM_CHECK(strstr(gm_error_detail(), "method='kernel' is unsafe") != NULL);
 }
 
 int main(void)

@@ -185,19 +185,33 @@ static void test_errors(void)
     for (int i = 0; i < 12; i++) sf[i] = tf[i] = 1.0 + i;
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) == GM_OK);
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, bad, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(3));
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, bad, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(4));
+    /* the size policy: each side at most GM_MAX_IMAGE_SIDE, checked before
+     * any allocation (2**30 would otherwise allocate and scan for hours) */
+    int64_t huge[2] = {4, (int64_t)1 << 30}, edge[2] = {GM_MAX_IMAGE_SIDE, 3};
+    gm_clear_error();
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, huge, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_RANGE_ARG(4));
+    GM_CHECK(strstr(gm_error_detail(), "H = 1073741824") != NULL);
+    GM_CHECK(gm_transfer_check_f64(kp, edge, ss, 1, 1) == GM_OK);
+    edge[0] = GM_MAX_IMAGE_SIDE + 1;
+    GM_CHECK(gm_transfer_check_f64(kp, edge, ss, 1, 1) == GM_ERR_RANGE_ARG(3));
+    GM_CHECK(gm_transfer_check_f64(kp, ss, edge, 1, 1) == GM_ERR_RANGE_ARG(4));
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 0, 2, 2, 2, 3, 1, out) ==
              GM_ERR_INVALID);
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 0, 1, out) ==
              GM_ERR_INVALID);
     kp[0] = 4.0; /* x == W: outside */
+    gm_clear_error();
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(2));
+    GM_CHECK(strstr(gm_error_detail(), "(x, y) = (4, 0.5)") != NULL);
     kp[0] = -0.25;
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(2));
+    GM_CHECK(gm_transfer_check_f64(kp, ss, ts, 1, 1) == GM_ERR_RANGE_ARG(2));
     kp[0] = NAN;
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
              GM_ERR_NONFINITE_ARG(2));
