@@ -60,6 +60,8 @@ def main():
 
     kind, inc, ldirs, libs, link, macros, deps = find_blas()
     debug = os.environ.get("GEOMATCH_DEBUG") == "1"
+    # ISO C11 + OpenMP + POSIX, as csrc/Makefile; -ffp-contract=fast keeps
+    # the FMA contraction of GNU modes (results identical to the C tests).
     cflags = ["-std=c11", "-ffp-contract=fast", "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter",
               "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-Wno-unused-function"]
     cflags += ["-O0", "-g"] if debug else ["-O3"]

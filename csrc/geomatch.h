@@ -95,6 +95,21 @@ int gm_have_openmp(void);
 int gm_all_finite_f32(const float *x, size_t n);
 int gm_all_finite_f64(const double *x, size_t n);
 
+/* ==== matrix product on the core's threads ============================== */
+/* C = alpha op(A) op(B) + beta C, row-major, op(X) = X^T when trans_x != 0:
+ * op(A) is m x k (A stored m x k with row stride lda >= k, or k x m with
+ * lda >= m when transposed), op(B) k x n (ldb >= n, or >= k transposed),
+ * C m x n (ldc >= n).  The rows of C (its columns when m < n) are split
+ * into one block per OpenMP thread, each one single-threaded BLAS call: no
+ * BLAS thread pool runs beside OpenMP's.  GM_ERR_INVALID for a zero size,
+ * a size above INT_MAX or a leading dimension too small.  O(m n k). */
+int gm_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                size_t ldc);
+int gm_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
+                const double *a, size_t lda, const double *b, size_t ldb, double beta,
+                double *c, size_t ldc);
+
 /* ==== kernels: cosine similarity ========================================= */
 /* Copy `rows` rows of length d from x to out (both dense, rows x d), each
  * divided by its Euclidean norm; an all-zero row stays all zero (so its
@@ -272,19 +287,6 @@ int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
                         size_t hd, double *out);
 
 /* ==== kernels: the trained attention head ================================ */
-/* C = alpha op(A) op(B) + beta C, row-major, op(X) = X^T when trans_x != 0:
- * op(A) is m x k (A stored m x k with row stride lda >= k, or k x m with
- * lda >= m when transposed), op(B) k x n (ldb >= n, or >= k transposed),
- * C m x n (ldc >= n).  The rows of C (its columns when m < n) are split
- * into one block per OpenMP thread, each one single-threaded BLAS call: no
- * BLAS thread pool runs beside OpenMP's.  GM_ERR_INVALID for a zero size,
- * a size above INT_MAX or a leading dimension too small.  O(m n k). */
-int gm_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
-                const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
-                size_t ldc);
-int gm_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
-                const double *a, size_t lda, const double *b, size_t ldb, double beta,
-                double *c, size_t ldc);
 /* Multi-head softmax attention forward that keeps the backward's inputs.
  * qkv: batch x n x 3*heads*hd laid out [q | k | v], each heads x hd.
  * Writes e (batch x heads x n x n) = exp(s - rowmax(s)) for the scores

@@ -92,25 +92,12 @@ static void db_col_range(size_t m, size_t *j0, size_t *j1)
     if (*j0 > m) *j0 = m;
 }
 
-/* ---- the float and double kernels --------------------------------------- */
-#define DB_T float
-#define DB_SFX(x) x##_f32
-#define DB_EXP gm_exp_f32
-#define DB_LMAX 30.0
-#define DB_LOGMAX 88.0
-#define DB_LOGMIN (-87.0)
-#include "gm_dustbin_impl.h"
-#undef DB_T
-#undef DB_SFX
-#undef DB_EXP
-#undef DB_LMAX
-#undef DB_LOGMAX
-#undef DB_LOGMIN
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_dustbin_tpl.h"
+#include "gm_tpl_end.h"
 
-#define DB_T double
-#define DB_SFX(x) x##_f64
-#define DB_EXP gm_exp_f64
-#define DB_LMAX 300.0
-#define DB_LOGMAX 708.0
-#define DB_LOGMIN (-707.0)
-#include "gm_dustbin_impl.h"
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_dustbin_tpl.h"
+#include "gm_tpl_end.h"

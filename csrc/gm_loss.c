@@ -1,7 +1,7 @@
 /* gm_loss.c -- the dense term of geomatch's training loss (geomatch/loss.py):
  * the foreground x background negatives on the dustbin OT plan, their sum of
  * -log(1 - P) and the gradient wrt the plan, in one pass.  float and double
- * versions are generated from gm_loss_impl.h. */
+ * versions are generated from gm_loss_tpl.h. */
 #include "geomatch.h"
 #include "gm_parallel.h"
 
@@ -25,14 +25,12 @@ static inline double gm_neglog1m(double p)
     return -log1p(-p);
 }
 
-#define T float
-#define GM_LOSS_NAME(name) name##_f32
-#include "gm_loss_impl.h"
-#undef T
-#undef GM_LOSS_NAME
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_loss_tpl.h"
+#include "gm_tpl_end.h"
 
-#define T double
-#define GM_LOSS_NAME(name) name##_f64
-#include "gm_loss_impl.h"
-#undef T
-#undef GM_LOSS_NAME
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_loss_tpl.h"
+#include "gm_tpl_end.h"

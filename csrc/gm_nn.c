@@ -1,7 +1,7 @@
 /* gm_nn.c -- ViT building blocks for the torch-free DINOv2 backbone:
  * linear layers (+ bias, GELU, residual accumulation), LayerNorm, SwiGLU and
  * tiled multi-head self-attention.  float and double versions are generated
- * from gm_nn_impl.h. */
+ * from gm_nn_tpl.h. */
 #include "geomatch.h"
 #include "gm_blas.h"
 #include "gm_math.h"
@@ -32,26 +32,15 @@ static inline float gm_erf_f32(float x)
     return x < 0 ? -r : r;
 }
 
-#define T float
-#define GM_NN_NAME(name) name##_f32
-#define GEMM GM_CBLAS(sgemm)
-#define EXPF gm_exp_f32
-#define ERFF gm_erf_f32
-#include "gm_nn_impl.h"
-#undef T
-#undef GM_NN_NAME
-#undef GEMM
-#undef EXPF
-#undef ERFF
+/* erf for double: libm's. */
+static inline double gm_erf_f64(double x) { return erf(x); }
 
-#define T double
-#define GM_NN_NAME(name) name##_f64
-#define GEMM GM_CBLAS(dgemm)
-#define EXPF gm_exp_f64
-#define ERFF erf
-#include "gm_nn_impl.h"
-#undef T
-#undef GM_NN_NAME
-#undef GEMM
-#undef EXPF
-#undef ERFF
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_nn_tpl.h"
+#include "gm_tpl_end.h"
+
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_nn_tpl.h"
+#include "gm_tpl_end.h"

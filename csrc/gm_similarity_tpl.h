@@ -1,10 +1,5 @@
-/* gm_similarity_tpl.h -- type-generic body of gm_similarity.c.
- * Included twice with GM_T (float / double), GM_SFX (f32 / f64) and
- * defined.  Not a public header. */
-
-#define GM_CAT_(a, b) a##_##b
-#define GM_CAT(a, b) GM_CAT_(a, b)
-#define GM_FN(name) GM_CAT(name, GM_SFX)
+/* gm_similarity_tpl.h -- type-generic body of gm_similarity.c, instantiated once per
+ * type through gm_tpl.h (GM_T, GM_FN, ...).  Not a public header. */
 
 /* Sum of squares of the d values at x in double, in 8 interleaved partial
  * sums combined in a fixed order (vectorizes; same result on every call).
@@ -124,6 +119,3 @@ int GM_FN(gm_cosine_similarity)(const GM_T *x, const GM_T *y, GM_T *out, size_t 
     return status;
 }
 
-#undef GM_FN
-#undef GM_CAT
-#undef GM_CAT_

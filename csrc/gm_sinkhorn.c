@@ -52,23 +52,12 @@
 /* Balanced OT: relative tolerance on |sum a - sum b|. */
 #define GM_SK_MASS_RTOL(T) (sizeof(T) == 4 ? 1e-5 : 1e-6)
 
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_sinkhorn_tpl.h"
+#include "gm_tpl_end.h"
 
-#define T float
-#define SFX(x) x##_f32
-#define EXPT gm_exp_f32
-#define SK_TAU 1e4
-#include "gm_sinkhorn_tmpl.h"
-#undef T
-#undef SFX
-#undef EXPT
-#undef SK_TAU
-
-#define T double
-#define SFX(x) x##_f64
-#define EXPT gm_exp_f64
-#define SK_TAU 1e8
-#include "gm_sinkhorn_tmpl.h"
-#undef T
-#undef SFX
-#undef EXPT
-#undef SK_TAU
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_sinkhorn_tpl.h"
+#include "gm_tpl_end.h"

@@ -9,22 +9,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define GM_T float
-#define GM_SFX f32
-#define GM_EXP gm_exp_f32
-#define GM_T_MAX FLT_MAX
+#define GM_TPL 32
+#include "gm_tpl.h"
 #include "gm_softargmax_tpl.h"
-#undef GM_T
-#undef GM_SFX
-#undef GM_EXP
-#undef GM_T_MAX
+#include "gm_tpl_end.h"
 
-#define GM_T double
-#define GM_SFX f64
-#define GM_EXP gm_exp_f64
-#define GM_T_MAX DBL_MAX
+#define GM_TPL 64
+#include "gm_tpl.h"
 #include "gm_softargmax_tpl.h"
-#undef GM_T
-#undef GM_SFX
-#undef GM_EXP
-#undef GM_T_MAX
+#include "gm_tpl_end.h"

@@ -1,10 +1,5 @@
-/* gm_softargmax_tpl.h -- type-generic body of gm_softargmax.c.
- * Included twice with GM_T (float / double), GM_SFX (f32 / f64), GM_EXP
- * (gm_exp_f32 / gm_exp_f64) and GM_T_MAX (FLT_MAX / DBL_MAX) defined. */
-
-#define GM_CAT_(a, b) a##_##b
-#define GM_CAT(a, b) GM_CAT_(a, b)
-#define GM_FN(name) GM_CAT(name, GM_SFX)
+/* gm_softargmax_tpl.h -- type-generic body of gm_softargmax.c, instantiated once per
+ * type through gm_tpl.h (GM_T, GM_FN, ...).  Not a public header. */
 
 /* Flat index of the first maximum of the n values at s (row-major order, as
  * NumPy's argmax); sets *finite to 0 if any value is NaN/inf.  Two passes,
@@ -123,6 +118,3 @@ int GM_FN(gm_window_soft_argmax)(const GM_T *sim, size_t nmaps, size_t h, size_t
     return bad ? GM_ERR_NONFINITE_ARG(0) : GM_OK;
 }
 
-#undef GM_FN
-#undef GM_CAT
-#undef GM_CAT_

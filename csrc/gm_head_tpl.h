@@ -1,49 +1,8 @@
-/* gm_head_impl.h -- type-generic bodies of gm_head.c.  Included twice with
- * T = float / double; GEMM names the matching CBLAS routine and EXPF the
- * vectorizing exponential of gm_math.h.  Not a public header. */
+/* gm_head_tpl.h -- type-generic bodies of gm_head.c,
+ * instantiated once per type through gm_tpl.h (GM_T, GM_FN, ...).  Not a
+ * public header. */
 
-/* C = alpha op(A) op(B) + beta C (row-major; op(X) = X^T when trans_x).
- * The rows of C (or its columns when C has fewer rows than columns) are cut
- * into blocks chosen from the shape alone (gm_blas_row_blocks), spread over
- * the threads; each block is one single-threaded BLAS call, so the result
- * does not depend on the thread count.  O(m n k). */
-int GM_HEAD_NAME(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k, T alpha,
-                          const T *a, size_t lda, const T *b, size_t ldb, T beta, T *c,
-                          size_t ldc)
-{
-    if (m == 0 || n == 0 || k == 0) return GM_ERR_INVALID;
-    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX
-        || ldc > INT_MAX)
-        return GM_ERR_INVALID;
-    if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n) return GM_ERR_INVALID;
-    enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-    enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    int nthreads = gm_get_num_threads();
-    int by_rows = m >= n;
-    size_t len = by_rows ? m : n, per;
-    int nblk = gm_blas_row_blocks(len, 2.0 * (double)m * (double)n * (double)k, &per);
-    int nteam = nblk < nthreads ? nblk : nthreads;
-    GM_OPENBLAS(set_num_threads)(1);
-#pragma omp parallel for schedule(static) num_threads(nteam) if (nteam > 1)
-    for (int blk = 0; blk < nblk; blk++) {
-        size_t lo = (size_t)blk * per;
-        if (lo >= len) continue;
-        size_t cnt = len - lo < per ? len - lo : per;
-        if (by_rows) {
-            const T *ab = trans_a ? a + lo : a + lo * lda;
-            GEMM(CblasRowMajor, ta, tb, (int)cnt, (int)n, (int)k, alpha, ab, (int)lda, b,
-                 (int)ldb, beta, c + lo * ldc, (int)ldc);
-        } else {
-            const T *bb = trans_b ? b + lo * ldb : b + lo;
-            GEMM(CblasRowMajor, ta, tb, (int)m, (int)cnt, (int)k, alpha, a, (int)lda, bb,
-                 (int)ldb, beta, c + lo, (int)ldc);
-        }
-    }
-    GM_OPENBLAS(set_num_threads)(nthreads);
-    return GM_OK;
-}
-
-#define GM_EXP_ROW_NAME GM_HEAD_NAME(gm_head_exp_row)
+#define GM_EXP_ROW_NAME GM_FN(gm_head_exp_row)
 #include "gm_exp_row_tpl.h"
 #undef GM_EXP_ROW_NAME
 
@@ -53,9 +12,9 @@ typedef struct {
     size_t dm;   /* heads * hd: width of q, k, v and of the output */
     size_t ld;   /* 3 * dm: row stride of qkv */
     size_t tiles;
-} GM_HEAD_NAME(gm_attn_dims);
+} GM_FN(gm_attn_dims);
 
-static int GM_HEAD_NAME(gm_attn_dims_init)(GM_HEAD_NAME(gm_attn_dims) *d, size_t batch,
+static int GM_FN(gm_attn_dims_init)(GM_FN(gm_attn_dims) *d, size_t batch,
                                            size_t n, size_t heads, size_t hd)
 {
     if (batch == 0 || n == 0 || heads == 0 || hd == 0) return GM_ERR_INVALID;
@@ -75,13 +34,13 @@ typedef struct {
     size_t img, h;
     size_t r0;    /* first row of the tile (query rows or key rows) */
     size_t nr;    /* rows in the tile */
-} GM_HEAD_NAME(gm_attn_task);
+} GM_FN(gm_attn_task);
 
 /* Task number t of a sweep, tasks ordered image, head, tile.  O(1). */
-static GM_HEAD_NAME(gm_attn_task) GM_HEAD_NAME(gm_attn_task_of)(
-    const GM_HEAD_NAME(gm_attn_dims) *d, long t)
+static GM_FN(gm_attn_task) GM_FN(gm_attn_task_of)(
+    const GM_FN(gm_attn_dims) *d, long t)
 {
-    GM_HEAD_NAME(gm_attn_task) k;
+    GM_FN(gm_attn_task) k;
     k.bh = (size_t)t / d->tiles;
     k.img = k.bh / d->heads;
     k.h = k.bh % d->heads;
@@ -93,20 +52,20 @@ static GM_HEAD_NAME(gm_attn_task) GM_HEAD_NAME(gm_attn_task_of)(
 /* Forward of one tile: query rows [r0, r0 + nr) of head h of one image.
  * s -> e rows, exponentials of the shifted scores; rz[i] = 1 / row sum;
  * o rows = (e v) * rz.  O(nr n hd). */
-static void GM_HEAD_NAME(gm_attn_fwd_tile)(const GM_HEAD_NAME(gm_attn_dims) *d,
-                                           const T *qkv, size_t h, size_t r0, size_t nr,
-                                           T scale, T *e, T *rz, T *out)
+static void GM_FN(gm_attn_fwd_tile)(const GM_FN(gm_attn_dims) *d,
+                                           const GM_T *qkv, size_t h, size_t r0, size_t nr,
+                                           GM_T scale, GM_T *e, GM_T *rz, GM_T *out)
 {
     size_t n = d->n, ld = d->ld, dm = d->dm, hd = d->hd;
-    const T *q = qkv + r0 * ld + h * hd;
-    const T *k = qkv + dm + h * hd;
-    const T *v = qkv + 2 * dm + h * hd;
-    T *s = e + r0 * n;
-    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, scale, q,
+    const GM_T *q = qkv + r0 * ld + h * hd;
+    const GM_T *k = qkv + dm + h * hd;
+    const GM_T *v = qkv + 2 * dm + h * hd;
+    GM_T *s = e + r0 * n;
+    GM_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, scale, q,
          (int)ld, k, (int)ld, 0.0, s, (int)n);
-    for (size_t i = 0; i < nr; i++) rz[r0 + i] = GM_HEAD_NAME(gm_head_exp_row)(s + i * n, n);
-    T *o = out + r0 * dm + h * hd;
-    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, 1.0, s, (int)n,
+    for (size_t i = 0; i < nr; i++) rz[r0 + i] = GM_FN(gm_head_exp_row)(s + i * n, n);
+    GM_T *o = out + r0 * dm + h * hd;
+    GM_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, 1.0, s, (int)n,
          v, (int)ld, 0.0, o, (int)dm);
     for (size_t i = 0; i < nr; i++)
         for (size_t c = 0; c < hd; c++) o[i * dm + c] *= rz[r0 + i];
@@ -120,20 +79,20 @@ static void GM_HEAD_NAME(gm_attn_fwd_tile)(const GM_HEAD_NAME(gm_attn_dims) *d,
  * run in parallel (dynamic schedule) with single-threaded BLAS, each tile
  * on one thread.  O(batch heads n^2 hd) time; e is the O(batch heads n^2)
  * memory. */
-int GM_HEAD_NAME(gm_head_attention_fwd)(const T *qkv, size_t batch, size_t n, size_t heads,
-                                        size_t hd, T *e, T *rz, T *out)
+int GM_FN(gm_head_attention_fwd)(const GM_T *qkv, size_t batch, size_t n, size_t heads,
+                                        size_t hd, GM_T *e, GM_T *rz, GM_T *out)
 {
-    GM_HEAD_NAME(gm_attn_dims) d;
-    int st = GM_HEAD_NAME(gm_attn_dims_init)(&d, batch, n, heads, hd);
+    GM_FN(gm_attn_dims) d;
+    int st = GM_FN(gm_attn_dims_init)(&d, batch, n, heads, hd);
     if (st != GM_OK) return st;
-    T scale = (T)(1.0 / sqrt((double)hd));
+    GM_T scale = (GM_T)(1.0 / sqrt((double)hd));
     long ntask = (long)(batch * heads * d.tiles);
     int nthreads = gm_get_num_threads();
     GM_OPENBLAS(set_num_threads)(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (long t = 0; t < ntask; t++) {
-        GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
-        GM_HEAD_NAME(gm_attn_fwd_tile)(&d, qkv + k.img * n * d.ld, k.h, k.r0, k.nr, scale,
+        GM_FN(gm_attn_task) k = GM_FN(gm_attn_task_of)(&d, t);
+        GM_FN(gm_attn_fwd_tile)(&d, qkv + k.img * n * d.ld, k.h, k.r0, k.nr, scale,
                                        e + k.bh * n * n, rz + k.bh * n,
                                        out + k.img * n * d.dm);
     }
@@ -143,15 +102,15 @@ int GM_HEAD_NAME(gm_head_attention_fwd)(const T *qkv, size_t batch, size_t n, si
 
 /* Backward phase 0 for rows [r0, r0 + nr) of head h of one image:
  * ad = dout * rz (nr x hd), delta = -rz * rowsum(dout * out).  O(nr hd). */
-static void GM_HEAD_NAME(gm_attn_bwd_rows)(const GM_HEAD_NAME(gm_attn_dims) *d, size_t h,
-                                           size_t r0, size_t nr, const T *rz, const T *out,
-                                           const T *dout, T *ad, T *delta)
+static void GM_FN(gm_attn_bwd_rows)(const GM_FN(gm_attn_dims) *d, size_t h,
+                                           size_t r0, size_t nr, const GM_T *rz, const GM_T *out,
+                                           const GM_T *dout, GM_T *ad, GM_T *delta)
 {
     size_t hd = d->hd, dm = d->dm;
     for (size_t i = r0; i < r0 + nr; i++) {
-        const T *go = dout + i * dm + h * hd;
-        const T *o = out + i * dm + h * hd;
-        T dot = 0;
+        const GM_T *go = dout + i * dm + h * hd;
+        const GM_T *o = out + i * dm + h * hd;
+        GM_T dot = 0;
         for (size_t c = 0; c < hd; c++) {
             ad[i * hd + c] = go[c] * rz[i];
             dot += go[c] * o[c];
@@ -163,24 +122,24 @@ static void GM_HEAD_NAME(gm_attn_bwd_rows)(const GM_HEAD_NAME(gm_attn_dims) *d, 
 /* Backward phase B for query rows [r0, r0 + nr): g = ad v^T (scratch),
  * e rows <- dS = e * (g + delta) in place, dq rows = scale dS k.
  * O(nr n hd). */
-static void GM_HEAD_NAME(gm_attn_bwd_query_tile)(const GM_HEAD_NAME(gm_attn_dims) *d,
-                                                 const T *qkv, size_t h, size_t r0,
-                                                 size_t nr, T scale, T *e, const T *ad,
-                                                 const T *delta, T *g, T *dqkv)
+static void GM_FN(gm_attn_bwd_query_tile)(const GM_FN(gm_attn_dims) *d,
+                                                 const GM_T *qkv, size_t h, size_t r0,
+                                                 size_t nr, GM_T scale, GM_T *e, const GM_T *ad,
+                                                 const GM_T *delta, GM_T *g, GM_T *dqkv)
 {
     size_t n = d->n, ld = d->ld, dm = d->dm, hd = d->hd;
-    const T *k = qkv + dm + h * hd;
-    const T *v = qkv + 2 * dm + h * hd;
-    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, 1.0,
+    const GM_T *k = qkv + dm + h * hd;
+    const GM_T *v = qkv + 2 * dm + h * hd;
+    GM_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, 1.0,
          ad + r0 * hd, (int)hd, v, (int)ld, 0.0, g, (int)n);
-    T *ds = e + r0 * n;
+    GM_T *ds = e + r0 * n;
     for (size_t i = 0; i < nr; i++) {
-        T *restrict row = ds + i * n;
-        const T *restrict gi = g + i * n;
-        T di = delta[r0 + i];
+        GM_T *restrict row = ds + i * n;
+        const GM_T *restrict gi = g + i * n;
+        GM_T di = delta[r0 + i];
         for (size_t j = 0; j < n; j++) row[j] *= gi[j] + di;
     }
-    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, scale, ds,
+    GM_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, scale, ds,
          (int)n, k, (int)ld, 0.0, dqkv + r0 * ld + h * hd, (int)ld);
 }
 
@@ -193,59 +152,59 @@ static void GM_HEAD_NAME(gm_attn_bwd_query_tile)(const GM_HEAD_NAME(gm_attn_dims
  * tiles of e, dS and dq from query tiles, dk from key tiles of dS); every
  * output row is written by one thread.  O(batch heads n^2 hd) time,
  * O(batch n heads hd + threads * 256 n) scratch. */
-int GM_HEAD_NAME(gm_head_attention_bwd)(const T *qkv, T *e, const T *rz, const T *out,
-                                        const T *dout, size_t batch, size_t n, size_t heads,
-                                        size_t hd, T *dqkv)
+int GM_FN(gm_head_attention_bwd)(const GM_T *qkv, GM_T *e, const GM_T *rz, const GM_T *out,
+                                        const GM_T *dout, size_t batch, size_t n, size_t heads,
+                                        size_t hd, GM_T *dqkv)
 {
-    GM_HEAD_NAME(gm_attn_dims) d;
-    int st = GM_HEAD_NAME(gm_attn_dims_init)(&d, batch, n, heads, hd);
+    GM_FN(gm_attn_dims) d;
+    int st = GM_FN(gm_attn_dims_init)(&d, batch, n, heads, hd);
     if (st != GM_OK) return st;
     int nthreads = gm_get_num_threads();
     size_t nbh = batch * heads;
-    T *ad = (T *)malloc(nbh * n * hd * sizeof(T));
-    T *delta = (T *)malloc(nbh * n * sizeof(T));
-    T *scratch = (T *)malloc((size_t)nthreads * GM_HEAD_TILE * n * sizeof(T));
+    GM_T *ad = (GM_T *)malloc(nbh * n * hd * sizeof(GM_T));
+    GM_T *delta = (GM_T *)malloc(nbh * n * sizeof(GM_T));
+    GM_T *scratch = (GM_T *)malloc((size_t)nthreads * GM_HEAD_TILE * n * sizeof(GM_T));
     if (ad == NULL || delta == NULL || scratch == NULL) {
         free(ad);
         free(delta);
         free(scratch);
         return GM_ERR_NOMEM;
     }
-    T scale = (T)(1.0 / sqrt((double)hd));
+    GM_T scale = (GM_T)(1.0 / sqrt((double)hd));
     long ntask = (long)(nbh * d.tiles);
     size_t ld = d.ld, dm = d.dm;
     GM_OPENBLAS(set_num_threads)(1);
 #pragma omp parallel num_threads(nthreads)
     {
         int tid = gm_thread_id();
-        T *g = scratch + (size_t)tid * GM_HEAD_TILE * n;
+        GM_T *g = scratch + (size_t)tid * GM_HEAD_TILE * n;
 #pragma omp for schedule(static)
         for (long t = 0; t < ntask; t++) {
-            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
-            GM_HEAD_NAME(gm_attn_bwd_rows)(&d, k.h, k.r0, k.nr, rz + k.bh * n,
+            GM_FN(gm_attn_task) k = GM_FN(gm_attn_task_of)(&d, t);
+            GM_FN(gm_attn_bwd_rows)(&d, k.h, k.r0, k.nr, rz + k.bh * n,
                                            out + k.img * n * dm, dout + k.img * n * dm,
                                            ad + k.bh * n * hd, delta + k.bh * n);
         }
         /* dv for the key rows of tile k: e[:, rows]^T ad */
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
-            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k.nr, (int)hd, (int)n, 1.0,
+            GM_FN(gm_attn_task) k = GM_FN(gm_attn_task_of)(&d, t);
+            GM_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k.nr, (int)hd, (int)n, 1.0,
                  e + k.bh * n * n + k.r0, (int)n, ad + k.bh * n * hd, (int)hd, 0.0,
                  dqkv + k.img * n * ld + k.r0 * ld + 2 * dm + k.h * hd, (int)ld);
         }
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
-            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
-            GM_HEAD_NAME(gm_attn_bwd_query_tile)(&d, qkv + k.img * n * ld, k.h, k.r0, k.nr,
+            GM_FN(gm_attn_task) k = GM_FN(gm_attn_task_of)(&d, t);
+            GM_FN(gm_attn_bwd_query_tile)(&d, qkv + k.img * n * ld, k.h, k.r0, k.nr,
                                                  scale, e + k.bh * n * n, ad + k.bh * n * hd,
                                                  delta + k.bh * n, g, dqkv + k.img * n * ld);
         }
         /* dk for the key rows of tile k: scale dS[:, rows]^T q */
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
-            GM_HEAD_NAME(gm_attn_task) k = GM_HEAD_NAME(gm_attn_task_of)(&d, t);
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k.nr, (int)hd, (int)n, scale,
+            GM_FN(gm_attn_task) k = GM_FN(gm_attn_task_of)(&d, t);
+            GM_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k.nr, (int)hd, (int)n, scale,
                  e + k.bh * n * n + k.r0, (int)n, qkv + k.img * n * ld + k.h * hd, (int)ld,
                  0.0, dqkv + k.img * n * ld + k.r0 * ld + dm + k.h * hd, (int)ld);
         }
@@ -259,9 +218,9 @@ int GM_HEAD_NAME(gm_head_attention_bwd)(const T *qkv, T *e, const T *rz, const T
 
 /* sum_j a_j b_j (b == NULL: sum_j a_j) with 16 partial sums in a fixed order
  * (vectorizable, deterministic).  O(n). */
-static T GM_HEAD_NAME(gm_head_dot16)(const T *restrict a, const T *restrict b, size_t n)
+static GM_T GM_FN(gm_head_dot16)(const GM_T *restrict a, const GM_T *restrict b, size_t n)
 {
-    T acc[16] = {0};
+    GM_T acc[16] = {0};
     size_t j = 0;
     if (b == NULL) {
         for (; j + 16 <= n; j += 16)
@@ -270,7 +229,7 @@ static T GM_HEAD_NAME(gm_head_dot16)(const T *restrict a, const T *restrict b, s
         for (; j + 16 <= n; j += 16)
             for (int q = 0; q < 16; q++) acc[q] += a[j + q] * b[j + q];
     }
-    T s = 0;
+    GM_T s = 0;
     for (int q = 0; q < 16; q++) s += acc[q];
     for (; j < n; j++) s += b == NULL ? a[j] : a[j] * b[j];
     return s;
@@ -280,20 +239,20 @@ static T GM_HEAD_NAME(gm_head_dot16)(const T *restrict a, const T *restrict b, s
  * rstd = 1 / sqrt(var + eps) (biased variance, two passes), y = xhat * gamma
  * + beta.  x, y, xhat are n x d (y may alias x).  Rows in parallel.
  * O(n d). */
-int GM_HEAD_NAME(gm_layernorm_fwd)(const T *x, size_t n, size_t d, const T *gamma,
-                                   const T *beta, double eps, T *y, T *xhat, T *rstd)
+int GM_FN(gm_layernorm_fwd)(const GM_T *x, size_t n, size_t d, const GM_T *gamma,
+                                   const GM_T *beta, double eps, GM_T *y, GM_T *xhat, GM_T *rstd)
 {
     if (n == 0 || d == 0 || !(eps >= 0.0)) return GM_ERR_INVALID;
     long rows = (long)n;
 #pragma omp parallel for schedule(static) num_threads(gm_threads_for(8.0 * (double)n * (double)d))
     for (long i = 0; i < rows; i++) {
-        const T *xi = x + (size_t)i * d;
-        T *restrict hi = xhat + (size_t)i * d;
-        T *yi = y + (size_t)i * d;
-        T mean = GM_HEAD_NAME(gm_head_dot16)(xi, NULL, d) / (T)d;
+        const GM_T *xi = x + (size_t)i * d;
+        GM_T *restrict hi = xhat + (size_t)i * d;
+        GM_T *yi = y + (size_t)i * d;
+        GM_T mean = GM_FN(gm_head_dot16)(xi, NULL, d) / (GM_T)d;
         for (size_t j = 0; j < d; j++) hi[j] = xi[j] - mean;
-        T var = GM_HEAD_NAME(gm_head_dot16)(hi, hi, d) / (T)d;
-        T r = (T)(1.0 / sqrt((double)var + eps));
+        GM_T var = GM_FN(gm_head_dot16)(hi, hi, d) / (GM_T)d;
+        GM_T r = (GM_T)(1.0 / sqrt((double)var + eps));
         rstd[i] = r;
         for (size_t j = 0; j < d; j++) {
             hi[j] *= r;
@@ -315,43 +274,43 @@ int GM_HEAD_NAME(gm_layernorm_fwd)(const T *x, size_t n, size_t d, const T *gamm
  * sum_i dy (length d) are overwritten.  The column sums go through partials
  * over fixed blocks of 64 rows added in block order.  O(n d) time,
  * O(n d / 64) scratch. */
-int GM_HEAD_NAME(gm_layernorm_bwd)(const T *dy, const T *xhat, const T *rstd,
-                                   const T *gamma, size_t n, size_t d, int accumulate,
-                                   T *dx, T *dgamma, T *dbeta)
+int GM_FN(gm_layernorm_bwd)(const GM_T *dy, const GM_T *xhat, const GM_T *rstd,
+                                   const GM_T *gamma, size_t n, size_t d, int accumulate,
+                                   GM_T *dx, GM_T *dgamma, GM_T *dbeta)
 {
     if (n == 0 || d == 0) return GM_ERR_INVALID;
     size_t nblk = (n + GM_HEAD_LN_BLOCK - 1) / GM_HEAD_LN_BLOCK;
-    T *part = (T *)malloc(nblk * 2 * d * sizeof(T));
+    GM_T *part = (GM_T *)malloc(nblk * 2 * d * sizeof(GM_T));
     if (part == NULL) return GM_ERR_NOMEM;
     long blocks = (long)nblk;
 #pragma omp parallel for schedule(static) num_threads(gm_threads_for(8.0 * (double)n * (double)d))
     for (long b = 0; b < blocks; b++) {
-        T *restrict pg = part + (size_t)b * 2 * d;
-        T *restrict pb = pg + d;
+        GM_T *restrict pg = part + (size_t)b * 2 * d;
+        GM_T *restrict pb = pg + d;
         for (size_t j = 0; j < d; j++) pg[j] = pb[j] = 0;
         size_t lo = (size_t)b * GM_HEAD_LN_BLOCK;
         size_t hi = lo + GM_HEAD_LN_BLOCK < n ? lo + GM_HEAD_LN_BLOCK : n;
         for (size_t i = lo; i < hi; i++) {
-            const T *restrict g = dy + i * d;
-            const T *restrict xh = xhat + i * d;
-            T *restrict o = dx + i * d;
+            const GM_T *restrict g = dy + i * d;
+            const GM_T *restrict xh = xhat + i * d;
+            GM_T *restrict o = dx + i * d;
             for (size_t j = 0; j < d; j++) {
                 pg[j] += g[j] * xh[j];
                 pb[j] += g[j];
                 o[j] = accumulate ? o[j] : 0;
             }
             /* m1 = mean(dy gamma), m2 = mean(dy gamma xhat) */
-            T gg[GM_HEAD_LN_MAXD];
-            T m1 = 0, m2 = 0;
+            GM_T gg[GM_HEAD_LN_MAXD];
+            GM_T m1 = 0, m2 = 0;
             for (size_t j0 = 0; j0 < d; j0 += GM_HEAD_LN_MAXD) {
                 size_t len = d - j0 < GM_HEAD_LN_MAXD ? d - j0 : GM_HEAD_LN_MAXD;
                 for (size_t j = 0; j < len; j++) gg[j] = g[j0 + j] * gamma[j0 + j];
-                m1 += GM_HEAD_NAME(gm_head_dot16)(gg, NULL, len);
-                m2 += GM_HEAD_NAME(gm_head_dot16)(gg, xh + j0, len);
+                m1 += GM_FN(gm_head_dot16)(gg, NULL, len);
+                m2 += GM_FN(gm_head_dot16)(gg, xh + j0, len);
             }
-            m1 /= (T)d;
-            m2 /= (T)d;
-            T r = rstd[i];
+            m1 /= (GM_T)d;
+            m2 /= (GM_T)d;
+            GM_T r = rstd[i];
             for (size_t j = 0; j < d; j++) o[j] += (g[j] * gamma[j] - m1 - xh[j] * m2) * r;
         }
     }
@@ -367,27 +326,27 @@ int GM_HEAD_NAME(gm_layernorm_bwd)(const T *dy, const T *xhat, const T *rstd,
 
 /* tanh(x) = 1 - 2 / (e^{2x} + 1) on the vectorizing exponential (absolute
  * error a few ulp of 1; saturates to +-1).  O(1). */
-static inline T GM_HEAD_NAME(gm_head_tanh)(T x)
+static inline GM_T GM_FN(gm_head_tanh)(GM_T x)
 {
-    T e = EXPF((T)2 * x);
-    return (T)1 - (T)2 / (e + (T)1);
+    GM_T e = GM_EXP((GM_T)2 * x);
+    return (GM_T)1 - (GM_T)2 / (e + (GM_T)1);
 }
 
 /* GELU, tanh form: t = tanh(c (u + 0.044715 u^3)), g = 0.5 u (1 + t) with
  * c = sqrt(2 / pi), over `count` values; t is kept for the backward.
  * O(count). */
-int GM_HEAD_NAME(gm_gelu_tanh_fwd)(const T *u, size_t count, T *g, T *t)
+int GM_FN(gm_gelu_tanh_fwd)(const GM_T *u, size_t count, GM_T *g, GM_T *t)
 {
-    const T c = (T)0.79788456080286535588;
+    const GM_T c = (GM_T)0.79788456080286535588;
     long nblk = (long)((count + 4095) / 4096);
 #pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)count))
     for (long b = 0; b < nblk; b++) {
         size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
         for (size_t i = lo; i < hi; i++) {
-            T v = u[i];
-            T th = GM_HEAD_NAME(gm_head_tanh)(c * (v + (T)0.044715 * v * v * v));
+            GM_T v = u[i];
+            GM_T th = GM_FN(gm_head_tanh)(c * (v + (GM_T)0.044715 * v * v * v));
             t[i] = th;
-            g[i] = (T)0.5 * v * ((T)1 + th);
+            g[i] = (GM_T)0.5 * v * ((GM_T)1 + th);
         }
     }
     return GM_OK;
@@ -395,17 +354,17 @@ int GM_HEAD_NAME(gm_gelu_tanh_fwd)(const T *u, size_t count, T *g, T *t)
 
 /* Reverse mode: du = dg * (0.5 (1 + t) + 0.5 u (1 - t^2) c (1 + 3 * 0.044715 u^2)).
  * du may alias dg.  O(count). */
-int GM_HEAD_NAME(gm_gelu_tanh_bwd)(const T *dg, const T *u, const T *t, size_t count, T *du)
+int GM_FN(gm_gelu_tanh_bwd)(const GM_T *dg, const GM_T *u, const GM_T *t, size_t count, GM_T *du)
 {
-    const T c = (T)0.79788456080286535588;
+    const GM_T c = (GM_T)0.79788456080286535588;
     long nblk = (long)((count + 4095) / 4096);
 #pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)count))
     for (long b = 0; b < nblk; b++) {
         size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
         for (size_t i = lo; i < hi; i++) {
-            T v = u[i], th = t[i];
-            T dt = c * ((T)1 + (T)(3 * 0.044715) * v * v);
-            du[i] = dg[i] * ((T)0.5 * ((T)1 + th) + (T)0.5 * v * ((T)1 - th * th) * dt);
+            GM_T v = u[i], th = t[i];
+            GM_T dt = c * ((GM_T)1 + (GM_T)(3 * 0.044715) * v * v);
+            du[i] = dg[i] * ((GM_T)0.5 * ((GM_T)1 + th) + (GM_T)0.5 * v * ((GM_T)1 - th * th) * dt);
         }
     }
     return GM_OK;
