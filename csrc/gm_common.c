@@ -135,18 +135,13 @@ const char *gm_simd_level(void)
 #endif
 }
 
-/* Finite check: accumulate x*0 (NaN for inf/NaN, else 0) so the loop
- * vectorizes without branches.  O(n). */
-int gm_all_finite_f32(const float *x, size_t n)
-{
-    float acc = 0.0f;
-    for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f;
-    return acc == 0.0f;
-}
+/* Finite checks: the shared primitive of each type (gm_vec_tpl.h). */
+#define GM_TPL 32
+#include "gm_tpl.h"
+int gm_all_finite_f32(const float *x, size_t n) { return GM_FN(gm_vec_all_finite)(x, n); }
+#include "gm_tpl_end.h"
 
-int gm_all_finite_f64(const double *x, size_t n)
-{
-    double acc = 0.0;
-    for (size_t i = 0; i < n; i++) acc += x[i] * 0.0;
-    return acc == 0.0;
-}
+#define GM_TPL 64
+#include "gm_tpl.h"
+int gm_all_finite_f64(const double *x, size_t n) { return GM_FN(gm_vec_all_finite)(x, n); }
+#include "gm_tpl_end.h"

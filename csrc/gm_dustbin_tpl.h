@@ -77,29 +77,6 @@ static inline GM_T *GM_FN(db_gvptr)(GM_FN(db_ctx) *c, int t)
     return c->gv + k * c->mpad;
 }
 
-/* Fixed pairwise reduction of DB_LANES (32) partial sums.  O(1). */
-static inline GM_T GM_FN(db_reduce)(GM_T *acc)
-{
-    for (int l = 0; l < 16; l++) acc[l] += acc[l + 16];
-    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
-    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    for (int l = 0; l < 2; l++) acc[l] += acc[l + 2];
-    return acc[0] + acc[1];
-}
-
-/* Dot product of x and y (length m) with DB_LANES fixed partial sums and a
- * fixed pairwise reduction: the same result on any thread.  O(m). */
-static inline GM_T GM_FN(db_dot)(const GM_T *x, const GM_T *y, size_t m)
-{
-    GM_T acc[DB_LANES];
-    size_t j = 0;
-    for (int l = 0; l < DB_LANES; l++) acc[l] = 0;
-    for (; j + DB_LANES <= m; j += DB_LANES)
-        for (int l = 0; l < DB_LANES; l++) acc[l] += x[j + l] * y[j + l];
-    for (int l = 0; j + (size_t)l < m; l++) acc[l] += x[j + l] * y[j + l];
-    return GM_FN(db_reduce)(acc);
-}
-
 /* Four dot products of rows x, x+ldx, x+2ldx, x+3ldx with y, sharing the
  * loads of y; each row's arithmetic is exactly that of db_dot.  O(4m). */
 static inline void GM_FN(db_dot4)(const GM_T *x, size_t ldx, const GM_T *y, size_t m,
@@ -124,22 +101,10 @@ static inline void GM_FN(db_dot4)(const GM_T *x, size_t ldx, const GM_T *y, size
         a2[l] += x2[j + l] * yv;
         a3[l] += x3[j + l] * yv;
     }
-    out[0] = GM_FN(db_reduce)(a0);
-    out[1] = GM_FN(db_reduce)(a1);
-    out[2] = GM_FN(db_reduce)(a2);
-    out[3] = GM_FN(db_reduce)(a3);
-}
-
-/* Sum of x (length m), same lane scheme as db_dot.  O(m). */
-static inline GM_T GM_FN(db_sum)(const GM_T *x, size_t m)
-{
-    GM_T acc[DB_LANES];
-    size_t j = 0;
-    for (int l = 0; l < DB_LANES; l++) acc[l] = 0;
-    for (; j + DB_LANES <= m; j += DB_LANES)
-        for (int l = 0; l < DB_LANES; l++) acc[l] += x[j + l];
-    for (int l = 0; j + (size_t)l < m; l++) acc[l] += x[j + l];
-    return GM_FN(db_reduce)(acc);
+    out[0] = GM_FN(gm_vec_fold)(a0, DB_LANES);
+    out[1] = GM_FN(gm_vec_fold)(a1, DB_LANES);
+    out[2] = GM_FN(gm_vec_fold)(a2, DB_LANES);
+    out[3] = GM_FN(gm_vec_fold)(a3, DB_LANES);
 }
 
 /* Inside a parallel region: out[i] = (K' y)_i + kb * y[m] for rows i < n, in
@@ -155,7 +120,7 @@ static void GM_FN(db_rowmv)(const GM_T *K, size_t ldk, size_t n, size_t m, const
         for (int r = 0; r < 4; r++) out[4 * g + r] += kb * y[m];
     }
 #pragma omp for schedule(static)
-    for (size_t i = 4 * ng; i < n; i++) out[i] = GM_FN(db_dot)(K + i * ldk, y, m) + kb * y[m];
+    for (size_t i = 4 * ng; i < n; i++) out[i] = GM_FN(gm_vec_dot32)(K + i * ldk, y, m) + kb * y[m];
 }
 
 /* out[j] = sum_{i<n} w_i K_ij (rows in order i = 0..n-1) for this thread's
@@ -183,19 +148,6 @@ static void GM_FN(db_colmv)(const GM_T *K, size_t ldk, size_t n, const GM_T *w,
         GM_T w0 = w[i];
         for (size_t j = j0; j < j1; j++) out[j] += w0 * k0[j];
     }
-}
-
-/* 1 if all len values are finite.  O(len). */
-static int GM_FN(db_finite)(const GM_T *x, size_t len)
-{
-    GM_T z[DB_LANES];
-    size_t j = 0;
-    for (int l = 0; l < DB_LANES; l++) z[l] = 0;
-    for (; j + DB_LANES <= len; j += DB_LANES)
-        for (int l = 0; l < DB_LANES; l++) z[l] += x[j + l] * (GM_T)0;
-    for (; j < len; j++) z[0] += x[j] * (GM_T)0;
-    for (int l = 1; l < DB_LANES; l++) z[0] += z[l];
-    return z[0] == 0;
 }
 
 /* Validate sizes and scalars, check S / mu / nu (finite, masses >= 0, not
@@ -348,7 +300,7 @@ static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i)
     const GM_T *si = c->S + i * c->m;
     GM_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
     for (size_t j = 0; j < c->m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
-    return GM_FN(db_sum)(ki, c->m) + c->kb;
+    return GM_FN(gm_vec_sum32)(ki, c->m) + c->kb;
 }
 
 /* Set the working-type constants for centre cc and bound L.  O(1). */
@@ -489,7 +441,7 @@ static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, GM_T *s, GM_T *a, GM_T *tc, c
             if (r == 4) {
                 GM_FN(db_dot4)(k0, ldk, bp, m, w4);
             } else {
-                for (size_t q = 0; q < r; q++) w4[q] = GM_FN(db_dot)(k0 + q * ldk, bp, m);
+                for (size_t q = 0; q < r; q++) w4[q] = GM_FN(gm_vec_dot32)(k0 + q * ldk, bp, m);
             }
             for (size_t q = 0; q < r; q++) {
                 s[i + q] = w4[q] + kbb;
@@ -536,7 +488,7 @@ static void GM_FN(db_iter_start)(GM_FN(db_ctx) *c, int t)
     GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
     GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
     const GM_T *bp = GM_FN(db_bptr)(c, t - 1);
-    s[c->n] = c->kb * GM_FN(db_sum)(bp, c->m1);
+    s[c->n] = c->kb * GM_FN(gm_vec_sum32)(bp, c->m1);
     c->fused = GM_FN(db_fused_shift)(c, t, &c->sig_f);
     if (c->fused) {
         double off = c->lam * c->c + c->sig_b;
@@ -579,7 +531,7 @@ static void GM_FN(db_kernel_forward)(GM_FN(db_ctx) *c)
 #pragma omp single
         {
             if (c->fused) GM_FN(db_reduce_parts)(c, a[n] * kb, tc);
-            tc[m] = kb * GM_FN(db_sum)(a, c->n1);
+            tc[m] = kb * GM_FN(gm_vec_sum32)(a, c->n1);
             memcpy(c->lbp, c->lb, c->m1 * sizeof(double));
             c->sig_b = GM_FN(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
             if (t < c->iters) GM_FN(db_iter_start)(c, t + 1);
@@ -604,7 +556,7 @@ static double GM_FN(db_row_lse)(const GM_FN(db_ctx) *c, const GM_T *srow, const 
         for (int l = 0; l < DB_LANES; l++)
             acc[l] += GM_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
     for (int l = 0; j + (size_t)l < m; l++) acc[l] += GM_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
-    return (double)mx + log((double)GM_FN(db_reduce)(acc) + exp((double)xb - (double)mx));
+    return (double)mx + log((double)GM_FN(gm_vec_fold)(acc, DB_LANES) + exp((double)xb - (double)mx));
 }
 
 /* Log-domain forward (inside the parallel region): literal LSE sweeps, row
@@ -819,10 +771,10 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
             for (size_t j = 0; j < m; j++) pp[j] = 0;
             for (size_t i = i0; i < i1; i++) {
-                if (!GM_FN(db_finite)(c->G + i * m1, m1))
+                if (!GM_FN(gm_vec_all_finite)(c->G + i * m1, m1))
                     GM_FN(db_set_err)(c, GM_ERR_NONFINITE_ARG(3));
                 c->gbc[i] = GM_FN(db_g_row)(c, i, gbuf, row);
-                c->rs[i] = (double)GM_FN(db_sum)(gbuf, m) + c->gbc[i];
+                c->rs[i] = (double)GM_FN(gm_vec_sum32)(gbuf, m) + c->gbc[i];
                 for (size_t j = 0; j < m; j++) pp[j] += gbuf[j];
                 if (into) {
                     GM_T *o = into + i * m;
@@ -832,7 +784,7 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
         }
     }
 #pragma omp single
-    if (!GM_FN(db_finite)(c->G + n * m1, m1)) c->err = GM_ERR_NONFINITE_ARG(3);
+    if (!GM_FN(gm_vec_all_finite)(c->G + n * m1, m1)) c->err = GM_ERR_NONFINITE_ARG(3);
     if (c->err != GM_OK) return;
     {
         size_t j0, j1;
@@ -875,7 +827,7 @@ static void GM_FN(db_bwd_start)(GM_FN(db_ctx) *c, int t)
     GM_T *hu = c->hu + (size_t)(t - 1) * c->n1;
     double lrs = t == c->iters ? c->lam : 0.0;
     for (size_t j = 0; j < m1; j++) hv[j] = (GM_T)(c->dm[j] / (double)tc[j]);
-    double w = (double)(c->kb * GM_FN(db_sum)(hv, m1));
+    double w = (double)(c->kb * GM_FN(gm_vec_sum32)(hv, m1));
     hu[n] = (GM_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
 }
 
@@ -917,7 +869,7 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
                 if (r == 4) {
                     GM_FN(db_dot4)(k0, c->ldk, hv, m, w4);
                 } else {
-                    for (size_t q = 0; q < r; q++) w4[q] = GM_FN(db_dot)(k0 + q * c->ldk, hv, m);
+                    for (size_t q = 0; q < r; q++) w4[q] = GM_FN(gm_vec_dot32)(k0 + q * c->ldk, hv, m);
                 }
                 for (size_t q = 0; q < r; q++) {
                     double w = (double)(w4[q] + kb * hv[m]);
@@ -948,7 +900,7 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
         {
             GM_T *z = c->vm;
             GM_FN(db_reduce_parts)(c, hu[n] * kb, z);
-            z[m] = kb * GM_FN(db_sum)(hu, n1);
+            z[m] = kb * GM_FN(gm_vec_sum32)(hu, n1);
             for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
             GM_FN(db_bwd_start)(c, t - 1);
         }
@@ -975,7 +927,7 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
                     continue;
                 }
                 const GM_T *ki = c->K + i * c->ldk, *gr = c->G + i * m1;
-                double w = (double)(GM_FN(db_dot)(ki, hv, m) + kb * hv[m]);
+                double w = (double)(GM_FN(gm_vec_dot32)(ki, hv, m) + kb * hv[m]);
                 hu[i] = (GM_T)((lrs * c->rs[i] - c->phi * (double)a[i] * w) / (double)s[i]);
                 if (!c->wrt_log) {
                     GM_FN(db_plan_row)(c, i, tq);
@@ -1077,7 +1029,7 @@ static void GM_FN(db_log_backward)(GM_FN(db_ctx) *c, GM_T *dS, double *dbin)
                 acc[l] += q;
                 di[j + l] -= phiT * q;
             }
-            c->dn[i] = (double)GM_FN(db_reduce)(acc) +
+            c->dn[i] = (double)GM_FN(gm_vec_fold)(acc, DB_LANES) +
                        exp(c->lam * c->bin + (double)f + (double)nlc[m]) * c->dm[m];
         }
 #pragma omp single

@@ -2,9 +2,6 @@
  * instantiated once per type through gm_tpl.h (GM_T, GM_FN, ...).  Not a
  * public header. */
 
-#define GM_EXP_ROW_NAME GM_FN(gm_head_exp_row)
-#include "gm_exp_row_tpl.h"
-#undef GM_EXP_ROW_NAME
 
 /* Shapes shared by the attention kernels. */
 typedef struct {
@@ -63,7 +60,7 @@ static void GM_FN(gm_attn_fwd_tile)(const GM_FN(gm_attn_dims) *d,
     GM_T *s = e + r0 * n;
     GM_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, scale, q,
          (int)ld, k, (int)ld, 0.0, s, (int)n);
-    for (size_t i = 0; i < nr; i++) rz[r0 + i] = GM_FN(gm_head_exp_row)(s + i * n, n);
+    for (size_t i = 0; i < nr; i++) rz[r0 + i] = GM_FN(gm_vec_exp_row)(s + i * n, n);
     GM_T *o = out + r0 * dm + h * hd;
     GM_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, 1.0, s, (int)n,
          v, (int)ld, 0.0, o, (int)dm);
@@ -216,25 +213,6 @@ int GM_FN(gm_head_attention_bwd)(const GM_T *qkv, GM_T *e, const GM_T *rz, const
     return GM_OK;
 }
 
-/* sum_j a_j b_j (b == NULL: sum_j a_j) with 16 partial sums in a fixed order
- * (vectorizable, deterministic).  O(n). */
-static GM_T GM_FN(gm_head_dot16)(const GM_T *restrict a, const GM_T *restrict b, size_t n)
-{
-    GM_T acc[16] = {0};
-    size_t j = 0;
-    if (b == NULL) {
-        for (; j + 16 <= n; j += 16)
-            for (int q = 0; q < 16; q++) acc[q] += a[j + q];
-    } else {
-        for (; j + 16 <= n; j += 16)
-            for (int q = 0; q < 16; q++) acc[q] += a[j + q] * b[j + q];
-    }
-    GM_T s = 0;
-    for (int q = 0; q < 16; q++) s += acc[q];
-    for (; j < n; j++) s += b == NULL ? a[j] : a[j] * b[j];
-    return s;
-}
-
 /* Row-wise LayerNorm keeping the backward's inputs: xhat = (x - mean) * rstd,
  * rstd = 1 / sqrt(var + eps) (biased variance, two passes), y = xhat * gamma
  * + beta.  x, y, xhat are n x d (y may alias x).  Rows in parallel.
@@ -249,9 +227,9 @@ int GM_FN(gm_layernorm_fwd)(const GM_T *x, size_t n, size_t d, const GM_T *gamma
         const GM_T *xi = x + (size_t)i * d;
         GM_T *restrict hi = xhat + (size_t)i * d;
         GM_T *yi = y + (size_t)i * d;
-        GM_T mean = GM_FN(gm_head_dot16)(xi, NULL, d) / (GM_T)d;
+        GM_T mean = GM_FN(gm_vec_dot16)(xi, NULL, d) / (GM_T)d;
         for (size_t j = 0; j < d; j++) hi[j] = xi[j] - mean;
-        GM_T var = GM_FN(gm_head_dot16)(hi, hi, d) / (GM_T)d;
+        GM_T var = GM_FN(gm_vec_dot16)(hi, hi, d) / (GM_T)d;
         GM_T r = (GM_T)(1.0 / sqrt((double)var + eps));
         rstd[i] = r;
         for (size_t j = 0; j < d; j++) {
@@ -305,8 +283,8 @@ int GM_FN(gm_layernorm_bwd)(const GM_T *dy, const GM_T *xhat, const GM_T *rstd,
             for (size_t j0 = 0; j0 < d; j0 += GM_HEAD_LN_MAXD) {
                 size_t len = d - j0 < GM_HEAD_LN_MAXD ? d - j0 : GM_HEAD_LN_MAXD;
                 for (size_t j = 0; j < len; j++) gg[j] = g[j0 + j] * gamma[j0 + j];
-                m1 += GM_FN(gm_head_dot16)(gg, NULL, len);
-                m2 += GM_FN(gm_head_dot16)(gg, xh + j0, len);
+                m1 += GM_FN(gm_vec_dot16)(gg, NULL, len);
+                m2 += GM_FN(gm_vec_dot16)(gg, xh + j0, len);
             }
             m1 /= (GM_T)d;
             m2 /= (GM_T)d;

@@ -61,27 +61,6 @@ int GM_FN(gm_nn_linear)(const GM_T *x, size_t n, size_t din, const GM_T *w, cons
     return GM_OK;
 }
 
-/* Sum of n values with 16 partial accumulators in a fixed order
- * (vectorizable, deterministic).  With c != NULL sums (v_j - *c)^2. */
-static GM_T GM_FN(gm_nn_sum16)(const GM_T *restrict v, size_t n, const GM_T *c)
-{
-    GM_T acc[16];
-    size_t j = 0;
-    for (int k = 0; k < 16; k++) acc[k] = 0;
-    if (c == NULL) {
-        for (; j + 16 <= n; j += 16)
-            for (int k = 0; k < 16; k++) acc[k] += v[j + k];
-    } else {
-        GM_T m = *c;
-        for (; j + 16 <= n; j += 16)
-            for (int k = 0; k < 16; k++) acc[k] += (v[j + k] - m) * (v[j + k] - m);
-    }
-    GM_T sum = 0;
-    for (int k = 0; k < 16; k++) sum += acc[k];
-    for (; j < n; j++) sum += c == NULL ? v[j] : (v[j] - *c) * (v[j] - *c);
-    return sum;
-}
-
 /* Row-wise LayerNorm: y_i = (x_i - mean) / sqrt(var + eps) * gamma + beta,
  * biased variance (two passes).  y may alias x.  O(n * d). */
 int GM_FN(gm_nn_layernorm)(const GM_T *x, size_t n, size_t d, const GM_T *gamma,
@@ -93,8 +72,8 @@ int GM_FN(gm_nn_layernorm)(const GM_T *x, size_t n, size_t d, const GM_T *gamma,
     for (long i = 0; i < rows; i++) {
         const GM_T *xi = x + (size_t)i * d;
         GM_T *yi = y + (size_t)i * d;
-        GM_T mean = GM_FN(gm_nn_sum16)(xi, d, NULL) / (GM_T)d;
-        GM_T var = GM_FN(gm_nn_sum16)(xi, d, &mean) / (GM_T)d;
+        GM_T mean = GM_FN(gm_vec_dot16)(xi, NULL, d) / (GM_T)d;
+        GM_T var = GM_FN(gm_vec_sqdev16)(xi, mean, d) / (GM_T)d;
         GM_T rstd = (GM_T)(1.0 / sqrt((double)var + eps));
         if (gamma != NULL && beta != NULL) {
             for (size_t j = 0; j < d; j++) yi[j] = (xi[j] - mean) * rstd * gamma[j] + beta[j];
@@ -127,9 +106,6 @@ int GM_FN(gm_nn_swiglu)(const GM_T *h, size_t n, size_t hidden, GM_T *y)
     return GM_OK;
 }
 
-#define GM_EXP_ROW_NAME GM_FN(gm_nn_softmax_row)
-#include "gm_exp_row_tpl.h"
-#undef GM_EXP_ROW_NAME
 
 /* One attention tile: rows [r0, r0 + nr) of one head of one image.
  * s is scratch of nr x n.  out rows get softmax(q k^T * scale) v. */
@@ -145,7 +121,7 @@ static void GM_FN(gm_nn_attn_tile)(const GM_T *qkv, size_t n, size_t heads, size
     GM_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)n, (int)hd, scale,
          q, (int)ld, k, (int)ld, 0.0, s, (int)n);
     GM_T inv[GM_NN_ATTN_TILE];
-    for (size_t i = 0; i < nr; i++) inv[i] = GM_FN(gm_nn_softmax_row)(s + i * n, n);
+    for (size_t i = 0; i < nr; i++) inv[i] = GM_FN(gm_vec_exp_row)(s + i * n, n);
     GM_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)n, 1.0,
          s, (int)n, v, (int)ld, 0.0, o, (int)dm);
     for (size_t i = 0; i < nr; i++)

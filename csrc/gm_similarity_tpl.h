@@ -1,26 +1,13 @@
 /* gm_similarity_tpl.h -- type-generic body of gm_similarity.c, instantiated once per
  * type through gm_tpl.h (GM_T, GM_FN, ...).  Not a public header. */
 
-/* Sum of squares of the d values at x in double, in 8 interleaved partial
- * sums combined in a fixed order (vectorizes; same result on every call).
- * NaN or inf if a value is non-finite.  O(d). */
-static double GM_FN(gm_sumsq)(const GM_T *x, size_t d)
-{
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t k = 0;
-    for (; k + 8 <= d; k += 8)
-        for (int l = 0; l < 8; l++) acc[l] += (double)x[k + l] * (double)x[k + l];
-    for (int l = 0; k < d; k++, l++) acc[l] += (double)x[k] * (double)x[k];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
 /* Euclidean norm of the d values at x, safe against overflow and underflow
  * of the squares: the double sum of squares, and (double inputs only) a
  * second pass scaled by max|x_k| when that sum left the safe range.
  * Returns NaN or inf if any value is non-finite.  O(d). */
 static double GM_FN(gm_row_norm)(const GM_T *x, size_t d)
 {
-    double ss = GM_FN(gm_sumsq)(x, d);
+    double ss = GM_FN(gm_vec_sumsq_f64acc)(x, d);
     if (ss != ss) return ss;
     if (ss > 1e-280 && ss < 1e280) return sqrt(ss);
     double amax = 0.0;

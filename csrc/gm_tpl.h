@@ -11,7 +11,8 @@
  * GM_IS_F32 (1 / 0), GM_EXP (gm_exp_f32 / gm_exp_f64 of gm_math.h), GM_FABS
  * (fabsf / fabs), GM_T_MAX and GM_T_TINY (the largest and the smallest
  * normal value), GM_GEMM (CBLAS sgemm / dgemm, where gm_blas.h is included).
- * Templates derive their own per-type constants from GM_IS_F32. */
+ * Templates derive their own per-type constants from GM_IS_F32.  The shared
+ * vector primitives of the type (gm_vec_tpl.h) come with it. */
 #if !defined(GM_TPL)
 #error "define GM_TPL as 32 or 64 before including gm_tpl.h"
 #endif
@@ -42,3 +43,5 @@
 #else
 #error "GM_TPL must be 32 or 64"
 #endif
+
+#include "gm_vec_tpl.h"

@@ -12,7 +12,7 @@ static void GM_FN(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t10
 {
     GM_T a0[16], a1[16], a2[16], a3[16], a4[16];
     size_t i = 0;
-    int j, s;
+    int j;
     for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = a4[j] = (GM_T)0;
     for (; i + 16 <= n; i += 16) {
         for (j = 0; j < 16; j++) {
@@ -32,20 +32,11 @@ static void GM_FN(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t10
         a3[j] += x * t11[i];
         a4[j] += y * z;
     }
-    for (s = 8; s > 0; s >>= 1) {
-        for (j = 0; j < s; j++) {
-            a0[j] += a0[j + s];
-            a1[j] += a1[j + s];
-            a2[j] += a2[j + s];
-            a3[j] += a3[j + s];
-            a4[j] += a4[j + s];
-        }
-    }
-    out[0] = a0[0];
-    out[1] = a1[0];
-    out[2] = a2[0];
-    out[3] = a3[0];
-    out[4] = a4[0];
+    out[0] = GM_FN(gm_vec_fold)(a0, 16);
+    out[1] = GM_FN(gm_vec_fold)(a1, 16);
+    out[2] = GM_FN(gm_vec_fold)(a2, 16);
+    out[3] = GM_FN(gm_vec_fold)(a3, 16);
+    out[4] = GM_FN(gm_vec_fold)(a4, 16);
 }
 
 /* Four dot products q0.t, q1.t, q2.t, q3.t sharing the loads of t (length
@@ -55,7 +46,7 @@ static void GM_FN(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
 {
     GM_T a0[16], a1[16], a2[16], a3[16];
     size_t i = 0;
-    int j, s;
+    int j;
     for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = (GM_T)0;
     for (; i + 16 <= n; i += 16) {
         for (j = 0; j < 16; j++) {
@@ -73,33 +64,10 @@ static void GM_FN(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
         a2[j] += q2[i] * x;
         a3[j] += q3[i] * x;
     }
-    for (s = 8; s > 0; s >>= 1) {
-        for (j = 0; j < s; j++) {
-            a0[j] += a0[j + s];
-            a1[j] += a1[j + s];
-            a2[j] += a2[j + s];
-            a3[j] += a3[j + s];
-        }
-    }
-    out[0] = a0[0];
-    out[1] = a1[0];
-    out[2] = a2[0];
-    out[3] = a3[0];
-}
-
-/* 1 if all n values are finite: x * 0 is NaN exactly for NaN/inf, summed in
- * 64 independent lanes so the scan runs at memory speed.  O(n). */
-static int GM_FN(gm_tr_all_finite)(const GM_T *x, size_t n)
-{
-    GM_T acc[64];
-    size_t i = 0;
-    int j;
-    for (j = 0; j < 64; j++) acc[j] = (GM_T)0;
-    for (; i + 64 <= n; i += 64)
-        for (j = 0; j < 64; j++) acc[j] += x[i + j] * (GM_T)0;
-    for (j = 0; i < n; i++, j++) acc[j] += x[i] * (GM_T)0;
-    for (j = 1; j < 64; j++) acc[0] += acc[j];
-    return acc[0] == (GM_T)0;
+    out[0] = GM_FN(gm_vec_fold)(a0, 16);
+    out[1] = GM_FN(gm_vec_fold)(a1, 16);
+    out[2] = GM_FN(gm_vec_fold)(a2, 16);
+    out[3] = GM_FN(gm_vec_fold)(a3, 16);
 }
 
 /* Workspace of one call, sized for the largest target image of the batch. */
@@ -243,21 +211,21 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
             for (j = 0; k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
         }
     }
-    gram_bad = !GM_FN(gm_tr_all_finite)(N, wt) || !GM_FN(gm_tr_all_finite)(Hn, wt) ||
-               !GM_FN(gm_tr_all_finite)(V, wt) || !GM_FN(gm_tr_all_finite)(D1, wt) ||
-               !GM_FN(gm_tr_all_finite)(D2, wt);
+    gram_bad = !GM_FN(gm_vec_all_finite)(N, wt) || !GM_FN(gm_vec_all_finite)(Hn, wt) ||
+               !GM_FN(gm_vec_all_finite)(V, wt) || !GM_FN(gm_vec_all_finite)(D1, wt) ||
+               !GM_FN(gm_vec_all_finite)(D2, wt);
     for (X = 0; X < Wt; X++) {
         int c0 = w->c0[X], c1 = w->c1[X];
         GM_T b0 = w->b0[X], b1 = w->b1[X];
         nr[X] = b0 * b0 * N[c0] + 2 * b0 * b1 * Hn[c0] + b1 * b1 * N[c1];
         m[X] = b0 * b0 * V[c0] + b1 * b1 * V[c1] + b0 * b1 * (D1[c0] + D2[c0]);
     }
-    bad |= !GM_FN(gm_tr_all_finite)(nr, (size_t)Wt) || !GM_FN(gm_tr_all_finite)(m, (size_t)Wt);
+    bad |= !GM_FN(gm_vec_all_finite)(nr, (size_t)Wt) || !GM_FN(gm_vec_all_finite)(m, (size_t)Wt);
     for (k = 0; k < nkps; k++) {
         const GM_T *g = w->g + k * hw + r * wt;
         GM_T *p = w->p + (k * ht + r) * wp;
         for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
-        bad |= !GM_FN(gm_tr_all_finite)(p, (size_t)Wt);
+        bad |= !GM_FN(gm_vec_all_finite)(p, (size_t)Wt);
     }
     return gram_bad ? 1 : (bad ? 2 : 0);
 }
@@ -358,7 +326,7 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
                                    w->besty + (size_t)tid * nkps);
     }
     if (worst == 1)
-        return GM_FN(gm_tr_all_finite)(tf, ht * wt * dim) ? GM_ERR_NUMERIC
+        return GM_FN(gm_vec_all_finite)(tf, ht * wt * dim) ? GM_ERR_NUMERIC
                                                            : GM_ERR_NONFINITE_ARG(1);
     if (worst) return GM_ERR_NUMERIC;
     for (k = 0; k < nkps; k++) {
@@ -454,7 +422,7 @@ static int GM_FN(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
     if (!src_feat || !trg_feat || !out) return GM_ERR_INVALID;
     /* trg_feat is checked through its Gram table (a non-finite entry makes
      * its cell's squared norm non-finite); see gm_transfer_upsample_argmax. */
-    if (!GM_FN(gm_tr_all_finite)(src_feat, batch * hs * ws * dim))
+    if (!GM_FN(gm_vec_all_finite)(src_feat, batch * hs * ws * dim))
         return GM_ERR_NONFINITE_ARG(0);
     return GM_OK;
 }
