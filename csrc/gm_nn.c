@@ -1,7 +1,7 @@
-/* gm_nn.c -- ViT building blocks for the torch-free DINOv2 backbone:
- * linear layers (+ bias, GELU, residual accumulation), LayerNorm, SwiGLU and
- * tiled multi-head self-attention.  float and double versions are generated
- * from gm_nn_tpl.h. */
+/* gm_nn.c -- ViT building blocks for the torch-free DINOv2 backbone: linear
+ * layers (+ bias, exact GELU, residual accumulation) and SwiGLU.  Its
+ * LayerNorm is gm_layernorm.c and its attention gm_attention.c (shared with
+ * the head).  float and double versions are generated from gm_nn_tpl.h. */
 #include "geomatch.h"
 #include "gm_blas.h"
 #include "gm_math.h"
@@ -11,10 +11,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-
-/* Query rows per attention tile. */
-#define GM_NN_ATTN_TILE 128
 
 /* erf for float, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7 plus float
  * rounding), built on the vectorizable gm_exp_f32; odd symmetry handles
