@@ -51,17 +51,9 @@ static inline double db_log_fast(double x)
     double ed = (double)e + big;
     double f = (m - 1.0) / (m + 1.0);
     double s = f * f;
-    double p = 1.0 / 21.0;
-    p = p * s + 1.0 / 19.0;
-    p = p * s + 1.0 / 17.0;
-    p = p * s + 1.0 / 15.0;
-    p = p * s + 1.0 / 13.0;
-    p = p * s + 1.0 / 11.0;
-    p = p * s + 1.0 / 9.0;
-    p = p * s + 1.0 / 7.0;
-    p = p * s + 1.0 / 5.0;
-    p = p * s + 1.0 / 3.0;
-    p = p * s + 1.0;
+    static const double c[11] = {1.0 / 21.0, 1.0 / 19.0, 1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0,
+                                 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0};
+    double p = gm_horner_f64(s, c, 11);
     return ed * 6.93147180369123816490e-01 + (2.0 * f * p + ed * 1.90821492927058770002e-10);
 }
 

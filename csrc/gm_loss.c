@@ -3,6 +3,7 @@
  * -log(1 - P) and the gradient wrt the plan, in one pass.  float and double
  * versions are generated from gm_loss_tpl.h. */
 #include "geomatch.h"
+#include "gm_math.h"
 #include "gm_parallel.h"
 
 #include <math.h>
@@ -14,13 +15,8 @@
 static inline double gm_neglog1m(double p)
 {
     if (p < 0.0009765625) {
-        double s = 1.0 / 6.0;
-        s = s * p + 1.0 / 5.0;
-        s = s * p + 1.0 / 4.0;
-        s = s * p + 1.0 / 3.0;
-        s = s * p + 1.0 / 2.0;
-        s = s * p + 1.0;
-        return s * p;
+        static const double c[6] = {1.0 / 6.0, 1.0 / 5.0, 1.0 / 4.0, 1.0 / 3.0, 0.5, 1.0};
+        return gm_horner_f64(p, c, 6) * p;
     }
     return -log1p(-p);
 }
