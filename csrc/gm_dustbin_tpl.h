@@ -107,6 +107,43 @@ static inline void GM_FN(db_dot4)(const GM_T *x, size_t ldx, const GM_T *y, size
     out[3] = GM_FN(gm_vec_fold)(a3, DB_LANES);
 }
 
+/* w[q] = K row q . y for the r <= 4 rows at k0 (row stride ldk), each with
+ * the arithmetic of gm_vec_dot32 (fused loads when r == 4).  O(r m). */
+static inline void GM_FN(db_dots)(const GM_T *k0, size_t ldk, const GM_T *y, size_t m,
+                                  size_t r, GM_T *w)
+{
+    if (r == 4) {
+        GM_FN(db_dot4)(k0, ldk, y, m, w);
+    } else {
+        for (size_t q = 0; q < r; q++) w[q] = GM_FN(gm_vec_dot32)(k0 + q * ldk, y, m);
+    }
+}
+
+/* y += sum_q h[q] K row q over the r <= 4 rows at k0, added row by row in
+ * order for every j (one pass when r == 4).  O(r m). */
+static inline void GM_FN(db_axpy_rows)(GM_T *y, const GM_T *k0, size_t ldk, const GM_T *h,
+                                       size_t r, size_t m)
+{
+    if (r == 4) {
+        const GM_T *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+        GM_T h0 = h[0], h1 = h[1], h2 = h[2], h3 = h[3];
+        for (size_t j = 0; j < m; j++) {
+            GM_T v = y[j];
+            v += h0 * k0[j];
+            v += h1 * k1[j];
+            v += h2 * k2[j];
+            v += h3 * k3[j];
+            y[j] = v;
+        }
+    } else {
+        for (size_t q = 0; q < r; q++) {
+            const GM_T *kq = k0 + q * ldk;
+            GM_T hq = h[q];
+            for (size_t j = 0; j < m; j++) y[j] += hq * kq[j];
+        }
+    }
+}
+
 /* Inside a parallel region: out[i] = (K' y)_i + kb * y[m] for rows i < n, in
  * groups of four rows (the grouping depends on n only, not on the thread
  * count).  O(NM). */
@@ -438,33 +475,12 @@ static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, GM_T *s, GM_T *a, GM_T *tc, c
         for (size_t i = i0; i < i1; i += 4) {
             size_t r = i1 - i < 4 ? i1 - i : 4;
             const GM_T *k0 = c->K + i * ldk;
-            if (r == 4) {
-                GM_FN(db_dot4)(k0, ldk, bp, m, w4);
-            } else {
-                for (size_t q = 0; q < r; q++) w4[q] = GM_FN(gm_vec_dot32)(k0 + q * ldk, bp, m);
-            }
+            GM_FN(db_dots)(k0, ldk, bp, m, r, w4);
             for (size_t q = 0; q < r; q++) {
                 s[i + q] = w4[q] + kbb;
                 a[i + q] = GM_FN(db_arow)(c, i + q, s[i + q], off, sig);
             }
-            if (r == 4) {
-                const GM_T *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
-                GM_T a0 = a[i], a1 = a[i + 1], a2 = a[i + 2], a3 = a[i + 3];
-                for (size_t j = 0; j < m; j++) {
-                    GM_T v = tp[j];
-                    v += a0 * k0[j];
-                    v += a1 * k1[j];
-                    v += a2 * k2[j];
-                    v += a3 * k3[j];
-                    tp[j] = v;
-                }
-            } else {
-                for (size_t q = 0; q < r; q++) {
-                    const GM_T *kq = k0 + q * ldk;
-                    GM_T aq = a[i + q];
-                    for (size_t j = 0; j < m; j++) tp[j] += aq * kq[j];
-                }
-            }
+            GM_FN(db_axpy_rows)(tp, k0, ldk, a + i, r, m);
         }
     }
 }
@@ -866,34 +882,13 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
             for (; i < i1; i += 4) {
                 size_t r = i1 - i < 4 ? i1 - i : 4;
                 const GM_T *k0 = c->K + i * c->ldk;
-                if (r == 4) {
-                    GM_FN(db_dot4)(k0, c->ldk, hv, m, w4);
-                } else {
-                    for (size_t q = 0; q < r; q++) w4[q] = GM_FN(gm_vec_dot32)(k0 + q * c->ldk, hv, m);
-                }
+                GM_FN(db_dots)(k0, c->ldk, hv, m, r, w4);
                 for (size_t q = 0; q < r; q++) {
                     double w = (double)(w4[q] + kb * hv[m]);
                     double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
                     hu[i + q] = (GM_T)(g / (double)s[i + q]);
                 }
-                if (r == 4) {
-                    const GM_T *k1 = k0 + c->ldk, *k2 = k1 + c->ldk, *k3 = k2 + c->ldk;
-                    GM_T h0 = hu[i], h1 = hu[i + 1], h2 = hu[i + 2], h3 = hu[i + 3];
-                    for (size_t j = 0; j < m; j++) {
-                        GM_T v = zp[j];
-                        v += h0 * k0[j];
-                        v += h1 * k1[j];
-                        v += h2 * k2[j];
-                        v += h3 * k3[j];
-                        zp[j] = v;
-                    }
-                } else {
-                    for (size_t q = 0; q < r; q++) {
-                        const GM_T *kq = k0 + q * c->ldk;
-                        GM_T h = hu[i + q];
-                        for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
-                    }
-                }
+                GM_FN(db_axpy_rows)(zp, k0, c->ldk, hu + i, r, m);
             }
         }
 #pragma omp single
