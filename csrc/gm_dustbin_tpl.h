@@ -575,6 +575,18 @@ static double GM_FN(db_row_lse)(const GM_FN(db_ctx) *c, const GM_T *srow, const 
     return (double)mx + log((double)GM_FN(gm_vec_fold)(acc, DB_LANES) + exp((double)xb - (double)mx));
 }
 
+
+/* x0 + LSE_k v_k in double over len values (the dustbin row's or column's
+ * log-sum-exp, all of whose scores are bin_score): shifted by the max.
+ * O(len). */
+static double GM_FN(db_bin_lse)(double x0, const GM_T *v, size_t len)
+{
+    double mxd = -INFINITY, sd = 0.0;
+    for (size_t k = 0; k < len; k++) mxd = (double)v[k] > mxd ? (double)v[k] : mxd;
+    for (size_t k = 0; k < len; k++) sd += exp((double)v[k] - mxd);
+    return x0 + mxd + log(sd);
+}
+
 /* Log-domain forward (inside the parallel region): literal LSE sweeps, row
  * LSEs by one thread per row, column LSEs by column blocks (max pass, then
  * exponential-sum pass).  O(n_iter N M) exponentials. */
@@ -597,10 +609,7 @@ static void GM_FN(db_log_forward)(GM_FN(db_ctx) *c)
         }
 #pragma omp single
         {
-            double x0 = c->lam * c->bin, mxd = -INFINITY, sd = 0.0;
-            for (size_t j = 0; j < m1; j++) mxd = (double)gp[j] > mxd ? (double)gp[j] : mxd;
-            for (size_t j = 0; j < m1; j++) sd += exp((double)gp[j] - mxd);
-            double lse = x0 + mxd + log(sd);
+            double lse = GM_FN(db_bin_lse)(c->lam * c->bin, gp, m1);
             c->la[n] = GM_FN(db_pot)(c->phi, c->logmu[n], lse);
             fu[n] = (GM_T)c->la[n];
             nlr[n] = (GM_T)(-lse);
@@ -631,10 +640,7 @@ static void GM_FN(db_log_forward)(GM_FN(db_ctx) *c)
 #pragma omp barrier
 #pragma omp single
         {
-            double x0 = c->lam * c->bin, mxd = -INFINITY, sd = 0.0;
-            for (size_t i = 0; i < n1; i++) mxd = (double)fu[i] > mxd ? (double)fu[i] : mxd;
-            for (size_t i = 0; i < n1; i++) sd += exp((double)fu[i] - mxd);
-            double lse = x0 + mxd + log(sd);
+            double lse = GM_FN(db_bin_lse)(c->lam * c->bin, fu, n1);
             c->lb[m] = GM_FN(db_pot)(c->phi, c->lognu[m], lse);
             gn[m] = (GM_T)c->lb[m];
             nlc[m] = (GM_T)(-lse);

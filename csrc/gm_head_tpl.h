@@ -16,16 +16,13 @@ static inline GM_T GM_FN(gm_head_tanh)(GM_T x)
 int GM_FN(gm_gelu_tanh_fwd)(const GM_T *u, size_t count, GM_T *g, GM_T *t)
 {
     const GM_T c = (GM_T)0.79788456080286535588;
-    long nblk = (long)((count + 4095) / 4096);
+    long cnt = (long)count;
 #pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)count))
-    for (long b = 0; b < nblk; b++) {
-        size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
-        for (size_t i = lo; i < hi; i++) {
-            GM_T v = u[i];
-            GM_T th = GM_FN(gm_head_tanh)(c * (v + (GM_T)0.044715 * v * v * v));
-            t[i] = th;
-            g[i] = (GM_T)0.5 * v * ((GM_T)1 + th);
-        }
+    for (long i = 0; i < cnt; i++) {
+        GM_T v = u[i];
+        GM_T th = GM_FN(gm_head_tanh)(c * (v + (GM_T)0.044715 * v * v * v));
+        t[i] = th;
+        g[i] = (GM_T)0.5 * v * ((GM_T)1 + th);
     }
     return GM_OK;
 }
@@ -35,15 +32,12 @@ int GM_FN(gm_gelu_tanh_fwd)(const GM_T *u, size_t count, GM_T *g, GM_T *t)
 int GM_FN(gm_gelu_tanh_bwd)(const GM_T *dg, const GM_T *u, const GM_T *t, size_t count, GM_T *du)
 {
     const GM_T c = (GM_T)0.79788456080286535588;
-    long nblk = (long)((count + 4095) / 4096);
+    long cnt = (long)count;
 #pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)count))
-    for (long b = 0; b < nblk; b++) {
-        size_t lo = (size_t)b * 4096, hi = lo + 4096 < count ? lo + 4096 : count;
-        for (size_t i = lo; i < hi; i++) {
-            GM_T v = u[i], th = t[i];
-            GM_T dt = c * ((GM_T)1 + (GM_T)(3 * 0.044715) * v * v);
-            du[i] = dg[i] * ((GM_T)0.5 * ((GM_T)1 + th) + (GM_T)0.5 * v * ((GM_T)1 - th * th) * dt);
-        }
+    for (long i = 0; i < cnt; i++) {
+        GM_T v = u[i], th = t[i];
+        GM_T dt = c * ((GM_T)1 + (GM_T)(3 * 0.044715) * v * v);
+        du[i] = dg[i] * ((GM_T)0.5 * ((GM_T)1 + th) + (GM_T)0.5 * v * ((GM_T)1 - th * th) * dt);
     }
     return GM_OK;
 }

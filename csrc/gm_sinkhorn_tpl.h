@@ -141,15 +141,18 @@ static void GM_FN(sk_log_rows)(GM_FN(sk_ws) *w, int store_k)
     }
 }
 
-/* Sum the column partials of columns [j0, j0+len) over the row blocks in
- * block order, into t (double).  O(nblk len). */
-static void GM_FN(sk_colsum)(const GM_FN(sk_ws) *w, size_t j0, size_t len, double *t)
+/* Sum the column partials of column chunk c, columns [c CB, c CB + len),
+ * over the row blocks in block order, into t (double); returns len.
+ * O(nblk len). */
+static size_t GM_FN(sk_colsum)(const GM_FN(sk_ws) *w, size_t c, double *t)
 {
+    size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < w->m ? GM_SK_CB : w->m - j0;
     for (size_t jj = 0; jj < len; jj++) t[jj] = 0.0;
     for (size_t blk = 0; blk < w->nblk; blk++) {
         const GM_T *p = w->part + blk * w->m + j0;
         for (size_t jj = 0; jj < len; jj++) t[jj] += (double)p[jj];
     }
+    return len;
 }
 
 /* Exact column update in the log domain for the columns flagged in `need`
@@ -202,9 +205,8 @@ static double GM_FN(sk_log_cols)(GM_FN(sk_ws) *w, unsigned char *need)
     int under = 0, bad = 0;
 /* serial: a parallel region here costs more than the O(nblk m) work */
     for (size_t c = 0; c < nch; c++) {
-        size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         double t[GM_SK_CB];
-        GM_FN(sk_colsum)(w, j0, len, t);
+        size_t j0 = c * GM_SK_CB, len = GM_FN(sk_colsum)(w, c, t);
         for (size_t jj = 0; jj < len; jj++) {
             size_t j = j0 + jj;
             need[j] = 0;
@@ -283,9 +285,8 @@ static int GM_FN(sk_kern_cols)(GM_FN(sk_ws) *w, double *errp)
     GM_T *vnew = w->ebuf; /* scratch: length m */
 /* serial: a parallel region here costs more than the O(nblk m) work */
     for (size_t c = 0; c < nch; c++) {
-        size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         double t[GM_SK_CB];
-        GM_FN(sk_colsum)(w, j0, len, t);
+        size_t j0 = c * GM_SK_CB, len = GM_FN(sk_colsum)(w, c, t);
         for (size_t jj = 0; jj < len; jj++) {
             size_t j = j0 + jj;
             if (w->deadb[j]) { vnew[j] = 0; continue; }

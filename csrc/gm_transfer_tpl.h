@@ -346,26 +346,27 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
     return GM_OK;
 }
 
-/* Taps of every target pixel column and row.  O(W + H). */
-static void GM_FN(gm_tr_taps)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, int64_t Wt,
-                               int64_t Ht)
+/* Taps of the n_out pixels of one axis from n_in grid cells.  O(n_out). */
+static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i1s,
+                                   GM_T *w0, GM_T *w1)
 {
     int64_t i, i0, i1;
     double f;
-    for (i = 0; i < Wt; i++) {
-        gm_transfer_linear_taps(i, (int64_t)wt, Wt, &i0, &i1, &f);
-        w->c0[i] = (int)i0;
-        w->c1[i] = (int)i1;
-        w->b0[i] = (GM_T)(1.0 - f);
-        w->b1[i] = (GM_T)f;
+    for (i = 0; i < n_out; i++) {
+        gm_transfer_linear_taps(i, n_in, n_out, &i0, &i1, &f);
+        i0s[i] = (int)i0;
+        i1s[i] = (int)i1;
+        w0[i] = (GM_T)(1.0 - f);
+        w1[i] = (GM_T)f;
     }
-    for (i = 0; i < Ht; i++) {
-        gm_transfer_linear_taps(i, (int64_t)ht, Ht, &i0, &i1, &f);
-        w->r0[i] = (int)i0;
-        w->r1[i] = (int)i1;
-        w->a0[i] = (GM_T)(1.0 - f);
-        w->a1[i] = (GM_T)f;
-    }
+}
+
+/* Taps of every target pixel column and row.  O(W + H). */
+static void GM_FN(gm_tr_taps)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, int64_t Wt,
+                              int64_t Ht)
+{
+    GM_FN(gm_tr_axis_taps)(Wt, (int64_t)wt, w->c0, w->c1, w->b0, w->b1);
+    GM_FN(gm_tr_axis_taps)(Ht, (int64_t)ht, w->r0, w->r1, w->a0, w->a1);
 }
 
 /* Image sizes and keypoints of a transfer (see gm_transfer_check in
