@@ -166,25 +166,10 @@ static void GM_FN(db_rowmv)(const GM_T *K, size_t ldk, size_t n, size_t m, const
 static void GM_FN(db_colmv)(const GM_T *K, size_t ldk, size_t n, const GM_T *w,
                              GM_T *out, size_t j0, size_t j1)
 {
-    size_t i = 0;
     for (size_t j = j0; j < j1; j++) out[j] = 0;
-    for (; i + 4 <= n; i += 4) {
-        const GM_T *k0 = K + i * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
-        GM_T w0 = w[i], w1 = w[i + 1], w2 = w[i + 2], w3 = w[i + 3];
-        for (size_t j = j0; j < j1; j++) {
-            GM_T t = out[j];
-            t += w0 * k0[j];
-            t += w1 * k1[j];
-            t += w2 * k2[j];
-            t += w3 * k3[j];
-            out[j] = t;
-        }
-    }
-    for (; i < n; i++) {
-        const GM_T *k0 = K + i * ldk;
-        GM_T w0 = w[i];
-        for (size_t j = j0; j < j1; j++) out[j] += w0 * k0[j];
-    }
+    for (size_t i = 0; i < n; i += 4)
+        GM_FN(db_axpy_rows)(out + j0, K + i * ldk + j0, ldk, w + i, n - i < 4 ? n - i : 4,
+                            j1 - j0);
 }
 
 /* Validate sizes and scalars, check S / mu / nu (finite, masses >= 0, not
