@@ -15,16 +15,6 @@ static unsigned long long seed = 2463534242ULL;
 /* Uniform in [0, 1). */
 static double unif(void) { return gm_test_uniform(&seed); }
 
-/* malloc that ends the program when memory runs out. */
-static void *xmalloc(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 /* Kinds of plan values: tiny (series branch), large (log1p branch), and a
  * mix of both with values outside [lo, hi] for the clipping. */
@@ -62,10 +52,10 @@ static void loss_setup(loss_case *c, size_t n, size_t m, int kind)
     size_t len = (n + 1) * (m + 1);
     c->n = n;
     c->m = m;
-    c->p = xmalloc(len * sizeof *c->p);
-    c->pf = xmalloc(len * sizeof *c->pf);
-    c->sfg = xmalloc(n);
-    c->tfg = xmalloc(m);
+    c->p = gm_test_xmalloc(len * sizeof *c->p);
+    c->pf = gm_test_xmalloc(len * sizeof *c->pf);
+    c->sfg = gm_test_xmalloc(n);
+    c->tfg = gm_test_xmalloc(m);
     for (size_t i = 0; i < len; i++) c->pf[i] = (float)(c->p[i] = draw_p(kind));
     for (size_t i = 0; i < n; i++) c->sfg[i] = unif() < 0.5;
     for (size_t j = 0; j < m; j++) c->tfg[j] = unif() < 0.4;
@@ -103,8 +93,8 @@ static double ref_loss(const loss_case *c, double lo, double hi, double weight, 
 static void loss_check(const loss_case *c, double lo, double hi, double weight)
 {
     size_t n = c->n, m = c->m, len = (n + 1) * (m + 1);
-    double *ref = xmalloc(len * sizeof *ref), *g = xmalloc(len * sizeof *g);
-    float *gf = xmalloc(len * sizeof *gf);
+    double *ref = gm_test_xmalloc(len * sizeof *ref), *g = gm_test_xmalloc(len * sizeof *g);
+    float *gf = gm_test_xmalloc(len * sizeof *gf);
     for (size_t i = 0; i < len; i++) gf[i] = (float)(g[i] = NAN);
     double want = ref_loss(c, lo, hi, weight, ref), s = -1.0, sf = -1.0, s0 = -1.0, sf0 = -1.0;
     GM_CHECK(gm_loss_fgbg_f64(c->p, n, m, c->sfg, c->tfg, lo, hi, weight, &s, g) == GM_OK);
@@ -186,8 +176,8 @@ static void test_threads_identical(void)
     loss_case c;
     loss_setup(&c, 300, 257, P_MIXED);
     size_t len = 301 * 258;
-    double *g1 = xmalloc(len * sizeof *g1), *g2 = xmalloc(len * sizeof *g2);
-    float *f1 = xmalloc(len * sizeof *f1), *f2 = xmalloc(len * sizeof *f2);
+    double *g1 = gm_test_xmalloc(len * sizeof *g1), *g2 = gm_test_xmalloc(len * sizeof *g2);
+    float *f1 = gm_test_xmalloc(len * sizeof *f1), *f2 = gm_test_xmalloc(len * sizeof *f2);
     double s1, s2, t1, t2;
     int before = gm_get_num_threads();
     GM_CHECK(gm_set_num_threads(1) == GM_OK);

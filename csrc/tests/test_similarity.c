@@ -5,19 +5,6 @@
 
 #include <string.h>
 
-/* Naive cosine similarity of row a with row b (length d), in double. */
-static double naive_cos(const double *a, const double *b, size_t d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t k = 0; k < d; k++) {
-        ab += a[k] * b[k];
-        aa += a[k] * a[k];
-        bb += b[k] * b[k];
-    }
-    if (aa == 0 || bb == 0) return 0.0;
-    return ab / (sqrt(aa) * sqrt(bb));
-}
-
 static void fill(double *x, size_t n, unsigned long long *st)
 {
     for (size_t i = 0; i < n; i++) x[i] = 2.0 * gm_test_uniform(st) - 1.0;
@@ -45,7 +32,7 @@ static void test_against_naive(void)
     for (size_t b = 0; b < B; b++)
         for (size_t i = 0; i < N; i++)
             for (size_t j = 0; j < M; j++) {
-                double r = naive_cos(x + (b * N + i) * D, y + (b * M + j) * D, D);
+                double r = gm_test_cosine(x + (b * N + i) * D, y + (b * M + j) * D, D);
                 size_t at = (b * N + i) * M + j;
                 if (fabs(o[at] - r) > e64) e64 = fabs(o[at] - r);
                 if (fabs(of[at] - r) > e32) e32 = fabs(of[at] - r);

@@ -70,17 +70,6 @@ static double *oracle_upsample(const double *f, int h, int w, int d, int W, int 
     return out;
 }
 
-static double cosine(const double *a, const double *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int c = 0; c < d; c++) {
-        ab += a[c] * b[c];
-        aa += a[c] * a[c];
-        bb += b[c] * b[c];
-    }
-    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
-}
-
 /* Random pair, both precisions; predicted pixels must be the oracle argmax or
  * tie with it to `tol` in the oracle's own similarity. */
 static void check_pair(unsigned long long seed, int hs, int ws, int ht, int wt, int d,
@@ -116,7 +105,7 @@ static void check_pair(unsigned long long seed, int hs, int ws, int ht, int wt, 
                                     (size_t)floor(kp[2 * k])) * d;
             double best = -2;
             for (size_t p = 0; p < (size_t)Wt * Ht; p++) {
-                double c = cosine(q, tu + p * d, d);
+                double c = gm_test_cosine(q, tu + p * d, (size_t)d);
                 if (c > best) best = c;
             }
             for (int prec = 0; prec < 2; prec++) {
@@ -125,7 +114,7 @@ static void check_pair(unsigned long long seed, int hs, int ws, int ht, int wt, 
                 GM_CHECK(x == floor(x) && y == floor(y));
                 GM_CHECK(x >= 0 && x < Wt && y >= 0 && y < Ht);
                 if (x >= 0 && x < Wt && y >= 0 && y < Ht) {
-                    double c = cosine(q, tu + ((size_t)y * Wt + (size_t)x) * d, d);
+                    double c = gm_test_cosine(q, tu + ((size_t)y * Wt + (size_t)x) * d, (size_t)d);
                     GM_CHECK_CLOSE(c, best, 0, prec ? 2e-5 : 1e-11);
                 }
             }
