@@ -91,6 +91,28 @@ static void gm_raise_status(int status, const char *func, const char *const *arg
                  gm_strerror(status));
 }
 
+/* Nonzero, with the exception raised, when a kernel status is a failure. */
+static int gm_failed(int status, const char *func, const char *const *argnames, int nargs)
+{
+    if (status == GM_OK) return 0;
+    gm_raise_status(status, func, argnames, nargs);
+    return 1;
+}
+
+/* The owned array *a as the wrapper's result (the caller's reference). */
+static PyObject *gm_steal(PyArrayObject **a)
+{
+    PyObject *r = (PyObject *)*a;
+    *a = NULL;
+    return r;
+}
+
+/* Release the n references (NULL skipped) a wrapper owns at its exit. */
+static void gm_release(PyArrayObject *const *arrs, int n)
+{
+    for (int i = 0; i < n; i++) Py_XDECREF(arrs[i]);
+}
+
 /* Call kernel fn_f32 or fn_f64 (by the NumPy type) with the GIL released,
  * storing its status in st.  Array arguments must be void pointers. */
 #define GM_CALL(type, fn, ...) \
@@ -391,16 +413,10 @@ static PyObject *py_cosine_similarity(PyObject *self, PyObject *args)
     GM_RUN(st, type, gm_cosine_similarity, PyArray_DATA(x), PyArray_DATA(y),
            PyArray_DATA(out), (size_t)gm_batch_size(x, nd - 2), (size_t)n, (size_t)m,
            (size_t)d);
-    if (st != GM_OK) {
-        gm_raise_status(st, "cosine_similarity", names, 2);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "cosine_similarity", names, 2)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(y);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){x, y, out}, 3);
     return result;
 }
 
@@ -461,14 +477,10 @@ static PyObject *py_sinkhorn(PyObject *self, PyObject *args)
            (size_t)gm_batch_size(C, nd - 2), (size_t)n, (size_t)m, reg, rma, rmb,
            (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f), PyArray_DATA(g),
            PyArray_DATA(nit), PyArray_DATA(err));
-    if (st != GM_OK) {
-        gm_raise_status(st, "sinkhorn", names, 3);
-        goto done;
-    }
+    if (gm_failed(st, "sinkhorn", names, 3)) goto done;
     result = Py_BuildValue("(OOOOO)", P, f, g, nit, err);
 done:
-    Py_XDECREF(C); Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(P); Py_XDECREF(f);
-    Py_XDECREF(g); Py_XDECREF(nit); Py_XDECREF(err);
+    gm_release((PyArrayObject *[]){C, a, b, P, f, g, nit, err}, 8);
     return result;
 }
 
@@ -491,10 +503,7 @@ static const char *const db_names[] = {"S", "mu", "nu", "grad_P"};
 
 static void db_args_free(db_args *a)
 {
-    Py_XDECREF(a->S);
-    Py_XDECREF(a->mu);
-    Py_XDECREF(a->nu);
-    Py_XDECREF(a->G);
+    gm_release((PyArrayObject *[]){a->S, a->mu, a->nu, a->G}, 4);
 }
 
 /* Marginal `arr` (name) must be (len,) or S's batch dims + (len,). */
@@ -592,13 +601,10 @@ static PyObject *py_dustbin_sinkhorn(PyObject *self, PyObject *args)
                          DB_AT(P, (N + 1) * (M + 1), bb, es), &used);
         Py_END_ALLOW_THREADS
     }
-    if (st != GM_OK) {
-        gm_raise_status(st, "dustbin_sinkhorn", db_names, 4);
-        goto done;
-    }
+    if (gm_failed(st, "dustbin_sinkhorn", db_names, 4)) goto done;
     result = Py_BuildValue("Oi", (PyObject *)P, used);
 done:
-    Py_XDECREF(P);
+    gm_release((PyArrayObject *[]){P}, 1);
     db_args_free(&a);
     return result;
 }
@@ -634,14 +640,10 @@ static PyObject *py_dustbin_sinkhorn_vjp(PyObject *self, PyObject *args)
                          bp + bb, &used);
         Py_END_ALLOW_THREADS
     }
-    if (st != GM_OK) {
-        gm_raise_status(st, "dustbin_sinkhorn_vjp", db_names, 4);
-        goto done;
-    }
+    if (gm_failed(st, "dustbin_sinkhorn_vjp", db_names, 4)) goto done;
     result = Py_BuildValue("OOi", (PyObject *)dS, (PyObject *)dbin, used);
 done:
-    Py_XDECREF(dS);
-    Py_XDECREF(dbin);
+    gm_release((PyArrayObject *[]){dS, dbin}, 2);
     db_args_free(&a);
     return result;
 }
@@ -693,15 +695,10 @@ static PyObject *py_argmax_2d(PyObject *self, PyObject *args)
     if (!(out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, NPY_INT64))) goto done;
     GM_RUN(st, PyArray_TYPE(sim), gm_argmax_2d, PyArray_DATA(sim), nmaps, (size_t)h,
            (size_t)w, PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "argmax_2d", names, 1);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "argmax_2d", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(sim);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){sim, out}, 2);
     return result;
 }
 
@@ -725,15 +722,10 @@ static PyObject *py_window_soft_argmax(PyObject *self, PyObject *args)
     if (!(out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, PyArray_TYPE(sim)))) goto done;
     GM_RUN(st, PyArray_TYPE(sim), gm_window_soft_argmax, PyArray_DATA(sim), nmaps, (size_t)h,
            (size_t)w, window, temperature, PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "window_soft_argmax", names, 1);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "window_soft_argmax", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(sim);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){sim, out}, 2);
     return result;
 }
 
@@ -811,16 +803,11 @@ static PyObject *py_transfer_check(PyObject *self, PyObject *args)
     if (gm_transfer_points(o_kp, o_ss, o_ts, type, nlead, &kp, &ss, &ts) < 0) goto done;
     GM_RUN(st, type, gm_transfer_check, PyArray_DATA(kp), PyArray_DATA(ss), PyArray_DATA(ts),
            (size_t)gm_batch_size(kp, nlead), (size_t)PyArray_DIM(kp, nlead));
-    if (st != GM_OK) {
-        gm_raise_status(st, "transfer_check", tr_names, 5);
-        goto done;
-    }
+    if (gm_failed(st, "transfer_check", tr_names, 5)) goto done;
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    Py_XDECREF(kp);
-    Py_XDECREF(ss);
-    Py_XDECREF(ts);
+    gm_release((PyArrayObject *[]){kp, ss, ts}, 3);
     return result;
 }
 
@@ -862,19 +849,10 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
            (size_t)PyArray_DIM(sf, nlead + 1), (size_t)PyArray_DIM(tf, nlead),
            (size_t)PyArray_DIM(tf, nlead + 1), (size_t)PyArray_DIM(sf, nd - 1),
            (size_t)PyArray_DIM(kp, nlead), PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "transfer_upsample_argmax", tr_names, 5);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "transfer_upsample_argmax", tr_names, 5)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(sf);
-    Py_XDECREF(tf);
-    Py_XDECREF(kp);
-    Py_XDECREF(ss);
-    Py_XDECREF(ts);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){sf, tf, kp, ss, ts, out}, 6);
     return result;
 }
 
@@ -929,17 +907,10 @@ static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
     GM_RUN(st, type, gm_nn_linear, PyArray_DATA(x), (size_t)dims[0],
            (size_t)PyArray_DIM(x, 1), PyArray_DATA(w), b ? PyArray_DATA(b) : NULL,
            (size_t)dims[1], (int)act, accumulate, PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "nn_linear", names, 3);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "nn_linear", names, 3)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(w);
-    Py_XDECREF(b);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){x, w, b, out}, 4);
     return result;
 }
 
@@ -966,17 +937,10 @@ static PyObject *py_nn_layernorm(PyObject *self, PyObject *args, PyObject *kwds)
     GM_RUN(st, type, gm_nn_layernorm, PyArray_DATA(x), (size_t)PyArray_DIM(x, 0),
            (size_t)PyArray_DIM(x, 1), g ? PyArray_DATA(g) : NULL, b ? PyArray_DATA(b) : NULL,
            eps, PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "nn_layernorm", names, 3);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "nn_layernorm", names, 3)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(g);
-    Py_XDECREF(b);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){x, g, b, out}, 4);
     return result;
 }
 
@@ -999,15 +963,10 @@ static PyObject *py_nn_swiglu(PyObject *self, PyObject *args, PyObject *kwds)
     if (!(out = gm_out_array(oout, type, 2, dims, "out", 1, 1))) goto done;
     GM_RUN(st, type, gm_nn_swiglu, PyArray_DATA(h), (size_t)dims[0], (size_t)dims[1],
            PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "nn_swiglu", names, 1);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "nn_swiglu", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(h);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){h, out}, 2);
     return result;
 }
 
@@ -1045,15 +1004,10 @@ static PyObject *py_nn_attention(PyObject *self, PyObject *args, PyObject *kwds)
     if (!(out = gm_out_array(oout, type, nd, dims + 3 - nd, "out", 1, 1))) goto done;
     GM_RUN(st, type, gm_nn_attention, PyArray_DATA(q), (size_t)batch, (size_t)n,
            (size_t)heads, (size_t)hd, PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "nn_attention", names, 1);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_failed(st, "nn_attention", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){q, out}, 2);
     return result;
 }
 
@@ -1125,10 +1079,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args)
     }
     GM_RUN(st, type, gm_gemm, trans_a, trans_b, m, n, k, alpha, PyArray_DATA(a), lda,
            PyArray_DATA(b), ldb, beta, PyArray_DATA(c), ldc);
-    if (st != GM_OK) {
-        gm_raise_status(st, "gemm", names, 3);
-        goto done;
-    }
+    if (gm_failed(st, "gemm", names, 3)) goto done;
     Py_INCREF(Py_None);
     result = Py_None;
 done:
@@ -1157,16 +1108,10 @@ static PyObject *py_head_attention_fwd(PyObject *self, PyObject *args)
         goto done;
     GM_RUN(st, type, gm_head_attention_fwd, PyArray_DATA(q), (size_t)batch, (size_t)n,
            (size_t)heads, (size_t)hd, PyArray_DATA(e), PyArray_DATA(rz), PyArray_DATA(out));
-    if (st != GM_OK) {
-        gm_raise_status(st, "head_attention_fwd", names, 1);
-        goto done;
-    }
+    if (gm_failed(st, "head_attention_fwd", names, 1)) goto done;
     result = Py_BuildValue("(OOO)", e, rz, out);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(e);
-    Py_XDECREF(rz);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){q, e, rz, out}, 4);
     return result;
 }
 
@@ -1204,19 +1149,10 @@ static PyObject *py_head_attention_bwd(PyObject *self, PyObject *args)
     GM_RUN(st, type, gm_head_attention_bwd, PyArray_DATA(q), PyArray_DATA(e),
            PyArray_DATA(rz), PyArray_DATA(o), PyArray_DATA(g), (size_t)batch, (size_t)n,
            (size_t)heads, (size_t)hd, PyArray_DATA(dq));
-    if (st != GM_OK) {
-        gm_raise_status(st, "head_attention_bwd", names, 5);
-        goto done;
-    }
-    result = (PyObject *)dq;
-    dq = NULL;
+    if (gm_failed(st, "head_attention_bwd", names, 5)) goto done;
+    result = gm_steal(&dq);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(e);
-    Py_XDECREF(rz);
-    Py_XDECREF(o);
-    Py_XDECREF(g);
-    Py_XDECREF(dq);
+    gm_release((PyArrayObject *[]){q, e, rz, o, g, dq}, 6);
     return result;
 }
 
@@ -1264,16 +1200,11 @@ static PyObject *py_layernorm_fwd(PyObject *self, PyObject *args)
     GM_RUN(st, type, gm_layernorm_fwd, PyArray_DATA(arrs[0]), (size_t)dims[0],
            (size_t)dims[1], PyArray_DATA(arrs[1]), PyArray_DATA(arrs[2]), eps, PyArray_DATA(y),
            PyArray_DATA(xh), PyArray_DATA(rs));
-    if (st != GM_OK) {
-        gm_raise_status(st, "layernorm_fwd", names, 3);
-        goto done;
-    }
+    if (gm_failed(st, "layernorm_fwd", names, 3)) goto done;
     result = Py_BuildValue("(OOO)", y, xh, rs);
 done:
-    for (int i = 0; i < 3; i++) Py_XDECREF(arrs[i]);
-    Py_XDECREF(y);
-    Py_XDECREF(xh);
-    Py_XDECREF(rs);
+    gm_release(arrs, 3);
+    gm_release((PyArrayObject *[]){y, xh, rs}, 3);
     return result;
 }
 
@@ -1311,17 +1242,11 @@ static PyObject *py_layernorm_bwd(PyObject *self, PyObject *args)
     GM_RUN(st, type, gm_layernorm_bwd, PyArray_DATA(a3[0]), PyArray_DATA(a3[1]),
            PyArray_DATA(rstd), PyArray_DATA(a3[2]), (size_t)dims[0], (size_t)dims[1],
            accumulate, PyArray_DATA(dx), PyArray_DATA(dg), PyArray_DATA(db));
-    if (st != GM_OK) {
-        gm_raise_status(st, "layernorm_bwd", names, 4);
-        goto done;
-    }
+    if (gm_failed(st, "layernorm_bwd", names, 4)) goto done;
     result = Py_BuildValue("(OOO)", dx, dg, db);
 done:
-    for (int i = 0; i < 3; i++) Py_XDECREF(a3[i]);
-    Py_XDECREF(rstd);
-    Py_XDECREF(dx);
-    Py_XDECREF(dg);
-    Py_XDECREF(db);
+    gm_release(a3, 3);
+    gm_release((PyArrayObject *[]){rstd, dx, dg, db}, 4);
     return result;
 }
 
@@ -1340,15 +1265,10 @@ static PyObject *py_gelu_tanh_fwd(PyObject *self, PyObject *args)
         goto done;
     GM_RUN(st, type, gm_gelu_tanh_fwd, PyArray_DATA(u), (size_t)PyArray_SIZE(u),
            PyArray_DATA(g), PyArray_DATA(t));
-    if (st != GM_OK) {
-        gm_raise_status(st, "gelu_tanh_fwd", names, 1);
-        goto done;
-    }
+    if (gm_failed(st, "gelu_tanh_fwd", names, 1)) goto done;
     result = Py_BuildValue("(OO)", g, t);
 done:
-    Py_XDECREF(u);
-    Py_XDECREF(g);
-    Py_XDECREF(t);
+    gm_release((PyArrayObject *[]){u, g, t}, 3);
     return result;
 }
 
@@ -1368,15 +1288,11 @@ static PyObject *py_gelu_tanh_bwd(PyObject *self, PyObject *args)
         goto done;
     GM_RUN(st, type, gm_gelu_tanh_bwd, PyArray_DATA(a[0]), PyArray_DATA(a[1]),
            PyArray_DATA(a[2]), (size_t)PyArray_SIZE(a[0]), PyArray_DATA(du));
-    if (st != GM_OK) {
-        gm_raise_status(st, "gelu_tanh_bwd", names, 3);
-        goto done;
-    }
-    result = (PyObject *)du;
-    du = NULL;
+    if (gm_failed(st, "gelu_tanh_bwd", names, 3)) goto done;
+    result = gm_steal(&du);
 done:
-    for (int i = 0; i < 3; i++) Py_XDECREF(a[i]);
-    Py_XDECREF(du);
+    gm_release(a, 3);
+    gm_release((PyArrayObject *[]){du}, 1);
     return result;
 }
 
@@ -1432,16 +1348,10 @@ static PyObject *py_loss_fgbg(PyObject *self, PyObject *args)
     GM_RUN(st, type, gm_loss_fgbg, PyArray_DATA(p), (size_t)n, (size_t)m,
            (const uint8_t *)PyArray_DATA(sm), (const uint8_t *)PyArray_DATA(tm), lo, hi,
            weight, &sum, grad ? PyArray_DATA(grad) : NULL);
-    if (st != GM_OK) {
-        gm_raise_status(st, "loss_fgbg", names, 1);
-        goto done;
-    }
+    if (gm_failed(st, "loss_fgbg", names, 1)) goto done;
     result = Py_BuildValue("(dO)", sum, grad ? (PyObject *)grad : Py_None);
 done:
-    Py_XDECREF(p);
-    Py_XDECREF(sm);
-    Py_XDECREF(tm);
-    Py_XDECREF(grad);
+    gm_release((PyArrayObject *[]){p, sm, tm, grad}, 4);
     return result;
 }
 
