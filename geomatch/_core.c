@@ -353,6 +353,9 @@ static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
 /* Configuration and threads                                                */
 /* ======================================================================== */
 
+PyDoc_STRVAR(py_set_num_threads__doc__,
+             "set_num_threads(n)\n--\n\nSet the process-wide thread count of kernels and BLAS.");
+
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
 {
     long n;
@@ -361,10 +364,16 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(py_get_num_threads__doc__,
+             "get_num_threads()\n--\n\nThread count kernels use.");
+
 static PyObject *py_get_num_threads(PyObject *self, PyObject *unused)
 {
     return PyLong_FromLong(gm_get_num_threads());
 }
+
+PyDoc_STRVAR(py_build_info__doc__,
+             "build_info()\n--\n\nBLAS, OpenMP and SIMD configuration as a dict.");
 
 static PyObject *py_build_info(PyObject *self, PyObject *unused)
 {
@@ -383,6 +392,10 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
 /* ======================================================================== */
 /* Similarity                                                               */
 /* ======================================================================== */
+
+PyDoc_STRVAR(py_cosine_similarity__doc__,
+             "cosine_similarity(x, y)\n--\n\nCosine similarity (..., N, D) x (..., M, D) "
+             "-> (..., N, M).");
 
 /* cosine_similarity(x, y): x (..., N, D), y (..., M, D) with identical
  * leading dimensions -> (..., N, M) of the common float type. */
@@ -423,6 +436,10 @@ done:
 /* ======================================================================== */
 /* Sinkhorn                                                                 */
 /* ======================================================================== */
+
+PyDoc_STRVAR(py_sinkhorn__doc__,
+             "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"
+             "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err).");
 
 /* _core.sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)
  *   -> (P, f, g, n_iter, err).  C (..., N, M), a (..., N), b (..., M).
@@ -569,6 +586,10 @@ static int db_parse(db_args *a, PyObject *S, PyObject *mu, PyObject *nu, PyObjec
  * for a marginal shared by the batch). */
 #define DB_AT(arr, per, bb, es) ((void *)((char *)PyArray_DATA(arr) + (bb) * (per) * (es)))
 
+PyDoc_STRVAR(py_dustbin_sinkhorn__doc__,
+             "dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter, method)\n--\n\n"
+             "Dustbin OT plan; returns (P, method_used). See geomatch.dustbin.");
+
 static PyObject *py_dustbin_sinkhorn(PyObject *self, PyObject *args)
 {
     PyObject *S, *mu, *nu, *bin, *reg, *reg_m, *n_iter, *method;
@@ -608,6 +629,10 @@ done:
     db_args_free(&a);
     return result;
 }
+
+PyDoc_STRVAR(py_dustbin_sinkhorn_vjp__doc__,
+             "dustbin_sinkhorn_vjp(S, mu, nu, grad_P, bin_score, reg, reg_m, n_iter, "
+             "method, wrt_log)\n--\n\nReverse-mode VJP; returns (dS, dbin, method_used).");
 
 static PyObject *py_dustbin_sinkhorn_vjp(PyObject *self, PyObject *args)
 {
@@ -680,6 +705,9 @@ static PyArrayObject *gm_parse_maps(PyObject *simo, PyObject *ho, PyObject *wo, 
     return sim;
 }
 
+PyDoc_STRVAR(py_argmax_2d__doc__,
+             "argmax_2d(sim, h, w)\n--\n\nInteger (x, y) of the first maximum of each h*w map.");
+
 /* argmax_2d(sim, h, w) -> int64 (..., 2) integer (x, y) of the first max. */
 static PyObject *py_argmax_2d(PyObject *self, PyObject *args)
 {
@@ -701,6 +729,10 @@ done:
     gm_release((PyArrayObject *[]){sim, out}, 2);
     return result;
 }
+
+PyDoc_STRVAR(py_window_soft_argmax__doc__,
+             "window_soft_argmax(sim, h, w, window, temperature)\n--\n\nWindowed "
+             "soft-argmax (x, y) of each h*w map.");
 
 /* window_soft_argmax(sim, h, w, window, temperature) -> (..., 2) float
  * expected (x, y) of the windowed softmax around the first max. */
@@ -787,6 +819,11 @@ static int gm_transfer_points(PyObject *o_kp, PyObject *o_ss, PyObject *o_ts, in
     return 0;
 }
 
+PyDoc_STRVAR(py_transfer_check__doc__,
+             "transfer_check(src_kps, src_size, trg_size)\n--\n\n"
+             "Raise ValueError unless the image sizes are within the size policy and every\n"
+             "keypoint lies inside its source image (docs/limits.md).");
+
 /* transfer_check(src_kps, src_size, trg_size): the size policy and keypoint
  * bounds of every transfer mode (gm_transfer_check), for the grid modes that
  * run in Python.  src_kps (..., K, 2), sizes (..., 2) int.  Returns None. */
@@ -810,6 +847,10 @@ done:
     gm_release((PyArrayObject *[]){kp, ss, ts}, 3);
     return result;
 }
+
+PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
+             "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n"
+             "Exact upsample-argmax keypoint transfer (see geomatch.transfer).");
 
 /* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
  * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
@@ -870,6 +911,10 @@ static int gm_check_vec(PyArrayObject *v, npy_intp n, const char *name)
     return 0;
 }
 
+PyDoc_STRVAR(py_nn_linear__doc__,
+             "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"
+             "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias.");
+
 static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"x", "weight", "bias", "out", "act", "accumulate", NULL};
@@ -914,6 +959,10 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(py_nn_layernorm__doc__,
+             "nn_layernorm(x, weight=None, bias=None, eps=1e-6, out=None)\n--\n\n"
+             "Row-wise LayerNorm of a 2-D array.");
+
 static PyObject *py_nn_layernorm(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"x", "weight", "bias", "eps", "out", NULL};
@@ -943,6 +992,9 @@ done:
     gm_release((PyArrayObject *[]){x, g, b, out}, 4);
     return result;
 }
+
+PyDoc_STRVAR(py_nn_swiglu__doc__,
+             "nn_swiglu(h, out=None)\n--\n\nsilu(h[:, :k]) * h[:, k:] with k = h.shape[1] // 2.");
 
 static PyObject *py_nn_swiglu(PyObject *self, PyObject *args, PyObject *kwds)
 {
@@ -982,6 +1034,10 @@ static long gm_qkv_head_dim(PyArrayObject *q, long heads)
     }
     return (long)(c / (3 * heads));
 }
+
+PyDoc_STRVAR(py_nn_attention__doc__,
+             "nn_attention(qkv, heads, out=None)\n--\n\n"
+             "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v].");
 
 static PyObject *py_nn_attention(PyObject *self, PyObject *args, PyObject *kwds)
 {
@@ -1047,6 +1103,11 @@ static int gm_matrix_operand(PyObject *obj, int type, const char *name, int writ
     return 0;
 }
 
+PyDoc_STRVAR(py_gemm__doc__,
+             "gemm(a, b, c, trans_a, trans_b, alpha, beta)\n--\n\n"
+             "c = alpha op(a) op(b) + beta c in place (op(x) = x.T when trans_x); a, b, c\n"
+             "are 2-D arrays of c's dtype with contiguous rows.");
+
 static PyObject *py_gemm(PyObject *self, PyObject *args)
 {
     static const char *const names[] = {"a", "b", "c"};
@@ -1086,6 +1147,12 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(py_head_attention_fwd__doc__,
+             "head_attention_fwd(qkv, heads, e=None)\n--\n\n"
+             "(e, rz, out): exponentials of the shifted scores (written into e when\n"
+             "given), 1 / their row sums and the attention output for qkv (batch, n,\n"
+             "3*D) laid out [q|k|v].");
+
 static PyObject *py_head_attention_fwd(PyObject *self, PyObject *args)
 {
     static const char *const names[] = {"qkv"};
@@ -1114,6 +1181,10 @@ done:
     gm_release((PyArrayObject *[]){q, e, rz, out}, 4);
     return result;
 }
+
+PyDoc_STRVAR(py_head_attention_bwd__doc__,
+             "head_attention_bwd(qkv, e, rz, out, dout, heads)\n--\n\n"
+             "d loss / d qkv given dout = d loss / d out; e is overwritten.");
 
 static PyObject *py_head_attention_bwd(PyObject *self, PyObject *args)
 {
@@ -1179,6 +1250,9 @@ static int gm_same_shapes(PyObject *const *objs, const char *const *names, const
     return 0;
 }
 
+PyDoc_STRVAR(py_layernorm_fwd__doc__,
+             "layernorm_fwd(x, gamma, beta, eps)\n--\n\n(y, xhat, rstd) of row LayerNorm.");
+
 static PyObject *py_layernorm_fwd(PyObject *self, PyObject *args)
 {
     static const char *const names[3] = {"x", "gamma", "beta"};
@@ -1207,6 +1281,10 @@ done:
     gm_release((PyArrayObject *[]){y, xh, rs}, 3);
     return result;
 }
+
+PyDoc_STRVAR(py_layernorm_bwd__doc__,
+             "layernorm_bwd(dy, xhat, rstd, gamma, dx=None)\n--\n\n"
+             "(dx, dgamma, dbeta); with dx given the input gradient is added to it.");
 
 static PyObject *py_layernorm_bwd(PyObject *self, PyObject *args)
 {
@@ -1250,6 +1328,9 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(py_gelu_tanh_fwd__doc__,
+             "gelu_tanh_fwd(u)\n--\n\n(g, t): tanh-form GELU and the tanh kept for bwd.");
+
 static PyObject *py_gelu_tanh_fwd(PyObject *self, PyObject *args)
 {
     static const char *const names[1] = {"u"};
@@ -1271,6 +1352,9 @@ done:
     gm_release((PyArrayObject *[]){u, g, t}, 3);
     return result;
 }
+
+PyDoc_STRVAR(py_gelu_tanh_bwd__doc__,
+             "gelu_tanh_bwd(dg, u, t)\n--\n\nd loss / d u of the tanh-form GELU.");
 
 static PyObject *py_gelu_tanh_bwd(PyObject *self, PyObject *args)
 {
@@ -1322,6 +1406,11 @@ static PyArrayObject *gm_as_mask(PyObject *obj, npy_intp n, const char *name)
     return raw;  /* NPY_BOOL is one byte per entry, 0 or 1 */
 }
 
+PyDoc_STRVAR(py_loss_fgbg__doc__,
+             "loss_fgbg(P, src_fg, trg_fg, lo, hi, weight, need_grad)\n--\n\n"
+             "(sum of -log(1 - clip(P, lo, hi)) over foreground x background entries,\n"
+             "gradient (weight / (1 - P) there, 0 elsewhere) or None).");
+
 static PyObject *py_loss_fgbg(PyObject *self, PyObject *args)
 {
     static const char *const names[] = {"P"};
@@ -1359,75 +1448,34 @@ done:
 /* Module                                                                   */
 /* ======================================================================== */
 
-#define GM_KW(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
+/* One method-table entry: py_<name>, its flags and py_<name>__doc__. */
+#define GM_FUNC(name, flags) \
+    {#name, (PyCFunction)(void (*)(void))py_##name, (flags), py_##name##__doc__}
 
 static PyMethodDef gm_methods[] = {
-    {"set_num_threads", (PyCFunction)py_set_num_threads, METH_O,
-     "set_num_threads(n)\n--\n\nSet the process-wide thread count of kernels and BLAS."},
-    {"get_num_threads", (PyCFunction)py_get_num_threads, METH_NOARGS,
-     "get_num_threads()\n--\n\nThread count kernels use."},
-    {"build_info", (PyCFunction)py_build_info, METH_NOARGS,
-     "build_info()\n--\n\nBLAS, OpenMP and SIMD configuration as a dict."},
-    {"cosine_similarity", (PyCFunction)py_cosine_similarity, METH_VARARGS,
-     "cosine_similarity(x, y)\n--\n\nCosine similarity (..., N, D) x (..., M, D) "
-     "-> (..., N, M)."},
-    {"sinkhorn", (PyCFunction)py_sinkhorn, METH_VARARGS,
-     "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"
-     "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err)."},
-    {"dustbin_sinkhorn", (PyCFunction)py_dustbin_sinkhorn, METH_VARARGS,
-     "dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter, method)\n--\n\n"
-     "Dustbin OT plan; returns (P, method_used). See geomatch.dustbin."},
-    {"dustbin_sinkhorn_vjp", (PyCFunction)py_dustbin_sinkhorn_vjp, METH_VARARGS,
-     "dustbin_sinkhorn_vjp(S, mu, nu, grad_P, bin_score, reg, reg_m, n_iter, "
-     "method, wrt_log)\n--\n\nReverse-mode VJP; returns (dS, dbin, method_used)."},
-    {"argmax_2d", (PyCFunction)py_argmax_2d, METH_VARARGS,
-     "argmax_2d(sim, h, w)\n--\n\nInteger (x, y) of the first maximum of each h*w map."},
-    {"window_soft_argmax", (PyCFunction)py_window_soft_argmax, METH_VARARGS,
-     "window_soft_argmax(sim, h, w, window, temperature)\n--\n\nWindowed "
-     "soft-argmax (x, y) of each h*w map."},
-    {"transfer_check", (PyCFunction)py_transfer_check, METH_VARARGS,
-     "transfer_check(src_kps, src_size, trg_size)\n--\n\n"
-     "Raise ValueError unless the image sizes are within the size policy and every\n"
-     "keypoint lies inside its source image (docs/limits.md)."},
-    {"transfer_upsample_argmax", GM_KW(py_transfer_upsample_argmax),
-     "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n"
-     "Exact upsample-argmax keypoint transfer (see geomatch.transfer)."},
-    {"nn_linear", GM_KW(py_nn_linear),
-     "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"
-     "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias."},
-    {"nn_layernorm", GM_KW(py_nn_layernorm),
-     "nn_layernorm(x, weight=None, bias=None, eps=1e-6, out=None)\n--\n\n"
-     "Row-wise LayerNorm of a 2-D array."},
-    {"nn_swiglu", GM_KW(py_nn_swiglu),
-     "nn_swiglu(h, out=None)\n--\n\nsilu(h[:, :k]) * h[:, k:] with k = h.shape[1] // 2."},
-    {"nn_attention", GM_KW(py_nn_attention),
-     "nn_attention(qkv, heads, out=None)\n--\n\n"
-     "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v]."},
-    {"gemm", (PyCFunction)py_gemm, METH_VARARGS,
-     "gemm(a, b, c, trans_a, trans_b, alpha, beta)\n--\n\n"
-     "c = alpha op(a) op(b) + beta c in place (op(x) = x.T when trans_x); a, b, c\n"
-     "are 2-D arrays of c's dtype with contiguous rows."},
-    {"head_attention_fwd", (PyCFunction)py_head_attention_fwd, METH_VARARGS,
-     "head_attention_fwd(qkv, heads, e=None)\n--\n\n"
-     "(e, rz, out): exponentials of the shifted scores (written into e when\n"
-     "given), 1 / their row sums and the attention output for qkv (batch, n,\n"
-     "3*D) laid out [q|k|v]."},
-    {"head_attention_bwd", (PyCFunction)py_head_attention_bwd, METH_VARARGS,
-     "head_attention_bwd(qkv, e, rz, out, dout, heads)\n--\n\n"
-     "d loss / d qkv given dout = d loss / d out; e is overwritten."},
-    {"layernorm_fwd", (PyCFunction)py_layernorm_fwd, METH_VARARGS,
-     "layernorm_fwd(x, gamma, beta, eps)\n--\n\n(y, xhat, rstd) of row LayerNorm."},
-    {"layernorm_bwd", (PyCFunction)py_layernorm_bwd, METH_VARARGS,
-     "layernorm_bwd(dy, xhat, rstd, gamma, dx=None)\n--\n\n"
-     "(dx, dgamma, dbeta); with dx given the input gradient is added to it."},
-    {"gelu_tanh_fwd", (PyCFunction)py_gelu_tanh_fwd, METH_VARARGS,
-     "gelu_tanh_fwd(u)\n--\n\n(g, t): tanh-form GELU and the tanh kept for bwd."},
-    {"gelu_tanh_bwd", (PyCFunction)py_gelu_tanh_bwd, METH_VARARGS,
-     "gelu_tanh_bwd(dg, u, t)\n--\n\nd loss / d u of the tanh-form GELU."},
-    {"loss_fgbg", (PyCFunction)py_loss_fgbg, METH_VARARGS,
-     "loss_fgbg(P, src_fg, trg_fg, lo, hi, weight, need_grad)\n--\n\n"
-     "(sum of -log(1 - clip(P, lo, hi)) over foreground x background entries,\n"
-     "gradient (weight / (1 - P) there, 0 elsewhere) or None)."},
+    GM_FUNC(set_num_threads, METH_O),
+    GM_FUNC(get_num_threads, METH_NOARGS),
+    GM_FUNC(build_info, METH_NOARGS),
+    GM_FUNC(cosine_similarity, METH_VARARGS),
+    GM_FUNC(sinkhorn, METH_VARARGS),
+    GM_FUNC(dustbin_sinkhorn, METH_VARARGS),
+    GM_FUNC(dustbin_sinkhorn_vjp, METH_VARARGS),
+    GM_FUNC(argmax_2d, METH_VARARGS),
+    GM_FUNC(window_soft_argmax, METH_VARARGS),
+    GM_FUNC(transfer_check, METH_VARARGS),
+    GM_FUNC(transfer_upsample_argmax, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_linear, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_layernorm, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_swiglu, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_attention, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(gemm, METH_VARARGS),
+    GM_FUNC(head_attention_fwd, METH_VARARGS),
+    GM_FUNC(head_attention_bwd, METH_VARARGS),
+    GM_FUNC(layernorm_fwd, METH_VARARGS),
+    GM_FUNC(layernorm_bwd, METH_VARARGS),
+    GM_FUNC(gelu_tanh_fwd, METH_VARARGS),
+    GM_FUNC(gelu_tanh_bwd, METH_VARARGS),
+    GM_FUNC(loss_fgbg, METH_VARARGS),
     {NULL, NULL, 0, NULL}
 };
 
