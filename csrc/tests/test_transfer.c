@@ -9,31 +9,25 @@
 
 static void test_taps(void)
 {
-    int64_t i0, i1;
-    double w1;
-    /* upsampling 2 -> 4: s = -0.25 (clamped), 0.25, 0.75, 1.25 (border) */
-    gm_transfer_linear_taps(0, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.0);
-    gm_transfer_linear_taps(1, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.25);
-    gm_transfer_linear_taps(2, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.75);
-    gm_transfer_linear_taps(3, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 1 && i1 == 1 && w1 == 0.0);
-    /* downsampling 4 -> 2: s = 0.5, 2.5 */
-    gm_transfer_linear_taps(0, 4, 2, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.5);
-    gm_transfer_linear_taps(1, 4, 2, &i0, &i1, &w1);
-    GM_CHECK(i0 == 2 && i1 == 3 && w1 == 0.5);
-    /* same size: identity */
-    gm_transfer_linear_taps(2, 5, 5, &i0, &i1, &w1);
-    GM_CHECK(i0 == 2 && w1 == 0.0);
-    /* 37 -> 111 (ratio 1/3): s = (2*4+1)*37/222 - 0.5 = 1 exactly at dst 4 */
-    gm_transfer_linear_taps(4, 37, 111, &i0, &i1, &w1);
-    GM_CHECK(i0 == 1 && i1 == 2 && w1 == 0.0);
-    /* single input sample */
-    gm_transfer_linear_taps(6, 1, 9, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 0 && w1 == 0.0);
+    /* dst, n_in, n_out -> i0, i1, w1 (written out from the rule) */
+    static const struct { int64_t dst, n_in, n_out, i0, i1; double w1; } cases[] = {
+        /* upsampling 2 -> 4: s = -0.25 (clamped), 0.25, 0.75, 1.25 (border) */
+        {0, 2, 4, 0, 1, 0.0}, {1, 2, 4, 0, 1, 0.25}, {2, 2, 4, 0, 1, 0.75}, {3, 2, 4, 1, 1, 0.0},
+        /* downsampling 4 -> 2: s = 0.5, 2.5 */
+        {0, 4, 2, 0, 1, 0.5}, {1, 4, 2, 2, 3, 0.5},
+        /* same size: identity */
+        {2, 5, 5, 2, 3, 0.0},
+        /* 37 -> 111 (ratio 1/3): s = (2*4+1)*37/222 - 0.5 = 1 exactly at dst 4 */
+        {4, 37, 111, 1, 2, 0.0},
+        /* single input sample */
+        {6, 1, 9, 0, 0, 0.0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int64_t i0, i1;
+        double w1;
+        gm_transfer_linear_taps(cases[k].dst, cases[k].n_in, cases[k].n_out, &i0, &i1, &w1);
+        GM_CHECK(i0 == cases[k].i0 && i1 == cases[k].i1 && w1 == cases[k].w1);
+    }
 }
 
 /* Oracle weights, written from the rule directly (PyTorch's guard form). */
