@@ -270,7 +270,8 @@ int gm_nn_linear_f32(const float *x, size_t n, size_t din, const float *w, const
 int gm_nn_linear_f64(const double *x, size_t n, size_t din, const double *w,
                      const double *b, size_t dout, int act, int accumulate, double *y);
 /* Row-wise LayerNorm of x (n x d) into y (may alias x); gamma/beta may be
- * NULL.  O(n d). */
+ * NULL.  The one LayerNorm of the core: gm_layernorm_fwd with nothing kept.
+ * O(n d). */
 int gm_nn_layernorm_f32(const float *x, size_t n, size_t d, const float *gamma,
                         const float *beta, double eps, float *y);
 int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma,
@@ -279,15 +280,17 @@ int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma
 int gm_nn_swiglu_f32(const float *h, size_t n, size_t hidden, float *y);
 int gm_nn_swiglu_f64(const double *h, size_t n, size_t hidden, double *y);
 /* Multi-head self-attention core: qkv (batch x n x 3*heads*hd, [q|k|v]) ->
- * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.
- * O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
+ * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.  The
+ * one attention of the core (gm_attention.c), keeping nothing: 128-row
+ * tiles, O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
 int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
                         float *out);
 int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
                         size_t hd, double *out);
 
 /* ==== kernels: the trained attention head ================================ */
-/* Multi-head softmax attention forward that keeps the backward's inputs.
+/* Multi-head softmax attention forward that keeps the backward's inputs
+ * (the attention of gm_nn_attention, in 256-row tiles, e and rz kept).
  * qkv: batch x n x 3*heads*hd laid out [q | k | v], each heads x hd.
  * Writes e (batch x heads x n x n) = exp(s - rowmax(s)) for the scores
  * s = q k^T / sqrt(hd), rz (batch x heads x n) = 1 / row sums of e, and
@@ -307,9 +310,11 @@ int gm_head_attention_bwd_f32(const float *qkv, float *e, const float *rz, const
 int gm_head_attention_bwd_f64(const double *qkv, double *e, const double *rz,
                               const double *out, const double *dout, size_t batch, size_t n,
                               size_t heads, size_t hd, double *dqkv);
-/* LayerNorm over the rows of x (n x d) keeping the backward's inputs:
- * xhat = (x - mean) / sqrt(var + eps) (biased variance), rstd = 1 / sqrt(var
- * + eps) (length n), y = xhat * gamma + beta (y may alias x).  O(n d). */
+/* LayerNorm over the rows of x (n x d), the one of gm_nn_layernorm, keeping
+ * the backward's inputs when xhat and rstd are not NULL: xhat = (x - mean)
+ * / sqrt(var + eps) (biased variance), rstd = 1 / sqrt(var + eps) (length
+ * n); y = xhat * gamma + beta (y may alias x; gamma/beta may be NULL).
+ * O(n d). */
 int gm_layernorm_fwd_f32(const float *x, size_t n, size_t d, const float *gamma,
                          const float *beta, double eps, float *y, float *xhat, float *rstd);
 int gm_layernorm_fwd_f64(const double *x, size_t n, size_t d, const double *gamma,
