@@ -71,6 +71,17 @@ static void test_extreme_magnitudes(void)
     /* In place. */
     GM_CHECK(gm_l2_normalize_rows_f64(big, big, 1, 3) == GM_OK);
     GM_CHECK_CLOSE(big[1], 0.8, 1e-15, 0);
+    /* Rows so small that 1/|x| overflows: still unit rows, never inf. */
+    float tf[3] = {3e-40f, 0.0f, 4e-40f}, otf[3];
+    GM_CHECK(gm_l2_normalize_rows_f32(tf, otf, 1, 3) == GM_OK);
+    /* (subnormal inputs are stored with a few digits: compare with them) */
+    double nt = sqrt((double)tf[0] * tf[0] + (double)tf[2] * tf[2]);
+    GM_CHECK_CLOSE(otf[0], (double)tf[0] / nt, 1e-6, 0);
+    GM_CHECK_CLOSE(otf[2], (double)tf[2] / nt, 1e-6, 0);
+    double td[2] = {-3e-310, 4e-310}, otd[2];
+    GM_CHECK(gm_l2_normalize_rows_f64(td, otd, 1, 2) == GM_OK);
+    GM_CHECK_CLOSE(otd[0], -0.6, 1e-12, 0);
+    GM_CHECK_CLOSE(otd[1], 0.8, 1e-12, 0);
 }
 
 static void test_threads_identical(void)
