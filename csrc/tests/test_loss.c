@@ -114,34 +114,23 @@ static void loss_check(const loss_case *c, double lo, double hi, double weight)
     free(gf);
 }
 
-/* Plan values in [1e-8, 1e-4]: the 6-term series branch. */
-static void test_tiny(void)
+/* One plan of each kind, each checked at two (lo, hi, weight):
+ * P_TINY, values in [1e-8, 1e-4]: the 6-term series branch;
+ * P_LARGE, values in [0.01, 0.99]: the log1p branch;
+ * P_MIXED, both branches and values below lo and above hi (0, 1 included). */
+static void test_kinds(void)
 {
-    loss_case c;
-    loss_setup(&c, 37, 53, P_TINY);
-    loss_check(&c, 1e-9, 0.999, 0.7);
-    loss_check(&c, 0.0, 0.5, 1.0);
-    loss_free(&c);
-}
-
-/* Plan values in [0.01, 0.99]: the log1p branch. */
-static void test_large(void)
-{
-    loss_case c;
-    loss_setup(&c, 41, 29, P_LARGE);
-    loss_check(&c, 1e-9, 0.999, 0.7);
-    loss_check(&c, 0.05, 0.9, 2.5);
-    loss_free(&c);
-}
-
-/* Both branches and values below lo and above hi (0 and 1 included). */
-static void test_clipping(void)
-{
-    loss_case c;
-    loss_setup(&c, 64, 70, P_MIXED);
-    loss_check(&c, 1e-6, 0.999, 0.7);
-    loss_check(&c, 0.0, 0.999, 0.7);
-    loss_free(&c);
+    static const struct { size_t n, m; int kind; double lo[2], hi[2], w[2]; } cases[] = {
+        {37, 53, P_TINY, {1e-9, 0.0}, {0.999, 0.5}, {0.7, 1.0}},
+        {41, 29, P_LARGE, {1e-9, 0.05}, {0.999, 0.9}, {0.7, 2.5}},
+        {64, 70, P_MIXED, {1e-6, 0.0}, {0.999, 0.999}, {0.7, 0.7}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        loss_case c;
+        loss_setup(&c, cases[k].n, cases[k].m, cases[k].kind);
+        for (int t = 0; t < 2; t++) loss_check(&c, cases[k].lo[t], cases[k].hi[t], cases[k].w[t]);
+        loss_free(&c);
+    }
 }
 
 /* 1 x 1 plans across the series / log1p boundary p = 2^-10 against
@@ -223,9 +212,7 @@ static void test_invalid(void)
 
 int main(void)
 {
-    GM_RUN(test_tiny);
-    GM_RUN(test_large);
-    GM_RUN(test_clipping);
+    GM_RUN(test_kinds);
     GM_RUN(test_single_entry);
     GM_RUN(test_threads_identical);
     GM_RUN(test_invalid);
