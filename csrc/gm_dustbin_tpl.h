@@ -557,7 +557,8 @@ static double GM_FN(db_row_lse)(const GM_FN(db_ctx) *c, const GM_T *srow, const 
         for (int l = 0; l < DB_LANES; l++)
             acc[l] += GM_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
     for (int l = 0; j + (size_t)l < m; l++) acc[l] += GM_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
-    return (double)mx + log((double)GM_FN(gm_vec_fold)(acc, DB_LANES) + exp((double)xb - (double)mx));
+    double sum = (double)GM_FN(gm_vec_fold)(acc, DB_LANES);
+    return (double)mx + log(sum + exp((double)xb - (double)mx));
 }
 
 

@@ -21,7 +21,8 @@ int GM_FN(gm_loss_fgbg)(const GM_T *p, size_t n, size_t m, const uint8_t *src_fg
     double *rows = (double *)malloc(n * sizeof(double));
     if (rows == NULL) return GM_ERR_NOMEM;
     long nrows = (long)n;
-#pragma omp parallel for schedule(static) num_threads(gm_threads_for((double)n * (double)m * GM_WORK_EXP))
+    int nthr = gm_threads_for((double)n * (double)m * GM_WORK_EXP);
+#pragma omp parallel for schedule(static) num_threads(nthr)
     for (long i = 0; i < nrows; i++) {
         const GM_T *pi = p + (size_t)i * ld;
         GM_T *gi = grad == NULL ? NULL : grad + (size_t)i * ld;

@@ -67,7 +67,8 @@ int GM_FN(gm_nn_swiglu)(const GM_T *h, size_t n, size_t hidden, GM_T *y)
 {
     if (n == 0 || hidden == 0) return GM_ERR_INVALID;
     long rows = (long)n;
-#pragma omp parallel for schedule(static) num_threads(gm_threads_for(GM_WORK_EXP * (double)n * (double)hidden))
+    int nthr = gm_threads_for(GM_WORK_EXP * (double)n * (double)hidden);
+#pragma omp parallel for schedule(static) num_threads(nthr)
     for (long i = 0; i < rows; i++) {
         const GM_T *a = h + (size_t)i * 2 * hidden;
         const GM_T *g = a + hidden;

@@ -36,7 +36,8 @@ int GM_FN(gm_l2_normalize_rows)(const GM_T *x, GM_T *out, size_t rows, size_t d)
     if (rows == 0 || d == 0) return GM_OK;
     if (x == NULL || out == NULL) return GM_ERR_INVALID;
     ptrdiff_t nr = (ptrdiff_t)rows;
-#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(gm_threads_for((double)rows * (double)d))
+    int nthr = gm_threads_for((double)rows * (double)d);
+#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(nthr)
     for (ptrdiff_t i = 0; i < nr; i++) {
         const GM_T *xi = x + (size_t)i * d;
         GM_T *oi = out + (size_t)i * d;

@@ -39,7 +39,8 @@ int GM_FN(gm_argmax_2d)(const GM_T *sim, size_t nmaps, size_t h, size_t w, int64
         return GM_ERR_INVALID;
     size_t hw = h * w;
     ptrdiff_t nm = (ptrdiff_t)nmaps;
-#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(gm_threads_for((double)nmaps * (double)hw))
+    int nthr = gm_threads_for((double)nmaps * (double)hw);
+#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(nthr)
     for (ptrdiff_t k = 0; k < nm; k++) {
         int finite;
         size_t a = GM_FN(gm_first_argmax)(sim + (size_t)k * hw, hw, &finite);
@@ -99,7 +100,8 @@ int GM_FN(gm_window_soft_argmax)(const GM_T *sim, size_t nmaps, size_t h, size_t
     double inv_d = 1.0 / temperature;
     GM_T inv_t = inv_d < (double)GM_T_MAX ? (GM_T)inv_d : GM_T_MAX;
     ptrdiff_t nm = (ptrdiff_t)nmaps;
-#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(gm_threads_for((double)nmaps * (double)hw))
+    int nthr = gm_threads_for((double)nmaps * (double)hw);
+#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(nthr)
     for (ptrdiff_t k = 0; k < nm; k++) {
         const GM_T *s = sim + (size_t)k * hw;
         int finite;

@@ -65,6 +65,12 @@ static void *gm_test_xmalloc(size_t bytes)
     return p;
 }
 
+/* free() each of the n pointers. */
+static void gm_test_free_all(void *const *ptrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(ptrs[i]);
+}
+
 /* Naive cosine similarity of rows a and b (length d) in double; 0 when
  * either row is all zero. */
 static double gm_test_cosine(const double *a, const double *b, size_t d)

@@ -105,11 +105,8 @@ static void gemm_setup(gemm_case *g, int ta, int tb, size_t m, size_t n, size_t 
 /* Frees the buffers of gemm_setup. */
 static void gemm_free(gemm_case *g)
 {
-    free(g->a);
-    free(g->b);
-    free(g->c0);
-    free(g->af);
-    free(g->bf);
+    gm_test_free_all((void *[]){g->a, g->b, g->c0, g->af, g->bf},
+                     5);
 }
 
 /* Initial C of a run: c0 when beta != 0, else NaN on the m x n part (BLAS
@@ -178,10 +175,8 @@ static void gemm_check_threads(const gemm_case *g, double alpha, double beta)
         GM_CHECK_CLOSE(d2[i], d1[i], 1e-14, 1e-15 * (double)g->k);
         GM_CHECK_CLOSE(f2[i], f1[i], 1e-6, 1e-7 * (double)g->k);
     }
-    free(d1);
-    free(d2);
-    free(f1);
-    free(f2);
+    gm_test_free_all((void *[]){d1, d2, f1, f2},
+                     4);
 }
 
 /* All four transpose pairs of one shape, beta 0 and 1, alpha != 1; with
@@ -352,13 +347,9 @@ static void attn_setup(attn_case *a, size_t batch, size_t n, size_t heads, size_
 /* Frees the buffers of attn_setup. */
 static void attn_free(attn_case *a)
 {
-    free(a->qkv);
-    free(a->dout);
-    free(a->prob);
-    free(a->out_ref);
-    free(a->dqkv_ref);
-    free(a->qkvf);
-    free(a->doutf);
+    gm_test_free_all((void *[]){a->qkv, a->dout, a->prob, a->out_ref, a->dqkv_ref, a->qkvf,
+                                a->doutf},
+                     7);
 }
 
 /* Outputs of one forward + backward run, float or double. */
@@ -385,14 +376,9 @@ static void attn_out_alloc(const attn_case *a, attn_out *o)
 /* Frees the outputs of attn_out_alloc. */
 static void attn_out_free(attn_out *o)
 {
-    free(o->e);
-    free(o->rz);
-    free(o->out);
-    free(o->dqkv);
-    free(o->ef);
-    free(o->rzf);
-    free(o->outf);
-    free(o->dqkvf);
+    gm_test_free_all((void *[]){o->e, o->rz, o->out, o->dqkv, o->ef, o->rzf, o->outf,
+                                o->dqkvf},
+                     8);
 }
 
 /* Forward of both precisions into o (e kept for a later check). */
@@ -595,14 +581,9 @@ static void ln_setup(ln_case *c, size_t n, size_t d)
 /* Frees the buffers of ln_setup. */
 static void ln_free(ln_case *c)
 {
-    free(c->x);
-    free(c->dy);
-    free(c->gamma);
-    free(c->beta);
-    free(c->xf);
-    free(c->dyf);
-    free(c->gammaf);
-    free(c->betaf);
+    gm_test_free_all((void *[]){c->x, c->dy, c->gamma, c->beta, c->xf, c->dyf, c->gammaf,
+                                c->betaf},
+                     8);
 }
 
 /* Naive LayerNorm of one row in double (two-pass mean and biased
@@ -665,18 +646,9 @@ static void ln_out_init(const ln_case *c, ln_out *o)
 /* Frees the outputs of ln_out_init. */
 static void ln_out_free(ln_out *o)
 {
-    free(o->xh);
-    free(o->y);
-    free(o->dx);
-    free(o->r);
-    free(o->dg);
-    free(o->db);
-    free(o->xhf);
-    free(o->yf);
-    free(o->dxf);
-    free(o->rf);
-    free(o->dgf);
-    free(o->dbf);
+    gm_test_free_all((void *[]){o->xh, o->y, o->dx, o->r, o->dg, o->db, o->xhf, o->yf,
+                                o->dxf, o->rf, o->dgf, o->dbf},
+                     12);
 }
 
 /* Forward outputs of both precisions against the naive rows. */
@@ -728,7 +700,8 @@ static void ln_run_bwd(const ln_case *c, ln_out *o, int accumulate)
 static void ln_check_dx(const ln_case *c, const ln_out *o, size_t stride)
 {
     size_t d = c->d, nd = c->n * d;
-    double *row = gm_test_xmalloc(d * sizeof *row), *scratch = gm_test_xmalloc(2 * d * sizeof *scratch);
+    double *row = gm_test_xmalloc(d * sizeof *row);
+    double *scratch = gm_test_xmalloc(2 * d * sizeof *scratch);
     double step = 1e-6;
     for (size_t idx = 0; idx < nd; idx += stride) {
         size_t i = idx / d, j = idx % d;

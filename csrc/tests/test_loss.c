@@ -64,10 +64,7 @@ static void loss_setup(loss_case *c, size_t n, size_t m, int kind)
 /* Frees the buffers of loss_setup. */
 static void loss_free(loss_case *c)
 {
-    free(c->p);
-    free(c->pf);
-    free(c->sfg);
-    free(c->tfg);
+    gm_test_free_all((void *[]){c->p, c->pf, c->sfg, c->tfg}, 4);
 }
 
 /* Naive reference in double: the sum of -log1p(-clip(p)) over the
@@ -178,10 +175,7 @@ static void test_threads_identical(void)
     GM_CHECK(memcmp(g1, g2, len * sizeof *g1) == 0);
     GM_CHECK(memcmp(f1, f2, len * sizeof *f1) == 0);
     loss_check(&c, 1e-6, 0.999, 0.7);
-    free(g1);
-    free(g2);
-    free(f1);
-    free(f2);
+    gm_test_free_all((void *[]){g1, g2, f1, f2}, 4);
     loss_free(&c);
 }
 
