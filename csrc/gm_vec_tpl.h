@@ -8,13 +8,19 @@
  * data (to share the loads) keeps its fused loop but folds its lanes with
  * gm_vec_fold. */
 
-/* Pairwise fold of `lanes` (a power of two) partial sums, halving:
+/* Pairwise fold of `lanes` (a power of two, at most 64) partial sums, halving:
  * acc[j] += acc[j + lanes/2], ... until one is left; acc is overwritten.
  * O(lanes). */
 static inline GM_T GM_FN(gm_vec_fold)(GM_T *acc, int lanes)
 {
-    for (int s = lanes / 2; s > 0; s >>= 1)
-        for (int j = 0; j < s; j++) acc[j] += acc[j + s];
+    /* one constant-length loop per step (lanes <= 64), so that the steps
+     * unroll and vectorize once lanes is known */
+    if (lanes >= 64) for (int j = 0; j < 32; j++) acc[j] += acc[j + 32];
+    if (lanes >= 32) for (int j = 0; j < 16; j++) acc[j] += acc[j + 16];
+    if (lanes >= 16) for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
+    if (lanes >= 8) for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
+    if (lanes >= 4) for (int j = 0; j < 2; j++) acc[j] += acc[j + 2];
+    if (lanes >= 2) acc[0] += acc[1];
     return acc[0];
 }
 
