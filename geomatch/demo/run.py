@@ -123,10 +123,10 @@ QUICK = DemoSettings(n_images_per_category=30, n_pairs=30, grid=(20, 20), steps=
 # steps
 
 def _featurizer(settings: DemoSettings):
-    from .featurizers import LocalAppearanceFeaturizer
+    from .featurizers import PartColourFeaturizer
 
-    return LocalAppearanceFeaturizer(grid=settings.grid, patch=settings.patch,
-                                     neighbourhoods=settings.neighbourhoods)
+    return PartColourFeaturizer(grid=settings.grid, patch=settings.patch,
+                                neighbourhoods=settings.neighbourhoods)
 
 
 def featurize_dataset(dataset, cache_dir, featurizer, *, splits: Sequence[str] = ("trn", "val", "test"),
