@@ -81,9 +81,9 @@ def _animal(cat: bool, gait: float, head_yaw: float) -> List[Ellipsoid]:
     """Dog (``cat=False``) or cat: body, head, four legs swung by ``gait``
     (radians), ears, eyes, nose or nostrils, mouth, feet, tail."""
     leg = 0.42 if cat else 0.58
-    L: List[Ellipsoid] = [Ellipsoid((0.0, 0.0, 0.0), (0.85, 0.33, 0.30), "body")]
+    L: List[Ellipsoid] = [Ellipsoid((0.0, 0.0, 0.0), (0.85, 0.34, 0.36), "body")]
     hf, hu = 1.02, 0.42
-    L.append(Ellipsoid((hf, hu, 0.0), (0.30, 0.28, 0.27), "body"))
+    L.append(Ellipsoid((hf, hu, 0.0), (0.30, 0.28, 0.30), "body"))
     L.append(Ellipsoid((0.78, 0.25, 0.0), (0.22, 0.22, 0.20), "body"))   # neck
 
     def head_pt(f, u, r):        # head turned by head_yaw about its own up axis
@@ -95,10 +95,10 @@ def _animal(cat: bool, gait: float, head_yaw: float) -> List[Ellipsoid]:
         return [Ellipsoid(head_pt(f, u, r), axes, colour, nr),
                 Ellipsoid(head_pt(f, u, -r), axes, colour, nl)]
 
-    L += head_twins("right ear", "left ear", 0.95, 0.68, 0.17, (0.09, 0.10, 0.09), "ear")
+    L += head_twins("right ear", "left ear", 0.95, 0.68, 0.24, (0.09, 0.10, 0.09), "ear")
     tip_u = 0.92 if cat else 0.80
-    L += head_twins("right ear-tip", "left ear-tip", 0.93, tip_u, 0.19, (0.06, 0.07, 0.06), "eartip")
-    L += head_twins("right eye", "left eye", 1.22, 0.52, 0.14, (0.07, 0.07, 0.07), "eye")
+    L += head_twins("right ear-tip", "left ear-tip", 0.93, tip_u, 0.30, (0.06, 0.07, 0.06), "eartip")
+    L += head_twins("right eye", "left eye", 1.18, 0.52, 0.19, (0.07, 0.07, 0.07), "eye")
     L.append(Ellipsoid(head_pt(1.30, 0.24, 0.0), (0.06, 0.05, 0.08), "mouth", "mouth"))
     if cat:
         L += head_twins("right nostril", "left nostril", 1.33, 0.40, 0.06, (0.045, 0.045, 0.045),
@@ -115,7 +115,7 @@ def _animal(cat: bool, gait: float, head_yaw: float) -> List[Ellipsoid]:
             swing = gait * side * (1.0 if front else -1.0)
             ff = f0 + leg * math.sin(swing)
             uu = -0.15 - leg * math.cos(swing)
-            r = 0.19 * side
+            r = 0.30 * side
             for t in (0.3, 0.65):
                 L.append(Ellipsoid((f0 + t * (ff - f0), -0.15 + t * (uu + 0.15), r),
                                    (0.08, 0.12, 0.08), "leg"))
@@ -150,6 +150,11 @@ def _car() -> List[Ellipsoid]:
 #: Keypoint parts are drawn this much larger than modelled (to cover about a
 #: feature-grid patch at the demo's image size).
 PART_SCALE = 1.5
+
+#: Views: azimuth within this many degrees of the front or back view, and
+#: elevation range (degrees) of the camera above the object.
+AZIMUTH_SPREAD = 55.0
+ELEVATION = (10.0, 35.0)
 
 #: The categories (real SPair-71k category names).
 CATEGORIES: Tuple[str, ...] = ("car", "cat", "dog")
@@ -294,11 +299,13 @@ def render(category: str, rng: np.random.Generator, size: Tuple[int, int], *,
     gait = rng.uniform(-0.45, 0.45)
     head_yaw = rng.uniform(-0.35, 0.35)
     parts = model(category, gait, head_yaw)
-    phi = rng.uniform(0.0, 2.0 * math.pi)
-    theta = math.radians(rng.uniform(12.0, 40.0))
-    length = rng.uniform(0.55, 0.8) * min(w, 1.3 * h)
+    # seen from the front or the back, up to AZIMUTH_SPREAD off the axis
+    base = math.pi / 2 if rng.random() < 0.5 else 1.5 * math.pi
+    phi = (base + math.radians(rng.uniform(-AZIMUTH_SPREAD, AZIMUTH_SPREAD))) % (2 * math.pi)
+    theta = math.radians(rng.uniform(*ELEVATION))
     cam = Camera(phi=phi, theta=theta, roll=math.radians(rng.uniform(-10.0, 10.0)),
-                 scale=length / 2.5, cx=rng.uniform(0.35, 0.65) * w, cy=rng.uniform(0.4, 0.6) * h)
+                 scale=rng.uniform(0.42, 0.52) * min(w, h), cx=rng.uniform(0.4, 0.6) * w,
+                 cy=rng.uniform(0.45, 0.6) * h)
     if rng.random() < 0.1:        # sometimes partly out of the frame
         cam = Camera(phi, theta, cam.roll, cam.scale, rng.choice([0.12, 0.88]) * w, cam.cy)
     R = cam.rotation()
