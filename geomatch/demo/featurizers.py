@@ -339,8 +339,10 @@ class PartColourFeaturizer:
         if im.size != self.input_size:
             im = im.resize(self.input_size, Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32)
-        d2 = ((arr[:, :, None, :] - self._protos[None, None].astype(np.float32)) ** 2).sum(-1)
-        resp = np.exp(d2 * np.float32(-0.5 / self.sigma ** 2))
+        protos = self._protos.astype(np.float32)
+        d2 = ((arr * arr).sum(-1)[..., None] - 2.0 * (arr @ protos.T)
+              + (protos * protos).sum(-1))
+        resp = np.exp(np.maximum(d2, 0.0) * np.float32(-0.5 / self.sigma ** 2))
         pmax = _patch_pool(resp, self.grid, self.patch, "max").astype(np.float64)
         blocks = [pmax, _patch_pool(resp, self.grid, self.patch, "mean").astype(np.float64)]
         blocks += [_box_mean(pmax, r) for r in self.neighbourhoods]

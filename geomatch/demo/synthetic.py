@@ -1,12 +1,11 @@
 """A small synthetic dataset in the SPair-71k on-disk layout, for demos and tests.
 
-:func:`generate_spair_like` draws bilaterally symmetric toy objects of
-three SPair-71k categories -- ``dog`` and ``cat`` (ears, ear tips, eyes,
-nose or nostrils, mouth, four feet, tail) and ``car`` (four wheels,
-mirrors, head- and tail-lights, plates, emblems) -- with PIL, seen from any
-azimuth (which side faces the camera), at varied positions, scales and
-in-plane rotations, and writes them exactly as SPair-71k lays out its
-files::
+:func:`generate_spair_like` renders the 3-D toy objects of
+:mod:`geomatch.demo.world` -- ``dog`` and ``cat`` (ears, ear tips, eyes,
+nose or nostrils, mouth, four feet, tail) and ``car`` (wheels, mirrors,
+head- and tail-lights, plates, emblems), three SPair-71k categories -- from
+varied azimuths, elevations, rolls, scales and positions, with articulated
+legs and head, and writes them exactly as SPair-71k lays out its files::
 
     root/JPEGImages/<cat>/<name>.jpg
     root/ImageAnnotation/<cat>/<name>.json
@@ -20,25 +19,14 @@ category's full name list and left/right table are
 :mod:`geomatch.data.tables`'), so ``geomatch.data.load_dataset("spair",
 root)`` reads the folder like the real dataset.
 
-Mirror-twin parts (left/right eye, left/right front wheel, ...) are drawn
-identically, so only the global layout of the object tells them apart --
-the situation geometry-aware matching is about.  A part is annotated as
-visible (its ``kps`` entry is ``[x, y]``) only where it is actually seen in
-the picture: parts hidden behind the body, covered by a random occluder or
-outside the image are ``null``.
-
-Object model and conventions
-----------------------------
-Each category is a 3-D model in an object frame (forward, up, right), the
-right side being ``forward x up``; a right part sits at lateral +r and its
-left twin at -r.  An image shows the model rotated about
-its up axis by the azimuth ``phi`` and projected orthographically: at
-``phi = 0`` it faces image-right showing its right side, at 90 deg it shows
-its back, at 180 deg it faces left showing its left side, at 270 deg it
-faces the camera.  ``azimuth_id = round(phi / 45) mod 8``.  The view is then
-rotated in the image plane, scaled and translated.  Everything is drawn in
-depth order (painter's algorithm); a per-element id buffer decides
-visibility and gives the segmentation mask.
+Mirror-twin parts (left/right eye, left/right front wheel, ...) share shape
+and colour, so only the layout of the whole object tells them apart -- the
+situation geometry-aware matching is about.  A part is annotated as visible
+(its ``kps`` entry is ``[x, y]``) only where it is actually seen in the
+picture (:func:`geomatch.demo.world.render` decides with a z-buffer): parts
+hidden behind the body, covered by a random occluder or outside the image
+are ``null``.  ``azimuth_id = round(phi / 45) mod 8`` with the azimuth
+convention of :mod:`geomatch.demo.world`.
 
 Pairs: ``mirror`` is 1 when source and target face opposite horizontal
 directions; ``viewpoint_variation`` is 0, 1 or 2 for azimuth-bin
