@@ -32,6 +32,7 @@ The pieces live in small modules: :mod:`~geomatch.demo.settings`,
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -109,7 +110,8 @@ class _Run:
         self.out, self.seed, self.settings, self.progress = out, seed, settings, progress
         self.say = print if verbose else (lambda *a, **k: None)
         self.timings: Dict[str, float] = {}
-        self.run_id = {"seed": seed, "settings": settings.to_dict()}
+        # as it reads back from the state file (tuples become lists)
+        self.run_id = json.loads(json.dumps({"seed": seed, "settings": settings.to_dict()}))
 
     def _timed(self, name, fn, *args):
         t0 = time.perf_counter()

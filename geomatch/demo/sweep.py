@@ -48,7 +48,8 @@ def criteria(summary: dict, mode: str) -> Dict[str, bool]:
     out = {}
     for k in ("pck_point", "pck_image", "pck_geo"):
         r, h = _at(raw[k], al), _at(head[k], al)
-        out[k] = r is not None and h is not None and 100.0 * (h - r) >= MARGINS[mode]
+        out[k] = (r is not None and h is not None
+                  and 100.0 * (h - r) >= MARGINS[mode] - 1e-9)   # rounding of h - r
     rb, hb = raw["breakdown"], head["breakdown"]
     out["confusion"] = rb["11"] > 0 and hb["11_bar"] * rb["11"] * 2 <= rb["11_bar"] * hb["11"]
     out["n11_hat"] = hb["11_hat"] > rb["11_hat"]
