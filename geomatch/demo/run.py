@@ -9,7 +9,7 @@ with a weight-free stand-in for DINOv2
 find a part but cannot tell it from its mirror twin:
 
 1. generate the dataset into ``OUT/data``;
-2. featurize every image and its horizontal flip into ``OUT/cache``;
+2. featurize every image (and the horizontal flips of the training images) into ``OUT/cache``;
 3. evaluate the raw features on the test split;
 4. train the attention head (run folder ``OUT/train``), picking the
    checkpoint of best PCK on ``settings.val_subset`` validation pairs;
@@ -190,9 +190,12 @@ class _Run:
 
     def features(self, dataset):
         featurizer = self.settings.featurizer()
-        self.say(f"[2/6] featurizing every image and its mirror image: {featurizer}")
+        self.say(f"[2/6] featurizing every image (and the mirror images of the training split): {featurizer}")
+        # mirrored images are only read by the training's flip augmentation
+        featurize_dataset(dataset, self.out / "cache", featurizer, splits=("trn",),
+                          flip=self.settings.flip_aug, progress=self.progress)
         return featurize_dataset(dataset, self.out / "cache", featurizer,
-                                 progress=self.progress)
+                                 splits=("val", "test"), flip=False, progress=self.progress)
 
     def evaluate(self, dataset, cache, head):
         from ..eval.evaluate import evaluate
