@@ -242,7 +242,10 @@ def plot_training(train_result, *, raw_val: Optional[dict] = None, figsize=(11, 
         s = [v["step"] for v in vh]
         ax_v.plot(s, [100 * v["pck"] for v in vh], "o-", color=_CORRECT, label="PCK@0.1 (head)")
         ax_v.plot(s, [100 * v["confusion"] for v in vh], "D-", color=_SWAPPED,
-                  label="left/right confusions (head)")
+                  label="left/right confusions n̄₁₁/n₁₁ (head)")
+        best = int(np.nanargmax([v["pck"] for v in vh]))
+        ax_v.axvline(s[best], color="0.5", lw=1.0, ls=":",
+                     label=f"kept checkpoint (best PCK, step {s[best]})")
         if raw_val is not None:
             ax_v.axhline(100 * raw_val["pck"], ls="--", color=_CORRECT, lw=1.2,
                          label="PCK@0.1 (raw features)")

@@ -15,8 +15,20 @@ def progress_enabled(disable: Optional[bool] = None) -> bool:
 
 def progress(iterable: Iterable[T], *, desc: str = "", total: Optional[int] = None,
              unit: str = "it", disable: Optional[bool] = None, **kwargs) -> Iterable[T]:
-    """Wrap ``iterable`` in a tqdm progress bar unless progress is disabled."""
-    from tqdm.auto import tqdm
+    """Wrap ``iterable`` in a tqdm progress bar unless progress is disabled.
+
+    Disabled, the iterable is returned as it is and tqdm is not imported (its
+    notebook front end warns when ipywidgets is missing, which would put a
+    warning into a notebook that asked for no progress bars).  Enabled in a
+    notebook without ipywidgets, tqdm's text bar is used without that warning.
+    """
+    if not progress_enabled(disable):
+        return iterable
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # TqdmWarning: IProgress not found
+        from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, unit=unit,
                 disable=not progress_enabled(disable), dynamic_ncols=True, **kwargs)
