@@ -52,6 +52,41 @@ def _load_rgb(image: ImageLike) -> Image.Image:
                     f"{type(image).__name__}")
 
 
+def _check_common(grid, neighbourhoods, **ints) -> tuple:
+    """Validate the grid, the neighbourhood radii and integer parameters
+    ``name=(value, minimum)``; returns ``((h, w), radii)``."""
+    try:
+        h, w = (int(v) for v in grid)
+    except (TypeError, ValueError):
+        raise TypeError(f"grid must be a pair (h, w) of integers, got {grid!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"grid must be positive, got {grid!r}")
+    for name, (v, lo) in ints.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    radii = tuple(int(r) for r in neighbourhoods)
+    if any(r < 1 for r in radii):
+        raise ValueError(f"neighbourhoods must hold radii >= 1, got {neighbourhoods!r}")
+    return (h, w), radii
+
+
+def _resized(image, size) -> Image.Image:
+    """RGB image (see :func:`_load_rgb`) resized to ``size`` (bilinear) unless it has it."""
+    im = _load_rgb(image)
+    return im if im.size == size else im.resize(size, Image.Resampling.BILINEAR)
+
+
+def _normalised_blocks(blocks) -> np.ndarray:
+    """Each (h, w, C_i) block L2-normalised per cell (zero stays zero), concatenated, float32."""
+    out = []
+    for b in blocks:
+        n = np.sqrt(np.sum(b * b, axis=2, keepdims=True))
+        out.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
+    return np.concatenate(out, axis=2).astype(np.float32)
+
+
 def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over the (2r+1)^2 grid neighbourhood of every cell of (h, w, C),
     counting only cells inside the grid (symmetric under flips)."""
@@ -121,23 +156,11 @@ class LocalAppearanceFeaturizer:
     def __init__(self, grid: tuple[int, int] = (32, 32), patch: int = 8, *,
                  colour_bins: int = 8, orientation_bins: int = 4,
                  neighbourhoods: tuple[int, ...] = (1, 2)) -> None:
-        try:
-            h, w = (int(v) for v in grid)
-        except (TypeError, ValueError):
-            raise TypeError(f"grid must be a pair (h, w) of integers, got {grid!r}") from None
-        if h < 1 or w < 1:
-            raise ValueError(f"grid must be positive, got {grid!r}")
-        for name, v, lo in (("patch", patch, 2), ("colour_bins", colour_bins, 1),
-                            ("orientation_bins", orientation_bins, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-            if v < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {v}")
+        (h, w), radii = _check_common(grid, neighbourhoods, patch=(patch, 2),
+                                      colour_bins=(colour_bins, 1),
+                                      orientation_bins=(orientation_bins, 1))
         if colour_bins > 256:
             raise ValueError(f"colour_bins must be <= 256, got {colour_bins}")
-        radii = tuple(int(r) for r in neighbourhoods)
-        if any(r < 1 for r in radii):
-            raise ValueError(f"neighbourhoods must hold radii >= 1, got {neighbourhoods!r}")
         self.grid = (h, w)
         self.patch = int(patch)
         self.colour_bins = int(colour_bins)
@@ -208,16 +231,9 @@ class LocalAppearanceFeaturizer:
         TypeError, ValueError
             For an unsupported image type, shape or non-finite values.
         """
-        im = _load_rgb(image)
-        if im.size != self.input_size:
-            im = im.resize(self.input_size, Image.Resampling.BILINEAR)
-        stats = self._patch_stats(np.asarray(im))
+        stats = self._patch_stats(np.asarray(_resized(image, self.input_size)))
         blocks = [stats] + [_box_mean(stats, r) for r in self.neighbourhoods]
-        out = []
-        for b in blocks:
-            n = np.sqrt(np.sum(b * b, axis=2, keepdims=True))
-            out.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
-        return np.concatenate(out, axis=2).astype(np.float32)
+        return _normalised_blocks(blocks)
 
     featurize = __call__
 
@@ -279,25 +295,13 @@ class PartColourFeaturizer:
     def __init__(self, grid: tuple = (16, 20), patch: int = 8, *, prototypes: int = 4,
                  sigma: float = 40.0, orientation_bins: int = 4,
                  neighbourhoods: tuple = (1,)) -> None:
-        try:
-            h, w = (int(v) for v in grid)
-        except (TypeError, ValueError):
-            raise TypeError(f"grid must be a pair (h, w) of integers, got {grid!r}") from None
-        if h < 1 or w < 1:
-            raise ValueError(f"grid must be positive, got {grid!r}")
-        for name, v, lo in (("patch", patch, 2), ("prototypes", prototypes, 2),
-                            ("orientation_bins", orientation_bins, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-            if v < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {v}")
+        (h, w), radii = _check_common(grid, neighbourhoods, patch=(patch, 2),
+                                      prototypes=(prototypes, 2),
+                                      orientation_bins=(orientation_bins, 1))
         if prototypes > 8:
             raise ValueError(f"prototypes must be <= 8, got {prototypes}")
         if not (isinstance(sigma, (int, float)) and np.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        radii = tuple(int(r) for r in neighbourhoods)
-        if any(r < 1 for r in radii):
-            raise ValueError(f"neighbourhoods must hold radii >= 1, got {neighbourhoods!r}")
         self.grid = (h, w)
         self.patch = int(patch)
         self.prototypes = int(prototypes)
@@ -335,10 +339,7 @@ class PartColourFeaturizer:
         TypeError, ValueError
             For an unsupported image type, shape or non-finite values.
         """
-        im = _load_rgb(image)
-        if im.size != self.input_size:
-            im = im.resize(self.input_size, Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32)
+        arr = np.asarray(_resized(image, self.input_size), dtype=np.float32)
         protos = self._protos.astype(np.float32)
         d2 = ((arr * arr).sum(-1)[..., None] - 2.0 * (arr @ protos.T)
               + (protos * protos).sum(-1))
@@ -355,10 +356,6 @@ class PartColourFeaturizer:
         onehot = np.zeros(ob.shape + (no,))
         np.put_along_axis(onehot, ob[..., None], mag[..., None], axis=-1)
         blocks.append(_patch_pool(onehot, self.grid, self.patch, "mean"))
-        out = []
-        for b in blocks:
-            n = np.sqrt(np.sum(b * b, axis=2, keepdims=True))
-            out.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
-        return np.concatenate(out, axis=2).astype(np.float32)
+        return _normalised_blocks(blocks)
 
     featurize = __call__

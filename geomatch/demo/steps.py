@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -151,13 +151,7 @@ def train_head(dataset, cache, run_dir: Path, settings, seed: int, *, resume: bo
 def predictions(pairs, cache, head=None) -> List[np.ndarray]:
     """Predicted target keypoints of every pair (the evaluation's transfer)."""
     from ..eval.evaluate import transfer_pair
+    from ..model.train import feature_source
 
-    feats: Dict[str, np.ndarray] = {}
-
-    def feat(key):
-        if key not in feats:
-            f = np.asarray(cache.get(key), dtype=np.float32)
-            feats[key] = np.asarray(head(f), dtype=np.float32) if head is not None else f
-        return feats[key]
-
+    feat = feature_source(cache, head)
     return [transfer_pair(p, feat(p.src.key), feat(p.trg.key), cache.manifest) for p in pairs]
