@@ -215,13 +215,14 @@ CAVEAT = (
     "**What this does and does not show.** The synthetic world isolates one failure of "
     "DINOv2-like features on SPair-71k: a part is found, but it cannot be told from its "
     "mirror twin because the features are (here: exactly) symmetric under mirroring, and "
-    "only the pose of the whole object says which twin is which. It shows that geomatch's "
-    "head, loss, training loop and evaluation learn to resolve that from a few hundred "
-    "images on a CPU. It does not predict numbers on real photos: the objects are simple "
-    "ellipsoid models seen from the front or the back, the stand-in features find parts by "
-    "their colour (DINOv2's errors are more varied: background, scale, texture), the "
-    "world has three categories and a few dozen images each, and train and test images "
-    "come from the same generator. The published GECO figures are for DINOv2 with LoRA on "
+    "only the layout of the whole object says which twin is which. It shows that "
+    "geomatch's head, loss, training loop and evaluation learn to resolve that from a few "
+    "dozen images per category on a CPU. It does not predict numbers on real photos: the "
+    "objects are simple ellipsoid models that face the camera (within 60°), so the head "
+    "never has to infer which way an object faces, as it must on SPair-71k; the stand-in "
+    "features find parts by their colour (DINOv2's errors are more varied: background, "
+    "scale, texture, pose); there are three categories; train and test images come from "
+    "the same generator. The published GECO figures are for DINOv2 with LoRA on "
     "SPair-71k; run the commands at the end to measure on real data.")
 
 

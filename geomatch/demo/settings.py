@@ -92,6 +92,6 @@ FULL = DemoSettings()
 #: ``--quick``: the same data, 900 steps with a higher learning rate and a
 #: larger initial positional gain (the head learns which twin is which
 #: sooner), validation every 100 steps.
-QUICK = DemoSettings(steps=900, lr=2e-3, val_every=100,
+QUICK = DemoSettings(steps=900, lr=2e-3, val_every=100, val_subset=120,
                      head=(("dim", 128), ("out_dim", 128), ("num_heads", 2), ("num_blocks", 1),
                            ("mlp_dim", 256), ("attn_dim", 64), ("pos_gain_init", 0.3)))
