@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..eval.style import CORRECT as _CORRECT, HEAD as _HEAD_COLOUR, KEYPOINT_CMAP
+from ..eval.style import CORRECT as _CORRECT, HEAD as _HEAD_COLOUR, HEAD_LIGHT as _HEAD_LIGHT
+from ..eval.style import KEYPOINT_CMAP
 from ..eval.style import RAW as _RAW_COLOUR, SWAPPED as _SWAPPED, WRONG as _WRONG
 from .report import confusion_counts
 
@@ -228,7 +229,7 @@ def plot_training(train_result, *, raw_val: Optional[dict] = None, figsize=(11, 
     if hist:
         s = np.array([h["step"] for h in hist])
         loss = np.array([h["loss"] for h in hist])
-        ax_l.plot(s, loss, lw=0.8, color="#9ecae1", label="loss per step")
+        ax_l.plot(s, loss, lw=0.8, color=_HEAD_LIGHT, label="loss per step")
         k = max(2, len(s) // 15)
         if len(s) >= 2 * k:
             sm = np.convolve(loss, np.ones(k) / k, mode="valid")

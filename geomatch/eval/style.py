@@ -8,7 +8,7 @@ colour everywhere.
 """
 from __future__ import annotations
 
-__all__ = ["CORRECT", "SWAPPED", "WRONG", "RAW", "HEAD", "KEYPOINT_CMAP"]
+__all__ = ["CORRECT", "SWAPPED", "WRONG", "RAW", "HEAD", "HEAD_LIGHT", "KEYPOINT_CMAP"]
 
 #: Prediction within α·T of the ground truth (green).
 CORRECT = "#1a9850"
@@ -20,5 +20,7 @@ WRONG = "#d73027"
 RAW = "#8c8c8c"
 #: The trained head in before/after charts (blue).
 HEAD = "#2166ac"
+#: A light shade of :data:`HEAD` (noisy per-step curves under their running mean).
+HEAD_LIGHT = "#9ecae1"
 #: Matplotlib colour map naming the keypoints (colour = keypoint index mod 20).
 KEYPOINT_CMAP = "tab20"
