@@ -255,7 +255,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--out", default="geomatch-demo",
                         help="output folder (default: ./geomatch-demo)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smaller, faster run (under 30 s)")
+                        help="fewer training steps at a higher learning rate (a little faster)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
