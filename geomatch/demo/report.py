@@ -76,18 +76,19 @@ def headline_rows(raw: dict, head: dict, alphas, alpha: float = 0.10) -> List[di
     every geometry-breakdown count at ``alpha``; PCK per point of each
     category at ``alpha``.  Each row is a dict with ``metric`` (name),
     ``raw``, ``head``, ``unit`` (``"%"``: fractions shown as percent, or
-    ``"count"``), ``better`` (``"higher"``, ``"lower"`` or None for totals
-    fixed by the data) and ``worse`` (True where the head is worse).
+    ``"count"``), ``better`` (``"higher"``, ``"lower"`` or None: totals
+    fixed by the data, and ñ₁₁), ``worse`` (True where the head is worse)
+    and ``note`` (``"(total)"`` for the totals).
     """
     i = int(np.argmin([abs(a - alpha) for a in alphas]))
     rows: List[dict] = []
 
-    def add(metric, r, h, unit, better):
+    def add(metric, r, h, unit, better, note=""):
         worse = False
         if better is not None and r is not None and h is not None:
             worse = h < r if better == "higher" else h > r
         rows.append({"metric": metric, "raw": r, "head": h, "unit": unit, "better": better,
-                     "worse": bool(worse)})
+                     "worse": bool(worse), "note": note})
 
     for kind, title in _KIND_TITLES:
         for j, a in enumerate(alphas):
@@ -100,7 +101,9 @@ def headline_rows(raw: dict, head: dict, alphas, alpha: float = 0.10) -> List[di
     add(f"left/right confusion rate n̄₁₁/n₁₁ @{alphas[i]:.2f}", rate(rb), rate(hb), "%", "lower")
     for k, name in _BD_NAMES.items():
         if k in rb:
-            add(f"{name} @{alphas[i]:.2f}", rb[k], hb[k], "count", _BD_BETTER.get(k))
+            note = ("(within α·T of both twins)" if k == "11_tilde"
+                    else "" if k in _BD_BETTER else "(total)")
+            add(f"{name} @{alphas[i]:.2f}", rb[k], hb[k], "count", _BD_BETTER.get(k), note)
     for c in sorted(raw["per_category"]):
         add(f"PCK@{alphas[i]:.2f} per point: {c}", raw["per_category"][c]["pck_point"][i],
             head["per_category"][c]["pck_point"][i], "%", "higher")
@@ -124,7 +127,7 @@ def headline_table(rows: List[dict], labels=("raw features", "trained head")) ->
             ch = f"{100.0 * (r['head'] - r['raw']):+.1f}"
         else:
             ch = f"{int(r['head']) - int(r['raw']):+d}"
-        note = "**worse**" if r["worse"] else ("" if r["better"] else "(total)")
+        note = "**worse**" if r["worse"] else r.get("note", "")
         lines.append(f"| {r['metric']}{' (%)' if r['unit'] == '%' else ''} | "
                      f"{_fmt(r['raw'], r['unit'])} | {_fmt(r['head'], r['unit'])} | {ch} | {note} |")
     return lines
@@ -271,7 +274,8 @@ def write_report(path, before, after, *, figures: Dict[str, object], settings=No
          f"## Every metric, raw features and trained head (test split, {before.n_pairs} pairs)",
          "",
          "PCK uses α·T with T the longer side of the target bounding box. Lower is better "
-         "for the confusion rate, n̄₁₁ and n̄₀₁; rows marked (total) are fixed by the data.", ""]
+         "for the confusion rate, n̄₁₁ and n̄₀₁; rows marked (total) are fixed by the data; "
+         "ñ₁₁ (predictions within α·T of both twins, counted correct) is neither.", ""]
     L += headline_table(rows, labels)
     L += ["", ("Metrics where the trained head is worse: " + ", ".join(worse) + ".")
           if worse else "The trained head is worse on none of these metrics.", ""]
