@@ -35,6 +35,7 @@ from .ops.matching import argmax_2d, window_soft_argmax  # noqa: E402
 
 from .ops.transfer import transfer_keypoints  # noqa: E402
 
+from . import geometry  # noqa: E402,F401
 from . import data  # noqa: E402,F401
 from . import backbone  # noqa: E402,F401
 from .eval import metrics  # noqa: E402

@@ -27,7 +27,8 @@ import numpy as np
 
 from . import metrics as _metrics
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache, grid_frame
+from ..data.cache import FeatureCache
+from ..geometry import grid_frame
 
 __all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
 
@@ -193,7 +194,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     """Transfer the source keypoints of one pair to the target.
 
     Keypoints are mapped into the region of each image that the feature grid
-    covers (:func:`geomatch.data.cache.grid_frame`), transferred, and mapped back
+    covers (:func:`geomatch.geometry.grid_frame`), transferred, and mapped back
     to target pixels.
 
     Returns

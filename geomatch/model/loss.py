@@ -52,6 +52,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import _core
+from ..geometry import foreground_grid, keypoint_patches  # re-exported (patches, foreground)
 from ..ops.linalg import matmul
 
 __all__ = ["LossConfig", "keypoint_patches", "foreground_grid", "dustbin_marginal",
@@ -87,72 +88,6 @@ class LossConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------
-# geometry helpers
-
-def keypoint_patches(kps, visible, size, grid) -> np.ndarray:
-    """Flat patch index r * w + c of each keypoint, -1 where not visible.
-
-    Parameters
-    ----------
-    kps : (K, 2) array of (x, y) pixels (rows of invisible keypoints may be NaN).
-    visible : (K,) bool.
-    size : (W, H) of the image.
-    grid : (h, w) of its feature map.
-
-    The patch of (x, y) is (floor(y h / H), floor(x w / W)), clamped to the grid.
-    """
-    kps = np.asarray(kps, dtype=np.float64)
-    vis = np.asarray(visible, dtype=bool)
-    if kps.ndim != 2 or kps.shape[1] != 2:
-        raise ValueError(f"kps must have shape (K, 2), got {kps.shape}")
-    if vis.shape != (kps.shape[0],):
-        raise ValueError(f"visible must have shape ({kps.shape[0]},), got {vis.shape}")
-    W, H = float(size[0]), float(size[1])
-    h, w = int(grid[0]), int(grid[1])
-    out = np.full(kps.shape[0], -1, dtype=np.int64)
-    if vis.any():
-        p = kps[vis]
-        if not np.isfinite(p).all():
-            raise ValueError("kps: visible keypoints must have finite coordinates")
-        r = np.clip(np.floor(p[:, 1] * h / H), 0, h - 1).astype(np.int64)
-        c = np.clip(np.floor(p[:, 0] * w / W), 0, w - 1).astype(np.int64)
-        out[vis] = r * w + c
-    return out
-
-
-def foreground_grid(grid, size, *, mask=None, bbox=None) -> np.ndarray:
-    """Foreground of the (h, w) patch grid from a segmentation mask, else a bbox.
-
-    Nearest-neighbour resizing as ``torch.nn.functional.interpolate(mode="nearest")``
-    (GECO): patch (r, c) takes the pixel (floor(c W / w), floor(r H / h)).
-
-    Parameters
-    ----------
-    grid : (h, w).
-    size : (W, H) of the image.
-    mask : (H, W) array, nonzero = object, or None.
-    bbox : (x1, y1, x2, y2) pixels, used when ``mask`` is None.
-    """
-    h, w = int(grid[0]), int(grid[1])
-    W, H = int(size[0]), int(size[1])
-    ys = np.minimum(np.floor(np.arange(h) * (H / h)).astype(np.int64), H - 1)
-    xs = np.minimum(np.floor(np.arange(w) * (W / w)).astype(np.int64), W - 1)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.ndim == 3:
-            m = m[..., 0]
-        if m.shape != (H, W):
-            raise ValueError(f"mask has shape {m.shape}, expected (H, W) = {(H, W)}")
-        return m[np.ix_(ys, xs)] != 0
-    if bbox is None:
-        raise ValueError("foreground_grid needs a mask or a bbox")
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    inr = (ys >= y1) & (ys <= y2)
-    inc = (xs >= x1) & (xs <= x2)
-    return inr[:, None] & inc[None, :]
 
 
 def dustbin_marginal(fg, n_visible: int, n_kp: int, mass: float = 0.9) -> np.ndarray:
