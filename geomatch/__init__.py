@@ -24,7 +24,7 @@ del _preload
 from . import _core  # noqa: E402
 from .runtime.config import build_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .ops.similarity import cosine_similarity  # noqa: E402
 

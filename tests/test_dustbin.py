@@ -1,7 +1,8 @@
 """Tests of the dustbin OT layer (geomatch.ops.dustbin): forward plan, VJP, marginals.
 
 References used here, all independent of the code under test:
-- ``oracle_plan``: a literal NumPy float64 loop of the DESIGN.md equations;
+- ``oracle_plan``: a literal NumPy float64 loop of the equations of
+  docs/method.md#dustbin-layer;
 - torch autograd through a torch log-domain implementation (float64);
 - central finite differences of the oracle (float64);
 - POT's ``sinkhorn_unbalanced`` with ``reg_type="entropy"`` (same updates).
@@ -27,7 +28,7 @@ def _lse(x, axis):
 
 
 def oracle_plan(S, mu, nu, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10):
-    """The DESIGN.md recursion, written out literally in float64."""
+    """The dustbin recursion (docs/method.md#dustbin-layer), literally, in float64."""
     S = np.asarray(S, np.float64)
     N, M = S.shape
     St = np.full((N + 1, M + 1), float(bin_score))

@@ -262,7 +262,6 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
         dmod = types.ModuleType("geomatch.data")
         monkeypatch.setitem(sys.modules, "geomatch.data", dmod)
     monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds, raising=False)
-    monkeypatch.setattr(gm, "transfer_keypoints", grid_argmax_transfer, raising=False)
     from geomatch.cli import main
 
     out = tmp_path / "cli"
@@ -281,9 +280,7 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("mode", E.MODES)
 def test_evaluate_with_geomatch_transfer(setup, mode):
-    """The same split through the package's own transfer_keypoints (once merged)."""
-    if not hasattr(gm, "transfer_keypoints"):
-        pytest.skip("geomatch.transfer_keypoints not in this build yet")
+    """The same split through the package's own transfer_keypoints."""
     ds, cache = setup
     threads_before = gm.get_num_threads()
     res = E.evaluate(ds, "test", cache, mode=mode, progress=False, workers=2)
@@ -300,8 +297,6 @@ def test_evaluate_with_geomatch_transfer(setup, mode):
 
 def test_cli_on_synthetic_spair(tmp_path, capsys):
     """The real SPair loader on a synthetic SPair-layout folder, random cached features."""
-    if not hasattr(gm, "transfer_keypoints"):
-        pytest.skip("geomatch.transfer_keypoints not in this build yet")
     from geomatch.data import load_dataset
     from geomatch.demo.synthetic import generate_spair_like
     from geomatch.cli import main

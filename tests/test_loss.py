@@ -1,7 +1,7 @@
 """Tests of the GECO loss (geomatch.model.loss).
 
 The oracle for the OT layer is a slow NumPy log-domain implementation of
-DESIGN.md's recursion (forward) and of its reverse-mode derivative through the
+the recursion of docs/method.md#dustbin-layer (forward) and of its reverse-mode derivative through the
 unrolled iterations (written out by hand here, checked by finite differences
 and against the torch code path of GECO's ``log_sinkhorn_iterations_kl``).
 """

@@ -15,6 +15,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from .._version import __version__
+
 __all__ = ["extract_features", "weights_sha256", "cache_manifest", "configure_parser",
            "run_cli"]
 
@@ -54,8 +56,6 @@ def weights_sha256(weights, lora=None) -> str:
 def cache_manifest(model, *, preprocess: str, size: int, dtype: str, sha256: str,
                    lora: bool = False) -> dict:
     """The feature-cache manifest for features of ``model`` (a DinoV2)."""
-    from .. import __version__
-
     g = size // model.patch_size
     return {
         "backbone": f"dinov2_{model.config.name}" + ("+geco_lora" if lora else ""),

@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from .._version import __version__
 from ..geometry import grid_frame  # re-exported: the frame of an image in the input
 
 __all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS"]
@@ -45,20 +46,12 @@ _FLIP_SUFFIX = "@flip"
 _TMP_PREFIX = ".tmp-"
 
 
-def _version() -> str:
-    try:
-        from .. import __version__
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return "unknown"
-
-
 def _normalize_manifest(manifest: Mapping) -> dict:
     """Validate a manifest and return it with JSON-normal types."""
     if not isinstance(manifest, Mapping):
         raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
     m = dict(manifest)
-    m.setdefault("geomatch_version", _version())
+    m.setdefault("geomatch_version", __version__)
     missing = [f for f in MANIFEST_FIELDS if f not in m]
     if missing:
         raise ValueError(f"manifest: missing fields {missing}")

@@ -44,6 +44,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..eval.style import CORRECT as _CORRECT, HEAD as _HEAD_COLOUR, LIGHT as _LIGHT
+from ..eval.style import RAW as _RAW_COLOUR, SWAPPED as _SWAPPED, WRONG as _WRONG
 from ..runtime.progress import progress as _progress
 
 __all__ = ["DemoSettings", "QUICK", "FULL", "run_demo", "featurize_dataset",
@@ -52,11 +54,6 @@ __all__ = ["DemoSettings", "QUICK", "FULL", "run_demo", "featurize_dataset",
            "configure_parser", "run_cli"]
 
 _MARKER = "geomatch-demo.json"
-_CORRECT = "#1a9850"     # green: within alpha*T of the ground truth
-_SWAPPED = "#f28e1c"     # orange: left/right confusion (lands on the mirror twin)
-_WRONG = "#d73027"       # red: any other miss
-_RAW_COLOUR = "#8c8c8c"
-_HEAD_COLOUR = "#2166ac"
 
 
 @dataclass(frozen=True)
@@ -399,7 +396,7 @@ def plot_training(train_result, *, raw_val: Optional[dict] = None, figsize=(11, 
     if hist:
         s = np.array([h["step"] for h in hist])
         loss = np.array([h["loss"] for h in hist])
-        ax_l.plot(s, loss, lw=0.8, color="#9ecae1", label="loss per step")
+        ax_l.plot(s, loss, lw=0.8, color=_LIGHT, label="loss per step")
         k = max(2, len(s) // 15)
         if len(s) >= 2 * k:
             sm = np.convolve(loss, np.ones(k) / k, mode="valid")

@@ -29,10 +29,11 @@ from . import metrics as _metrics
 from ..runtime.progress import progress as _progress
 from ..data.cache import FeatureCache
 from ..geometry import grid_frame
+from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
 
-MODES = ("upsample-argmax", "grid-argmax", "soft-argmax")
+MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
 _FIGURES_PER_CATEGORY = 3
 
 
@@ -154,15 +155,6 @@ class _FeatureLRU:
         return arr
 
 
-def _default_transfer() -> Callable:
-    import geomatch as gm
-
-    fn = getattr(gm, "transfer_keypoints", None)
-    if fn is None:
-        raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
-    return fn
-
-
 def _resolve_head(head):
     if head is None or callable(head):
         return head, (None if head is None else getattr(head, "name", type(head).__name__))
@@ -202,7 +194,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     numpy.ndarray, float64 (K, 2)
         Predicted target (x, y); NaN rows for keypoints invisible in the source.
     """
-    fn = transfer or _default_transfer()
+    fn = transfer or transfer_keypoints
     vis = np.asarray(pair.src.visible, dtype=bool)
     k = vis.shape[0]
     pred = np.full((k, 2), np.nan)
@@ -303,7 +295,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, head_name = _resolve_head(head)
-    fn = transfer or _default_transfer()
+    fn = transfer or transfer_keypoints
 
     pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)
     pairs = list(pairs)

@@ -41,7 +41,7 @@ symmetric group of keypoints (e.g. the four paws of a dog), when at least two
 members are visible in the target and at least one member is visible in both
 images, every member visible in both images is a geometry-aware keypoint.  Its
 PCK is pooled per point.  (GeoAware-SC tests ``distance < α·T``; geomatch uses
-``<=`` throughout, as GECO and DESIGN.md do.)
+``<=`` throughout, as GECO does; docs/method.md#metrics.)
 """
 from __future__ import annotations
 

@@ -14,8 +14,7 @@ import numpy as np
 
 __all__ = ["plot_transfer", "save_transfer_figure"]
 
-_CORRECT = "#1a9850"
-_WRONG = "#d73027"
+from .style import CORRECT as _CORRECT, WRONG as _WRONG
 
 
 def _pyplot():

@@ -52,9 +52,11 @@ import numpy as np
 from .. import _core
 from ..ops.linalg import matmul
 
-__all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d"]
+__all__ = ["HeadConfig", "AttentionHead", "load_head", "read_head_file", "HeadFile",
+           "HEAD_FORMAT", "sincos_2d"]
 
-_FORMAT = "geomatch.model.head/1"
+#: ``format`` field of a head file's metadata (docs/method.md#head-file-format)
+HEAD_FORMAT = "geomatch.model.head/1"
 
 
 @dataclass(frozen=True)
@@ -468,14 +470,78 @@ class AttentionHead:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the configuration and parameters to an ``.npz`` file at ``path``."""
         arrays = {"param/" + k: v for k, v in self._params.items()}
-        meta = json.dumps({"format": _FORMAT, "config": self.config.to_dict()})
+        meta = json.dumps({"format": HEAD_FORMAT, "config": self.config.to_dict()})
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
         np.savez(tmp, __meta__=np.array(meta), **arrays)
         os.replace(tmp, path)
 
 
-def _read_head_file(path):
+@dataclass(frozen=True)
+class HeadFile:
+    """The contents of a head file (:meth:`AttentionHead.save`, or a training
+    checkpoint, which adds optimizer state and a ``train`` entry to the metadata).
+
+    Attributes
+    ----------
+    path : str
+    meta : dict
+        The JSON metadata (``format``, ``config``, and for training
+        checkpoints ``kind`` and ``train``).
+    config : HeadConfig
+        The architecture stored in ``meta["config"]``.
+    arrays : dict of str -> ndarray
+        Every stored array: ``param/<name>`` for the parameters, plus
+        whatever else the file holds (a checkpoint's ``adamw/...`` state).
+    """
+
+    path: str
+    meta: dict
+    config: HeadConfig
+    arrays: Dict[str, np.ndarray]
+
+    def head(self, dtype=np.float32) -> "AttentionHead":
+        """The :class:`AttentionHead` with this file's parameters (ValueError
+        naming the path when names, shapes or values do not fit the config)."""
+        path = self.path
+        head = AttentionHead(self.config, dtype=dtype)
+        params = {k[len("param/"):]: v for k, v in self.arrays.items() if k.startswith("param/")}
+        shapes = head.expected_shapes()
+        if set(params) != set(shapes):
+            missing = sorted(set(shapes) - set(params))
+            extra = sorted(set(params) - set(shapes))
+            raise ValueError(f"{path}: parameters do not match the head configuration "
+                             f"(missing {missing}, unexpected {extra})")
+        for k, v in params.items():
+            if v.shape != shapes[k]:
+                raise ValueError(f"{path}: parameter {k} has shape {v.shape}, the "
+                                 f"configuration needs {shapes[k]}")
+            if not np.isfinite(v).all():
+                raise ValueError(f"{path}: parameter {k} contains non-finite values")
+        head.set_parameters(params)
+        return head
+
+
+def read_head_file(path: Union[str, os.PathLike], *,
+                   config: Optional[HeadConfig] = None) -> HeadFile:
+    """Read a head file's metadata, configuration and arrays (no head is built).
+
+    Parameters
+    ----------
+    path : path to the ``.npz`` file.
+    config : HeadConfig, optional
+        When given, the stored architecture must equal it.
+
+    Returns
+    -------
+    HeadFile
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; ValueError naming ``path``
+    when it is not a readable head file of format :data:`HEAD_FORMAT` or its
+    configuration is invalid or differs from ``config``.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"head checkpoint not found: {path}")
@@ -490,22 +556,17 @@ def _read_head_file(path):
         meta = json.loads(str(files.pop("__meta__")))
     except ValueError as exc:
         raise ValueError(f"{path}: corrupt head metadata ({exc})") from None
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path}: unsupported head format {meta.get('format')!r}")
-    return path, meta, files
-
-
-def _config_of(path, meta, requested: Optional[HeadConfig]) -> HeadConfig:
-    """The HeadConfig stored in a head file's metadata, checked against
-    ``requested`` when given; ValueError naming ``path`` otherwise."""
+    if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: unsupported head format {fmt!r}")
     try:
         cfg = HeadConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid head configuration ({exc})") from None
-    if requested is not None and cfg != requested:
+    if config is not None and cfg != config:
         raise ValueError(f"{path}: head architecture {cfg} does not match the requested "
-                         f"{requested}")
-    return cfg
+                         f"{config}")
+    return HeadFile(path, meta, cfg, files)
 
 
 def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = None,
@@ -525,21 +586,4 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
     the file is not a head checkpoint or its configuration, parameter names or
     shapes do not match.
     """
-    path, meta, files = _read_head_file(path)
-    cfg = _config_of(path, meta, config)
-    head = AttentionHead(cfg, dtype=dtype)
-    params = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
-    shapes = head.expected_shapes()
-    if set(params) != set(shapes):
-        missing = sorted(set(shapes) - set(params))
-        extra = sorted(set(params) - set(shapes))
-        raise ValueError(f"{path}: parameters do not match the head configuration "
-                         f"(missing {missing}, unexpected {extra})")
-    for k, v in params.items():
-        if v.shape != shapes[k]:
-            raise ValueError(f"{path}: parameter {k} has shape {v.shape}, the configuration "
-                             f"needs {shapes[k]}")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{path}: parameter {k} contains non-finite values")
-    head.set_parameters(params)
-    return head
+    return read_head_file(path, config=config).head(dtype)

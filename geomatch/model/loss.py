@@ -1,4 +1,4 @@
-"""GECO's training loss on the dustbin OT plan of a pair (DESIGN.md, "Loss").
+"""GECO's training loss on the dustbin OT plan of a pair (docs/method.md#loss).
 
 For one pair with head embeddings e_s (h_s, w_s, E) and e_t (h_t, w_t, E):
 
@@ -6,7 +6,7 @@ For one pair with head embeddings e_s (h_s, w_s, E) and e_t (h_t, w_t, E):
    (N = h_s w_s, M = h_t w_t, row-major patch order r * w + c);
 2. marginals mu (N+1), nu (M+1): foreground patches share
    m0 = mass * (n_visible + 1) / (n_kp + 1) uniformly, background patches share
-   1 - mass, the dustbin gets the rest (:func:`dustbin_marginal`);
+   1 - mass, the dustbin gets the rest (``gm.dustbin_marginals``);
 3. P = gm.dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter), (N+1) x (M+1);
 4. L = w_pos/(N+1) * mean_{M+} -log P + w_bin/(N+1) * mean_{M0} -log P
        + w_neg * mean_{M-} -log(1 - P) + w_fgbg * mean_{fg x bg} -log(1 - P)
@@ -23,8 +23,8 @@ this module differs:
   on pos and bin, the weights (1, 1, 10, 10), the masses, and skipping a pair
   whose source or target foreground is empty all follow GECO;
 * GECO concatenates the entries of all pairs of a batch and averages each term
-  over the batch; DESIGN.md defines the loss per pair ("each term is averaged
-  over its entries"), so here each pair's terms are averaged over that pair's
+  over the batch; geomatch defines the loss per pair (docs/method.md#loss: each
+  term is averaged over its entries), so here each pair's terms are averaged over that pair's
   entries and the training loop (:mod:`geomatch.model.train`) averages the pair
   losses and gradients over the batch -- pairs with many entries weigh no
   more than others;
@@ -34,7 +34,7 @@ this module differs:
   de-duplicates it;
 * GECO's keypoints are stored (y, x) and scaled by the feature size / image
   size; the patch of (x, y) here is (floor(y h / H), floor(x w / W)) as in
-  DESIGN.md, clamped to the grid (a keypoint exactly on the right/bottom
+  docs/method.md#coordinates, clamped to the grid (a keypoint exactly on the right/bottom
   border would otherwise fall outside);
 * GECO removes zero-norm features from the OT problem (``ft_remove_bkg``);
   head embeddings are never exactly zero, so that step is omitted;
@@ -53,6 +53,7 @@ import numpy as np
 
 from .. import _core
 from ..geometry import foreground_grid, keypoint_patches  # re-exported (patches, foreground)
+from ..ops.dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp
 from ..ops.linalg import matmul
 
 __all__ = ["LossConfig", "keypoint_patches", "foreground_grid", "dustbin_marginal",
@@ -91,16 +92,9 @@ class LossConfig:
 
 
 def dustbin_marginal(fg, n_visible: int, n_kp: int, mass: float = 0.9) -> np.ndarray:
-    """Marginal (N+1,) float64 of one image (``gm.dustbin_marginals``, GECO's rule):
-    foreground patches share m0 = mass (n_visible + 1)/(n_kp + 1) uniformly,
-    background patches share 1 - mass (when there are any), the dustbin (last
-    entry) gets the rest (exactly 0 when every keypoint is visible and there is
-    background; the OT layer then leaves the dustbin row/column empty)."""
-    from ..ops.dustbin import dustbin_marginals
-
-    fg = np.asarray(fg, dtype=bool)
-    if not fg.any():
-        raise ValueError("fg: the foreground is empty")
+    """Kept for compatibility: ``gm.dustbin_marginals(fg, n_visible, n_kp,
+    fg_mass=mass, dtype=np.float64)`` (:func:`geomatch.ops.dustbin.dustbin_marginals`,
+    docs/method.md#marginals)."""
     return dustbin_marginals(fg, int(n_visible), int(n_kp), fg_mass=mass, dtype=np.float64)
 
 
@@ -148,19 +142,12 @@ def match_sets(src_patch, trg_patch, flip_perm, N: int, M: int) -> Dict[str, Tup
 
 
 # ---------------------------------------------------------------------------
-# OT layer access (the C kernels live in geomatch._core via geomatch/__init__)
+# OT layer access
 
 def _ot_impl():
-    """(forward, vjp) of the dustbin OT layer: ``gm.dustbin_sinkhorn`` and
-    ``gm.dustbin_sinkhorn_vjp``."""
-    import geomatch as gm
-
-    fwd = getattr(gm, "dustbin_sinkhorn", None)
-    vjp = getattr(gm, "dustbin_sinkhorn_vjp", None)
-    if fwd is None or vjp is None:
-        raise RuntimeError("this build of geomatch lacks gm.dustbin_sinkhorn / "
-                           "gm.dustbin_sinkhorn_vjp (the OT layer)")
-    return fwd, vjp
+    """(forward, vjp) of the dustbin OT layer, looked up at each call so that
+    tests and ``benchmarks/bench_train.py`` can substitute an oracle or a timer."""
+    return dustbin_sinkhorn, dustbin_sinkhorn_vjp
 
 
 def _l2n(e):
@@ -218,8 +205,8 @@ class PairLoss:
         xs, ns = _l2n(es.reshape(N, E).astype(dtype, copy=False))
         xt, nt = _l2n(et.reshape(M, E).astype(dtype, copy=False))
         S = matmul(xs, xt.T)  # geomatch's threads (see geomatch.ops.linalg)
-        mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass).astype(dtype)
-        nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass).astype(dtype)
+        mu = dustbin_marginals(sfg, int(n_vis_src), int(n_kp), fg_mass=cfg.mass, dtype=dtype)
+        nu = dustbin_marginals(tfg, int(n_vis_trg), int(n_kp), fg_mass=cfg.mass, dtype=dtype)
         fwd, vjp = _ot_impl()
         kw = dict(bin_score=cfg.bin_score, reg=cfg.reg, reg_m=cfg.reg_m, n_iter=int(cfg.n_iter))
         P = fwd(S, mu, nu, **kw)

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _config_of, _read_head_file
+from .head import HEAD_FORMAT, AttentionHead, HeadConfig, read_head_file
 from ..geometry import flip_x, foreground_grid, grid_frame, keypoint_patches
 from .loss import LossConfig, PairLoss
 from .optim import AdamW
@@ -214,7 +214,7 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
 def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
     arrays = {"param/" + k: v for k, v in head.parameters().items()}
     arrays.update(opt.state_dict())
-    full = {"format": _HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
+    full = {"format": HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
             "train": meta}
     tmp = os.fspath(path) + ".tmp.npz"
     np.savez(tmp, __meta__=np.array(json.dumps(full)), **arrays)
@@ -222,15 +222,11 @@ def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
 
 
 def _load_checkpoint(path, head_config: Optional[HeadConfig]):
-    path, meta, files = _read_head_file(path)
-    cfg = _config_of(path, meta, head_config)
-    if meta.get("kind") != _CKPT_KIND or "adamw/t" not in files:
-        raise ValueError(f"{path}: not a training checkpoint (no optimizer state); "
+    hf = read_head_file(path, config=head_config)
+    if hf.meta.get("kind") != _CKPT_KIND or "adamw/t" not in hf.arrays:
+        raise ValueError(f"{hf.path}: not a training checkpoint (no optimizer state); "
                          f"use it as an initial head instead")
-    from .head import load_head
-
-    head = load_head(path, config=cfg)
-    return head, meta.get("train", {}), files
+    return hf.head(), hf.meta.get("train", {}), hf.arrays
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The dustbin optimal-transport layer of GECO (forward and backward).
 
-See DESIGN.md, "Partial assignment with a dustbin".  For scores ``S``
+See docs/method.md#dustbin-layer.  For scores ``S``
 (N x M) the augmented matrix ``S~`` ((N+1) x (M+1)) holds ``bin_score`` in its
 extra row, column and corner.  With ``lam = 1/reg`` and
 ``phi = reg_m / (reg_m + reg)``, potentials start at zero and each of the
