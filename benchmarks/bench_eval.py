@@ -21,15 +21,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 os.environ.setdefault("GEOMATCH_NO_PROGRESS", "1")
 
 import geomatch as gm  # noqa: E402
 from geomatch.data.cache import FeatureCache  # noqa: E402
 from geomatch.eval.evaluate import evaluate  # noqa: E402
-from _timing import fmt_time, print_table  # noqa: E402
+from geomatch.testing.timing import fmt_time, print_table  # noqa: E402
 
 N_CATS = 18
 K = 20                      # keypoints per category

@@ -4,41 +4,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import geomatch as gm
+from geomatch.testing import reference
 
 
-def oracle_argmax(sim, shape):
-    """First maximum by an explicit scan over rows then columns."""
-    h, w = shape
-    maps = np.asarray(sim, dtype=np.float64).reshape(-1, h, w)
-    out = np.zeros((maps.shape[0], 2), dtype=np.int64)
-    for k, m in enumerate(maps):
-        best, at = -np.inf, (0, 0)
-        for r in range(h):
-            for c in range(w):
-                if m[r, c] > best:
-                    best, at = m[r, c], (c, r)
-        out[k] = at
-    return out.reshape(*np.shape(sim)[:-1], 2)
-
-
-def oracle_soft(sim, shape, window, temperature):
-    """Softmax of sim / temperature over the clipped window, expectation."""
-    h, w = shape
-    maps = np.asarray(sim, dtype=np.float64).reshape(-1, h, w)
-    amax = oracle_argmax(maps.reshape(-1, h * w), shape)
-    out = np.zeros((maps.shape[0], 2))
-    for k, m in enumerate(maps):
-        c0, r0 = amax[k]
-        num_x = num_y = den = 0.0
-        for r in range(h):
-            for c in range(w):
-                if abs(r - r0) <= window and abs(c - c0) <= window:
-                    p = np.exp((m[r, c] - m[r0, c0]) / temperature)
-                    num_x += p * c
-                    num_y += p * r
-                    den += p
-        out[k] = (num_x / den, num_y / den)
-    return out.reshape(*np.shape(sim)[:-1], 2)
+# explicit scans (first maximum; softmax over the clipped window)
+oracle_argmax = reference.argmax_2d
+oracle_soft = reference.window_soft_argmax
 
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}

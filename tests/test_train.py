@@ -9,14 +9,11 @@ for one heading -x below.  Raw features therefore confuse left and right about
 half the time; a head that sees the whole grid can learn to tell them apart.
 """
 import csv
-import json
 import os
 
 import numpy as np
 import pytest
 
-import geomatch as gm
-from geomatch.model import loss as L
 from geomatch.model import train as T
 from geomatch.data.base import PairRecord, make_image_record
 from geomatch.model.head import AttentionHead, HeadConfig, load_head
@@ -25,15 +22,6 @@ G, PX, D = 12, 10, 24
 NAMES = ("head", "tail", "left front paw", "right front paw", "left back paw",
          "right back paw")
 FLIP = np.array([0, 1, 3, 2, 5, 4])
-
-
-@pytest.fixture(autouse=True)
-def _ot_layer(monkeypatch):
-    """Use the NumPy OT oracle where the C OT layer is not in this build."""
-    if not (hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")):
-        from test_loss import _oracle_impl
-
-        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
 
 
 class DictCache:

@@ -8,7 +8,7 @@ circles, wrong ones as red crosses, and a legend.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

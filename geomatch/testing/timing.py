@@ -1,4 +1,4 @@
-"""Shared timing helpers for the side-by-side benchmarks.
+"""Timing helpers of the side-by-side benchmarks (``benchmarks/``).
 
 Each benchmark script times geomatch and its peers in one process run and
 prints a table of medians and ratios; nothing here asserts on time.
@@ -43,7 +43,40 @@ def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
     return statistics.median(samples)
 
 
+def best_time(fn: Callable[[], object], n: int = 200) -> float:
+    """Fastest wall-clock seconds of a single ``fn()`` call out of ``n`` (on a
+    shared machine the minimum is the least disturbed sample)."""
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cpu_time(fn: Callable[[], object], *, repeat: int = 5,
+             setup: Callable[[], object] | None = None, best: bool = False) -> float:
+    """Process CPU seconds (all threads) of one ``fn()`` call: the median over
+    ``repeat`` calls after one warm-up, or the least with ``best``.
+
+    ``setup`` runs untimed before each call.  On a machine shared with other
+    jobs CPU time is steadier than wall time; with one thread it is what the
+    wall time would be on an idle core."""
+    if setup is not None:
+        setup()
+    fn()
+    out = []
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        c0 = time.process_time()
+        fn()
+        out.append(time.process_time() - c0)
+    return min(out) if best else statistics.median(out)
+
+
 def fmt_time(seconds: float) -> str:
+    """``seconds`` in us, ms or s with 3-4 significant digits."""
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} us"
     if seconds < 1.0:
