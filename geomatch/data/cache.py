@@ -1,4 +1,5 @@
-"""On-disk cache of backbone feature maps, one ``.npy`` file per image.
+"""On-disk cache of backbone feature maps, one ``.npy`` file per image
+(docs/method.md#feature-cache).
 
 Layout of a cache directory::
 

@@ -1,4 +1,5 @@
-"""PCK metrics for semantic correspondence, with the geometry breakdown of GECO.
+"""PCK metrics for semantic correspondence, with the geometry breakdown of GECO
+(docs/method.md#metrics).
 
 A transferred keypoint is *correct at α* when its distance to the ground truth
 is at most α·T, where T is the per-pair threshold: the longer side of the

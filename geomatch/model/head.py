@@ -1,5 +1,8 @@
 """The attention head trained on frozen backbone tokens (NumPy, hand-written backward).
 
+Specified in docs/method.md#attention-head; the file format in
+docs/method.md#head-file-format.
+
 Architecture (``HeadConfig`` defaults in brackets), per image of h x w tokens::
 
     feat (h, w, D_in)                                   [D_in = 768]

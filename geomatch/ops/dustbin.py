@@ -166,6 +166,7 @@ def dustbin_marginals(fg_mask, n_visible: int, n_kp: int, *, fg_mass: float = 0.
     Returns
     -------
     numpy.ndarray, shape (fg_mask.size + 1,)
+        See docs/method.md#marginals.
     """
     mask = np.asarray(fg_mask)
     if mask.dtype != np.bool_:

@@ -1,6 +1,8 @@
 """Keypoint transfer: predict where source keypoints land in a target image.
 
-Three modes share one entry point, :func:`transfer_keypoints`:
+Three modes share one entry point, :func:`transfer_keypoints`
+(docs/method.md#keypoint-transfer; the pixel conventions are those of
+:mod:`geomatch.geometry`, docs/method.md#coordinates):
 
 ``"upsample-argmax"`` (default, the published GECO / GeoAware-SC protocol)
     Both feature maps are upsampled bilinearly to their original image sizes
