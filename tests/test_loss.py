@@ -34,8 +34,12 @@ def use_oracle(monkeypatch):
     monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
 
 
-def _has_gm_ot():
-    return hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")
+@pytest.fixture(params=["oracle", "gm"])
+def ot_layer(request, monkeypatch):
+    """Run a test with the NumPy oracle OT layer and with geomatch's C layer."""
+    if request.param == "oracle":
+        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
+    return request.param
 
 
 def _problem(rng, N=6, M=5):
@@ -50,13 +54,8 @@ def test_oracle_vjp_matches_finite_differences():
     S, mu, nu = _problem(rng)
     G = rng.normal(size=(S.shape[0] + 1, S.shape[1] + 1))
     g = oracle_vjp(S, mu, nu, G, n_iter=4)
-    num = np.zeros_like(S)
-    for idx in np.ndindex(S.shape):
-        Sp, Sm = S.copy(), S.copy()
-        Sp[idx] += 1e-6
-        Sm[idx] -= 1e-6
-        num[idx] = ((oracle_forward(Sp, mu, nu, n_iter=4) * G).sum()
-                    - (oracle_forward(Sm, mu, nu, n_iter=4) * G).sum()) / 2e-6
+    num = reference.central_differences(
+        lambda: (oracle_forward(S, mu, nu, n_iter=4) * G).sum(), S)
     np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
 
 
@@ -76,7 +75,6 @@ def test_oracle_matches_geco_torch_recursion():
     np.testing.assert_allclose(oracle_forward(S, mu, nu), P, rtol=1e-12)
 
 
-@pytest.mark.skipif(not _has_gm_ot(), reason="OT layer not merged into this build yet")
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 2e-4)])
 def test_gm_ot_layer_agrees_with_oracle(dtype, tol):
     rng = np.random.default_rng(2)
@@ -206,25 +204,13 @@ def test_loss_value_matches_direct_formula(use_oracle):
     assert loss == pytest.approx(expect, rel=1e-10)
 
 
-@pytest.mark.parametrize("impl", ["oracle", "gm"])
-def test_loss_gradient_matches_finite_differences(impl, monkeypatch):
-    if impl == "oracle":
-        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
-    elif not _has_gm_ot():
-        pytest.skip("OT layer not merged into this build yet")
+def test_loss_gradient_matches_finite_differences(ot_layer):
     rng = np.random.default_rng(4)
     es, et, kw = _tiny_pair(rng)
     _, gs, gt, _ = L.pair_loss(es, et, **kw)
     for arr, g in ((es, gs), (et, gt)):
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + 1e-6
-            lp = L.pair_loss(es, et, need_grad=False, **kw)[0]
-            arr[idx] = old - 1e-6
-            lm = L.pair_loss(es, et, need_grad=False, **kw)[0]
-            arr[idx] = old
-            num[idx] = (lp - lm) / 2e-6
+        num = reference.central_differences(
+            lambda: L.pair_loss(es, et, need_grad=False, **kw)[0], arr)
         np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-7)
 
 
@@ -250,14 +236,10 @@ def test_loss_gradient_through_the_head(use_oracle):
         grads[k] += v
     for name in ("in_proj.weight", "blocks.0.attn.qkv.weight", "out_proj.bias", "pos_gain"):
         p = head.parameters()[name]
-        for idx in list(np.ndindex(p.shape))[:6]:
-            old = p[idx]
-            p[idx] = old + 1e-6
-            lp = total()
-            p[idx] = old - 1e-6
-            lm = total()
-            p[idx] = old
-            assert grads[name][idx] == pytest.approx((lp - lm) / 2e-6, rel=1e-5, abs=1e-8)
+        some = list(np.ndindex(p.shape))[:6]
+        num = reference.central_differences(total, p, indices=some)
+        for idx in some:
+            assert grads[name][idx] == pytest.approx(num[idx], rel=1e-5, abs=1e-8)
 
 
 def test_empty_foreground_pair_is_skipped(use_oracle):
@@ -281,14 +263,9 @@ def test_loss_input_errors(use_oracle):
         L.LossConfig(reg=0)
 
 
-@pytest.mark.parametrize("impl", ["oracle", "gm"])
-def test_zero_dustbin_mass_when_all_keypoints_visible(impl, monkeypatch):
+def test_zero_dustbin_mass_when_all_keypoints_visible(ot_layer):
     # every keypoint visible in the source and background present: GECO's
     # marginal gives the source dustbin no mass; loss and gradient stay finite.
-    if impl == "oracle":
-        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
-    elif not _has_gm_ot():
-        pytest.skip("OT layer not merged into this build yet")
     rng = np.random.default_rng(8)
     es, et, kw = _tiny_pair(rng)
     kw = dict(kw, n_kp=5)

@@ -101,16 +101,10 @@ def test_strided_inputs(rng, dtype):
     np.testing.assert_array_equal(gm.argmax_2d(r, (8, 6)), oracle_argmax(r, (8, 6)))
 
 
-def test_threads_identical(rng):
+def test_threads_identical(rng, at_threads):
     s = maps(rng, (300,), 23, 29, np.float32)
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a1, s1 = gm.argmax_2d(s, (23, 29)), gm.window_soft_argmax(s, (23, 29))
-        gm.set_num_threads(2)
-        a2, s2 = gm.argmax_2d(s, (23, 29)), gm.window_soft_argmax(s, (23, 29))
-    finally:
-        gm.set_num_threads(before)
+    (a1, s1), (a2, s2) = at_threads(
+        lambda: (gm.argmax_2d(s, (23, 29)), gm.window_soft_argmax(s, (23, 29))))
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(s1, s2)
 
@@ -215,17 +209,11 @@ def test_agrees_with_geoaware_convention(rng):
     np.testing.assert_allclose(ours, geoaware_soft_eval(s, n, 3), atol=1e-9)
 
 
-def test_threads_identical_parallel_path(rng):
+def test_threads_identical_parallel_path(rng, at_threads):
     # 1200 maps of 50 x 70: above the size from which maps go to OpenMP threads.
     s = rng.random((1200, 50 * 70))
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a1, s1 = gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))
-        gm.set_num_threads(2)
-        a2, s2 = gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))
-    finally:
-        gm.set_num_threads(before)
+    (a1, s1), (a2, s2) = at_threads(
+        lambda: (gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))))
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(s1, s2)
     flat = np.argmax(s, axis=1)

@@ -74,17 +74,10 @@ def test_extreme_magnitudes_float64():
     np.testing.assert_allclose(gm.cosine_similarity(xf, xf), [[1.0]], rtol=1e-6)
 
 
-def test_threads_identical(rng):
+def test_threads_identical(rng, at_threads):
     x = rng.standard_normal((2, 150, 64)).astype(np.float32)
     y = rng.standard_normal((2, 170, 64)).astype(np.float32)
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        s1 = gm.cosine_similarity(x, y)
-        gm.set_num_threads(2)
-        s2 = gm.cosine_similarity(x, y)
-    finally:
-        gm.set_num_threads(before)
+    s1, s2 = at_threads(lambda: gm.cosine_similarity(x, y))
     np.testing.assert_array_equal(s1, s2)
 
 
@@ -133,20 +126,13 @@ def test_fuzz_against_oracle(n, m, d, b, seed, f64, zero_frac):
     np.testing.assert_allclose(s, oracle(x, y), rtol=0, atol=TOL[dtype])
 
 
-def test_threads_identical_parallel_path(rng):
+def test_threads_identical_parallel_path(rng, at_threads):
     # 4100 x 1024 values: above the size from which rows are normalized on
     # OpenMP threads; spot-check rows against the oracle.
     x = rng.standard_normal((4100, 1024)).astype(np.float32)
     y = rng.standard_normal((6, 1024)).astype(np.float32)
     x[17] = 0
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        s1 = gm.cosine_similarity(x, y)
-        gm.set_num_threads(2)
-        s2 = gm.cosine_similarity(x, y)
-    finally:
-        gm.set_num_threads(before)
+    s1, s2 = at_threads(lambda: gm.cosine_similarity(x, y))
     np.testing.assert_array_equal(s1, s2)
     rows = [0, 17, 2048, 4099]
     np.testing.assert_allclose(s2[rows], oracle(x[rows], y), atol=2e-6)

@@ -185,6 +185,15 @@ def _linear(x, weight, bias, residual=None):
     return matmul(x, weight, out=y, accumulate=True)
 
 
+def _linear_backward(x, dy, weight, grads, name, input_grad=True):
+    """Backward of ``y = x @ weight + bias``: adds dL/dweight and dL/dbias into
+    ``grads[name + ".weight"]`` and ``grads[name + ".bias"]``; returns dL/dx
+    (None without ``input_grad``)."""
+    matmul(x.T, dy, out=grads[name + ".weight"], accumulate=True)
+    grads[name + ".bias"] += dy.sum(axis=0)
+    return matmul(dy, weight.T) if input_grad else None
+
+
 def _gelu_forward(u):
     """Tanh-form GELU (C kernel): g and the tanh t its backward needs."""
     return _core.gelu_tanh_fwd(u)
@@ -277,10 +286,8 @@ class AttentionHead:
         """Copy ``params`` (same names and shapes) into the head."""
         mine = self._params
         if set(params) != set(mine):
-            missing = sorted(set(mine) - set(params))
-            extra = sorted(set(params) - set(mine))
-            raise ValueError(f"params: names do not match the head (missing {missing}, "
-                             f"unexpected {extra})")
+            raise ValueError(f"params: names do not match the head "
+                             f"{_name_mismatch(params, mine)}")
         for k, v in params.items():
             v = np.asarray(v)
             if v.shape != mine[k].shape:
@@ -428,9 +435,7 @@ class AttentionHead:
         c, p = self.config, self._params
         h, w = ctx["h"], ctx["w"]
         T, H = h * w, c.num_heads
-        matmul(ctx["zo"].T, dy, out=grads["out_proj.weight"], accumulate=True)
-        grads["out_proj.bias"] += dy.sum(axis=0)
-        dzo = matmul(dy, p["out_proj.weight"].T)
+        dzo = _linear_backward(ctx["zo"], dy, p["out_proj.weight"], grads, "out_proj")
         dz, dgm, dbt = _ln_backward(dzo, ctx["lno"], p["norm_out.weight"])
         grads["norm_out.weight"] += dgm
         grads["norm_out.bias"] += dbt
@@ -438,36 +443,26 @@ class AttentionHead:
             pre = f"blocks.{b}."
             cb = ctx[b]
             # MLP branch
-            matmul(cb["g"].T, dz, out=grads[pre + "mlp.fc2.weight"], accumulate=True)
-            grads[pre + "mlp.fc2.bias"] += dz.sum(axis=0)
-            dg = matmul(dz, p[pre + "mlp.fc2.weight"].T)
+            dg = _linear_backward(cb["g"], dz, p[pre + "mlp.fc2.weight"], grads, pre + "mlp.fc2")
             du = _gelu_backward(dg, cb["u"], cb["t"])
-            matmul(cb["bb"].T, du, out=grads[pre + "mlp.fc1.weight"], accumulate=True)
-            grads[pre + "mlp.fc1.bias"] += du.sum(axis=0)
-            dbb = matmul(du, p[pre + "mlp.fc1.weight"].T)
+            dbb = _linear_backward(cb["bb"], du, p[pre + "mlp.fc1.weight"], grads, pre + "mlp.fc1")
             _, dgm, dbt = _ln_backward(dbb, cb["ln2"], p[pre + "norm2.weight"], dz)  # dz +=
             grads[pre + "norm2.weight"] += dgm
             grads[pre + "norm2.bias"] += dbt
             # attention branch
-            matmul(cb["o"].T, dz, out=grads[pre + "attn.proj.weight"], accumulate=True)
-            grads[pre + "attn.proj.bias"] += dz.sum(axis=0)
-            do = matmul(dz, p[pre + "attn.proj.weight"].T)
+            do = _linear_backward(cb["o"], dz, p[pre + "attn.proj.weight"], grads,
+                                  pre + "attn.proj")
             # (consumes the kept exponentials: backward runs once per forward)
             dqkv = _core.head_attention_bwd(cb["qkv"], cb["E"], cb["rz"],
                                             cb["o"].reshape(B, T, -1),
                                             do.reshape(B, T, -1), H).reshape(B * T, -1)
-            matmul(cb["a"].T, dqkv, out=grads[pre + "attn.qkv.weight"], accumulate=True)
-            grads[pre + "attn.qkv.bias"] += dqkv.sum(axis=0)
-            dln = matmul(dqkv, p[pre + "attn.qkv.weight"].T)
+            dln = _linear_backward(cb["a"], dqkv, p[pre + "attn.qkv.weight"], grads,
+                                   pre + "attn.qkv")
             _, dgm, dbt = _ln_backward(dln, cb["ln1"], p[pre + "norm1.weight"], dz)  # dz +=
             grads[pre + "norm1.weight"] += dgm
             grads[pre + "norm1.bias"] += dbt
         grads["pos_gain"] += np.einsum("bti,ti->i", dz.reshape(B, T, -1), self._pos(h, w))
-        matmul(ctx["x"].T, dz, out=grads["in_proj.weight"], accumulate=True)
-        grads["in_proj.bias"] += dz.sum(axis=0)
-        if input_grad:
-            return matmul(dz, p["in_proj.weight"].T)
-        return None
+        return _linear_backward(ctx["x"], dz, p["in_proj.weight"], grads, "in_proj", input_grad)
 
     # -------------------------------------------------------------------- I/O
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -478,6 +473,13 @@ class AttentionHead:
         tmp = path + ".tmp.npz"
         np.savez(tmp, __meta__=np.array(meta), **arrays)
         os.replace(tmp, path)
+
+
+def _name_mismatch(got, want) -> str:
+    """'(missing [...], unexpected [...])' between two collections of names."""
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    return f"(missing {missing}, unexpected {extra})"
 
 
 @dataclass(frozen=True)
@@ -511,10 +513,8 @@ class HeadFile:
         params = {k[len("param/"):]: v for k, v in self.arrays.items() if k.startswith("param/")}
         shapes = head.expected_shapes()
         if set(params) != set(shapes):
-            missing = sorted(set(shapes) - set(params))
-            extra = sorted(set(params) - set(shapes))
             raise ValueError(f"{path}: parameters do not match the head configuration "
-                             f"(missing {missing}, unexpected {extra})")
+                             f"{_name_mismatch(params, shapes)}")
         for k, v in params.items():
             if v.shape != shapes[k]:
                 raise ValueError(f"{path}: parameter {k} has shape {v.shape}, the "

@@ -5,7 +5,7 @@ and imports nothing from geomatch: tests compare the C kernels against these
 functions, and benchmarks time them as the "literal" implementation.  Slow by
 design; keep problems small in tests.
 
-Contents: :func:`lse`; the dustbin layer (:func:`dustbin_augment`,
+Contents: :func:`central_differences` (numerical gradients); :func:`lse`; the dustbin layer (:func:`dustbin_augment`,
 :func:`dustbin_plan`, :func:`dustbin_vjp`, docs/method.md#dustbin-layer);
 entropic OT (:func:`sinkhorn`, docs/method.md#optimal-transport); cosine
 similarity (:func:`cosine_similarity`, docs/method.md#similarity); grid
@@ -20,9 +20,28 @@ import math
 
 import numpy as np
 
-__all__ = ["lse", "dustbin_augment", "dustbin_plan", "dustbin_vjp", "sinkhorn",
+__all__ = ["central_differences", "lse", "dustbin_augment", "dustbin_plan", "dustbin_vjp", "sinkhorn",
            "cosine_similarity", "argmax_2d", "window_soft_argmax", "resize_taps",
            "resize_matrix", "upsample_bilinear", "grid_transfer"]
+
+
+def central_differences(f, x, eps=1e-6, indices=None) -> np.ndarray:
+    """Numerical derivative of the scalar ``f()`` with respect to each entry of ``x``.
+
+    ``(f() at x + eps e_i  -  f() at x - eps e_i) / (2 eps)``, float64 of the
+    shape of ``x``: ``x`` (an array that ``f`` reads) is perturbed in place one
+    entry at a time and restored.  ``indices`` limits the entries (others stay 0).
+    """
+    out = np.zeros(np.shape(x), dtype=np.float64)
+    for idx in (np.ndindex(np.shape(x)) if indices is None else indices):
+        old = x[idx]
+        x[idx] = old + eps
+        fp = f()
+        x[idx] = old - eps
+        fm = f()
+        x[idx] = old
+        out[idx] = (fp - fm) / (2 * eps)
+    return out
 
 
 def lse(x, axis):

@@ -10,6 +10,19 @@ import time
 from typing import Callable, Sequence
 
 
+def _single_calls(fn: Callable[[], object], clock: Callable[[], float], n: int,
+                  setup: Callable[[], object] | None = None) -> list:
+    """``clock()`` seconds of ``n`` single calls of ``fn``, ``setup`` untimed before each."""
+    samples = []
+    for _ in range(n):
+        if setup is not None:
+            setup()
+        t0 = clock()
+        fn()
+        samples.append(clock() - t0)
+    return samples
+
+
 def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
                 min_time: float = 0.0, setup: Callable[[], object] | None = None) -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup``.
@@ -23,14 +36,10 @@ def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
         if setup is not None:
             setup()
         fn()
+    if setup is not None:
+        return statistics.median(_single_calls(fn, time.perf_counter, repeat, setup))
     samples = []
     for _ in range(repeat):
-        if setup is not None:
-            setup()
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-            continue
         n = 0
         t0 = time.perf_counter()
         while True:
@@ -46,12 +55,7 @@ def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
 def best_time(fn: Callable[[], object], n: int = 200) -> float:
     """Fastest wall-clock seconds of a single ``fn()`` call out of ``n`` (on a
     shared machine the minimum is the least disturbed sample)."""
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(_single_calls(fn, time.perf_counter, n))
 
 
 def cpu_time(fn: Callable[[], object], *, repeat: int = 5,
@@ -65,13 +69,7 @@ def cpu_time(fn: Callable[[], object], *, repeat: int = 5,
     if setup is not None:
         setup()
     fn()
-    out = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        c0 = time.process_time()
-        fn()
-        out.append(time.process_time() - c0)
+    out = _single_calls(fn, time.process_time, repeat, setup)
     return min(out) if best else statistics.median(out)
 
 
