@@ -59,10 +59,8 @@ def grid_argmax_transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mod
 
 
 def _records():
-    try:
-        from geomatch.data.base import ImageRecord, PairRecord
-    except ImportError:
-        ImageRecord = PairRecord = None
+    from geomatch.data.base import ImageRecord, PairRecord
+
     return ImageRecord, PairRecord
 
 
@@ -75,8 +73,8 @@ class FakeDataset:
         self.images = {}
         self._pairs = []
         ImageRecord, PairRecord = _records()
-        self._img_cls = ImageRecord or (lambda **kw: SimpleNamespace(**kw))
-        self._pair_cls = PairRecord or (lambda **kw: SimpleNamespace(**kw))
+        self._img_cls = ImageRecord
+        self._pair_cls = PairRecord
 
     def add_image(self, cat, name, visible, layout):
         kps = np.array([_centre(PATCH[k]) if visible[k] else (NAN, NAN) for k in range(3)],
@@ -256,12 +254,9 @@ def test_figures(setup, tmp_path):
 
 def test_cli(setup, tmp_path, monkeypatch, capsys):
     ds, cache = setup
-    try:
-        import geomatch.data as dmod
-    except ImportError:
-        dmod = types.ModuleType("geomatch.data")
-        monkeypatch.setitem(sys.modules, "geomatch.data", dmod)
-    monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds, raising=False)
+    import geomatch.data as dmod
+
+    monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds)
     from geomatch.cli import main
 
     out = tmp_path / "cli"
@@ -331,7 +326,8 @@ def test_cli_on_synthetic_spair(tmp_path, capsys):
 
 def test_head_checkpoint_path(setup, tmp_path):
     """--head PATH loads geomatch.model.head lazily and embeds every image once."""
-    head_mod = pytest.importorskip("geomatch.model.head")
+    from geomatch.model import head as head_mod
+
     ds, cache = setup
     cfg = head_mod.HeadConfig(in_dim=D, dim=8, out_dim=6, num_heads=2, num_blocks=1, mlp_dim=16)
     head = head_mod.AttentionHead(cfg, seed=0)
