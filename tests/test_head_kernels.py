@@ -2,7 +2,6 @@
 NumPy reference written here: matrix products on geomatch's threads, the
 attention forward/backward that keeps its exponentials, LayerNorm, tanh-GELU
 and the foreground x background loss term."""
-import math
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 import geomatch as gm
 from geomatch import _core
 from geomatch.ops.linalg import matmul
+from geomatch.testing import reference
 from geomatch.testing.reference import central_differences
 
 DTYPES = [(np.float32, 2e-5), (np.float64, 1e-12)]
@@ -27,35 +27,12 @@ def restore_threads():
 # --------------------------------------------------------------------------
 # NumPy references
 
-def ref_attention(qkv, heads):
-    """softmax(q k^T / sqrt(hd)) v per head, float64."""
-    qkv = np.asarray(qkv, dtype=np.float64)
-    B, n, c = qkv.shape
-    da = c // 3
-    hd = da // heads
-    out = np.zeros((B, n, da))
-    for b in range(B):
-        for h in range(heads):
-            q = qkv[b, :, h * hd:(h + 1) * hd]
-            k = qkv[b, :, da + h * hd:da + (h + 1) * hd]
-            v = qkv[b, :, 2 * da + h * hd:2 * da + (h + 1) * hd]
-            s = q @ k.T / math.sqrt(hd)
-            a = np.exp(s - s.max(axis=1, keepdims=True))
-            a /= a.sum(axis=1, keepdims=True)
-            out[b, :, h * hd:(h + 1) * hd] = a @ v
-    return out
+ref_attention = reference.attention    # softmax(q k^T / sqrt(hd)) v per head
+ref_gelu = reference.gelu_tanh
 
 
 def ref_layernorm(x, gamma, beta, eps):
-    x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=1, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * gamma + beta
-
-
-def ref_gelu(u):
-    u = np.asarray(u, dtype=np.float64)
-    return 0.5 * u * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+    return reference.layer_norm(x, gamma, beta, eps)
 
 
 def ref_fgbg(P, sfg, tfg, lo, hi, weight):

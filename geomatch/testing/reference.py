@@ -12,7 +12,9 @@ similarity (:func:`cosine_similarity`, docs/method.md#similarity); grid
 argmax and window soft-argmax (:func:`argmax_2d`, :func:`window_soft_argmax`);
 bilinear upsampling with ``align_corners=False`` (:func:`resize_taps`,
 :func:`resize_matrix`, :func:`upsample_bilinear`) and grid keypoint transfer
-(:func:`grid_transfer`, docs/method.md#keypoint-transfer).
+(:func:`grid_transfer`, docs/method.md#keypoint-transfer); the head's layers
+(:func:`layer_norm`, :func:`gelu_tanh`, :func:`attention`,
+docs/method.md#attention-head).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import numpy as np
 
 __all__ = ["central_differences", "lse", "dustbin_augment", "dustbin_plan", "dustbin_vjp", "sinkhorn",
            "cosine_similarity", "argmax_2d", "window_soft_argmax", "resize_taps",
-           "resize_matrix", "upsample_bilinear", "grid_transfer"]
+           "resize_matrix", "upsample_bilinear", "grid_transfer", "layer_norm", "gelu_tanh",
+           "attention"]
 
 
 def central_differences(f, x, eps=1e-6, indices=None) -> np.ndarray:
@@ -291,3 +294,42 @@ def grid_transfer(sf, tf, kps, ss, ts, *, soft=False, window=7, temperature=0.02
         py = min(max((gr + 0.5) * ts[1] / ht - 0.5, 0.0), ts[1] - 1)
         out.append((px, py))
     return np.array(out).reshape(-1, 2)
+
+
+# ---------------------------------------------------------------------------
+# the attention head's layers
+
+def layer_norm(x, gamma, beta, eps):
+    """LayerNorm over the last axis, float64: (x - mean) / sqrt(var + eps) * gamma + beta
+    (biased variance)."""
+    x = np.asarray(x, dtype=np.float64)
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def gelu_tanh(u):
+    """GELU, tanh form: 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3))), float64."""
+    u = np.asarray(u, dtype=np.float64)
+    return 0.5 * u * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
+
+
+def attention(qkv, heads):
+    """Multi-head self-attention of (B, n, 3 d_a) packed [q | k | v] (each
+    split into ``heads`` slices of d_a / heads): softmax(q k^T / sqrt(d_h)) v
+    per head, concatenated, float64 (B, n, d_a)."""
+    qkv = np.asarray(qkv, dtype=np.float64)
+    B, n, c = qkv.shape
+    da = c // 3
+    hd = da // heads
+    out = np.zeros((B, n, da))
+    for b in range(B):
+        for h in range(heads):
+            q = qkv[b, :, h * hd:(h + 1) * hd]
+            k = qkv[b, :, da + h * hd:da + (h + 1) * hd]
+            v = qkv[b, :, 2 * da + h * hd:2 * da + (h + 1) * hd]
+            s = q @ k.T / math.sqrt(hd)
+            a = np.exp(s - s.max(axis=1, keepdims=True))
+            a /= a.sum(axis=1, keepdims=True)
+            out[b, :, h * hd:(h + 1) * hd] = a @ v
+    return out
