@@ -1,7 +1,7 @@
 """The C kernels behind the attention head and the loss, each against a plain
-NumPy reference written here: matrix products on geomatch's threads, the
-attention forward/backward that keeps its exponentials, LayerNorm, tanh-GELU
-and the foreground x background loss term."""
+NumPy reference (geomatch.testing.reference, or written here): matrix products
+on geomatch's threads, the attention forward/backward that keeps its
+exponentials, LayerNorm, tanh-GELU and the foreground x background loss term."""
 
 import numpy as np
 import pytest
