@@ -190,3 +190,15 @@ def test_foreground_grid_bad_input_names_it():
         G.grid_frame((4, 4), {"preprocess": "crop"})
     with pytest.raises(ValueError, match="image_size"):
         G.make_frame((0, 4))
+
+
+@pytest.mark.parametrize("size", [(500, 375), (300, 451), (16, 7), (64, 64), (41, 1000)])
+@pytest.mark.parametrize("mode,S", [("resize", 518), ("pad", 840), ("pad", 98)])
+def test_one_frame_representation(size, mode, S):
+    # the cache's region tuple is the region of the preprocessing Frame, exactly
+    f = G.make_frame(size, mode, S)
+    assert f.region == G.grid_frame(size, {"preprocess": mode, "resolution": [S, S]})
+    # and the frame maps the region's corners onto the input's corners
+    x0, y0, fw, fh = f.region
+    np.testing.assert_allclose(f.to_input([[x0, y0], [x0 + fw, y0 + fh]]), [[0, 0], [S, S]],
+                               atol=1e-9)
