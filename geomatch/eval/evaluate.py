@@ -207,7 +207,9 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     # keep source positions inside the frame image, as pixel lookups require
     src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
     src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
-    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, mode=mode)
+    # cached maps are channel-last by construction: no layout guess for the default
+    kw = {"layout": "hwc"} if transfer is None else {}
+    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, mode=mode, **kw)
     out = np.asarray(out, dtype=np.float64)
     if out.shape != (int(vis.sum()), 2):
         raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
@@ -412,7 +414,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", default="test", help="split (default: test)")
     parser.add_argument("--cache", required=True, help="feature cache folder")
-    parser.add_argument("--head", default=None, help="trained head checkpoint (optional)")
+    parser.add_argument("--head", default=None, help="trained head checkpoint (default: none, raw features)")
     parser.add_argument("--mode", default="upsample-argmax", choices=MODES,
                         help="keypoint transfer (default: upsample-argmax)")
     parser.add_argument("--threshold", default="bbox", choices=("bbox", "image"),
@@ -424,8 +426,8 @@ def configure_parser(parser) -> None:
                              "(default: eval-<dataset>-<split>)")
     parser.add_argument("--figures", action="store_true",
                         help="draw a few keypoint transfers per category as PNG")
-    parser.add_argument("--categories", nargs="+", default=None, help="only these categories")
-    parser.add_argument("--subsample", type=int, default=None, help="pairs per category")
+    parser.add_argument("--categories", nargs="+", default=None, help="only these categories (default: all)")
+    parser.add_argument("--subsample", type=int, default=None, help="pairs per category (default: all pairs)")
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default: 0)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pairs transferred concurrently, one kernel thread each "

@@ -56,7 +56,8 @@ from .. import _core
 from ..ops.linalg import matmul
 
 __all__ = ["HeadConfig", "AttentionHead", "load_head", "read_head_file", "HeadFile",
-           "HEAD_FORMAT", "sincos_2d"]
+           "HEAD_FORMAT", "sincos_2d", "to_torch", "save_safetensors", "load_safetensors",
+           "export_head"]
 
 #: ``format`` field of a head file's metadata (docs/method.md#head-file-format)
 HEAD_FORMAT = "geomatch.model.head/1"
@@ -590,3 +591,8 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
     shapes do not match.
     """
     return read_head_file(path, config=config).head(dtype)
+
+
+# outside geomatch: safetensors in PyTorch's layout and a torch module (no torch
+# needed to import this module)
+from .export import export_head, load_safetensors, save_safetensors, to_torch  # noqa: E402

@@ -563,28 +563,52 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
 # CLI
 
 def configure_parser(parser) -> None:
-    parser.add_argument("--dataset", required=True, help="spair, pfpascal, ap10k or cub")
-    parser.add_argument("--root", required=True, help="dataset directory")
-    parser.add_argument("--cache", required=True, help="feature cache directory")
-    parser.add_argument("--out", required=True, help="run directory (checkpoints, log, curves)")
-    parser.add_argument("--split", default="trn")
-    parser.add_argument("--val-split", default="val")
-    parser.add_argument("--categories", nargs="*", default=None)
-    parser.add_argument("--train-subset", type=int, default=None)
-    parser.add_argument("--val-subset", type=int, default=100)
-    parser.add_argument("--val-every", type=int, default=None)
-    parser.add_argument("--val-mode", default="grid-argmax")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--batch-pairs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-flip", action="store_true", help="disable flip augmentation")
-    parser.add_argument("--no-swap", action="store_true", help="disable pair swapping")
-    parser.add_argument("--resume", default=None, help="training checkpoint to continue")
+    parser.add_argument("--dataset", required=True,
+                        help="dataset name: spair, pfpascal, ap10k or cub (required)")
+    parser.add_argument("--root", required=True, help="dataset directory (required)")
+    parser.add_argument("--cache", required=True,
+                        help="feature cache directory (from geomatch extract; required)")
+    parser.add_argument("--out", required=True,
+                        help="run directory for checkpoints, log and curves (required)")
+    parser.add_argument("--split", default="trn",
+                        help="training split (default: trn)")
+    parser.add_argument("--val-split", default="val",
+                        help="validation split (default: val)")
+    parser.add_argument("--categories", nargs="*", default=None,
+                        help="train only on these categories (default: all)")
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="use a fixed-seed subset of this many training pairs "
+                             "(default: all pairs)")
+    parser.add_argument("--val-subset", type=int, default=100,
+                        help="validation pairs drawn from --val-split (default: 100)")
+    parser.add_argument("--val-every", type=int, default=None,
+                        help="validate every this many steps (default: 5 times per run)")
+    parser.add_argument("--val-mode", default="grid-argmax",
+                        help="keypoint transfer rule of the validation PCK "
+                             "(default: grid-argmax)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="number of optimizer steps; wins over --epochs "
+                             "(default: one epoch)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="length of the run in epochs over the training pairs "
+                             "(default: 1 when --steps is not given)")
+    parser.add_argument("--batch-pairs", type=int, default=4,
+                        help="image pairs per optimizer step (default: 4)")
+    parser.add_argument("--lr", type=float, default=1e-4,
+                        help="AdamW learning rate (default: 1e-4)")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="AdamW weight decay (default: 0, as GECO)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of initialization, sampling and augmentation (default: 0)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="disable flip augmentation (default: flips on)")
+    parser.add_argument("--no-swap", action="store_true",
+                        help="disable source/target swapping (default: swaps on)")
+    parser.add_argument("--resume", default=None,
+                        help="training checkpoint to continue from (default: a fresh run)")
     parser.add_argument("--head-config", default=None,
-                        help="JSON object of HeadConfig fields, e.g. '{\"num_blocks\": 2}'")
+                        help="JSON object of HeadConfig fields, e.g. '{\"num_blocks\": 2}' "
+                             "(default: the default head)")
 
 
 def run_cli(args) -> int:
