@@ -138,12 +138,12 @@ def test_grid_transfer_between_images_of_different_sizes():
     # source (W, H) = (100, 50) on a (5, 4) grid; keypoint (60.5, 31.2) is patch (3, 2).
     # target (W, H) = (30, 80) on a (2, 3) grid; its only match is patch (1, 0), whose
     # centre is x = 0.5 * 30/3 - 0.5 = 4.5, y = 1.5 * 80/2 - 0.5 = 59.5.
-    src = np.zeros((5, 4, 3), np.float32)
+    src = np.zeros((5, 4, 8), np.float32)
     src[..., 1] = 1
-    src[3, 2] = (1, 0, 0)
-    trg = np.zeros((2, 3, 3), np.float32)
+    src[3, 2] = np.eye(8)[0]
+    trg = np.zeros((2, 3, 8), np.float32)
     trg[..., 1] = 1
-    trg[1, 0] = (1, 0, 0)
+    trg[1, 0] = np.eye(8)[0]
     out = gm.transfer_keypoints(src, trg, np.array([[60.5, 31.2]], np.float32), (100, 50),
                                 (30, 80), mode="grid-argmax")
     np.testing.assert_array_equal(out, [[4.5, 59.5]])
