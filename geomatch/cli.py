@@ -23,6 +23,10 @@ COMMANDS = {
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),
+    "seg-eval": ("geomatch.eval.segmentation",
+                 "PASCAL-Part part segmentation by nearest centroid (GECO's dense evaluation)"),
+    "profile": ("geomatch.runtime.profile",
+                "parameter count, size, time per image and per pair, peak memory (GECO's table)"),
     "demo": ("geomatch.demo.run", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
     "match": ("geomatch.match.command",
               "match points between two image files (matches.json, matches.png, viewer.html)"),
@@ -44,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geomatch",
         description="Geometry-aware semantic correspondences (GECO) with a fast C core.")
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"geomatch {__version__}",
                         help="print the version and exit")
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run_cli(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+    except (FileNotFoundError, ValueError, TypeError, ConnectionError, ImportError) as exc:
         print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

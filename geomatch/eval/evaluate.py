@@ -222,7 +222,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
              transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: Optional[int] = None) -> EvalResult:
+             workers: Optional[int] = None, client=None) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -267,6 +267,11 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         use all configured threads.  Reading features and scoring stay on
         the calling thread, in pair order, so results are identical for any
         ``workers``.
+    client : distributed.Client, optional
+        Transfer blocks of pairs on this Dask cluster (every worker must see
+        the cache and the head file; a head given as a callable is sent to
+        each worker once).  Scoring stays here, in pair order, so results
+        are identical to a run without ``client``.
 
     Returns
     -------
@@ -331,10 +336,13 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
             if len(lst) < _FIGURES_PER_CATEGORY:
                 lst.append((pair, pred))
 
-    bar = _progress(pairs, desc=f"eval {split}", total=len(pairs), unit="pair",
-                    disable=not progress or None)
     t0 = time.perf_counter()
-    if workers <= 1:
+    bar = None if client is not None else _progress(
+        pairs, desc=f"eval {split}", total=len(pairs), unit="pair", disable=not progress or None)
+    if client is not None:
+        _run_on_client(client, pairs, cache.path, manifest, head, mode, transfer, score,
+                       progress, split)
+    elif workers <= 1:
         for pair in bar:
             pred = transfer_pair(pair, feats.get(pair.src.key), feats.get(pair.trg.key),
                                  manifest, mode=mode, transfer=fn)
@@ -401,6 +409,65 @@ def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> Non
         _config.set_num_threads(prev)   # restores this thread's OpenMP and the BLAS count
 
 
+# ----------------------------------------------------------------- Dask
+
+def _block_size(n_pairs: int, n_workers: int) -> int:
+    """Pairs per task: about eight tasks per worker, 1..256 pairs each."""
+    return max(1, min(256, math.ceil(n_pairs / (8 * n_workers))))
+
+
+def _worker_head(head):
+    """The head on a worker: a checkpoint path is loaded once per process."""
+    if isinstance(head, (str, os.PathLike)):
+        from ..runtime.distributed import worker_cached
+
+        path = os.path.abspath(os.fspath(head))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"head checkpoint not found: {path}")
+        st = os.stat(path)
+        return worker_cached(("head", path, st.st_size, st.st_mtime_ns),
+                             lambda: _resolve_head(path)[0])
+    return head
+
+
+def transfer_block(pairs: list, cache_path: str, manifest: dict, head, mode: str,
+                   transfer: Optional[Callable] = None) -> list:
+    """One Dask task of eval: predicted target keypoints of ``pairs`` (a list
+    of float64 (K, 2) arrays), from the features in ``cache_path``."""
+    from ..runtime.distributed import on_worker
+
+    def work():
+        cache = FeatureCache.open(cache_path)   # names the path if this worker cannot see it
+        if cache.manifest.get("weights_sha256") != manifest.get("weights_sha256"):
+            raise ValueError(f"feature cache {cache_path} holds other features than the "
+                             "client's (is the path shared by client and workers?)")
+        feats = _FeatureLRU(cache, _worker_head(head), 256 << 20)
+        fn = transfer or _default_transfer()
+        return [transfer_pair(p, feats.get(p.src.key), feats.get(p.trg.key), manifest,
+                              mode=mode, transfer=fn) for p in pairs]
+
+    return on_worker(work)()
+
+
+def _run_on_client(client, pairs, cache_path, manifest, head, mode, transfer, score,
+                   progress, split) -> None:
+    from ..runtime.distributed import n_workers, run_tasks
+
+    if head is not None and not isinstance(head, (str, os.PathLike)):
+        head = client.scatter(head, broadcast=True)
+    elif head is not None:
+        head = os.path.abspath(os.fspath(head))
+    size = _block_size(len(pairs), n_workers(client))
+    blocks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    preds = run_tasks(client, transfer_block,
+                      [(b, cache_path, manifest, head, mode, transfer) for b in blocks],
+                      desc=f"eval {split}", unit="pair", weights=[len(b) for b in blocks],
+                      progress=progress)
+    for block, block_preds in zip(blocks, preds):
+        for pair, pred in zip(block, block_preds):
+            score(pair, pred)
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
 
@@ -434,6 +501,10 @@ def configure_parser(parser) -> None:
                              "(default: the thread count; 1: one pair at a time, "
                              "multithreaded kernels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dask", default=None, metavar="ADDRESS",
+                        help="transfer blocks of pairs on a Dask cluster: a scheduler address "
+                             "(tcp://host:8786) or local:N worker processes "
+                             '(pip install "geomatch[dask]"); default: none, run in this process')
 
 
 def run_cli(args) -> int:
@@ -442,14 +513,19 @@ def run_cli(args) -> int:
 
     if args.subsample is not None and args.subsample < 1:
         raise ValueError("--subsample must be at least 1")
+    from ..runtime.distributed import dask_client, parse_address
+
+    if args.dask is not None:
+        parse_address(args.dask)
     cache = FeatureCache.open(args.cache)
     dataset = load_dataset(args.dataset, args.root)
     out = args.out or f"eval-{args.dataset}-{args.split}"
-    res = evaluate(dataset, args.split, cache, head=args.head, mode=args.mode,
-                   alphas=tuple(args.alphas), threshold=args.threshold,
-                   categories=args.categories, subsample=args.subsample, seed=args.seed,
-                   out_dir=out, figures=args.figures, progress=not args.no_progress,
-                   workers=args.workers)
+    with dask_client(args.dask) as client:   # an unreachable scheduler fails here, nothing written
+        res = evaluate(dataset, args.split, cache, head=args.head, mode=args.mode,
+                       alphas=tuple(args.alphas), threshold=args.threshold,
+                       categories=args.categories, subsample=args.subsample, seed=args.seed,
+                       out_dir=out, figures=args.figures, progress=not args.no_progress,
+                       workers=args.workers, client=client)
     print(res.to_markdown())
     print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}"
           + (f" and {len(res.figures)} figures in {os.path.join(out, 'figures')}"
