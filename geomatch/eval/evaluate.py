@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from collections import OrderedDict
@@ -442,7 +443,7 @@ def transfer_block(pairs: list, cache_path: str, manifest: dict, head, mode: str
             raise ValueError(f"feature cache {cache_path} holds other features than the "
                              "client's (is the path shared by client and workers?)")
         feats = _FeatureLRU(cache, _worker_head(head), 256 << 20)
-        fn = transfer or _default_transfer()
+        fn = transfer or transfer_keypoints
         return [transfer_pair(p, feats.get(p.src.key), feats.get(p.trg.key), manifest,
                               mode=mode, transfer=fn) for p in pairs]
 
