@@ -1,12 +1,26 @@
-"""The colours of geomatch's figures (evaluation plots, training curves, the demo).
+"""One colour palette for every figure geomatch draws.
 
-One palette so that a correct prediction is the same green in every figure.
+Outcome colours of a predicted keypoint (:data:`CORRECT`, :data:`SWAPPED`,
+:data:`WRONG`) and model colours of comparison charts (:data:`RAW`,
+:data:`HEAD`) are used by :mod:`geomatch.eval.plotting` and by the demo's
+figures (:mod:`geomatch.demo.figures`), so the same thing has the same
+colour everywhere.
 """
-__all__ = ["CORRECT", "SWAPPED", "WRONG", "RAW", "HEAD", "LIGHT"]
+from __future__ import annotations
 
-CORRECT = "#1a9850"   # green: within alpha*T of the ground truth
-SWAPPED = "#f28e1c"   # orange: left/right confusion (lands on the mirror twin)
-WRONG = "#d73027"     # red: any other miss
-RAW = "#8c8c8c"       # grey: raw backbone features
-HEAD = "#2166ac"      # blue: the trained head
-LIGHT = "#9ecae1"     # light blue: per-step (noisy) series under a running mean
+__all__ = ["CORRECT", "SWAPPED", "WRONG", "RAW", "HEAD", "HEAD_LIGHT", "KEYPOINT_CMAP"]
+
+#: Prediction within α·T of the ground truth (green).
+CORRECT = "#1a9850"
+#: Prediction on the keypoint's mirror twin: a left/right confusion (orange).
+SWAPPED = "#f28e1c"
+#: Any other miss (red).
+WRONG = "#d73027"
+#: Raw backbone features in before/after charts (grey).
+RAW = "#8c8c8c"
+#: The trained head in before/after charts (blue).
+HEAD = "#2166ac"
+#: A light shade of :data:`HEAD` (noisy per-step curves under their running mean).
+HEAD_LIGHT = "#9ecae1"
+#: Matplotlib colour map naming the keypoints (colour = keypoint index mod 20).
+KEYPOINT_CMAP = "tab20"
