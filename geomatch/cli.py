@@ -156,14 +156,38 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     if args.command == "config":
-        gm.show_config()
+        try:
+            gm.show_config()
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            return 1
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run_cli(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError, ConnectionError, ImportError) as exc:
+    except BrokenPipeError:
+        # the reader of stdout went away (``geomatch ... | head``): not an error of ours
+        _silence_stdout()
+        return 1
+    except KeyboardInterrupt:
+        print(f"geomatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        # OSError covers FileNotFoundError, ConnectionError, NotADirectoryError,
+        # PermissionError, a full disk: their messages name the path
         print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of a
+    closed pipe does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":
