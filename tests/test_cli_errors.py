@@ -71,3 +71,29 @@ def test_closed_stdout_pipe_is_not_a_traceback():
     err = p.stderr.read().decode()
     p.wait(timeout=120)
     assert "Traceback" not in err, err
+
+
+def _head_file(path, in_dim):
+    from geomatch.model.head import AttentionHead, HeadConfig
+
+    AttentionHead(HeadConfig(in_dim=in_dim, dim=32, out_dim=16, num_heads=1,
+                             mlp_dim=32)).save(path)
+    return path
+
+
+def test_eval_with_a_head_of_another_feature_dimension_names_the_head(spair, weights,
+                                                                       tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert cli.main(["--threads", "1", "extract", "--dataset", "spair", "--root", str(spair),
+                     "--weights", str(weights), "--out", str(cache), "--size", "56",
+                     "--split", "test", "--no-flip"]) == 0
+    capsys.readouterr()
+    head = _head_file(tmp_path / "head64.npz", 64)          # the cache holds 128 channels
+    out = tmp_path / "results"
+    assert cli.main(["eval", "--dataset", "spair", "--root", str(spair), "--cache", str(cache),
+                     "--split", "test", "--head", str(head), "--out", str(out),
+                     "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "head64.npz" in err and "64" in err and "128" in err
+    assert not out.exists()

@@ -605,3 +605,22 @@ def test_part_map_figure_legend_names_the_parts_shown():
     assert labels == ["leye", "reye"]
     with pytest.raises(ValueError, match="labels must lie"):
         plot_part_maps(img, gt, gt + 5, ["head", "leye", "reye"])
+
+
+def test_seg_eval_head_of_another_feature_dimension_names_the_head(tree, weights, tmp_path,
+                                                                    capsys):
+    """QA: the error said only 'feat has 128 channels, the head expects 64'."""
+    from geomatch.model.head import AttentionHead, HeadConfig
+
+    root, _ = tree
+    cache_dir = tmp_path / "cache"
+    assert main(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
+                 str(weights), "--out", str(cache_dir), "--size", "56", "--no-flip"]) == 0
+    capsys.readouterr()
+    head = tmp_path / "head64.npz"
+    AttentionHead(HeadConfig(in_dim=64, dim=32, out_dim=16, num_heads=1, mlp_dim=32)).save(head)
+    out = tmp_path / "seg"
+    err = _fail(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out", str(out),
+                 "--n-components", "3", "--no-progress", "--head", str(head)], capsys)
+    assert "head64.npz" in err and "64" in err and "128" in err
+    assert not out.exists()

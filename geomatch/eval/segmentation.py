@@ -581,7 +581,7 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
-    head_fn, head_name = _resolve_head(head)
+    head_fn, head_name = _resolve_head(head, manifest)
     cats, skipped = _select(dataset, categories)
 
     # everything is checked before any work or any file is written
