@@ -624,3 +624,16 @@ def test_seg_eval_head_of_another_feature_dimension_names_the_head(tree, weights
                  "--n-components", "3", "--no-progress", "--head", str(head)], capsys)
     assert "head64.npz" in err and "64" in err and "128" in err
     assert not out.exists()
+
+
+def test_seg_eval_no_progress_silences_every_bar(tree, weights, tmp_path, capsys, monkeypatch):
+    """QA: the loader's 'index PASCAL-Part' bar ignored --no-progress."""
+    root, _ = tree
+    cache_dir = tmp_path / "cache"
+    assert main(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
+                 str(weights), "--out", str(cache_dir), "--size", "56", "--no-flip"]) == 0
+    capsys.readouterr()
+    monkeypatch.delenv("GEOMATCH_NO_PROGRESS", raising=False)
+    assert main(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out",
+                 str(tmp_path / "seg"), "--n-components", "3", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

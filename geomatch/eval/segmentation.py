@@ -693,7 +693,8 @@ def run_cli(args) -> int:
     from ..data.cache import FeatureCache
 
     cache = FeatureCache.open(args.cache)
-    dataset = load_dataset(args.dataset, args.root)
+    dataset = load_dataset(args.dataset, args.root,
+                           progress=False if args.no_progress else None)
     out = args.out or f"seg-{args.dataset}"
     res = evaluate_segmentation(dataset, cache, head=args.head, categories=args.categories,
                                 n_components=args.n_components, num_samples=args.num_samples,

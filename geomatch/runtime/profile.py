@@ -239,7 +239,9 @@ def run_cli(args) -> int:
     if args.dataset is not None:
         from ..data import load_dataset
         recs = []
-        for rec in load_dataset(args.dataset, args.root).iter_images(args.split):
+        quiet = {"progress": False} if args.no_progress and \
+            args.dataset.lower().replace("-", "").replace("_", "") in ("pascalparts", "pascalpart") else {}
+        for rec in load_dataset(args.dataset, args.root, **quiet).iter_images(args.split):
             recs.append(rec.path)
             if len(recs) >= args.images:
                 break
