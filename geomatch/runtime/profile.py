@@ -239,8 +239,9 @@ def run_cli(args) -> int:
     if args.dataset is not None:
         from ..data import load_dataset
         recs = []
-        quiet = {"progress": False} if args.no_progress and \
-            args.dataset.lower().replace("-", "").replace("_", "") in ("pascalparts", "pascalpart") else {}
+        name = args.dataset.lower().replace("-", "").replace("_", "")
+        quiet = ({"progress": False} if args.no_progress
+                 and name in ("pascalparts", "pascalpart") else {})
         for rec in load_dataset(args.dataset, args.root, **quiet).iter_images(args.split):
             recs.append(rec.path)
             if len(recs) >= args.images:
