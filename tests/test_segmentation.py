@@ -637,3 +637,22 @@ def test_seg_eval_no_progress_silences_every_bar(tree, weights, tmp_path, capsys
     assert main(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out",
                  str(tmp_path / "seg"), "--n-components", "3", "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_profile_counts_lora_factors_of_a_safetensors_file(weights, tmp_path, capsys):
+    """QA: profile read --lora only as a torch file."""
+    from safetensors.numpy import save_file
+
+    d, r = SMALL.embed_dim, 2
+    rng = np.random.default_rng(1)
+    lora = {f"w_a_{j:03d}": (0.01 * rng.normal(size=(r, d))).astype(np.float32)
+            for j in range(2 * SMALL.depth)}
+    lora.update({f"w_b_{j:03d}": (0.01 * rng.normal(size=(d, r))).astype(np.float32)
+                 for j in range(2 * SMALL.depth)})
+    path = tmp_path / "lora.safetensors"
+    save_file(lora, str(path))
+    assert main(["profile", "--weights", str(weights), "--lora", str(path), "--images", "2",
+                 "--pairs", "1", "--size", "56", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    n = sum(int(np.prod(a.shape)) for a in _random_state(SMALL).values()) + 4 * SMALL.depth * r * d
+    assert f"| {n:,} |" in out

@@ -229,8 +229,9 @@ def run_cli(args) -> int:
     model = load_dinov2(args.weights, args.model, lora=args.lora)
     lora_params = 0
     if args.lora is not None:
-        from ..backbone.checkpoints import read_torch_file
-        lora_params = sum(int(np.asarray(v).size) for v in read_torch_file(args.lora).values())
+        from ..backbone.dinov2 import _read_state_file
+        lora_params = sum(int(np.asarray(v).size)
+                          for v in _read_state_file(os.fspath(args.lora)).values())
     head = None
     if args.head is not None:
         from ..model.head import load_head
