@@ -181,6 +181,22 @@ def test_features_are_cached(files):
     assert len(calls) == 5 and not np.array_equal(a, b)
 
 
+def test_changing_returned_features_leaves_the_cache_intact(files):
+    """QA: features() handed out the cached array itself, so normalising it in
+    place (feat /= norm) silently changed every later match of that image."""
+    d, src, trg = files
+    m = gm.Matcher(write_weights(d, "safetensors"), size=112)
+    before = m.match(src, trg, [[10, 12], [30, 20]])
+    feat, _ = m.features(src)
+    feat *= 0.0
+    feat_t, _ = m.features(trg)
+    feat_t[:] = 1.0
+    after = m.match(src, trg, [[10, 12], [30, 20]])
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert np.any(m.features(src)[0] != 0)
+
+
 def test_quantized_features_change_few_matches(files):
     d, src, trg = files
     m = gm.Matcher(write_weights(d, "safetensors"), size=112)

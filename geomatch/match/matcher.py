@@ -256,7 +256,11 @@ class Matcher:
             if feat.ndim != 3 or not np.isfinite(feat).all():
                 raise ValueError(f"head {self.head_source} returned {feat.shape} features "
                                  "with non-finite values or a wrong shape")
-        entry = (np.ascontiguousarray(feat), frame, rgb)
+        feat = np.ascontiguousarray(feat)
+        feat.flags.writeable = False          # the cached copy; features() hands out copies
+        rgb = np.array(rgb)
+        rgb.flags.writeable = False
+        entry = (feat, frame, rgb)
         self._features[key] = entry
         while len(self._features) > self.cache_size:
             self._features.popitem(last=False)
@@ -273,12 +277,14 @@ class Matcher:
         -------
         feat : float32 ndarray (h, w, D)
             Channel-last backbone features (the head's embeddings when the
-            matcher has a head).  Cached: the same image again is free.
+            matcher has a head), a copy of the cached map: changing it does
+            not change later matches.  Cached: the same image again is only
+            a copy.
         frame : geomatch.backbone.Frame
             How the image sits in the network input.
         """
         feat, frame, _ = self._entry(image, "image")
-        return feat, frame
+        return feat.copy(), frame
 
     # --------------------------------------------------------------- matching
     def _points(self, points, size, name="points") -> np.ndarray:
