@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(e.g. batch-pairs = 8); flags given on the command line win "
                                 "(default: none)")
         _add_global_options(p, in_subcommand=True)
+    for p in sub.choices.values():
+        if "--no-progress" not in p._option_string_actions:
+            p.add_argument("--no-progress", action="store_true",
+                           help="no progress bars (also GEOMATCH_NO_PROGRESS=1)")
     return parser
 
 
@@ -164,6 +168,10 @@ def main(argv=None) -> int:
             return 1
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
+    saved = os.environ.get("GEOMATCH_NO_PROGRESS")
+    if getattr(args, "no_progress", False):
+        # every bar of the command (loaders, workers' clients) reads this
+        os.environ["GEOMATCH_NO_PROGRESS"] = "1"
     try:
         return int(module.run_cli(args) or 0)
     except BrokenPipeError:
@@ -178,6 +186,11 @@ def main(argv=None) -> int:
         # PermissionError, a full disk: their messages name the path
         print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if saved is None:
+            os.environ.pop("GEOMATCH_NO_PROGRESS", None)
+        else:
+            os.environ["GEOMATCH_NO_PROGRESS"] = saved
 
 
 def _silence_stdout() -> None:

@@ -700,7 +700,7 @@ def run_cli(args) -> int:
                                 n_components=args.n_components, num_samples=args.num_samples,
                                 resolution=args.resolution, seed=args.seed,
                                 figures=args.figures, out_dir=out,
-                                progress=not args.no_progress)
+                                progress=False if args.no_progress else None)
     print(res.to_markdown())
     print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}, "
           f"{os.path.join(out, 'results.md')}"

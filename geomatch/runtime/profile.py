@@ -240,10 +240,7 @@ def run_cli(args) -> int:
     if args.dataset is not None:
         from ..data import load_dataset
         recs = []
-        name = args.dataset.lower().replace("-", "").replace("_", "")
-        quiet = ({"progress": False} if args.no_progress
-                 and name in ("pascalparts", "pascalpart") else {})
-        for rec in load_dataset(args.dataset, args.root, **quiet).iter_images(args.split):
+        for rec in load_dataset(args.dataset, args.root).iter_images(args.split):
             recs.append(rec.path)
             if len(recs) >= args.images:
                 break
@@ -252,7 +249,7 @@ def run_cli(args) -> int:
         images = recs
     res = profile(model, head=head, lora_params=lora_params, images=images,
                   n_images=args.images, n_pairs=args.pairs, n_keypoints=args.keypoints,
-                  preprocess=args.preprocess, size=args.size, progress=not args.no_progress)
+                  preprocess=args.preprocess, size=args.size, progress=False if args.no_progress else None)
     name = f"dinov2 {model.config.name}" + (" + LoRA" if args.lora else "") + \
         (" + head" if args.head else "")
     print(profile_markdown(res, name))
