@@ -97,3 +97,46 @@ def test_eval_with_a_head_of_another_feature_dimension_names_the_head(spair, wei
     assert err.count("\n") == 1, err
     assert "head64.npz" in err and "64" in err and "128" in err
     assert not out.exists()
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height (Pillow reads the size first)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_image_beyond_pillows_pixel_limit_is_a_one_line_error(tmp_path):
+    """QA: Pillow's DecompressionBombError (neither OSError nor ValueError)
+    came out of `geomatch match` as a traceback."""
+    bomb = _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    ok = tmp_path / "ok.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 16), (200, 10, 10)).save(ok)
+    out = tmp_path / "out"
+    proc = _cli("match", str(bomb), str(ok), "--weights", str(tmp_path / "w.safetensors"),
+                "--points", "1,1", "--out", str(out))
+    line = _one_line_error(proc, "match")
+    assert "huge.png" in line
+    assert not out.exists()
+
+
+def test_loaders_name_an_image_beyond_the_pixel_limit(tmp_path):
+    from geomatch.backbone.preprocess import preprocess_image
+    from geomatch.data.base import image_size
+    from geomatch.match.matcher import load_rgb
+
+    bomb = _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    for read in (lambda: preprocess_image(bomb, "resize", 56), lambda: image_size(bomb),
+                 lambda: load_rgb(bomb, "SRC")):
+        with pytest.raises(ValueError, match="huge.png"):
+            read()

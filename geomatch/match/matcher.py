@@ -68,6 +68,9 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
                 return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except UnidentifiedImageError:
             raise ValueError(f"{name}: {path} is not an image file Pillow can read") from None
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"{name}: {path}: {exc} (raise PIL.Image.MAX_IMAGE_PIXELS if "
+                             "you trust the file)") from None
         except OSError as exc:
             raise ValueError(f"{name}: cannot read {path} ({exc})") from None
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
