@@ -315,3 +315,11 @@ def test_exif_orientation_and_other_modes(tmp_path):
                                   np.repeat(upright[..., :1], 3, axis=2))
     Image.fromarray(upright).convert("RGBA").save(tmp_path / "rgba.png")
     np.testing.assert_array_equal(load_rgb(tmp_path / "rgba.png"), upright)
+
+
+@pytest.mark.parametrize("size", [0, 14.5, True, "518"])
+def test_size_zero_or_not_an_integer_is_refused(files, size):
+    """QA: size=0 silently meant the default size, 14.5 became 14."""
+    d, src, trg = files
+    with pytest.raises((ValueError, TypeError), match="size"):
+        gm.Matcher(write_weights(d, "safetensors"), size=size)

@@ -173,7 +173,10 @@ class Matcher:
         self.lora = None if lora is None else os.fspath(lora)
         self.head, self.head_source = self._load_head(head)
         self.preprocess = preprocess
-        self.size = int(size or DEFAULT_SIZES[preprocess])
+        if size is not None and (isinstance(size, bool)
+                                 or not isinstance(size, (int, np.integer))):
+            raise TypeError(f"size must be an integer number of pixels or None, got {size!r}")
+        self.size = int(DEFAULT_SIZES[preprocess] if size is None else size)
         patch = int(self.backbone.patch_size)
         if self.size < patch or self.size % patch:
             raise ValueError(f"size must be a positive multiple of the patch size {patch}, "
