@@ -140,3 +140,29 @@ def test_loaders_name_an_image_beyond_the_pixel_limit(tmp_path):
                  lambda: load_rgb(bomb, "SRC")):
         with pytest.raises(ValueError, match="huge.png"):
             read()
+
+
+@pytest.mark.parametrize("size", ["0", "-14"])
+def test_size_zero_or_negative_is_refused(spair, weights, tmp_path, capsys, size):
+    """QA: --size 0 silently meant the default size (518) in extract and
+    profile, and extract took negative multiples of 14."""
+    out = tmp_path / "cache"
+    assert cli.main(["extract", "--dataset", "spair", "--root", str(spair), "--weights",
+                     str(weights), "--out", str(out), "--size", size, "--split", "test",
+                     "--no-progress"]) == 1
+    assert "size" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["profile", "--weights", str(weights), "--size", size, "--images", "2",
+                     "--pairs", "1", "--no-progress"]) == 1
+    assert "size" in capsys.readouterr().err
+
+
+def test_preprocess_refuses_size_zero():
+    import numpy as np
+
+    from geomatch.backbone.preprocess import make_frame, preprocess_image
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    with pytest.raises(ValueError, match="size"):
+        preprocess_image(img, "resize", 0)
+    with pytest.raises(ValueError, match="size"):
+        make_frame((30, 20), "pad", 0)

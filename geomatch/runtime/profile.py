@@ -102,7 +102,7 @@ def profile(model, *, head=None, lora_params: int = 0, images=None, n_images: in
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if preprocess not in DEFAULT_SIZES:
         raise ValueError(f"preprocess must be one of {sorted(DEFAULT_SIZES)}, got {preprocess!r}")
-    size = int(size or DEFAULT_SIZES[preprocess])
+    size = int(DEFAULT_SIZES[preprocess] if size is None else size)
     if images is None:
         images = _synthetic_images(n_images)
     images = list(images)
