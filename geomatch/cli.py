@@ -8,7 +8,10 @@ global options (``--threads``) are accepted before or after the command;
 every option's help states its default (``tests/test_cli_conventions.py``
 walks the parsers); ``train`` and ``eval`` take ``--config FILE``, a TOML file
 whose keys are the long option names, inserted before the command line's own
-flags so that those win.
+flags so that those win.  Every command takes ``--no-progress``.  Errors
+(bad arguments, missing or unreadable files, unreachable schedulers) are one
+line on stderr and exit status 1; Ctrl-C exits with 130, also without a
+traceback.
 """
 from __future__ import annotations
 
