@@ -166,3 +166,28 @@ def test_preprocess_refuses_size_zero():
         preprocess_image(img, "resize", 0)
     with pytest.raises(ValueError, match="size"):
         make_frame((30, 20), "pad", 0)
+
+
+def test_eval_names_the_image_whose_cached_features_are_not_finite(spair, weights, tmp_path,
+                                                                   capsys):
+    """QA: a cache entry holding NaN gave 'src_feat contains NaN or infinite
+    values' without saying which image."""
+    import numpy as np
+
+    from geomatch.data.cache import key_to_filename
+
+    cache = tmp_path / "cache"
+    assert cli.main(["--threads", "1", "extract", "--dataset", "spair", "--root", str(spair),
+                     "--weights", str(weights), "--out", str(cache), "--size", "56",
+                     "--split", "test", "--no-flip", "--no-progress"]) == 0
+    capsys.readouterr()
+    fn = cache / "features" / key_to_filename("cat/a2")
+    arr = np.load(fn)
+    arr[1, 2, 3] = np.nan
+    np.save(fn, arr)
+    out = tmp_path / "results"
+    assert cli.main(["eval", "--dataset", "spair", "--root", str(spair), "--cache", str(cache),
+                     "--split", "test", "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cat/a2" in err, err
+    assert not out.exists()

@@ -138,6 +138,10 @@ class _FeatureLRU:
             self.data.move_to_end(key)
             return arr
         arr = np.asarray(self.cache.get(key), dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r} "
+                             f"contain non-finite values; delete that entry and rerun "
+                             f"geomatch extract")
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
