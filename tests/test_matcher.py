@@ -323,3 +323,23 @@ def test_size_zero_or_not_an_integer_is_refused(files, size):
     d, src, trg = files
     with pytest.raises((ValueError, TypeError), match="size"):
         gm.Matcher(write_weights(d, "safetensors"), size=size)
+
+
+def test_a_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    """QA: Pillow's convert("RGB") clips 16-bit values at 255, so a 16-bit
+    grayscale photo became an almost white image."""
+    from PIL import Image
+
+    from geomatch.match.matcher import load_rgb
+
+    rng = np.random.default_rng(3)
+    a16 = rng.integers(0, 65536, (12, 17), dtype=np.uint16)
+    a16[0, 0], a16[0, 1] = 0, 65535
+    path = tmp_path / "depth16.png"
+    Image.fromarray(a16).save(path)
+    assert Image.open(path).mode.startswith("I")
+    rgb = load_rgb(path, "SRC")
+    want = np.round(a16.astype(np.float64) / 257.0).astype(np.uint8)
+    assert rgb.dtype == np.uint8 and rgb.shape == (12, 17, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[:, :, c], want)

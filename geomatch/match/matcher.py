@@ -65,7 +65,15 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
             with Image.open(path) as im:
                 # upright as image viewers show it (phone photos store their
                 # rotation in the EXIF orientation tag)
-                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+                im = ImageOps.exif_transpose(im)
+                if im.mode.startswith("I;16") or im.mode == "I":
+                    # 16-bit grayscale (older Pillow: mode "I"): convert("RGB")
+                    # would clip every value above 255
+                    g = np.asarray(im, dtype=np.float64)
+                    if im.mode.startswith("I;16") or (g.min() >= 0 and g.max() <= 65535):
+                        g = np.round(g / 257.0).astype(np.uint8)
+                        return np.repeat(g[:, :, None], 3, axis=2)
+                return np.asarray(im.convert("RGB"))
         except UnidentifiedImageError:
             raise ValueError(f"{name}: {path} is not an image file Pillow can read") from None
         except Image.DecompressionBombError as exc:
