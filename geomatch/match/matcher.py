@@ -70,7 +70,7 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
                     # 16-bit grayscale (older Pillow: mode "I"): convert("RGB")
                     # would clip every value above 255
                     g = np.asarray(im, dtype=np.float64)
-                    if im.mode.startswith("I;16") or (g.min() >= 0 and g.max() <= 65535):
+                    if im.mode.startswith("I;16") or (g.min() >= 0 and 255 < g.max() <= 65535):
                         g = np.round(g / 257.0).astype(np.uint8)
                         return np.repeat(g[:, :, None], 3, axis=2)
                 return np.asarray(im.convert("RGB"))
