@@ -474,12 +474,18 @@ def _fail(argv, capsys):
     return err
 
 
-def test_seg_eval_errors(tree, weights, tmp_path, capsys):
+def _extracted(tree, weights, tmp_path, capsys):
+    """(root, cache) of the tree's features at 56 px, no flipped copies."""
     root, _ = tree
     cache_dir = tmp_path / "cache"
     assert main(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
                  str(weights), "--out", str(cache_dir), "--size", "56", "--no-flip"]) == 0
     capsys.readouterr()
+    return root, cache_dir
+
+
+def test_seg_eval_errors(tree, weights, tmp_path, capsys):
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
     out = tmp_path / "seg"
     base = ["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out", str(out),
             "--n-components", "3", "--no-progress"]
@@ -612,11 +618,7 @@ def test_seg_eval_head_of_another_feature_dimension_names_the_head(tree, weights
     """QA: the error said only 'feat has 128 channels, the head expects 64'."""
     from geomatch.model.head import AttentionHead, HeadConfig
 
-    root, _ = tree
-    cache_dir = tmp_path / "cache"
-    assert main(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
-                 str(weights), "--out", str(cache_dir), "--size", "56", "--no-flip"]) == 0
-    capsys.readouterr()
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
     head = tmp_path / "head64.npz"
     AttentionHead(HeadConfig(in_dim=64, dim=32, out_dim=16, num_heads=1, mlp_dim=32)).save(head)
     out = tmp_path / "seg"
@@ -628,11 +630,7 @@ def test_seg_eval_head_of_another_feature_dimension_names_the_head(tree, weights
 
 def test_seg_eval_no_progress_silences_every_bar(tree, weights, tmp_path, capsys, monkeypatch):
     """QA: the loader's 'index PASCAL-Part' bar ignored --no-progress."""
-    root, _ = tree
-    cache_dir = tmp_path / "cache"
-    assert main(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
-                 str(weights), "--out", str(cache_dir), "--size", "56", "--no-flip"]) == 0
-    capsys.readouterr()
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
     monkeypatch.delenv("GEOMATCH_NO_PROGRESS", raising=False)
     assert main(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out",
                  str(tmp_path / "seg"), "--n-components", "3", "--no-progress"]) == 0
