@@ -654,3 +654,15 @@ def test_profile_counts_lora_factors_of_a_safetensors_file(weights, tmp_path, ca
     out = capsys.readouterr().out
     n = sum(int(np.prod(a.shape)) for a in _random_state(SMALL).values()) + 4 * SMALL.depth * r * d
     assert f"| {n:,} |" in out
+
+
+def test_seg_eval_too_many_components_names_the_option_and_category(tree, weights, tmp_path,
+                                                                     capsys):
+    """QA: 'n_components must be between 1 and min(n_samples, n_features) = 24,
+    got 32' named neither --n-components nor the category."""
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
+    out = tmp_path / "seg"
+    err = _fail(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out", str(out),
+                 "--n-components", "1000", "--no-progress"], capsys)
+    assert "--n-components" in err and "'bird'" in err
+    assert not out.exists()

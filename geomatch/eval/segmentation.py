@@ -496,7 +496,13 @@ def _run_categories(dataset, cats, train_images, images, feats, manifest, cache,
         if x.shape[0] == 0:
             raise ValueError(f"PASCAL-Part category {cat!r}: the training images have no "
                              "annotated part pixels")
-        clf = NearestCentroid.fit(x, np.concatenate(ys), P, n_components)
+        try:
+            clf = NearestCentroid.fit(x, np.concatenate(ys), P, n_components)
+        except ValueError as exc:
+            if "n_components" not in str(exc):
+                raise
+            raise ValueError(f"PASCAL-Part category {cat!r}: {exc} (training foreground "
+                             f"pixels x feature channels); lower --n-components") from None
         conf = np.zeros((P + 1, P + 1), dtype=np.int64)
         for rec in images[cat]:
             f = feats.get(rec.key)
