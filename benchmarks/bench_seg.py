@@ -125,7 +125,7 @@ def main() -> None:
         clf = NearestCentroid.fit(feats.reshape(-1, DIM), np.arange(GRID[0] * GRID[1]) % 17, 17,
                                   32)
         from geomatch.eval.segmentation import _predict_full
-        from geomatch.data.cache import grid_frame
+        from geomatch.geometry import grid_frame
 
         frame = grid_frame(rec.size, cache.manifest)
         t_ours = median_time(lambda: _predict_full(clf, feats, fg, frame), repeat=5)

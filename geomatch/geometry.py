@@ -273,7 +273,7 @@ def make_frame(image_size, mode: str = "resize", size: Optional[int] = None, *,
         returns the same frame with the pixels.
     """
     _check_mode(mode)
-    size = int(size or DEFAULT_SIZES[mode])
+    size = int(DEFAULT_SIZES[mode] if size is None else size)
     if size < patch_size or size % patch_size:
         raise ValueError(f"size must be a positive multiple of {patch_size}, got {size}")
     w, h = (int(v) for v in image_size)

@@ -41,8 +41,12 @@ def load_image(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: {exc} (raise PIL.Image.MAX_IMAGE_PIXELS if you trust "
+                         "the file)") from None
 
 
 def normalize(rgb_uint8: np.ndarray) -> np.ndarray:
