@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geomatch",
         description="Geometry-aware semantic correspondences (GECO) with a fast C core.")
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"geomatch {__version__}",
                         help="print the version and exit")

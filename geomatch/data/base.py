@@ -8,6 +8,7 @@ not visible in an image hold NaN.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,19 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what} not found: missing directory {path}")
     return path
+
+
+def pair_files_by_category(folder: Path) -> dict[str, list[str]]:
+    """Pair annotation files ``<id>-<src>-<trg>:<category>.json`` of a folder,
+    grouped by category, each list sorted by name (SPair-71k's naming, which
+    the AP-10K pairs prepared for GeoAware-SC follow)."""
+    by_cat: dict[str, list[str]] = {}
+    for fname in os.listdir(folder):
+        if fname.endswith(".json") and ":" in fname:
+            by_cat.setdefault(fname[:-5].rsplit(":", 1)[1], []).append(fname)
+    for v in by_cat.values():
+        v.sort()
+    return by_cat
 
 
 def require_file(path: Path, what: str) -> Path:

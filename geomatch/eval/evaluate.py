@@ -27,11 +27,13 @@ import numpy as np
 
 from . import metrics as _metrics
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache, grid_frame
+from ..data.cache import FeatureCache
+from ..geometry import grid_frame
+from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
 
-MODES = ("upsample-argmax", "grid-argmax", "soft-argmax")
+MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
 _FIGURES_PER_CATEGORY = 3
 
 
@@ -157,15 +159,6 @@ class _FeatureLRU:
         return arr
 
 
-def _default_transfer() -> Callable:
-    import geomatch as gm
-
-    fn = getattr(gm, "transfer_keypoints", None)
-    if fn is None:
-        raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
-    return fn
-
-
 def _resolve_head(head, manifest: Optional[dict] = None):
     """(callable or None, name) of ``head``; with the cache's ``manifest``, a
     head trained on features of another dimension is refused here, naming it."""
@@ -208,7 +201,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     """Transfer the source keypoints of one pair to the target.
 
     Keypoints are mapped into the region of each image that the feature grid
-    covers (:func:`geomatch.data.cache.grid_frame`), transferred, and mapped back
+    covers (:func:`geomatch.geometry.grid_frame`), transferred, and mapped back
     to target pixels.
 
     Returns
@@ -216,7 +209,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     numpy.ndarray, float64 (K, 2)
         Predicted target (x, y); NaN rows for keypoints invisible in the source.
     """
-    fn = transfer or _default_transfer()
+    fn = transfer or transfer_keypoints
     vis = np.asarray(pair.src.visible, dtype=bool)
     k = vis.shape[0]
     pred = np.full((k, 2), np.nan)
@@ -324,7 +317,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, head_name = _resolve_head(head, manifest)
-    fn = transfer or _default_transfer()
+    fn = transfer or transfer_keypoints
 
     pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)
     pairs = list(pairs)
@@ -465,7 +458,7 @@ def transfer_block(pairs: list, cache_path: str, manifest: dict, head, mode: str
             raise ValueError(f"feature cache {cache_path} holds other features than the "
                              "client's (is the path shared by client and workers?)")
         feats = _FeatureLRU(cache, _worker_head(head), 256 << 20)
-        fn = transfer or _default_transfer()
+        fn = transfer or transfer_keypoints
         return [transfer_pair(p, feats.get(p.src.key), feats.get(p.trg.key), manifest,
                               mode=mode, transfer=fn) for p in pairs]
 

@@ -479,7 +479,7 @@ def _select(dataset, categories) -> Tuple[List[str], Dict[str, str]]:
 def _run_categories(dataset, cats, train_images, images, feats, manifest, cache, resolution,
                     n_components, figures, tick, per_cat, confusion, names, shown) -> None:
     """Fit and evaluate every category (fills per_cat, confusion, names, shown)."""
-    from ..data.cache import grid_frame
+    from ..geometry import grid_frame
 
     for cat in cats:
         table = dataset.part_table(cat)

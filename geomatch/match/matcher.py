@@ -6,7 +6,7 @@ the last few images, so that asking for other points of the same pair costs
 only the transfer.  Predictions are made exactly as the evaluation pipeline
 makes them (:func:`geomatch.eval.evaluate.transfer_pair` on the same maps):
 points are mapped into the rectangle the feature grid covers
-(:func:`geomatch.data.cache.grid_frame`: the whole image for ``"resize"``,
+(:func:`geomatch.geometry.grid_frame`: the whole image for ``"resize"``,
 the padded square for ``"pad"``), transferred with
 :func:`geomatch.transfer_keypoints`, and mapped back to target pixels.
 """
@@ -379,7 +379,7 @@ class Matcher:
         return Matches(pred, scores)
 
     def _frames(self, ssize, tsize):
-        from ..data.cache import grid_frame
+        from ..geometry import grid_frame
 
         return grid_frame(ssize, self.manifest), grid_frame(tsize, self.manifest)
 
