@@ -15,11 +15,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 
 def random_state(cfg, seed=0):
@@ -139,7 +135,7 @@ def _torch_model(cfg, state):
 def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
     import numpy as np
 
-    from _timing import median_time
+    from geomatch.testing.timing import median_time
     from geomatch.backbone import DinoV2, DinoV2Config
 
     cfg = DinoV2Config.from_name(model)
@@ -204,7 +200,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.models[0], args.threads, args.size,
                                 args.repeat)))
         return
-    from _timing import fmt_time
+    from geomatch.testing.timing import fmt_time
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print(f"DINOv2 forward, one {args.size}x{args.size} image, {args.threads} threads, "

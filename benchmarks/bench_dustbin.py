@@ -27,13 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 import warnings
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 
 
 def main() -> None:
@@ -53,7 +48,7 @@ def main() -> None:
     import numpy as np
 
     import geomatch as gm
-    from _timing import median_time, print_table
+    from geomatch.testing.timing import cpu_time, median_time, print_table
 
     gm.set_num_threads(args.threads)
     n, iters = args.n, args.iters
@@ -80,13 +75,7 @@ def main() -> None:
     def cpu_ms(fn, repeat=5):
         """Least process CPU time of one call (meaningful with --threads 1 on a
         shared machine, where wall time includes waiting for a core)."""
-        fn()
-        out = []
-        for _ in range(repeat):
-            t0 = time.process_time()
-            fn()
-            out.append(time.process_time() - t0)
-        return min(out) * 1e3
+        return cpu_time(fn, repeat=repeat, best=True) * 1e3
 
     def note(t, fn, extra=""):
         s = f"best {t[1] * 1e3:.2f} ms"

@@ -21,15 +21,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 os.environ.setdefault("GEOMATCH_NO_PROGRESS", "1")
 
 import geomatch as gm  # noqa: E402
 from geomatch.data.cache import FeatureCache  # noqa: E402
 from geomatch.eval.evaluate import evaluate  # noqa: E402
-from _timing import fmt_time, print_table  # noqa: E402
+from geomatch.testing.timing import fmt_time, print_table  # noqa: E402
 
 N_CATS = 18
 K = 20                      # keypoints per category
@@ -145,11 +142,7 @@ def main(argv=None) -> int:
           f"{n_mut} scored; threads {gm.get_num_threads()}")
 
     rows = []
-    have_transfer = hasattr(gm, "transfer_keypoints")
-    if not have_transfer:
-        print("geomatch.transfer_keypoints is not available: timing the harness with the "
-              "NumPy peer only")
-    runs = [(m, w) for m in args.modes for w in args.workers] if have_transfer else []
+    runs = [(m, w) for m in args.modes for w in args.workers]
     for mode, workers in runs:
         best = cpu = None
         for _ in range(args.repeat):
@@ -171,7 +164,7 @@ def main(argv=None) -> int:
         dt, dc = (time.perf_counter() - t0) * scale, (time.process_time() - c0) * scale
         rows.append(("NumPy grid-argmax (same pipeline)", dt,
                      f"CPU {dc:.1f} s; timed on {n_peer} pairs, scaled to {len(pairs)}"))
-    base = rows[0][0] if have_transfer and rows else None
+    base = rows[0][0] if runs else None
     print_table(f"evaluate a {len(pairs)}-pair split (37x37x768 float16 cache), "
                 f"{args.threads} threads", rows, baseline=base)
     for name, sec, _ in rows:

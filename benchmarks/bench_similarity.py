@@ -11,17 +11,10 @@ gm.set_num_threads, which also sets OpenBLAS; torch via set_num_threads).
 """
 from __future__ import annotations
 
-import os
-import sys
+import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import numpy as np  # noqa: E402
-
-import geomatch as gm  # noqa: E402
-from _timing import median_time, print_table  # noqa: E402
+import geomatch as gm
+from geomatch.testing.timing import median_time, print_table
 
 THREADS = 2
 

@@ -16,18 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import geomatch as gm  # noqa: E402
-from _timing import median_time, print_table  # noqa: E402
+import geomatch as gm
+from geomatch.testing.timing import median_time, print_table
 
 
 def geco_like_costs(h: int = 37, w: int = 37, dim: int = 64, seed: int = 0) -> np.ndarray:

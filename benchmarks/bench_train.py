@@ -14,86 +14,25 @@ Run: OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 python benchmarks/bench_train.py
 """
 from __future__ import annotations
 
-import math
 import os
-import sys
 import time
 import tracemalloc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import geomatch as gm  # noqa: E402
-from geomatch.model import loss as L  # noqa: E402
-from geomatch.model.head import AttentionHead, sincos_2d  # noqa: E402
-from geomatch.model.optim import AdamW  # noqa: E402
-from geomatch.runtime.memory import retain_freed_memory  # noqa: E402
-from _timing import fmt_time, median_time, print_table  # noqa: E402
+import geomatch as gm
+from geomatch.model import loss as L
+from geomatch.model.head import AttentionHead, sincos_2d
+from geomatch.model.optim import AdamW
+from geomatch.runtime.memory import retain_freed_memory
+from geomatch.testing.timing import cpu_time, fmt_time, median_time, print_table
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
 
 
-def _numpy_ot():
-    """Log-domain NumPy OT layer (forward, vjp) used only when the C layer is
-    not in this build."""
-    def lse(a, axis):
-        m = a.max(axis=axis, keepdims=True)
-        return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-    def fwd(S, mu, nu, *, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10, hist=False):
-        lam, phi = 1 / reg, reg_m / (reg_m + reg)
-        N, M = S.shape
-        Z = np.full((N + 1, M + 1), lam * bin_score, dtype=S.dtype)
-        Z[:N, :M] = lam * S
-        a, b = np.log(mu), np.log(nu)
-        U, V = np.zeros(N + 1, S.dtype), np.zeros(M + 1, S.dtype)
-        Us, Vs = [], []
-        for _ in range(n_iter):
-            U = phi * (a - lse(Z + V[None], 1))
-            V = phi * (b - lse(Z + U[:, None], 0))
-            Us.append(U)
-            Vs.append(V)
-        P = np.exp(Z + U[:, None] + V[None])
-        return (P, Z, Us, Vs, phi, lam) if hist else P
-
-    def vjp(S, mu, nu, G, **kw):
-        P, Z, Us, Vs, phi, lam = fwd(S, mu, nu, hist=True, **kw)
-        W = G * P
-        gZ, gU, gV = W.copy(), W.sum(1), W.sum(0)
-        for t in reversed(range(len(Us))):
-            A = Z + Us[t][:, None]
-            Q = np.exp(A - lse(A, 0)[None])
-            gZ -= phi * Q * gV[None]
-            gU = gU - phi * (Q * gV[None]).sum(1)
-            B = Z + (Vs[t - 1] if t else np.zeros_like(gV))[None]
-            R = np.exp(B - lse(B, 1)[:, None])
-            gZ -= phi * R * gU[:, None]
-            gV = -phi * (R * gU[:, None]).sum(0)
-            gU = np.zeros_like(gU)
-        return lam * gZ[:S.shape[0], :S.shape[1]]
-
-    return fwd, vjp
-
-
 def cpu_median(fn, repeat=5, setup=None):
-    """Median process CPU time of fn() (all threads), after one warm-up call
-    (``setup`` runs untimed before each call).  On a machine shared with
-    other jobs this is steadier than wall time; with one thread it is what the
-    wall time would be on an idle core."""
-    if setup is not None:
-        setup()
-    fn()
-    out = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        c0 = time.process_time()
-        fn()
-        out.append(time.process_time() - c0)
-    return float(np.median(out))
+    """Median process CPU seconds of fn() (geomatch.testing.timing.cpu_time)."""
+    return cpu_time(fn, repeat=repeat, setup=setup)
 
 
 def make_pair(rng, h=37, w=37, D=768, K=15):
@@ -202,11 +141,6 @@ def main():
     head = AttentionHead()
     print(f"default head: {head.config}")
     print(f"parameters: {head.num_parameters():,}; threads: {THREADS}")
-    have_c = hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")
-    if not have_c:
-        L._ot_impl = _numpy_ot
-        print("NOTE: gm.dustbin_sinkhorn(_vjp) not in this build: OT timed with a NumPy "
-              "log-domain stand-in (the C layer is the one the target refers to)")
     fwd_ot, vjp_ot = L._ot_impl()
     fs, ft, kw = make_pair(rng)
     x = np.stack([fs, ft])
@@ -231,7 +165,7 @@ def main():
     N = 37 * 37
     S = rng.uniform(-1, 1, (N, N)).astype(np.float32)
     fg = kw["src_fg"]
-    mu = L.dustbin_marginal(fg, 10, 15).astype(np.float32)
+    mu = gm.dustbin_marginals(fg, 10, 15)
     GP = np.zeros((N + 1, N + 1), np.float32)
     GP[np.ix_(fg.ravel(), ~fg.ravel())] = 1e-3
     t_fwd = median_time(lambda: head.forward(x, cache=True), repeat=5)
@@ -264,8 +198,8 @@ def main():
         ("  same, default malloc thresholds", t_step_default, "plain loop, no geomatch.model.train"),
         ("  head forward (2 images)", t_fwd, ""),
         ("  loss fwd+bwd (cosine, OT fwd+vjp)", t_loss, ""),
-        ("  OT forward", t_otf, "C layer" if have_c else "NumPy stand-in"),
-        ("  OT backward (vjp)", t_otb, "C layer" if have_c else "NumPy stand-in"),
+        ("  OT forward", t_otf, "C layer"),
+        ("  OT backward (vjp)", t_otb, "C layer"),
         ("  head backward (2 images)", t_bwd, ""),
         ("AdamW update", t_opt, ""),
     ]

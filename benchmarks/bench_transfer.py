@@ -9,17 +9,11 @@ cosine against every target pixel, argmax.
 """
 from __future__ import annotations
 
-import os
-import sys
+import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-
-import numpy as np  # noqa: E402
-
-import geomatch as gm  # noqa: E402
-from _timing import median_time, print_table  # noqa: E402
+import geomatch as gm
+from geomatch.testing import reference
+from geomatch.testing.timing import best_time, median_time, print_table
 
 H_GRID = W_GRID = 37
 DIM = 768
@@ -29,17 +23,7 @@ N_KPS = 10
 THREADS = 2
 
 
-def linear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) bilinear resize matrix, PyTorch align_corners=False."""
-    m = np.zeros((n_out, n_in))
-    for d in range(n_out):
-        s = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
-        i0 = min(int(np.floor(s)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        w1 = s - i0 if i0 < n_in - 1 else 0.0
-        m[d, i0] += 1 - w1
-        m[d, i1] += w1
-    return m
+linear_matrix = reference.resize_matrix  # (n_out, n_in), PyTorch align_corners=False
 
 
 def numpy_naive(sf, tf, kps, ss, ts, mats):
@@ -67,17 +51,6 @@ def torch_naive(torch, F, sf, tf, kps, ss, ts):
         q = F.normalize(q, dim=1)
         best = torch.argmax(q @ tn, dim=1)
         return torch.stack([best % ts[0], best // ts[0]], dim=1)
-
-
-def best_time(fn, n: int = 200) -> float:
-    """Fastest single call out of n (the machine is shared: see the notes)."""
-    import time
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ global options (``--threads``) are accepted before or after the command;
 every option's help states its default (``tests/test_cli_conventions.py``
 walks the parsers); ``train`` and ``eval`` take ``--config FILE``, a TOML file
 whose keys are the long option names, inserted before the command line's own
-flags so that those win.  A user error (a bad path, file or value, a full
-disk) is one line ``geomatch <command>: error: ...`` on stderr with exit
-status 1 (2 for command-line syntax); ``--traceback`` shows the traceback
-instead; bugs keep theirs (``tests/test_cli_errors.py``).
+flags so that those win.  Every command takes ``--no-progress``.  A user
+error (bad arguments, missing or unreadable files, a full disk, unreachable
+schedulers) is one line ``geomatch <command>: error: ...`` on stderr with exit
+status 1 (2 for command-line syntax); Ctrl-C exits with 130, also without a
+traceback; ``--traceback`` shows the traceback of an error; bugs keep theirs
+(``tests/test_cli_user_errors.py``).
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="geomatch",
         description="Geometry-aware semantic correspondences (GECO) with a fast C core.")
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"geomatch {__version__}",
                         help="print the version and exit")
@@ -84,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(e.g. batch-pairs = 8); flags given on the command line win "
                                 "(default: none)")
         _add_global_options(p, in_subcommand=True)
+    for p in sub.choices.values():
+        if "--no-progress" not in p._option_string_actions:
+            p.add_argument("--no-progress", action="store_true",
+                           help="no progress bars (also GEOMATCH_NO_PROGRESS=1)")
     return parser
 
 
@@ -202,6 +208,10 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     name = f"geomatch {args.command}"
+    saved = os.environ.get("GEOMATCH_NO_PROGRESS")
+    if getattr(args, "no_progress", False):
+        # every bar of the command (loaders, workers' clients) reads this
+        os.environ["GEOMATCH_NO_PROGRESS"] = "1"
     try:
         import geomatch as gm
 
@@ -209,17 +219,39 @@ def main(argv=None) -> int:
             gm.set_num_threads(args.threads)
         if args.command == "config":
             gm.show_config()
+            sys.stdout.flush()
             return 0
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run_cli(args) or 0)
-    except USER_ERRORS as exc:
-        if args.traceback:
-            raise
-        print(f"{name}: error: {_describe(exc)}", file=sys.stderr)
+    except BrokenPipeError:
+        # the reader of stdout went away (``geomatch ... | head``): not an error of ours
+        _silence_stdout()
         return 1
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except USER_ERRORS as exc:
+        # OSError covers FileNotFoundError, ConnectionError, NotADirectoryError,
+        # PermissionError, a full disk: their messages name the path
+        if args.traceback:
+            raise
+        print(f"{name}: error: {_describe(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        if saved is None:
+            os.environ.pop("GEOMATCH_NO_PROGRESS", None)
+        else:
+            os.environ["GEOMATCH_NO_PROGRESS"] = saved
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of a
+    closed pipe does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

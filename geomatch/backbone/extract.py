@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
+from .._version import __version__
 from ..runtime.distributed import on_worker
 
 __all__ = ["extract_features", "weights_sha256", "cache_manifest", "BackboneSpec",
@@ -68,8 +69,6 @@ def cache_manifest(model, *, preprocess: str, size: int, dtype: str, sha256: str
     """The feature-cache manifest for features of ``model`` (a DinoV2 or a
     :class:`~geomatch.backbone.torch_engine.TorchDinoV2`); ``engine`` records
     which implementation computed them."""
-    from .. import __version__
-
     g = size // model.patch_size
     return {
         "backbone": f"dinov2_{model.config.name}" + ("+geco_lora" if lora else ""),

@@ -27,11 +27,13 @@ import numpy as np
 
 from . import metrics as _metrics
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache, check_features_record, grid_frame
+from ..data.cache import FeatureCache, check_features_record
+from ..geometry import grid_frame
+from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
 
-MODES = ("upsample-argmax", "grid-argmax", "soft-argmax")
+MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
 _FIGURES_PER_CATEGORY = 3
 
 
@@ -138,6 +140,10 @@ class _FeatureLRU:
             self.data.move_to_end(key)
             return arr
         arr = np.asarray(self.cache.get(key), dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r} "
+                             f"contain non-finite values; delete that entry and rerun "
+                             f"geomatch extract")
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
@@ -153,23 +159,25 @@ class _FeatureLRU:
         return arr
 
 
-def _default_transfer() -> Callable:
-    import geomatch as gm
-
-    fn = getattr(gm, "transfer_keypoints", None)
-    if fn is None:
-        raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
-    return fn
-
-
-def _resolve_head(head):
+def _resolve_head(head, manifest: Optional[dict] = None):
+    """(callable or None, name) of ``head``; with the cache's ``manifest``, a
+    head trained on features of another dimension is refused here, naming it."""
     if head is None or callable(head):
-        return head, (None if head is None else getattr(head, "name", type(head).__name__))
-    if isinstance(head, (str, os.PathLike)):
+        fn, name = head, (None if head is None else getattr(head, "name", type(head).__name__))
+    elif isinstance(head, (str, os.PathLike)):
         from ..model.head import load_head  # lazy: only needed with --head
 
-        return load_head(os.fspath(head)), os.fspath(head)
-    raise TypeError(f"head must be None, a callable or a checkpoint path, got {type(head).__name__}")
+        fn, name = load_head(os.fspath(head)), os.fspath(head)
+    else:
+        raise TypeError(f"head must be None, a callable or a checkpoint path, "
+                        f"got {type(head).__name__}")
+    in_dim = getattr(getattr(fn, "config", None), "in_dim", None)
+    dim = (manifest or {}).get("dim")
+    if in_dim is not None and dim is not None and int(in_dim) != int(dim):
+        raise ValueError(f"head {name}: trained on {in_dim}-dimensional features, but the "
+                         f"feature cache holds {dim}-dimensional ones "
+                         f"(backbone {manifest.get('backbone')})")
+    return fn, name
 
 
 def _skipped_count(dataset) -> int:
@@ -193,7 +201,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     """Transfer the source keypoints of one pair to the target.
 
     Keypoints are mapped into the region of each image that the feature grid
-    covers (:func:`geomatch.data.cache.grid_frame`), transferred, and mapped back
+    covers (:func:`geomatch.geometry.grid_frame`), transferred, and mapped back
     to target pixels.
 
     Returns
@@ -201,7 +209,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     numpy.ndarray, float64 (K, 2)
         Predicted target (x, y); NaN rows for keypoints invisible in the source.
     """
-    fn = transfer or _default_transfer()
+    fn = transfer or transfer_keypoints
     vis = np.asarray(pair.src.visible, dtype=bool)
     k = vis.shape[0]
     pred = np.full((k, 2), np.nan)
@@ -317,7 +325,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
-    head_fn, head_name = _resolve_head(head)
+    head_fn, head_name = _resolve_head(head, manifest)
     # a head with a record is checked against the cache; a head file of an
     # older geomatch (no record at all) gives a warning
     if head_fn is not None and (getattr(head_fn, "trained_on", None) is not None
@@ -325,7 +333,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         check_features_record(getattr(head_fn, "trained_on", None), manifest,
                               what=f"head {head_name}", where=f"feature cache {cache.path}",
                               force=force)
-    fn = transfer or _default_transfer()
+    fn = transfer or transfer_keypoints
 
     pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)
     pairs = list(pairs)
@@ -466,7 +474,7 @@ def transfer_block(pairs: list, cache_path: str, manifest: dict, head, mode: str
             raise ValueError(f"feature cache {cache_path} holds other features than the "
                              "client's (is the path shared by client and workers?)")
         feats = _FeatureLRU(cache, _worker_head(head), 256 << 20)
-        fn = transfer or _default_transfer()
+        fn = transfer or transfer_keypoints
         return [transfer_pair(p, feats.get(p.src.key), feats.get(p.trg.key), manifest,
                               mode=mode, transfer=fn) for p in pairs]
 

@@ -1,4 +1,5 @@
-"""PCK metrics for semantic correspondence, with the geometry breakdown of GECO.
+"""PCK metrics for semantic correspondence, with the geometry breakdown of GECO
+(docs/method.md#metrics).
 
 A transferred keypoint is *correct at α* when its distance to the ground truth
 is at most α·T, where T is the per-pair threshold: the longer side of the
@@ -41,7 +42,7 @@ symmetric group of keypoints (e.g. the four paws of a dog), when at least two
 members are visible in the target and at least one member is visible in both
 images, every member visible in both images is a geometry-aware keypoint.  Its
 PCK is pooled per point.  (GeoAware-SC tests ``distance < α·T``; geomatch uses
-``<=`` throughout, as GECO and DESIGN.md do.)
+``<=`` throughout, as GECO does; docs/method.md#metrics.)
 """
 from __future__ import annotations
 
