@@ -204,8 +204,14 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.models[0], args.threads, args.size,
                                 args.repeat)))
         return
+    from _limits import measure, print_limits, print_machine, vit_flops
     from _timing import fmt_time
 
+    from geomatch.backbone import DinoV2Config
+
+    print_machine(args.threads)
+    lim = measure(args.threads)
+    print_limits(lim)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print(f"DINOv2 forward, one {args.size}x{args.size} image, {args.threads} threads, "
           "same random weights; best of "
@@ -227,19 +233,23 @@ def main() -> None:
                     res[impl] = r
         base = res.get("geomatch")
         print(f"\n### {model} @ {args.size}x{args.size}\n")
+        flops = vit_flops(DinoV2Config.from_name(model), args.size)
+        print(f"model FLOPs (2 per multiply-add, linear layers + attention products): "
+              f"{flops / 1e9:.1f} GFLOP")
         print("| implementation | time / image | images/s | ratio vs geomatch | "
-              "peak extra RSS MB | NumPy peak MB (tracemalloc) |")
-        print("|---|---|---|---|---|---|")
+              "GFLOP/s | % of sgemm | peak extra RSS MB | NumPy peak MB (tracemalloc) |")
+        print("|---|---|---|---|---|---|---|---|")
         for impl in args.impls:
             r = res.get(impl)
             if r is None:
-                print(f"| {impl} | n/a | | | | |")
+                print(f"| {impl} | n/a | | | | | | |")
                 continue
             ratio = f"{r['time'] / base['time']:.2f}x" if base else ""
             peak = f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "n/a"
             tm = f"{r['traced_mb']:.0f}" if r.get("traced_mb") is not None else "n/a"
-            print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | {peak} "
-                  f"| {tm} |")
+            rate = flops / r["time"] / 1e9
+            print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | "
+                  f"{rate:.1f} | {100 * rate / lim['sgemm_gflops']:.0f}% | {peak} | {tm} |")
         if base and res.get("torch"):
             import numpy as np
 
