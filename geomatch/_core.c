@@ -1315,7 +1315,120 @@ done:
     return result;
 }
 
+static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(gm_bf16_supported());
+}
+
+static PyObject *py_bf16_pack(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"weight", NULL};
+    PyObject *ow;
+    PyArrayObject *w = NULL, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &ow)) return NULL;
+    if (!(w = gm_as_array(ow, NPY_FLOAT32, "weight", 2, 2, 0))) return NULL;
+    size_t dout = (size_t)PyArray_DIM(w, 0), din = (size_t)PyArray_DIM(w, 1);
+    if (dout == 0 || din == 0) {
+        gm_set_error(PyExc_ValueError, "weight must be non-empty, got shape (%ld, %ld)",
+                     (long)dout, (long)din);
+        Py_DECREF(w);
+        return NULL;
+    }
+    npy_intp dims[1] = {(npy_intp)gm_bf16_packed_size(din, dout)};
+    out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT16);
+    if (out != NULL)
+        gm_bf16_pack_weight(PyArray_DATA(w), din, dout, PyArray_DATA(out));
+    Py_DECREF(w);
+    return (PyObject *)out;
+}
+
+static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"x", "packed", "dout", "bias", "out", "act", "accumulate", NULL};
+    PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL;
+    Py_ssize_t dout_in;
+    int accumulate = 0, status = GM_OK;
+    long act = 0;
+    PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|OOOp", kwlist, &ox, &ow, &dout_in, &ob,
+                                     &oout, &oact, &accumulate))
+        return NULL;
+    if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) return NULL;
+    if (!gm_bf16_supported()) {
+        gm_set_error(PyExc_RuntimeError, "nn_linear_bf16: this CPU has no AVX512-BF16");
+        return NULL;
+    }
+    if (dout_in < 1) {
+        gm_set_error(PyExc_ValueError, "dout must be positive, got %ld", (long)dout_in);
+        return NULL;
+    }
+    if (!(x = gm_as_array(ox, NPY_FLOAT32, "x", 2, 2, 0))) goto done;
+    if (!PyArray_Check(ow) || PyArray_TYPE((PyArrayObject *)ow) != NPY_UINT16 ||
+        PyArray_NDIM((PyArrayObject *)ow) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ow)) {
+        gm_set_error(PyExc_TypeError, "packed must be a 1-D contiguous uint16 array "
+                     "from bf16_pack");
+        goto done;
+    }
+    w = (PyArrayObject *)ow;
+    Py_INCREF(w);
+    size_t n = (size_t)PyArray_DIM(x, 0), din = (size_t)PyArray_DIM(x, 1);
+    size_t dout = (size_t)dout_in;
+    if (n == 0 || din == 0) {
+        gm_set_error(PyExc_ValueError, "x must be non-empty");
+        goto done;
+    }
+    if ((size_t)PyArray_DIM(w, 0) != gm_bf16_packed_size(din, dout)) {
+        gm_set_error(PyExc_ValueError, "packed does not hold a (%ld, %ld) weight",
+                     (long)dout, (long)din);
+        goto done;
+    }
+    if (ob != Py_None && !(b = gm_as_array(ob, NPY_FLOAT32, "bias", 1, 1, 0))) goto done;
+    if (gm_nn_check_vec(b, (npy_intp)dout, "bias") < 0) goto done;
+    if (accumulate && oout == Py_None) {
+        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
+        goto done;
+    }
+    if (accumulate && act != 0) {
+        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {(npy_intp)n, (npy_intp)dout};
+        if (!(out = gm_nn_out(oout, NPY_FLOAT32, 2, dims, "out"))) goto done;
+        const float *px = PyArray_DATA(x), *pb = b ? PyArray_DATA(b) : NULL;
+        const uint16_t *pw = PyArray_DATA(w);
+        float *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        status = gm_nn_linear_bf16(px, n, din, pw, pb, dout, (int)act, accumulate, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        static const char *an[] = {"x", "packed", "bias"};
+        gm_raise_status(status, "nn_linear_bf16", an, 3);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
 #define GM_METHODS_NN                                                               \
+    {"bf16_supported", (PyCFunction)py_bf16_supported, METH_NOARGS,                 \
+     "bf16_supported()\n--\n\nTrue when this CPU runs the AVX512-BF16 kernels."},   \
+    {"bf16_pack", (PyCFunction)(void (*)(void))py_bf16_pack, METH_VARARGS | METH_KEYWORDS, \
+     "bf16_pack(weight)\n--\n\nA (dout, din) float32 weight rounded to bfloat16 "     \
+     "(nearest even) and packed for nn_linear_bf16 (1-D uint16)."},                   \
+    {"nn_linear_bf16", (PyCFunction)(void (*)(void))py_nn_linear_bf16,               \
+     METH_VARARGS | METH_KEYWORDS,                                                   \
+     "nn_linear_bf16(x, packed, dout, bias=None, out=None, act=0, accumulate=False)\n--\n\n" \
+     "nn_linear with x and the packed weight in bfloat16, float32 accumulation."},    \
     {"nn_linear", (PyCFunction)(void (*)(void))py_nn_linear, METH_VARARGS | METH_KEYWORDS, \
      "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"  \
      "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias."}, \
