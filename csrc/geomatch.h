@@ -244,6 +244,12 @@ int gm_bf16_pack_weight(const float *w, size_t din, size_t dout, uint16_t *out);
 int gm_nn_linear_bf16(const float *x, size_t n, size_t din, const uint16_t *wpack,
                       const float *b, size_t dout, int act, int accumulate, float *y);
 void gm_nn_gelu_rows_f32(float *y, size_t n, size_t d, int nthreads);
+/* gm_nn_attention_f32 with q, k, v and the probabilities rounded to bfloat16,
+ * float32 accumulation and softmax; flash-style (no n x n score matrix, one
+ * 64-key block at a time); head dimension 64 only (GM_ERR_INVALID
+ * otherwise, or without AVX512-BF16).  O(batch heads n^2 hd). */
+int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
+                         float *out);
 /* @@end nn */
 
 /* ==== kernels: the trained attention head ================================ */

@@ -16,6 +16,7 @@
  * entry points return GM_ERR_INVALID. */
 #include "geomatch.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@
 
 /* Output columns per packed panel (one zmm of float32). */
 #define GM_BF16_PANEL 16
+/* Head dimension of gm_nn_attention_bf16. */
+#define GM_BF16_HD_PUBLIC 64
 /* Rows per micro-tile. */
 #define GM_BF16_MR 8
 
@@ -204,7 +207,202 @@ GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
     }
 }
 
+
+/* ---- attention ---------------------------------------------------------- */
+
+/* e^x for float32 lanes (x clamped to [-87, 88]): Cody-Waite reduction by
+ * ln 2 and a degree-6 Taylor polynomial, |relative error| < 2e-7 -- far below
+ * the bfloat16 rounding (2^-9) the probabilities get next. */
+GM_BF16_TARGET static inline __m512 gm_bf16_exp(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+#define GM_BF16_HD GM_BF16_HD_PUBLIC
+#define GM_BF16_KB 64   /* keys per block */
+#define GM_BF16_QR 4    /* query rows per tile */
+
+/* One query tile (4 rows, bf16 pairs qb[4][32]) against all keys of a head:
+ * flash-style, the scores of one 64-key block at a time in registers, online
+ * softmax (running max m and sum l per row), o (4 x 64 float32) accumulated
+ * with bfloat16 probabilities and values.  kp: keys packed in panels of 16
+ * (kp[panel][pair][16]), vp: values packed by channel panel
+ * (vp[cpanel][keypair][16]), both zero beyond n. */
+GM_BF16_TARGET static void gm_bf16_attn_tile(const uint32_t *qb, const uint32_t *kp,
+                                             const uint32_t *vp, size_t n, size_t npad,
+                                             float scale, float *o)
+{
+    const size_t hp = GM_BF16_HD / 2, vstride = npad / 2 * 16;
+    float m[GM_BF16_QR], l[GM_BF16_QR];
+    uint32_t pb[GM_BF16_QR][GM_BF16_KB / 2];
+    for (int r = 0; r < GM_BF16_QR; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    memset(o, 0, sizeof(float) * GM_BF16_QR * GM_BF16_HD);
+    for (size_t k0 = 0; k0 < n; k0 += GM_BF16_KB) {
+        __m512 s[GM_BF16_QR][4];
+        for (int r = 0; r < GM_BF16_QR; r++)
+            for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
+        const uint32_t *kb = kp + (k0 / 16) * hp * 16;
+        for (size_t p = 0; p < hp; p++) {
+            __m512bh w[4];
+            for (int c = 0; c < 4; c++)
+                w[c] = (__m512bh)_mm512_loadu_si512((const void *)(kb + (c * hp + p) * 16));
+            for (int r = 0; r < GM_BF16_QR; r++) {
+                __m512bh a = (__m512bh)_mm512_set1_epi32((int)qb[r * hp + p]);
+                for (int c = 0; c < 4; c++) s[r][c] = _mm512_dpbf16_ps(s[r][c], a, w[c]);
+            }
+        }
+        __mmask16 valid[4];
+        for (int c = 0; c < 4; c++) {
+            size_t k = k0 + (size_t)c * 16;
+            valid[c] = k >= n ? 0 : (n - k >= 16 ? (__mmask16)0xffff
+                                                 : (__mmask16)((1u << (n - k)) - 1u));
+        }
+        float corr[GM_BF16_QR];
+        for (int r = 0; r < GM_BF16_QR; r++) {
+            __m512 mx = _mm512_set1_ps(-INFINITY);
+            for (int c = 0; c < 4; c++) {
+                s[r][c] = _mm512_mul_ps(s[r][c], _mm512_set1_ps(scale));
+                mx = _mm512_mask_max_ps(mx, valid[c], mx, s[r][c]);
+            }
+            float mnew = _mm512_reduce_max_ps(mx);
+            if (m[r] > mnew) mnew = m[r];
+            corr[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
+            m[r] = mnew;
+            __m512 sum = _mm512_setzero_ps(), pv[4];
+            for (int c = 0; c < 4; c++) {
+                pv[c] = _mm512_maskz_mov_ps(valid[c],
+                                            gm_bf16_exp(_mm512_sub_ps(s[r][c],
+                                                                      _mm512_set1_ps(mnew))));
+                sum = _mm512_add_ps(sum, pv[c]);
+            }
+            l[r] = l[r] * corr[r] + _mm512_reduce_add_ps(sum);
+            _mm512_storeu_si512((void *)pb[r], (__m512i)_mm512_cvtne2ps_pbh(pv[1], pv[0]));
+            _mm512_storeu_si512((void *)(pb[r] + 16),
+                                (__m512i)_mm512_cvtne2ps_pbh(pv[3], pv[2]));
+        }
+        __m512 acc[GM_BF16_QR][4];
+        for (int r = 0; r < GM_BF16_QR; r++)
+            for (int c = 0; c < 4; c++)
+                acc[r][c] = _mm512_mul_ps(_mm512_loadu_ps(o + r * GM_BF16_HD + c * 16),
+                                          _mm512_set1_ps(corr[r]));
+        const uint32_t *vb = vp + (k0 / 2) * 16;
+        size_t nq = (n - k0 >= GM_BF16_KB ? GM_BF16_KB : n - k0 + 1) / 2;
+        for (size_t q = 0; q < nq; q++) {
+            __m512bh v[4];
+            for (int c = 0; c < 4; c++)
+                v[c] = (__m512bh)_mm512_loadu_si512((const void *)(vb + c * vstride + q * 16));
+            for (int r = 0; r < GM_BF16_QR; r++) {
+                __m512bh a = (__m512bh)_mm512_set1_epi32((int)pb[r][q]);
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], a, v[c]);
+            }
+        }
+        for (int r = 0; r < GM_BF16_QR; r++)
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + r * GM_BF16_HD + c * 16, acc[r][c]);
+    }
+    for (int r = 0; r < GM_BF16_QR; r++) {
+        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+        for (int c = 0; c < GM_BF16_HD; c++) o[r * GM_BF16_HD + c] *= inv;
+    }
+}
+
+/* Pack one head: q rows to bf16 pairs (nq4 rows, zero beyond n), keys in
+ * panels of 16 keys (pairs of channels), values by channel panel (pairs of
+ * keys); everything beyond n is zero.  O(npad hd). */
+GM_BF16_TARGET static void gm_bf16_attn_pack(const float *qkv, size_t n, size_t ld,
+                                             size_t qoff, size_t koff, size_t voff,
+                                             size_t nq4, size_t npad, uint32_t *qb,
+                                             uint16_t *kp, uint16_t *vp)
+{
+    const size_t hd = GM_BF16_HD, hp = hd / 2;
+    memset(qb, 0, nq4 * hp * sizeof(uint32_t));
+    memset(kp, 0, npad * hd * sizeof(uint16_t));
+    memset(vp, 0, npad * hd * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) {
+        const float *row = qkv + i * ld;
+        gm_bf16_row(row + qoff, hd, qb + i * hp);
+        size_t panel = i / 16, lane = i % 16;
+        for (size_t p = 0; p < hp; p++) {
+            uint16_t *o = kp + ((panel * hp + p) * 16 + lane) * 2;
+            o[0] = gm_bf16_round(row[koff + 2 * p]);
+            o[1] = gm_bf16_round(row[koff + 2 * p + 1]);
+        }
+        size_t q = i / 2, e = i % 2;
+        for (size_t c = 0; c < hd; c++)
+            vp[(((c / 16) * (npad / 2) + q) * 16 + c % 16) * 2 + e] =
+                gm_bf16_round(row[voff + c]);
+    }
+}
+
 #endif /* GM_HAVE_BF16_KERNEL */
+
+int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
+                         float *out)
+{
+    if (batch == 0 || n == 0 || heads == 0 || hd != GM_BF16_HD_PUBLIC) return GM_ERR_INVALID;
+#if GM_HAVE_BF16_KERNEL
+    if (!gm_bf16_supported()) return GM_ERR_INVALID;
+    int nthreads = gm_get_num_threads();
+    size_t nq4 = (n + GM_BF16_QR - 1) / GM_BF16_QR * GM_BF16_QR;
+    size_t npad = (n + GM_BF16_KB - 1) / GM_BF16_KB * GM_BF16_KB;
+    size_t nh = batch * heads, d = heads * hd, ld = 3 * d;
+    size_t qsz = nq4 * hd / 2, ksz = npad * hd;   /* uint32 / uint16 counts */
+    uint32_t *qb = (uint32_t *)malloc(nh * qsz * sizeof(uint32_t));
+    uint16_t *kv = (uint16_t *)malloc(nh * 2 * ksz * sizeof(uint16_t));
+    if (qb == NULL || kv == NULL) {
+        free(qb);
+        free(kv);
+        return GM_ERR_NOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (long t = 0; t < (long)nh; t++) {
+        size_t b = (size_t)t / heads, h = (size_t)t % heads;
+        gm_bf16_attn_pack(qkv + b * n * ld, n, ld, h * hd, d + h * hd, 2 * d + h * hd, nq4,
+                          npad, qb + (size_t)t * qsz, kv + (size_t)t * 2 * ksz,
+                          kv + (size_t)t * 2 * ksz + ksz);
+    }
+    size_t tiles = nq4 / GM_BF16_QR;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        float o[GM_BF16_QR * GM_BF16_HD];
+#pragma omp for schedule(static)
+        for (long t = 0; t < (long)(nh * tiles); t++) {
+            size_t hh = (size_t)t / tiles, tile = (size_t)t % tiles;
+            size_t b = hh / heads, h = hh % heads;
+            const uint32_t *kp = (const uint32_t *)(kv + hh * 2 * ksz);
+            const uint32_t *vp = (const uint32_t *)(kv + hh * 2 * ksz + ksz);
+            gm_bf16_attn_tile(qb + hh * qsz + tile * GM_BF16_QR * (hd / 2), kp, vp, n, npad,
+                              scale, o);
+            for (size_t r = 0; r < GM_BF16_QR; r++) {
+                size_t i = tile * GM_BF16_QR + r;
+                if (i >= n) break;
+                memcpy(out + (b * n + i) * d + h * hd, o + r * hd, hd * sizeof(float));
+            }
+        }
+    }
+    free(qb);
+    free(kv);
+    return GM_OK;
+#else
+    (void)qkv; (void)out;
+    return GM_ERR_INVALID;
+#endif
+}
 
 
 int gm_nn_linear_bf16(const float *x, size_t n, size_t din, const uint16_t *wpack,

@@ -1419,12 +1419,60 @@ done:
     return result;
 }
 
+static PyObject *py_nn_attention_bf16(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"qkv", "heads", "out", NULL};
+    PyObject *oq, *oout = Py_None;
+    Py_ssize_t heads;
+    int status = GM_OK;
+    PyArrayObject *q = NULL, *out = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|O", kwlist, &oq, &heads, &oout))
+        return NULL;
+    if (!gm_bf16_supported()) {
+        gm_set_error(PyExc_RuntimeError, "nn_attention_bf16: this CPU has no AVX512-BF16");
+        return NULL;
+    }
+    if (!(q = gm_as_array(oq, NPY_FLOAT32, "qkv", 3, 3, 0))) return NULL;
+    npy_intp b = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1), c = PyArray_DIM(q, 2);
+    if (heads < 1 || c % (3 * heads) != 0 || c / (3 * heads) != 64 || b == 0 || n == 0) {
+        gm_set_error(PyExc_ValueError, "qkv must have shape (batch, n, 3 * heads * 64) with "
+                     "batch, n >= 1 (head dimension 64), got (%ld, %ld, %ld) for heads=%ld",
+                     (long)b, (long)n, (long)c, (long)heads);
+        goto done;
+    }
+    {
+        npy_intp dims[3] = {b, n, c / 3};
+        if (!(out = gm_nn_out(oout, NPY_FLOAT32, 3, dims, "out"))) goto done;
+        const float *pq = PyArray_DATA(q);
+        float *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        status = gm_nn_attention_bf16(pq, (size_t)b, (size_t)n, (size_t)heads, 64, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (status != GM_OK) {
+        static const char *an[] = {"qkv"};
+        gm_raise_status(status, "nn_attention_bf16", an, 1);
+        goto done;
+    }
+    Py_INCREF(out);
+    result = (PyObject *)out;
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(out);
+    return result;
+}
+
 #define GM_METHODS_NN                                                               \
     {"bf16_supported", (PyCFunction)py_bf16_supported, METH_NOARGS,                 \
      "bf16_supported()\n--\n\nTrue when this CPU runs the AVX512-BF16 kernels."},   \
     {"bf16_pack", (PyCFunction)(void (*)(void))py_bf16_pack, METH_VARARGS | METH_KEYWORDS, \
      "bf16_pack(weight)\n--\n\nA (dout, din) float32 weight rounded to bfloat16 "     \
      "(nearest even) and packed for nn_linear_bf16 (1-D uint16)."},                   \
+    {"nn_attention_bf16", (PyCFunction)(void (*)(void))py_nn_attention_bf16,         \
+     METH_VARARGS | METH_KEYWORDS,                                                   \
+     "nn_attention_bf16(qkv, heads, out=None)\n--\n\nnn_attention with bfloat16 q, k, v and " \
+     "probabilities, float32 softmax and sums; flash-style; head dimension 64."},      \
     {"nn_linear_bf16", (PyCFunction)(void (*)(void))py_nn_linear_bf16,               \
      METH_VARARGS | METH_KEYWORDS,                                                   \
      "nn_linear_bf16(x, packed, dout, bias=None, out=None, act=0, accumulate=False)\n--\n\n" \
