@@ -1315,6 +1315,10 @@ done:
     return result;
 }
 
+/* uint16 values before the packed panels: din, dout (32 bits each), padding
+ * to 64 bytes so the panels stay aligned like the array itself */
+#define GM_BF16_HEADER 32
+
 static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
 {
     return PyBool_FromLong(gm_bf16_supported());
@@ -1334,24 +1338,36 @@ static PyObject *py_bf16_pack(PyObject *self, PyObject *args, PyObject *kwds)
         Py_DECREF(w);
         return NULL;
     }
-    npy_intp dims[1] = {(npy_intp)gm_bf16_packed_size(din, dout)};
+    if (din > 0xffffffffu || dout > 0xffffffffu) {
+        gm_set_error(PyExc_ValueError, "weight is too large to pack");
+        Py_DECREF(w);
+        return NULL;
+    }
+    /* header: din and dout as 32-bit values in two uint16 each, then the panels */
+    npy_intp dims[1] = {(npy_intp)gm_bf16_packed_size(din, dout) + GM_BF16_HEADER};
     out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT16);
-    if (out != NULL)
-        gm_bf16_pack_weight(PyArray_DATA(w), din, dout, PyArray_DATA(out));
+    if (out != NULL) {
+        uint16_t *o = PyArray_DATA(out);
+        o[0] = (uint16_t)(din & 0xffff);
+        o[1] = (uint16_t)(din >> 16);
+        o[2] = (uint16_t)(dout & 0xffff);
+        o[3] = (uint16_t)(dout >> 16);
+        for (int k = 4; k < GM_BF16_HEADER; k++) o[k] = 0;
+        gm_bf16_pack_weight(PyArray_DATA(w), din, dout, o + GM_BF16_HEADER);
+    }
     Py_DECREF(w);
     return (PyObject *)out;
 }
 
 static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"x", "packed", "dout", "bias", "out", "act", "accumulate", NULL};
+    static char *kwlist[] = {"x", "packed", "bias", "out", "act", "accumulate", NULL};
     PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL;
-    Py_ssize_t dout_in;
     int accumulate = 0, status = GM_OK;
     long act = 0;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
     PyObject *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|OOOp", kwlist, &ox, &ow, &dout_in, &ob,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp", kwlist, &ox, &ow, &ob,
                                      &oout, &oact, &accumulate))
         return NULL;
     if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) return NULL;
@@ -1359,29 +1375,34 @@ static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwd
         gm_set_error(PyExc_RuntimeError, "nn_linear_bf16: this CPU has no AVX512-BF16");
         return NULL;
     }
-    if (dout_in < 1) {
-        gm_set_error(PyExc_ValueError, "dout must be positive, got %ld", (long)dout_in);
-        return NULL;
-    }
     if (!(x = gm_as_array(ox, NPY_FLOAT32, "x", 2, 2, 0))) goto done;
     if (!PyArray_Check(ow) || PyArray_TYPE((PyArrayObject *)ow) != NPY_UINT16 ||
         PyArray_NDIM((PyArrayObject *)ow) != 1 ||
-        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ow)) {
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ow) ||
+        PyArray_DIM((PyArrayObject *)ow, 0) <= GM_BF16_HEADER) {
         gm_set_error(PyExc_TypeError, "packed must be a 1-D contiguous uint16 array "
                      "from bf16_pack");
         goto done;
     }
     w = (PyArrayObject *)ow;
     Py_INCREF(w);
+    const uint16_t *hdr = PyArray_DATA(w);
     size_t n = (size_t)PyArray_DIM(x, 0), din = (size_t)PyArray_DIM(x, 1);
-    size_t dout = (size_t)dout_in;
+    size_t wdin = (size_t)hdr[0] | ((size_t)hdr[1] << 16);
+    size_t dout = (size_t)hdr[2] | ((size_t)hdr[3] << 16);
     if (n == 0 || din == 0) {
         gm_set_error(PyExc_ValueError, "x must be non-empty");
         goto done;
     }
-    if ((size_t)PyArray_DIM(w, 0) != gm_bf16_packed_size(din, dout)) {
-        gm_set_error(PyExc_ValueError, "packed does not hold a (%ld, %ld) weight",
-                     (long)dout, (long)din);
+    if (wdin == 0 || dout == 0 ||
+        (size_t)PyArray_DIM(w, 0) != gm_bf16_packed_size(wdin, dout) + GM_BF16_HEADER) {
+        gm_set_error(PyExc_TypeError, "packed must be a 1-D contiguous uint16 array "
+                     "from bf16_pack");
+        goto done;
+    }
+    if (wdin != din) {
+        gm_set_error(PyExc_ValueError, "packed holds a (%ld, %ld) weight; x has %ld columns",
+                     (long)dout, (long)wdin, (long)din);
         goto done;
     }
     if (ob != Py_None && !(b = gm_as_array(ob, NPY_FLOAT32, "bias", 1, 1, 0))) goto done;
@@ -1398,7 +1419,7 @@ static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwd
         npy_intp dims[2] = {(npy_intp)n, (npy_intp)dout};
         if (!(out = gm_nn_out(oout, NPY_FLOAT32, 2, dims, "out"))) goto done;
         const float *px = PyArray_DATA(x), *pb = b ? PyArray_DATA(b) : NULL;
-        const uint16_t *pw = PyArray_DATA(w);
+        const uint16_t *pw = hdr + GM_BF16_HEADER;
         float *py = PyArray_DATA(out);
         Py_BEGIN_ALLOW_THREADS
         status = gm_nn_linear_bf16(px, n, din, pw, pb, dout, (int)act, accumulate, py);
@@ -1475,7 +1496,7 @@ done:
      "probabilities, float32 softmax and sums; flash-style; head dimension 64."},      \
     {"nn_linear_bf16", (PyCFunction)(void (*)(void))py_nn_linear_bf16,               \
      METH_VARARGS | METH_KEYWORDS,                                                   \
-     "nn_linear_bf16(x, packed, dout, bias=None, out=None, act=0, accumulate=False)\n--\n\n" \
+     "nn_linear_bf16(x, packed, bias=None, out=None, act=0, accumulate=False)\n--\n\n" \
      "nn_linear with x and the packed weight in bfloat16, float32 accumulation."},    \
     {"nn_linear", (PyCFunction)(void (*)(void))py_nn_linear, METH_VARARGS | METH_KEYWORDS, \
      "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"  \

@@ -256,11 +256,12 @@ def normalize_precision(precision) -> str:
 
 
 def check_precision(precision) -> str:
-    """:func:`normalize_precision`, and for bfloat16 a RuntimeError naming the
-    reason when this CPU cannot run it."""
+    """:func:`normalize_precision`, and for bfloat16 a ValueError naming the
+    reason when this CPU cannot run it (as the torch engine refuses a
+    precision its device lacks)."""
     precision = normalize_precision(precision)
     if precision == "bfloat16" and not bf16_available():
-        raise RuntimeError(
+        raise ValueError(
             "precision='bf16' needs a CPU with AVX512-BF16 (this one has none, checked "
             "with CPUID); use precision='float32', or the torch engine "
             "(geomatch extract --engine torch --precision bfloat16)")
@@ -343,7 +344,7 @@ class DinoV2(BackboneShape):
                 blk = self.blocks[-1]
                 for name in ("qkv", "proj", "fc1", "fc2"):
                     wt = blk.pop(name + "_w")
-                    blk[name + "_p"] = (_core().bf16_pack(wt), wt.shape[0])
+                    blk[name + "_p"] = _core().bf16_pack(wt)
         self._pos_cache: Dict[Tuple[int, int], np.ndarray] = {}
         #: how :func:`load_dinov2` built it (weights, model, lora, config), or
         #: None; lets :func:`geomatch.backbone.extract.extract_features` have
@@ -368,8 +369,7 @@ class DinoV2(BackboneShape):
         in this model's precision."""
         core = _core()
         if self.precision == "bfloat16":
-            packed, dout = blk[name + "_p"]
-            core.nn_linear_bf16(x, packed, dout, blk[name + "_b"], out=out, act=act,
+            core.nn_linear_bf16(x, blk[name + "_p"], blk[name + "_b"], out=out, act=act,
                                 accumulate=accumulate)
         else:
             core.nn_linear(x, blk[name + "_w"], blk[name + "_b"], out=out, act=act,
@@ -464,9 +464,7 @@ class DinoV2(BackboneShape):
         t = np.empty((rows, d), np.float32)
         qkv = np.empty((b, n, 3 * d), np.float32)
         att = np.empty((rows, d), np.float32)
-        fc1 = self.blocks[0].get("fc1_w")
-        hid = np.empty((rows, fc1.shape[0] if fc1 is not None else self.blocks[0]["fc1_p"][1]),
-                       np.float32)
+        hid = np.empty((rows, self.blocks[0]["fc1_b"].shape[0]), np.float32)
         gate = np.empty((rows, c.hidden_dim), np.float32) if c.ffn == "swiglu" else None
         eps = c.layer_norm_eps
         outs = {}
@@ -568,10 +566,9 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
     FileNotFoundError
         ``weights`` or ``lora`` does not exist (the message names it).
     ValueError
-        Missing, unexpected or mis-shaped tensors (all listed by name), or an
-        unknown ``precision``.
-    RuntimeError
-        ``precision="bf16"`` on a CPU without AVX512-BF16 (the message says so).
+        Missing, unexpected or mis-shaped tensors (all listed by name), an
+        unknown ``precision``, or ``precision="bf16"`` on a CPU without
+        AVX512-BF16 (the message says so).
     """
     precision = check_precision(precision)   # before reading any weights
     cfg, state, source = read_dinov2(weights, model, lora=lora, config=config)
