@@ -73,3 +73,15 @@ def print_table(title: str, rows: Sequence[tuple], *, baseline: str | None = Non
             continue
         ratio = f"{sec / base:.1f}x" if base else ""
         print(f"| {name} | {fmt_time(sec)} | {ratio} | {note} |")
+
+
+def best_time(fn: Callable[[], object], n: int = 200) -> float:
+    """Fastest wall-clock seconds of a single ``fn()`` call out of ``n`` (on a
+    shared machine the minimum is the least disturbed sample)."""
+    fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return min(out)
