@@ -47,6 +47,8 @@ def main() -> None:
     from geomatch.data.cache import FeatureCache
 
     gm.set_num_threads(args.threads)
+    from _limits import print_machine
+    print_machine(args.threads)
     tmp = tempfile.mkdtemp(prefix="geomatch-bench-scale-")
     try:
         cfg = DinoV2Config.from_name(args.model)

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import numpy as np  # noqa: E402
 
 import geomatch as gm  # noqa: E402
+from _limits import measure, print_limits, print_machine  # noqa: E402
 from _timing import median_time, print_table  # noqa: E402
 
 
@@ -54,6 +55,8 @@ def main() -> None:
     import ot
 
     gm.set_num_threads(args.threads)
+    print_machine(args.threads)
+    print_limits(measure(args.threads, numpy_gemm=False))
     C = geco_like_costs()
     n, m = C.shape
     a = np.full(n, 1.0 / n, dtype=np.float32)
