@@ -1115,6 +1115,20 @@ static int gm_nn_check_vec(PyArrayObject *v, npy_intp n, const char *name)
     return 0;
 }
 
+/* accumulate=True needs out and act 0 (nn_linear, nn_linear_bf16). */
+static int gm_nn_check_accumulate(int accumulate, PyObject *oout, long act)
+{
+    if (accumulate && oout == Py_None) {
+        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
+        return -1;
+    }
+    if (accumulate && act != 0) {
+        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"x", "weight", "bias", "out", "act", "accumulate", NULL};
@@ -1141,14 +1155,7 @@ static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
         goto done;
     }
     if (gm_nn_check_vec(b, PyArray_DIM(w, 0), "bias") < 0) goto done;
-    if (accumulate && oout == Py_None) {
-        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
-        goto done;
-    }
-    if (accumulate && act != 0) {
-        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
-        goto done;
-    }
+    if (gm_nn_check_accumulate(accumulate, oout, act) < 0) goto done;
     {
         npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
         if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
@@ -1407,14 +1414,7 @@ static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwd
     }
     if (ob != Py_None && !(b = gm_as_array(ob, NPY_FLOAT32, "bias", 1, 1, 0))) goto done;
     if (gm_nn_check_vec(b, (npy_intp)dout, "bias") < 0) goto done;
-    if (accumulate && oout == Py_None) {
-        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
-        goto done;
-    }
-    if (accumulate && act != 0) {
-        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
-        goto done;
-    }
+    if (gm_nn_check_accumulate(accumulate, oout, act) < 0) goto done;
     {
         npy_intp dims[2] = {(npy_intp)n, (npy_intp)dout};
         if (!(out = gm_nn_out(oout, NPY_FLOAT32, 2, dims, "out"))) goto done;

@@ -11,8 +11,10 @@ import pytest
 
 import geomatch as gm
 from geomatch import _core
-from geomatch.backbone import DinoV2, DinoV2Config
+from geomatch.backbone import DinoV2
 from geomatch.backbone import dinov2 as dv
+from test_backbone_extract import SMALL, spair, weights  # noqa: F401  (fixtures)
+from test_backbone_extract import _random_state as _state
 
 HAVE_BF16 = bool(_core.bf16_supported())
 needs_bf16 = pytest.mark.skipif(not HAVE_BF16, reason="this CPU has no AVX512-BF16 "
@@ -161,20 +163,6 @@ def test_attention_rejects_other_head_dims():
         _core.nn_attention_bf16(np.ones((1, 4, 3 * 2 * 32), np.float32), 2)
 
 
-SMALL = DinoV2Config(embed_dim=128, depth=2, num_heads=2, pos_grid=4)
-
-
-def _state(cfg, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in cfg.expected_shapes().items():
-        a = rng.standard_normal(shape) / np.sqrt(shape[-1])
-        if name.endswith(("norm1.weight", "norm2.weight")) or name == "norm.weight":
-            a = 1 + 0.1 * a
-        out[name] = a.astype(np.float32)
-    return out
-
-
 @needs_bf16
 def test_dinov2_bf16_close_to_float32_and_thread_independent():
     st = _state(SMALL)
@@ -227,43 +215,18 @@ def test_cli_bf16_refused_in_one_line_without_the_instructions(tmp_path):
 
 
 @needs_bf16
-def test_extract_cli_bf16_records_precision_in_manifest(tmp_path, capsys):
-    from PIL import Image
-    from safetensors.numpy import save_file
-
+def test_extract_cli_bf16_records_precision_in_manifest(spair, weights, tmp_path, capsys):
     from geomatch.cli import main
     from geomatch.data.cache import FeatureCache
-    import json
 
-    root = tmp_path / "SPair-71k"
-    for name, (w, h) in {"a1": (40, 30), "a2": (30, 44)}.items():
-        p = root / "JPEGImages" / "cat" / f"{name}.jpg"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(w)
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(p)
-        a = root / "ImageAnnotation" / "cat" / f"{name}.json"
-        a.parent.mkdir(parents=True, exist_ok=True)
-        a.write_text(json.dumps({"filename": f"{name}.jpg", "image_width": w,
-                                 "image_height": h, "bndbox": [1, 1, w - 2, h - 2],
-                                 "azimuth_id": 0, "kps": {"0": [5, 6], "1": None}}))
-    (root / "Layout" / "large").mkdir(parents=True)
-    (root / "Layout" / "large" / "test.txt").write_text("1-a1-a2:cat")
-    d = {"pair_id": 1, "src_imname": "a1.jpg", "trg_imname": "a2.jpg",
-         "src_imsize": [40, 30, 3], "trg_imsize": [30, 44, 3], "src_bndbox": [1, 1, 38, 28],
-         "trg_bndbox": [1, 1, 28, 42], "category": "cat", "kps_ids": [0],
-         "src_kps": [[5, 6]], "trg_kps": [[5, 6]], "mirror": 0, "viewpoint_variation": 0}
-    p = root / "PairAnnotation" / "test" / "1-a1-a2:cat.json"
-    p.parent.mkdir(parents=True)
-    p.write_text(json.dumps(d))
-    w = tmp_path / "small.safetensors"
-    save_file(_state(SMALL), str(w))
-    base = ["--threads", "1", "extract", "--dataset", "spair", "--root", str(root),
-            "--weights", str(w), "--preprocess", "pad", "--size", "56"]
+    base = ["--threads", "1", "extract", "--dataset", "spair", "--root", str(spair),
+            "--weights", str(weights), "--preprocess", "pad", "--size", "56"]
     out = tmp_path / "bf"
     assert main(base + ["--out", str(out), "--precision", "bf16"]) == 0
     assert "engine c-bfloat16" in capsys.readouterr().out
     cache = FeatureCache.open(out)
     assert cache.manifest["engine"] == "c-bfloat16"
+    assert sorted(cache.keys()) == ["cat/a1", "cat/a2", "dog/b1"]
     # float32 features never go into the bf16 cache
     assert main(base + ["--out", str(out)]) == 1
     assert "engine" in capsys.readouterr().err
