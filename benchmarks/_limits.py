@@ -30,18 +30,18 @@ _FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "a
 
 def cpu_description() -> Dict[str, object]:
     """CPU model, core count and the relevant SIMD flags from /proc/cpuinfo."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = "", set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name") and model in ("", platform.machine(),
-                                                              platform.processor()):
+                if line.startswith("model name") and not model:
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
+    model = model or platform.processor() or platform.machine()
     return {"model": model, "cpus": os.cpu_count(),
             "flags": [f for f in _FLAGS if f in flags]}
 
