@@ -233,3 +233,20 @@ def test_extract_cli_bf16_records_precision_in_manifest(spair, weights, tmp_path
     # the C engine has no float16
     assert main(base + ["--out", str(tmp_path / "h"), "--precision", "float16"]) == 1
     assert "--engine torch" in capsys.readouterr().err
+
+
+@needs_bf16
+def test_dask_spec_of_a_bf16_model_loads_bf16(weights):
+    # what a Dask worker rebuilds from the client's model: the same precision
+    from geomatch.backbone import load_dinov2
+    from geomatch.backbone.extract import _spec_of, weights_sha256
+
+    net = load_dinov2(weights, precision="bf16")
+    spec = _spec_of(net, weights_sha256(weights))
+    assert spec.engine == "c" and spec.compute_dtype == "bfloat16"
+    again = spec.load()
+    assert again.precision == "bfloat16" and again.engine == "c-bfloat16"
+    px = np.random.default_rng(3).standard_normal((28, 42, 3)).astype(np.float32)
+    np.testing.assert_array_equal(again.features(px), net.features(px))
+    f32 = _spec_of(load_dinov2(weights), "").load()
+    assert f32.precision == "float32" and f32.engine == "c"
