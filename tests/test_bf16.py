@@ -250,3 +250,21 @@ def test_dask_spec_of_a_bf16_model_loads_bf16(weights):
     np.testing.assert_array_equal(again.features(px), net.features(px))
     f32 = _spec_of(load_dinov2(weights), "").load()
     assert f32.precision == "float32" and f32.engine == "c"
+
+
+@needs_bf16
+def test_bf16_model_runs_the_bf16_kernels_in_every_block(monkeypatch):
+    calls = {"nn_attention_bf16": 0, "nn_linear_bf16": 0, "nn_attention": 0, "nn_linear": 0}
+    for name in calls:
+        real = getattr(_core, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+        monkeypatch.setattr(_core, name, spy)
+    net = DinoV2(SMALL, _state(SMALL), precision="bf16")
+    net.features(np.zeros((28, 28, 3), np.float32))
+    # per block: one attention and four linear layers in bf16; only the
+    # patch embedding stays a float32 linear layer
+    assert calls == {"nn_attention_bf16": SMALL.depth, "nn_linear_bf16": 4 * SMALL.depth,
+                     "nn_attention": 0, "nn_linear": 1}
