@@ -306,7 +306,7 @@ class DinoV2(BackboneShape):
         self.config = config
         self.source = source
         precision = check_precision(precision)
-        #: compute precision of the linear layers: "float32" or "bfloat16"
+        #: compute precision of the matrix products: "float32" or "bfloat16"
         self.precision = precision
         f32 = lambda k: np.ascontiguousarray(state[k], dtype=np.float32)  # noqa: E731
         d = config.embed_dim
@@ -471,8 +471,8 @@ class DinoV2(BackboneShape):
         last = max(want)
         attention = core.nn_attention_bf16 if (self.precision == "bfloat16"
                                                and c.head_dim == 64) else core.nn_attention
+        lin = self._linear
         for i, blk in enumerate(self.blocks[: last + 1]):
-            lin = self._linear
             core.nn_layernorm(x2, blk["n1w"], blk["n1b"], eps, out=t)
             lin(blk, "qkv", t, qkv.reshape(rows, 3 * d))
             attention(qkv, c.num_heads, out=att.reshape(b, n, d))
