@@ -108,6 +108,20 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
     return out
 
 
+def remeasure(lim: Dict[str, float], threads: int) -> Dict[str, float]:
+    """Measure the limits again (after a long benchmark, on a machine whose
+    load changes) and keep the higher sgemm rate and the faster read pass;
+    prints the new measurement.  Returns ``lim`` updated in place."""
+    again = measure(threads, numpy_gemm=False, read_side=int(lim.get("read_side", READ_SIDE)))
+    print("re-measured at the end:", end=" ")
+    print_limits(again)
+    lim["sgemm_gflops"] = max(lim["sgemm_gflops"], again["sgemm_gflops"])
+    if again["read_pass_s"] < lim["read_pass_s"]:
+        for k in ("read_pass_s", "read_gbs"):
+            lim[k] = again[k]
+    return lim
+
+
 def print_limits(lim: Dict[str, float]) -> None:
     """Print the measured limits as one Markdown line."""
     m, k, n = GEMM_SHAPE

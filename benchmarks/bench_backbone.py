@@ -204,7 +204,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.models[0], args.threads, args.size,
                                 args.repeat)))
         return
-    from _limits import measure, print_limits, print_machine, vit_flops
+    from _limits import measure, print_limits, print_machine, remeasure, vit_flops
     from _timing import fmt_time
 
     from geomatch.backbone import DinoV2Config
@@ -232,7 +232,9 @@ def main() -> None:
                 if impl not in res or r["time"] < res[impl]["time"]:
                     res[impl] = r
         base = res.get("geomatch")
-        print(f"\n### {model} @ {args.size}x{args.size}\n")
+        remeasure(lim, args.threads)
+        print(f"\n### {model} @ {args.size}x{args.size} (% of the higher sgemm rate, "
+              f"{lim['sgemm_gflops']:.1f} GFLOP/s)\n")
         flops = vit_flops(DinoV2Config.from_name(model), args.size)
         print(f"model FLOPs (2 per multiply-add, linear layers + attention products): "
               f"{flops / 1e9:.1f} GFLOP")

@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 import numpy as np  # noqa: E402
 
 import geomatch as gm  # noqa: E402
-from _limits import measure, print_limits, print_machine, vit_flops  # noqa: E402
+from _limits import measure, print_limits, print_machine, remeasure, vit_flops  # noqa: E402
 from _timing import fmt_time, median_time  # noqa: E402
 from bench_backbone import random_state  # noqa: E402
 
@@ -96,7 +96,9 @@ def main() -> None:
             pb = gm.transfer_keypoints(fb[0], fb[1], kps, (size, size), (size, size))
             same += int(np.all(pa == pb, axis=1).sum())
             total += len(kps)
-        print(f"\n### {model} @ {size}x{size}, {args.threads} threads\n")
+        remeasure(lim, args.threads)
+        print(f"\n### {model} @ {size}x{size}, {args.threads} threads (% of the higher "
+              f"sgemm rate, {lim['sgemm_gflops']:.1f} GFLOP/s)\n")
         print("| precision | time / image | GFLOP/s | % of sgemm | speed-up |")
         print("|---|---|---|---|---|")
         for name, t in (("float32", t32), ("bf16", tbf)):
