@@ -398,7 +398,7 @@ def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> Non
     prev = _config.get_num_threads()
 
     def init():
-        _config.set_num_threads(1)   # this worker's OpenMP thread count
+        _config.set_num_threads(1)   # process-wide: every kernel single-threaded
 
     pending: deque = deque()
     try:
@@ -414,7 +414,7 @@ def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> Non
                 p, fut = pending.popleft()
                 score(p, fut.result())
     finally:
-        _config.set_num_threads(prev)   # restores this thread's OpenMP and the BLAS count
+        _config.set_num_threads(prev)   # restores the process-wide kernel and BLAS count
 
 
 # ----------------------------------------------------------------- Dask
