@@ -579,6 +579,18 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
     return net
 
 
+def _read_state_file(path: str) -> Dict[str, np.ndarray]:
+    """Tensors of a safetensors file (Hugging Face names mapped to the
+    official ones) or of a torch.save zip, told apart by the content (a
+    safetensors file starts with an 8-byte header length and ``{``), not by
+    the file name."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[:2] != b"PK" and head[8:9] == b"{":
+        return ck.hf_to_reference(ck.read_safetensors(path))
+    return ck.read_torch_file(path)
+
+
 def read_dinov2(weights, model: Optional[str] = None, *, lora=None,
                 config: Optional[DinoV2Config] = None
                 ) -> Tuple[DinoV2Config, Dict[str, np.ndarray], str]:
@@ -603,10 +615,8 @@ def read_dinov2(weights, model: Optional[str] = None, *, lora=None,
             hfc = _hf_config(hf)
             base = replace(base, interpolation=hfc.interpolation,
                            interpolate_offset=hfc.interpolate_offset)
-    elif path.endswith(".safetensors"):
-        state = ck.hf_to_reference(ck.read_safetensors(path))
     else:
-        state = ck.read_torch_file(path)
+        state = _read_state_file(path)
     if ck.is_lora_state(state):
         raise ValueError(f"{path} holds only GECO LoRA factors; pass it as lora= together "
                          "with the base DINOv2 weights")
@@ -619,7 +629,7 @@ def read_dinov2(weights, model: Optional[str] = None, *, lora=None,
     source = path
     if lora is not None:
         ck.check_state(state, cfg.expected_shapes(), path)
-        lstate = ck.read_torch_file(lora)
+        lstate = _read_state_file(os.fspath(lora))
         try:
             state = ck.merge_geco_lora(state, lstate, cfg.depth, cfg.embed_dim)
         except ValueError as exc:

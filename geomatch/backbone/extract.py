@@ -250,9 +250,9 @@ def manifest_task(spec: "BackboneSpec", preprocess: str, size: Optional[int], dt
     from .preprocess import DEFAULT_SIZES
 
     model = worker_cached(("backbone", spec), spec.load)
-    size = int(size or DEFAULT_SIZES[preprocess])
-    if size % model.patch_size:
-        raise ValueError(f"size must be a multiple of {model.patch_size}, got {size}")
+    size = int(DEFAULT_SIZES[preprocess] if size is None else size)
+    if size < model.patch_size or size % model.patch_size:
+        raise ValueError(f"size must be a positive multiple of {model.patch_size}, got {size}")
     return cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                           sha256=spec.sha256, lora=spec.lora is not None)
 
@@ -337,9 +337,10 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
         engine = manifest["engine"]
         batch = int(batch_size or (8 if spec.engine == "torch" else 1))
     else:
-        size = int(size or DEFAULT_SIZES[preprocess])
-        if size % model.patch_size:
-            raise ValueError(f"size must be a multiple of {model.patch_size}, got {size}")
+        size = int(DEFAULT_SIZES[preprocess] if size is None else size)
+        if size < model.patch_size or size % model.patch_size:
+            raise ValueError(f"size must be a positive multiple of {model.patch_size}, "
+                             f"got {size}")
         manifest = cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                                   sha256=sha256, lora=lora)
         engine = manifest["engine"]

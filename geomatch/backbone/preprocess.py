@@ -105,7 +105,7 @@ def make_frame(image_size, mode: str = "resize", size: int = None, *, flipped: b
     """The :class:`Frame` that :func:`preprocess_image` uses for an image of
     ``image_size`` (W, H), without touching pixels."""
     _check_mode(mode)
-    size = int(size or DEFAULT_SIZES[mode])
+    size = int(DEFAULT_SIZES[mode] if size is None else size)
     if size < patch_size or size % patch_size:
         raise ValueError(f"size must be a positive multiple of {patch_size}, got {size}")
     w, h = (int(v) for v in image_size)
@@ -127,8 +127,12 @@ def load_image(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: {exc} (raise PIL.Image.MAX_IMAGE_PIXELS if you trust "
+                         "the file)") from None
 
 
 def normalize(rgb_uint8: np.ndarray) -> np.ndarray:

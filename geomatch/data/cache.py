@@ -297,6 +297,10 @@ class FeatureCache:
         except FileNotFoundError:
             what = "flipped features" if flipped else "features"
             raise KeyError(f"feature cache {self.path} has no {what} for {key!r}") from None
+        except (ValueError, OSError, EOFError) as exc:
+            detail = "not an .npy array" if "pickle" in str(exc) else str(exc)
+            raise ValueError(f"feature cache file {fn} of {key!r} is damaged ({detail}); "
+                             f"delete it and rerun geomatch extract to recompute it") from None
         if arr.shape != self.shape or arr.dtype != self.dtype:
             raise ValueError(f"feature cache file {fn} holds {arr.dtype} {arr.shape}, "
                              f"expected {self.dtype} {self.shape}")

@@ -138,6 +138,10 @@ class _FeatureLRU:
             self.data.move_to_end(key)
             return arr
         arr = np.asarray(self.cache.get(key), dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r} "
+                             f"contain non-finite values; delete that entry and rerun "
+                             f"geomatch extract")
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
@@ -162,14 +166,25 @@ def _default_transfer() -> Callable:
     return fn
 
 
-def _resolve_head(head):
+def _resolve_head(head, manifest: Optional[dict] = None):
+    """(callable or None, name) of ``head``; with the cache's ``manifest``, a
+    head trained on features of another dimension is refused here, naming it."""
     if head is None or callable(head):
-        return head, (None if head is None else getattr(head, "name", type(head).__name__))
-    if isinstance(head, (str, os.PathLike)):
+        fn, name = head, (None if head is None else getattr(head, "name", type(head).__name__))
+    elif isinstance(head, (str, os.PathLike)):
         from ..model.head import load_head  # lazy: only needed with --head
 
-        return load_head(os.fspath(head)), os.fspath(head)
-    raise TypeError(f"head must be None, a callable or a checkpoint path, got {type(head).__name__}")
+        fn, name = load_head(os.fspath(head)), os.fspath(head)
+    else:
+        raise TypeError(f"head must be None, a callable or a checkpoint path, "
+                        f"got {type(head).__name__}")
+    in_dim = getattr(getattr(fn, "config", None), "in_dim", None)
+    dim = (manifest or {}).get("dim")
+    if in_dim is not None and dim is not None and int(in_dim) != int(dim):
+        raise ValueError(f"head {name}: trained on {in_dim}-dimensional features, but the "
+                         f"feature cache holds {dim}-dimensional ones "
+                         f"(backbone {manifest.get('backbone')})")
+    return fn, name
 
 
 def _skipped_count(dataset) -> int:
@@ -308,7 +323,7 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
-    head_fn, head_name = _resolve_head(head)
+    head_fn, head_name = _resolve_head(head, manifest)
     fn = transfer or _default_transfer()
 
     pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)

@@ -476,10 +476,27 @@ class AttentionHead:
         os.replace(tmp, path)
 
 
+def _file_kind(path: str) -> str:
+    """'npz' (a zip archive), 'safetensors' (8-byte length + JSON header) or ''."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except IsADirectoryError:
+        return ""
+    if head[:4] == b"PK\x03\x04":
+        return "npz"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return ""
+
+
 def _read_head_file(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"head checkpoint not found: {path}")
+    if _file_kind(path) != "npz":
+        raise ValueError(f"{path}: not a geomatch head checkpoint (the .npz written by "
+                         f"geomatch train or AttentionHead.save)")
     try:
         z = np.load(path, allow_pickle=False)
         files = dict(z.items())
@@ -515,7 +532,8 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
 
     Parameters
     ----------
-    path : path to the ``.npz`` file (a training checkpoint works too).
+    path : path to the ``.npz`` file (a training checkpoint works too) or the
+        ``.safetensors`` file of :func:`export_head` / :func:`save_safetensors`.
     config : HeadConfig, optional
         When given, the file's architecture must equal it.
     dtype : float32 or float64.
@@ -526,6 +544,15 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
     the file is not a head checkpoint or its configuration, parameter names or
     shapes do not match.
     """
+    fs_path = os.fspath(path)
+    if os.path.isfile(fs_path) and _file_kind(fs_path) == "safetensors":
+        head = load_safetensors(fs_path, dtype=dtype)
+        _config_of(fs_path, {"config": head.config.to_dict()}, config)
+        return head
+    if os.path.exists(fs_path) and _file_kind(fs_path) != "npz":
+        raise ValueError(f"{fs_path}: not a geomatch head (expected the .npz of geomatch "
+                         f"train / AttentionHead.save or the .safetensors of "
+                         f"geomatch.head.export_head)")
     path, meta, files = _read_head_file(path)
     cfg = _config_of(path, meta, config)
     head = AttentionHead(cfg, dtype=dtype)
