@@ -15,6 +15,7 @@ _O = "geomatch/model/optim.py"
 _P = "geomatch/backbone/preprocess.py"
 _S = "geomatch/data/spair.py"
 _TB = "geomatch/data/tables.py"
+_G = "geomatch/geometry.py"
 
 GLUE = ["tests/test_glue_geometry.py", "tests/test_glue_references.py",
         "tests/test_metrics_published.py"]
@@ -57,23 +58,23 @@ MUTATIONS = [
          new="if arr.shape != self.shape:", tests=T_CACHE, why="get() ignores dtype"),
     dict(id="cache-put-no-finite-check", file=_C, old="if not np.all(np.isfinite(out)):",
          new="if False:", tests=T_CACHE, why="non-finite features stored"),
-    dict(id="cache-pad-offset-rounding", file=_C, old="off_y = (s - new_h) // 2",
-         new="off_y = (s - new_h + 1) // 2", tests=T_CACHE + ["tests/test_backbone_extract.py",
+    dict(id="cache-pad-offset-rounding", file=_G, old="return (nw, nh), (0, (size - nh) // 2)",
+         new="return (nw, nh), (0, (size - nh + 1) // 2)", tests=T_CACHE + ["tests/test_backbone_extract.py",
                                                               "tests/test_evaluate.py"],
          why="pad offset rounding"),
-    dict(id="cache-pad-long-side", file=_C, old="long_side = max(w, h)", new="long_side = min(w, h)",
+    dict(id="cache-pad-long-side", file=_G, old="long_side = max(w, h)", new="long_side = min(w, h)",
          tests=T_CACHE + ["tests/test_evaluate.py"], why="pad frame size"),
     # ---- preprocessing
-    dict(id="preprocess-pad-offset", file=_P, old="return (nw, nh), (0, (size - nh) // 2)",
-         new="return (nw, nh), (0, (size - nh + 1) // 2)", tests=["tests/test_backbone_extract.py",
-                                                                  "tests/test_backbone.py"] + GLUE,
+    dict(id="preprocess-pad-offset", file=_G, old="return (nw, nh), ((size - nw) // 2, 0)",
+         new="return (nw, nh), ((size - nw + 1) // 2, 0)", tests=["tests/test_backbone_extract.py",
+                                                                  "tests/test_backbone.py", "tests/test_geometry.py"] + GLUE,
          why="pad offset of the pixels"),
     # ---- train
-    dict(id="train-flip-W-minus-x", file=_T, old="kps[:, 0] = W - 1.0 - kps[:, 0]",
-         new="kps[:, 0] = W - kps[:, 0]", tests=T_TRAIN, why="flip rule off by one"),
+    dict(id="train-flip-W-minus-x", file=_G, old="    if pixel_index:\n        return width - 1 - x\n",
+         new="    if pixel_index:\n        return width - x\n", tests=T_TRAIN, why="flip rule off by one"),
     dict(id="train-flip-no-relabel", file=_T, old="kps, vis = kps[perm], vis[perm]",
          new="kps, vis = kps, vis", tests=T_TRAIN, why="flip without left/right relabelling"),
-    dict(id="train-mask-flip", file=_T, old="ox = W - 1 - ox", new="ox = W - ox",
+    dict(id="train-mask-flip", file=_G, old="xs = flip_x(xs, W, pixel_index=True)", new="xs = flip_x(xs, W, pixel_index=False)",
          tests=T_TRAIN, why="flipped foreground mask off by one"),
     # ---- evaluate
     dict(id="evaluate-trg-frame-from-src", file=_E,
