@@ -715,71 +715,14 @@ class PCKAccumulator:
 
 
 def summary_rows(summary: Mapping) -> List[dict]:
-    """Flatten a :meth:`PCKAccumulator.summary` dict into table rows.
+    """Table rows of a summary (see :func:`geomatch.eval.report.summary_rows`)."""
+    from .report import summary_rows as _rows
 
-    One row per category, then ``all`` (pooled) and ``mean`` (mean over
-    categories).  Columns: category, n_pairs, n_points,
-    ``pck_point@α``, ``pck_image@α``, ``pck_geo@α`` (percent), n_geo_points.
-    """
-    alphas = summary["alphas"]
-    rows = []
-
-    def pct(v):
-        return None if v is None else 100.0 * v
-
-    def row(name, st, suffix=""):
-        r = {"category": name, "n_pairs": st.get("n_pairs"), "n_points": st.get("n_points")}
-        for kind in ("pck_point", "pck_image", "pck_geo"):
-            vals = st[kind + suffix]
-            for a, v in zip(alphas, vals):
-                r[f"{kind}@{_fmt_alpha(a)}"] = pct(v)
-        r["n_geo_points"] = st.get("n_geo_points")
-        return r
-
-    for c, st in summary["categories"].items():
-        rows.append(row(c, st))
-    if summary["categories"]:
-        rows.append(row("all", summary["overall"]))
-        mean = dict(summary["overall"])
-        mean = {"n_pairs": None, "n_points": None, "n_geo_points": None,
-                "pck_point_catmean": mean["pck_point_catmean"],
-                "pck_image_catmean": mean["pck_image_catmean"],
-                "pck_geo_catmean": mean["pck_geo_catmean"]}
-        rows.append(row("mean", mean, "_catmean"))
-    return rows
+    return _rows(summary)
 
 
 def summary_markdown(summary: Mapping) -> str:
-    """Markdown tables (PCK per point, per image, geometry-aware; breakdown) of a summary."""
-    alphas = summary["alphas"]
-    rows = summary_rows(summary)
+    """Markdown tables of a summary (see :func:`geomatch.eval.report.summary_markdown`)."""
+    from .report import summary_markdown as _md
 
-    def cell(v):
-        return "–" if v is None else f"{v:.2f}"
-
-    def cnt(v):
-        return "" if v is None else str(v)
-
-    out = []
-    titles = {"pck_point": "PCK per point (%)", "pck_image": "PCK per image (%)",
-              "pck_geo": "PCK geometry-aware subset (%)"}
-    for kind, title in titles.items():
-        head = "| category | pairs | points | " + " | ".join(f"@{_fmt_alpha(a)}" for a in alphas) + " |"
-        out += [f"### {title}", "", head, "|" + "---|" * (3 + len(alphas))]
-        for r in rows:
-            n_pts = r["n_geo_points"] if kind == "pck_geo" else r["n_points"]
-            vals = " | ".join(cell(r[f"{kind}@{_fmt_alpha(a)}"]) for a in alphas)
-            out.append(f"| {r['category']} | {cnt(r['n_pairs'])} | {cnt(n_pts)} | {vals} |")
-        out.append("")
-    ov = summary["overall"]
-    if "breakdown" in ov:
-        bd = ov["breakdown"]
-        out += ["### Geometry breakdown (all categories)", "",
-                "| α | n11 | n̂11 | ñ11 | n̄11 | n10 | n̂10 | n1x | n̂1x | n01 | n̄01 | n00 | PCK (%) |",
-                "|" + "---|" * 13]
-        for i, a in enumerate(alphas):
-            vals = " | ".join(str(bd[key][i]) for key in BREAKDOWN_KEYS)
-            pb = ov["pck_breakdown"][i]
-            out.append(f"| {_fmt_alpha(a)} | {vals} | {cell(None if pb is None else 100 * pb)} |")
-        out.append("")
-    return "\n".join(out)
+    return _md(summary)
