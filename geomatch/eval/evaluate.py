@@ -781,7 +781,7 @@ _FLAGS = {"protocol": "--protocol", "mode": "--mode", "alphas": "--alphas",
 
 
 def _flag_message(msg: str) -> str:
-    first = msg.split(" ", 1)[0]
+    first = msg.split(" ", 1)[0].rstrip(":")
     flag = _FLAGS.get(first)
     return f"{flag}: {msg}" if flag else msg
 
