@@ -356,3 +356,23 @@ def test_head_checkpoint_path(setup, tmp_path):
     # the features handed to the transfer are the head's output (first pair: dog/i0)
     ref = head(ds.images["dog/i0"][1].astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(feats[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_per_image_geometry_aware_and_ratios(setup):
+    ds, cache = setup
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False, workers=1,
+                     transfer=grid_argmax_transfer)
+    ov = res.overall
+    # eye pair geometry-aware in dog p0 (2/2 correct) and dog p1 (0/2); cat p2
+    # has one eye in the target: per image (1 + 0) / 2; 2 of 3 scored pairs,
+    # 4 of 8 scored points
+    np.testing.assert_allclose(ov["pck_geo_image"], [0.5] * 3)
+    assert ov["n_geo_pairs"] == 2
+    assert ov["geo_pair_ratio"] == pytest.approx(2 / 3)
+    assert ov["geo_point_ratio"] == pytest.approx(0.5)
+    np.testing.assert_allclose(res.categories["dog"]["pck_geo_image"], [0.5] * 3)
+    assert res.categories["cat"]["pck_geo_image"] == [None] * 3
+    # keypoint ids: dog eyes 1/2 each, nose 2/2
+    by_kp = res.categories["dog"]["by_keypoint"]
+    assert {k: (v["n_points"], v["pck_point"][0]) for k, v in by_kp.items()} == \
+        {"0": (2, 0.5), "1": (2, 0.5), "2": (2, 1.0)}
