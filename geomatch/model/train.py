@@ -51,7 +51,8 @@ from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _config_of
 from .loss import LossConfig, PairLoss, keypoint_patches
 from .optim import AdamW
 
-__all__ = ["train", "TrainResult", "validate", "prepare_pair", "configure_parser", "run_cli"]
+__all__ = ["train", "TrainResult", "validate", "prepare_pair", "resolve_train_options",
+           "TRAIN_PROTOCOLS", "configure_parser", "run_cli"]
 
 _CKPT_KIND = "geomatch.model.train/1"
 
@@ -225,6 +226,131 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
 
 
 # ---------------------------------------------------------------------------
+# several datasets in one run, GECO's per-category balancing, the GECO preset
+
+#: ``geomatch train --protocol geco``: GECO's training setting
+#: (configs/train_setting_default.yaml, configs/train_pairs.yaml; see
+#: docs/protocols.md).  Explicit arguments override it.
+TRAIN_PROTOCOLS = {
+    "geco": {"lr": 1e-4, "weight_decay": 0.0, "batch_pairs": 6, "epochs": 8.0,
+             "pairs_per_category": 800, "flip_aug": True},
+}
+_TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 0.0, "batch_pairs": 4, "epochs": None,
+                   "pairs_per_category": None, "flip_aug": True}
+
+
+def resolve_train_options(protocol: Optional[str] = None, **explicit) -> Dict[str, object]:
+    """Training hyper-parameters: geomatch's defaults, then the protocol's
+    preset, then every explicit (non-None) value; ``sources`` tells where
+    each came from."""
+    if protocol is not None and protocol not in TRAIN_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {sorted(TRAIN_PROTOCOLS)}, got {protocol!r}")
+    unknown = sorted(set(explicit) - set(_TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown training option(s) {unknown}")
+    out = dict(_TRAIN_DEFAULTS)
+    src = {k: "default" for k in out}
+    for k, v in (TRAIN_PROTOCOLS.get(protocol) or {}).items():
+        out[k], src[k] = v, f"protocol {protocol}"
+    for k, v in explicit.items():
+        if v is not None:
+            out[k], src[k] = v, "explicit"
+    out["sources"] = src
+    return out
+
+
+class _RoutedCache:
+    """Several feature caches behind one ``get``/``has``: keys are
+    ``"<i>|<key>"`` with i the index of the cache."""
+
+    def __init__(self, caches):
+        self.caches = list(caches)
+        ref = None
+        for c in self.caches:
+            m = _manifest(c)
+            sig = {k: m.get(k) for k in ("preprocess", "resolution", "grid", "dim")}
+            if ref is None:
+                ref, ref_path = sig, getattr(c, "path", c)
+            elif sig != ref:
+                raise ValueError(f"feature cache {getattr(c, 'path', c)} was made with "
+                                 f"{sig}, unlike {ref_path} ({ref}): one run needs the same "
+                                 f"preprocessing, grid and feature size in every cache")
+        self.manifest = _manifest(self.caches[0])
+        self.path = " + ".join(str(getattr(c, "path", c)) for c in self.caches)
+
+    def _split(self, key):
+        i, _, k = key.partition("|")
+        return self.caches[int(i)], k
+
+    def get(self, key, flipped=False):
+        c, k = self._split(key)
+        return c.get(k, flipped=flipped)
+
+    def has(self, key, flipped=False):
+        c, k = self._split(key)
+        return _cache_has(c, k, flipped)
+
+
+def _route_pair(pair, i: int):
+    import dataclasses
+
+    return dataclasses.replace(pair, src=dataclasses.replace(pair.src, key=f"{i}|{pair.src.key}"),
+                               trg=dataclasses.replace(pair.trg, key=f"{i}|{pair.trg.key}"))
+
+
+def _combine_sources(datasets, caches):
+    """(datasets, caches) of several sources -> the routed cache and a
+    function that routes one source's pairs to it."""
+    if len(datasets) != len(caches):
+        raise ValueError(f"give one cache per dataset: {len(datasets)} datasets, "
+                         f"{len(caches)} caches")
+    from ..data.cache import FeatureCache
+
+    caches = [FeatureCache.open(c) if isinstance(c, (str, os.PathLike)) else c for c in caches]
+    return _RoutedCache(caches), (lambda pairs, i: [_route_pair(p, i) for p in pairs])
+
+
+def _epoch_order(pairs: Sequence, per_category: Optional[int], seed: int):
+    """(epoch size n, order(e) -> indices into ``pairs`` for epoch e).
+
+    Without ``per_category``: a permutation of all pairs per epoch.  With it
+    (GECO's ``num_el``): each (dataset, category) contributes
+    min(per_category, its size) pairs per epoch, taken in turn from a stream
+    of seeded permutations of its pairs (so consecutive epochs see different
+    pairs), and the epoch's pairs are shuffled."""
+    if per_category is None:
+        n = len(pairs)
+        return n, lambda e: np.random.default_rng([seed, e]).permutation(n)
+    if int(per_category) < 1:
+        raise ValueError(f"pairs_per_category must be at least 1, got {per_category!r}")
+    m_max = int(per_category)
+    groups: Dict[tuple, List[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((getattr(p, "dataset", ""), p.category), []).append(i)
+    members = list(groups.values())
+    perms: Dict[tuple, np.ndarray] = {}
+
+    def stream(gi, t):
+        size = len(members[gi])
+        c, pos = divmod(t, size)
+        if (gi, c) not in perms:
+            perms[(gi, c)] = np.random.default_rng([seed, 2, gi, c]).permutation(size)
+        return members[gi][perms[(gi, c)][pos]]
+
+    n = sum(min(m_max, len(m)) for m in members)
+
+    def order(e):
+        idx = []
+        for gi, mem in enumerate(members):
+            m = min(m_max, len(mem))
+            idx.extend(stream(gi, t) for t in range(e * m, (e + 1) * m))
+        idx = np.asarray(idx, dtype=np.int64)
+        return idx[np.random.default_rng([seed, e]).permutation(len(idx))]
+
+    return n, order
+
+
+# ---------------------------------------------------------------------------
 # checkpoints
 
 def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
@@ -347,6 +473,45 @@ _CSV_FIELDS = ["step", "epoch", "loss", "pos", "bin", "neg", "fgbg", "pairs", "l
                "steps_per_s", "val_pck", "val_confusion"]
 
 
+def _training_pairs(dataset, cache, split, val_split, categories, train_subset, val_pairs,
+                    val_subset, seed):
+    """(cache, training pairs, validation pairs) of one dataset, a list of
+    pairs, or a tuple of datasets with a tuple of caches (keys routed)."""
+    from ..data.base import Dataset
+
+    multi = isinstance(dataset, tuple) and dataset and all(isinstance(d, Dataset)
+                                                          for d in dataset)
+    if multi:
+        if not isinstance(cache, (tuple, list)):
+            raise ValueError("several datasets need a tuple of caches, one per dataset")
+        cache, route = _combine_sources(dataset, cache)
+        pairs, vals = [], []
+        for i, ds in enumerate(dataset):
+            cats = [c for c in (categories or ds.categories) if c in ds.categories]
+            got = _pairs_of(ds, split, cats, train_subset, seed)
+            if not got:
+                raise ValueError(f"no training pairs in split {split!r} of {ds.name}")
+            pairs += route(got, i)
+            if val_pairs is None and val_subset:
+                try:
+                    vals += route(ds.pairs(val_split, categories=cats,
+                                           subsample=int(val_subset), seed=0), i)
+                except (ValueError, FileNotFoundError):
+                    pass   # a dataset without that split: no validation pairs from it
+        return cache, pairs, list(val_pairs) if val_pairs is not None else vals
+    if isinstance(cache, (str, os.PathLike)):
+        from ..data.cache import FeatureCache
+
+        cache = FeatureCache.open(cache)
+    pairs = _pairs_of(dataset, split, categories, train_subset, seed)
+    if not pairs:
+        raise ValueError(f"no training pairs in split {split!r}")
+    if val_pairs is None and val_subset and not isinstance(dataset, (list, tuple)):
+        val_pairs = list(dataset.pairs(val_split, categories=categories,
+                                       subsample=int(val_subset), seed=0))
+    return cache, pairs, list(val_pairs or [])
+
+
 def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val",
           categories=None, train_subset: Optional[int] = None,
           val_pairs: Optional[Sequence] = None,
@@ -356,14 +521,18 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
           flip_aug: bool = True, swap_aug: bool = True, val_subset: Optional[int] = 100,
           val_every: Optional[int] = None, val_mode: str = "grid-argmax",
           resume=None, init_head: Optional[AttentionHead] = None,
-          progress: Optional[bool] = None, save_every: Optional[int] = None) -> TrainResult:
+          progress: Optional[bool] = None, save_every: Optional[int] = None,
+          pairs_per_category: Optional[int] = None) -> TrainResult:
     """Train an :class:`~geomatch.model.head.AttentionHead` on cached features.
 
     Parameters
     ----------
-    dataset : Dataset (``pairs(split, categories=, subsample=, seed=)``) or a
-        list of PairRecord (the training pairs; then give ``val_pairs``).
-    cache : FeatureCache (``get(key, flipped=)``, ``has``) or a path to one.
+    dataset : Dataset (``pairs(split, categories=, subsample=, seed=)``), a
+        list of PairRecord (the training pairs; then give ``val_pairs``), or a
+        tuple of Datasets trained on together (GECO trains on AP-10K, SPair-71k
+        and PF-Pascal at once); then ``cache`` is a tuple with one cache each.
+    cache : FeatureCache (``get(key, flipped=)``, ``has``) or a path to one
+        (a tuple of them with a tuple of datasets).
     out_dir : folder for ``last.npz``, ``best.npz``, ``log.csv``, ``curves.png``.
     split, val_split : dataset splits for training and validation.
     categories : restrict to these categories.
@@ -383,6 +552,10 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     init_head : start from this head (ignored with ``resume``).
     progress : progress bar (default: on unless GEOMATCH_NO_PROGRESS=1).
     save_every : write ``last.npz`` every this many steps (default: at validations).
+    pairs_per_category : each epoch takes this many pairs of every (dataset,
+        category), or all of a smaller one (GECO's ``num_el``: 800), drawn in
+        turn from seeded permutations so epochs differ; an epoch is then the
+        sum of those counts.  Default: every pair once per epoch.
 
     Notes
     -----
@@ -402,21 +575,12 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     batch_pairs = int(batch_pairs)
     if steps is not None and int(steps) < 0:
         raise ValueError(f"steps must be non-negative, got {steps!r}")
-    if isinstance(cache, (str, os.PathLike)):
-        from ..data.cache import FeatureCache
-
-        cache = FeatureCache.open(cache)
     out_dir = Path(out_dir)
     loss_config = loss_config or LossConfig()
 
     # ---- data and checks (before any step) ----
-    pairs = _pairs_of(dataset, split, categories, train_subset, seed)
-    if not pairs:
-        raise ValueError(f"no training pairs in split {split!r}")
-    if val_pairs is None and val_subset and not isinstance(dataset, (list, tuple)):
-        val_pairs = list(dataset.pairs(val_split, categories=categories,
-                                       subsample=int(val_subset), seed=0))
-    val_pairs = list(val_pairs or [])
+    cache, pairs, val_pairs = _training_pairs(dataset, cache, split, val_split, categories,
+                                              train_subset, val_pairs, val_subset, seed)
     _check_pairs(pairs, "training")
     _check_pairs(val_pairs, "validation")
     start_step = 0
@@ -450,7 +614,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         opt.load_state_dict(files, source=os.fspath(resume))
     manifest = _manifest(cache)
     masks = _MaskStore(manifest)
-    n = len(pairs)
+    n, epoch_order = _epoch_order(pairs, pairs_per_category, seed)
     if steps is None:
         ep = 1.0 if epochs is None else float(epochs)
         if not ep > 0:
@@ -485,7 +649,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     def pair_at(g):
         e = g // n
         if e not in perms:
-            perms[e] = np.random.default_rng([seed, e]).permutation(n)
+            perms[e] = epoch_order(e)
         return pairs[perms[e][g % n]]
 
     def feature(key, flipped):
@@ -495,7 +659,8 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         return {"step": step, "best_val": best, "seed": seed, "lr": lr,
                 "weight_decay": weight_decay, "batch_pairs": batch_pairs,
                 "loss_config": loss_config.to_dict(), "flip_aug": flip_aug,
-                "swap_aug": swap_aug, "split": split}
+                "swap_aug": swap_aug, "split": split,
+                "pairs_per_category": pairs_per_category}
 
     def run_validation(step):
         nonlocal best_val
@@ -583,22 +748,32 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
 # CLI
 
 def configure_parser(parser) -> None:
-    parser.add_argument("--dataset", required=True, help="spair, pfpascal, ap10k or cub")
-    parser.add_argument("--root", required=True, help="dataset directory")
-    parser.add_argument("--cache", required=True, help="feature cache directory")
+    parser.add_argument("--dataset", required=True, nargs="+",
+                        help="spair, pfpascal, ap10k or cub; several train together "
+                             "(e.g. --dataset ap10k spair pfpascal, as GECO)")
+    parser.add_argument("--root", required=True, nargs="+",
+                        help="dataset directory, one per --dataset")
+    parser.add_argument("--cache", required=True, nargs="+",
+                        help="feature cache directory, one per --dataset")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, log, curves)")
+    parser.add_argument("--protocol", default=None,
+                        help="hyper-parameter preset: geco (lr 1e-4, batch 6, 8 epochs, "
+                             "800 pairs per category and epoch); explicit flags override it")
     parser.add_argument("--split", default="trn")
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--categories", nargs="*", default=None)
     parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--pairs-per-category", type=int, default=None,
+                        help="pairs of every (dataset, category) per epoch (GECO: 800); "
+                             "default: every pair once")
     parser.add_argument("--val-subset", type=int, default=100)
     parser.add_argument("--val-every", type=int, default=None)
     parser.add_argument("--val-mode", default="grid-argmax")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--batch-pairs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--epochs", type=float, default=None, help="default: 1 (geco: 8)")
+    parser.add_argument("--batch-pairs", type=int, default=None, help="default: 4 (geco: 6)")
+    parser.add_argument("--lr", type=float, default=None, help="default: 1e-4")
+    parser.add_argument("--weight-decay", type=float, default=None, help="default: 0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-flip", action="store_true", help="disable flip augmentation")
     parser.add_argument("--no-swap", action="store_true", help="disable pair swapping")
@@ -609,7 +784,18 @@ def configure_parser(parser) -> None:
 
 def run_cli(args) -> int:
     from ..data import load_dataset
+    from ..data.cache import FeatureCache
 
+    n = len(args.dataset)
+    for flag, vals in (("--root", args.root), ("--cache", args.cache)):
+        if len(vals) != n:
+            raise ValueError(f"{flag}: give one per --dataset ({n}), got {len(vals)}")
+    opts = resolve_train_options(args.protocol, lr=args.lr, weight_decay=args.weight_decay,
+                                 batch_pairs=args.batch_pairs, epochs=args.epochs,
+                                 pairs_per_category=args.pairs_per_category,
+                                 flip_aug=False if args.no_flip else None)
+    datasets = tuple(load_dataset(name, root) for name, root in zip(args.dataset, args.root))
+    caches = [FeatureCache.open(c) for c in args.cache]
     cfg = None
     if args.head_config:
         try:
@@ -618,19 +804,18 @@ def run_cli(args) -> int:
             raise ValueError(f"--head-config is not valid JSON: {exc}") from None
         if not isinstance(d, dict):
             raise ValueError("--head-config must be a JSON object")
-        from ..data.cache import FeatureCache
-
-        c = FeatureCache.open(args.cache)
-        d.setdefault("in_dim", int(c.shape[-1]))
+        d.setdefault("in_dim", int(caches[0].shape[-1]))
         cfg = HeadConfig.from_dict(d)
-    ds = load_dataset(args.dataset, args.root)
-    res = train(ds, args.cache, args.out, split=args.split, val_split=args.val_split,
+    ds, cache = (datasets[0], caches[0]) if n == 1 else (datasets, tuple(caches))
+    print("training choices: " + ", ".join(
+        f"{k}={opts[k]} ({opts['sources'][k]})" for k in opts if k != "sources"))
+    res = train(ds, cache, args.out, split=args.split, val_split=args.val_split,
                 categories=args.categories, train_subset=args.train_subset,
-                head_config=cfg, lr=args.lr, weight_decay=args.weight_decay,
-                batch_pairs=args.batch_pairs, steps=args.steps, epochs=args.epochs,
-                seed=args.seed, flip_aug=not args.no_flip, swap_aug=not args.no_swap,
+                head_config=cfg, lr=opts["lr"], weight_decay=opts["weight_decay"],
+                batch_pairs=opts["batch_pairs"], steps=args.steps, epochs=opts["epochs"],
+                seed=args.seed, flip_aug=bool(opts["flip_aug"]), swap_aug=not args.no_swap,
                 val_subset=args.val_subset, val_every=args.val_every, val_mode=args.val_mode,
-                resume=args.resume)
+                resume=args.resume, pairs_per_category=opts["pairs_per_category"])
     print(f"head: {res.head.num_parameters():,} parameters, {res.head.config}")
     print(f"trained {res.steps} steps; last checkpoint {res.last_path}"
           + (f"; best {res.best_path} (val PCK@0.1 {res.best_val:.4f})" if res.best_path else ""))
