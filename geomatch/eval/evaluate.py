@@ -304,7 +304,7 @@ def _check_cache_covers(cache: FeatureCache, pairs, split: str, options: EvalOpt
             raise FileNotFoundError(
                 f"feature cache {cache.path} misses flipped features (needed by test_flip "
                 f"{options.test_flip!r}) of {len(missing)} of {len(srcs)} source images, "
-                f"e.g. {missing[:5]}; run `geomatch extract --flip`")
+                f"e.g. {missing[:5]}; run `geomatch extract` without --no-flip")
 
 
 # ------------------------------------------------------------- 3. transfer
