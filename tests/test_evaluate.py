@@ -376,3 +376,48 @@ def test_per_image_geometry_aware_and_ratios(setup):
     by_kp = res.categories["dog"]["by_keypoint"]
     assert {k: (v["n_points"], v["pck_point"][0]) for k, v in by_kp.items()} == \
         {"0": (2, 0.5), "1": (2, 0.5), "2": (2, 1.0)}
+
+
+def test_choices_the_dataset_cannot_support(setup, tmp_path):
+    ds, cache = setup
+    # GeoAware-SC's sampling needs its geometry groups (SPair-71k, AP-10K, PF-Pascal)
+    with pytest.raises(ValueError, match="select 'geoaware'"):
+        E.evaluate(ds, "test", cache, select="geoaware", transfer=grid_argmax_transfer)
+    # GECO's empty-pair counting needs Dataset.pairs(keep_empty=True)
+    with pytest.raises(ValueError, match="empty_pairs"):
+        E.evaluate(ds, "test", cache, empty_pairs="count", transfer=grid_argmax_transfer)
+    # the test-time flip needs flipped features
+    with pytest.raises(FileNotFoundError, match="flipped"):
+        E.evaluate(ds, "test", cache, test_flip="mutual-nn", transfer=grid_argmax_transfer)
+    with pytest.raises(ValueError, match="protocol"):
+        E.evaluate(ds, "test", cache, protocol="GECO", transfer=grid_argmax_transfer)
+    assert not any(tmp_path.glob("eval-*"))
+
+
+def test_rescore_rejects_other_files(tmp_path):
+    from geomatch.eval.predictions import load_predictions
+
+    bad = tmp_path / "predictions.npz"
+    np.savez(bad, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a geomatch predictions file"):
+        load_predictions(bad)
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="text.npz"):
+        load_predictions(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_predictions(tmp_path / "nowhere.npz")
+
+
+def test_rescore_reproduces_the_run(setup, tmp_path):
+    from geomatch.eval.predictions import rescore
+
+    ds, cache = setup
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", out_dir=tmp_path / "r",
+                     progress=False, transfer=grid_argmax_transfer, workers=1)
+    again = rescore(tmp_path / "r" / "predictions.npz", out_dir=tmp_path / "again")
+    assert again.summary == res.summary
+    with open(tmp_path / "again" / "results.json") as f:
+        assert json.load(f)["summary"]["overall"]["pck_point"] == pytest.approx([0.75] * 3)
+    # other alphas from the file alone: the swapped eyes are 30 px off (T = 80)
+    wide = rescore(tmp_path / "r" / "predictions.npz", alphas=[0.5])
+    assert wide.overall["pck_point"] == [1.0]
