@@ -40,8 +40,12 @@ The geometry-aware subset follows GeoAware-SC (``Junyi42/GeoAware-SC``,
 symmetric group of keypoints (e.g. the four paws of a dog), when at least two
 members are visible in the target and at least one member is visible in both
 images, every member visible in both images is a geometry-aware keypoint.  Its
-PCK is pooled per point.  (GeoAware-SC tests ``distance < α·T``; geomatch uses
-``<=`` throughout, as GECO and DESIGN.md do.)
+PCK is reported pooled per point and per image (over the pairs that have
+geometry-aware keypoints), with GeoAware-SC's occurrence ratios.
+
+The test is ``distance / T <= α`` by default (GECO); ``compare="lt"`` gives
+GeoAware-SC's ``distance < α·T``, and ``scale`` makes the test in another
+frame (GeoAware-SC's 840-pixel padded square).  See ``docs/protocols.md``.
 """
 from __future__ import annotations
 
