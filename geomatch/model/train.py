@@ -473,6 +473,56 @@ _CSV_FIELDS = ["step", "epoch", "loss", "pos", "bin", "neg", "fgbg", "pairs", "l
                "steps_per_s", "val_pck", "val_confusion"]
 
 
+def _open_log(log_path: Path, start_step: int):
+    """``log.csv`` opened for writing, keeping the rows up to ``start_step``
+    (a resumed run); returns (file, writer, loss history, validation history)."""
+    rows_kept = []
+    if start_step and log_path.exists():
+        with open(log_path, newline="") as fh:
+            rows_kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
+    fh = open(log_path, "w", newline="")
+    writer = csv.DictWriter(fh, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    for r in rows_kept:
+        writer.writerow(r)
+    history = [{"step": int(r["step"]), "loss": float(r["loss"])} for r in rows_kept]
+    val_history = [{"step": int(r["step"]), "pck": float(r["val_pck"]),
+                    "confusion": float(r["val_confusion"] or "nan")}
+                   for r in rows_kept if r.get("val_pck")]
+    return fh, writer, history, val_history
+
+
+def _batch_gradients(head, loss_fn, batch, rng, grid, manifest, masks, feature, flip_aug,
+                     swap_aug):
+    """Summed head gradients and loss terms of one batch of pairs (augmentations
+    drawn from ``rng``: swap, flip source, flip target per pair); pairs the
+    loss skips do not count.  Returns (grads, sums, used)."""
+    grads = {k: np.zeros_like(v) for k, v in head.parameters().items()}
+    sums = {"loss": 0.0, "pos": 0.0, "bin": 0.0, "neg": 0.0, "fgbg": 0.0}
+    used = 0
+    for pair in batch:
+        fl = rng.random(3)
+        swap = bool(swap_aug and fl[0] < 0.5)
+        fs = bool(flip_aug and fl[1] < 0.5)
+        ft = bool(flip_aug and fl[2] < 0.5)
+        pp = prepare_pair(pair, grid, manifest, masks, flip_src=fs, flip_trg=ft, swap=swap)
+        x = np.stack([feature(pp.src_key, fs), feature(pp.trg_key, ft)])
+        y = head.forward(x, cache=True)
+        loss, gs, gt, info = loss_fn(y[0], y[1], src_patch=pp.src_patch,
+                                     trg_patch=pp.trg_patch, flip_perm=pp.flip_perm,
+                                     src_fg=pp.src_fg, trg_fg=pp.trg_fg,
+                                     n_vis_src=pp.n_vis_src, n_vis_trg=pp.n_vis_trg,
+                                     n_kp=pp.n_kp)
+        if info["skipped"]:
+            continue
+        used += 1
+        for k in sums:
+            sums[k] += info[k] if k != "loss" else loss
+        for k, g in head.backward(np.stack([gs, gt])).items():
+            grads[k] += g
+    return grads, sums, used
+
+
 def _training_pairs(dataset, cache, split, val_split, categories, train_subset, val_pairs,
                     val_subset, seed):
     """(cache, training pairs, validation pairs) of one dataset, a list of
@@ -629,20 +679,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     log_path = out_dir / "log.csv"
     loss_fn = PairLoss(loss_config)
 
-    # log file: keep rows up to the resume point
-    rows_kept = []
-    if start_step and log_path.exists():
-        with open(log_path, newline="") as fh:
-            rows_kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
-    fh = open(log_path, "w", newline="")
-    writer = csv.DictWriter(fh, fieldnames=_CSV_FIELDS)
-    writer.writeheader()
-    for r in rows_kept:
-        writer.writerow(r)
-    history: List[dict] = [{"step": int(r["step"]), "loss": float(r["loss"])} for r in rows_kept]
-    val_history: List[dict] = [{"step": int(r["step"]), "pck": float(r["val_pck"]),
-                                "confusion": float(r["val_confusion"] or "nan")}
-                               for r in rows_kept if r.get("val_pck")]
+    fh, writer, history, val_history = _open_log(log_path, start_step)
 
     perms: Dict[int, np.ndarray] = {}
 
@@ -679,32 +716,10 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
                         unit="step", disable=None if progress is None else not progress)
     try:
         for step in bar:
-            rng = np.random.default_rng([seed, step, 1])
-            grads = {k: np.zeros_like(v) for k, v in head.parameters().items()}
-            sums = {"loss": 0.0, "pos": 0.0, "bin": 0.0, "neg": 0.0, "fgbg": 0.0}
-            used = 0
-            for i in range(batch_pairs):
-                pair = pair_at(step * batch_pairs + i)
-                fl = rng.random(3)
-                swap = bool(swap_aug and fl[0] < 0.5)
-                fs = bool(flip_aug and fl[1] < 0.5)
-                ft = bool(flip_aug and fl[2] < 0.5)
-                pp = prepare_pair(pair, grid, manifest, masks, flip_src=fs, flip_trg=ft,
-                                  swap=swap)
-                x = np.stack([feature(pp.src_key, fs), feature(pp.trg_key, ft)])
-                y = head.forward(x, cache=True)
-                loss, gs, gt, info = loss_fn(y[0], y[1], src_patch=pp.src_patch,
-                                             trg_patch=pp.trg_patch, flip_perm=pp.flip_perm,
-                                             src_fg=pp.src_fg, trg_fg=pp.trg_fg,
-                                             n_vis_src=pp.n_vis_src, n_vis_trg=pp.n_vis_trg,
-                                             n_kp=pp.n_kp)
-                if info["skipped"]:
-                    continue
-                used += 1
-                for k in sums:
-                    sums[k] += info[k] if k != "loss" else loss
-                for k, g in head.backward(np.stack([gs, gt])).items():
-                    grads[k] += g
+            batch = [pair_at(step * batch_pairs + i) for i in range(batch_pairs)]
+            grads, sums, used = _batch_gradients(
+                head, loss_fn, batch, np.random.default_rng([seed, step, 1]), grid, manifest,
+                masks, feature, flip_aug, swap_aug)
             if used:
                 for g in grads.values():
                     g /= used
