@@ -401,7 +401,7 @@ def test_pfpascal_errors(pf_root, tmp_path):
 # ===========================================================================
 
 AP_IMAGES = {  # (family, species, id): (size, bbox ltwh, {kp: (x, y, v)})
-    ("Felidae", "cat", "000000000001"): ((50, 40), [2, 3, 40, 30], {0: (5, 6, 2), 2: (8, 9, 2), 5: (20, 21, 2), 16: (30, 31, 2)}),
+    ("Felidae", "cat", "000000000001"): ((50, 40), [2, 3, 40, 30], {0: (5, 6, 2), 2: (8, 9, 2), 5: (20, 21, 2), 16: (30, 31, 1)}),  # v=1: labelled, counts as visible
     ("Felidae", "cat", "000000000002"): ((60, 45), [1, 1, 50, 40], {0: (7, 7, 2), 2: (9, 9, 2), 8: (25, 26, 2)}),
     ("Felidae", "lion", "000000000003"): ((64, 48), [0, 0, 60, 44], {2: (10, 10, 2), 5: (11, 12, 2), 10: (3, 4, 2), 16: (40, 41, 2)}),
     ("Canidae", "dog", "000000000004"): ((40, 40), [5, 5, 30, 30], {1: (4, 4, 2), 3: (6, 6, 2), 10: (9, 9, 2)}),
@@ -584,7 +584,8 @@ def test_cub_records_and_pairs(cub_root):
     pairs = ds.pairs("test")
     # all ordered pairs of distinct images within each species: 3*2 + 2*1;
     # 1-3, 3-1, 2-3, 3-2 share no visible part
-    got = sorted((p.meta["src_image_id"], p.meta["trg_image_id"]) for p in pairs)
+    # in order: by source image, then target image (row-major over the n x n grid)
+    got = [(p.meta["src_image_id"], p.meta["trg_image_id"]) for p in pairs]
     assert got == [(1, 2), (2, 1), (5, 6), (6, 5)]
     assert ds.skipped.count == 4
     for p in pairs:
@@ -601,6 +602,25 @@ def test_cub_pair_drawing_is_seeded(cub_root):
     assert len(ds.pairs("test", categories=[CUB_CLASSES[0]])) + ds.skipped.count == 2
     with pytest.raises(ValueError, match="pairs_per_species"):
         load_dataset("cub", cub_root, pairs_per_species=0)
+
+
+@pytest.mark.parametrize("seed", [0, 5, 11])
+def test_cub_pair_drawing_follows_the_documented_rule(cub_root, seed):
+    # The rule (geomatch/data/cub.py): the n(n-1) ordered pairs of distinct
+    # images of a species, enumerated by source then target, of which
+    # pairs_per_species are drawn without replacement by
+    # numpy.random.default_rng([pair_seed, class id, 0 train / 1 test]),
+    # kept in enumeration order; pairs sharing no visible part are skipped.
+    ids = [1, 2, 3]                                   # CUB_CLASSES[0]'s test images
+    ordered = [(a, b) for a in ids for b in ids if a != b]
+    rng = np.random.default_rng([seed, 1, 1])
+    flat = np.sort(rng.choice(len(ordered), size=2, replace=False))
+    no_shared = {(1, 3), (3, 1), (2, 3), (3, 2)}
+    expected = [ordered[f] for f in flat if ordered[f] not in no_shared]
+    ds = load_dataset("cub", cub_root, pairs_per_species=2, pair_seed=seed)
+    got = [(p.meta["src_image_id"], p.meta["trg_image_id"])
+           for p in ds.pairs("test", categories=[CUB_CLASSES[0]])]
+    assert got == expected
 
 
 def test_cub_errors(cub_root):

@@ -59,10 +59,8 @@ def grid_argmax_transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mod
 
 
 def _records():
-    try:
-        from geomatch.data.base import ImageRecord, PairRecord
-    except ImportError:
-        ImageRecord = PairRecord = None
+    from geomatch.data.base import ImageRecord, PairRecord
+
     return ImageRecord, PairRecord
 
 
@@ -75,8 +73,8 @@ class FakeDataset:
         self.images = {}
         self._pairs = []
         ImageRecord, PairRecord = _records()
-        self._img_cls = ImageRecord or (lambda **kw: SimpleNamespace(**kw))
-        self._pair_cls = PairRecord or (lambda **kw: SimpleNamespace(**kw))
+        self._img_cls = ImageRecord
+        self._pair_cls = PairRecord
 
     def add_image(self, cat, name, visible, layout):
         kps = np.array([_centre(PATCH[k]) if visible[k] else (NAN, NAN) for k in range(3)],
@@ -256,13 +254,10 @@ def test_figures(setup, tmp_path):
 
 def test_cli(setup, tmp_path, monkeypatch, capsys):
     ds, cache = setup
-    try:
-        import geomatch.data as dmod
-    except ImportError:
-        dmod = types.ModuleType("geomatch.data")
-        monkeypatch.setitem(sys.modules, "geomatch.data", dmod)
-    monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds, raising=False)
-    monkeypatch.setattr(gm, "transfer_keypoints", grid_argmax_transfer, raising=False)
+    import geomatch.data as dmod
+
+    monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds)
+    monkeypatch.setattr(gm, "transfer_keypoints", grid_argmax_transfer)
     from geomatch.cli import main
 
     out = tmp_path / "cli"
@@ -282,8 +277,6 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("mode", [m for m in E.MODES if m != "grid-argmax-corner"])
 def test_evaluate_with_geomatch_transfer(setup, mode):
     """The same split through the package's own transfer_keypoints (once merged)."""
-    if not hasattr(gm, "transfer_keypoints"):
-        pytest.skip("geomatch.transfer_keypoints not in this build yet")
     ds, cache = setup
     threads_before = gm.get_num_threads()
     res = E.evaluate(ds, "test", cache, mode=mode, progress=False, workers=2)
@@ -300,8 +293,6 @@ def test_evaluate_with_geomatch_transfer(setup, mode):
 
 def test_cli_on_synthetic_spair(tmp_path, capsys):
     """The real SPair loader on a synthetic SPair-layout folder, random cached features."""
-    if not hasattr(gm, "transfer_keypoints"):
-        pytest.skip("geomatch.transfer_keypoints not in this build yet")
     from geomatch.data import load_dataset
     from geomatch.demo.synthetic import generate_spair_like
     from geomatch.cli import main
@@ -336,7 +327,8 @@ def test_cli_on_synthetic_spair(tmp_path, capsys):
 
 def test_head_checkpoint_path(setup, tmp_path):
     """--head PATH loads geomatch.model.head lazily and embeds every image once."""
-    head_mod = pytest.importorskip("geomatch.model.head")
+    from geomatch.model import head as head_mod
+
     ds, cache = setup
     cfg = head_mod.HeadConfig(in_dim=D, dim=8, out_dim=6, num_heads=2, num_blocks=1, mlp_dim=16)
     head = head_mod.AttentionHead(cfg, seed=0)

@@ -81,10 +81,6 @@ def use_oracle(monkeypatch):
     monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
 
 
-def _has_gm_ot():
-    return hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")
-
-
 def _problem(rng, N=6, M=5):
     S = np.tanh(rng.normal(size=(N, M)))
     mu = rng.uniform(0.5, 1.5, N + 1)
@@ -123,7 +119,6 @@ def test_oracle_matches_geco_torch_recursion():
     np.testing.assert_allclose(oracle_forward(S, mu, nu), P, rtol=1e-12)
 
 
-@pytest.mark.skipif(not _has_gm_ot(), reason="OT layer not merged into this build yet")
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 2e-4)])
 def test_gm_ot_layer_agrees_with_oracle(dtype, tol):
     rng = np.random.default_rng(2)
@@ -257,8 +252,6 @@ def test_loss_value_matches_direct_formula(use_oracle):
 def test_loss_gradient_matches_finite_differences(impl, monkeypatch):
     if impl == "oracle":
         monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
-    elif not _has_gm_ot():
-        pytest.skip("OT layer not merged into this build yet")
     rng = np.random.default_rng(4)
     es, et, kw = _tiny_pair(rng)
     _, gs, gt, _ = L.pair_loss(es, et, **kw)
@@ -334,8 +327,6 @@ def test_zero_dustbin_mass_when_all_keypoints_visible(impl, monkeypatch):
     # marginal gives the source dustbin no mass; loss and gradient stay finite.
     if impl == "oracle":
         monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
-    elif not _has_gm_ot():
-        pytest.skip("OT layer not merged into this build yet")
     rng = np.random.default_rng(8)
     es, et, kw = _tiny_pair(rng)
     kw = dict(kw, n_kp=5)

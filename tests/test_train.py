@@ -27,15 +27,6 @@ NAMES = ("head", "tail", "left front paw", "right front paw", "left back paw",
 FLIP = np.array([0, 1, 3, 2, 5, 4])
 
 
-@pytest.fixture(autouse=True)
-def _ot_layer(monkeypatch):
-    """Use the NumPy OT oracle where the C OT layer is not in this build."""
-    if not (hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")):
-        from test_loss import _oracle_impl
-
-        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
-
-
 class DictCache:
     """In-memory stand-in for FeatureCache (flipped maps are mirrored grids)."""
 

@@ -1,0 +1,117 @@
+"""The mutations run by ``tools/mutate.py``: small, realistic bugs in the glue.
+
+Each entry: ``id``, ``file``, ``old`` (a snippet that must occur exactly once),
+``new`` (the bug), ``tests`` (the pytest arguments that should catch it) and
+``why`` (the class of bug).  Keep snippets short so that unrelated edits do
+not make them stale; ``tools/mutate.py`` reports stale ones.
+"""
+
+_M = "geomatch/eval/metrics.py"
+_C = "geomatch/data/cache.py"
+_T = "geomatch/model/train.py"
+_E = "geomatch/eval/evaluate.py"
+_H = "geomatch/model/head.py"
+_O = "geomatch/model/optim.py"
+_P = "geomatch/backbone/preprocess.py"
+_S = "geomatch/data/spair.py"
+_TB = "geomatch/data/tables.py"
+
+GLUE = ["tests/test_glue_geometry.py", "tests/test_glue_references.py",
+        "tests/test_metrics_published.py"]
+T_METRICS = ["tests/test_metrics.py", "tests/test_evaluate.py"] + GLUE
+T_CACHE = ["tests/test_cache.py"] + GLUE
+T_TRAIN = ["tests/test_train.py", "tests/test_loss.py"] + GLUE
+T_DATA = ["tests/test_datasets.py", "tests/test_datasets_tables.py"]
+
+MUTATIONS = [
+    # ---- metrics
+    dict(id="metrics-le-to-lt", file=_M, old="(ratio[None] <= a.reshape(",
+         new="(ratio[None] < a.reshape(", tests=T_METRICS, why="boundary d == alpha*T"),
+    dict(id="metrics-within-le-to-lt", file=_M, old="(d[None, :] <= a[:, None])",
+         new="(d[None, :] < a[:, None])", tests=T_METRICS, why="boundary in the breakdown"),
+    dict(id="metrics-bbox-threshold-min", file=_M, old="return float(bbox_threshold(pair.trg.bbox))",
+         new="return float(bbox_threshold(pair.src.bbox))", tests=T_METRICS,
+         why="threshold from the source box"),
+    dict(id="metrics-image-threshold-src", file=_M, old="return float(image_threshold(pair.trg.size))",
+         new="return float(image_threshold(pair.src.size))", tests=T_METRICS,
+         why="threshold from the source image"),
+    dict(id="metrics-c10-drops-has-cp", file=_M, old="c10 = sv & tv & has_cp & ~cp_vis",
+         new="c10 = sv & tv & ~cp_vis", tests=T_METRICS, why="geometry group definition"),
+    dict(id="metrics-11-tilde", file=_M, old='"11_tilde": count_a(ok & near_cp & c11)',
+         new='"11_tilde": count_a(near_cp & c11)', tests=T_METRICS, why="breakdown count"),
+    dict(id="metrics-01-bar", file=_M, old='"01_bar": count_a(near_cp & c01)',
+         new='"01_bar": count_a(near_cp & c00)', tests=T_METRICS, why="breakdown count"),
+    dict(id="metrics-cp-vis", file=_M, old="cp_vis = tv[perm] & has_cp",
+         new="cp_vis = sv[perm] & has_cp", tests=T_METRICS, why="twin visible in the wrong image"),
+    dict(id="metrics-pck-image-median", file=_M,
+         old='"pck_image": np.mean(per_image, axis=0).tolist()',
+         new='"pck_image": np.median(per_image, axis=0).tolist()', tests=T_METRICS,
+         why="per-image PCK aggregated with the median"),
+    # ---- cache
+    dict(id="cache-ignore-weights-sha", file=_C,
+         old='_IGNORED_IN_COMPARISON = ("geomatch_version",)',
+         new='_IGNORED_IN_COMPARISON = ("geomatch_version", "weights_sha256")', tests=T_CACHE,
+         why="manifest field not compared"),
+    dict(id="cache-get-no-dtype-check", file=_C,
+         old="if arr.shape != self.shape or arr.dtype != self.dtype:",
+         new="if arr.shape != self.shape:", tests=T_CACHE, why="get() ignores dtype"),
+    dict(id="cache-put-no-finite-check", file=_C, old="if not np.all(np.isfinite(out)):",
+         new="if False:", tests=T_CACHE, why="non-finite features stored"),
+    dict(id="cache-pad-offset-rounding", file=_C, old="off_y = (s - new_h) // 2",
+         new="off_y = (s - new_h + 1) // 2", tests=T_CACHE + ["tests/test_backbone_extract.py",
+                                                              "tests/test_evaluate.py"],
+         why="pad offset rounding"),
+    dict(id="cache-pad-long-side", file=_C, old="long_side = max(w, h)", new="long_side = min(w, h)",
+         tests=T_CACHE + ["tests/test_evaluate.py"], why="pad frame size"),
+    # ---- preprocessing
+    dict(id="preprocess-pad-offset", file=_P, old="return (nw, nh), (0, (size - nh) // 2)",
+         new="return (nw, nh), (0, (size - nh + 1) // 2)", tests=["tests/test_backbone_extract.py",
+                                                                  "tests/test_backbone.py"] + GLUE,
+         why="pad offset of the pixels"),
+    # ---- train
+    dict(id="train-flip-W-minus-x", file=_T, old="kps[:, 0] = W - 1.0 - kps[:, 0]",
+         new="kps[:, 0] = W - kps[:, 0]", tests=T_TRAIN, why="flip rule off by one"),
+    dict(id="train-flip-no-relabel", file=_T, old="kps, vis = kps[perm], vis[perm]",
+         new="kps, vis = kps, vis", tests=T_TRAIN, why="flip without left/right relabelling"),
+    dict(id="train-mask-flip", file=_T, old="ox = W - 1 - ox", new="ox = W - ox",
+         tests=T_TRAIN, why="flipped foreground mask off by one"),
+    # ---- evaluate
+    dict(id="evaluate-trg-frame-from-src", file=_E,
+         old="tx0, ty0, tfw, tfh = grid_frame(pair.trg.size, manifest)",
+         new="tx0, ty0, tfw, tfh = grid_frame(pair.src.size, manifest)",
+         tests=["tests/test_evaluate.py"] + GLUE, why="target frame from the source image size"),
+    # ---- head / optimizer
+    dict(id="head-ln-eps", file=_H, old="ln_eps: float = 1e-5", new="ln_eps: float = 1e-6",
+         tests=["tests/test_head.py", "tests/test_glue_references.py"], why="LayerNorm eps"),
+    dict(id="head-pos-half-offset", file=_H, old="r = (np.arange(h) + 0.5) / h",
+         new="r = np.arange(h) / h", tests=["tests/test_head.py", "tests/test_glue_references.py"],
+         why="positional embedding convention"),
+    dict(id="optim-weight-decay-coupled", file=_O,
+         old="p *= p.dtype.type(1.0 - lr * self.weight_decay)",
+         new="p *= p.dtype.type(1.0 - self.weight_decay)",
+         tests=["tests/test_glue_references.py", "tests/test_train.py"], why="weight decay scale"),
+    dict(id="optim-bias-correction", file=_O, old="bc2 = 1.0 - b2 ** self.t",
+         new="bc2 = 1.0 - b2 ** (self.t + 1)",
+         tests=["tests/test_glue_references.py", "tests/test_train.py"], why="bias correction"),
+    # ---- datasets
+    dict(id="tables-flip-perm-identity", file=_TB, old="perm[i], perm[j] = j, i",
+         new="perm[i], perm[j] = i, j", tests=T_DATA + ["tests/test_metrics.py"],
+         why="left/right table not applied"),
+    dict(id="spair-pair-box-from-image", file=_S, old="side[s] = dataclasses.replace(img, bbox=_ro(box))",
+         new="side[s] = img", tests=T_DATA, why="pair box ignored (image annotation box used)"),
+    dict(id="spair-kps-shift", file=_S, old="        xy[k] = pt\n", new="        xy[k] = pt + 0.5\n",
+         tests=T_DATA, why="half-pixel shift of keypoints"),
+    dict(id="spair-vis-not-set", file=_S, old="        vis[k] = True\n", new="        vis[k] = k > 0\n",
+         tests=T_DATA, why="visibility of keypoint 0 lost"),
+    dict(id="ap10k-vis-threshold", file="geomatch/data/ap10k.py", old="vis = raw[:, 2] > 0",
+         new="vis = raw[:, 2] > 1", tests=T_DATA, why="COCO visibility flag 1 dropped"),
+    dict(id="cub-bbox-width", file="geomatch/data/cub.py", old="(x, y, x + w, y + h)",
+         new="(x, y, w, h)", tests=T_DATA, why="CUB box read as corners"),
+    dict(id="cub-part-index", file="geomatch/data/cub.py", old="arr[pid - 1] = [",
+         new="arr[pid % 15] = [", tests=T_DATA, why="part ids off by one"),
+    dict(id="pfpascal-class-index", file="geomatch/data/pfpascal.py",
+         old='"category": PFPASCAL_CLASSES[cls - 1]', new='"category": PFPASCAL_CLASSES[cls % 20]',
+         tests=T_DATA, why="class ids off by one"),
+    dict(id="cub-pairs-order", file="geomatch/data/cub.py", old="r = flat % (n - 1)",
+         new="r = (flat + 1) % (n - 1)", tests=T_DATA, why="pair sampling changed"),
+]
