@@ -313,3 +313,13 @@ def test_cli_errors_and_rescore(spair):
     r3 = _cli(["rescore", str(out / "predictions.npz"), "--dataset", "ap10k"], tmp)
     assert r3.returncode == 1 and len(r3.stderr.strip().splitlines()) == 1
     assert "predictions.npz" in r3.stderr
+
+
+def test_grid_cell_corner_by_hand():
+    from geomatch.ops.transfer import grid_cell_corner
+
+    # W = 61 over w = 6 columns: 5 * 61 / 6 = 50.83 -> 50; H = 47 over h = 5: 4 * 9.4 = 37.6 -> 37
+    np.testing.assert_array_equal(grid_cell_corner([[5, 4], [0, 0]], (5, 6), (61, 47)),
+                                  [[50, 37], [0, 0]])
+    with pytest.raises(ValueError, match="cell"):
+        grid_cell_corner([1, 2, 3], (5, 6), (61, 47))
