@@ -192,7 +192,10 @@ def test_geoaware_preset_and_per_image_geo(spair):
     o = res.options
     assert (o["frame"], o["compare"], o["alphas"], o["threshold"]) == \
         ("pad:840", "lt", [0.1, 0.05, 0.01], "bbox")
-    assert o["headline"] == ["pck_image", "pck_geo_image"]
+    assert o["headline"] == ["pck_image", "pck_geo_image"] and o["pixel"] == "stride"
+    # GeoAware-SC's pixel of patch g: g * 14 + 7 (input = image here), not 14 g + 6.5
+    np.testing.assert_array_equal(res.predictions[0].pred[[0, 4, 5]],
+                                  [[77, 77], [105, 35], [133, 133]])
     # geometry-aware in pair A: group [4, 8] (both visible in the target);
     # [0, 1] and [5, 9] have one member in the target.  Both 4 and 8 are wrong.
     ov = res.overall

@@ -332,8 +332,27 @@ def _transfer_kwargs(options: EvalOptions) -> dict:
     return kw
 
 
+def _stride_pixels(out: np.ndarray, grid, tsize, manifest: dict, integral: bool) -> np.ndarray:
+    """Frame pixels of grid positions under GeoAware-SC's convention: the
+    centre pixel ``x = (g + 0.5) W / w - 0.5`` that the transfer returns is
+    turned back into the grid position g, then mapped to ``g s + floor(s / 2)``
+    network-input pixels (s = input size / grid size,
+    ``utils/utils_correspondence.py: calculate_keypoint_transformation``) and
+    back to frame pixels."""
+    h, w = (int(v) for v in grid)
+    sy_in, sx_in = (float(v) for v in manifest["resolution"])
+    res = np.empty_like(out)
+    for axis, (n, size_in, size) in enumerate(((w, sx_in, tsize[0]), (h, sy_in, tsize[1]))):
+        g = (out[:, axis] + 0.5) * n / size - 0.5
+        if integral:
+            g = np.round(g)
+        stride = size_in / n
+        res[:, axis] = (g * stride + np.floor(stride / 2)) * (size / size_in)
+    return res
+
+
 def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest, fn, kw,
-                     mirror: bool = False) -> np.ndarray:
+                     mirror: bool = False, pixel: str = "centre") -> np.ndarray:
     """Transfer the visible rows of ``kps`` (original source pixels); NaN rows elsewhere.
     ``mirror``: the source features are those of the mirrored input, so the
     points are mirrored in the grid frame first (x -> frame width - x)."""
@@ -355,6 +374,9 @@ def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest,
     out = np.asarray(out, dtype=np.float64)
     if out.shape != (int(vis.sum()), 2):
         raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
+    if pixel == "stride" and kw["mode"] in ("grid-argmax", "soft-argmax"):
+        out = _stride_pixels(out, np.shape(trg_feat)[:2], tsize, manifest,
+                             integral=kw["mode"] == "grid-argmax")
     pred[vis] = out + (tx0, ty0)
     return pred
 
@@ -438,7 +460,8 @@ def _test_time_flip(pair, pred, src_feat, trg_feat, src_flip, manifest, options,
     kps = np.asarray(pair.src.keypoints, np.float64)
     # row k of the mirrored source is the mirror image of keypoint perm[k]
     pred_f = _transfer_points(kps[perm], sv[perm], pair.src.size, pair.trg.size, src_flip,
-                              trg_feat, manifest, fn, _transfer_kwargs(options), mirror=True)
+                              trg_feat, manifest, fn, _transfer_kwargs(options), mirror=True,
+                              pixel=options.pixel)
     use = (sv & tv)[perm] & tv & sv
     out = np.array(pred, copy=True)
     out[use] = pred_f[use]
@@ -480,7 +503,8 @@ def predict_pair(pair, src_feat, trg_feat, manifest: dict, options: EvalOptions,
     """Transfer one pair's keypoints under ``options`` (test-time flip included)."""
     fn = transfer or _default_transfer()
     pred = _transfer_points(pair.src.keypoints, pair.src.visible, pair.src.size, pair.trg.size,
-                            src_feat, trg_feat, manifest, fn, _transfer_kwargs(options))
+                            src_feat, trg_feat, manifest, fn, _transfer_kwargs(options),
+                            pixel=options.pixel)
     flipped = False
     if options.test_flip != "off":
         pred, flipped = _test_time_flip(pair, pred, src_feat, trg_feat, src_feat_flipped,
@@ -639,7 +663,8 @@ def _safe(name: str) -> str:
 # ------------------------------------------------------------- evaluate()
 
 def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head=None,
-             mode: Optional[str] = None, alphas: Optional[Sequence[float]] = None,
+             mode: Optional[str] = None, pixel: Optional[str] = None,
+             alphas: Optional[Sequence[float]] = None,
              threshold: Optional[str] = None, frame: Optional[str] = None,
              compare: Optional[str] = None, flip_table: Optional[str] = None,
              select: Optional[str] = None, window: Optional[int] = None,
@@ -668,6 +693,9 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
         :func:`geomatch.model.head.load_head`.
     mode : {"upsample-argmax", "grid-argmax", "grid-argmax-corner", "soft-argmax"}
         Keypoint transfer (default "upsample-argmax").
+    pixel : {"centre", "stride"}
+        Pixel of a grid position in the grid modes: patch centre (default) or
+        GeoAware-SC's ``g * s + floor(s / 2)`` input pixels.
     alphas : sequence of float
         Default (0.05, 0.10, 0.15).
     threshold : {"bbox", "image"}
@@ -721,7 +749,8 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
         Unknown protocol, bad option (the message names it), a choice the
         dataset cannot support, or no pair to evaluate.
     """
-    choices = dict(mode=mode, alphas=alphas, threshold=threshold, frame=frame, compare=compare,
+    choices = dict(mode=mode, pixel=pixel, alphas=alphas, threshold=threshold, frame=frame,
+                   compare=compare,
                    flip_table=flip_table, select=select, window=window,
                    temperature=temperature, empty_pairs=empty_pairs, test_flip=test_flip,
                    headline=headline)
@@ -772,7 +801,7 @@ def _check_workers(workers) -> int:
 # ----------------------------------------------------------------- CLI
 
 #: option -> its command-line flag (error messages name the flag)
-_FLAGS = {"protocol": "--protocol", "mode": "--mode", "alphas": "--alphas",
+_FLAGS = {"protocol": "--protocol", "mode": "--mode", "pixel": "--pixel", "alphas": "--alphas",
           "threshold": "--threshold", "frame": "--threshold-frame", "compare": "--compare",
           "flip_table": "--flip-table", "select": "--select", "window": "--window",
           "temperature": "--temperature", "empty_pairs": "--empty-pairs",
@@ -802,6 +831,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("--mode", default=None,
                         help=f"keypoint transfer, one of {', '.join(MODES)} "
                              "(default: upsample-argmax)")
+    parser.add_argument("--pixel", default=None,
+                        help="pixel of a grid position in grid-argmax / soft-argmax: 'centre' "
+                             "(default) or 'stride' (GeoAware-SC: g*s + floor(s/2) input pixels)")
     parser.add_argument("--threshold", default=None,
                         help="PCK threshold T: longer side of the target 'bbox' or 'image' "
                              "(default: bbox)")
@@ -855,7 +887,7 @@ def run_cli(args) -> int:
     out = args.out or f"eval-{args.dataset}-{args.split}"
     try:
         res = evaluate(dataset, args.split, cache, protocol=args.protocol, head=args.head,
-                       mode=args.mode, alphas=args.alphas, threshold=args.threshold,
+                       mode=args.mode, pixel=args.pixel, alphas=args.alphas, threshold=args.threshold,
                        frame=args.frame, compare=args.compare, flip_table=args.flip_table,
                        select=args.select, window=args.window, temperature=args.temperature,
                        empty_pairs=args.empty_pairs, test_flip=args.test_flip,

@@ -210,7 +210,7 @@ def rescore(path, *, dataset: Optional[str] = None, split: Optional[str] = None,
     run_opts = options_from_dict(meta.get("options", {}))
     given = {k: v for k, v in scoring.items() if v is not None}
     fields = {k: getattr(run_opts, k) for k in
-              ("flip_table", "threshold", "frame", "compare", "alphas", "mode", "window",
+              ("flip_table", "threshold", "frame", "compare", "alphas", "mode", "pixel", "window",
                "temperature", "select", "empty_pairs", "test_flip", "headline")}
     fields.update(given)
     opts = resolve_options(None, meta.get("dataset"), **fields)

@@ -26,6 +26,11 @@ alphas : tuple of float
 mode : {"upsample-argmax", "grid-argmax", "grid-argmax-corner", "soft-argmax"}
     Keypoint transfer (:func:`geomatch.transfer_keypoints` and
     :func:`geomatch.ops.transfer.grid_cell_corner`).
+pixel : {"centre", "stride"}
+    Pixel of a grid position g (grid-argmax and soft-argmax only): the patch
+    centre ``(g + 0.5) * W / w - 0.5`` (geomatch), or GeoAware-SC's
+    ``g * s + floor(s / 2)`` in network-input pixels (``s`` = input size / grid
+    size), mapped back to the image.
 window, temperature :
     Window soft-argmax half-width and softmax temperature.
 select : "all", "first:N", "random:N[:SEED]" or "geoaware[:N[:SEED]]"
@@ -64,6 +69,7 @@ class EvalOptions:
     compare: str = "le"
     alphas: Tuple[float, ...] = (0.05, 0.10, 0.15)
     mode: str = "upsample-argmax"
+    pixel: str = "centre"
     window: int = 7
     temperature: float = 0.02
     select: str = "all"
@@ -98,7 +104,8 @@ _GECO_BASE = {
 }
 _GEOAWARE_BASE = {
     "flip_table": "lr", "threshold": "bbox", "frame": "pad:840", "compare": "lt",
-    "alphas": (0.10, 0.05, 0.01), "mode": "soft-argmax", "window": 7, "temperature": 0.02,
+    "alphas": (0.10, 0.05, 0.01), "mode": "soft-argmax", "pixel": "stride", "window": 7,
+    "temperature": 0.02,
     "select": "all", "empty_pairs": "skip", "test_flip": "off",
     "headline": ("pck_image", "pck_geo_image"),
 }
@@ -201,6 +208,12 @@ def _check(opts: EvalOptions, dataset: str) -> None:
     _check_alphas(opts.alphas)
     if opts.mode not in TRANSFER_MODES:
         raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {opts.mode!r}")
+    if opts.pixel not in ("centre", "stride"):
+        raise ValueError(f"pixel must be 'centre' or 'stride', got {opts.pixel!r}")
+    if (opts.pixel == "stride" and opts.mode not in ("grid-argmax", "soft-argmax")
+            and opts.sources.get("pixel") == "explicit"):
+        raise ValueError(f"pixel 'stride' applies to the grid-argmax and soft-argmax modes, "
+                         f"not to {opts.mode!r}")
     if isinstance(opts.window, bool) or not isinstance(opts.window, int) or opts.window < 0:
         raise ValueError(f"window must be an integer >= 0, got {opts.window!r}")
     t = opts.temperature
