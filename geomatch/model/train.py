@@ -805,10 +805,13 @@ def run_cli(args) -> int:
     for flag, vals in (("--root", args.root), ("--cache", args.cache)):
         if len(vals) != n:
             raise ValueError(f"{flag}: give one per --dataset ({n}), got {len(vals)}")
-    opts = resolve_train_options(args.protocol, lr=args.lr, weight_decay=args.weight_decay,
-                                 batch_pairs=args.batch_pairs, epochs=args.epochs,
-                                 pairs_per_category=args.pairs_per_category,
-                                 flip_aug=False if args.no_flip else None)
+    try:
+        opts = resolve_train_options(args.protocol, lr=args.lr, weight_decay=args.weight_decay,
+                                     batch_pairs=args.batch_pairs, epochs=args.epochs,
+                                     pairs_per_category=args.pairs_per_category,
+                                     flip_aug=False if args.no_flip else None)
+    except ValueError as exc:
+        raise ValueError(f"--protocol: {exc}") from None
     datasets = tuple(load_dataset(name, root) for name, root in zip(args.dataset, args.root))
     caches = [FeatureCache.open(c) for c in args.cache]
     cfg = None
