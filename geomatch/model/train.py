@@ -523,6 +523,25 @@ def _batch_gradients(head, loss_fn, batch, rng, grid, manifest, masks, feature, 
     return grads, sums, used
 
 
+def _initial_head(resume, head_config, init_head, cache, pairs, seed):
+    """(head, first step, best validation PCK, checkpoint arrays or None):
+    from a ``resume`` checkpoint, from ``init_head``, or freshly initialised
+    (``head_config``, else the default architecture for the cache's D)."""
+    if resume is not None:
+        head, tmeta, files = _load_checkpoint(resume, head_config)
+        return head, int(tmeta.get("step", 0)), tmeta.get("best_val"), files
+    if head_config is None and init_head is not None:
+        head_config = init_head.config
+    if head_config is None:
+        f0 = cache.get(pairs[0].src.key) if _cache_has(cache, pairs[0].src.key) else None
+        head_config = HeadConfig(in_dim=int(f0.shape[-1]) if f0 is not None else 768)
+    if init_head is not None:
+        if init_head.config != head_config:
+            raise ValueError("init_head has a different architecture than head_config")
+        return init_head.astype(np.float32), 0, None, None
+    return AttentionHead(head_config, seed=seed), 0, None, None
+
+
 def _training_pairs(dataset, cache, split, val_split, categories, train_subset, val_pairs,
                     val_subset, seed):
     """(cache, training pairs, validation pairs) of one dataset, a list of
@@ -633,26 +652,9 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
                                               train_subset, val_pairs, val_subset, seed)
     _check_pairs(pairs, "training")
     _check_pairs(val_pairs, "validation")
-    start_step = 0
-    best_val = None
-    if resume is not None:
-        head, tmeta, files = _load_checkpoint(resume, head_config)
-        start_step = int(tmeta.get("step", 0))
-        best_val = tmeta.get("best_val")
-        head_config = head.config
-    else:
-        if head_config is None and init_head is not None:
-            head_config = init_head.config
-        if head_config is None:
-            f0 = cache.get(pairs[0].src.key) if _cache_has(cache, pairs[0].src.key) else None
-            in_dim = int(f0.shape[-1]) if f0 is not None else 768
-            head_config = HeadConfig(in_dim=in_dim)
-        if init_head is not None:
-            if init_head.config != head_config:
-                raise ValueError("init_head has a different architecture than head_config")
-            head = init_head.astype(np.float32)
-        else:
-            head = AttentionHead(head_config, seed=seed)
+    head, start_step, best_val, files = _initial_head(resume, head_config, init_head, cache,
+                                                      pairs, seed)
+    head_config = head.config
     grid = _check_cache(cache, pairs, flip_aug, head_config.in_dim, split)
     if val_pairs:
         _check_cache(cache, val_pairs, False, head_config.in_dim, val_split)
