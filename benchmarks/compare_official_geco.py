@@ -13,7 +13,6 @@ counters agree.  Needs torch (and matplotlib, which GECO's module imports).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile

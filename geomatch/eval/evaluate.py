@@ -33,7 +33,6 @@ Command line::
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -887,7 +886,8 @@ def run_cli(args) -> int:
     out = args.out or f"eval-{args.dataset}-{args.split}"
     try:
         res = evaluate(dataset, args.split, cache, protocol=args.protocol, head=args.head,
-                       mode=args.mode, pixel=args.pixel, alphas=args.alphas, threshold=args.threshold,
+                       mode=args.mode, pixel=args.pixel, alphas=args.alphas,
+                       threshold=args.threshold,
                        frame=args.frame, compare=args.compare, flip_table=args.flip_table,
                        select=args.select, window=args.window, temperature=args.temperature,
                        empty_pairs=args.empty_pairs, test_flip=args.test_flip,

@@ -38,7 +38,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

@@ -144,7 +144,8 @@ def dataset_key(name: Optional[str]) -> str:
     return n
 
 
-_SELECT_RE = re.compile(r"^(all|first:(\d+)|random:(\d+)(?::(\d+))?|geoaware(?::(\d+)(?::(\d+))?)?)$")
+_SELECT_RE = re.compile(r"^(all|first:(\d+)|random:(\d+)(?::(\d+))?"
+                        r"|geoaware(?::(\d+)(?::(\d+))?)?)$")
 
 
 def parse_select(select: str) -> Tuple[str, Optional[int], Optional[int]]:

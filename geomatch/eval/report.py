@@ -92,7 +92,8 @@ def summary_markdown(summary: Mapping) -> str:
 
     out = []
     for kind, title in _KINDS.items():
-        head = "| category | pairs | points | " + " | ".join(f"@{_fmt_alpha(a)}" for a in alphas) + " |"
+        head = ("| category | pairs | points | "
+                + " | ".join(f"@{_fmt_alpha(a)}" for a in alphas) + " |")
         out += [f"### {title}", "", head, "|" + "---|" * (3 + len(alphas))]
         for r in rows:
             geo = kind.startswith("pck_geo")
