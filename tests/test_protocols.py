@@ -326,3 +326,52 @@ def test_grid_cell_corner_by_hand():
                                   [[50, 37], [0, 0]])
     with pytest.raises(ValueError, match="cell"):
         grid_cell_corner([1, 2, 3], (5, 6), (61, 47))
+
+
+def test_geco_on_ap10k_takes_the_corner_pixel(tmp_path):
+    """AP-10K in its published layout through the CLI: --protocol geco selects
+    the no-upsampling corner pixel.  Images 70 x 42, grid 6 x 7 (patches of
+    10 x 7 px).  Keypoint 0: source patch (1, 1), target e_0 at patch (4, 5),
+    target ground truth at that patch's centre (54.5, 31): corner pixel
+    (floor(5 * 10), floor(4 * 7)) = (50, 28), 5.41 px away; T = 70 (image):
+    wrong at 0.05 (3.5 px), right at 0.1 and 0.15.  Keypoint 1 sits on the
+    target's border pixel (0, 0), in patch (0, 0): corner (0, 0), exact."""
+    root = tmp_path / "ap-10k"
+    kps = {"1": {0: (15, 10), 1: (35, 25)}, "2": {0: (54.5, 31.0), 1: (0.0, 0.0)}}
+    layout = {"1": {(1, 1): 0, (3, 3): 1}, "2": {(4, 5): 0, (0, 0): 1}}
+    for i, pts in kps.items():
+        name = f"00000000000{i}"
+        os.makedirs(root / "JPEGImages/Felidae/cat", exist_ok=True)
+        os.makedirs(root / "ImageAnnotation/Felidae/cat", exist_ok=True)
+        Image.new("RGB", (70, 42)).save(root / "JPEGImages/Felidae/cat" / f"{name}.jpg")
+        flat = []
+        for k in range(17):
+            flat += [*pts[k], 2] if k in pts else [0, 0, 0]
+        with open(root / "ImageAnnotation/Felidae/cat" / f"{name}.json", "w") as f:
+            json.dump({"id": int(i), "image_id": int(i), "keypoints": flat,
+                       "bbox": [1, 1, 60, 40], "num_keypoints": 2, "width": 70, "height": 42,
+                       "file_name": f"{name}.jpg", "name": "cat", "supercategory": "Felidae"}, f)
+    os.makedirs(root / "PairAnnotation/test", exist_ok=True)
+    rel = "data/ap-10k/ImageAnnotation/Felidae/cat/{}.json"
+    with open(root / "PairAnnotation/test/000000000001-000000000002:cat.json", "w") as f:
+        json.dump({"src_json_path": rel.format("000000000001"),
+                   "trg_json_path": rel.format("000000000002")}, f)
+    man = dict(backbone="fake", weights_sha256="0" * 64, resolution=[84, 98], preprocess="resize",
+               grid=[6, 7], dim=32, dtype="float32")
+    cache = FeatureCache.create(tmp_path / "cache", man)
+    for i in ("1", "2"):
+        f = np.zeros((6, 7, D), np.float32)
+        f[..., 31] = 1.0
+        for (r, c), ch in layout[i].items():
+            f[r, c] = 0.0
+            f[r, c, ch] = 1.0
+        cache.put(f"Felidae/cat/00000000000{i}", f)
+    out = tmp_path / "out"
+    r = _cli(["eval", "--protocol", "geco", "--dataset", "ap10k", "--root", str(root),
+              "--cache", cache.path, "--out", str(out), "--workers", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| mode | grid-argmax-corner | protocol geco |" in r.stdout
+    _, preds = load_predictions(out / "predictions.npz")
+    np.testing.assert_array_equal(preds[0].pred[:2], [[50, 28], [0, 0]])
+    with open(out / "results.json") as f:
+        assert json.load(f)["summary"]["overall"]["pck_point"] == [0.5, 1.0, 1.0]
