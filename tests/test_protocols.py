@@ -334,7 +334,7 @@ def test_geco_on_ap10k_takes_the_corner_pixel(tmp_path):
     10 x 7 px).  Keypoint 0: source patch (1, 1), target e_0 at patch (4, 5),
     target ground truth at that patch's centre (54.5, 31): corner pixel
     (floor(5 * 10), floor(4 * 7)) = (50, 28), 5.41 px away; T = 70 (image):
-    wrong at 0.05 (3.5 px), right at 0.1 and 0.15.  Keypoint 1 sits on the
+    wrong at 0.05 (3.5 px), right at 0.1 and 0.15.  Keypoint 1 (source patch (3, 3)) sits on the
     target's border pixel (0, 0), in patch (0, 0): corner (0, 0), exact."""
     root = tmp_path / "ap-10k"
     kps = {"1": {0: (15, 10), 1: (35, 25)}, "2": {0: (54.5, 31.0), 1: (0.0, 0.0)}}
