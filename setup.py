@@ -83,7 +83,8 @@ def main():
         extra_link_args=["-fopenmp", *link],
     )
     setup(ext_modules=[ext], install_requires=["numpy>=1.26", "tqdm>=4.60",
-                                               "matplotlib>=3.6", "pillow>=9"] + deps)
+                                               "matplotlib>=3.6", "pillow>=9",
+                                               "tomli>=1.1; python_version < '3.11'"] + deps)
 
 
 main()

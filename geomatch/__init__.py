@@ -48,3 +48,15 @@ import sys as _sys  # noqa: E402
 for _old, _new in {"datasets": data, "metrics": metrics, "head": head}.items():
     _sys.modules[f"{__name__}.{_old}"] = _new
 del _sys, _old, _new
+
+
+def __getattr__(name):
+    # gm.Matcher loads on first use (Pillow and the viewer are not needed by
+    # ``import geomatch``)
+    if name in ("Matcher", "Matches"):
+        from . import match as _match
+
+        value = getattr(_match, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

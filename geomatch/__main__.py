@@ -1,6 +1,7 @@
-"""``python -m geomatch``: the command line (see :mod:`geomatch.cli`)."""
+"""``python -m geomatch``: the ``geomatch`` command line."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,11 +2,19 @@
 
 Each command lives in the module that holds its work and provides
 ``configure_parser(parser)`` and ``run_cli(args) -> int``.
+
+Conventions: ``python -m geomatch`` is the same program; ``--version``;
+global options (``--threads``) are accepted before or after the command;
+every option's help states its default (``tests/test_cli_conventions.py``
+walks the parsers); ``train`` and ``eval`` take ``--config FILE``, a TOML file
+whose keys are the long option names, inserted before the command line's own
+flags so that those win.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command name -> (module, one-line help)
@@ -18,27 +26,125 @@ COMMANDS = {
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),
     "demo": ("geomatch.demo.run", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
+    "match": ("geomatch.match.command",
+              "match points between two image files (matches.json, matches.png, viewer.html)"),
 }
+
+# commands that read their options from a TOML file too (``--config FILE``)
+CONFIG_COMMANDS = ("train", "eval")
+
+
+def _add_global_options(parser, *, in_subcommand: bool) -> None:
+    """Options accepted before and after the subcommand.  After it they
+    default to SUPPRESS, so that a value given before it is kept."""
+    default = argparse.SUPPRESS if in_subcommand else None
+    parser.add_argument("--threads", type=int, default=default,
+                        help="number of threads (default: all cores or OMP_NUM_THREADS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geomatch",
         description="Geometry-aware semantic correspondences (GECO) with a fast C core.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="number of threads (default: all cores or OMP_NUM_THREADS)")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"geomatch {__version__}",
+                        help="print the version and exit")
+    _add_global_options(parser, in_subcommand=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("config", help="print the BLAS, OpenMP and SIMD configuration")
+    p = sub.add_parser("config", help="print the BLAS, OpenMP and SIMD configuration")
+    _add_global_options(p, in_subcommand=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).configure_parser(p)
+        if name in CONFIG_COMMANDS:
+            p.add_argument("--config", default=None, metavar="FILE",
+                           help="TOML file of options: keys are the long option names "
+                                "(e.g. batch-pairs = 8); flags given on the command line win "
+                                "(default: none)")
+        _add_global_options(p, in_subcommand=True)
     return parser
+
+
+def _config_tokens(subparser, path: str) -> list:
+    """The options of a TOML file as command-line tokens for ``subparser``."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config: file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config: {path} is not valid TOML ({exc})") from None
+    flags = {}
+    for action in subparser._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--") and opt not in ("--help", "--config"):
+                flags[opt[2:]] = (opt, action)
+    tokens = []
+    for key, value in doc.items():
+        name = str(key).replace("_", "-")
+        if name not in flags:
+            raise ValueError(f"--config: {path}: unknown option {key!r} (known: "
+                             + ", ".join(sorted(flags)) + ")")
+        opt, action = flags[name]
+        if action.nargs == 0:  # store_true / store_false
+            if not isinstance(value, bool):
+                raise ValueError(f"--config: {path}: {key} must be true or false")
+            if value == isinstance(action, argparse._StoreTrueAction):
+                tokens.append(opt)
+        elif isinstance(value, list):
+            tokens += [opt] + [str(v) for v in value]
+        elif isinstance(value, dict):
+            raise ValueError(f"--config: {path}: {key} must be a value or a list, not a table")
+        else:
+            tokens += [opt, str(value).lower() if isinstance(value, bool) else str(value)]
+    return tokens
+
+
+def _apply_config(parser, argv: list) -> list:
+    """Insert the options of ``--config FILE`` right after the subcommand, so
+    that flags given on the command line (parsed later) win."""
+    cmd_at = None
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--threads":
+            i += 2
+            continue
+        if not tok.startswith("-"):
+            cmd_at = i
+            break
+        i += 1
+    if cmd_at is None or argv[cmd_at] not in CONFIG_COMMANDS:
+        return argv
+    rest = argv[cmd_at + 1:]
+    path = None
+    for j, tok in enumerate(rest):
+        if tok == "--config" and j + 1 < len(rest):
+            path = rest[j + 1]
+        elif tok.startswith("--config="):
+            path = tok.split("=", 1)[1]
+    if path is None:
+        return argv
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    tokens = _config_tokens(sub.choices[argv[cmd_at]], path)
+    return argv[:cmd_at + 1] + tokens + rest
 
 
 def main(argv=None) -> int:
     import geomatch as gm
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = _apply_config(parser, argv)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"geomatch: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:

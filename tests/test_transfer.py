@@ -118,7 +118,7 @@ def test_upsample_argmax_random(dtype):
     ]
     for hs, ws, ht, wt, d, ss, ts in cases:
         sf, tf, kps = random_pair(rng, hs, ws, ht, wt, d, ss, ts, 6, dtype)
-        pred = gm.transfer_keypoints(sf, tf, kps, ss, ts)
+        pred = gm.transfer_keypoints(sf, tf, kps, ss, ts, layout="hwc")
         assert pred.dtype == dtype and pred.shape == (6, 2)
         check_against_oracle(pred, sf, tf, kps, ss, ts, TOL[dtype])
 
@@ -131,7 +131,7 @@ def test_upsample_argmax_border_keypoints(dtype):
     W, H = ss
     kps = np.array([[0, 0], [W - 1, H - 1], [0, H - 1], [W - 1, 0], [W - 0.01, H - 0.01],
                     [0.99, 12.5], [11, 0.0]], dtype=dtype)
-    pred = gm.transfer_keypoints(sf, tf, kps, ss, ts)
+    pred = gm.transfer_keypoints(sf, tf, kps, ss, ts, layout="hwc")
     check_against_oracle(pred, sf, tf, kps, ss, ts, TOL[dtype])
 
 

@@ -30,6 +30,8 @@ import numpy as np
 __all__ = [
     "read_torch_file",
     "read_safetensors",
+    "write_safetensors",
+    "read_torch_tensor",
     "read_hf_dir",
     "hf_to_reference",
     "merge_geco_lora",
@@ -196,6 +198,11 @@ def read_torch_file(path) -> Dict[str, np.ndarray]:
         raise ValueError(
             f"{path} is not a torch zip checkpoint (legacy torch.save format or another "
             "file type); re-save it with torch>=1.6 or use a safetensors file")
+    return _flatten_state(_load_torch_object(path), path)
+
+
+def _load_torch_object(path: str):
+    """The object of a torch zip archive (tensors as NumPy arrays)."""
     with zipfile.ZipFile(path) as zf:
         pkls = [n for n in zf.namelist() if n.endswith("data.pkl")]
         if len(pkls) != 1:
@@ -203,10 +210,37 @@ def read_torch_file(path) -> Dict[str, np.ndarray]:
         prefix = pkls[0][: -len("data.pkl")]
         with zf.open(pkls[0]) as f:
             try:
-                obj = _RestrictedUnpickler(f, zf, prefix).load()
+                return _RestrictedUnpickler(f, zf, prefix).load()
             except pickle.UnpicklingError as exc:
                 raise ValueError(f"{path}: {exc}") from None
-    return _flatten_state(obj, path)
+
+
+def read_torch_tensor(path) -> np.ndarray:
+    """Read a ``torch.save``-d tensor (or a dict holding exactly one) without torch.
+
+    This is how GECO's and GeoAware-SC's per-image feature files are stored.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        Not a zip-format torch file, or it holds no single tensor.
+    """
+    path = _check_exists(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a torch zip file (legacy torch.save format or "
+                         "another file type)")
+    obj = _load_torch_object(path)
+    if isinstance(obj, Mapping):
+        arrays = [v for v in obj.values() if isinstance(v, np.ndarray)]
+        if len(arrays) == 1:
+            return arrays[0]
+        raise ValueError(f"{path}: expected one tensor, found a dict with "
+                         f"{len(arrays)} tensors ({', '.join(map(str, obj))})")
+    if not isinstance(obj, np.ndarray):
+        raise ValueError(f"{path}: expected a tensor, found {type(obj).__name__}")
+    return obj
 
 
 def _flatten_state(obj, path) -> Dict[str, np.ndarray]:
@@ -265,6 +299,50 @@ def read_safetensors(path) -> Dict[str, np.ndarray]:
         arr = np.frombuffer(data, dtype=dt, count=count, offset=begin).reshape(shape).copy()
         out[name] = _bf16_to_f32(arr) if bf16 else arr
     return out
+
+
+_WRITE_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
+                 np.dtype(np.float16): "F16", np.dtype(np.int64): "I64",
+                 np.dtype(np.int32): "I32", np.dtype(np.int16): "I16", np.dtype(np.int8): "I8",
+                 np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
+
+
+def write_safetensors(path, tensors: Mapping[str, np.ndarray],
+                      metadata: Optional[Mapping[str, str]] = None) -> str:
+    """Write ``{name: array}`` as a ``.safetensors`` file (what
+    :func:`read_safetensors` and the ``safetensors`` package read).
+
+    Written to a temporary file in the same folder and renamed, so ``path``
+    never holds half a file.  ``metadata`` values must be strings.
+    """
+    path = os.fspath(path)
+    header: dict = {}
+    if metadata:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError("metadata must map strings to strings")
+        header["__metadata__"] = dict(metadata)
+    arrays = []
+    offset = 0
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        dt = arr.dtype.newbyteorder("=") if arr.dtype.byteorder not in "=|" else arr.dtype
+        if np.dtype(dt) not in _WRITE_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be written to safetensors")
+        raw = np.ascontiguousarray(arr, dtype=np.dtype(dt).newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _WRITE_DTYPES[np.dtype(dt)], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        arrays.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    from ..runtime.files import atomic_file
+
+    with atomic_file(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for raw in arrays:
+            f.write(raw)
+    return path
 
 
 # --------------------------------------------------------------------------

@@ -139,16 +139,16 @@ def configure_parser(parser) -> None:
     parser.add_argument("--out", required=True, help="feature cache directory")
     parser.add_argument("--model", default=None, choices=MODEL_NAMES,
                         help="architecture to check the weights against (default: inferred)")
-    parser.add_argument("--lora", default=None, help="GECO LoRA weights to merge into qkv")
+    parser.add_argument("--lora", default=None, help="GECO LoRA weights to merge into qkv (default: none)")
     parser.add_argument("--preprocess", default="resize", choices=("resize", "pad"),
                         help="resize: stretch to 518x518 (GECO); pad: longest side 840, "
-                             "centred zero padding (GeoAware-SC)")
+                             "centred zero padding (GeoAware-SC) (default: resize)")
     parser.add_argument("--size", type=int, default=None,
                         help="network input side (default 518 for resize, 840 for pad)")
     parser.add_argument("--split", nargs="+", default=["test"],
                         help="split(s) whose images to featurize (default: test)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
-                        help="storage dtype of the cached features")
+                        help="storage dtype of the cached features (default: float32)")
     parser.add_argument("--no-flip", action="store_true",
                         help="do not store features of the flipped images")
 

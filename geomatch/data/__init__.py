@@ -14,10 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Dataset, ImageRecord, PairRecord, SkipReport
+from .cache import FeatureCache
+from .external import (feature_manifest, import_geco_features, import_geoaware_features,
+                       write_features)
 from .tables import flip_permutation
 
 __all__ = ["load_dataset", "Dataset", "ImageRecord", "PairRecord",
-           "SkipReport", "flip_permutation", "DATASETS"]
+           "SkipReport", "flip_permutation", "DATASETS", "FeatureCache", "feature_manifest",
+           "write_features", "import_geco_features", "import_geoaware_features"]
 
 DATASETS = ("spair", "pfpascal", "ap10k", "cub")
 

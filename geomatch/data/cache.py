@@ -217,20 +217,40 @@ class FeatureCache:
         return os.path.join(self._dir, key_to_filename(key, bool(flipped)))
 
     # ------------------------------------------------------------ entries
-    def put(self, key: str, features, flipped: bool = False) -> None:
+    def put(self, key: str, features, flipped: bool = False, *,
+            layout: Optional[str] = None) -> None:
         """Store the (h, w, D) features of image ``key`` atomically.
 
         The array is converted to the manifest's dtype; an existing entry is
         replaced.
 
+        Parameters
+        ----------
+        key : str
+            Image key (e.g. ``"cat/2008_000123"``).
+        features : array_like or torch tensor, (h, w, D)
+            Channel-last map; a leading axis of length 1 is dropped.
+        flipped : bool
+            Whether these are the features of the horizontally flipped image.
+        layout : {None, "hwc", "chw"}
+            ``"chw"`` for a channel-first ``(D, h, w)`` map (transposed
+            here); ``None`` refuses a map that looks channel-first (see
+            :mod:`geomatch.ops.layout`).
+
         Raises
         ------
         ValueError
-            Wrong shape or non-finite values.
+            Wrong shape, non-finite values, or a channel-first-looking map
+            without ``layout``.
         TypeError
-            Non-numeric array or bad key.
+            Non-numeric array, bad key, or a torch tensor that requires grad
+            or is bfloat16 (the message says what to call).
         """
-        arr = np.asarray(features)
+        from ..ops.layout import as_feature_map
+
+        arr = as_feature_map("features", features, layout)
+        if arr.ndim == 4 and arr.shape[0] == 1:
+            arr = arr[0]
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"features must be a numeric array, got dtype {arr.dtype}")
         if arr.shape != self.shape:

@@ -188,12 +188,19 @@ class _FeatureLRU:
 
 
 def _default_transfer() -> Callable:
+    """:func:`geomatch.transfer_keypoints` on channel-last maps (cached maps are
+    channel-last by construction: no layout guess); a replacement installed as
+    ``geomatch.transfer_keypoints`` is called as it is."""
+    import functools
+
     import geomatch as gm
+
+    from ..ops.transfer import transfer_keypoints
 
     fn = getattr(gm, "transfer_keypoints", None)
     if fn is None:
         raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
-    return fn
+    return functools.partial(fn, layout="hwc") if fn is transfer_keypoints else fn
 
 
 def _resolve_head(head):
@@ -822,11 +829,11 @@ def configure_parser(parser) -> None:
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", default="test", help="split (default: test)")
     parser.add_argument("--cache", required=True, help="feature cache folder")
-    parser.add_argument("--head", default=None, help="trained head checkpoint (optional)")
+    parser.add_argument("--head", default=None, help="trained head checkpoint (default: none, raw features)")
     parser.add_argument("--protocol", default=None,
                         help="preset of every choice as a paper's code makes it: geco, "
                              "geoaware-sc, geoaware-sc-zero-shot (see docs/protocols.md); "
-                             "explicit flags override it")
+                             "explicit flags override it (default: none, geomatch's defaults)")
     parser.add_argument("--mode", default=None,
                         help=f"keypoint transfer, one of {', '.join(MODES)} "
                              "(default: upsample-argmax)")
@@ -860,15 +867,17 @@ def configure_parser(parser) -> None:
     parser.add_argument("--temperature", type=float, default=None,
                         help="soft-argmax temperature (default: 0.02)")
     parser.add_argument("--headline", nargs="+", default=None,
-                        help="summary keys reported first (e.g. pck_image pck_geo_image)")
+                        help="summary keys reported first, e.g. pck_image pck_geo_image "
+                             "(default: the protocol's, else pck_point pck_image)")
     parser.add_argument("--out", default=None,
                         help="output folder for predictions.npz and results.json/.csv/.md "
                              "(default: eval-<dataset>-<split>)")
     parser.add_argument("--figures", action="store_true",
                         help="draw a few keypoint transfers per category as PNG")
-    parser.add_argument("--categories", nargs="+", default=None, help="only these categories")
+    parser.add_argument("--categories", nargs="+", default=None,
+                        help="only these categories (default: all)")
     parser.add_argument("--subsample", type=int, default=None,
-                        help="same as --select random:N:SEED with --seed")
+                        help="same as --select random:N:SEED with --seed (default: all pairs)")
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default: 0)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pairs transferred concurrently, one kernel thread each "

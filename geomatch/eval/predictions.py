@@ -246,16 +246,23 @@ def configure_parser(parser) -> None:
     """Arguments of ``geomatch rescore``."""
     parser.add_argument("predictions", help="predictions.npz written by geomatch eval")
     parser.add_argument("--dataset", default=None,
-                        help="check that the file holds predictions of this dataset")
+                        help="check that the file holds predictions of this dataset "
+                             "(default: no check)")
     parser.add_argument("--split", default=None,
-                        help="check that the file holds predictions of this split")
-    parser.add_argument("--out", default=None, help="write results.json/.csv/.md here")
-    parser.add_argument("--threshold", default=None, choices=("bbox", "image"))
+                        help="check that the file holds predictions of this split "
+                             "(default: no check)")
+    parser.add_argument("--out", default=None,
+                        help="write results.json/.csv/.md here (default: print only)")
+    parser.add_argument("--threshold", default=None, choices=("bbox", "image"),
+                        help="PCK threshold kind (default: the run's)")
     parser.add_argument("--threshold-frame", dest="frame", default=None,
-                        help="'original' or 'pad:S'")
-    parser.add_argument("--compare", default=None, choices=("le", "lt"))
-    parser.add_argument("--alphas", type=float, nargs="+", default=None)
-    parser.add_argument("--flip-table", default=None, choices=("lr", "geco"))
+                        help="'original' or 'pad:S' (default: the run's)")
+    parser.add_argument("--compare", default=None, choices=("le", "lt"),
+                        help="distance/T <= alpha or distance < alpha*T (default: the run's)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None,
+                        help="PCK alphas (default: the run's)")
+    parser.add_argument("--flip-table", default=None, choices=("lr", "geco"),
+                        help="SPair-71k counterparts of the breakdown (default: the run's)")
 
 
 def run_cli(args) -> int:

@@ -52,7 +52,8 @@ import numpy as np
 from .. import _core
 from ..ops.linalg import matmul
 
-__all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d"]
+__all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d", "to_torch",
+           "save_safetensors", "load_safetensors", "export_head"]
 
 _FORMAT = "geomatch.model.head/1"
 
@@ -543,3 +544,8 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
             raise ValueError(f"{path}: parameter {k} contains non-finite values")
     head.set_parameters(params)
     return head
+
+
+# outside geomatch: safetensors in PyTorch's layout and a torch module (no torch
+# needed to import this module)
+from .export import export_head, load_safetensors, save_safetensors, to_torch  # noqa: E402

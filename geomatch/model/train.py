@@ -766,37 +766,62 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
 
 def configure_parser(parser) -> None:
     parser.add_argument("--dataset", required=True, nargs="+",
-                        help="spair, pfpascal, ap10k or cub; several train together "
-                             "(e.g. --dataset ap10k spair pfpascal, as GECO)")
+                        help="dataset name(s): spair, pfpascal, ap10k or cub; several train "
+                             "together, e.g. --dataset ap10k spair pfpascal as GECO (required)")
     parser.add_argument("--root", required=True, nargs="+",
-                        help="dataset directory, one per --dataset")
+                        help="dataset directory, one per --dataset (required)")
     parser.add_argument("--cache", required=True, nargs="+",
-                        help="feature cache directory, one per --dataset")
-    parser.add_argument("--out", required=True, help="run directory (checkpoints, log, curves)")
+                        help="feature cache directory (from geomatch extract), one per "
+                             "--dataset (required)")
+    parser.add_argument("--out", required=True,
+                        help="run directory for checkpoints, log and curves (required)")
     parser.add_argument("--protocol", default=None,
                         help="hyper-parameter preset: geco (lr 1e-4, batch 6, 8 epochs, "
-                             "800 pairs per category and epoch); explicit flags override it")
-    parser.add_argument("--split", default="trn")
-    parser.add_argument("--val-split", default="val")
-    parser.add_argument("--categories", nargs="*", default=None)
-    parser.add_argument("--train-subset", type=int, default=None)
+                             "800 pairs per category and epoch); explicit flags override it "
+                             "(default: none, geomatch's defaults)")
+    parser.add_argument("--split", default="trn",
+                        help="training split (default: trn)")
+    parser.add_argument("--val-split", default="val",
+                        help="validation split (default: val)")
+    parser.add_argument("--categories", nargs="*", default=None,
+                        help="train only on these categories (default: all)")
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="use a fixed-seed subset of this many training pairs "
+                             "(default: all pairs)")
     parser.add_argument("--pairs-per-category", type=int, default=None,
-                        help="pairs of every (dataset, category) per epoch (GECO: 800); "
-                             "default: every pair once")
-    parser.add_argument("--val-subset", type=int, default=100)
-    parser.add_argument("--val-every", type=int, default=None)
-    parser.add_argument("--val-mode", default="grid-argmax")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--epochs", type=float, default=None, help="default: 1 (geco: 8)")
-    parser.add_argument("--batch-pairs", type=int, default=None, help="default: 4 (geco: 6)")
-    parser.add_argument("--lr", type=float, default=None, help="default: 1e-4")
-    parser.add_argument("--weight-decay", type=float, default=None, help="default: 0")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-flip", action="store_true", help="disable flip augmentation")
-    parser.add_argument("--no-swap", action="store_true", help="disable pair swapping")
-    parser.add_argument("--resume", default=None, help="training checkpoint to continue")
+                        help="pairs of every (dataset, category) per epoch, as GECO's num_el "
+                             "(default: every pair once; geco: 800)")
+    parser.add_argument("--val-subset", type=int, default=100,
+                        help="validation pairs drawn from --val-split of each dataset "
+                             "(default: 100)")
+    parser.add_argument("--val-every", type=int, default=None,
+                        help="validate every this many steps (default: 5 times per run)")
+    parser.add_argument("--val-mode", default="grid-argmax",
+                        help="keypoint transfer rule of the validation PCK "
+                             "(default: grid-argmax)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="number of optimizer steps; wins over --epochs "
+                             "(default: one epoch)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="length of the run in epochs over the training pairs "
+                             "(default: 1 when --steps is not given; geco: 8)")
+    parser.add_argument("--batch-pairs", type=int, default=None,
+                        help="image pairs per optimizer step (default: 4; geco: 6)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="AdamW learning rate (default: 1e-4; geco: 1e-4)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="AdamW weight decay (default: 0, as GECO)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of initialization, sampling and augmentation (default: 0)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="disable flip augmentation (default: flips on)")
+    parser.add_argument("--no-swap", action="store_true",
+                        help="disable source/target swapping (default: swaps on)")
+    parser.add_argument("--resume", default=None,
+                        help="training checkpoint to continue from (default: a fresh run)")
     parser.add_argument("--head-config", default=None,
-                        help="JSON object of HeadConfig fields, e.g. '{\"num_blocks\": 2}'")
+                        help="JSON object of HeadConfig fields, e.g. '{\"num_blocks\": 2}' "
+                             "(default: the default head)")
 
 
 def run_cli(args) -> int:

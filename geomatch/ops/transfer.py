@@ -48,11 +48,12 @@ rows, W target width), never the O(H W D) of the upsampled maps.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from .. import _core
+from .layout import as_feature_map, check_torch_tensor
 from .matching import argmax_2d, window_soft_argmax
 from .similarity import cosine_similarity
 
@@ -73,6 +74,7 @@ def _float_type(name: str, arr: np.ndarray) -> type:
 
 
 def _as_float_array(name: str, obj) -> np.ndarray:
+    check_torch_tensor(name, obj)
     try:
         arr = np.asarray(obj)
     except Exception as exc:  # ragged lists and the like
@@ -114,7 +116,7 @@ def _sizes(name: str, obj, lead: tuple) -> np.ndarray:
 def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.ndarray,
                        src_size: SizeLike, trg_size: SizeLike, *,
                        mode: str = "upsample-argmax", window: int = 7,
-                       temperature: float = 0.02) -> np.ndarray:
+                       temperature: float = 0.02, layout: Optional[str] = None) -> np.ndarray:
     """Transfer source keypoints to the target image by cosine matching.
 
     Parameters
@@ -137,6 +139,13 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
         Half-width of the soft-argmax window (``"soft-argmax"`` only).
     temperature : float
         Softmax temperature of ``"soft-argmax"``.
+    layout : {None, "hwc", "chw"}
+        Channel order of both maps.  ``"chw"``: channel-first ``(..., D, h, w)``
+        as torch code writes them (transposed here).  ``None``: channel-last,
+        and a map that looks channel-first -- the first of its last three
+        axes larger than both others, or the last two equal and the first
+        not -- is refused (pass ``"hwc"`` to insist); see
+        :mod:`geomatch.ops.layout`.
 
     Returns
     -------
@@ -149,13 +158,17 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
     ------
     ValueError, TypeError
         Bad shapes or dtypes, non-finite values, non-positive sizes,
-        keypoints outside the source image, an unknown mode; the message
-        names the argument.
+        keypoints outside the source image, an unknown mode, a map that looks
+        channel-first without ``layout``, a torch tensor that requires grad
+        or is bfloat16 (the message says what to call); the message names
+        the argument.
     """
     if not isinstance(mode, str) or mode not in TRANSFER_MODES:
         raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}")
-    sf = _as_float_array("src_feat", src_feat)
-    tf = _as_float_array("trg_feat", trg_feat)
+    sf = _as_float_array("src_feat", as_feature_map("src_feat", src_feat, layout))
+    tf = _as_float_array("trg_feat", as_feature_map("trg_feat", trg_feat, layout))
+    if layout == "chw":
+        sf, tf = np.ascontiguousarray(sf), np.ascontiguousarray(tf)
     kp = _as_float_array("src_kps", src_kps)
     if sf.ndim < 3:
         raise ValueError(f"src_feat must have shape (..., h, w, D), got shape {sf.shape}")
