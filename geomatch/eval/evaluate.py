@@ -52,6 +52,7 @@ from ..data.cache import FeatureCache, grid_frame
 
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
+           "add_scoring_arguments", "pose_distance",
            "configure_parser", "run_cli"]
 
 MODES = TRANSFER_MODES
@@ -821,6 +822,30 @@ def _flag_message(msg: str) -> str:
     return f"{flag}: {msg}" if flag else msg
 
 
+def add_scoring_arguments(parser, default: Optional[str] = None) -> None:
+    """The scoring choices shared by ``geomatch eval`` and ``geomatch rescore``
+    (``--threshold``, ``--threshold-frame``, ``--compare``, ``--alphas``,
+    ``--flip-table``); ``default`` replaces the stated defaults (rescore: "the
+    run's")."""
+    def d(text):
+        return f"(default: {default or text})"
+
+    parser.add_argument("--threshold", default=None,
+                        help="PCK threshold T: longer side of the target 'bbox' or 'image' "
+                             + d("bbox"))
+    parser.add_argument("--threshold-frame", dest="frame", default=None,
+                        help="frame of the distance test: 'original' or 'pad:S' "
+                             "(GeoAware-SC: pad:840) " + d("original"))
+    parser.add_argument("--compare", default=None,
+                        help="'le': distance/T <= alpha (GECO); 'lt': distance < alpha*T "
+                             "(GeoAware-SC) " + d("le"))
+    parser.add_argument("--alphas", type=float, nargs="+", default=None,
+                        help="PCK alphas " + d("0.05 0.1 0.15"))
+    parser.add_argument("--flip-table", default=None,
+                        help="SPair-71k counterparts of the geometry breakdown: 'lr' or "
+                             "'geco' (GECO's permutation csv) " + d("lr"))
+
+
 def configure_parser(parser) -> None:
     """Arguments of ``geomatch eval``.  Every choice defaults to None ("not
     given"): the protocol preset, else geomatch's default, fills it."""
@@ -840,20 +865,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--pixel", default=None,
                         help="pixel of a grid position in grid-argmax / soft-argmax: 'centre' "
                              "(default) or 'stride' (GeoAware-SC: g*s + floor(s/2) input pixels)")
-    parser.add_argument("--threshold", default=None,
-                        help="PCK threshold T: longer side of the target 'bbox' or 'image' "
-                             "(default: bbox)")
-    parser.add_argument("--threshold-frame", dest="frame", default=None,
-                        help="frame of the distance test: 'original' or 'pad:S' "
-                             "(GeoAware-SC: pad:840; default: original)")
-    parser.add_argument("--compare", default=None,
-                        help="'le': distance/T <= alpha (GECO, default); "
-                             "'lt': distance < alpha*T (GeoAware-SC)")
-    parser.add_argument("--alphas", type=float, nargs="+", default=None,
-                        help="PCK alphas (default: 0.05 0.1 0.15)")
-    parser.add_argument("--flip-table", default=None,
-                        help="SPair-71k counterparts of the geometry breakdown: 'lr' "
-                             "(default) or 'geco' (GECO's permutation csv)")
+    add_scoring_arguments(parser)
     parser.add_argument("--select", default=None,
                         help="pairs: all (default), first:N (per category), "
                              "random:N:SEED, geoaware[:N[:SEED]] (GeoAware-SC's TEST_SAMPLE)")

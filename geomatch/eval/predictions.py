@@ -253,23 +253,21 @@ def configure_parser(parser) -> None:
                              "(default: no check)")
     parser.add_argument("--out", default=None,
                         help="write results.json/.csv/.md here (default: print only)")
-    parser.add_argument("--threshold", default=None, choices=("bbox", "image"),
-                        help="PCK threshold kind (default: the run's)")
-    parser.add_argument("--threshold-frame", dest="frame", default=None,
-                        help="'original' or 'pad:S' (default: the run's)")
-    parser.add_argument("--compare", default=None, choices=("le", "lt"),
-                        help="distance/T <= alpha or distance < alpha*T (default: the run's)")
-    parser.add_argument("--alphas", type=float, nargs="+", default=None,
-                        help="PCK alphas (default: the run's)")
-    parser.add_argument("--flip-table", default=None, choices=("lr", "geco"),
-                        help="SPair-71k counterparts of the breakdown (default: the run's)")
+    from .evaluate import add_scoring_arguments
+
+    add_scoring_arguments(parser, default="the run's")
 
 
 def run_cli(args) -> int:
     """Run ``geomatch rescore``: print the Markdown report."""
-    res = rescore(args.predictions, dataset=args.dataset, split=args.split, out_dir=args.out,
-                  threshold=args.threshold, frame=args.frame, compare=args.compare,
-                  alphas=args.alphas, flip_table=args.flip_table)
+    from .evaluate import _flag_message
+
+    try:
+        res = rescore(args.predictions, dataset=args.dataset, split=args.split,
+                      out_dir=args.out, threshold=args.threshold, frame=args.frame,
+                      compare=args.compare, alphas=args.alphas, flip_table=args.flip_table)
+    except ValueError as exc:
+        raise ValueError(_flag_message(str(exc))) from None
     print(res.to_markdown())
     if args.out:
         print(f"wrote {os.path.join(args.out, 'results.json')}")
