@@ -25,6 +25,10 @@ COMMANDS = {
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),
+    "seg-eval": ("geomatch.eval.segmentation",
+                 "PASCAL-Part part segmentation by nearest centroid (GECO's dense evaluation)"),
+    "profile": ("geomatch.runtime.profile",
+                "parameter count, size, time per image and per pair, peak memory (GECO's table)"),
     "demo": ("geomatch.demo.run", "run the offline end-to-end demo (synthetic data, training, report, figures)"),
     "match": ("geomatch.match.command",
               "match points between two image files (matches.json, matches.png, viewer.html)"),
@@ -159,7 +163,7 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run_cli(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+    except (FileNotFoundError, ValueError, TypeError, ConnectionError, ImportError) as exc:
         print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

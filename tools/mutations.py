@@ -138,3 +138,46 @@ MUTATIONS = [
          new="per_image_geo.append(r.n_geo_correct / max(r.n_points, 1))",
          tests=["tests/test_evaluate.py"], why="per-image geometry-aware PCK over geo keypoints"),
 ]
+
+# ---- part segmentation on PASCAL-Part (geomatch/eval/segmentation.py and its data)
+_SG = "geomatch/eval/segmentation.py"
+_PP = "geomatch/data/pascalparts.py"
+T_SEG = ["tests/test_segmentation.py", "tests/test_pascalparts.py"]
+MUTATIONS += [
+    dict(id="seg-gt-pixels-from-rows", file=_SG, old="n_gt = np.where(allowed, c.sum(axis=0), 0.0)",
+         new="n_gt = np.where(allowed, c.sum(axis=1), 0.0)", tests=T_SEG,
+         why="annotated pixels counted over predictions"),
+    dict(id="seg-precnorm-rows", file=_SG, old="norm = sub / n_gt[keep][None, :]",
+         new="norm = sub / n_gt[keep][:, None]", tests=T_SEG, why="precnorm divides rows"),
+    dict(id="seg-keep-absent-classes", file=_SG, old="keep = n_gt != 0", new="keep = n_gt >= 0",
+         tests=T_SEG, why="classes never annotated kept"),
+    dict(id="seg-geo-drops-background", file=_SG, old="np.concatenate([[True], o])",
+         new="np.concatenate([[False], o])", tests=T_SEG, why="geo metrics without background"),
+    dict(id="seg-iou-union", file=_SG, old="union = c.sum(axis=1) + c.sum(axis=0) - d",
+         new="union = c.sum(axis=1) + c.sum(axis=0)", tests=T_SEG, why="IoU union double counts"),
+    dict(id="seg-centroid-mean", file=_SG, old="np.median(proj[order[a:b]], axis=0)",
+         new="np.mean(proj[order[a:b]], axis=0)", tests=T_SEG, why="L2 instead of L1 centroid"),
+    dict(id="seg-projection-unnormalised", file=_SG, old="proj = _unit_rows(_mm(x, comps.T))",
+         new="proj = _mm(x, comps.T)", tests=T_SEG, why="training projections not normalised"),
+    dict(id="seg-absent-part-columns", file=_SG, old="out[:, self.present] = s",
+         new="out[:, :len(self.present)] = s", tests=T_SEG, why="scores of absent parts shifted"),
+    dict(id="seg-training-seed", file=_SG, old="np.random.RandomState(seed).permutation",
+         new="np.random.RandomState(seed + 1).permutation", tests=T_SEG,
+         why="training subset differs from GECO's"),
+    dict(id="seg-foreground-threshold", file=_SG, old="fg = soft.sum(axis=-1) > 0\n",
+         new="fg = soft.sum(axis=-1) > 0.5\n", tests=T_SEG, why="grid foreground rule"),
+    dict(id="seg-full-frame-axes", file=_SG,
+         old="grid_to_image(H, h, y0, fh), grid_to_image(W, w, x0, fw)",
+         new="grid_to_image(H, h, x0, fw), grid_to_image(W, w, y0, fh)", tests=T_SEG,
+         why="frame axes swapped"),
+    dict(id="pascalparts-lowest-part-wins", file=_PP, old="for k in sorted(slots):",
+         new="for k in sorted(slots, reverse=True):", tests=T_SEG, why="overlap rule"),
+    dict(id="pascalparts-train-quirk", file=_PP, old='_GECO_NOT_ORIENTED = {"train": {70}}',
+         new="_GECO_NOT_ORIENTED = {}", tests=T_SEG, why="GECO's oriented train parts"),
+    dict(id="pascalparts-multi-object", file=_PP, old="if len(objects) != 1:      # GECO",
+         new="if len(objects) > 2:      # GECO", tests=T_SEG, why="two-object images kept"),
+    dict(id="resample-no-clamp", file="geomatch/ops/resample.py",
+         old="s = np.maximum(np.asarray(src, dtype=np.float64).reshape(-1), 0.0)",
+         new="s = np.asarray(src, dtype=np.float64).reshape(-1)", tests=T_SEG,
+         why="PyTorch's clamp of negative source coordinates"),
+]

@@ -5,7 +5,9 @@ checkpoints, Hugging Face directories and GECO's LoRA files without torch;
 ``DinoV2.features(pixels)`` returns the (h, w, D) patch-feature map;
 ``preprocess_image(image, mode)`` builds the network input ("resize": GECO's
 518x518 stretch, "pad": GeoAware-SC's 840 centred padding) and its
-coordinate :class:`Frame`.
+coordinate :class:`Frame`.  ``load_dinov2_torch`` builds the optional
+PyTorch engine from the same readers (``pip install "geomatch[torch]"``);
+``extract_features(..., client=...)`` runs on a Dask cluster.
 
 The submodules load on first use, so ``import geomatch`` stays cheap.
 """
@@ -14,12 +16,15 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["DinoV2", "DinoV2Config", "load_dinov2", "MODEL_NAMES", "preprocess_image",
-           "load_image", "make_frame", "Frame", "extract_features"]
+           "load_image", "make_frame", "Frame", "extract_features", "BackboneSpec", "TorchDinoV2",
+           "load_dinov2_torch"]
 
 _LAZY = {
     "DinoV2": "dinov2", "DinoV2Config": "dinov2", "load_dinov2": "dinov2",
     "MODEL_NAMES": "dinov2", "preprocess_image": "preprocess", "load_image": "preprocess",
     "make_frame": "preprocess", "Frame": "preprocess", "extract_features": "extract",
+    "BackboneSpec": "extract", "TorchDinoV2": "torch_engine",
+    "load_dinov2_torch": "torch_engine",
 }
 
 

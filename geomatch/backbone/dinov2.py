@@ -20,7 +20,8 @@ import numpy as np
 
 from . import checkpoints as ck
 
-__all__ = ["DinoV2Config", "DinoV2", "load_dinov2", "MODEL_NAMES", "interpolation_matrix"]
+__all__ = ["DinoV2Config", "DinoV2", "load_dinov2", "read_dinov2", "MODEL_NAMES",
+           "interpolation_matrix", "interpolate_pos_embed"]
 
 # name -> (embed_dim, depth, heads, ffn)
 _ARCHS = {
@@ -190,6 +191,46 @@ def interpolation_matrix(n_in: int, n_out: int, mode: str = "size",
     return w
 
 
+def interpolate_pos_embed(pos_embed: np.ndarray, config: DinoV2Config, h: int,
+                          w: int) -> np.ndarray:
+    """Positional embeddings (1 + h*w, D), float32, of an h x w patch grid from
+    the learned (1 + m*m, D) table, interpolated as the source implementation
+    does (``config.interpolation``); shared by the C and the torch engine."""
+    m = config.pos_grid
+    pos_embed = np.asarray(pos_embed, dtype=np.float32).reshape(1 + m * m, -1)
+    if h * w == m * m and h == w:
+        return pos_embed
+    patch = pos_embed[1:].astype(np.float64).reshape(m, m, -1)
+    if config.interpolation == "offset":
+        wr = interpolation_matrix(m, h, "size", (h + config.interpolate_offset) / m)
+        wc = interpolation_matrix(m, w, "size", (w + config.interpolate_offset) / m)
+    else:
+        wr = interpolation_matrix(m, h, config.interpolation)
+        wc = interpolation_matrix(m, w, config.interpolation)
+    grid = np.einsum("ai,ijd,bj->abd", wr, patch, wc, optimize=True)
+    return np.concatenate([pos_embed[:1], grid.reshape(h * w, -1)]).astype(np.float32)
+
+
+def check_pixels(pixels, patch_size: int) -> np.ndarray:
+    """A network input as a (B, H, W, 3) float array, checked: float dtype,
+    H and W positive multiples of ``patch_size``, finite values."""
+    arr = np.asarray(pixels)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"pixels must be a float array (normalized image), got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError("pixels must have shape (H, W, 3) or (B, H, W, 3), got "
+                         f"{np.shape(pixels)}")
+    p = patch_size
+    if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"pixels height and width must be positive multiples of {p}, "
+                         f"got {arr.shape[1]}x{arr.shape[2]}")
+    if not np.isfinite(arr).all():
+        raise ValueError("pixels contains NaN or infinite values")
+    return arr
+
+
 # --------------------------------------------------------------------------
 # the model
 
@@ -199,13 +240,33 @@ def _core():
     return _core
 
 
-class DinoV2:
+class BackboneShape:
+    """``embed_dim`` and ``patch_size`` of a model holding a ``config``
+    (:class:`DinoV2Config`); shared by the C and the torch engine."""
+
+    config: DinoV2Config
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+
+class DinoV2(BackboneShape):
     """A DINOv2 ViT ready for inference (weights prepared for the C kernels).
 
     Build it with :func:`load_dinov2`.  Call :meth:`features` on a
     normalized network input of shape (H, W, 3) or (B, H, W, 3) with H and W
     multiples of 14.
     """
+
+    #: the feature-cache manifest's ``engine``: this C/NumPy implementation
+    engine = "c"
+    #: images per forward pass in ``extract`` (each with its flipped copy)
+    default_batch_images = 1
 
     def __init__(self, config: DinoV2Config, state: Mapping[str, np.ndarray], *,
                  source: str = "weights"):
@@ -244,42 +305,23 @@ class DinoV2:
                 fc2_b=scaled(b + f2 + ".bias", g2, True),
             ))
         self._pos_cache: Dict[Tuple[int, int], np.ndarray] = {}
+        #: how :func:`load_dinov2` built it (weights, model, lora, config), or
+        #: None; lets :func:`geomatch.backbone.extract.extract_features` have
+        #: Dask workers load the same model from the same files
+        self.load_args: Optional[dict] = None
 
     def __repr__(self) -> str:
         c = self.config
         return (f"DinoV2({c.name}, dim={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, "
                 f"registers={c.num_register_tokens}, source={self.source!r})")
 
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def patch_size(self) -> int:
-        return self.config.patch_size
-
     def positional_embedding(self, h: int, w: int) -> np.ndarray:
         """Positional embeddings (1 + h*w, D) for an h x w patch grid,
         interpolated as the source implementation does."""
         key = (h, w)
-        if key in self._pos_cache:
-            return self._pos_cache[key]
-        c = self.config
-        m = c.pos_grid
-        if h * w == m * m and h == w:
-            pos = self.pos_embed
-        else:
-            patch = self.pos_embed[1:].astype(np.float64).reshape(m, m, -1)
-            if c.interpolation == "offset":
-                wr = interpolation_matrix(m, h, "size", (h + c.interpolate_offset) / m)
-                wc = interpolation_matrix(m, w, "size", (w + c.interpolate_offset) / m)
-            else:
-                wr = interpolation_matrix(m, h, c.interpolation)
-                wc = interpolation_matrix(m, w, c.interpolation)
-            grid = np.einsum("ai,ijd,bj->abd", wr, patch, wc, optimize=True)
-            pos = np.concatenate([self.pos_embed[:1], grid.reshape(h * w, -1)]).astype(np.float32)
-        self._pos_cache[key] = pos
-        return pos
+        if key not in self._pos_cache:
+            self._pos_cache[key] = interpolate_pos_embed(self.pos_embed, self.config, h, w)
+        return self._pos_cache[key]
 
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
         core = _core()
@@ -298,22 +340,7 @@ class DinoV2:
         return x
 
     def _check_pixels(self, pixels) -> np.ndarray:
-        arr = np.asarray(pixels)
-        if arr.dtype.kind != "f":
-            raise TypeError(f"pixels must be a float array (normalized image), got {arr.dtype}")
-        single = arr.ndim == 3
-        if single:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError("pixels must have shape (H, W, 3) or (B, H, W, 3), got "
-                             f"{np.shape(pixels)}")
-        p = self.patch_size
-        if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
-            raise ValueError(f"pixels height and width must be positive multiples of {p}, "
-                             f"got {arr.shape[1]}x{arr.shape[2]}")
-        if not np.isfinite(arr).all():
-            raise ValueError("pixels contains NaN or infinite values")
-        return arr
+        return check_pixels(pixels, self.patch_size)
 
     def features(self, pixels, *, layers: Optional[Sequence[int]] = None,
                  return_class_token: bool = False):
@@ -442,7 +469,7 @@ def _hf_config(cfg: dict) -> DinoV2Config:
 
 def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
                 config: Optional[DinoV2Config] = None) -> DinoV2:
-    """Load DINOv2 weights without torch.
+    """Load DINOv2 weights without torch (the C engine).
 
     Parameters
     ----------
@@ -468,6 +495,24 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
         ``weights`` or ``lora`` does not exist (the message names it).
     ValueError
         Missing, unexpected or mis-shaped tensors (all listed by name).
+    """
+    cfg, state, source = read_dinov2(weights, model, lora=lora, config=config)
+    net = DinoV2(cfg, state, source=source)
+    net.load_args = {"weights": os.path.abspath(os.fspath(weights)), "model": model,
+                     "lora": None if lora is None else os.path.abspath(os.fspath(lora)),
+                     "config": config}
+    return net
+
+
+def read_dinov2(weights, model: Optional[str] = None, *, lora=None,
+                config: Optional[DinoV2Config] = None
+                ) -> Tuple[DinoV2Config, Dict[str, np.ndarray], str]:
+    """Read and check DINOv2 weights (LoRA merged): ``(config, state, source)``.
+
+    ``state`` is in the official naming, checked against ``config``; the
+    arguments are those of :func:`load_dinov2`, which builds the C-engine
+    model from it (:func:`geomatch.backbone.torch_engine.load_dinov2_torch`
+    builds the torch one).
     """
     path = os.fspath(weights)
     if not os.path.exists(path):
@@ -505,4 +550,5 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
         except ValueError as exc:
             raise ValueError(f"{os.fspath(lora)}: {exc}") from None
         source = f"{path} + LoRA {os.fspath(lora)}"
-    return DinoV2(cfg, state, source=source)
+    ck.check_state(state, cfg.expected_shapes(), source)
+    return cfg, state, source

@@ -1,4 +1,4 @@
-"""Dataset loaders for SPair-71k, PF-PASCAL, AP-10K and CUB-200-2011.
+"""Dataset loaders for SPair-71k, PF-PASCAL, AP-10K, CUB-200-2011 and PASCAL-Part.
 
 >>> from geomatch.data import load_dataset
 >>> ds = load_dataset("spair", "/data/SPair-71k")          # doctest: +SKIP
@@ -23,7 +23,7 @@ __all__ = ["load_dataset", "Dataset", "ImageRecord", "PairRecord",
            "SkipReport", "flip_permutation", "DATASETS", "FeatureCache", "feature_manifest",
            "write_features", "import_geco_features", "import_geoaware_features"]
 
-DATASETS = ("spair", "pfpascal", "ap10k", "cub")
+DATASETS = ("spair", "pfpascal", "ap10k", "cub", "pascalparts")
 
 
 def load_dataset(name: str, root: str | Path, **options) -> Dataset:
@@ -31,10 +31,11 @@ def load_dataset(name: str, root: str | Path, **options) -> Dataset:
 
     Parameters
     ----------
-    name : {"spair", "pfpascal", "ap10k", "cub"}
+    name : {"spair", "pfpascal", "ap10k", "cub", "pascalparts"}
     root : path
         The dataset directory (``SPair-71k``, ``PF-dataset-PASCAL``,
-        ``ap-10k``, ``CUB_200_2011``).
+        ``ap-10k``, ``CUB_200_2011``, or for ``pascalparts`` the folder
+        holding ``Parts/`` and ``VOCdevkit/``).
     **options
         Loader options: ``flip_table`` (spair), ``split_kind`` (ap10k:
         ``"intra-species"``, ``"cross-species"``, ``"cross-family"``),
@@ -49,7 +50,8 @@ def load_dataset(name: str, root: str | Path, **options) -> Dataset:
     key = name.lower().replace("-", "").replace("_", "")
     aliases = {"spair": "spair", "spair71k": "spair", "pfpascal": "pfpascal",
                "ap10k": "ap10k", "cub": "cub", "cub200": "cub",
-               "cub2002011": "cub"}
+               "cub2002011": "cub", "pascalparts": "pascalparts",
+               "pascalpart": "pascalparts"}
     if key not in aliases:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
     key = aliases[key]
@@ -59,6 +61,8 @@ def load_dataset(name: str, root: str | Path, **options) -> Dataset:
         from .pfpascal import PFPascal as cls
     elif key == "ap10k":
         from .ap10k import AP10K as cls
+    elif key == "pascalparts":
+        from .pascalparts import PascalParts as cls
     else:
         from .cub import CUB as cls
     import inspect

@@ -19,9 +19,14 @@ The manifest is a dict with the fields
 network input), ``preprocess`` (``"resize"``: stretch to the resolution, as
 GECO does for 518×518; ``"pad"``: longest side to S, zero-padded to a square,
 as GeoAware-SC does), ``grid`` ([h, w]), ``dim`` (D), ``dtype``
-(``"float16"`` or ``"float32"``) and ``geomatch_version``.  Extra fields are
-kept.  Two manifests are the same cache when every field other than
-``geomatch_version`` agrees.
+(``"float16"`` or ``"float32"``), ``engine`` (what computed the features:
+``"c"``, geomatch's torch-free C engine, the default and the value of a
+manifest written before the field existed; ``"torch-float32"``,
+``"torch-float16"``, ``"torch-bfloat16"``: the PyTorch engine and its compute
+precision; ``"external"``: maps made outside geomatch,
+:func:`geomatch.data.external.feature_manifest`) and ``geomatch_version``.  Extra fields are kept.  Two manifests
+are the same cache when every field other than ``geomatch_version`` agrees,
+so features of two engines never share a cache (see docs/scaling.md).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import numpy as np
 __all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS"]
 
 MANIFEST_FIELDS = ("backbone", "weights_sha256", "resolution", "preprocess", "grid", "dim",
-                   "dtype", "geomatch_version")
+                   "dtype", "engine", "geomatch_version")
 _IGNORED_IN_COMPARISON = ("geomatch_version",)
 _FLIP_SUFFIX = "@flip"
 _TMP_PREFIX = ".tmp-"
@@ -57,10 +62,11 @@ def _normalize_manifest(manifest: Mapping) -> dict:
         raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
     m = dict(manifest)
     m.setdefault("geomatch_version", _version())
+    m.setdefault("engine", "c")
     missing = [f for f in MANIFEST_FIELDS if f not in m]
     if missing:
         raise ValueError(f"manifest: missing fields {missing}")
-    for f in ("backbone", "weights_sha256", "geomatch_version"):
+    for f in ("backbone", "weights_sha256", "geomatch_version", "engine"):
         if not isinstance(m[f], str):
             raise TypeError(f"manifest field {f!r} must be a string, got {m[f]!r}")
     for f in ("resolution", "grid"):

@@ -54,12 +54,14 @@ def feature_manifest(*, backbone: str, dim: int, grid: Tuple[int, int], preproce
         Digest of the weights, if known (caches with different values are
         never mixed).
     **extra
-        Further JSON fields kept in the manifest (e.g. ``source="GECO"``).
+        Further JSON fields kept in the manifest (e.g. ``source="GECO"``);
+        ``engine`` defaults to ``"external"`` (see :mod:`geomatch.data.cache`).
     """
     h, w = (int(v) for v in grid)
     res = [h * 14, w * 14] if resolution is None else [int(v) for v in resolution]
     from .cache import _normalize_manifest
 
+    extra.setdefault("engine", "external")
     return _normalize_manifest(dict(extra, backbone=backbone, weights_sha256=weights_sha256,
                                     resolution=res, preprocess=preprocess, grid=[h, w],
                                     dim=int(dim), dtype=dtype))

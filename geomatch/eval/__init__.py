@@ -6,4 +6,5 @@ keypoint transfer per pair) -> :mod:`.predictions` (``predictions.npz``,
 re-scoring) -> :mod:`.metrics` (PCK per point / per image, geometry-aware
 subsets, left/right breakdown, azimuth / mirror / keypoint breakdowns) ->
 :mod:`.report` tables and :mod:`.plotting` figures.
+:mod:`.segmentation`: GECO's PASCAL-Part part segmentation by nearest centroid.
 """

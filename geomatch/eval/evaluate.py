@@ -52,7 +52,7 @@ from ..data.cache import FeatureCache, grid_frame
 
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
-           "add_scoring_arguments", "pose_distance",
+           "add_scoring_arguments", "pose_distance", "transfer_block",
            "configure_parser", "run_cli"]
 
 MODES = TRANSFER_MODES
@@ -587,6 +587,65 @@ def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
     return out
 
 
+# ----------------------------------------------------------------- Dask
+
+def _block_size(n_pairs: int, n_workers: int) -> int:
+    """Pairs per task: about eight tasks per worker, 1..256 pairs each."""
+    return max(1, min(256, math.ceil(n_pairs / (8 * n_workers))))
+
+
+def _worker_head(head):
+    """The head on a worker: a checkpoint path is loaded once per process."""
+    if isinstance(head, (str, os.PathLike)):
+        from ..runtime.distributed import worker_cached
+
+        path = os.path.abspath(os.fspath(head))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"head checkpoint not found: {path}")
+        st = os.stat(path)
+        return worker_cached(("head", path, st.st_size, st.st_mtime_ns),
+                             lambda: _resolve_head(path)[0])
+    return head
+
+
+def transfer_block(pairs: list, cache_path: str, manifest: dict, head, options,
+                   transfer: Optional[Callable] = None) -> List[Prediction]:
+    """One Dask task of eval: :func:`predict_pairs` of ``pairs`` from the
+    features in ``cache_path`` (``options``: an :class:`EvalOptions`, or a
+    transfer mode name with geomatch's defaults for the rest)."""
+    from ..runtime.distributed import on_worker
+
+    if isinstance(options, str):
+        options = resolve_options(mode=options)
+
+    def work():
+        cache = FeatureCache.open(cache_path)   # names the path if this worker cannot see it
+        if cache.manifest.get("weights_sha256") != manifest.get("weights_sha256"):
+            raise ValueError(f"feature cache {cache_path} holds other features than the "
+                             "client's (is the path shared by client and workers?)")
+        return predict_pairs(pairs, cache, options, head=_worker_head(head), transfer=transfer,
+                             workers=1, progress=False, lru_bytes=256 << 20)
+
+    return on_worker(work)()
+
+
+def _predict_on_client(client, pairs, cache_path, manifest, head, options, transfer,
+                       progress, split) -> List[Prediction]:
+    from ..runtime.distributed import n_workers, run_tasks
+
+    if head is not None and not isinstance(head, (str, os.PathLike)):
+        head = client.scatter(head, broadcast=True)
+    elif head is not None:
+        head = os.path.abspath(os.fspath(head))
+    size = _block_size(len(pairs), n_workers(client))
+    blocks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    preds = run_tasks(client, transfer_block,
+                      [(b, cache_path, manifest, head, options, transfer) for b in blocks],
+                      desc=f"eval {split}", unit="pair", weights=[len(b) for b in blocks],
+                      progress=progress)
+    return [p for block in preds for p in block]
+
+
 # -------------------------------------------------------------- 4. scoring
 
 def _threshold(p: Prediction, kind: str) -> float:
@@ -680,7 +739,7 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
              transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: Optional[int] = None) -> EvalResult:
+             workers: Optional[int] = None, client=None) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -743,6 +802,11 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
         single-threaded (default: :func:`geomatch.get_num_threads`).  With
         1, pairs run one after the other and kernels use all configured
         threads.  Results are identical for any ``workers``.
+    client : distributed.Client, optional
+        Transfer blocks of pairs on this Dask cluster (every worker must see
+        the cache and the head file; a head given as a callable is sent to
+        each worker once).  Scoring stays here, in pair order, so results
+        are identical to a run without ``client``.
 
     Returns
     -------
@@ -772,8 +836,13 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
     _check_cache_covers(cache, pairs, split, opts)
 
     t0 = time.perf_counter()
-    preds = predict_pairs(pairs, cache, opts, head=head_fn, transfer=transfer, workers=workers,
-                          progress=progress, lru_bytes=lru_bytes, desc=f"eval {split}")
+    if client is not None:
+        preds = _predict_on_client(client, pairs, cache.path, cache.manifest, head, opts,
+                                   transfer, progress, split)
+    else:
+        preds = predict_pairs(pairs, cache, opts, head=head_fn, transfer=transfer,
+                              workers=workers, progress=progress, lru_bytes=lru_bytes,
+                              desc=f"eval {split}")
     acc = score_predictions(preds, opts)
     elapsed = time.perf_counter() - t0
 
@@ -896,26 +965,35 @@ def configure_parser(parser) -> None:
                              "(default: the thread count; 1: one pair at a time, "
                              "multithreaded kernels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dask", default=None, metavar="ADDRESS",
+                        help="transfer blocks of pairs on a Dask cluster: a scheduler address "
+                             "(tcp://host:8786) or local:N worker processes "
+                             '(pip install "geomatch[dask]"); default: none, run in this process')
 
 
 def run_cli(args) -> int:
     """Run ``geomatch eval``: print Markdown tables, write predictions, JSON, CSV, Markdown."""
     from ..data import load_dataset
+    from ..runtime.distributed import dask_client, parse_address
 
+    if args.dask is not None:
+        parse_address(args.dask)
     cache = FeatureCache.open(args.cache)
     dataset = load_dataset(args.dataset, args.root)
     out = args.out or f"eval-{args.dataset}-{args.split}"
     try:
-        res = evaluate(dataset, args.split, cache, protocol=args.protocol, head=args.head,
-                       mode=args.mode, pixel=args.pixel, alphas=args.alphas,
-                       threshold=args.threshold,
-                       frame=args.frame, compare=args.compare, flip_table=args.flip_table,
-                       select=args.select, window=args.window, temperature=args.temperature,
-                       empty_pairs=args.empty_pairs, test_flip=args.test_flip,
-                       headline=args.headline, categories=args.categories,
-                       subsample=args.subsample, seed=args.seed, out_dir=out,
-                       figures=args.figures, progress=not args.no_progress,
-                       workers=args.workers)
+        # an unreachable scheduler fails here, before anything is written
+        with dask_client(args.dask) as client:
+            res = evaluate(dataset, args.split, cache, protocol=args.protocol, head=args.head,
+                           mode=args.mode, pixel=args.pixel, alphas=args.alphas,
+                           threshold=args.threshold, frame=args.frame, compare=args.compare,
+                           flip_table=args.flip_table, select=args.select, window=args.window,
+                           temperature=args.temperature, empty_pairs=args.empty_pairs,
+                           test_flip=args.test_flip, headline=args.headline,
+                           categories=args.categories, subsample=args.subsample,
+                           seed=args.seed, out_dir=out, figures=args.figures,
+                           progress=not args.no_progress, workers=args.workers,
+                           client=client)
     except ValueError as exc:
         raise ValueError(_flag_message(str(exc))) from None
     print(res.to_markdown())

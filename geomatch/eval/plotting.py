@@ -1,9 +1,11 @@
-"""Pictures of keypoint transfers (matplotlib, Agg backend; no display needed).
+"""Pictures of keypoint transfers and part maps (matplotlib; no display needed).
 
 :func:`plot_transfer` draws a source image with its keypoints next to the
 target image with the ground truth and the predictions: a line from each
 ground-truth point to its prediction, correct predictions as green filled
-circles, wrong ones as red crosses, and a legend.
+circles, wrong ones as red crosses, and a legend.  :func:`plot_part_maps`
+draws an image with its annotated and predicted part label maps and a legend
+of part names.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["plot_transfer", "save_transfer_figure"]
+__all__ = ["plot_transfer", "save_transfer_figure", "plot_part_maps", "save_part_figure"]
 
 _CORRECT = "#1a9850"
 _WRONG = "#d73027"
@@ -149,6 +151,82 @@ def save_transfer_figure(pair, pred, path, *, alpha: float = 0.1,
              if n else f"{pair.category} {pair.pair_id}")
     fig = plot_transfer(pair.src.path, pair.trg.path, src_kps, trg_kps, pred, correct,
                         names=getattr(pair, "keypoint_names", None), title=title)
+    try:
+        fig.savefig(os.fspath(path), dpi=dpi)
+    finally:
+        _pyplot().close(fig)
+    return os.fspath(path)
+
+
+def _part_colors(n: int) -> np.ndarray:
+    """(n, 3) distinct colours for part classes 1..n (tab20, then hsv)."""
+    plt = _pyplot()
+    if n <= 20:
+        return np.asarray([plt.get_cmap("tab20")(i)[:3] for i in range(n)])
+    return np.asarray([plt.get_cmap("hsv")(i / n)[:3] for i in range(n)])
+
+
+def plot_part_maps(image, gt, pred, part_names, *, title: Optional[str] = None,
+                   alpha: float = 0.6, figsize=(13, 4.8)):
+    """Image, annotated part map and predicted part map side by side.
+
+    Parameters
+    ----------
+    image : array_like (H, W, 3) or path
+    gt, pred : array_like of int (h, w)
+        Label maps, 0 = background, ``k + 1`` = ``part_names[k]``; drawn over
+        the image (stretched to it when they are on the feature grid).
+    part_names : sequence of str
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The legend lists the parts present in either map.
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    img = image if isinstance(image, np.ndarray) else _load_image(image)
+    gt = np.asarray(gt)
+    pred = np.asarray(pred)
+    if gt.shape != pred.shape or gt.ndim != 2:
+        raise ValueError(f"gt and pred must be 2-D label maps of one shape, got {gt.shape} "
+                         f"and {pred.shape}")
+    n = len(part_names)
+    if gt.size and (min(gt.min(), pred.min()) < 0 or max(gt.max(), pred.max()) > n):
+        raise ValueError(f"labels must lie in [0, {n}] for {n} part names")
+    colors = _part_colors(n)
+    h, w = img.shape[:2]
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    fig, axes = plt.subplots(1, 3, figsize=figsize)
+    axes[0].imshow(img)
+    axes[0].set_title("image")
+    for ax, lab, t in ((axes[1], gt, "annotation"), (axes[2], pred, "prediction")):
+        rgba = np.zeros(lab.shape + (4,))
+        fg = lab > 0
+        rgba[fg, :3] = colors[lab[fg] - 1]
+        rgba[fg, 3] = alpha
+        ax.imshow(img)
+        ax.imshow(rgba, extent=extent, interpolation="nearest")
+        ax.set_title(t)
+    for ax in axes:
+        ax.set_axis_off()
+    shown = sorted(set(np.unique(gt[gt > 0]).tolist()) | set(np.unique(pred[pred > 0]).tolist()))
+    handles = [Patch(color=colors[k - 1], label=part_names[k - 1]) for k in shown]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8,
+                   frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    return fig
+
+
+def save_part_figure(path, image, gt, pred, part_names, *, title: Optional[str] = None,
+                     dpi: int = 100) -> str:
+    """:func:`plot_part_maps` saved as PNG; returns the path."""
+    fig = plot_part_maps(image, gt, pred, part_names, title=title)
     try:
         fig.savefig(os.fspath(path), dpi=dpi)
     finally:

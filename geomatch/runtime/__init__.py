@@ -1,1 +1,2 @@
-"""Process-level runtime: build configuration, BLAS preloading, threads, memory, progress bars."""
+"""Process-level runtime: build configuration, BLAS preloading, threads, memory,
+progress bars, and the runtime/memory profile of the pipeline (:mod:`.profile`)."""
