@@ -1,6 +1,7 @@
 """geomatch.demo.synthetic (SPair-71k-layout toy dataset) and the weight-free
 LocalAppearanceFeaturizer."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,130 @@ def test_featurizer_bad_input(arg, exc, word):
 def test_featurizer_bad_parameters(kwargs, exc, word):
     with pytest.raises(exc, match=word):
         LocalAppearanceFeaturizer(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# the 3-D world and the part-colour featurizer
+
+from geomatch.demo import world as W  # noqa: E402
+from geomatch.demo.featurizers import PartColourFeaturizer  # noqa: E402
+
+
+def test_camera_rotation_conventions():
+    """Azimuth 0 faces image-right showing the right side, 270 deg faces the
+    camera; elevation tilts the near side down (written out independently)."""
+    def cam(phi_deg, theta_deg=0.0):
+        return W.Camera(math.radians(phi_deg), math.radians(theta_deg), 0.0, 10.0, 50.0, 50.0)
+
+    fwd, up, right = np.eye(3)
+    R = cam(0).rotation()
+    np.testing.assert_allclose(R @ fwd, [1, 0, 0], atol=1e-12)     # nose to image-right
+    np.testing.assert_allclose(R @ right, [0, 0, 1], atol=1e-12)   # right side to the camera
+    R = cam(270).rotation()
+    np.testing.assert_allclose(R @ fwd, [0, 0, 1], atol=1e-12)     # facing the camera
+    np.testing.assert_allclose(R @ right, [-1, 0, 0], atol=1e-12)  # its right on the image left
+    t = math.radians(30)
+    R = cam(0, 30).rotation()
+    np.testing.assert_allclose(R @ right, [0, -math.sin(t), math.cos(t)], atol=1e-12)
+    np.testing.assert_allclose(R @ up, [0, math.cos(t), math.sin(t)], atol=1e-12)
+    c = cam(0)
+    px = c.to_pixels(np.array([1.0, 2.0]))
+    np.testing.assert_allclose(px, [60.0, 30.0])                  # y grows downwards
+    np.testing.assert_allclose(c.to_camera_plane(*px), [1.0, 2.0])
+
+
+def test_render_marks_only_seen_parts_visible():
+    rng = np.random.default_rng(0)
+    n_vis = n_hidden = 0
+    for i in range(12):
+        out = W.render("dog", np.random.default_rng([5, i]), (128, 96))
+        image, mask, kps, info = out
+        assert image.shape == (96, 128, 3) and image.dtype == np.uint8
+        assert mask.shape == (96, 128) and mask.any()
+        x1, y1, x2, y2 = info["bbox"]
+        ys, xs = np.nonzero(mask)
+        assert (x1, y1, x2, y2) == (xs.min(), ys.min(), xs.max(), ys.max())
+        assert set(kps) == set(W.PART_NAMES["dog"])
+        for name, p in kps.items():
+            if p is None:
+                n_hidden += 1
+                continue
+            n_vis += 1
+            assert 0 <= p[0] < 128 and 0 <= p[1] < 96
+            assert mask[p[1], p[0]]           # on the object, not on background or occluder
+        # facing the camera (within the spread), camera above
+        d = (math.degrees(info["phi"]) - 270.0 + 180.0) % 360.0 - 180.0
+        assert abs(d) <= W.AZIMUTH_SPREAD + 1e-9
+        assert W.ELEVATION[0] <= math.degrees(info["theta"]) <= W.ELEVATION[1]
+    del rng
+    assert n_vis > 3 * n_hidden > 0       # most parts seen, some hidden
+
+
+def test_rendered_right_twin_is_on_the_image_left_of_the_pair():
+    """Facing the camera, a right part projects left of its left twin (the
+    rule the head has to learn), checked on the annotations."""
+    checked = 0
+    for i in range(20):
+        out = W.render("cat", np.random.default_rng([9, i]), (128, 96))
+        _, _, kps, info = out
+        for right, left in (("right eye", "left eye"), ("right ear", "left ear")):
+            if kps[right] is not None and kps[left] is not None and abs(info["phi"] - 1.5 * math.pi) < 0.9:
+                # roll is within 10 deg, so the order along x survives
+                assert kps[right][0] <= kps[left][0] + 1
+                checked += 1
+    assert checked >= 5
+
+
+def test_part_colour_featurizer_is_mirror_symmetric_and_finds_parts():
+    f = PartColourFeaturizer(grid=(12, 16), patch=8)
+    image, _, kps, _ = W.render("car", np.random.default_rng([1, 2]), f.input_size)
+    a = f(image)
+    b = f(np.ascontiguousarray(image[:, ::-1]))
+    assert a.shape == (12, 16, f.dim) and a.dtype == np.float32
+    np.testing.assert_allclose(b[:, ::-1], a, atol=1e-5)
+
+
+def test_part_colour_features_find_the_part_or_its_twin():
+    """Across two images of a category, the most similar target patch of a
+    source keypoint's descriptor lies on that part or on its mirror twin for
+    most keypoints."""
+    f = PartColourFeaturizer(grid=(12, 16), patch=8)
+    twin = {}
+    for n in W.PART_NAMES["cat"]:
+        other = n.replace("right", "@").replace("left", "right").replace("@", "left")
+        twin[n] = other if other in W.PART_NAMES["cat"] else n
+    hits = total = 0
+    for i in range(6):
+        _, _, ks, _ = src = W.render("cat", np.random.default_rng([3, i]), f.input_size)
+        _, _, kt, _ = trg = W.render("cat", np.random.default_rng([4, i]), f.input_size)
+        fs, ft = f(src[0]), f(trg[0])
+        flat = ft.reshape(-1, f.dim)
+        for n, p in ks.items():
+            if p is None or kt[n] is None:
+                continue
+            j = int(np.argmax(flat @ fs[p[1] // 8, p[0] // 8]))
+            r, c = divmod(j, 16)
+            near = [q for q in (kt[n], kt[twin[n]]) if q is not None
+                    and abs(q[1] // 8 - r) <= 1 and abs(q[0] // 8 - c) <= 1]
+            hits += bool(near)
+            total += 1
+    assert total > 20 and hits >= 0.6 * total
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"grid": (0, 3)}, ValueError, "grid"),
+    ({"prototypes": 1}, ValueError, "prototypes"),
+    ({"prototypes": 9}, ValueError, "prototypes"),
+    ({"sigma": 0.0}, ValueError, "sigma"),
+    ({"sigma": float("nan")}, ValueError, "sigma"),
+    ({"patch": 2.5}, TypeError, "patch"),
+    ({"neighbourhoods": (0,)}, ValueError, "neighbourhoods"),
+])
+def test_part_colour_featurizer_bad_parameters(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        PartColourFeaturizer(**kwargs)
+
+
+def test_model_rejects_unknown_category():
+    with pytest.raises(ValueError, match="category"):
+        W.model("horse")

@@ -1,15 +1,19 @@
-"""Weight-free patch featurizers.
+"""Weight-free patch featurizers: stand-ins for DINOv2 in the demo and in tests.
 
-:class:`LocalAppearanceFeaturizer` is a stand-in for DINOv2 in the demo and
-in tests: it needs no weights and no network, runs in milliseconds, and
-produces a channel-last ``(h, w, D)`` float32 grid of patch descriptors just
-like the backbone.  Its descriptors only see *local appearance* (colour and
-gradient statistics of a patch and of its neighbourhood), and every
-statistic is invariant to a horizontal flip of the pixels it pools, so the
-descriptor grid of a mirrored image is the mirrored descriptor grid.  On the
-synthetic dataset (:mod:`geomatch.demo.synthetic`), whose left and right parts
-are drawn identically, it therefore cannot tell a part from its mirror
-twin -- the failure mode that a geometry-aware head has to fix.
+Both need no weights and no network, run in milliseconds, and produce a
+channel-last ``(h, w, D)`` float32 grid of patch descriptors just like the
+backbone.  Every statistic they compute is invariant to a horizontal flip of
+the pixels it pools, so the descriptor grid of a mirrored image is the
+mirrored descriptor grid: a part and its mirror twin, drawn alike by
+:mod:`geomatch.demo.world`, get the same descriptor -- the failure mode that
+a geometry-aware head has to fix.
+
+- :class:`PartColourFeaturizer` (the demo's): responses to fixed colour
+  prototypes, max- and mean-pooled per patch, with neighbourhood context; it
+  finds the demo's coloured parts (about half of the keypoints at PCK@0.10),
+  confusing twins.
+- :class:`LocalAppearanceFeaturizer`: colour and gradient histograms of a patch
+  and its neighbourhood (weaker at finding parts; used by tests).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-__all__ = ["LocalAppearanceFeaturizer"]
+__all__ = ["LocalAppearanceFeaturizer", "PartColourFeaturizer"]
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -50,6 +54,41 @@ def _load_rgb(image: ImageLike) -> Image.Image:
         raise TypeError(f"image array must be uint8 or float (in [0, 1]), got {arr.dtype}")
     raise TypeError(f"image must be a path, a PIL image or an array, got "
                     f"{type(image).__name__}")
+
+
+def _check_common(grid, neighbourhoods, **ints) -> tuple:
+    """Validate the grid, the neighbourhood radii and integer parameters
+    ``name=(value, minimum)``; returns ``((h, w), radii)``."""
+    try:
+        h, w = (int(v) for v in grid)
+    except (TypeError, ValueError):
+        raise TypeError(f"grid must be a pair (h, w) of integers, got {grid!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"grid must be positive, got {grid!r}")
+    for name, (v, lo) in ints.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    radii = tuple(int(r) for r in neighbourhoods)
+    if any(r < 1 for r in radii):
+        raise ValueError(f"neighbourhoods must hold radii >= 1, got {neighbourhoods!r}")
+    return (h, w), radii
+
+
+def _resized(image, size) -> Image.Image:
+    """RGB image (see :func:`_load_rgb`) resized to ``size`` (bilinear) unless it has it."""
+    im = _load_rgb(image)
+    return im if im.size == size else im.resize(size, Image.Resampling.BILINEAR)
+
+
+def _normalised_blocks(blocks) -> np.ndarray:
+    """Each (h, w, C_i) block L2-normalised per cell (zero stays zero), concatenated, float32."""
+    out = []
+    for b in blocks:
+        n = np.sqrt(np.sum(b * b, axis=2, keepdims=True))
+        out.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
+    return np.concatenate(out, axis=2).astype(np.float32)
 
 
 def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
@@ -121,23 +160,11 @@ class LocalAppearanceFeaturizer:
     def __init__(self, grid: tuple[int, int] = (32, 32), patch: int = 8, *,
                  colour_bins: int = 8, orientation_bins: int = 4,
                  neighbourhoods: tuple[int, ...] = (1, 2)) -> None:
-        try:
-            h, w = (int(v) for v in grid)
-        except (TypeError, ValueError):
-            raise TypeError(f"grid must be a pair (h, w) of integers, got {grid!r}") from None
-        if h < 1 or w < 1:
-            raise ValueError(f"grid must be positive, got {grid!r}")
-        for name, v, lo in (("patch", patch, 2), ("colour_bins", colour_bins, 1),
-                            ("orientation_bins", orientation_bins, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-            if v < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {v}")
+        (h, w), radii = _check_common(grid, neighbourhoods, patch=(patch, 2),
+                                      colour_bins=(colour_bins, 1),
+                                      orientation_bins=(orientation_bins, 1))
         if colour_bins > 256:
             raise ValueError(f"colour_bins must be <= 256, got {colour_bins}")
-        radii = tuple(int(r) for r in neighbourhoods)
-        if any(r < 1 for r in radii):
-            raise ValueError(f"neighbourhoods must hold radii >= 1, got {neighbourhoods!r}")
         self.grid = (h, w)
         self.patch = int(patch)
         self.colour_bins = int(colour_bins)
@@ -208,15 +235,131 @@ class LocalAppearanceFeaturizer:
         TypeError, ValueError
             For an unsupported image type, shape or non-finite values.
         """
-        im = _load_rgb(image)
-        if im.size != self.input_size:
-            im = im.resize(self.input_size, Image.Resampling.BILINEAR)
-        stats = self._patch_stats(np.asarray(im))
+        stats = self._patch_stats(np.asarray(_resized(image, self.input_size)))
         blocks = [stats] + [_box_mean(stats, r) for r in self.neighbourhoods]
-        out = []
-        for b in blocks:
-            n = np.sqrt(np.sum(b * b, axis=2, keepdims=True))
-            out.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
-        return np.concatenate(out, axis=2).astype(np.float32)
+        return _normalised_blocks(blocks)
+
+    featurize = __call__
+
+
+def _patch_pool(x: np.ndarray, grid: tuple, patch: int, how: str) -> np.ndarray:
+    """Pool a (H, W, C) pixel map over the patches of ``grid``: (h, w, C)."""
+    h, w = grid
+    blocks = x.reshape(h, patch, w, patch, -1)
+    return blocks.max(axis=(1, 3)) if how == "max" else blocks.mean(axis=(1, 3))
+
+
+class PartColourFeaturizer:
+    """Patch descriptors that recognise coloured parts up to their mirror twin (no weights).
+
+    The demo's stand-in for DINOv2.  The image is resized to
+    ``(w * patch, h * patch)`` pixels and every pixel's colour is compared
+    with ``prototypes**3`` fixed colour prototypes (a regular grid of RGB
+    space) through Gaussian responses ``exp(-|c - p|^2 / (2 sigma^2))``.  A
+    patch's descriptor is, each block L2-normalized and concatenated:
+
+    - the maximum response of each prototype over the patch (a small part
+      inside the patch registers fully),
+    - the mean response over the patch,
+    - the mean of the patch maxima over the ``(2r+1) x (2r+1)`` patch
+      neighbourhood, for each ``r`` in ``neighbourhoods`` (context: which
+      parts are nearby),
+    - a magnitude-weighted histogram of the *folded* gradient orientation
+      ``atan2(|gy|, |gx|)`` (local shape).
+
+    Maxima, means, symmetric neighbourhoods and folded orientations are all
+    unchanged by a horizontal flip of the pixels they pool, so
+    ``f(mirror(image)) == mirror(f(image))`` up to rounding: a part and its
+    mirror twin (same colour and shape) get the same descriptor, and only
+    the object's pose can tell them apart.
+
+    Parameters
+    ----------
+    grid : (int, int), default (16, 20)
+        Output grid ``(h, w)``.
+    patch : int, default 8
+        Patch size in pixels of the resized image.
+    prototypes : int, default 4
+        Prototypes per colour axis (``prototypes**3`` in all), at least 2.
+    sigma : float, default 40.0
+        Width of the Gaussian colour response (0-255 scale).
+    orientation_bins : int, default 4
+    neighbourhoods : tuple of int, default (1,)
+        Radii (in patches) of the context blocks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from geomatch.demo.featurizers import PartColourFeaturizer
+    >>> f = PartColourFeaturizer(grid=(4, 6), patch=8, prototypes=3)
+    >>> f(np.zeros((40, 50, 3), np.uint8)).shape
+    (4, 6, 85)
+    """
+
+    def __init__(self, grid: tuple = (16, 20), patch: int = 8, *, prototypes: int = 4,
+                 sigma: float = 40.0, orientation_bins: int = 4,
+                 neighbourhoods: tuple = (1,)) -> None:
+        (h, w), radii = _check_common(grid, neighbourhoods, patch=(patch, 2),
+                                      prototypes=(prototypes, 2),
+                                      orientation_bins=(orientation_bins, 1))
+        if prototypes > 8:
+            raise ValueError(f"prototypes must be <= 8, got {prototypes}")
+        if not (isinstance(sigma, (int, float)) and np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        self.grid = (h, w)
+        self.patch = int(patch)
+        self.prototypes = int(prototypes)
+        self.sigma = float(sigma)
+        self.orientation_bins = int(orientation_bins)
+        self.neighbourhoods = radii
+        levels = (np.arange(self.prototypes) + 0.5) * (255.0 / self.prototypes)
+        self._protos = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"),
+                                axis=-1).reshape(-1, 3)
+
+    @property
+    def dim(self) -> int:
+        """Descriptor length D."""
+        k = self.prototypes ** 3
+        return k * (2 + len(self.neighbourhoods)) + self.orientation_bins
+
+    @property
+    def input_size(self) -> tuple:
+        """``(W, H)`` the image is resized to."""
+        return (self.grid[1] * self.patch, self.grid[0] * self.patch)
+
+    def __repr__(self) -> str:
+        return (f"PartColourFeaturizer(grid={self.grid}, patch={self.patch}, "
+                f"prototypes={self.prototypes}, sigma={self.sigma:g}, "
+                f"orientation_bins={self.orientation_bins}, "
+                f"neighbourhoods={self.neighbourhoods})")
+
+    def __call__(self, image: ImageLike) -> np.ndarray:
+        """Descriptor grid of one image: float32 ``(h, w, D)``.
+
+        Raises
+        ------
+        FileNotFoundError
+            For a path that does not exist.
+        TypeError, ValueError
+            For an unsupported image type, shape or non-finite values.
+        """
+        arr = np.asarray(_resized(image, self.input_size), dtype=np.float32)
+        protos = self._protos.astype(np.float32)
+        d2 = ((arr * arr).sum(-1)[..., None] - 2.0 * (arr @ protos.T)
+              + (protos * protos).sum(-1))
+        resp = np.exp(np.maximum(d2, 0.0) * np.float32(-0.5 / self.sigma ** 2))
+        pmax = _patch_pool(resp, self.grid, self.patch, "max").astype(np.float64)
+        blocks = [pmax, _patch_pool(resp, self.grid, self.patch, "mean").astype(np.float64)]
+        blocks += [_box_mean(pmax, r) for r in self.neighbourhoods]
+        gray = arr.astype(np.float64).mean(axis=2) / 255.0
+        gy, gx = np.gradient(gray)
+        ax, ay = np.abs(gx), np.abs(gy)
+        mag = np.sqrt(ax * ax + ay * ay)
+        no = self.orientation_bins
+        ob = np.minimum((np.arctan2(ay, ax) * (no / (np.pi / 2))).astype(np.int64), no - 1)
+        onehot = np.zeros(ob.shape + (no,))
+        np.put_along_axis(onehot, ob[..., None], mag[..., None], axis=-1)
+        blocks.append(_patch_pool(onehot, self.grid, self.patch, "mean"))
+        return _normalised_blocks(blocks)
 
     featurize = __call__

@@ -16,8 +16,7 @@ import numpy as np
 
 __all__ = ["plot_transfer", "save_transfer_figure", "plot_part_maps", "save_part_figure"]
 
-_CORRECT = "#1a9850"
-_WRONG = "#d73027"
+from .style import CORRECT as _CORRECT, KEYPOINT_CMAP, WRONG as _WRONG
 
 
 def _pyplot():
@@ -74,7 +73,7 @@ def plot_transfer(src_img, trg_img, src_kps, trg_kps, pred, correct, *, names=No
     k = src_kps.shape[0]
     if trg_kps.shape != (k, 2) or pred.shape != (k, 2) or src_kps.shape != (k, 2) or correct.shape != (k,):
         raise ValueError("src_kps, trg_kps, pred must be (K, 2) and correct (K,) with the same K")
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap(KEYPOINT_CMAP)
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=figsize)
     ax_s.imshow(src_img)
     ax_t.imshow(trg_img)

@@ -51,8 +51,8 @@ from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _config_of
 from .loss import LossConfig, PairLoss, keypoint_patches
 from .optim import AdamW
 
-__all__ = ["train", "TrainResult", "validate", "prepare_pair", "resolve_train_options",
-           "TRAIN_PROTOCOLS", "configure_parser", "run_cli"]
+__all__ = ["train", "TrainResult", "validate", "feature_source", "prepare_pair",
+           "resolve_train_options", "TRAIN_PROTOCOLS", "configure_parser", "run_cli"]
 
 _CKPT_KIND = "geomatch.model.train/1"
 
@@ -176,6 +176,20 @@ def prepare_pair(pair, grid, manifest, masks, *, flip_src=False, flip_trg=False,
 # ---------------------------------------------------------------------------
 # validation
 
+def feature_source(cache, head: Optional[Callable] = None) -> Callable[[str], np.ndarray]:
+    """``key -> (h, w, E)`` float32 features of an image: the cache's, or the
+    head's output on them; each image is computed once."""
+    feats: Dict[str, np.ndarray] = {}
+
+    def feat(key):
+        if key not in feats:
+            f = np.asarray(cache.get(key), dtype=np.float32)
+            feats[key] = np.asarray(head(f), dtype=np.float32) if head is not None else f
+        return feats[key]
+
+    return feat
+
+
 def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
              mode: str = "grid-argmax", alpha: float = 0.1) -> Dict[str, float]:
     """PCK@alpha (per point, bbox threshold) and the left/right confusion rate.
@@ -202,14 +216,7 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
     from ..eval.evaluate import transfer_pair
 
     manifest = _manifest(cache)
-    feats: Dict[str, np.ndarray] = {}
-
-    def feat(key):
-        if key not in feats:
-            f = np.asarray(cache.get(key), dtype=np.float32)
-            feats[key] = np.asarray(head(f), dtype=np.float32) if head is not None else f
-        return feats[key]
-
+    feat = feature_source(cache, head)
     n_pts = n_ok = n11 = n11_bar = 0
     for pair in pairs:
         pred = transfer_pair(pair, feat(pair.src.key), feat(pair.trg.key), manifest, mode=mode)
