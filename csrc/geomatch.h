@@ -1,11 +1,15 @@
 /* geomatch.h -- the one public header of geomatch's C core.
  *
- * Pure C99, no Python.  Every kernel returns an int status: GM_OK (0) or one
- * of the negative GM_ERR_* codes below; outputs are written only on success
- * unless documented otherwise.  Arrays are dense, C-contiguous, row-major.
- * Kernels come in float (suffix _f32) and double (suffix _f64) versions.
- * Threads: OpenMP; results never depend on the thread count (every output
- * element is reduced by one thread in a fixed order). */
+ * ISO C11 (no GNU extensions) with OpenMP and POSIX threads, no Python.
+ * Every kernel validates its own arguments and returns an int status: GM_OK
+ * (0) or one of the negative GM_ERR_* codes below, most of which name the
+ * offending argument by its position; gm_error_detail() then gives the
+ * numbers behind a failure where the kernel recorded them.  Outputs are
+ * written only on success unless documented otherwise.  Arrays are dense,
+ * C-contiguous, row-major.  Kernels come in float (suffix _f32) and double
+ * (suffix _f64) versions.  Threads: OpenMP, with one process-wide thread
+ * count (gm_set_num_threads); results never depend on the thread count
+ * (every output element is reduced by one thread in a fixed order). */
 #ifndef GEOMATCH_H
 #define GEOMATCH_H
 
@@ -21,6 +25,7 @@ extern "C" {
 #define GM_ERR_NOMEM (-1)     /* an allocation failed */
 #define GM_ERR_INVALID (-2)   /* a size or scalar parameter out of range */
 #define GM_ERR_NUMERIC (-3)   /* the computation overflowed / produced NaN */
+#define GM_ERR_UNBALANCED (-4) /* balanced OT with sum(a) != sum(b) */
 /* A non-finite (NaN/inf) value in input argument number k (0-based, in the
  * order of the C function's array arguments): GM_ERR_NONFINITE_ARG(k). */
 #define GM_ERR_NONFINITE_BASE (-100)
@@ -31,15 +36,46 @@ extern "C" {
 /* An all-zero mass vector in input argument k. */
 #define GM_ERR_ZEROMASS_BASE (-300)
 #define GM_ERR_ZEROMASS_ARG(k) (GM_ERR_ZEROMASS_BASE - (k))
+/* A value of argument k outside its allowed range (a keypoint outside its
+ * image, an image size beyond GM_MAX_IMAGE_SIDE, ...). */
+#define GM_ERR_RANGE_BASE (-400)
+#define GM_ERR_RANGE_ARG(k) (GM_ERR_RANGE_BASE - (k))
+/* 1 if status is BASE_ARG(k) for some argument k, for a *_BASE above. */
+#define GM_ERR_IS(status, base) ((status) <= (base) && (status) > (base) - 100)
+/* The argument k of a status GM_ERR_IS(status, base). */
+#define GM_ERR_ARG(status, base) ((base) - (status))
+
+/* ---- size policy ---------------------------------------------------------
+ * Limits every kernel enforces before it allocates or loops (docs/limits.md,
+ * "C core"): an image side (W or H) of at most GM_MAX_IMAGE_SIDE pixels, at
+ * most GM_MAX_THREADS threads. */
+#define GM_MAX_IMAGE_SIDE 65536
+#define GM_MAX_THREADS 4096
 
 /* Short English text for a status code (static storage). */
 const char *gm_strerror(int status);
+/* Details of the last failure recorded on the calling thread (the values
+ * behind it, e.g. "sum(a)=0.75, sum(b)=1.25"), "" if none.  Kernels record
+ * them (gm_fail) from the calling thread only; call gm_clear_error() before
+ * a kernel to tell its details from an earlier call's. */
+const char *gm_error_detail(void);
+void gm_clear_error(void);
+/* Record printf-style details for the calling thread; returns status. */
+int gm_fail(int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* ---- threads and configuration ----------------------------------------- */
-/* Set the number of OpenMP threads used by every kernel (n >= 1) and by the
- * BLAS library.  Returns GM_ERR_INVALID for n < 1. */
+/* Set the number of threads used by every kernel (1 <= n <= GM_MAX_THREADS)
+ * and by the BLAS library, for the whole process: kernels called from any
+ * thread use it.  Returns GM_ERR_INVALID otherwise.  In a child made by
+ * fork() the count is reset to 1 (GNU OpenMP cannot use the parent's
+ * threads there; see docs/limits.md). */
 int gm_set_num_threads(int n);
-/* Number of threads kernels will use. */
+/* Number of threads kernels will use (OMP_NUM_THREADS or the processor
+ * count until gm_set_num_threads is called). */
 int gm_get_num_threads(void);
 /* Number of processors OpenMP sees. */
 int gm_num_procs(void);
@@ -59,8 +95,22 @@ int gm_have_openmp(void);
 int gm_all_finite_f32(const float *x, size_t n);
 int gm_all_finite_f64(const double *x, size_t n);
 
+/* ==== matrix product on the core's threads ============================== */
+/* C = alpha op(A) op(B) + beta C, row-major, op(X) = X^T when trans_x != 0:
+ * op(A) is m x k (A stored m x k with row stride lda >= k, or k x m with
+ * lda >= m when transposed), op(B) k x n (ldb >= n, or >= k transposed),
+ * C m x n (ldc >= n).  The rows of C (its columns when m < n) are split
+ * into one block per OpenMP thread, each one single-threaded BLAS call: no
+ * BLAS thread pool runs beside OpenMP's.  GM_ERR_INVALID for a zero size,
+ * a size above INT_MAX or a leading dimension too small.  O(m n k). */
+int gm_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                size_t ldc);
+int gm_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
+                const double *a, size_t lda, const double *b, size_t ldb, double beta,
+                double *c, size_t ldc);
+
 /* ==== kernels: cosine similarity ========================================= */
-/* @@section similarity */
 /* Copy `rows` rows of length d from x to out (both dense, rows x d), each
  * divided by its Euclidean norm; an all-zero row stays all zero (so its
  * cosine similarity with anything is 0).  Overflow/underflow-safe norm.
@@ -78,16 +128,15 @@ int gm_cosine_similarity_f32(const float *x, const float *y, float *out, size_t 
                              size_t n, size_t m, size_t d);
 int gm_cosine_similarity_f64(const double *x, const double *y, double *out, size_t batch,
                              size_t n, size_t m, size_t d);
-/* @@end similarity */
 
 /* ==== kernels: Sinkhorn (balanced / unbalanced) ========================== */
-/* @@section sinkhorn */
 /* Entropic OT: minimize <C,P> + reg sum P(log P - 1) + reg_m_a KL(P1|a)
  * + reg_m_b KL(P^T1|b) for `batch` problems stored back to back (C: batch x
  * n x m, a: batch x n, b: batch x m, all contiguous).  reg_m_* = INFINITY
  * makes that marginal a hard constraint (both: balanced OT, which requires
  * sum a == sum b to a relative 1e-5 (float) / 1e-6 (double), else
- * GM_ERR_INVALID); reg_m = 0 ignores that marginal.  Iterates (rows, then
+ * GM_ERR_UNBALANCED with both sums in gm_error_detail()); reg_m = 0 ignores
+ * that marginal.  Iterates (rows, then
  * columns) until the max change of the column marginal made by an
  * iteration's column update is < tol, or max_iter iterations.
  * Outputs: P (batch x n x m) the plan; optional (NULL to skip) f (batch x n)
@@ -95,7 +144,7 @@ int gm_cosine_similarity_f64(const double *x, const double *y, double *out, size
  * reg*log v), with P_ij = exp((f_i + g_j - C_ij)/reg) and -inf where a mass
  * is 0; n_iter (batch) the iterations done; err (batch) the last marginal
  * change.  Status: GM_ERR_INVALID (sizes, reg <= 0, reg_m < 0, max_iter < 1,
- * tol < 0, unequal masses), GM_ERR_NONFINITE_ARG(0..2) (C, a, b),
+ * tol < 0), GM_ERR_UNBALANCED, GM_ERR_NONFINITE_ARG(0..2) (C, a, b),
  * GM_ERR_NEGATIVE_ARG(1..2), GM_ERR_ZEROMASS_ARG(1..2), GM_ERR_NUMERIC,
  * GM_ERR_NOMEM.  Cost O(batch * iterations * n * m); results identical for
  * any thread count. */
@@ -107,10 +156,8 @@ int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t ba
                     size_t n, size_t m, double reg, double reg_m_a, double reg_m_b,
                     int max_iter, double tol, double *P, double *f, double *g,
                     int *n_iter, double *err);
-/* @@end sinkhorn */
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */
-/* @@section dustbin */
 /* The dustbin OT layer of DESIGN.md ("Partial assignment with a dustbin").
  * S: N x M scores; mu: N+1 and nu: M+1 marginals (dustbin masses last; >= 0,
  * not all zero; zero entries give zero plan rows/columns); bin_score: the
@@ -144,10 +191,8 @@ int gm_dustbin_sinkhorn_vjp_f64(const double *S, const double *mu, const double 
                                 const double *G, size_t N, size_t M, double bin_score,
                                 double reg, double reg_m, int n_iter, int method,
                                 int wrt_log, double *dS, double *dbin, int *method_used);
-/* @@end dustbin */
 
 /* ==== kernels: argmax / window soft-argmax =============================== */
-/* @@section softargmax */
 /* sim holds nmaps maps of h * w values each, row-major (cell (r, c) at
  * r * w + c); coordinates are (x, y) = (column, row) on that grid.
  * Both return GM_ERR_NONFINITE_ARG(0) if sim holds NaN/inf and
@@ -166,10 +211,8 @@ int gm_window_soft_argmax_f32(const float *sim, size_t nmaps, size_t h, size_t w
                               long window, double temperature, float *out_xy);
 int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t w,
                               long window, double temperature, double *out_xy);
-/* @@end softargmax */
 
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */
-/* @@section transfer */
 /* Keypoint transfer by exact upsample-argmax (the published protocol):
  * both feature maps -- src_feat (batch, hs, ws, dim) and trg_feat
  * (batch, ht, wt, dim), channel-last, C-contiguous -- are taken as upsampled
@@ -183,10 +226,13 @@ int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t 
  * as zero and has cosine 0).  No upsampled map is materialized: cost
  * O(batch (ht wt dim (5 + nkps) + ht Wt nkps + Ht Wt (1 + nkps))).
  * src_kps: (batch, nkps, 2) as (x, y) with 0 <= x < Ws, 0 <= y < Hs;
- * src_size, trg_size: (batch, 2) as (W, H) > 0.  out: (batch, nkps, 2)
- * integer-valued (X, Y).  Errors: GM_ERR_INVALID (sizes, keypoints outside
- * the source image), GM_ERR_NONFINITE_ARG(0..2) for src_feat, trg_feat,
- * src_kps, GM_ERR_NUMERIC if the Gram products overflow, GM_ERR_NOMEM. */
+ * src_size, trg_size: (batch, 2) as (W, H), each side 1 to
+ * GM_MAX_IMAGE_SIDE (checked first, by gm_transfer_check).  out: (batch,
+ * nkps, 2) integer-valued (X, Y).  Errors: GM_ERR_RANGE_ARG(2) (a keypoint
+ * outside the source image), GM_ERR_RANGE_ARG(3 or 4) (src_size or trg_size
+ * out of range), GM_ERR_INVALID (grid sizes), GM_ERR_NONFINITE_ARG(0..2)
+ * for src_feat, trg_feat, src_kps, GM_ERR_NUMERIC if the Gram products
+ * overflow, GM_ERR_NOMEM. */
 int gm_transfer_upsample_argmax_f32(const float *src_feat, const float *trg_feat,
                                     const float *src_kps, const int64_t *src_size,
                                     const int64_t *trg_size, size_t batch, size_t hs,
@@ -197,14 +243,22 @@ int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_fe
                                     const int64_t *trg_size, size_t batch, size_t hs,
                                     size_t ws, size_t ht, size_t wt, size_t dim,
                                     size_t nkps, double *out);
+/* The size policy and keypoint checks of every transfer mode: each side of
+ * src_size and trg_size (batch x (W, H)) within 1..GM_MAX_IMAGE_SIDE
+ * (GM_ERR_RANGE_ARG(3) / (4)), src_kps (batch x nkps x (x, y)) finite
+ * (GM_ERR_NONFINITE_ARG(2)) and inside the source image
+ * (GM_ERR_RANGE_ARG(2)); argument numbers are those of
+ * gm_transfer_upsample_argmax, details in gm_error_detail().  O(batch nkps). */
+int gm_transfer_check_f32(const float *src_kps, const int64_t *src_size,
+                          const int64_t *trg_size, size_t batch, size_t nkps);
+int gm_transfer_check_f64(const double *src_kps, const int64_t *src_size,
+                          const int64_t *trg_size, size_t batch, size_t nkps);
 /* Linear-interpolation taps (PyTorch align_corners=False) of output sample
  * dst when resizing n_in samples to n_out: value = (1 - w1) v[i0] + w1 v[i1]. */
 void gm_transfer_linear_taps(int64_t dst, int64_t n_in, int64_t n_out,
                              int64_t *i0, int64_t *i1, double *w1);
-/* @@end transfer */
 
 /* ==== kernels: backbone / head building blocks =========================== */
-/* @@section nn */
 /* Activations for gm_nn_linear. */
 #define GM_NN_ACT_NONE 0
 #define GM_NN_ACT_GELU 1 /* exact GELU, 0.5 x (1 + erf(x / sqrt 2)) */
@@ -216,7 +270,8 @@ int gm_nn_linear_f32(const float *x, size_t n, size_t din, const float *w, const
 int gm_nn_linear_f64(const double *x, size_t n, size_t din, const double *w,
                      const double *b, size_t dout, int act, int accumulate, double *y);
 /* Row-wise LayerNorm of x (n x d) into y (may alias x); gamma/beta may be
- * NULL.  O(n d). */
+ * NULL.  The one LayerNorm of the core: gm_layernorm_fwd with nothing kept.
+ * O(n d). */
 int gm_nn_layernorm_f32(const float *x, size_t n, size_t d, const float *gamma,
                         const float *beta, double eps, float *y);
 int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma,
@@ -225,30 +280,17 @@ int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma
 int gm_nn_swiglu_f32(const float *h, size_t n, size_t hidden, float *y);
 int gm_nn_swiglu_f64(const double *h, size_t n, size_t hidden, double *y);
 /* Multi-head self-attention core: qkv (batch x n x 3*heads*hd, [q|k|v]) ->
- * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.
- * O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
+ * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.  The
+ * one attention of the core (gm_attention.c), keeping nothing: 128-row
+ * tiles, O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
 int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
                         float *out);
 int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
                         size_t hd, double *out);
-/* @@end nn */
 
 /* ==== kernels: the trained attention head ================================ */
-/* @@section head */
-/* C = alpha op(A) op(B) + beta C, row-major, op(X) = X^T when trans_x != 0:
- * op(A) is m x k (A stored m x k with row stride lda >= k, or k x m with
- * lda >= m when transposed), op(B) k x n (ldb >= n, or >= k transposed),
- * C m x n (ldc >= n).  The rows of C (its columns when m < n) are split
- * into one block per OpenMP thread, each one single-threaded BLAS call: no
- * BLAS thread pool runs beside OpenMP's.  GM_ERR_INVALID for a zero size,
- * a size above INT_MAX or a leading dimension too small.  O(m n k). */
-int gm_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
-                const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
-                size_t ldc);
-int gm_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
-                const double *a, size_t lda, const double *b, size_t ldb, double beta,
-                double *c, size_t ldc);
-/* Multi-head softmax attention forward that keeps the backward's inputs.
+/* Multi-head softmax attention forward that keeps the backward's inputs
+ * (the attention of gm_nn_attention, in 256-row tiles, e and rz kept).
  * qkv: batch x n x 3*heads*hd laid out [q | k | v], each heads x hd.
  * Writes e (batch x heads x n x n) = exp(s - rowmax(s)) for the scores
  * s = q k^T / sqrt(hd), rz (batch x heads x n) = 1 / row sums of e, and
@@ -268,9 +310,11 @@ int gm_head_attention_bwd_f32(const float *qkv, float *e, const float *rz, const
 int gm_head_attention_bwd_f64(const double *qkv, double *e, const double *rz,
                               const double *out, const double *dout, size_t batch, size_t n,
                               size_t heads, size_t hd, double *dqkv);
-/* LayerNorm over the rows of x (n x d) keeping the backward's inputs:
- * xhat = (x - mean) / sqrt(var + eps) (biased variance), rstd = 1 / sqrt(var
- * + eps) (length n), y = xhat * gamma + beta (y may alias x).  O(n d). */
+/* LayerNorm over the rows of x (n x d), the one of gm_nn_layernorm, keeping
+ * the backward's inputs when xhat and rstd are not NULL: xhat = (x - mean)
+ * / sqrt(var + eps) (biased variance), rstd = 1 / sqrt(var + eps) (length
+ * n); y = xhat * gamma + beta (y may alias x; gamma/beta may be NULL).
+ * O(n d). */
 int gm_layernorm_fwd_f32(const float *x, size_t n, size_t d, const float *gamma,
                          const float *beta, double eps, float *y, float *xhat, float *rstd);
 int gm_layernorm_fwd_f64(const double *x, size_t n, size_t d, const double *gamma,
@@ -295,10 +339,8 @@ int gm_gelu_tanh_bwd_f32(const float *dg, const float *u, const float *t, size_t
                          float *du);
 int gm_gelu_tanh_bwd_f64(const double *dg, const double *u, const double *t, size_t count,
                          double *du);
-/* @@end head */
 
 /* ==== kernels: the training loss ========================================= */
-/* @@section loss */
 /* Foreground x background negatives of the loss on an (n+1) x (m+1) plan p
  * (dense, row stride m + 1; the last row and column are the dustbins):
  * *sum = sum over i < n, j < m where exactly one of src_fg[i], trg_fg[j]
@@ -313,7 +355,6 @@ int gm_loss_fgbg_f32(const float *p, size_t n, size_t m, const uint8_t *src_fg,
 int gm_loss_fgbg_f64(const double *p, size_t n, size_t m, const uint8_t *src_fg,
                      const uint8_t *trg_fg, double lo, double hi, double weight,
                      double *sum, double *grad);
-/* @@end loss */
 
 #ifdef __cplusplus
 }

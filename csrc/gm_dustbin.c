@@ -24,6 +24,7 @@
  */
 #include "geomatch.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <float.h>
 #include <math.h>
@@ -31,9 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* ---- shared scalar helpers ---------------------------------------------- */
 
@@ -53,17 +51,9 @@ static inline double db_log_fast(double x)
     double ed = (double)e + big;
     double f = (m - 1.0) / (m + 1.0);
     double s = f * f;
-    double p = 1.0 / 21.0;
-    p = p * s + 1.0 / 19.0;
-    p = p * s + 1.0 / 17.0;
-    p = p * s + 1.0 / 15.0;
-    p = p * s + 1.0 / 13.0;
-    p = p * s + 1.0 / 11.0;
-    p = p * s + 1.0 / 9.0;
-    p = p * s + 1.0 / 7.0;
-    p = p * s + 1.0 / 5.0;
-    p = p * s + 1.0 / 3.0;
-    p = p * s + 1.0;
+    static const double c[11] = {1.0 / 21.0, 1.0 / 19.0, 1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0,
+                                 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0};
+    double p = gm_horner_f64(s, c, 11);
     return ed * 6.93147180369123816490e-01 + (2.0 * f * p + ed * 1.90821492927058770002e-10);
 }
 
@@ -76,39 +66,13 @@ static void db_log_array(const double *x, double *out, size_t n)
         if (!(x[i] >= DBL_MIN && x[i] <= DBL_MAX)) out[i] = log(x[i]);
 }
 
-/* Number of threads for a problem with `work` matrix entries: one below
- * 300000 entries (about 550 x 550), where a whole call costs well under a
- * millisecond on one core and the ~2 thread synchronizations per iteration
- * would dominate (badly so on an oversubscribed machine). */
-static int db_threads(size_t work)
-{
-#ifdef _OPENMP
-    int nt = omp_get_max_threads();
-    if (work < 300000) nt = 1;
-    return nt < 1 ? 1 : nt;
-#else
-    (void)work;
-    return 1;
-#endif
-}
+/* Threads for a problem with `work` matrix entries (gm_parallel.h's policy:
+ * one below 2**17 entries, where the ~2 thread synchronizations per
+ * iteration would dominate). */
+static int db_threads(size_t work) { return gm_threads_for((double)work * GM_WORK_EXP); }
 
-static int db_tid(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int db_nth(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
+#define db_tid gm_thread_id
+#define db_nth gm_team_size
 
 /* Column range [j0, j1) of this thread: blocks of 16 columns split evenly. */
 static void db_col_range(size_t m, size_t *j0, size_t *j1)
@@ -120,25 +84,12 @@ static void db_col_range(size_t m, size_t *j0, size_t *j1)
     if (*j0 > m) *j0 = m;
 }
 
-/* ---- the float and double kernels --------------------------------------- */
-#define DB_T float
-#define DB_SFX(x) x##_f32
-#define DB_EXP gm_exp_f32
-#define DB_LMAX 30.0
-#define DB_LOGMAX 88.0
-#define DB_LOGMIN (-87.0)
-#include "gm_dustbin_impl.h"
-#undef DB_T
-#undef DB_SFX
-#undef DB_EXP
-#undef DB_LMAX
-#undef DB_LOGMAX
-#undef DB_LOGMIN
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_dustbin_tpl.h"
+#include "gm_tpl_end.h"
 
-#define DB_T double
-#define DB_SFX(x) x##_f64
-#define DB_EXP gm_exp_f64
-#define DB_LMAX 300.0
-#define DB_LOGMAX 708.0
-#define DB_LOGMIN (-707.0)
-#include "gm_dustbin_impl.h"
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_dustbin_tpl.h"
+#include "gm_tpl_end.h"

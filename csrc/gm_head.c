@@ -1,43 +1,18 @@
-/* gm_head.c -- kernels of the trained attention head (geomatch/head.py):
- *  - gm_gemm: C = alpha op(A) op(B) + beta C with the rows (or columns) of C
- *    split over the OpenMP threads, each block one single-threaded BLAS
- *    call, so no BLAS thread pool runs (and spins) beside OpenMP's;
- *  - gm_head_attention_fwd / _bwd: multi-head softmax attention that keeps
- *    the exponentials for the backward pass, and its reverse mode.
- * float and double versions are generated from gm_head_impl.h. */
+/* gm_head.c -- the head's own kernel: GELU in its tanh form (GECO's MLP)
+ * and its reverse mode.  The head's attention is gm_attention.c, its
+ * LayerNorm gm_layernorm.c.  float and double versions are generated from
+ * gm_head_tpl.h. */
 #include "geomatch.h"
-#include "gm_blas.h"
-#include "gm_math.h"
+#include "gm_parallel.h"
 
-#include <limits.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_head_tpl.h"
+#include "gm_tpl_end.h"
 
-/* Query (or key) rows per tile of the attention kernels.  Measured on the
- * 37 x 37-token step (2 images, 2 heads of 64): 64 -> 256 rows cut the
- * forward + backward from 88 to 79 ms on one thread; 512 gave no more. */
-#define GM_HEAD_TILE 256
-#define T float
-#define GM_HEAD_NAME(name) name##_f32
-#define GEMM GM_CBLAS(sgemm)
-#define EXPF gm_exp_f32
-#include "gm_head_impl.h"
-#undef T
-#undef GM_HEAD_NAME
-#undef GEMM
-#undef EXPF
-
-#define T double
-#define GM_HEAD_NAME(name) name##_f64
-#define GEMM GM_CBLAS(dgemm)
-#define EXPF gm_exp_f64
-#include "gm_head_impl.h"
-#undef T
-#undef GM_HEAD_NAME
-#undef GEMM
-#undef EXPF
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_head_tpl.h"
+#include "gm_tpl_end.h"

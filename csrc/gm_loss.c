@@ -1,8 +1,10 @@
 /* gm_loss.c -- the dense term of geomatch's training loss (geomatch/loss.py):
  * the foreground x background negatives on the dustbin OT plan, their sum of
  * -log(1 - P) and the gradient wrt the plan, in one pass.  float and double
- * versions are generated from gm_loss_impl.h. */
+ * versions are generated from gm_loss_tpl.h. */
 #include "geomatch.h"
+#include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -13,25 +15,18 @@
 static inline double gm_neglog1m(double p)
 {
     if (p < 0.0009765625) {
-        double s = 1.0 / 6.0;
-        s = s * p + 1.0 / 5.0;
-        s = s * p + 1.0 / 4.0;
-        s = s * p + 1.0 / 3.0;
-        s = s * p + 1.0 / 2.0;
-        s = s * p + 1.0;
-        return s * p;
+        static const double c[6] = {1.0 / 6.0, 1.0 / 5.0, 1.0 / 4.0, 1.0 / 3.0, 0.5, 1.0};
+        return gm_horner_f64(p, c, 6) * p;
     }
     return -log1p(-p);
 }
 
-#define T float
-#define GM_LOSS_NAME(name) name##_f32
-#include "gm_loss_impl.h"
-#undef T
-#undef GM_LOSS_NAME
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_loss_tpl.h"
+#include "gm_tpl_end.h"
 
-#define T double
-#define GM_LOSS_NAME(name) name##_f64
-#include "gm_loss_impl.h"
-#undef T
-#undef GM_LOSS_NAME
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_loss_tpl.h"
+#include "gm_tpl_end.h"

@@ -18,6 +18,23 @@
 #include <stdint.h>
 #include <string.h>
 
+/* c[0] r^(n-1) + c[1] r^(n-2) + ... + c[n-1] by Horner's rule, in the
+ * argument's type (one multiply-add per coefficient, in this order; the
+ * compiler unrolls it for constant n).  O(n). */
+static inline float gm_horner_f32(float r, const float *c, int n)
+{
+    float p = c[0];
+    for (int k = 1; k < n; k++) p = p * r + c[k];
+    return p;
+}
+
+static inline double gm_horner_f64(double r, const double *c, int n)
+{
+    double p = c[0];
+    for (int k = 1; k < n; k++) p = p * r + c[k];
+    return p;
+}
+
 static inline float gm_exp_f32(float x)
 {
     const float log2e = 1.44269504088896341f;
@@ -27,14 +44,9 @@ static inline float gm_exp_f32(float x)
     float xc = x > -87.0f ? (x < 88.0f ? x : 88.0f) : -87.0f;  /* NaN -> -87 */
     float n = (xc * log2e + shift) - shift;
     float r = xc - n * ln2_hi - n * ln2_lo;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    static const float c[8] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f,
+                               1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+    float p = gm_horner_f32(r, c, 8);
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -51,19 +63,10 @@ static inline double gm_exp_f64(double x)
     double xc = x > -708.0 ? (x < 709.0 ? x : 709.0) : -708.0;  /* NaN -> -708 */
     double n = (xc * log2e + shift) - shift;
     double r = xc - n * ln2_hi - n * ln2_lo;
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    static const double c[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
+                                 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    double p = gm_horner_f64(r, c, 13);
     int64_t bits = ((int64_t)n + 1023) << 52;
     double scale;
     memcpy(&scale, &bits, sizeof scale);

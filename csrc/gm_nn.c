@@ -1,22 +1,16 @@
-/* gm_nn.c -- ViT building blocks for the torch-free DINOv2 backbone:
- * linear layers (+ bias, GELU, residual accumulation), LayerNorm, SwiGLU and
- * tiled multi-head self-attention.  float and double versions are generated
- * from gm_nn_impl.h. */
+/* gm_nn.c -- ViT building blocks for the torch-free DINOv2 backbone: linear
+ * layers (+ bias, exact GELU, residual accumulation) and SwiGLU.  Its
+ * LayerNorm is gm_layernorm.c and its attention gm_attention.c (shared with
+ * the head).  float and double versions are generated from gm_nn_tpl.h. */
 #include "geomatch.h"
 #include "gm_blas.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-/* Query rows per attention tile. */
-#define GM_NN_ATTN_TILE 128
 
 /* erf for float, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7 plus float
  * rounding), built on the vectorizable gm_exp_f32; odd symmetry handles
@@ -34,26 +28,15 @@ static inline float gm_erf_f32(float x)
     return x < 0 ? -r : r;
 }
 
-#define T float
-#define GM_NN_NAME(name) name##_f32
-#define GEMM GM_CBLAS(sgemm)
-#define EXPF gm_exp_f32
-#define ERFF gm_erf_f32
-#include "gm_nn_impl.h"
-#undef T
-#undef GM_NN_NAME
-#undef GEMM
-#undef EXPF
-#undef ERFF
+/* erf for double: libm's. */
+static inline double gm_erf_f64(double x) { return erf(x); }
 
-#define T double
-#define GM_NN_NAME(name) name##_f64
-#define GEMM GM_CBLAS(dgemm)
-#define EXPF gm_exp_f64
-#define ERFF erf
-#include "gm_nn_impl.h"
-#undef T
-#undef GM_NN_NAME
-#undef GEMM
-#undef EXPF
-#undef ERFF
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_nn_tpl.h"
+#include "gm_tpl_end.h"
+
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_nn_tpl.h"
+#include "gm_tpl_end.h"

@@ -1,23 +1,5 @@
-/* gm_similarity_tpl.h -- type-generic body of gm_similarity.c.
- * Included twice with GM_T (float / double), GM_SFX (f32 / f64) and
- * defined.  Not a public header. */
-
-#define GM_CAT_(a, b) a##_##b
-#define GM_CAT(a, b) GM_CAT_(a, b)
-#define GM_FN(name) GM_CAT(name, GM_SFX)
-
-/* Sum of squares of the d values at x in double, in 8 interleaved partial
- * sums combined in a fixed order (vectorizes; same result on every call).
- * NaN or inf if a value is non-finite.  O(d). */
-static double GM_FN(gm_sumsq)(const GM_T *x, size_t d)
-{
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t k = 0;
-    for (; k + 8 <= d; k += 8)
-        for (int l = 0; l < 8; l++) acc[l] += (double)x[k + l] * (double)x[k + l];
-    for (int l = 0; k < d; k++, l++) acc[l] += (double)x[k] * (double)x[k];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
+/* gm_similarity_tpl.h -- type-generic body of gm_similarity.c, instantiated once per
+ * type through gm_tpl.h (GM_T, GM_FN, ...).  Not a public header. */
 
 /* Euclidean norm of the d values at x, safe against overflow and underflow
  * of the squares: the double sum of squares, and (double inputs only) a
@@ -25,7 +7,7 @@ static double GM_FN(gm_sumsq)(const GM_T *x, size_t d)
  * Returns NaN or inf if any value is non-finite.  O(d). */
 static double GM_FN(gm_row_norm)(const GM_T *x, size_t d)
 {
-    double ss = GM_FN(gm_sumsq)(x, d);
+    double ss = GM_FN(gm_vec_sumsq_f64acc)(x, d);
     if (ss != ss) return ss;
     if (ss > 1e-280 && ss < 1e280) return sqrt(ss);
     double amax = 0.0;
@@ -45,17 +27,17 @@ static double GM_FN(gm_row_norm)(const GM_T *x, size_t d)
 /* Copy `rows` rows of length d from x to out, each divided by its Euclidean
  * norm; an all-zero row stays all zero.  Rows are split among OpenMP threads
  * (static schedule; each row is computed by one thread, so the result does
- * not depend on the thread count) once there are GM_NORMALIZE_PAR_MIN
- * values or more: below that a serial pass (about 1 ms for 1369 x 768
- * floats) is cheaper than waking the OpenMP team while OpenBLAS's own
- * worker threads still spin after a preceding GEMM.  O(rows * d). */
+ * not depend on the thread count) by gm_parallel.h's policy.  A row too
+ * small for 1/|x| to be a finite number is scaled by max|x_k| first, so it
+ * still becomes a unit row.  O(rows * d). */
 int GM_FN(gm_l2_normalize_rows)(const GM_T *x, GM_T *out, size_t rows, size_t d)
 {
     int bad = 0;
     if (rows == 0 || d == 0) return GM_OK;
     if (x == NULL || out == NULL) return GM_ERR_INVALID;
     ptrdiff_t nr = (ptrdiff_t)rows;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (rows * d >= GM_NORMALIZE_PAR_MIN)
+    int nthr = gm_threads_for((double)rows * (double)d);
+#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(nthr)
     for (ptrdiff_t i = 0; i < nr; i++) {
         const GM_T *xi = x + (size_t)i * d;
         GM_T *oi = out + (size_t)i * d;
@@ -64,8 +46,20 @@ int GM_FN(gm_l2_normalize_rows)(const GM_T *x, GM_T *out, size_t rows, size_t d)
             bad = 1;
             continue;
         }
-        GM_T inv = nrm > 0.0 ? (GM_T)(1.0 / nrm) : (GM_T)0;
-        for (size_t k = 0; k < d; k++) oi[k] = xi[k] * inv;
+        double invd = nrm > 0.0 ? 1.0 / nrm : 0.0;
+        if (invd <= (sizeof(GM_T) == 4 ? (double)FLT_MAX : DBL_MAX)) {
+            GM_T inv = (GM_T)invd;
+            for (size_t k = 0; k < d; k++) oi[k] = xi[k] * inv;
+        } else {
+            /* a tiny row (1/|x| overflows): scale by max|x_k| first, as a
+             * safe hypot does, so the result is a unit row, never inf */
+            double amax = 0.0, ss = 0.0;
+            for (size_t k = 0; k < d; k++)
+                if (fabs((double)xi[k]) > amax) amax = fabs((double)xi[k]);
+            for (size_t k = 0; k < d; k++) ss += ((double)xi[k] / amax) * ((double)xi[k] / amax);
+            double sc = sqrt(ss);
+            for (size_t k = 0; k < d; k++) oi[k] = (GM_T)(((double)xi[k] / amax) / sc);
+        }
     }
     return bad ? GM_ERR_NONFINITE_ARG(0) : GM_OK;
 }
@@ -113,6 +107,3 @@ int GM_FN(gm_cosine_similarity)(const GM_T *x, const GM_T *y, GM_T *out, size_t 
     return status;
 }
 
-#undef GM_FN
-#undef GM_CAT
-#undef GM_CAT_

@@ -34,15 +34,13 @@
  *    off exponentially and log passes do the work. */
 #include "geomatch.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 #include <stdint.h>
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define GM_SK_RB 32          /* rows per column-partial-sum block */
 #ifndef GM_SK_FORCE_LOG
@@ -51,38 +49,15 @@
 #define GM_SK_CB 64          /* columns per column-pass chunk */
 #define GM_SK_MINRUN 4       /* kernel runs shorter than this back off */
 #define GM_SK_MAXBACKOFF 64  /* at most this many log passes between tries */
-#define GM_SK_SMALL 131072   /* n*m below this: parallel over the batch */
-#define GM_SK_PARMIN 131072  /* n*m from this: threads inside a problem (one
-                                fork/join per iteration must pay off) */
 /* Balanced OT: relative tolerance on |sum a - sum b|. */
 #define GM_SK_MASS_RTOL(T) (sizeof(T) == 4 ? 1e-5 : 1e-6)
 
-/* Thread number inside the current team (0 outside OpenMP). */
-static int gm_sk_thread(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_sinkhorn_tpl.h"
+#include "gm_tpl_end.h"
 
-#define T float
-#define SFX(x) x##_f32
-#define EXPT gm_exp_f32
-#define SK_TAU 1e4
-#include "gm_sinkhorn_tmpl.h"
-#undef T
-#undef SFX
-#undef EXPT
-#undef SK_TAU
-
-#define T double
-#define SFX(x) x##_f64
-#define EXPT gm_exp_f64
-#define SK_TAU 1e8
-#include "gm_sinkhorn_tmpl.h"
-#undef T
-#undef SFX
-#undef EXPT
-#undef SK_TAU
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_sinkhorn_tpl.h"
+#include "gm_tpl_end.h"

@@ -2,34 +2,19 @@
  * maps, float and double. */
 #include "geomatch.h"
 #include "gm_math.h"
+#include "gm_parallel.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Maps are split among OpenMP threads from this many values on; below it a
- * serial scan (memory-bound, about 0.2 ms per 2M floats) is cheaper than
- * waking the OpenMP team while OpenBLAS's workers may still be spinning
- * after a preceding GEMM (cosine similarity). */
-#define GM_MAPS_PAR_MIN ((size_t)1 << 22)
-
-#define GM_T float
-#define GM_SFX f32
-#define GM_EXP gm_exp_f32
-#define GM_T_MAX FLT_MAX
+#define GM_TPL 32
+#include "gm_tpl.h"
 #include "gm_softargmax_tpl.h"
-#undef GM_T
-#undef GM_SFX
-#undef GM_EXP
-#undef GM_T_MAX
+#include "gm_tpl_end.h"
 
-#define GM_T double
-#define GM_SFX f64
-#define GM_EXP gm_exp_f64
-#define GM_T_MAX DBL_MAX
+#define GM_TPL 64
+#include "gm_tpl.h"
 #include "gm_softargmax_tpl.h"
-#undef GM_T
-#undef GM_SFX
-#undef GM_EXP
-#undef GM_T_MAX
+#include "gm_tpl_end.h"

@@ -1,10 +1,5 @@
-/* gm_softargmax_tpl.h -- type-generic body of gm_softargmax.c.
- * Included twice with GM_T (float / double), GM_SFX (f32 / f64), GM_EXP
- * (gm_exp_f32 / gm_exp_f64) and GM_T_MAX (FLT_MAX / DBL_MAX) defined. */
-
-#define GM_CAT_(a, b) a##_##b
-#define GM_CAT(a, b) GM_CAT_(a, b)
-#define GM_FN(name) GM_CAT(name, GM_SFX)
+/* gm_softargmax_tpl.h -- type-generic body of gm_softargmax.c, instantiated once per
+ * type through gm_tpl.h (GM_T, GM_FN, ...).  Not a public header. */
 
 /* Flat index of the first maximum of the n values at s (row-major order, as
  * NumPy's argmax); sets *finite to 0 if any value is NaN/inf.  Two passes,
@@ -44,7 +39,8 @@ int GM_FN(gm_argmax_2d)(const GM_T *sim, size_t nmaps, size_t h, size_t w, int64
         return GM_ERR_INVALID;
     size_t hw = h * w;
     ptrdiff_t nm = (ptrdiff_t)nmaps;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (nmaps * hw >= GM_MAPS_PAR_MIN)
+    int nthr = gm_threads_for((double)nmaps * (double)hw);
+#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(nthr)
     for (ptrdiff_t k = 0; k < nm; k++) {
         int finite;
         size_t a = GM_FN(gm_first_argmax)(sim + (size_t)k * hw, hw, &finite);
@@ -104,7 +100,8 @@ int GM_FN(gm_window_soft_argmax)(const GM_T *sim, size_t nmaps, size_t h, size_t
     double inv_d = 1.0 / temperature;
     GM_T inv_t = inv_d < (double)GM_T_MAX ? (GM_T)inv_d : GM_T_MAX;
     ptrdiff_t nm = (ptrdiff_t)nmaps;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (nmaps * hw >= GM_MAPS_PAR_MIN)
+    int nthr = gm_threads_for((double)nmaps * (double)hw);
+#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(nthr)
     for (ptrdiff_t k = 0; k < nm; k++) {
         const GM_T *s = sim + (size_t)k * hw;
         int finite;
@@ -123,6 +120,3 @@ int GM_FN(gm_window_soft_argmax)(const GM_T *sim, size_t nmaps, size_t h, size_t
     return bad ? GM_ERR_NONFINITE_ARG(0) : GM_OK;
 }
 
-#undef GM_FN
-#undef GM_CAT
-#undef GM_CAT_

@@ -24,18 +24,17 @@
  * version works in float throughout except for the interpolation weights,
  * which are computed in double from the exact rational source coordinate.
  *
- * The kernel body is a template (gm_transfer_impl.h) instantiated for float
+ * The kernel body is a template (gm_transfer_tpl.h) instantiated for float
  * and double. */
+#define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "geomatch.h"
+#include "gm_parallel.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Linear-interpolation taps of output sample `dst` when resizing n_in samples
  * to n_out with PyTorch's align_corners=False rule: source coordinate
@@ -78,48 +77,12 @@ static void *gm_tr_alloc(size_t n)
 /* Round n up to a multiple of 16 elements (64 bytes of float). */
 static size_t gm_tr_pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-static int gm_tr_max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+#define GM_TPL 32
+#include "gm_tpl.h"
+#include "gm_transfer_tpl.h"
+#include "gm_tpl_end.h"
 
-static int gm_tr_thread_num(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-#define GM_T float
-#define GM_SUF(name) name##_f32
-#define GM_ZERO 0.0f
-#define GM_ONE 1.0f
-#define GM_FABS fabsf
-#define GM_TINY FLT_MIN
-#include "gm_transfer_impl.h"
-#undef GM_T
-#undef GM_SUF
-#undef GM_ZERO
-#undef GM_ONE
-#undef GM_FABS
-#undef GM_TINY
-
-#define GM_T double
-#define GM_SUF(name) name##_f64
-#define GM_ZERO 0.0
-#define GM_ONE 1.0
-#define GM_FABS fabs
-#define GM_TINY DBL_MIN
-#include "gm_transfer_impl.h"
-#undef GM_T
-#undef GM_SUF
-#undef GM_ZERO
-#undef GM_ONE
-#undef GM_FABS
-#undef GM_TINY
+#define GM_TPL 64
+#include "gm_tpl.h"
+#include "gm_transfer_tpl.h"
+#include "gm_tpl_end.h"

@@ -1,15 +1,21 @@
 /* _core.c -- the one CPython/NumPy binding of geomatch's C core.
  *
- * Conventions (every function below follows them):
- *  - arguments go through the converter helpers in the first part of this
- *    file, which raise TypeError/ValueError naming the argument;
+ * The binding only converts: the kernels validate their arguments and
+ * report failures as status codes naming the argument (geomatch.h); Python
+ * normalises options.  Conventions (every function below follows them):
+ *  - arguments go through the converters in the first part of this file
+ *    (gm_float_type_of, gm_as_array, gm_out_array, gm_parse_real,
+ *    gm_parse_int), which raise TypeError/ValueError naming the argument;
  *  - arrays are converted to C-contiguous float32 or float64 (the common
  *    type of the inputs: float64 if any input is float64, else float32;
  *    float16 is promoted to float32; other dtypes are refused);
- *  - the GIL is released around every kernel call; the C status is turned
- *    into an exception only after the GIL is re-acquired;
+ *  - GM_RUN calls the float or double kernel with the GIL released; its
+ *    status becomes an exception through the one table gm_status_table,
+ *    with the kernel's details (gm_error_detail) and the argument's name;
  *  - one cleanup exit per function; an exception that is already set is
- *    never overwritten.
+ *    never overwritten; every PyArg format ends with ":name";
+ *  - numbers never go through PyErr_Format's own formatting (it has no
+ *    %g): kernels format theirs, Python objects are shown with %R.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,7 +28,7 @@
 #include "geomatch.h"
 
 /* ======================================================================== */
-/* Converter helpers                                                        */
+/* Errors                                                                   */
 /* ======================================================================== */
 
 /* Set a Python exception unless one is already set. */
@@ -33,6 +39,99 @@ static void gm_set_error(PyObject *type, const char *fmt, ...)
     va_start(ap, fmt);
     PyErr_FormatV(type, fmt, ap);
     va_end(ap);
+}
+
+/* The one map from kernel status to exception.  `base` is a status, or the
+ * base of a family that names argument k (base - k); `text` is used when
+ * the kernel recorded no details. */
+typedef struct {
+    int base, per_arg;
+    PyObject **type;
+    const char *text;
+} gm_status_row;
+
+static const gm_status_row gm_status_table[] = {
+    {GM_ERR_NOMEM, 0, &PyExc_MemoryError, "out of memory"},
+    {GM_ERR_NUMERIC, 0, &PyExc_FloatingPointError,
+     "the computation overflowed or produced NaN; try a larger regularization or float64"},
+    {GM_ERR_UNBALANCED, 0, &PyExc_ValueError, "a and b must have the same total mass"},
+    {GM_ERR_INVALID, 0, &PyExc_ValueError, "invalid size or parameter"},
+    {GM_ERR_NONFINITE_BASE, 1, &PyExc_ValueError, "contains NaN or infinite values"},
+    {GM_ERR_NEGATIVE_BASE, 1, &PyExc_ValueError, "must be non-negative"},
+    {GM_ERR_ZEROMASS_BASE, 1, &PyExc_ValueError,
+     "must have a positive total mass (all zeros given)"},
+    {GM_ERR_RANGE_BASE, 1, &PyExc_ValueError, "is out of range"},
+};
+
+/* Raise the exception for a kernel status (with the GIL held, on the thread
+ * that ran the kernel).  argnames[k] names the C function's k-th argument
+ * (nargs of them); func names the call. */
+static void gm_raise_status(int status, const char *func, const char *const *argnames,
+                            int nargs)
+{
+    const char *detail = gm_error_detail();
+    size_t i, n = sizeof gm_status_table / sizeof gm_status_table[0];
+    if (status == GM_OK || PyErr_Occurred()) return;
+    for (i = 0; i < n; i++) {
+        const gm_status_row *r = &gm_status_table[i];
+        if (r->per_arg ? !GM_ERR_IS(status, r->base) : status != r->base) continue;
+        if (r->per_arg) {
+            int k = GM_ERR_ARG(status, r->base);
+            const char *arg = k < nargs ? argnames[k] : "an argument";
+            if (detail[0])
+                PyErr_Format(*r->type, "%s: %s", arg, detail);
+            else
+                PyErr_Format(*r->type, "%s %s", arg, r->text);
+        } else {
+            PyErr_Format(*r->type, "%s: %s", func, detail[0] ? detail : r->text);
+        }
+        return;
+    }
+    PyErr_Format(PyExc_RuntimeError, "%s: unexpected status %d (%s)", func, status,
+                 gm_strerror(status));
+}
+
+/* Nonzero, with the exception raised, when a kernel status is a failure. */
+static int gm_failed(int status, const char *func, const char *const *argnames, int nargs)
+{
+    if (status == GM_OK) return 0;
+    gm_raise_status(status, func, argnames, nargs);
+    return 1;
+}
+
+/* The owned array *a as the wrapper's result (the caller's reference). */
+static PyObject *gm_steal(PyArrayObject **a)
+{
+    PyObject *r = (PyObject *)*a;
+    *a = NULL;
+    return r;
+}
+
+/* Release the n references (NULL skipped) a wrapper owns at its exit. */
+static void gm_release(PyArrayObject *const *arrs, int n)
+{
+    for (int i = 0; i < n; i++) Py_XDECREF(arrs[i]);
+}
+
+/* Call kernel fn_f32 or fn_f64 (by the NumPy type) with the GIL released,
+ * storing its status in st.  Array arguments must be void pointers. */
+#define GM_CALL(type, fn, ...) \
+    ((type) == NPY_FLOAT32 ? fn##_f32(__VA_ARGS__) : fn##_f64(__VA_ARGS__))
+#define GM_RUN(st, type, fn, ...)                \
+    do {                                         \
+        Py_BEGIN_ALLOW_THREADS                   \
+        gm_clear_error();                        \
+        (st) = GM_CALL(type, fn, __VA_ARGS__);   \
+        Py_END_ALLOW_THREADS                     \
+    } while (0)
+
+/* ======================================================================== */
+/* Converters                                                               */
+/* ======================================================================== */
+
+static const char *gm_type_name(int type)
+{
+    return type == NPY_FLOAT32 ? "float32" : "float64";
 }
 
 /* Floating type of one array-like: NPY_FLOAT32 or NPY_FLOAT64 (float16 is
@@ -58,22 +157,18 @@ static int gm_float_type_of(PyObject *obj, const char *name)
         Py_DECREF(tmp);
     }
     type = descr->type_num;
-    Py_DECREF(descr);
-    if (type == NPY_FLOAT32 || type == NPY_FLOAT16) return NPY_FLOAT32;
-    if (type == NPY_FLOAT64) return NPY_FLOAT64;
-    {
-        PyArray_Descr *d = PyArray_DescrFromType(type);
-        PyObject *s = d ? PyObject_Str((PyObject *)d) : NULL;
-        gm_set_error(PyExc_TypeError,
-                     "%s must have a real floating-point dtype (float32 or "
-                     "float64), got %s", name, s ? PyUnicode_AsUTF8(s) : "?");
-        Py_XDECREF(s);
-        Py_XDECREF(d);
+    if (type == NPY_FLOAT32 || type == NPY_FLOAT16) type = NPY_FLOAT32;
+    else if (type != NPY_FLOAT64) {
+        gm_set_error(PyExc_TypeError, "%s must have a real floating-point dtype (float32 "
+                     "or float64), got %S", name, (PyObject *)descr);
+        type = -1;
     }
-    return -1;
+    Py_DECREF(descr);
+    return type;
 }
 
-/* Common floating type of n array-likes (float64 wins).  -1 on error. */
+/* Common floating type of n array-likes (float64 wins; NULL/None skipped).
+ * -1 on error. */
 static int gm_common_float_type(PyObject *const *objs, const char *const *names, int n)
 {
     int result = NPY_FLOAT32;
@@ -121,44 +216,81 @@ static PyArrayObject *gm_as_array(PyObject *obj, int type, const char *name,
     return arr;
 }
 
-/* 0 if every value of arr is finite, else -1 with ValueError naming `name`.
- * The scan runs without the GIL. */
-static int gm_check_finite(PyArrayObject *arr, const char *name)
+/* A caller's NumPy array of dtype `type` (borrowed) or NULL with TypeError
+ * naming `name`. */
+static PyArrayObject *gm_ndarray_of(PyObject *obj, int type, const char *name)
 {
-    int ok;
-    size_t n = (size_t)PyArray_SIZE(arr);
-    void *data = PyArray_DATA(arr);
-    int type = PyArray_TYPE(arr);
-    Py_BEGIN_ALLOW_THREADS
-    ok = type == NPY_FLOAT32 ? gm_all_finite_f32((const float *)data, n)
-                             : gm_all_finite_f64((const double *)data, n);
-    Py_END_ALLOW_THREADS
-    if (!ok) {
-        gm_set_error(PyExc_ValueError, "%s contains NaN or infinite values", name);
-        return -1;
+    if (!PyArray_Check(obj)) {
+        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
+        return NULL;
     }
-    return 0;
+    if (PyArray_TYPE((PyArrayObject *)obj) != type) {
+        gm_set_error(PyExc_TypeError, "%s must have dtype %s", name, gm_type_name(type));
+        return NULL;
+    }
+    return (PyArrayObject *)obj;
 }
 
-/* Parse a Python number into a finite double > 0 (or >= 0 if allow_zero).
- * -1 with TypeError/ValueError naming `name` on failure. */
-static int gm_parse_positive(PyObject *obj, const char *name, int allow_zero, double *out)
+/* Output (or in-out) array: a new C-contiguous array of `type` and shape
+ * dims when obj is NULL or None (and `make`), else obj itself (new
+ * reference) after checking that it is an aligned C-contiguous array of that
+ * dtype and exact shape, writable if `writable`.  NULL with an error naming
+ * `name`. */
+static PyArrayObject *gm_out_array(PyObject *obj, int type, int nd, const npy_intp *dims,
+                                   const char *name, int writable, int make)
+{
+    if (make && (obj == NULL || obj == Py_None))
+        return (PyArrayObject *)PyArray_SimpleNew(nd, (npy_intp *)dims, type);
+    PyArrayObject *a = gm_ndarray_of(obj, type, name);
+    if (a == NULL) return NULL;
+    int ok = PyArray_NDIM(a) == nd && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a)
+             && (!writable || PyArray_ISWRITEABLE(a));
+    for (int i = 0; ok && i < nd; i++) ok = PyArray_DIM(a, i) == dims[i];
+    if (!ok) {
+        PyObject *shape = PyTuple_New(nd);
+        for (int i = 0; shape && i < nd; i++)
+            PyTuple_SET_ITEM(shape, i, PyLong_FromSsize_t((Py_ssize_t)dims[i]));
+        if (shape)
+            gm_set_error(PyExc_ValueError, "%s must be a%s C-contiguous %s array of shape "
+                         "%R", name, writable ? " writable" : "", gm_type_name(type), shape);
+        Py_XDECREF(shape);
+        return NULL;
+    }
+    Py_INCREF(a);
+    return a;
+}
+
+/* What gm_parse_real accepts besides finite numbers of any sign. */
+#define GM_NONNEG 1  /* >= 0 */
+#define GM_POS 2     /* > 0 */
+#define GM_INF 4     /* +inf too */
+
+/* Parse a real Python number (not bool or complex) into *out under `rule`
+ * (GM_* flags).  -1 with TypeError/ValueError naming `name` otherwise. */
+static int gm_parse_real(PyObject *obj, const char *name, int rule, double *out)
 {
     double v;
-    if (obj == NULL || PyBool_Check(obj) || !PyNumber_Check(obj)) {
+    if (obj == NULL || PyBool_Check(obj) || PyComplex_Check(obj) || !PyNumber_Check(obj) ||
+        PyArray_IsScalar(obj, ComplexFloating)) {
         gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
                      obj ? Py_TYPE(obj)->tp_name : "nothing");
         return -1;
     }
-    if (PyComplex_Check(obj)) {
-        gm_set_error(PyExc_TypeError, "%s must be a real number, got complex", name);
+    v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
+        PyErr_Clear();
+        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
+                     Py_TYPE(obj)->tp_name);
         return -1;
     }
-    v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred()) return -1;
-    if (!isfinite(v) || v < 0.0 || (!allow_zero && v == 0.0)) {
-        gm_set_error(PyExc_ValueError, "%s must be a finite number %s 0, got %R", name,
-                     allow_zero ? ">=" : ">", obj);
+    int ok = (isfinite(v) || (rule & GM_INF && v == INFINITY))
+             && !(rule & GM_POS && !(v > 0.0)) && !(rule & GM_NONNEG && !(v >= 0.0));
+    if (!ok) {
+        gm_set_error(PyExc_ValueError, "%s must be a%s number%s%s, got %R", name,
+                     rule & GM_INF ? "" : " finite",
+                     rule & GM_POS ? " > 0" : (rule & GM_NONNEG ? " >= 0" : ""),
+                     rule & GM_INF ? " (inf allowed)" : "", obj);
         return -1;
     }
     *out = v;
@@ -169,68 +301,23 @@ static int gm_parse_positive(PyObject *obj, const char *name, int allow_zero, do
 static int gm_parse_int(PyObject *obj, const char *name, long lo, long hi, long *out)
 {
     long v;
-    if (obj == NULL || PyBool_Check(obj) || !PyLong_Check(obj)) {
-        if (obj != NULL && PyArray_IsScalar(obj, Integer)) {
-            /* NumPy integer scalars are fine */
-        } else {
-            gm_set_error(PyExc_TypeError, "%s must be an integer, got %s", name,
-                         obj ? Py_TYPE(obj)->tp_name : "nothing");
-            return -1;
-        }
+    if (obj == NULL || PyBool_Check(obj) ||
+        !(PyLong_Check(obj) || PyArray_IsScalar(obj, Integer))) {
+        gm_set_error(PyExc_TypeError, "%s must be an integer, got %s", name,
+                     obj ? Py_TYPE(obj)->tp_name : "nothing");
+        return -1;
     }
     v = PyLong_AsLong(obj);
     if (v == -1 && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
-        PyErr_Clear();
-        gm_set_error(PyExc_ValueError, "%s must be between %ld and %ld, got %R",
-                     name, lo, hi, obj);
-        return -1;
+        PyErr_Clear();  /* beyond a long: out of range */
+    } else if (v >= lo && v <= hi) {
+        *out = v;
+        return 0;
     }
-    if (v < lo || v > hi) {
-        gm_set_error(PyExc_ValueError, "%s must be between %ld and %ld, got %R",
-                     name, lo, hi, obj);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Raise the exception for a kernel status (after re-acquiring the GIL).
- * argnames[k] names the C function's k-th array argument. */
-static void gm_raise_status(int status, const char *func, const char *const *argnames,
-                            int nargs)
-{
-    int k;
-    if (status == GM_OK || PyErr_Occurred()) return;
-    if (status == GM_ERR_NOMEM) {
-        PyErr_NoMemory();
-        return;
-    }
-    if (status <= GM_ERR_NONFINITE_BASE && status > GM_ERR_NONFINITE_BASE - 100) {
-        k = GM_ERR_NONFINITE_BASE - status;
-        gm_set_error(PyExc_ValueError, "%s contains NaN or infinite values",
-                     k < nargs ? argnames[k] : "an argument");
-        return;
-    }
-    if (status <= GM_ERR_NEGATIVE_BASE && status > GM_ERR_NEGATIVE_BASE - 100) {
-        k = GM_ERR_NEGATIVE_BASE - status;
-        gm_set_error(PyExc_ValueError, "%s must be non-negative",
-                     k < nargs ? argnames[k] : "an argument");
-        return;
-    }
-    if (status <= GM_ERR_ZEROMASS_BASE && status > GM_ERR_ZEROMASS_BASE - 100) {
-        k = GM_ERR_ZEROMASS_BASE - status;
-        gm_set_error(PyExc_ValueError, "%s must have a positive total mass (all zeros given)",
-                     k < nargs ? argnames[k] : "an argument");
-        return;
-    }
-    if (status == GM_ERR_NUMERIC) {
-        gm_set_error(PyExc_FloatingPointError,
-                     "%s: the computation overflowed or produced NaN; try a larger "
-                     "regularization or float64", func);
-        return;
-    }
-    gm_set_error(PyExc_ValueError, "%s: %s", func, gm_strerror(status));
+    gm_set_error(PyExc_ValueError, "%s must be between %ld and %ld, got %R", name, lo, hi,
+                 obj);
+    return -1;
 }
 
 /* Product of the first `nlead` dimensions of arr (the batch size). */
@@ -251,17 +338,12 @@ static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
     if (!ok) {
         PyObject *shape_a = PyObject_GetAttrString((PyObject *)a, "shape");
         PyObject *shape_b = PyObject_GetAttrString((PyObject *)b, "shape");
-        PyObject *sa = shape_a ? PyObject_Str(shape_a) : NULL;
-        PyObject *sb = shape_b ? PyObject_Str(shape_b) : NULL;
+        if (shape_a && shape_b)
+            gm_set_error(PyExc_ValueError,
+                         "%s and %s must have the same leading (batch) dimensions, got "
+                         "shapes %R and %R", na, nb, shape_a, shape_b);
         Py_XDECREF(shape_a);
         Py_XDECREF(shape_b);
-        PyErr_Clear();
-        gm_set_error(PyExc_ValueError,
-                     "%s and %s must have the same leading (batch) dimensions, got "
-                     "shapes %s and %s", na, nb, sa ? PyUnicode_AsUTF8(sa) : "?",
-                     sb ? PyUnicode_AsUTF8(sb) : "?");
-        Py_XDECREF(sa);
-        Py_XDECREF(sb);
         return -1;
     }
     return 0;
@@ -271,18 +353,27 @@ static int gm_check_same_batch(PyArrayObject *a, const char *na, int nlead_a,
 /* Configuration and threads                                                */
 /* ======================================================================== */
 
+PyDoc_STRVAR(py_set_num_threads__doc__,
+             "set_num_threads(n)\n--\n\nSet the process-wide thread count of kernels and BLAS.");
+
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
 {
     long n;
-    if (gm_parse_int(arg, "n", 1, 4096, &n) < 0) return NULL;
+    if (gm_parse_int(arg, "n", 1, GM_MAX_THREADS, &n) < 0) return NULL;
     gm_set_num_threads((int)n);
     Py_RETURN_NONE;
 }
+
+PyDoc_STRVAR(py_get_num_threads__doc__,
+             "get_num_threads()\n--\n\nThread count kernels use.");
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *unused)
 {
     return PyLong_FromLong(gm_get_num_threads());
 }
+
+PyDoc_STRVAR(py_build_info__doc__,
+             "build_info()\n--\n\nBLAS, OpenMP and SIMD configuration as a dict.");
 
 static PyObject *py_build_info(PyObject *self, PyObject *unused)
 {
@@ -298,34 +389,27 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
                          "num_procs", gm_num_procs());
 }
 
-#define GM_METHODS_CONFIG                                                          \
-    {"set_num_threads", (PyCFunction)py_set_num_threads, METH_O,                    \
-     "set_num_threads(n)\n--\n\nSet the thread count of kernels and BLAS."},       \
-    {"get_num_threads", (PyCFunction)py_get_num_threads, METH_NOARGS,              \
-     "get_num_threads()\n--\n\nThread count kernels use."},                         \
-    {"build_info", (PyCFunction)py_build_info, METH_NOARGS,                        \
-     "build_info()\n--\n\nBLAS, OpenMP and SIMD configuration as a dict."},
-
 /* ======================================================================== */
-/* similarity                                                               */
-/* @@section similarity */
+/* Similarity                                                               */
+/* ======================================================================== */
+
+PyDoc_STRVAR(py_cosine_similarity__doc__,
+             "cosine_similarity(x, y)\n--\n\nCosine similarity (..., N, D) x (..., M, D) "
+             "-> (..., N, M).");
+
 /* cosine_similarity(x, y): x (..., N, D), y (..., M, D) with identical
  * leading dimensions -> (..., N, M) of the common float type. */
 static PyObject *py_cosine_similarity(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *yo, *result = NULL;
+    PyObject *objs[2], *result = NULL;
     PyArrayObject *x = NULL, *y = NULL, *out = NULL;
     static const char *const names[] = {"x", "y"};
-    int type, nd, status = GM_OK;
+    int type, nd, st = GM_OK;
     npy_intp dims[NPY_MAXDIMS];
-    if (!PyArg_ParseTuple(args, "OO:cosine_similarity", &xo, &yo)) return NULL;
-    PyObject *objs[2] = {xo, yo};
-    type = gm_common_float_type(objs, names, 2);
-    if (type < 0) goto done;
-    x = gm_as_array(xo, type, "x", 2, NPY_MAXDIMS, 0);
-    if (x == NULL) goto done;
-    y = gm_as_array(yo, type, "y", 2, NPY_MAXDIMS, 0);
-    if (y == NULL) goto done;
+    if (!PyArg_ParseTuple(args, "OO:cosine_similarity", &objs[0], &objs[1])) return NULL;
+    if ((type = gm_common_float_type(objs, names, 2)) < 0) goto done;
+    if (!(x = gm_as_array(objs[0], type, "x", 2, NPY_MAXDIMS, 0))) goto done;
+    if (!(y = gm_as_array(objs[1], type, "y", 2, NPY_MAXDIMS, 0))) goto done;
     nd = PyArray_NDIM(x);
     if (gm_check_same_batch(x, "x", nd - 2, y, "y", PyArray_NDIM(y) - 2) < 0) goto done;
     npy_intp n = PyArray_DIM(x, nd - 2), m = PyArray_DIM(y, nd - 2), d = PyArray_DIM(x, nd - 1);
@@ -335,133 +419,57 @@ static PyObject *py_cosine_similarity(PyObject *self, PyObject *args)
                      "%zd and %zd", (Py_ssize_t)d, (Py_ssize_t)PyArray_DIM(y, nd - 1));
         goto done;
     }
-    if (n > INT_MAX || m > INT_MAX || d > INT_MAX) {
-        gm_set_error(PyExc_ValueError, "x and y: N, M and D must each be below 2**31");
-        goto done;
-    }
     for (int i = 0; i < nd - 2; i++) dims[i] = PyArray_DIM(x, i);
     dims[nd - 2] = n;
     dims[nd - 1] = m;
-    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, type);
-    if (out == NULL) goto done;
-    {
-        size_t batch = (size_t)gm_batch_size(x, nd - 2);
-        const void *xp = PyArray_DATA(x), *yp = PyArray_DATA(y);
-        void *op = PyArray_DATA(out);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_cosine_similarity_f32(xp, yp, op, batch, (size_t)n, (size_t)m,
-                                              (size_t)d);
-        else
-            status = gm_cosine_similarity_f64(xp, yp, op, batch, (size_t)n, (size_t)m,
-                                              (size_t)d);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "cosine_similarity", names, 2);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (!(out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, type))) goto done;
+    GM_RUN(st, type, gm_cosine_similarity, PyArray_DATA(x), PyArray_DATA(y),
+           PyArray_DATA(out), (size_t)gm_batch_size(x, nd - 2), (size_t)n, (size_t)m,
+           (size_t)d);
+    if (gm_failed(st, "cosine_similarity", names, 2)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(y);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){x, y, out}, 3);
     return result;
 }
 
-#define GM_METHODS_SIMILARITY                                                      \
-    {"cosine_similarity", (PyCFunction)py_cosine_similarity, METH_VARARGS,         \
-     "cosine_similarity(x, y)\n--\n\nCosine similarity (..., N, D) x (..., M, D) " \
-     "-> (..., N, M)."},
-/* @@end similarity */
+/* ======================================================================== */
+/* Sinkhorn                                                                 */
 /* ======================================================================== */
 
-/* ======================================================================== */
-/* sinkhorn                                                                 */
-/* @@section sinkhorn */
-
-/* Parse a marginal weight: a real number >= 0, +inf allowed. */
-static int gm_sk_parse_reg_m(PyObject *obj, const char *name, double *out)
-{
-    double v;
-    if (obj == NULL || PyBool_Check(obj) || !PyNumber_Check(obj) || PyComplex_Check(obj)) {
-        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
-                     obj ? Py_TYPE(obj)->tp_name : "nothing");
-        return -1;
-    }
-    v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred()) return -1;
-    if (isnan(v) || v < 0.0) {
-        gm_set_error(PyExc_ValueError, "%s must be >= 0 (inf allowed), got %R", name, obj);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* 0 if each batch element has sum(a) == sum(b) to the kernel's relative
- * tolerance (balanced OT), else ValueError naming a and b.  O(size). */
-static int gm_sk_check_masses(PyArrayObject *a, PyArrayObject *b, npy_intp batch)
-{
-    npy_intp n = PyArray_DIM(a, PyArray_NDIM(a) - 1);
-    npy_intp m = PyArray_DIM(b, PyArray_NDIM(b) - 1);
-    int f32 = PyArray_TYPE(a) == NPY_FLOAT32;
-    double rtol = f32 ? 1e-5 : 1e-6;
-    for (npy_intp k = 0; k < batch; k++) {
-        double sa = 0.0, sb = 0.0;
-        for (npy_intp i = 0; i < n; i++)
-            sa += f32 ? (double)((const float *)PyArray_DATA(a))[k * n + i]
-                      : ((const double *)PyArray_DATA(a))[k * n + i];
-        for (npy_intp j = 0; j < m; j++)
-            sb += f32 ? (double)((const float *)PyArray_DATA(b))[k * m + j]
-                      : ((const double *)PyArray_DATA(b))[k * m + j];
-        if (!isfinite(sa) || !isfinite(sb)) return 0; /* the kernel names it */
-        if (fabs(sa - sb) > rtol * (sa > sb ? sa : sb)) {
-            gm_set_error(PyExc_ValueError,
-                         "a and b must have the same total mass for balanced OT "
-                         "(reg_m=None): sum(a)=%.9g, sum(b)=%.9g (problem %zd); "
-                         "normalize them or pass a finite reg_m", sa, sb, (Py_ssize_t)k);
-            return -1;
-        }
-    }
-    return 0;
-}
+PyDoc_STRVAR(py_sinkhorn__doc__,
+             "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"
+             "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err).");
 
 /* _core.sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)
- *   -> (P, f, g, n_iter, err).  C (..., N, M), a (..., N), b (..., M). */
+ *   -> (P, f, g, n_iter, err).  C (..., N, M), a (..., N), b (..., M).
+ * Masses (sign, zeros, balance) are the kernel's to check. */
 static PyObject *py_sinkhorn(PyObject *self, PyObject *args)
 {
-    PyObject *oC, *oa, *ob, *oreg, *orma, *ormb, *oiter, *otol;
+    PyObject *objs[3], *oreg, *orma, *ormb, *oiter, *otol;
     PyArrayObject *C = NULL, *a = NULL, *b = NULL, *P = NULL, *f = NULL, *g = NULL;
     PyArrayObject *nit = NULL, *err = NULL;
     PyObject *result = NULL;
     double reg, rma, rmb, tol;
     long max_iter;
     int type, st = GM_OK, nd;
-    npy_intp batch, n, m;
+    npy_intp n, m;
     static const char *const names[] = {"C", "a", "b"};
 
-    if (!PyArg_ParseTuple(args, "OOOOOOOO:sinkhorn", &oC, &oa, &ob, &oreg, &orma,
-                          &ormb, &oiter, &otol))
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:sinkhorn", &objs[0], &objs[1], &objs[2], &oreg,
+                          &orma, &ormb, &oiter, &otol))
         return NULL;
-    {
-        PyObject *objs[3] = {oC, oa, ob};
-        type = gm_common_float_type(objs, names, 3);
-    }
-    if (type < 0) goto done;
-    if (gm_parse_positive(oreg, "reg", 0, &reg) < 0) goto done;
-    if (gm_sk_parse_reg_m(orma, "reg_m", &rma) < 0) goto done;
-    if (gm_sk_parse_reg_m(ormb, "reg_m", &rmb) < 0) goto done;
-    if (gm_parse_int(oiter, "max_iter", 1, 2147483647L, &max_iter) < 0) goto done;
-    if (gm_parse_positive(otol, "tol", 1, &tol) < 0) goto done;
-    C = gm_as_array(oC, type, "C", 2, NPY_MAXDIMS, 0);
-    if (C == NULL) goto done;
+    if ((type = gm_common_float_type(objs, names, 3)) < 0) goto done;
+    if (gm_parse_real(oreg, "reg", GM_POS, &reg) < 0 ||
+        gm_parse_real(orma, "reg_m", GM_NONNEG | GM_INF, &rma) < 0 ||
+        gm_parse_real(ormb, "reg_m", GM_NONNEG | GM_INF, &rmb) < 0 ||
+        gm_parse_int(oiter, "max_iter", 1, 2147483647L, &max_iter) < 0 ||
+        gm_parse_real(otol, "tol", GM_NONNEG, &tol) < 0)
+        goto done;
+    if (!(C = gm_as_array(objs[0], type, "C", 2, NPY_MAXDIMS, 0))) goto done;
     nd = PyArray_NDIM(C);
-    a = gm_as_array(oa, type, "a", nd - 1, nd - 1, 0);
-    if (a == NULL) goto done;
-    b = gm_as_array(ob, type, "b", nd - 1, nd - 1, 0);
-    if (b == NULL) goto done;
+    if (!(a = gm_as_array(objs[1], type, "a", nd - 1, nd - 1, 0))) goto done;
+    if (!(b = gm_as_array(objs[2], type, "b", nd - 1, nd - 1, 0))) goto done;
     if (gm_check_same_batch(C, "C", nd - 2, a, "a", nd - 2) < 0) goto done;
     if (gm_check_same_batch(C, "C", nd - 2, b, "b", nd - 2) < 0) goto done;
     n = PyArray_DIM(C, nd - 2);
@@ -476,77 +484,26 @@ static PyObject *py_sinkhorn(PyObject *self, PyObject *args)
                      (Py_ssize_t)m, (Py_ssize_t)PyArray_DIM(b, nd - 2));
         goto done;
     }
-    batch = gm_batch_size(C, nd - 2);
-    if (isinf(rma) && isinf(rmb)) {
-        if (gm_check_finite(a, "a") < 0 || gm_check_finite(b, "b") < 0) goto done;
-        if (gm_sk_check_masses(a, b, batch) < 0) goto done;
-    }
-    P = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(C), type);
-    f = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(a), type);
-    g = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(b), type);
-    nit = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_INT);
-    err = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_DOUBLE);
-    if (!P || !f || !g || !nit || !err) goto done;
-    Py_BEGIN_ALLOW_THREADS
-    if (type == NPY_FLOAT32)
-        st = gm_sinkhorn_f32(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
-                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
-                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
-                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
-    else
-        st = gm_sinkhorn_f64(PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
-                             (size_t)batch, (size_t)n, (size_t)m, reg, rma, rmb,
-                             (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f),
-                             PyArray_DATA(g), PyArray_DATA(nit), PyArray_DATA(err));
-    Py_END_ALLOW_THREADS
-    if (st != GM_OK) {
-        gm_raise_status(st, "sinkhorn", names, 3);
+    if (!(P = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(C), type)) ||
+        !(f = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(a), type)) ||
+        !(g = (PyArrayObject *)PyArray_SimpleNew(nd - 1, PyArray_DIMS(b), type)) ||
+        !(nit = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_INT)) ||
+        !(err = (PyArrayObject *)PyArray_SimpleNew(nd - 2, PyArray_DIMS(C), NPY_DOUBLE)))
         goto done;
-    }
+    GM_RUN(st, type, gm_sinkhorn, PyArray_DATA(C), PyArray_DATA(a), PyArray_DATA(b),
+           (size_t)gm_batch_size(C, nd - 2), (size_t)n, (size_t)m, reg, rma, rmb,
+           (int)max_iter, tol, PyArray_DATA(P), PyArray_DATA(f), PyArray_DATA(g),
+           PyArray_DATA(nit), PyArray_DATA(err));
+    if (gm_failed(st, "sinkhorn", names, 3)) goto done;
     result = Py_BuildValue("(OOOOO)", P, f, g, nit, err);
 done:
-    Py_XDECREF(C); Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(P); Py_XDECREF(f);
-    Py_XDECREF(g); Py_XDECREF(nit); Py_XDECREF(err);
+    gm_release((PyArrayObject *[]){C, a, b, P, f, g, nit, err}, 8);
     return result;
 }
 
-#define GM_METHODS_SINKHORN                                                         \
-    {"sinkhorn", (PyCFunction)py_sinkhorn, METH_VARARGS,                            \
-     "sinkhorn(C, a, b, reg, reg_m_a, reg_m_b, max_iter, tol)\n--\n\n"             \
-     "Entropic OT (see geomatch.sinkhorn); returns (P, f, g, n_iter, err)."},
-/* @@end sinkhorn */
 /* ======================================================================== */
-
+/* Dustbin OT layer                                                         */
 /* ======================================================================== */
-/* dustbin                                                                  */
-/* @@section dustbin */
-
-/* A real, finite Python number (any sign) into *out; TypeError/ValueError
- * naming `name`.  With allow_posinf, +inf is accepted too. */
-static int db_parse_real(PyObject *obj, const char *name, int allow_posinf, double *out)
-{
-    double v;
-    if (obj == NULL || PyBool_Check(obj) || PyComplex_Check(obj) || !PyNumber_Check(obj) ||
-        PyArray_IsScalar(obj, ComplexFloating)) {
-        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
-                     obj ? Py_TYPE(obj)->tp_name : "nothing");
-        return -1;
-    }
-    v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        gm_set_error(PyExc_TypeError, "%s must be a real number, got %s", name,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    if (isnan(v) || (isinf(v) && !(allow_posinf && v > 0))) {
-        gm_set_error(PyExc_ValueError, "%s must be %s, got %R", name,
-                     allow_posinf ? "a number or +inf" : "a finite number", obj);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 /* Shared argument handling of the dustbin functions: arrays converted to the
  * common float type, shapes checked (S (..., N, M); mu (..., N+1) or (N+1,);
@@ -559,12 +516,11 @@ typedef struct {
     long n_iter, method;
 } db_args;
 
+static const char *const db_names[] = {"S", "mu", "nu", "grad_P"};
+
 static void db_args_free(db_args *a)
 {
-    Py_XDECREF(a->S);
-    Py_XDECREF(a->mu);
-    Py_XDECREF(a->nu);
-    Py_XDECREF(a->G);
+    gm_release((PyArrayObject *[]){a->S, a->mu, a->nu, a->G}, 4);
 }
 
 /* Marginal `arr` (name) must be (len,) or S's batch dims + (len,). */
@@ -594,19 +550,14 @@ static int db_parse(db_args *a, PyObject *S, PyObject *mu, PyObject *nu, PyObjec
                     PyObject *method)
 {
     PyObject *objs[4] = {S, mu, nu, G};
-    const char *names[4] = {"S", "mu", "nu", "grad_P"};
-    memset(a, 0, sizeof *a);
-    a->type = gm_common_float_type(objs, names, G ? 4 : 3);
+    a->type = gm_common_float_type(objs, db_names, G ? 4 : 3);
     if (a->type < 0) return -1;
-    if (db_parse_real(bin, "bin_score", 0, &a->bin) < 0) return -1;
-    if (gm_parse_positive(reg, "reg", 0, &a->reg) < 0) return -1;
-    if (db_parse_real(reg_m, "reg_m", 1, &a->reg_m) < 0) return -1;
-    if (a->reg_m < 0) {
-        gm_set_error(PyExc_ValueError, "reg_m must be >= 0 (or inf), got %R", reg_m);
+    if (gm_parse_real(bin, "bin_score", 0, &a->bin) < 0 ||
+        gm_parse_real(reg, "reg", GM_POS, &a->reg) < 0 ||
+        gm_parse_real(reg_m, "reg_m", GM_NONNEG | GM_INF, &a->reg_m) < 0 ||
+        gm_parse_int(n_iter, "n_iter", 1, 1000000, &a->n_iter) < 0 ||
+        gm_parse_int(method, "method", 0, 2, &a->method) < 0)
         return -1;
-    }
-    if (gm_parse_int(n_iter, "n_iter", 1, 1000000, &a->n_iter) < 0) return -1;
-    if (gm_parse_int(method, "method", 0, 2, &a->method) < 0) return -1;
     if (!(a->S = gm_as_array(S, a->type, "S", 2, NPY_MAXDIMS, 0))) return -1;
     if (!(a->mu = gm_as_array(mu, a->type, "mu", 1, NPY_MAXDIMS, 0))) return -1;
     if (!(a->nu = gm_as_array(nu, a->type, "nu", 1, NPY_MAXDIMS, 0))) return -1;
@@ -631,20 +582,13 @@ static int db_parse(db_args *a, PyObject *S, PyObject *mu, PyObject *nu, PyObjec
     return 0;
 }
 
-/* Raise for a dustbin kernel status; names the arguments. */
-static void db_raise(int st, const db_args *a, int used)
-{
-    static const char *const argnames[] = {"S", "mu", "nu", "grad_P"};
-    if (st == GM_ERR_NUMERIC && a->method == GM_DUSTBIN_KERNEL && used == GM_DUSTBIN_LOG) {
-        gm_set_error(PyExc_ValueError,
-                     "method='kernel' is unsafe for these inputs: "
-                     "(max(S~) - min(S~)) / (2 reg) exceeds %d for %s; use method='auto'",
-                     a->type == NPY_FLOAT32 ? 30 : 300,
-                     a->type == NPY_FLOAT32 ? "float32" : "float64");
-        return;
-    }
-    gm_raise_status(st, "dustbin_sinkhorn", argnames, 4);
-}
+/* Byte offset of batch item bb in an array of `per` elements per item (0
+ * for a marginal shared by the batch). */
+#define DB_AT(arr, per, bb, es) ((void *)((char *)PyArray_DATA(arr) + (bb) * (per) * (es)))
+
+PyDoc_STRVAR(py_dustbin_sinkhorn__doc__,
+             "dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter, method)\n--\n\n"
+             "Dustbin OT plan; returns (P, method_used). See geomatch.dustbin.");
 
 static PyObject *py_dustbin_sinkhorn(PyObject *self, PyObject *args)
 {
@@ -663,44 +607,32 @@ static PyObject *py_dustbin_sinkhorn(PyObject *self, PyObject *args)
         for (int i = 0; i < a.nlead; i++) dims[i] = PyArray_DIM(a.S, i);
         dims[a.nlead] = a.N + 1;
         dims[a.nlead + 1] = a.M + 1;
-        P = (PyArrayObject *)PyArray_SimpleNew(a.nlead + 2, dims, a.type);
-        if (P == NULL) goto done;
+        if (!(P = (PyArrayObject *)PyArray_SimpleNew(a.nlead + 2, dims, a.type))) goto done;
     }
     {
-        size_t N = (size_t)a.N, M = (size_t)a.M;
+        size_t N = (size_t)a.N, M = (size_t)a.M, es = PyArray_ITEMSIZE(a.S);
         size_t smu = PyArray_NDIM(a.mu) == 1 ? 0 : N + 1;
         size_t snu = PyArray_NDIM(a.nu) == 1 ? 0 : M + 1;
-        char *sp = PyArray_DATA(a.S), *mp = PyArray_DATA(a.mu), *np_ = PyArray_DATA(a.nu);
-        char *pp = PyArray_DATA(P);
-        size_t es = a.type == NPY_FLOAT32 ? 4 : 8;
         Py_BEGIN_ALLOW_THREADS
-        for (npy_intp b = 0; b < a.batch && st == GM_OK; b++) {
-            size_t bb = (size_t)b;
-            if (a.type == NPY_FLOAT32)
-                st = gm_dustbin_sinkhorn_f32(
-                    (const float *)(sp + bb * N * M * es), (const float *)(mp + bb * smu * es),
-                    (const float *)(np_ + bb * snu * es), N, M, a.bin, a.reg, a.reg_m,
-                    (int)a.n_iter, (int)a.method, (float *)(pp + bb * (N + 1) * (M + 1) * es),
-                    &used);
-            else
-                st = gm_dustbin_sinkhorn_f64(
-                    (const double *)(sp + bb * N * M * es), (const double *)(mp + bb * smu * es),
-                    (const double *)(np_ + bb * snu * es), N, M, a.bin, a.reg, a.reg_m,
-                    (int)a.n_iter, (int)a.method,
-                    (double *)(pp + bb * (N + 1) * (M + 1) * es), &used);
-        }
+        gm_clear_error();
+        for (size_t bb = 0; bb < (size_t)a.batch && st == GM_OK; bb++)
+            st = GM_CALL(a.type, gm_dustbin_sinkhorn, DB_AT(a.S, N * M, bb, es),
+                         DB_AT(a.mu, smu, bb, es), DB_AT(a.nu, snu, bb, es), N, M, a.bin,
+                         a.reg, a.reg_m, (int)a.n_iter, (int)a.method,
+                         DB_AT(P, (N + 1) * (M + 1), bb, es), &used);
         Py_END_ALLOW_THREADS
     }
-    if (st != GM_OK) {
-        db_raise(st, &a, used);
-        goto done;
-    }
+    if (gm_failed(st, "dustbin_sinkhorn", db_names, 4)) goto done;
     result = Py_BuildValue("Oi", (PyObject *)P, used);
 done:
-    Py_XDECREF(P);
+    gm_release((PyArrayObject *[]){P}, 1);
     db_args_free(&a);
     return result;
 }
+
+PyDoc_STRVAR(py_dustbin_sinkhorn_vjp__doc__,
+             "dustbin_sinkhorn_vjp(S, mu, nu, grad_P, bin_score, reg, reg_m, n_iter, "
+             "method, wrt_log)\n--\n\nReverse-mode VJP; returns (dS, dbin, method_used).");
 
 static PyObject *py_dustbin_sinkhorn_vjp(PyObject *self, PyObject *args)
 {
@@ -715,71 +647,44 @@ static PyObject *py_dustbin_sinkhorn_vjp(PyObject *self, PyObject *args)
                           &reg, &reg_m, &n_iter, &method, &wrt_log))
         return NULL;
     if (db_parse(&a, S, mu, nu, G, bin, reg, reg_m, n_iter, method) < 0) goto done;
-    dS = (PyArrayObject *)PyArray_SimpleNew(a.nlead + 2, PyArray_DIMS(a.S), a.type);
-    dbin = (PyArrayObject *)PyArray_SimpleNew(a.nlead, PyArray_DIMS(a.S), NPY_FLOAT64);
-    if (dS == NULL || dbin == NULL) goto done;
+    if (!(dS = (PyArrayObject *)PyArray_SimpleNew(a.nlead + 2, PyArray_DIMS(a.S), a.type)) ||
+        !(dbin = (PyArrayObject *)PyArray_SimpleNew(a.nlead, PyArray_DIMS(a.S), NPY_FLOAT64)))
+        goto done;
     {
-        size_t N = (size_t)a.N, M = (size_t)a.M;
+        size_t N = (size_t)a.N, M = (size_t)a.M, es = PyArray_ITEMSIZE(a.S);
         size_t smu = PyArray_NDIM(a.mu) == 1 ? 0 : N + 1;
         size_t snu = PyArray_NDIM(a.nu) == 1 ? 0 : M + 1;
-        char *sp = PyArray_DATA(a.S), *mp = PyArray_DATA(a.mu), *np_ = PyArray_DATA(a.nu);
-        char *gp = PyArray_DATA(a.G), *dp = PyArray_DATA(dS);
         double *bp = (double *)PyArray_DATA(dbin);
-        size_t es = a.type == NPY_FLOAT32 ? 4 : 8;
         Py_BEGIN_ALLOW_THREADS
-        for (npy_intp b = 0; b < a.batch && st == GM_OK; b++) {
-            size_t bb = (size_t)b;
-            if (a.type == NPY_FLOAT32)
-                st = gm_dustbin_sinkhorn_vjp_f32(
-                    (const float *)(sp + bb * N * M * es), (const float *)(mp + bb * smu * es),
-                    (const float *)(np_ + bb * snu * es),
-                    (const float *)(gp + bb * (N + 1) * (M + 1) * es), N, M, a.bin, a.reg,
-                    a.reg_m, (int)a.n_iter, (int)a.method, wrt_log,
-                    (float *)(dp + bb * N * M * es), bp + bb, &used);
-            else
-                st = gm_dustbin_sinkhorn_vjp_f64(
-                    (const double *)(sp + bb * N * M * es), (const double *)(mp + bb * smu * es),
-                    (const double *)(np_ + bb * snu * es),
-                    (const double *)(gp + bb * (N + 1) * (M + 1) * es), N, M, a.bin, a.reg,
-                    a.reg_m, (int)a.n_iter, (int)a.method, wrt_log,
-                    (double *)(dp + bb * N * M * es), bp + bb, &used);
-        }
+        gm_clear_error();
+        for (size_t bb = 0; bb < (size_t)a.batch && st == GM_OK; bb++)
+            st = GM_CALL(a.type, gm_dustbin_sinkhorn_vjp, DB_AT(a.S, N * M, bb, es),
+                         DB_AT(a.mu, smu, bb, es), DB_AT(a.nu, snu, bb, es),
+                         DB_AT(a.G, (N + 1) * (M + 1), bb, es), N, M, a.bin, a.reg, a.reg_m,
+                         (int)a.n_iter, (int)a.method, wrt_log, DB_AT(dS, N * M, bb, es),
+                         bp + bb, &used);
         Py_END_ALLOW_THREADS
     }
-    if (st != GM_OK) {
-        db_raise(st, &a, used);
-        goto done;
-    }
+    if (gm_failed(st, "dustbin_sinkhorn_vjp", db_names, 4)) goto done;
     result = Py_BuildValue("OOi", (PyObject *)dS, (PyObject *)dbin, used);
 done:
-    Py_XDECREF(dS);
-    Py_XDECREF(dbin);
+    gm_release((PyArrayObject *[]){dS, dbin}, 2);
     db_args_free(&a);
     return result;
 }
 
-#define GM_METHODS_DUSTBIN                                                          \
-    {"dustbin_sinkhorn", (PyCFunction)py_dustbin_sinkhorn, METH_VARARGS,             \
-     "dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter, method)\n--\n\n"   \
-     "Dustbin OT plan; returns (P, method_used). See geomatch.dustbin."},           \
-    {"dustbin_sinkhorn_vjp", (PyCFunction)py_dustbin_sinkhorn_vjp, METH_VARARGS,     \
-     "dustbin_sinkhorn_vjp(S, mu, nu, grad_P, bin_score, reg, reg_m, n_iter, "      \
-     "method, wrt_log)\n--\n\nReverse-mode VJP; returns (dS, dbin, method_used)."}, 
-/* @@end dustbin */
+/* ======================================================================== */
+/* Argmax and soft-argmax over 2-D maps                                     */
 /* ======================================================================== */
 
-/* ======================================================================== */
-/* softargmax                                                               */
-/* @@section softargmax */
 /* Shared argument handling of argmax_2d / window_soft_argmax: sim as a
  * float array of >= 1 dimension whose last axis has h * w entries.  Fills
  * *nmaps and the output shape (sim.shape[:-1] + (2,)); NULL on error. */
 static PyArrayObject *gm_parse_maps(PyObject *simo, PyObject *ho, PyObject *wo, long *h,
                                     long *w, size_t *nmaps, int *nd, npy_intp *dims)
 {
-    PyObject *objs[1] = {simo};
     static const char *const names[] = {"sim"};
-    int type = gm_common_float_type(objs, names, 1);
+    int type = gm_common_float_type(&simo, names, 1);
     if (type < 0) return NULL;
     if (gm_parse_int(ho, "shape[0] (h)", 1, 1L << 30, h) < 0) return NULL;
     if (gm_parse_int(wo, "shape[1] (w)", 1, 1L << 30, w) < 0) return NULL;
@@ -800,6 +705,9 @@ static PyArrayObject *gm_parse_maps(PyObject *simo, PyObject *ho, PyObject *wo, 
     return sim;
 }
 
+PyDoc_STRVAR(py_argmax_2d__doc__,
+             "argmax_2d(sim, h, w)\n--\n\nInteger (x, y) of the first maximum of each h*w map.");
+
 /* argmax_2d(sim, h, w) -> int64 (..., 2) integer (x, y) of the first max. */
 static PyObject *py_argmax_2d(PyObject *self, PyObject *args)
 {
@@ -808,35 +716,23 @@ static PyObject *py_argmax_2d(PyObject *self, PyObject *args)
     static const char *const names[] = {"sim"};
     long h, w;
     size_t nmaps;
-    int nd, status = GM_OK;
+    int nd, st = GM_OK;
     npy_intp dims[NPY_MAXDIMS];
     if (!PyArg_ParseTuple(args, "OOO:argmax_2d", &simo, &ho, &wo)) return NULL;
-    sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims);
-    if (sim == NULL) goto done;
-    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, NPY_INT64);
-    if (out == NULL) goto done;
-    {
-        const void *sp = PyArray_DATA(sim);
-        int64_t *op = (int64_t *)PyArray_DATA(out);
-        int type = PyArray_TYPE(sim);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_argmax_2d_f32(sp, nmaps, (size_t)h, (size_t)w, op);
-        else
-            status = gm_argmax_2d_f64(sp, nmaps, (size_t)h, (size_t)w, op);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "argmax_2d", names, 1);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (!(sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims))) goto done;
+    if (!(out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, NPY_INT64))) goto done;
+    GM_RUN(st, PyArray_TYPE(sim), gm_argmax_2d, PyArray_DATA(sim), nmaps, (size_t)h,
+           (size_t)w, PyArray_DATA(out));
+    if (gm_failed(st, "argmax_2d", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(sim);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){sim, out}, 2);
     return result;
 }
+
+PyDoc_STRVAR(py_window_soft_argmax__doc__,
+             "window_soft_argmax(sim, h, w, window, temperature)\n--\n\nWindowed "
+             "soft-argmax (x, y) of each h*w map.");
 
 /* window_soft_argmax(sim, h, w, window, temperature) -> (..., 2) float
  * expected (x, y) of the windowed softmax around the first max. */
@@ -848,62 +744,39 @@ static PyObject *py_window_soft_argmax(PyObject *self, PyObject *args)
     long h, w, window;
     double temperature;
     size_t nmaps;
-    int nd, status = GM_OK;
+    int nd, st = GM_OK;
     npy_intp dims[NPY_MAXDIMS];
     if (!PyArg_ParseTuple(args, "OOOOO:window_soft_argmax", &simo, &ho, &wo, &wino, &to))
         return NULL;
     if (gm_parse_int(wino, "window", 0, 1L << 30, &window) < 0) goto done;
-    if (gm_parse_positive(to, "temperature", 0, &temperature) < 0) goto done;
-    sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims);
-    if (sim == NULL) goto done;
-    out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, PyArray_TYPE(sim));
-    if (out == NULL) goto done;
-    {
-        const void *sp = PyArray_DATA(sim);
-        void *op = PyArray_DATA(out);
-        int type = PyArray_TYPE(sim);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_window_soft_argmax_f32(sp, nmaps, (size_t)h, (size_t)w, window,
-                                               temperature, op);
-        else
-            status = gm_window_soft_argmax_f64(sp, nmaps, (size_t)h, (size_t)w, window,
-                                               temperature, op);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "window_soft_argmax", names, 1);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (gm_parse_real(to, "temperature", GM_POS, &temperature) < 0) goto done;
+    if (!(sim = gm_parse_maps(simo, ho, wo, &h, &w, &nmaps, &nd, dims))) goto done;
+    if (!(out = (PyArrayObject *)PyArray_SimpleNew(nd, dims, PyArray_TYPE(sim)))) goto done;
+    GM_RUN(st, PyArray_TYPE(sim), gm_window_soft_argmax, PyArray_DATA(sim), nmaps, (size_t)h,
+           (size_t)w, window, temperature, PyArray_DATA(out));
+    if (gm_failed(st, "window_soft_argmax", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(sim);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){sim, out}, 2);
     return result;
 }
 
-#define GM_METHODS_SOFTARGMAX                                                      \
-    {"argmax_2d", (PyCFunction)py_argmax_2d, METH_VARARGS,                         \
-     "argmax_2d(sim, h, w)\n--\n\nInteger (x, y) of the first maximum of each "    \
-     "h*w map."},                                                                  \
-    {"window_soft_argmax", (PyCFunction)py_window_soft_argmax, METH_VARARGS,       \
-     "window_soft_argmax(sim, h, w, window, temperature)\n--\n\nWindowed "         \
-     "soft-argmax (x, y) of each h*w map."},
-/* @@end softargmax */
+/* ======================================================================== */
+/* Keypoint transfer                                                        */
 /* ======================================================================== */
 
-/* ======================================================================== */
-/* transfer                                                                 */
-/* @@section transfer */
+/* C argument names of gm_transfer_upsample_argmax (and of gm_transfer_check's
+ * status codes). */
+static const char *const tr_names[] = {"src_feat", "trg_feat", "src_kps", "src_size",
+                                       "trg_size"};
 
-/* Sizes argument -> new C-contiguous int64 array of shape lead + (2,) with
- * every entry > 0.  NULL with TypeError/ValueError naming `name`. */
+/* Sizes argument -> new C-contiguous int64 array of shape lead + (2,); the
+ * values are the kernel's to check.  NULL with TypeError/ValueError naming
+ * `name`. */
 static PyArrayObject *gm_transfer_sizes(PyObject *obj, const char *name, PyArrayObject *lead,
                                         int nlead)
 {
     PyArrayObject *arr = NULL, *tmp = (PyArrayObject *)PyArray_FROM_O(obj);
-    npy_intp i, n;
     if (tmp == NULL) {
         PyErr_Clear();
         gm_set_error(PyExc_TypeError, "%s must be an array of integers (W, H)", name);
@@ -920,227 +793,152 @@ static PyArrayObject *gm_transfer_sizes(PyObject *obj, const char *name, PyArray
     Py_DECREF(tmp);
     if (arr == NULL) return NULL;
     if (PyArray_NDIM(arr) != nlead + 1 || PyArray_DIM(arr, nlead) != 2 ||
-        gm_check_same_batch(arr, name, nlead, lead, "src_feat", nlead) < 0) {
+        gm_check_same_batch(arr, name, nlead, lead, "src_kps", nlead) < 0) {
         gm_set_error(PyExc_ValueError, "%s must have shape (batch..., 2) matching the "
-                     "leading dimensions of src_feat", name);
+                     "leading dimensions of src_kps", name);
         Py_DECREF(arr);
         return NULL;
-    }
-    n = PyArray_SIZE(arr);
-    for (i = 0; i < n; i++) {
-        int64_t v = ((const int64_t *)PyArray_DATA(arr))[i];
-        if (v <= 0 || v > (1 << 30)) {
-            gm_set_error(PyExc_ValueError, "%s must hold image sizes (W, H) between 1 and "
-                         "2**30, got %lld", name, (long long)v);
-            Py_DECREF(arr);
-            return NULL;
-        }
     }
     return arr;
 }
 
+/* The keypoints and both size arrays of a transfer call, converted: src_kps
+ * (..., K, 2) of `type` with nlead batch dimensions, sizes (..., 2) int64. */
+static int gm_transfer_points(PyObject *o_kp, PyObject *o_ss, PyObject *o_ts, int type,
+                              int nlead, PyArrayObject **kp, PyArrayObject **ss,
+                              PyArrayObject **ts)
+{
+    if (!(*kp = gm_as_array(o_kp, type, "src_kps", nlead + 2, nlead + 2, 1))) return -1;
+    if (PyArray_DIM(*kp, nlead + 1) != 2) {
+        gm_set_error(PyExc_ValueError, "src_kps must have shape (..., K, 2), got last "
+                     "dimension %zd", (Py_ssize_t)PyArray_DIM(*kp, nlead + 1));
+        return -1;
+    }
+    if (!(*ss = gm_transfer_sizes(o_ss, "src_size", *kp, nlead))) return -1;
+    if (!(*ts = gm_transfer_sizes(o_ts, "trg_size", *kp, nlead))) return -1;
+    return 0;
+}
+
+PyDoc_STRVAR(py_transfer_check__doc__,
+             "transfer_check(src_kps, src_size, trg_size)\n--\n\n"
+             "Raise ValueError unless the image sizes are within the size policy and every\n"
+             "keypoint lies inside its source image (docs/limits.md).");
+
+/* transfer_check(src_kps, src_size, trg_size): the size policy and keypoint
+ * bounds of every transfer mode (gm_transfer_check), for the grid modes that
+ * run in Python.  src_kps (..., K, 2), sizes (..., 2) int.  Returns None. */
+static PyObject *py_transfer_check(PyObject *self, PyObject *args)
+{
+    PyObject *o_kp, *o_ss, *o_ts, *result = NULL;
+    PyArrayObject *kp = NULL, *ss = NULL, *ts = NULL;
+    int type, nlead, st = GM_OK;
+    if (!PyArg_ParseTuple(args, "OOO:transfer_check", &o_kp, &o_ss, &o_ts)) return NULL;
+    if ((type = gm_common_float_type(&o_kp, tr_names + 2, 1)) < 0) goto done;
+    if (!(kp = gm_as_array(o_kp, type, "src_kps", 2, NPY_MAXDIMS, 1))) goto done;
+    nlead = PyArray_NDIM(kp) - 2;
+    Py_CLEAR(kp);
+    if (gm_transfer_points(o_kp, o_ss, o_ts, type, nlead, &kp, &ss, &ts) < 0) goto done;
+    GM_RUN(st, type, gm_transfer_check, PyArray_DATA(kp), PyArray_DATA(ss), PyArray_DATA(ts),
+           (size_t)gm_batch_size(kp, nlead), (size_t)PyArray_DIM(kp, nlead));
+    if (gm_failed(st, "transfer_check", tr_names, 5)) goto done;
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    gm_release((PyArrayObject *[]){kp, ss, ts}, 3);
+    return result;
+}
+
+PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
+             "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n"
+             "Exact upsample-argmax keypoint transfer (see geomatch.transfer).");
+
 /* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
  * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
- * sizes (..., 2) int -> (..., K, 2) float (x, y) target pixels. */
+ * sizes (..., 2) int -> (..., K, 2) float (x, y) target pixels.  Sizes,
+ * keypoints and values are the kernel's to check. */
 static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size", NULL};
-    static const char *argn[] = {"src_feat", "trg_feat", "src_kps"};
-    PyObject *o_sf, *o_tf, *o_kp, *o_ss, *o_ts, *result = NULL;
+    PyObject *objs[3], *o_ss, *o_ts, *result = NULL;
     PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
     npy_intp dims[NPY_MAXDIMS];
-    int type, nd, nlead, status = GM_OK;
-    size_t batch, hs, ws, ht, wt, dim, nkps;
+    int type, nd, nlead, st = GM_OK;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:transfer_upsample_argmax", kwlist,
-                                     &o_sf, &o_tf, &o_kp, &o_ss, &o_ts))
+                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts))
         return NULL;
-    {
-        PyObject *objs[3] = {o_sf, o_tf, o_kp};
-        type = gm_common_float_type(objs, argn, 3);
-        if (type < 0) goto done;
-    }
-    sf = gm_as_array(o_sf, type, "src_feat", 3, NPY_MAXDIMS - 1, 0);
-    if (sf == NULL) goto done;
+    if ((type = gm_common_float_type(objs, tr_names, 3)) < 0) goto done;
+    if (!(sf = gm_as_array(objs[0], type, "src_feat", 3, NPY_MAXDIMS - 1, 0))) goto done;
     nd = PyArray_NDIM(sf);
     nlead = nd - 3;
-    tf = gm_as_array(o_tf, type, "trg_feat", nd, nd, 0);
-    if (tf == NULL) goto done;
-    kp = gm_as_array(o_kp, type, "src_kps", nlead + 2, nlead + 2, 1);
-    if (kp == NULL) goto done;
-    if (gm_check_same_batch(sf, "src_feat", nlead, tf, "trg_feat", nlead) < 0 ||
-        gm_check_same_batch(sf, "src_feat", nlead, kp, "src_kps", nlead) < 0)
-        goto done;
+    if (!(tf = gm_as_array(objs[1], type, "trg_feat", nd, nd, 0))) goto done;
+    if (gm_check_same_batch(sf, "src_feat", nlead, tf, "trg_feat", nlead) < 0) goto done;
+    if (gm_transfer_points(objs[2], o_ss, o_ts, type, nlead, &kp, &ss, &ts) < 0) goto done;
+    if (gm_check_same_batch(sf, "src_feat", nlead, kp, "src_kps", nlead) < 0) goto done;
     if (PyArray_DIM(tf, nd - 1) != PyArray_DIM(sf, nd - 1)) {
         gm_set_error(PyExc_ValueError, "src_feat and trg_feat must have the same feature "
                      "dimension, got %zd and %zd", (Py_ssize_t)PyArray_DIM(sf, nd - 1),
                      (Py_ssize_t)PyArray_DIM(tf, nd - 1));
         goto done;
     }
-    if (PyArray_DIM(kp, nlead + 1) != 2) {
-        gm_set_error(PyExc_ValueError, "src_kps must have shape (..., K, 2), got last "
-                     "dimension %zd", (Py_ssize_t)PyArray_DIM(kp, nlead + 1));
-        goto done;
-    }
-    ss = gm_transfer_sizes(o_ss, "src_size", sf, nlead);
-    if (ss == NULL) goto done;
-    ts = gm_transfer_sizes(o_ts, "trg_size", sf, nlead);
-    if (ts == NULL) goto done;
-    /* src_feat and trg_feat are checked for NaN/inf by the kernel (fused
-     * with its first pass; reported through gm_raise_status). */
-    if (gm_check_finite(kp, "src_kps") < 0) goto done;
-    batch = (size_t)gm_batch_size(sf, nlead);
-    hs = (size_t)PyArray_DIM(sf, nlead);
-    ws = (size_t)PyArray_DIM(sf, nlead + 1);
-    ht = (size_t)PyArray_DIM(tf, nlead);
-    wt = (size_t)PyArray_DIM(tf, nlead + 1);
-    dim = (size_t)PyArray_DIM(sf, nd - 1);
-    nkps = (size_t)PyArray_DIM(kp, nlead);
-    {
-        const int64_t *szs = (const int64_t *)PyArray_DATA(ss);
-        size_t b, k;
-        for (b = 0; b < batch; b++) {
-            for (k = 0; k < nkps; k++) {
-                double x, y;
-                if (type == NPY_FLOAT32) {
-                    x = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k)];
-                    y = ((const float *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
-                } else {
-                    x = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k)];
-                    y = ((const double *)PyArray_DATA(kp))[2 * (b * nkps + k) + 1];
-                }
-                if (!(x >= 0.0 && x < (double)szs[2 * b] && y >= 0.0 &&
-                      y < (double)szs[2 * b + 1])) {
-                    gm_set_error(PyExc_ValueError,
-                                 "src_kps: keypoint %zu of pair %zu, (x, y) = (%g, %g), lies "
-                                 "outside the source image of size (W, H) = (%lld, %lld); "
-                                 "need 0 <= x < W and 0 <= y < H", k, b, x, y,
-                                 (long long)szs[2 * b], (long long)szs[2 * b + 1]);
-                    goto done;
-                }
-            }
-        }
-    }
     for (int i = 0; i < nlead + 1; i++) dims[i] = PyArray_DIM(kp, i);
     dims[nlead + 1] = 2;
-    out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0);
-    if (out == NULL) goto done;
-    Py_BEGIN_ALLOW_THREADS
-    if (type == NPY_FLOAT32)
-        status = gm_transfer_upsample_argmax_f32(
-            (const float *)PyArray_DATA(sf), (const float *)PyArray_DATA(tf),
-            (const float *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
-            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
-            (float *)PyArray_DATA(out));
-    else
-        status = gm_transfer_upsample_argmax_f64(
-            (const double *)PyArray_DATA(sf), (const double *)PyArray_DATA(tf),
-            (const double *)PyArray_DATA(kp), (const int64_t *)PyArray_DATA(ss),
-            (const int64_t *)PyArray_DATA(ts), batch, hs, ws, ht, wt, dim, nkps,
-            (double *)PyArray_DATA(out));
-    Py_END_ALLOW_THREADS
-    if (status == GM_ERR_NUMERIC) {
-        gm_set_error(PyExc_FloatingPointError,
-                     "transfer_upsample_argmax: dot products of the feature vectors "
-                     "overflow %s; rescale src_feat/trg_feat",
-                     type == NPY_FLOAT32 ? "float32" : "float64");
-        goto done;
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "transfer_upsample_argmax", argn, 3);
-        goto done;
-    }
-    result = (PyObject *)out;
-    out = NULL;
+    if (!(out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0))) goto done;
+    GM_RUN(st, type, gm_transfer_upsample_argmax, PyArray_DATA(sf), PyArray_DATA(tf),
+           PyArray_DATA(kp), PyArray_DATA(ss), PyArray_DATA(ts),
+           (size_t)gm_batch_size(sf, nlead), (size_t)PyArray_DIM(sf, nlead),
+           (size_t)PyArray_DIM(sf, nlead + 1), (size_t)PyArray_DIM(tf, nlead),
+           (size_t)PyArray_DIM(tf, nlead + 1), (size_t)PyArray_DIM(sf, nd - 1),
+           (size_t)PyArray_DIM(kp, nlead), PyArray_DATA(out));
+    if (gm_failed(st, "transfer_upsample_argmax", tr_names, 5)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(sf);
-    Py_XDECREF(tf);
-    Py_XDECREF(kp);
-    Py_XDECREF(ss);
-    Py_XDECREF(ts);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){sf, tf, kp, ss, ts, out}, 6);
     return result;
 }
 
-#define GM_METHODS_TRANSFER                                                        \
-    {"transfer_upsample_argmax", (PyCFunction)(void (*)(void))py_transfer_upsample_argmax, \
-     METH_VARARGS | METH_KEYWORDS,                                                 \
-     "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n" \
-     "Exact upsample-argmax keypoint transfer (see geomatch.transfer)."},
-/* @@end transfer */
 /* ======================================================================== */
-
+/* Backbone building blocks                                                 */
 /* ======================================================================== */
-/* nn                                                                       */
-/* @@section nn */
-/* Output array for an nn kernel: a new C-contiguous array of `type` and
- * shape dims when out is None, else out itself (new reference) after checking
- * that it is a writable C-contiguous array of that dtype and shape. */
-static PyArrayObject *gm_nn_out(PyObject *out, int type, int nd, npy_intp *dims,
-                                const char *name)
-{
-    if (out == NULL || out == Py_None)
-        return (PyArrayObject *)PyArray_SimpleNew(nd, dims, type);
-    if (!PyArray_Check(out)) {
-        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
-        return NULL;
-    }
-    PyArrayObject *a = (PyArrayObject *)out;
-    if (PyArray_TYPE(a) != type) {
-        gm_set_error(PyExc_TypeError, "%s must have dtype %s", name,
-                     type == NPY_FLOAT32 ? "float32" : "float64");
-        return NULL;
-    }
-    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISWRITEABLE(a) || !PyArray_ISALIGNED(a)) {
-        gm_set_error(PyExc_ValueError, "%s must be a writable C-contiguous array", name);
-        return NULL;
-    }
-    int ok = PyArray_NDIM(a) == nd;
-    for (int i = 0; ok && i < nd; i++) ok = PyArray_DIM(a, i) == dims[i];
-    if (!ok) {
-        gm_set_error(PyExc_ValueError, "%s has the wrong shape", name);
-        return NULL;
-    }
-    Py_INCREF(a);
-    return a;
-}
 
 /* Check that a 1-D array (may be NULL) has length n. */
-static int gm_nn_check_vec(PyArrayObject *v, npy_intp n, const char *name)
+static int gm_check_vec(PyArrayObject *v, npy_intp n, const char *name)
 {
     if (v != NULL && (PyArray_NDIM(v) != 1 || PyArray_DIM(v, 0) != n)) {
-        gm_set_error(PyExc_ValueError, "%s must have shape (%ld,)", name, (long)n);
+        gm_set_error(PyExc_ValueError, "%s must have shape (%zd,)", name, (Py_ssize_t)n);
         return -1;
     }
     return 0;
 }
 
+PyDoc_STRVAR(py_nn_linear__doc__,
+             "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"
+             "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias.");
+
 static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"x", "weight", "bias", "out", "act", "accumulate", NULL};
-    PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL;
-    int accumulate = 0, status = GM_OK;
+    static const char *const names[] = {"x", "weight", "bias"};
+    PyObject *objs[3] = {NULL, NULL, Py_None}, *oout = Py_None, *oact = NULL;
+    int accumulate = 0, st = GM_OK, type;
     long act = 0;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
     PyObject *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp", kwlist, &ox, &ow, &ob, &oout,
-                                     &oact, &accumulate))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp:nn_linear", kwlist, &objs[0],
+                                     &objs[1], &objs[2], &oout, &oact, &accumulate))
         return NULL;
-    if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) return NULL;
-    PyObject *objs[3] = {ox, ow, ob};
-    const char *names[3] = {"x", "weight", "bias"};
-    int type = gm_common_float_type(objs, names, 3);
-    if (type < 0) return NULL;
-    if (!(x = gm_as_array(ox, type, "x", 2, 2, 0))) goto done;
-    if (!(w = gm_as_array(ow, type, "weight", 2, 2, 0))) goto done;
-    if (ob != Py_None && !(b = gm_as_array(ob, type, "bias", 1, 1, 0))) goto done;
+    if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) goto done;
+    if ((type = gm_common_float_type(objs, names, 3)) < 0) goto done;
+    if (!(x = gm_as_array(objs[0], type, "x", 2, 2, 0))) goto done;
+    if (!(w = gm_as_array(objs[1], type, "weight", 2, 2, 0))) goto done;
+    if (objs[2] != Py_None && !(b = gm_as_array(objs[2], type, "bias", 1, 1, 0))) goto done;
     if (PyArray_DIM(w, 1) != PyArray_DIM(x, 1)) {
-        gm_set_error(PyExc_ValueError, "weight must have shape (dout, %ld), got (%ld, %ld)",
-                     (long)PyArray_DIM(x, 1), (long)PyArray_DIM(w, 0),
-                     (long)PyArray_DIM(w, 1));
+        gm_set_error(PyExc_ValueError, "weight must have shape (dout, %zd), got (%zd, %zd)",
+                     (Py_ssize_t)PyArray_DIM(x, 1), (Py_ssize_t)PyArray_DIM(w, 0),
+                     (Py_ssize_t)PyArray_DIM(w, 1));
         goto done;
     }
-    if (gm_nn_check_vec(b, PyArray_DIM(w, 0), "bias") < 0) goto done;
+    if (gm_check_vec(b, PyArray_DIM(w, 0), "bias") < 0) goto done;
     if (accumulate && oout == Py_None) {
         gm_set_error(PyExc_ValueError, "accumulate=True needs out");
         goto done;
@@ -1149,189 +947,128 @@ static PyObject *py_nn_linear(PyObject *self, PyObject *args, PyObject *kwds)
         gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
         goto done;
     }
-    {
-        npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
-        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
-        size_t n = (size_t)dims[0], din = (size_t)PyArray_DIM(x, 1), dout = (size_t)dims[1];
-        void *px = PyArray_DATA(x), *pw = PyArray_DATA(w), *pb = b ? PyArray_DATA(b) : NULL;
-        void *py = PyArray_DATA(out);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_nn_linear_f32(px, n, din, pw, pb, dout, (int)act, accumulate, py);
-        else
-            status = gm_nn_linear_f64(px, n, din, pw, pb, dout, (int)act, accumulate, py);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        static const char *an[] = {"x", "weight", "bias"};
-        gm_raise_status(status, "nn_linear", an, 3);
-        goto done;
-    }
-    Py_INCREF(out);
-    result = (PyObject *)out;
+    npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(w, 0)};
+    if (!(out = gm_out_array(oout, type, 2, dims, "out", 1, 1))) goto done;
+    GM_RUN(st, type, gm_nn_linear, PyArray_DATA(x), (size_t)dims[0],
+           (size_t)PyArray_DIM(x, 1), PyArray_DATA(w), b ? PyArray_DATA(b) : NULL,
+           (size_t)dims[1], (int)act, accumulate, PyArray_DATA(out));
+    if (gm_failed(st, "nn_linear", names, 3)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(w);
-    Py_XDECREF(b);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){x, w, b, out}, 4);
     return result;
 }
+
+PyDoc_STRVAR(py_nn_layernorm__doc__,
+             "nn_layernorm(x, weight=None, bias=None, eps=1e-6, out=None)\n--\n\n"
+             "Row-wise LayerNorm of a 2-D array.");
 
 static PyObject *py_nn_layernorm(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"x", "weight", "bias", "eps", "out", NULL};
-    PyObject *ox, *og = Py_None, *ob = Py_None, *oeps = NULL, *oout = Py_None;
+    static const char *const names[] = {"x", "weight", "bias"};
+    PyObject *objs[3] = {NULL, Py_None, Py_None}, *oeps = NULL, *oout = Py_None;
     double eps = 1e-6;
-    int status = GM_OK;
+    int st = GM_OK, type;
     PyArrayObject *x = NULL, *g = NULL, *b = NULL, *out = NULL;
     PyObject *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO", kwlist, &ox, &og, &ob, &oeps, &oout))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO:nn_layernorm", kwlist, &objs[0],
+                                     &objs[1], &objs[2], &oeps, &oout))
         return NULL;
-    if (oeps != NULL && gm_parse_positive(oeps, "eps", 1, &eps) < 0) return NULL;
-    PyObject *objs[3] = {ox, og, ob};
-    const char *names[3] = {"x", "weight", "bias"};
-    int type = gm_common_float_type(objs, names, 3);
-    if (type < 0) return NULL;
-    if (!(x = gm_as_array(ox, type, "x", 2, 2, 0))) goto done;
-    if (og != Py_None && !(g = gm_as_array(og, type, "weight", 1, 1, 0))) goto done;
-    if (ob != Py_None && !(b = gm_as_array(ob, type, "bias", 1, 1, 0))) goto done;
-    if (gm_nn_check_vec(g, PyArray_DIM(x, 1), "weight") < 0) goto done;
-    if (gm_nn_check_vec(b, PyArray_DIM(x, 1), "bias") < 0) goto done;
-    {
-        npy_intp dims[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
-        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
-        size_t n = (size_t)dims[0], d = (size_t)dims[1];
-        void *px = PyArray_DATA(x), *pg = g ? PyArray_DATA(g) : NULL;
-        void *pb = b ? PyArray_DATA(b) : NULL, *py = PyArray_DATA(out);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_nn_layernorm_f32(px, n, d, pg, pb, eps, py);
-        else
-            status = gm_nn_layernorm_f64(px, n, d, pg, pb, eps, py);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        static const char *an[] = {"x", "weight", "bias"};
-        gm_raise_status(status, "nn_layernorm", an, 3);
-        goto done;
-    }
-    Py_INCREF(out);
-    result = (PyObject *)out;
+    if (oeps != NULL && gm_parse_real(oeps, "eps", GM_NONNEG, &eps) < 0) goto done;
+    if ((type = gm_common_float_type(objs, names, 3)) < 0) goto done;
+    if (!(x = gm_as_array(objs[0], type, "x", 2, 2, 0))) goto done;
+    if (objs[1] != Py_None && !(g = gm_as_array(objs[1], type, "weight", 1, 1, 0))) goto done;
+    if (objs[2] != Py_None && !(b = gm_as_array(objs[2], type, "bias", 1, 1, 0))) goto done;
+    if (gm_check_vec(g, PyArray_DIM(x, 1), "weight") < 0) goto done;
+    if (gm_check_vec(b, PyArray_DIM(x, 1), "bias") < 0) goto done;
+    if (!(out = gm_out_array(oout, type, 2, PyArray_DIMS(x), "out", 1, 1))) goto done;
+    GM_RUN(st, type, gm_nn_layernorm, PyArray_DATA(x), (size_t)PyArray_DIM(x, 0),
+           (size_t)PyArray_DIM(x, 1), g ? PyArray_DATA(g) : NULL, b ? PyArray_DATA(b) : NULL,
+           eps, PyArray_DATA(out));
+    if (gm_failed(st, "nn_layernorm", names, 3)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(g);
-    Py_XDECREF(b);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){x, g, b, out}, 4);
     return result;
 }
+
+PyDoc_STRVAR(py_nn_swiglu__doc__,
+             "nn_swiglu(h, out=None)\n--\n\nsilu(h[:, :k]) * h[:, k:] with k = h.shape[1] // 2.");
 
 static PyObject *py_nn_swiglu(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"h", "out", NULL};
-    PyObject *oh, *oout = Py_None;
-    int status = GM_OK;
+    static const char *const names[] = {"h"};
+    PyObject *oh, *oout = Py_None, *result = NULL;
+    int st = GM_OK, type;
     PyArrayObject *h = NULL, *out = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &oh, &oout)) return NULL;
-    const char *names[1] = {"h"};
-    int type = gm_common_float_type(&oh, names, 1);
-    if (type < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:nn_swiglu", kwlist, &oh, &oout))
+        return NULL;
+    if ((type = gm_common_float_type(&oh, names, 1)) < 0) goto done;
     if (!(h = gm_as_array(oh, type, "h", 2, 2, 0))) goto done;
     if (PyArray_DIM(h, 1) % 2 != 0) {
         gm_set_error(PyExc_ValueError, "h must have an even number of columns");
         goto done;
     }
-    {
-        npy_intp dims[2] = {PyArray_DIM(h, 0), PyArray_DIM(h, 1) / 2};
-        if (!(out = gm_nn_out(oout, type, 2, dims, "out"))) goto done;
-        size_t n = (size_t)dims[0], hid = (size_t)dims[1];
-        void *ph = PyArray_DATA(h), *py = PyArray_DATA(out);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_nn_swiglu_f32(ph, n, hid, py);
-        else
-            status = gm_nn_swiglu_f64(ph, n, hid, py);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "nn_swiglu", names, 1);
-        goto done;
-    }
-    Py_INCREF(out);
-    result = (PyObject *)out;
+    npy_intp dims[2] = {PyArray_DIM(h, 0), PyArray_DIM(h, 1) / 2};
+    if (!(out = gm_out_array(oout, type, 2, dims, "out", 1, 1))) goto done;
+    GM_RUN(st, type, gm_nn_swiglu, PyArray_DATA(h), (size_t)dims[0], (size_t)dims[1],
+           PyArray_DATA(out));
+    if (gm_failed(st, "nn_swiglu", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(h);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){h, out}, 2);
     return result;
 }
+
+/* qkv's last dimension as 3 * heads * hd: hd (> 0), or -1 with ValueError. */
+static long gm_qkv_head_dim(PyArrayObject *q, long heads)
+{
+    npy_intp c = PyArray_DIM(q, PyArray_NDIM(q) - 1);
+    if (c % (3 * heads) != 0) {
+        gm_set_error(PyExc_ValueError,
+                     "qkv's last dimension (%zd) must be a multiple of 3 * heads (%ld)",
+                     (Py_ssize_t)c, 3 * heads);
+        return -1;
+    }
+    return (long)(c / (3 * heads));
+}
+
+PyDoc_STRVAR(py_nn_attention__doc__,
+             "nn_attention(qkv, heads, out=None)\n--\n\n"
+             "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v].");
 
 static PyObject *py_nn_attention(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"qkv", "heads", "out", NULL};
-    PyObject *oq, *oheads, *oout = Py_None;
-    long heads;
-    int status = GM_OK;
+    static const char *const names[] = {"qkv"};
+    PyObject *oq, *oheads, *oout = Py_None, *result = NULL;
+    long heads, hd;
+    int st = GM_OK, type, nd;
     PyArrayObject *q = NULL, *out = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O", kwlist, &oq, &oheads, &oout))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:nn_attention", kwlist, &oq, &oheads,
+                                     &oout))
         return NULL;
-    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
-    const char *names[1] = {"qkv"};
-    int type = gm_common_float_type(&oq, names, 1);
-    if (type < 0) return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) goto done;
+    if ((type = gm_common_float_type(&oq, names, 1)) < 0) goto done;
     if (!(q = gm_as_array(oq, type, "qkv", 2, 3, 0))) goto done;
-    {
-        int nd = PyArray_NDIM(q);
-        npy_intp batch = nd == 3 ? PyArray_DIM(q, 0) : 1;
-        npy_intp n = PyArray_DIM(q, nd - 2), c = PyArray_DIM(q, nd - 1);
-        if (c % (3 * heads) != 0) {
-            gm_set_error(PyExc_ValueError,
-                         "qkv's last dimension (%ld) must be a multiple of 3 * heads (%ld)",
-                         (long)c, 3 * heads);
-            goto done;
-        }
-        npy_intp dims[3];
-        if (nd == 3) { dims[0] = batch; dims[1] = n; dims[2] = c / 3; }
-        else { dims[0] = n; dims[1] = c / 3; }
-        if (!(out = gm_nn_out(oout, type, nd, dims, "out"))) goto done;
-        size_t hd = (size_t)(c / 3 / heads);
-        void *pq = PyArray_DATA(q), *py = PyArray_DATA(out);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_nn_attention_f32(pq, (size_t)batch, (size_t)n, (size_t)heads, hd, py);
-        else
-            status = gm_nn_attention_f64(pq, (size_t)batch, (size_t)n, (size_t)heads, hd, py);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "nn_attention", names, 1);
-        goto done;
-    }
-    Py_INCREF(out);
-    result = (PyObject *)out;
+    if ((hd = gm_qkv_head_dim(q, heads)) < 0) goto done;
+    nd = PyArray_NDIM(q);
+    npy_intp batch = nd == 3 ? PyArray_DIM(q, 0) : 1, n = PyArray_DIM(q, nd - 2);
+    npy_intp dims[3] = {batch, n, heads * hd};
+    if (!(out = gm_out_array(oout, type, nd, dims + 3 - nd, "out", 1, 1))) goto done;
+    GM_RUN(st, type, gm_nn_attention, PyArray_DATA(q), (size_t)batch, (size_t)n,
+           (size_t)heads, (size_t)hd, PyArray_DATA(out));
+    if (gm_failed(st, "nn_attention", names, 1)) goto done;
+    result = gm_steal(&out);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){q, out}, 2);
     return result;
 }
 
-#define GM_METHODS_NN                                                               \
-    {"nn_linear", (PyCFunction)(void (*)(void))py_nn_linear, METH_VARARGS | METH_KEYWORDS, \
-     "nn_linear(x, weight, bias=None, out=None, act=0, accumulate=False)\n--\n\n"  \
-     "act(x @ weight.T + bias) (act 1 = exact GELU), or out += x @ weight.T + bias."}, \
-    {"nn_layernorm", (PyCFunction)(void (*)(void))py_nn_layernorm,                 \
-     METH_VARARGS | METH_KEYWORDS,                                                  \
-     "nn_layernorm(x, weight=None, bias=None, eps=1e-6, out=None)\n--\n\n"         \
-     "Row-wise LayerNorm of a 2-D array."},                                        \
-    {"nn_swiglu", (PyCFunction)(void (*)(void))py_nn_swiglu, METH_VARARGS | METH_KEYWORDS, \
-     "nn_swiglu(h, out=None)\n--\n\nsilu(h[:, :k]) * h[:, k:] with k = h.shape[1] // 2."}, \
-    {"nn_attention", (PyCFunction)(void (*)(void))py_nn_attention,                 \
-     METH_VARARGS | METH_KEYWORDS,                                                  \
-     "nn_attention(qkv, heads, out=None)\n--\n\n"                                  \
-     "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v]."},
-/* @@end nn */
 /* ======================================================================== */
-/* @@section head                                                           */
+/* Head kernels                                                             */
 /* ======================================================================== */
 
 /* A 2-D matrix operand of gemm: an ndarray of dtype `type`, aligned, whose
@@ -1342,16 +1079,8 @@ done:
 static int gm_matrix_operand(PyObject *obj, int type, const char *name, int writable,
                              PyArrayObject **arr, size_t *ld)
 {
-    if (!PyArray_Check(obj)) {
-        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
-        return -1;
-    }
-    PyArrayObject *a = (PyArrayObject *)obj;
-    if (PyArray_TYPE(a) != type) {
-        gm_set_error(PyExc_TypeError, "%s must have dtype %s", name,
-                     type == NPY_FLOAT32 ? "float32" : "float64");
-        return -1;
-    }
+    PyArrayObject *a = gm_ndarray_of(obj, type, name);
+    if (a == NULL) return -1;
     if (PyArray_NDIM(a) != 2 || PyArray_DIM(a, 0) < 1 || PyArray_DIM(a, 1) < 1) {
         gm_set_error(PyExc_ValueError, "%s must be a non-empty 2-D array", name);
         return -1;
@@ -1374,211 +1103,144 @@ static int gm_matrix_operand(PyObject *obj, int type, const char *name, int writ
     return 0;
 }
 
+PyDoc_STRVAR(py_gemm__doc__,
+             "gemm(a, b, c, trans_a, trans_b, alpha, beta)\n--\n\n"
+             "c = alpha op(a) op(b) + beta c in place (op(x) = x.T when trans_x); a, b, c\n"
+             "are 2-D arrays of c's dtype with contiguous rows.");
+
 static PyObject *py_gemm(PyObject *self, PyObject *args)
 {
-    PyObject *oa, *ob, *oc;
-    int trans_a, trans_b, status = GM_OK;
+    static const char *const names[] = {"a", "b", "c"};
+    PyObject *oa, *ob, *oc, *result = NULL;
+    int trans_a, trans_b, st = GM_OK, type = -1;
     double alpha, beta;
     PyArrayObject *a, *b, *c;
     size_t lda, ldb, ldc;
-    if (!PyArg_ParseTuple(args, "OOOppdd", &oa, &ob, &oc, &trans_a, &trans_b, &alpha, &beta))
+    if (!PyArg_ParseTuple(args, "OOOppdd:gemm", &oa, &ob, &oc, &trans_a, &trans_b, &alpha,
+                          &beta))
         return NULL;
-    if (!PyArray_Check(oc)) {
-        gm_set_error(PyExc_TypeError, "c must be a NumPy array");
-        return NULL;
-    }
-    int type = PyArray_TYPE((PyArrayObject *)oc);
+    if (PyArray_Check(oc)) type = PyArray_TYPE((PyArrayObject *)oc);
     if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
-        gm_set_error(PyExc_TypeError, "c must have dtype float32 or float64");
-        return NULL;
+        gm_set_error(PyExc_TypeError, "c must be a NumPy array of dtype float32 or float64");
+        goto done;
     }
     if (gm_matrix_operand(oa, type, "a", 0, &a, &lda) < 0
         || gm_matrix_operand(ob, type, "b", 0, &b, &ldb) < 0
         || gm_matrix_operand(oc, type, "c", 1, &c, &ldc) < 0)
-        return NULL;
+        goto done;
     size_t m = (size_t)PyArray_DIM(a, trans_a ? 1 : 0);
     size_t k = (size_t)PyArray_DIM(a, trans_a ? 0 : 1);
     size_t kb = (size_t)PyArray_DIM(b, trans_b ? 1 : 0);
     size_t n = (size_t)PyArray_DIM(b, trans_b ? 0 : 1);
     if (kb != k || (size_t)PyArray_DIM(c, 0) != m || (size_t)PyArray_DIM(c, 1) != n) {
         gm_set_error(PyExc_ValueError, "gemm: shapes do not match: op(a) is %zu x %zu, "
-                     "op(b) %zu x %zu, c %ld x %ld", m, k, kb, n, (long)PyArray_DIM(c, 0),
-                     (long)PyArray_DIM(c, 1));
-        return NULL;
+                     "op(b) %zu x %zu, c %zd x %zd", m, k, kb, n, (Py_ssize_t)PyArray_DIM(c, 0),
+                     (Py_ssize_t)PyArray_DIM(c, 1));
+        goto done;
     }
-    void *pa = PyArray_DATA(a), *pb = PyArray_DATA(b), *pc = PyArray_DATA(c);
-    Py_BEGIN_ALLOW_THREADS
-    if (type == NPY_FLOAT32)
-        status = gm_gemm_f32(trans_a, trans_b, m, n, k, (float)alpha, pa, lda, pb, ldb,
-                             (float)beta, pc, ldc);
-    else
-        status = gm_gemm_f64(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc,
-                             ldc);
-    Py_END_ALLOW_THREADS
-    if (status != GM_OK) {
-        static const char *an[] = {"a", "b", "c"};
-        gm_raise_status(status, "gemm", an, 3);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    GM_RUN(st, type, gm_gemm, trans_a, trans_b, m, n, k, alpha, PyArray_DATA(a), lda,
+           PyArray_DATA(b), ldb, beta, PyArray_DATA(c), ldc);
+    if (gm_failed(st, "gemm", names, 3)) goto done;
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    return result;
 }
 
-/* Check qkv (batch, n, 3 * heads * hd) and return hd (> 0), or -1. */
-static long gm_head_qkv_dims(PyArrayObject *q, long heads)
-{
-    npy_intp c = PyArray_DIM(q, 2);
-    if (c % (3 * heads) != 0) {
-        gm_set_error(PyExc_ValueError,
-                     "qkv's last dimension (%ld) must be a multiple of 3 * heads (%ld)",
-                     (long)c, 3 * heads);
-        return -1;
-    }
-    return (long)(c / (3 * heads));
-}
-
-/* An existing C-contiguous array of `type` with exactly the shape dims. */
-static int gm_head_check_exact(PyObject *obj, int type, int nd, const npy_intp *dims,
-                               int writable, const char *name)
-{
-    if (!PyArray_Check(obj)) {
-        gm_set_error(PyExc_TypeError, "%s must be a NumPy array", name);
-        return -1;
-    }
-    PyArrayObject *a = (PyArrayObject *)obj;
-    int ok = PyArray_TYPE(a) == type && PyArray_NDIM(a) == nd && PyArray_IS_C_CONTIGUOUS(a)
-             && PyArray_ISALIGNED(a) && (!writable || PyArray_ISWRITEABLE(a));
-    for (int i = 0; ok && i < nd; i++) ok = PyArray_DIM(a, i) == dims[i];
-    if (!ok) {
-        gm_set_error(PyExc_ValueError, "%s must be a%s C-contiguous %s array of shape "
-                     "(batch, heads, n, n) / (batch, heads, n) / (batch, n, D) as "
-                     "head_attention_fwd returns", name, writable ? " writable" : "",
-                     type == NPY_FLOAT32 ? "float32" : "float64");
-        return -1;
-    }
-    return 0;
-}
+PyDoc_STRVAR(py_head_attention_fwd__doc__,
+             "head_attention_fwd(qkv, heads, e=None)\n--\n\n"
+             "(e, rz, out): exponentials of the shifted scores (written into e when\n"
+             "given), 1 / their row sums and the attention output for qkv (batch, n,\n"
+             "3*D) laid out [q|k|v].");
 
 static PyObject *py_head_attention_fwd(PyObject *self, PyObject *args)
 {
-    PyObject *oq, *oheads, *obuf = Py_None;
+    static const char *const names[] = {"qkv"};
+    PyObject *oq, *oheads, *obuf = Py_None, *result = NULL;
     long heads, hd;
-    int status = GM_OK;
+    int st = GM_OK, type;
     PyArrayObject *q = NULL, *e = NULL, *rz = NULL, *out = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OO|O", &oq, &oheads, &obuf)) return NULL;
-    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
-    const char *names[1] = {"qkv"};
-    int type = gm_common_float_type(&oq, names, 1);
-    if (type < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "OO|O:head_attention_fwd", &oq, &oheads, &obuf)) return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) goto done;
+    if ((type = gm_common_float_type(&oq, names, 1)) < 0) goto done;
     if (!(q = gm_as_array(oq, type, "qkv", 3, 3, 0))) goto done;
-    if ((hd = gm_head_qkv_dims(q, heads)) < 0) goto done;
-    {
-        npy_intp batch = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1);
-        npy_intp de[4] = {batch, heads, n, n}, dz[3] = {batch, heads, n};
-        npy_intp dout[3] = {batch, n, heads * hd};
-        if (obuf != Py_None) {
-            /* reuse the caller's buffer for e (saves faulting in fresh pages) */
-            if (gm_head_check_exact(obuf, type, 4, de, 1, "e") < 0) goto done;
-            e = (PyArrayObject *)obuf;
-            Py_INCREF(e);
-        } else if (!(e = (PyArrayObject *)PyArray_SimpleNew(4, de, type))) {
-            goto done;
-        }
-        if (!(rz = (PyArrayObject *)PyArray_SimpleNew(3, dz, type))) goto done;
-        if (!(out = (PyArrayObject *)PyArray_SimpleNew(3, dout, type))) goto done;
-        void *pq = PyArray_DATA(q), *pe = PyArray_DATA(e), *pz = PyArray_DATA(rz);
-        void *po = PyArray_DATA(out);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_head_attention_fwd_f32(pq, (size_t)batch, (size_t)n, (size_t)heads,
-                                               (size_t)hd, pe, pz, po);
-        else
-            status = gm_head_attention_fwd_f64(pq, (size_t)batch, (size_t)n, (size_t)heads,
-                                               (size_t)hd, pe, pz, po);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "head_attention_fwd", names, 1);
+    if ((hd = gm_qkv_head_dim(q, heads)) < 0) goto done;
+    npy_intp batch = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1);
+    npy_intp de[4] = {batch, heads, n, n}, dz[3] = {batch, heads, n};
+    npy_intp dout[3] = {batch, n, heads * hd};
+    /* e may be the caller's buffer (saves faulting in fresh pages) */
+    if (!(e = gm_out_array(obuf, type, 4, de, "e", 1, 1)) ||
+        !(rz = (PyArrayObject *)PyArray_SimpleNew(3, dz, type)) ||
+        !(out = (PyArrayObject *)PyArray_SimpleNew(3, dout, type)))
         goto done;
-    }
+    GM_RUN(st, type, gm_head_attention_fwd, PyArray_DATA(q), (size_t)batch, (size_t)n,
+           (size_t)heads, (size_t)hd, PyArray_DATA(e), PyArray_DATA(rz), PyArray_DATA(out));
+    if (gm_failed(st, "head_attention_fwd", names, 1)) goto done;
     result = Py_BuildValue("(OOO)", e, rz, out);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(e);
-    Py_XDECREF(rz);
-    Py_XDECREF(out);
+    gm_release((PyArrayObject *[]){q, e, rz, out}, 4);
     return result;
 }
+
+PyDoc_STRVAR(py_head_attention_bwd__doc__,
+             "head_attention_bwd(qkv, e, rz, out, dout, heads)\n--\n\n"
+             "d loss / d qkv given dout = d loss / d out; e is overwritten.");
 
 static PyObject *py_head_attention_bwd(PyObject *self, PyObject *args)
 {
-    PyObject *oq, *oe, *oz, *oo, *og, *oheads;
+    static const char *const names[] = {"qkv", "e", "rz", "out", "dout"};
+    PyObject *objs[5], *oheads, *result = NULL;
     long heads, hd;
-    int status = GM_OK;
-    PyArrayObject *q = NULL, *g = NULL, *dq = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOO", &oq, &oe, &oz, &oo, &og, &oheads)) return NULL;
-    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) return NULL;
-    const char *names[2] = {"qkv", "dout"};
-    PyObject *objs[2] = {oq, og};
-    int type = gm_common_float_type(objs, names, 2);
-    if (type < 0) return NULL;
-    if (!(q = gm_as_array(oq, type, "qkv", 3, 3, 0))) goto done;
-    if ((hd = gm_head_qkv_dims(q, heads)) < 0) goto done;
-    {
-        npy_intp batch = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1);
-        npy_intp de[4] = {batch, heads, n, n}, dz[3] = {batch, heads, n};
-        npy_intp dout[3] = {batch, n, heads * hd};
-        if (gm_head_check_exact(oe, type, 4, de, 1, "e") < 0
-            || gm_head_check_exact(oz, type, 3, dz, 0, "rz") < 0
-            || gm_head_check_exact(oo, type, 3, dout, 0, "out") < 0)
-            goto done;
-        if (!(g = gm_as_array(og, type, "dout", 3, 3, 0))) goto done;
-        if (PyArray_DIM(g, 0) != batch || PyArray_DIM(g, 1) != n
-            || PyArray_DIM(g, 2) != heads * hd) {
-            gm_set_error(PyExc_ValueError, "dout must have shape (%ld, %ld, %ld)", (long)batch,
-                         (long)n, (long)(heads * hd));
-            goto done;
-        }
-        if (!(dq = (PyArrayObject *)PyArray_SimpleNew(3, PyArray_DIMS(q), type))) goto done;
-        void *pq = PyArray_DATA(q), *pe = PyArray_DATA((PyArrayObject *)oe);
-        void *pz = PyArray_DATA((PyArrayObject *)oz), *po = PyArray_DATA((PyArrayObject *)oo);
-        void *pg = PyArray_DATA(g), *pd = PyArray_DATA(dq);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_head_attention_bwd_f32(pq, pe, pz, po, pg, (size_t)batch, (size_t)n,
-                                               (size_t)heads, (size_t)hd, pd);
-        else
-            status = gm_head_attention_bwd_f64(pq, pe, pz, po, pg, (size_t)batch, (size_t)n,
-                                               (size_t)heads, (size_t)hd, pd);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "head_attention_bwd", names, 2);
+    int st = GM_OK, type;
+    PyArrayObject *q = NULL, *e = NULL, *rz = NULL, *o = NULL, *g = NULL, *dq = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO:head_attention_bwd", &objs[0], &objs[1], &objs[2],
+                          &objs[3], &objs[4], &oheads))
+        return NULL;
+    if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) goto done;
+    PyObject *conv[2] = {objs[0], objs[4]};
+    const char *const conv_names[2] = {"qkv", "dout"};
+    if ((type = gm_common_float_type(conv, conv_names, 2)) < 0) goto done;
+    if (!(q = gm_as_array(objs[0], type, "qkv", 3, 3, 0))) goto done;
+    if ((hd = gm_qkv_head_dim(q, heads)) < 0) goto done;
+    npy_intp batch = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1);
+    npy_intp de[4] = {batch, heads, n, n}, dz[3] = {batch, heads, n};
+    npy_intp dout[3] = {batch, n, heads * hd};
+    if (!(e = gm_out_array(objs[1], type, 4, de, "e", 1, 0)) ||
+        !(rz = gm_out_array(objs[2], type, 3, dz, "rz", 0, 0)) ||
+        !(o = gm_out_array(objs[3], type, 3, dout, "out", 0, 0)))
+        goto done;
+    if (!(g = gm_as_array(objs[4], type, "dout", 3, 3, 0))) goto done;
+    if (PyArray_DIM(g, 0) != batch || PyArray_DIM(g, 1) != n
+        || PyArray_DIM(g, 2) != heads * hd) {
+        gm_set_error(PyExc_ValueError, "dout must have shape (%zd, %zd, %zd)",
+                     (Py_ssize_t)batch, (Py_ssize_t)n, (Py_ssize_t)(heads * hd));
         goto done;
     }
-    Py_INCREF(dq);
-    result = (PyObject *)dq;
+    if (!(dq = (PyArrayObject *)PyArray_SimpleNew(3, PyArray_DIMS(q), type))) goto done;
+    GM_RUN(st, type, gm_head_attention_bwd, PyArray_DATA(q), PyArray_DATA(e),
+           PyArray_DATA(rz), PyArray_DATA(o), PyArray_DATA(g), (size_t)batch, (size_t)n,
+           (size_t)heads, (size_t)hd, PyArray_DATA(dq));
+    if (gm_failed(st, "head_attention_bwd", names, 5)) goto done;
+    result = gm_steal(&dq);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(g);
-    Py_XDECREF(dq);
+    gm_release((PyArrayObject *[]){q, e, rz, o, g, dq}, 6);
     return result;
 }
 
-/* Convert the 2-D float arrays objs[0..k) (all of the common float type) into
- * arrs; each after the first must have the shape of arrs[0] (or, for
- * vec[i] != 0, be 1-D of length arrs[0].shape[1]).  -1 on error (arrs holds
- * what was converted, for the caller to release). */
-static int gm_head_same_shapes(PyObject *const *objs, const char *const *names,
-                               const int *vec, int k, int type, PyArrayObject **arrs)
+/* Convert the float arrays objs[0..k) (all of type `type`) into arrs; each
+ * after the first must have the shape of arrs[0] (vec[i] == 0) or be 1-D of
+ * length arrs[0].shape[-1] (vec[i] != 0); arrs[0] has nd0 dimensions (1 to
+ * 32 when nd0 is 0).  -1 on error (arrs holds what was converted, for the
+ * caller to release). */
+static int gm_same_shapes(PyObject *const *objs, const char *const *names, const int *vec,
+                          int k, int type, int nd0, PyArrayObject **arrs)
 {
     for (int i = 0; i < k; i++) {
-        int nd = vec[i] ? 1 : 2;
-        if (!(arrs[i] = gm_as_array(objs[i], type, names[i], nd, nd, 0))) return -1;
-        int ok = vec[i] ? PyArray_DIM(arrs[i], 0) == PyArray_DIM(arrs[0], 1)
-                        : PyArray_DIM(arrs[i], 0) == PyArray_DIM(arrs[0], 0)
-                              && PyArray_DIM(arrs[i], 1) == PyArray_DIM(arrs[0], 1);
+        int lo = vec[i] ? 1 : (nd0 ? nd0 : 1), hi = vec[i] ? 1 : (nd0 ? nd0 : 32);
+        if (!(arrs[i] = gm_as_array(objs[i], type, names[i], lo, hi, nd0 == 0))) return -1;
+        int last = PyArray_NDIM(arrs[0]) - 1;
+        int ok = vec[i] ? PyArray_DIM(arrs[i], 0) == PyArray_DIM(arrs[0], last)
+                        : PyArray_SAMESHAPE(arrs[i], arrs[0]);
         if (i > 0 && !ok) {
             gm_set_error(PyExc_ValueError, "%s does not match the shape of %s", names[i],
                          names[0]);
@@ -1588,211 +1250,141 @@ static int gm_head_same_shapes(PyObject *const *objs, const char *const *names,
     return 0;
 }
 
+PyDoc_STRVAR(py_layernorm_fwd__doc__,
+             "layernorm_fwd(x, gamma, beta, eps)\n--\n\n(y, xhat, rstd) of row LayerNorm.");
+
 static PyObject *py_layernorm_fwd(PyObject *self, PyObject *args)
 {
-    PyObject *objs[3];
-    double eps;
-    int status = GM_OK;
-    PyArrayObject *arrs[3] = {NULL, NULL, NULL}, *y = NULL, *xh = NULL, *rs = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OOOd", &objs[0], &objs[1], &objs[2], &eps)) return NULL;
-    static const char *names[3] = {"x", "gamma", "beta"};
+    static const char *const names[3] = {"x", "gamma", "beta"};
     static const int vec[3] = {0, 1, 1};
-    int type = gm_common_float_type(objs, names, 3);
-    if (type < 0) return NULL;
-    if (gm_head_same_shapes(objs, names, vec, 3, type, arrs) < 0) goto done;
-    {
-        npy_intp *dims = PyArray_DIMS(arrs[0]);
-        if (!(y = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))
-            || !(xh = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))
-            || !(rs = (PyArrayObject *)PyArray_SimpleNew(1, dims, type)))
-            goto done;
-        size_t n = (size_t)dims[0], d = (size_t)dims[1];
-        void *px = PyArray_DATA(arrs[0]), *pg = PyArray_DATA(arrs[1]);
-        void *pb = PyArray_DATA(arrs[2]), *py = PyArray_DATA(y), *ph = PyArray_DATA(xh);
-        void *pr = PyArray_DATA(rs);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_layernorm_fwd_f32(px, n, d, pg, pb, eps, py, ph, pr);
-        else
-            status = gm_layernorm_fwd_f64(px, n, d, pg, pb, eps, py, ph, pr);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "layernorm_fwd", names, 3);
+    PyObject *objs[3], *oeps, *result = NULL;
+    double eps;
+    int st = GM_OK, type;
+    PyArrayObject *arrs[3] = {NULL, NULL, NULL}, *y = NULL, *xh = NULL, *rs = NULL;
+    if (!PyArg_ParseTuple(args, "OOOO:layernorm_fwd", &objs[0], &objs[1], &objs[2], &oeps))
+        return NULL;
+    if (gm_parse_real(oeps, "eps", GM_NONNEG, &eps) < 0) goto done;
+    if ((type = gm_common_float_type(objs, names, 3)) < 0) goto done;
+    if (gm_same_shapes(objs, names, vec, 3, type, 2, arrs) < 0) goto done;
+    npy_intp *dims = PyArray_DIMS(arrs[0]);
+    if (!(y = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))
+        || !(xh = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))
+        || !(rs = (PyArrayObject *)PyArray_SimpleNew(1, dims, type)))
         goto done;
-    }
+    GM_RUN(st, type, gm_layernorm_fwd, PyArray_DATA(arrs[0]), (size_t)dims[0],
+           (size_t)dims[1], PyArray_DATA(arrs[1]), PyArray_DATA(arrs[2]), eps, PyArray_DATA(y),
+           PyArray_DATA(xh), PyArray_DATA(rs));
+    if (gm_failed(st, "layernorm_fwd", names, 3)) goto done;
     result = Py_BuildValue("(OOO)", y, xh, rs);
 done:
-    for (int i = 0; i < 3; i++) Py_XDECREF(arrs[i]);
-    Py_XDECREF(y);
-    Py_XDECREF(xh);
-    Py_XDECREF(rs);
+    gm_release(arrs, 3);
+    gm_release((PyArrayObject *[]){y, xh, rs}, 3);
     return result;
 }
 
+PyDoc_STRVAR(py_layernorm_bwd__doc__,
+             "layernorm_bwd(dy, xhat, rstd, gamma, dx=None)\n--\n\n"
+             "(dx, dgamma, dbeta); with dx given the input gradient is added to it.");
+
 static PyObject *py_layernorm_bwd(PyObject *self, PyObject *args)
 {
-    PyObject *objs[4], *odx = Py_None;
-    int status = GM_OK, accumulate = 0;
-    PyArrayObject *arrs[4] = {NULL, NULL, NULL, NULL}, *dx = NULL, *dg = NULL, *db = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OOOO|O", &objs[0], &objs[1], &objs[2], &objs[3], &odx))
+    static const char *const names[4] = {"dy", "xhat", "rstd", "gamma"};
+    static const char *const names3[3] = {"dy", "xhat", "gamma"};
+    static const int vec3[3] = {0, 0, 1};
+    PyObject *objs[4], *odx = Py_None, *result = NULL;
+    int st = GM_OK, accumulate = 0, type;
+    PyArrayObject *a3[3] = {NULL, NULL, NULL}, *rstd = NULL, *dx = NULL, *dg = NULL;
+    PyArrayObject *db = NULL;
+    if (!PyArg_ParseTuple(args, "OOOO|O:layernorm_bwd", &objs[0], &objs[1], &objs[2],
+                          &objs[3], &odx))
         return NULL;
-    static const char *names[4] = {"dy", "xhat", "rstd", "gamma"};
-    int type = gm_common_float_type(objs, names, 4);
-    if (type < 0) return NULL;
-    /* rstd has one entry per row: check it apart */
+    if ((type = gm_common_float_type(objs, names, 4)) < 0) goto done;
+    /* rstd has one entry per row: checked apart */
     PyObject *objs3[3] = {objs[0], objs[1], objs[3]};
-    const char *names3[3] = {"dy", "xhat", "gamma"};
-    const int vec3[3] = {0, 0, 1};
-    PyArrayObject *a3[3] = {NULL, NULL, NULL};
-    if (gm_head_same_shapes(objs3, names3, vec3, 3, type, a3) < 0) {
-        for (int i = 0; i < 3; i++) Py_XDECREF(a3[i]);
-        return NULL;
-    }
-    arrs[0] = a3[0];
-    arrs[1] = a3[1];
-    arrs[3] = a3[2];
-    npy_intp *dims = PyArray_DIMS(arrs[0]);
-    if (!(arrs[2] = gm_as_array(objs[2], type, "rstd", 1, 1, 0))) goto done;
-    if (PyArray_DIM(arrs[2], 0) != dims[0]) {
+    if (gm_same_shapes(objs3, names3, vec3, 3, type, 2, a3) < 0) goto done;
+    npy_intp *dims = PyArray_DIMS(a3[0]);
+    if (!(rstd = gm_as_array(objs[2], type, "rstd", 1, 1, 0))) goto done;
+    if (PyArray_DIM(rstd, 0) != dims[0]) {
         gm_set_error(PyExc_ValueError, "rstd must have one entry per row of dy");
         goto done;
     }
-    if (odx != Py_None) {
-        if (!(dx = gm_nn_out(odx, type, 2, dims, "dx"))) goto done;
-        if (PyArray_DATA(dx) == PyArray_DATA(arrs[0])) {
-            gm_set_error(PyExc_ValueError, "dx must not be dy");
-            goto done;
-        }
-        accumulate = 1;
-    } else if (!(dx = (PyArrayObject *)PyArray_SimpleNew(2, dims, type))) {
+    accumulate = odx != Py_None;
+    if (!(dx = gm_out_array(odx, type, 2, dims, "dx", 1, 1))) goto done;
+    if (PyArray_DATA(dx) == PyArray_DATA(a3[0])) {
+        gm_set_error(PyExc_ValueError, "dx must not be dy");
         goto done;
     }
     if (!(dg = (PyArrayObject *)PyArray_SimpleNew(1, dims + 1, type))
         || !(db = (PyArrayObject *)PyArray_SimpleNew(1, dims + 1, type)))
         goto done;
-    {
-        size_t n = (size_t)dims[0], d = (size_t)dims[1];
-        void *p0 = PyArray_DATA(arrs[0]), *p1 = PyArray_DATA(arrs[1]);
-        void *p2 = PyArray_DATA(arrs[2]), *p3 = PyArray_DATA(arrs[3]);
-        void *pdx = PyArray_DATA(dx), *pdg = PyArray_DATA(dg), *pdb = PyArray_DATA(db);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_layernorm_bwd_f32(p0, p1, p2, p3, n, d, accumulate, pdx, pdg, pdb);
-        else
-            status = gm_layernorm_bwd_f64(p0, p1, p2, p3, n, d, accumulate, pdx, pdg, pdb);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        gm_raise_status(status, "layernorm_bwd", names, 4);
-        goto done;
-    }
+    GM_RUN(st, type, gm_layernorm_bwd, PyArray_DATA(a3[0]), PyArray_DATA(a3[1]),
+           PyArray_DATA(rstd), PyArray_DATA(a3[2]), (size_t)dims[0], (size_t)dims[1],
+           accumulate, PyArray_DATA(dx), PyArray_DATA(dg), PyArray_DATA(db));
+    if (gm_failed(st, "layernorm_bwd", names, 4)) goto done;
     result = Py_BuildValue("(OOO)", dx, dg, db);
 done:
-    for (int i = 0; i < 4; i++) Py_XDECREF(arrs[i]);
-    Py_XDECREF(dx);
-    Py_XDECREF(dg);
-    Py_XDECREF(db);
+    gm_release(a3, 3);
+    gm_release((PyArrayObject *[]){rstd, dx, dg, db}, 4);
     return result;
 }
 
-static PyObject *py_gelu_tanh_fwd(PyObject *self, PyObject *arg)
+PyDoc_STRVAR(py_gelu_tanh_fwd__doc__,
+             "gelu_tanh_fwd(u)\n--\n\n(g, t): tanh-form GELU and the tanh kept for bwd.");
+
+static PyObject *py_gelu_tanh_fwd(PyObject *self, PyObject *args)
 {
-    const char *names[1] = {"u"};
-    int type = gm_common_float_type(&arg, names, 1);
+    static const char *const names[1] = {"u"};
+    static const int vec[1] = {0};
+    PyObject *ou, *result = NULL;
     PyArrayObject *u = NULL, *g = NULL, *t = NULL;
-    PyObject *result = NULL;
-    if (type < 0) return NULL;
-    if (!(u = gm_as_array(arg, type, "u", 1, 32, 1))) goto done;
+    int st = GM_OK, type;
+    if (!PyArg_ParseTuple(args, "O:gelu_tanh_fwd", &ou)) return NULL;
+    if ((type = gm_common_float_type(&ou, names, 1)) < 0) goto done;
+    if (gm_same_shapes(&ou, names, vec, 1, type, 0, &u) < 0) goto done;
     if (!(g = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(u), PyArray_DIMS(u), type))
         || !(t = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(u), PyArray_DIMS(u), type)))
         goto done;
-    {
-        size_t count = (size_t)PyArray_SIZE(u);
-        void *pu = PyArray_DATA(u), *pg = PyArray_DATA(g), *pt = PyArray_DATA(t);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            gm_gelu_tanh_fwd_f32(pu, count, pg, pt);
-        else
-            gm_gelu_tanh_fwd_f64(pu, count, pg, pt);
-        Py_END_ALLOW_THREADS
-    }
+    GM_RUN(st, type, gm_gelu_tanh_fwd, PyArray_DATA(u), (size_t)PyArray_SIZE(u),
+           PyArray_DATA(g), PyArray_DATA(t));
+    if (gm_failed(st, "gelu_tanh_fwd", names, 1)) goto done;
     result = Py_BuildValue("(OO)", g, t);
 done:
-    Py_XDECREF(u);
-    Py_XDECREF(g);
-    Py_XDECREF(t);
+    gm_release((PyArrayObject *[]){u, g, t}, 3);
     return result;
 }
+
+PyDoc_STRVAR(py_gelu_tanh_bwd__doc__,
+             "gelu_tanh_bwd(dg, u, t)\n--\n\nd loss / d u of the tanh-form GELU.");
 
 static PyObject *py_gelu_tanh_bwd(PyObject *self, PyObject *args)
 {
-    PyObject *objs[3];
+    static const char *const names[3] = {"dg", "u", "t"};
+    static const int vec[3] = {0, 0, 0};
+    PyObject *objs[3], *result = NULL;
     PyArrayObject *a[3] = {NULL, NULL, NULL}, *du = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OOO", &objs[0], &objs[1], &objs[2])) return NULL;
-    static const char *names[3] = {"dg", "u", "t"};
-    int type = gm_common_float_type(objs, names, 3);
-    if (type < 0) return NULL;
-    for (int i = 0; i < 3; i++) {
-        if (!(a[i] = gm_as_array(objs[i], type, names[i], 1, 32, 1))) goto done;
-        if (i > 0 && !PyArray_SAMESHAPE(a[i], a[0])) {
-            gm_set_error(PyExc_ValueError, "%s does not match the shape of dg", names[i]);
-            goto done;
-        }
-    }
+    int st = GM_OK, type;
+    if (!PyArg_ParseTuple(args, "OOO:gelu_tanh_bwd", &objs[0], &objs[1], &objs[2]))
+        return NULL;
+    if ((type = gm_common_float_type(objs, names, 3)) < 0) goto done;
+    if (gm_same_shapes(objs, names, vec, 3, type, 0, a) < 0) goto done;
     if (!(du = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(a[0]), PyArray_DIMS(a[0]),
                                                   type)))
         goto done;
-    {
-        size_t count = (size_t)PyArray_SIZE(a[0]);
-        void *p0 = PyArray_DATA(a[0]), *p1 = PyArray_DATA(a[1]), *p2 = PyArray_DATA(a[2]);
-        void *pd = PyArray_DATA(du);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            gm_gelu_tanh_bwd_f32(p0, p1, p2, count, pd);
-        else
-            gm_gelu_tanh_bwd_f64(p0, p1, p2, count, pd);
-        Py_END_ALLOW_THREADS
-    }
-    Py_INCREF(du);
-    result = (PyObject *)du;
+    GM_RUN(st, type, gm_gelu_tanh_bwd, PyArray_DATA(a[0]), PyArray_DATA(a[1]),
+           PyArray_DATA(a[2]), (size_t)PyArray_SIZE(a[0]), PyArray_DATA(du));
+    if (gm_failed(st, "gelu_tanh_bwd", names, 3)) goto done;
+    result = gm_steal(&du);
 done:
-    for (int i = 0; i < 3; i++) Py_XDECREF(a[i]);
-    Py_XDECREF(du);
+    gm_release(a, 3);
+    gm_release((PyArrayObject *[]){du}, 1);
     return result;
 }
 
-#define GM_METHODS_HEAD                                                              \
-    {"gemm", (PyCFunction)py_gemm, METH_VARARGS,                                     \
-     "gemm(a, b, c, trans_a, trans_b, alpha, beta)\n--\n\n"                          \
-     "c = alpha op(a) op(b) + beta c in place (op(x) = x.T when trans_x); a, b, c\n" \
-     "are 2-D arrays of c's dtype with contiguous rows."},                           \
-    {"head_attention_fwd", (PyCFunction)py_head_attention_fwd, METH_VARARGS,         \
-     "head_attention_fwd(qkv, heads, e=None)\n--\n\n"                                \
-     "(e, rz, out): exponentials of the shifted scores (written into e when\n"       \
-     "given), 1 / their row sums and the attention output for qkv (batch, n,\n"      \
-     "3*D) laid out [q|k|v]."},                                                      \
-    {"head_attention_bwd", (PyCFunction)py_head_attention_bwd, METH_VARARGS,         \
-     "head_attention_bwd(qkv, e, rz, out, dout, heads)\n--\n\n"                      \
-     "d loss / d qkv given dout = d loss / d out; e is overwritten."},              \
-    {"layernorm_fwd", (PyCFunction)py_layernorm_fwd, METH_VARARGS,                   \
-     "layernorm_fwd(x, gamma, beta, eps)\n--\n\n(y, xhat, rstd) of row LayerNorm."}, \
-    {"layernorm_bwd", (PyCFunction)py_layernorm_bwd, METH_VARARGS,                   \
-     "layernorm_bwd(dy, xhat, rstd, gamma, dx=None)\n--\n\n"                         \
-     "(dx, dgamma, dbeta); with dx given the input gradient is added to it."},       \
-    {"gelu_tanh_fwd", (PyCFunction)py_gelu_tanh_fwd, METH_O,                         \
-     "gelu_tanh_fwd(u)\n--\n\n(g, t): tanh-form GELU and the tanh kept for bwd."},   \
-    {"gelu_tanh_bwd", (PyCFunction)py_gelu_tanh_bwd, METH_VARARGS,                   \
-     "gelu_tanh_bwd(dg, u, t)\n--\n\nd loss / d u of the tanh-form GELU."},
-/* @@end head */
 /* ======================================================================== */
-/* @@section loss                                                           */
+/* Training loss                                                            */
 /* ======================================================================== */
 
-/* New reference to a C-contiguous uint8 copy of a 1-D boolean mask of
+/* New reference to a C-contiguous one-byte boolean copy of a 1-D mask of
  * length n (any integer/bool array-like; nonzero = True).  NULL with
  * ValueError naming `name`. */
 static PyArrayObject *gm_as_mask(PyObject *obj, npy_intp n, const char *name)
@@ -1806,82 +1398,84 @@ static PyArrayObject *gm_as_mask(PyObject *obj, npy_intp n, const char *name)
         return NULL;
     }
     if (PyArray_DIM(raw, 0) != n) {
-        gm_set_error(PyExc_ValueError, "%s has %ld entries, the plan needs %ld", name,
-                     (long)PyArray_DIM(raw, 0), (long)n);
+        gm_set_error(PyExc_ValueError, "%s has %zd entries, the plan needs %zd", name,
+                     (Py_ssize_t)PyArray_DIM(raw, 0), (Py_ssize_t)n);
         Py_DECREF(raw);
         return NULL;
     }
     return raw;  /* NPY_BOOL is one byte per entry, 0 or 1 */
 }
 
+PyDoc_STRVAR(py_loss_fgbg__doc__,
+             "loss_fgbg(P, src_fg, trg_fg, lo, hi, weight, need_grad)\n--\n\n"
+             "(sum of -log(1 - clip(P, lo, hi)) over foreground x background entries,\n"
+             "gradient (weight / (1 - P) there, 0 elsewhere) or None).");
+
 static PyObject *py_loss_fgbg(PyObject *self, PyObject *args)
 {
-    PyObject *op, *os, *ot;
+    static const char *const names[] = {"P"};
+    PyObject *op, *os, *ot, *olo, *ohi, *ow, *result = NULL;
     double lo, hi, weight, sum = 0.0;
-    int need_grad, status = GM_OK;
+    int need_grad, st = GM_OK, type;
     PyArrayObject *p = NULL, *sm = NULL, *tm = NULL, *grad = NULL;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "OOOdddp", &op, &os, &ot, &lo, &hi, &weight, &need_grad))
+    if (!PyArg_ParseTuple(args, "OOOOOOp:loss_fgbg", &op, &os, &ot, &olo, &ohi, &ow,
+                          &need_grad))
         return NULL;
-    const char *names[1] = {"P"};
-    int type = gm_common_float_type(&op, names, 1);
-    if (type < 0) return NULL;
+    if (gm_parse_real(olo, "lo", 0, &lo) < 0 || gm_parse_real(ohi, "hi", 0, &hi) < 0 ||
+        gm_parse_real(ow, "weight", 0, &weight) < 0)
+        goto done;
+    if ((type = gm_common_float_type(&op, names, 1)) < 0) goto done;
     if (!(p = gm_as_array(op, type, "P", 2, 2, 0))) goto done;
-    {
-        npy_intp n = PyArray_DIM(p, 0) - 1, m = PyArray_DIM(p, 1) - 1;
-        if (n < 1 || m < 1) {
-            gm_set_error(PyExc_ValueError, "P must be (N+1) x (M+1) with N, M >= 1");
-            goto done;
-        }
-        if (!(sm = gm_as_mask(os, n, "src_fg")) || !(tm = gm_as_mask(ot, m, "trg_fg")))
-            goto done;
-        if (need_grad && !(grad = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(p), type)))
-            goto done;
-        void *pp = PyArray_DATA(p), *pg = grad ? PyArray_DATA(grad) : NULL;
-        const uint8_t *ps = PyArray_DATA(sm), *pt = PyArray_DATA(tm);
-        Py_BEGIN_ALLOW_THREADS
-        if (type == NPY_FLOAT32)
-            status = gm_loss_fgbg_f32(pp, (size_t)n, (size_t)m, ps, pt, lo, hi, weight, &sum,
-                                      pg);
-        else
-            status = gm_loss_fgbg_f64(pp, (size_t)n, (size_t)m, ps, pt, lo, hi, weight, &sum,
-                                      pg);
-        Py_END_ALLOW_THREADS
-    }
-    if (status != GM_OK) {
-        if (status == GM_ERR_INVALID)
-            gm_set_error(PyExc_ValueError, "loss_fgbg: need 0 <= lo < hi < 1, got lo=%g, "
-                         "hi=%g", lo, hi);
-        gm_raise_status(status, "loss_fgbg", names, 1);
+    npy_intp n = PyArray_DIM(p, 0) - 1, m = PyArray_DIM(p, 1) - 1;
+    if (n < 1 || m < 1) {
+        gm_set_error(PyExc_ValueError, "P must be (N+1) x (M+1) with N, M >= 1");
         goto done;
     }
+    if (!(sm = gm_as_mask(os, n, "src_fg")) || !(tm = gm_as_mask(ot, m, "trg_fg"))) goto done;
+    if (need_grad && !(grad = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(p), type)))
+        goto done;
+    GM_RUN(st, type, gm_loss_fgbg, PyArray_DATA(p), (size_t)n, (size_t)m,
+           (const uint8_t *)PyArray_DATA(sm), (const uint8_t *)PyArray_DATA(tm), lo, hi,
+           weight, &sum, grad ? PyArray_DATA(grad) : NULL);
+    if (gm_failed(st, "loss_fgbg", names, 1)) goto done;
     result = Py_BuildValue("(dO)", sum, grad ? (PyObject *)grad : Py_None);
 done:
-    Py_XDECREF(p);
-    Py_XDECREF(sm);
-    Py_XDECREF(tm);
-    Py_XDECREF(grad);
+    gm_release((PyArrayObject *[]){p, sm, tm, grad}, 4);
     return result;
 }
 
-#define GM_METHODS_LOSS                                                              \
-    {"loss_fgbg", (PyCFunction)py_loss_fgbg, METH_VARARGS,                           \
-     "loss_fgbg(P, src_fg, trg_fg, lo, hi, weight, need_grad)\n--\n\n"               \
-     "(sum of -log(1 - clip(P, lo, hi)) over foreground x background entries,\n"     \
-     "gradient (weight / (1 - P) there, 0 elsewhere) or None)."},
-/* @@end loss */
+/* ======================================================================== */
+/* Module                                                                   */
 /* ======================================================================== */
 
+/* One method-table entry: py_<name>, its flags and py_<name>__doc__. */
+#define GM_FUNC(name, flags) \
+    {#name, (PyCFunction)(void (*)(void))py_##name, (flags), py_##name##__doc__}
+
 static PyMethodDef gm_methods[] = {
-    GM_METHODS_CONFIG
-    GM_METHODS_SIMILARITY
-    GM_METHODS_SINKHORN
-    GM_METHODS_DUSTBIN
-    GM_METHODS_SOFTARGMAX
-    GM_METHODS_TRANSFER
-    GM_METHODS_NN
-    GM_METHODS_HEAD
-    GM_METHODS_LOSS
+    GM_FUNC(set_num_threads, METH_O),
+    GM_FUNC(get_num_threads, METH_NOARGS),
+    GM_FUNC(build_info, METH_NOARGS),
+    GM_FUNC(cosine_similarity, METH_VARARGS),
+    GM_FUNC(sinkhorn, METH_VARARGS),
+    GM_FUNC(dustbin_sinkhorn, METH_VARARGS),
+    GM_FUNC(dustbin_sinkhorn_vjp, METH_VARARGS),
+    GM_FUNC(argmax_2d, METH_VARARGS),
+    GM_FUNC(window_soft_argmax, METH_VARARGS),
+    GM_FUNC(transfer_check, METH_VARARGS),
+    GM_FUNC(transfer_upsample_argmax, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_linear, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_layernorm, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_swiglu, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_attention, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(gemm, METH_VARARGS),
+    GM_FUNC(head_attention_fwd, METH_VARARGS),
+    GM_FUNC(head_attention_bwd, METH_VARARGS),
+    GM_FUNC(layernorm_fwd, METH_VARARGS),
+    GM_FUNC(layernorm_bwd, METH_VARARGS),
+    GM_FUNC(gelu_tanh_fwd, METH_VARARGS),
+    GM_FUNC(gelu_tanh_bwd, METH_VARARGS),
+    GM_FUNC(loss_fgbg, METH_VARARGS),
     {NULL, NULL, 0, NULL}
 };
 
@@ -1894,5 +1488,6 @@ static struct PyModuleDef gm_module = {
 PyMODINIT_FUNC PyInit__core(void)
 {
     import_array();
+    gm_get_num_threads();  /* registers the fork handler before any fork */
     return PyModule_Create(&gm_module);
 }

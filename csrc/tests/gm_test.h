@@ -54,4 +54,34 @@ static double gm_test_uniform(unsigned long long *state)
     return (double)((x * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* malloc that ends the program when memory runs out. */
+static void *gm_test_xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (p == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* free() each of the n pointers. */
+static void gm_test_free_all(void *const *ptrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(ptrs[i]);
+}
+
+/* Naive cosine similarity of rows a and b (length d) in double; 0 when
+ * either row is all zero. */
+static double gm_test_cosine(const double *a, const double *b, size_t d)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t k = 0; k < d; k++) {
+        ab += a[k] * b[k];
+        aa += a[k] * a[k];
+        bb += b[k] * b[k];
+    }
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+}
+
 #endif

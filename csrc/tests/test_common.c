@@ -1,9 +1,14 @@
-/* Tests of gm_common.c: status strings, threads, finite checks, gm_exp. */
+/* Tests of gm_common.c: status strings, failure details, threads (process
+ * wide, and in a forked child), finite checks, gm_exp. */
+#define _POSIX_C_SOURCE 200809L
 #include "geomatch.h"
 #include "gm_math.h"
 #include "gm_test.h"
 
+#include <pthread.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void test_status_strings(void)
 {
@@ -11,6 +16,72 @@ static void test_status_strings(void)
     GM_CHECK(strstr(gm_strerror(GM_ERR_NONFINITE_ARG(3)), "non-finite") != NULL);
     GM_CHECK(strstr(gm_strerror(GM_ERR_NEGATIVE_ARG(1)), "negative") != NULL);
     GM_CHECK(strstr(gm_strerror(GM_ERR_ZEROMASS_ARG(0)), "zero") != NULL);
+    GM_CHECK(strstr(gm_strerror(GM_ERR_RANGE_ARG(4)), "range") != NULL);
+    GM_CHECK(strstr(gm_strerror(GM_ERR_UNBALANCED), "mass") != NULL);
+    /* the families are disjoint and give back their argument */
+    GM_CHECK(GM_ERR_IS(GM_ERR_RANGE_ARG(4), GM_ERR_RANGE_BASE));
+    GM_CHECK(!GM_ERR_IS(GM_ERR_RANGE_ARG(4), GM_ERR_ZEROMASS_BASE));
+    GM_CHECK(GM_ERR_ARG(GM_ERR_RANGE_ARG(4), GM_ERR_RANGE_BASE) == 4);
+    GM_CHECK(!GM_ERR_IS(GM_ERR_UNBALANCED, GM_ERR_NONFINITE_BASE));
+}
+
+static void *detail_in_thread(void *arg)
+{
+    /* details are per thread: a new thread starts empty */
+    *(int *)arg = gm_error_detail()[0] == '\0';
+    gm_fail(GM_ERR_INVALID, "other thread");
+    return NULL;
+}
+
+static void test_details(void)
+{
+    pthread_t th;
+    int empty = 0;
+    gm_clear_error();
+    GM_CHECK(strcmp(gm_error_detail(), "") == 0);
+    GM_CHECK(gm_fail(GM_ERR_RANGE_ARG(2), "x = %.9g of %d", 0.75, 3) == GM_ERR_RANGE_ARG(2));
+    GM_CHECK(strcmp(gm_error_detail(), "x = 0.75 of 3") == 0);
+    GM_CHECK(pthread_create(&th, NULL, detail_in_thread, &empty) == 0);
+    pthread_join(th, NULL);
+    GM_CHECK(empty);
+    GM_CHECK(strcmp(gm_error_detail(), "x = 0.75 of 3") == 0);
+    gm_clear_error();
+    GM_CHECK(gm_error_detail()[0] == '\0');
+}
+
+static void *set_two(void *arg)
+{
+    (void)arg;
+    gm_set_num_threads(2);
+    return NULL;
+}
+
+/* The thread count is process-wide: set from another thread, seen here. */
+static void test_threads_process_wide(void)
+{
+    pthread_t th;
+    int before = gm_get_num_threads();
+    GM_CHECK(gm_set_num_threads(1) == GM_OK);
+    GM_CHECK(pthread_create(&th, NULL, set_two, NULL) == 0);
+    pthread_join(th, NULL);
+    GM_CHECK(gm_get_num_threads() == 2);
+    GM_CHECK(gm_set_num_threads(GM_MAX_THREADS + 1) == GM_ERR_INVALID);
+    GM_CHECK(gm_set_num_threads(before) == GM_OK);
+}
+
+/* A forked child runs kernels on one thread (GNU OpenMP's pool is gone
+ * there); the parent keeps its count. */
+static void test_fork_child_single_thread(void)
+{
+    int before = gm_get_num_threads(), status = -1;
+    gm_set_num_threads(2);
+    pid_t pid = fork();
+    if (pid == 0) _exit(gm_get_num_threads() == 1 ? 0 : 1);
+    GM_CHECK(pid > 0);
+    GM_CHECK(waitpid(pid, &status, 0) == pid);
+    GM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    GM_CHECK(gm_get_num_threads() == 2);
+    gm_set_num_threads(before);
 }
 
 static void test_threads(void)
@@ -61,7 +132,10 @@ int main(void)
 {
     printf("test_common\n");
     GM_RUN(test_status_strings);
+    GM_RUN(test_details);
     GM_RUN(test_threads);
+    GM_RUN(test_threads_process_wide);
+    GM_RUN(test_fork_child_single_thread);
     GM_RUN(test_finite);
     GM_RUN(test_exp);
     return gm_test_summary();

@@ -239,8 +239,28 @@ static void test_errors(void)
     GM_CHECK(gm_dustbin_sinkhorn_vjp_f64(S, mu, nu, G, 2, 3, 0.3, 0.1, 10, 10, 2, 1, dS, NULL,
                                          NULL) == GM_ERR_NONFINITE_ARG(3));
     /* kernel domain forced where it is unsafe: lam * range / 2 = 2000 */
+    /* an overflowing gradient is an error, like the forward's, not NaN:
+     * reg = 1e-30 in float, and a huge upstream gradient */
+    {
+        float Sf[6], muf[3], nuf[4], Gf[12], dSf[6];
+        double db = -1.0;
+        for (int i = 0; i < 6; i++) Sf[i] = (float)S[i];
+        for (int i = 0; i < 3; i++) muf[i] = (float)mu[i];
+        for (int i = 0; i < 4; i++) nuf[i] = (float)nu[i];
+        for (int i = 0; i < 12; i++) Gf[i] = (float)(i % 3) - 1.0f;
+        gm_clear_error();
+        GM_CHECK(gm_dustbin_sinkhorn_vjp_f32(Sf, muf, nuf, Gf, 2, 3, 0.3, 1e-30, 10, 10, 0, 0,
+                                             dSf, &db, NULL) == GM_ERR_NUMERIC);
+        GM_CHECK(strstr(gm_error_detail(), "reg=1e-30") != NULL);
+        for (int i = 0; i < 12; i++) Gf[i] *= 3e38f;
+        GM_CHECK(gm_dustbin_sinkhorn_vjp_f32(Sf, muf, nuf, Gf, 2, 3, 0.3, 0.1, 10, 10, 0, 0,
+                                             dSf, &db, NULL) == GM_ERR_NUMERIC);
+        GM_CHECK(db == -1.0); /* outputs untouched on failure */
+    }
+    gm_clear_error();
     GM_CHECK(gm_dustbin_sinkhorn_f64(S, mu, nu, 2, 3, 0.3, 0.0001, 10, 10, GM_DUSTBIN_KERNEL, P,
-                                     NULL) == GM_ERR_NUMERIC);
+                                     NULL) == GM_ERR_INVALID);
+    GM_CHECK(strstr(gm_error_detail(), "method='kernel' is unsafe") != NULL);
 }
 
 int main(void)

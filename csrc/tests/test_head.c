@@ -15,21 +15,11 @@ static unsigned long long seed = 88172645463325252ULL;
  * same inputs. */
 static double rnd(void) { return (double)(float)(2.0 * gm_test_uniform(&seed) - 1.0); }
 
-/* malloc that ends the program when memory runs out. */
-static void *xmalloc(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 /* A new float copy of count doubles. */
 static float *to_f32(const double *x, size_t count)
 {
-    float *y = xmalloc(count * sizeof *y);
+    float *y = gm_test_xmalloc(count * sizeof *y);
     for (size_t i = 0; i < count; i++) y[i] = (float)x[i];
     return y;
 }
@@ -87,7 +77,7 @@ static void gemm_ref(const gemm_case *g, double alpha, double beta, double *c)
 /* A rows x ld matrix: random in the first cols columns, pad after them. */
 static double *padded_random(size_t rows, size_t cols, size_t ld, double pad)
 {
-    double *x = xmalloc(rows * ld * sizeof *x);
+    double *x = gm_test_xmalloc(rows * ld * sizeof *x);
     for (size_t i = 0; i < rows * ld; i++) x[i] = i % ld < cols ? rnd() : pad;
     return x;
 }
@@ -115,11 +105,8 @@ static void gemm_setup(gemm_case *g, int ta, int tb, size_t m, size_t n, size_t 
 /* Frees the buffers of gemm_setup. */
 static void gemm_free(gemm_case *g)
 {
-    free(g->a);
-    free(g->b);
-    free(g->c0);
-    free(g->af);
-    free(g->bf);
+    gm_test_free_all((void *[]){g->a, g->b, g->c0, g->af, g->bf},
+                     5);
 }
 
 /* Initial C of a run: c0 when beta != 0, else NaN on the m x n part (BLAS
@@ -148,8 +135,8 @@ static void gemm_run(const gemm_case *g, double alpha, double beta, double *cd, 
 static void gemm_check(const gemm_case *g, double alpha, double beta)
 {
     size_t len = g->m * g->ldc;
-    double *ref = xmalloc(len * sizeof *ref), *cd = xmalloc(len * sizeof *cd);
-    float *cf = xmalloc(len * sizeof *cf);
+    double *ref = gm_test_xmalloc(len * sizeof *ref), *cd = gm_test_xmalloc(len * sizeof *cd);
+    float *cf = gm_test_xmalloc(len * sizeof *cf);
     memcpy(ref, g->c0, len * sizeof *ref);
     gemm_ref(g, alpha, beta, ref);
     gemm_run(g, alpha, beta, cd, cf);
@@ -171,8 +158,8 @@ static void gemm_check(const gemm_case *g, double alpha, double beta)
 static void gemm_check_threads(const gemm_case *g, double alpha, double beta)
 {
     size_t len = g->m * g->ldc;
-    double *d1 = xmalloc(len * sizeof *d1), *d2 = xmalloc(len * sizeof *d2);
-    float *f1 = xmalloc(len * sizeof *f1), *f2 = xmalloc(len * sizeof *f2);
+    double *d1 = gm_test_xmalloc(len * sizeof *d1), *d2 = gm_test_xmalloc(len * sizeof *d2);
+    float *f1 = gm_test_xmalloc(len * sizeof *f1), *f2 = gm_test_xmalloc(len * sizeof *f2);
     int before = gm_get_num_threads();
     use_threads(1);
     gemm_run(g, alpha, beta, d1, f1);
@@ -188,10 +175,8 @@ static void gemm_check_threads(const gemm_case *g, double alpha, double beta)
         GM_CHECK_CLOSE(d2[i], d1[i], 1e-14, 1e-15 * (double)g->k);
         GM_CHECK_CLOSE(f2[i], f1[i], 1e-6, 1e-7 * (double)g->k);
     }
-    free(d1);
-    free(d2);
-    free(f1);
-    free(f2);
+    gm_test_free_all((void *[]){d1, d2, f1, f2},
+                     4);
 }
 
 /* All four transpose pairs of one shape, beta 0 and 1, alpha != 1; with
@@ -338,16 +323,16 @@ static void attn_setup(attn_case *a, size_t batch, size_t n, size_t heads, size_
     a->dm = heads * hd;
     a->ld = 3 * a->dm;
     size_t nq = batch * n * a->ld, no = batch * n * a->dm;
-    a->qkv = xmalloc(nq * sizeof *a->qkv);
-    a->dout = xmalloc(no * sizeof *a->dout);
-    a->out_ref = xmalloc(no * sizeof *a->out_ref);
-    a->dqkv_ref = xmalloc(nq * sizeof *a->dqkv_ref);
-    a->prob = xmalloc(batch * heads * n * n * sizeof *a->prob);
+    a->qkv = gm_test_xmalloc(nq * sizeof *a->qkv);
+    a->dout = gm_test_xmalloc(no * sizeof *a->dout);
+    a->out_ref = gm_test_xmalloc(no * sizeof *a->out_ref);
+    a->dqkv_ref = gm_test_xmalloc(nq * sizeof *a->dqkv_ref);
+    a->prob = gm_test_xmalloc(batch * heads * n * n * sizeof *a->prob);
     for (size_t i = 0; i < nq; i++) a->qkv[i] = 2.0 * rnd();
     for (size_t i = 0; i < no; i++) a->dout[i] = rnd();
     a->qkvf = to_f32(a->qkv, nq);
     a->doutf = to_f32(a->dout, no);
-    double *ds = xmalloc(n * n * sizeof *ds);
+    double *ds = gm_test_xmalloc(n * n * sizeof *ds);
     for (size_t b = 0; b < batch; b++)
         for (size_t h = 0; h < heads; h++) {
             const double *x = a->qkv + b * n * a->ld, *p = a->prob + (b * heads + h) * n * n;
@@ -362,13 +347,9 @@ static void attn_setup(attn_case *a, size_t batch, size_t n, size_t heads, size_
 /* Frees the buffers of attn_setup. */
 static void attn_free(attn_case *a)
 {
-    free(a->qkv);
-    free(a->dout);
-    free(a->prob);
-    free(a->out_ref);
-    free(a->dqkv_ref);
-    free(a->qkvf);
-    free(a->doutf);
+    gm_test_free_all((void *[]){a->qkv, a->dout, a->prob, a->out_ref, a->dqkv_ref, a->qkvf,
+                                a->doutf},
+                     7);
 }
 
 /* Outputs of one forward + backward run, float or double. */
@@ -382,27 +363,22 @@ static void attn_out_alloc(const attn_case *a, attn_out *o)
 {
     size_t ne = a->batch * a->heads * a->n * a->n, nr = a->batch * a->heads * a->n;
     size_t no = a->batch * a->n * a->dm, nq = a->batch * a->n * a->ld;
-    o->e = xmalloc(ne * sizeof *o->e);
-    o->rz = xmalloc(nr * sizeof *o->rz);
-    o->out = xmalloc(no * sizeof *o->out);
-    o->dqkv = xmalloc(nq * sizeof *o->dqkv);
-    o->ef = xmalloc(ne * sizeof *o->ef);
-    o->rzf = xmalloc(nr * sizeof *o->rzf);
-    o->outf = xmalloc(no * sizeof *o->outf);
-    o->dqkvf = xmalloc(nq * sizeof *o->dqkvf);
+    o->e = gm_test_xmalloc(ne * sizeof *o->e);
+    o->rz = gm_test_xmalloc(nr * sizeof *o->rz);
+    o->out = gm_test_xmalloc(no * sizeof *o->out);
+    o->dqkv = gm_test_xmalloc(nq * sizeof *o->dqkv);
+    o->ef = gm_test_xmalloc(ne * sizeof *o->ef);
+    o->rzf = gm_test_xmalloc(nr * sizeof *o->rzf);
+    o->outf = gm_test_xmalloc(no * sizeof *o->outf);
+    o->dqkvf = gm_test_xmalloc(nq * sizeof *o->dqkvf);
 }
 
 /* Frees the outputs of attn_out_alloc. */
 static void attn_out_free(attn_out *o)
 {
-    free(o->e);
-    free(o->rz);
-    free(o->out);
-    free(o->dqkv);
-    free(o->ef);
-    free(o->rzf);
-    free(o->outf);
-    free(o->dqkvf);
+    gm_test_free_all((void *[]){o->e, o->rz, o->out, o->dqkv, o->ef, o->rzf, o->outf,
+                                o->dqkvf},
+                     8);
 }
 
 /* Forward of both precisions into o (e kept for a later check). */
@@ -451,9 +427,9 @@ static void attn_check_fwd(const attn_case *a, const attn_out *o)
 static double attn_loss(const attn_case *a, const double *qkv_img, size_t img)
 {
     size_t n = a->n, dm = a->dm;
-    double *e = xmalloc(a->heads * n * n * sizeof *e);
-    double *rz = xmalloc(a->heads * n * sizeof *rz);
-    double *out = xmalloc(n * dm * sizeof *out), loss = 0.0;
+    double *e = gm_test_xmalloc(a->heads * n * n * sizeof *e);
+    double *rz = gm_test_xmalloc(a->heads * n * sizeof *rz);
+    double *out = gm_test_xmalloc(n * dm * sizeof *out), loss = 0.0;
     GM_CHECK(gm_head_attention_fwd_f64(qkv_img, 1, n, a->heads, a->hd, e, rz, out) == GM_OK);
     for (size_t i = 0; i < n * dm; i++) loss += out[i] * a->dout[img * n * dm + i];
     free(e);
@@ -468,7 +444,7 @@ static double attn_loss(const attn_case *a, const double *qkv_img, size_t img)
 static void attn_check_bwd(const attn_case *a, const attn_out *o, size_t stride)
 {
     size_t per = a->n * a->ld, nq = a->batch * per;
-    double *tmp = xmalloc(per * sizeof *tmp), step = 1e-6;
+    double *tmp = gm_test_xmalloc(per * sizeof *tmp), step = 1e-6;
     for (size_t idx = 0; idx < nq; idx += stride) {
         size_t img = idx / per, at = idx % per;
         memcpy(tmp, a->qkv + img * per, per * sizeof *tmp);
@@ -588,10 +564,10 @@ static void ln_setup(ln_case *c, size_t n, size_t d)
     c->n = n;
     c->d = d;
     c->eps = 1e-5;
-    c->x = xmalloc(n * d * sizeof *c->x);
-    c->dy = xmalloc(n * d * sizeof *c->dy);
-    c->gamma = xmalloc(d * sizeof *c->gamma);
-    c->beta = xmalloc(d * sizeof *c->beta);
+    c->x = gm_test_xmalloc(n * d * sizeof *c->x);
+    c->dy = gm_test_xmalloc(n * d * sizeof *c->dy);
+    c->gamma = gm_test_xmalloc(d * sizeof *c->gamma);
+    c->beta = gm_test_xmalloc(d * sizeof *c->beta);
     for (size_t i = 0; i < n * d; i++) c->x[i] = (double)(float)(3.0 + 2.0 * rnd());
     for (size_t i = 0; i < n * d; i++) c->dy[i] = rnd();
     for (size_t j = 0; j < d; j++) c->gamma[j] = 1.0 + 0.5 * rnd();
@@ -605,14 +581,9 @@ static void ln_setup(ln_case *c, size_t n, size_t d)
 /* Frees the buffers of ln_setup. */
 static void ln_free(ln_case *c)
 {
-    free(c->x);
-    free(c->dy);
-    free(c->gamma);
-    free(c->beta);
-    free(c->xf);
-    free(c->dyf);
-    free(c->gammaf);
-    free(c->betaf);
+    gm_test_free_all((void *[]){c->x, c->dy, c->gamma, c->beta, c->xf, c->dyf, c->gammaf,
+                                c->betaf},
+                     8);
 }
 
 /* Naive LayerNorm of one row in double (two-pass mean and biased
@@ -654,18 +625,18 @@ typedef struct {
 static void ln_out_init(const ln_case *c, ln_out *o)
 {
     size_t n = c->n, d = c->d, nd = n * d;
-    o->xh = xmalloc(nd * sizeof *o->xh);
-    o->y = xmalloc(nd * sizeof *o->y);
-    o->dx = xmalloc(nd * sizeof *o->dx);
-    o->r = xmalloc(n * sizeof *o->r);
-    o->dg = xmalloc(d * sizeof *o->dg);
-    o->db = xmalloc(d * sizeof *o->db);
-    o->xhf = xmalloc(nd * sizeof *o->xhf);
-    o->yf = xmalloc(nd * sizeof *o->yf);
-    o->dxf = xmalloc(nd * sizeof *o->dxf);
-    o->rf = xmalloc(n * sizeof *o->rf);
-    o->dgf = xmalloc(d * sizeof *o->dgf);
-    o->dbf = xmalloc(d * sizeof *o->dbf);
+    o->xh = gm_test_xmalloc(nd * sizeof *o->xh);
+    o->y = gm_test_xmalloc(nd * sizeof *o->y);
+    o->dx = gm_test_xmalloc(nd * sizeof *o->dx);
+    o->r = gm_test_xmalloc(n * sizeof *o->r);
+    o->dg = gm_test_xmalloc(d * sizeof *o->dg);
+    o->db = gm_test_xmalloc(d * sizeof *o->db);
+    o->xhf = gm_test_xmalloc(nd * sizeof *o->xhf);
+    o->yf = gm_test_xmalloc(nd * sizeof *o->yf);
+    o->dxf = gm_test_xmalloc(nd * sizeof *o->dxf);
+    o->rf = gm_test_xmalloc(n * sizeof *o->rf);
+    o->dgf = gm_test_xmalloc(d * sizeof *o->dgf);
+    o->dbf = gm_test_xmalloc(d * sizeof *o->dbf);
     GM_CHECK(gm_layernorm_fwd_f64(c->x, n, d, c->gamma, c->beta, c->eps, o->y, o->xh, o->r)
              == GM_OK);
     GM_CHECK(gm_layernorm_fwd_f32(c->xf, n, d, c->gammaf, c->betaf, c->eps, o->yf, o->xhf,
@@ -675,25 +646,16 @@ static void ln_out_init(const ln_case *c, ln_out *o)
 /* Frees the outputs of ln_out_init. */
 static void ln_out_free(ln_out *o)
 {
-    free(o->xh);
-    free(o->y);
-    free(o->dx);
-    free(o->r);
-    free(o->dg);
-    free(o->db);
-    free(o->xhf);
-    free(o->yf);
-    free(o->dxf);
-    free(o->rf);
-    free(o->dgf);
-    free(o->dbf);
+    gm_test_free_all((void *[]){o->xh, o->y, o->dx, o->r, o->dg, o->db, o->xhf, o->yf,
+                                o->dxf, o->rf, o->dgf, o->dbf},
+                     12);
 }
 
 /* Forward outputs of both precisions against the naive rows. */
 static void ln_check_fwd(const ln_case *c, const ln_out *o)
 {
     size_t d = c->d;
-    double *rx = xmalloc(d * sizeof *rx), *ry = xmalloc(d * sizeof *ry);
+    double *rx = gm_test_xmalloc(d * sizeof *rx), *ry = gm_test_xmalloc(d * sizeof *ry);
     for (size_t i = 0; i < c->n; i++) {
         double rs = ln_ref_row(c, c->x + i * d, rx, ry);
         GM_CHECK_CLOSE(o->r[i], rs, 1e-13, 0.0);
@@ -713,8 +675,8 @@ static void ln_check_fwd(const ln_case *c, const ln_out *o)
 static void ln_check_alias(const ln_case *c, const ln_out *o)
 {
     size_t n = c->n, d = c->d, nd = n * d;
-    double *x = xmalloc(nd * sizeof *x), *xh = xmalloc(nd * sizeof *xh);
-    double *r = xmalloc(n * sizeof *r);
+    double *x = gm_test_xmalloc(nd * sizeof *x), *xh = gm_test_xmalloc(nd * sizeof *xh);
+    double *r = gm_test_xmalloc(n * sizeof *r);
     memcpy(x, c->x, nd * sizeof *x);
     GM_CHECK(gm_layernorm_fwd_f64(x, n, d, c->gamma, c->beta, c->eps, x, xh, r) == GM_OK);
     GM_CHECK(memcmp(x, o->y, nd * sizeof *x) == 0);
@@ -738,7 +700,8 @@ static void ln_run_bwd(const ln_case *c, ln_out *o, int accumulate)
 static void ln_check_dx(const ln_case *c, const ln_out *o, size_t stride)
 {
     size_t d = c->d, nd = c->n * d;
-    double *row = xmalloc(d * sizeof *row), *scratch = xmalloc(2 * d * sizeof *scratch);
+    double *row = gm_test_xmalloc(d * sizeof *row);
+    double *scratch = gm_test_xmalloc(2 * d * sizeof *scratch);
     double step = 1e-6;
     for (size_t idx = 0; idx < nd; idx += stride) {
         size_t i = idx / d, j = idx % d;
@@ -775,7 +738,7 @@ static void ln_check_params(const ln_case *c, const ln_out *o)
 static void ln_check_accumulate(const ln_case *c, ln_out *o)
 {
     size_t nd = c->n * c->d;
-    double *dx0 = xmalloc(nd * sizeof *dx0);
+    double *dx0 = gm_test_xmalloc(nd * sizeof *dx0);
     memcpy(dx0, o->dx, nd * sizeof *dx0);
     for (size_t i = 0; i < nd; i++) {
         o->dx[i] = 0.25 * (double)(i % 9);
@@ -793,8 +756,8 @@ static void ln_check_accumulate(const ln_case *c, ln_out *o)
 static void ln_check_threads(const ln_case *c, ln_out *o)
 {
     size_t d = c->d, nd = c->n * d;
-    double *dx1 = xmalloc(nd * sizeof *dx1);
-    double *g1 = xmalloc(d * sizeof *g1), *b1 = xmalloc(d * sizeof *b1);
+    double *dx1 = gm_test_xmalloc(nd * sizeof *dx1);
+    double *g1 = gm_test_xmalloc(d * sizeof *g1), *b1 = gm_test_xmalloc(d * sizeof *b1);
     int before = gm_get_num_threads();
     use_threads(1);
     ln_run_bwd(c, o, 0);

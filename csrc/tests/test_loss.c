@@ -15,16 +15,6 @@ static unsigned long long seed = 2463534242ULL;
 /* Uniform in [0, 1). */
 static double unif(void) { return gm_test_uniform(&seed); }
 
-/* malloc that ends the program when memory runs out. */
-static void *xmalloc(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 /* Kinds of plan values: tiny (series branch), large (log1p branch), and a
  * mix of both with values outside [lo, hi] for the clipping. */
@@ -62,10 +52,10 @@ static void loss_setup(loss_case *c, size_t n, size_t m, int kind)
     size_t len = (n + 1) * (m + 1);
     c->n = n;
     c->m = m;
-    c->p = xmalloc(len * sizeof *c->p);
-    c->pf = xmalloc(len * sizeof *c->pf);
-    c->sfg = xmalloc(n);
-    c->tfg = xmalloc(m);
+    c->p = gm_test_xmalloc(len * sizeof *c->p);
+    c->pf = gm_test_xmalloc(len * sizeof *c->pf);
+    c->sfg = gm_test_xmalloc(n);
+    c->tfg = gm_test_xmalloc(m);
     for (size_t i = 0; i < len; i++) c->pf[i] = (float)(c->p[i] = draw_p(kind));
     for (size_t i = 0; i < n; i++) c->sfg[i] = unif() < 0.5;
     for (size_t j = 0; j < m; j++) c->tfg[j] = unif() < 0.4;
@@ -74,10 +64,7 @@ static void loss_setup(loss_case *c, size_t n, size_t m, int kind)
 /* Frees the buffers of loss_setup. */
 static void loss_free(loss_case *c)
 {
-    free(c->p);
-    free(c->pf);
-    free(c->sfg);
-    free(c->tfg);
+    gm_test_free_all((void *[]){c->p, c->pf, c->sfg, c->tfg}, 4);
 }
 
 /* Naive reference in double: the sum of -log1p(-clip(p)) over the
@@ -103,8 +90,8 @@ static double ref_loss(const loss_case *c, double lo, double hi, double weight, 
 static void loss_check(const loss_case *c, double lo, double hi, double weight)
 {
     size_t n = c->n, m = c->m, len = (n + 1) * (m + 1);
-    double *ref = xmalloc(len * sizeof *ref), *g = xmalloc(len * sizeof *g);
-    float *gf = xmalloc(len * sizeof *gf);
+    double *ref = gm_test_xmalloc(len * sizeof *ref), *g = gm_test_xmalloc(len * sizeof *g);
+    float *gf = gm_test_xmalloc(len * sizeof *gf);
     for (size_t i = 0; i < len; i++) gf[i] = (float)(g[i] = NAN);
     double want = ref_loss(c, lo, hi, weight, ref), s = -1.0, sf = -1.0, s0 = -1.0, sf0 = -1.0;
     GM_CHECK(gm_loss_fgbg_f64(c->p, n, m, c->sfg, c->tfg, lo, hi, weight, &s, g) == GM_OK);
@@ -124,34 +111,23 @@ static void loss_check(const loss_case *c, double lo, double hi, double weight)
     free(gf);
 }
 
-/* Plan values in [1e-8, 1e-4]: the 6-term series branch. */
-static void test_tiny(void)
+/* One plan of each kind, each checked at two (lo, hi, weight):
+ * P_TINY, values in [1e-8, 1e-4]: the 6-term series branch;
+ * P_LARGE, values in [0.01, 0.99]: the log1p branch;
+ * P_MIXED, both branches and values below lo and above hi (0, 1 included). */
+static void test_kinds(void)
 {
-    loss_case c;
-    loss_setup(&c, 37, 53, P_TINY);
-    loss_check(&c, 1e-9, 0.999, 0.7);
-    loss_check(&c, 0.0, 0.5, 1.0);
-    loss_free(&c);
-}
-
-/* Plan values in [0.01, 0.99]: the log1p branch. */
-static void test_large(void)
-{
-    loss_case c;
-    loss_setup(&c, 41, 29, P_LARGE);
-    loss_check(&c, 1e-9, 0.999, 0.7);
-    loss_check(&c, 0.05, 0.9, 2.5);
-    loss_free(&c);
-}
-
-/* Both branches and values below lo and above hi (0 and 1 included). */
-static void test_clipping(void)
-{
-    loss_case c;
-    loss_setup(&c, 64, 70, P_MIXED);
-    loss_check(&c, 1e-6, 0.999, 0.7);
-    loss_check(&c, 0.0, 0.999, 0.7);
-    loss_free(&c);
+    static const struct { size_t n, m; int kind; double lo[2], hi[2], w[2]; } cases[] = {
+        {37, 53, P_TINY, {1e-9, 0.0}, {0.999, 0.5}, {0.7, 1.0}},
+        {41, 29, P_LARGE, {1e-9, 0.05}, {0.999, 0.9}, {0.7, 2.5}},
+        {64, 70, P_MIXED, {1e-6, 0.0}, {0.999, 0.999}, {0.7, 0.7}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        loss_case c;
+        loss_setup(&c, cases[k].n, cases[k].m, cases[k].kind);
+        for (int t = 0; t < 2; t++) loss_check(&c, cases[k].lo[t], cases[k].hi[t], cases[k].w[t]);
+        loss_free(&c);
+    }
 }
 
 /* 1 x 1 plans across the series / log1p boundary p = 2^-10 against
@@ -186,8 +162,8 @@ static void test_threads_identical(void)
     loss_case c;
     loss_setup(&c, 300, 257, P_MIXED);
     size_t len = 301 * 258;
-    double *g1 = xmalloc(len * sizeof *g1), *g2 = xmalloc(len * sizeof *g2);
-    float *f1 = xmalloc(len * sizeof *f1), *f2 = xmalloc(len * sizeof *f2);
+    double *g1 = gm_test_xmalloc(len * sizeof *g1), *g2 = gm_test_xmalloc(len * sizeof *g2);
+    float *f1 = gm_test_xmalloc(len * sizeof *f1), *f2 = gm_test_xmalloc(len * sizeof *f2);
     double s1, s2, t1, t2;
     int before = gm_get_num_threads();
     GM_CHECK(gm_set_num_threads(1) == GM_OK);
@@ -199,10 +175,7 @@ static void test_threads_identical(void)
     GM_CHECK(memcmp(g1, g2, len * sizeof *g1) == 0);
     GM_CHECK(memcmp(f1, f2, len * sizeof *f1) == 0);
     loss_check(&c, 1e-6, 0.999, 0.7);
-    free(g1);
-    free(g2);
-    free(f1);
-    free(f2);
+    gm_test_free_all((void *[]){g1, g2, f1, f2}, 4);
     loss_free(&c);
 }
 
@@ -233,9 +206,7 @@ static void test_invalid(void)
 
 int main(void)
 {
-    GM_RUN(test_tiny);
-    GM_RUN(test_large);
-    GM_RUN(test_clipping);
+    GM_RUN(test_kinds);
     GM_RUN(test_single_entry);
     GM_RUN(test_threads_identical);
     GM_RUN(test_invalid);

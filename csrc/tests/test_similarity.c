@@ -5,19 +5,6 @@
 
 #include <string.h>
 
-/* Naive cosine similarity of row a with row b (length d), in double. */
-static double naive_cos(const double *a, const double *b, size_t d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t k = 0; k < d; k++) {
-        ab += a[k] * b[k];
-        aa += a[k] * a[k];
-        bb += b[k] * b[k];
-    }
-    if (aa == 0 || bb == 0) return 0.0;
-    return ab / (sqrt(aa) * sqrt(bb));
-}
-
 static void fill(double *x, size_t n, unsigned long long *st)
 {
     for (size_t i = 0; i < n; i++) x[i] = 2.0 * gm_test_uniform(st) - 1.0;
@@ -45,7 +32,7 @@ static void test_against_naive(void)
     for (size_t b = 0; b < B; b++)
         for (size_t i = 0; i < N; i++)
             for (size_t j = 0; j < M; j++) {
-                double r = naive_cos(x + (b * N + i) * D, y + (b * M + j) * D, D);
+                double r = gm_test_cosine(x + (b * N + i) * D, y + (b * M + j) * D, D);
                 size_t at = (b * N + i) * M + j;
                 if (fabs(o[at] - r) > e64) e64 = fabs(o[at] - r);
                 if (fabs(of[at] - r) > e32) e32 = fabs(of[at] - r);
@@ -84,6 +71,17 @@ static void test_extreme_magnitudes(void)
     /* In place. */
     GM_CHECK(gm_l2_normalize_rows_f64(big, big, 1, 3) == GM_OK);
     GM_CHECK_CLOSE(big[1], 0.8, 1e-15, 0);
+    /* Rows so small that 1/|x| overflows: still unit rows, never inf. */
+    float tf[3] = {3e-40f, 0.0f, 4e-40f}, otf[3];
+    GM_CHECK(gm_l2_normalize_rows_f32(tf, otf, 1, 3) == GM_OK);
+    /* (subnormal inputs are stored with a few digits: compare with them) */
+    double nt = sqrt((double)tf[0] * tf[0] + (double)tf[2] * tf[2]);
+    GM_CHECK_CLOSE(otf[0], (double)tf[0] / nt, 1e-6, 0);
+    GM_CHECK_CLOSE(otf[2], (double)tf[2] / nt, 1e-6, 0);
+    double td[2] = {-3e-310, 4e-310}, otd[2];
+    GM_CHECK(gm_l2_normalize_rows_f64(td, otd, 1, 2) == GM_OK);
+    GM_CHECK_CLOSE(otd[0], -0.6, 1e-12, 0);
+    GM_CHECK_CLOSE(otd[1], 0.8, 1e-12, 0);
 }
 
 static void test_threads_identical(void)

@@ -238,7 +238,11 @@ static void test_errors(void)
     GM_CHECK(SK(C, an, b, 0.1, INFINITY, INFINITY, 10, 1e-9) == GM_ERR_NEGATIVE_ARG(1));
     GM_CHECK(SK(C, a, az, 0.1, 1.0, 1.0, 10, 1e-9) == GM_ERR_ZEROMASS_ARG(2));
     GM_CHECK(SK(C, a, bi, 0.1, 1.0, 1.0, 10, 1e-9) == GM_ERR_NONFINITE_ARG(2));
-    GM_CHECK(SK(C, a, bu, 0.1, INFINITY, INFINITY, 10, 1e-9) == GM_ERR_INVALID);
+    gm_clear_error();
+    GM_CHECK(SK(C, a, bu, 0.1, INFINITY, INFINITY, 10, 1e-9) == GM_ERR_UNBALANCED);
+    /* the details carry both totals: sum(a) = 1, sum(b) = 0.5 */
+    GM_CHECK(strstr(gm_error_detail(), "sum(a)=1,") != NULL);
+    GM_CHECK(strstr(gm_error_detail(), "sum(b)=0.5 ") != NULL);
     GM_CHECK(SK(C, a, bu, 0.1, 1.0, INFINITY, 10, 1e-9) == GM_OK); /* semi-relaxed: fine */
     GM_CHECK(gm_sinkhorn_f64(C, a, b, 0, 2, 2, 0.1, INFINITY, INFINITY, 10, 0, P, NULL, NULL,
                              &it, &e) == GM_ERR_INVALID);

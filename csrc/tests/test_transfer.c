@@ -9,31 +9,25 @@
 
 static void test_taps(void)
 {
-    int64_t i0, i1;
-    double w1;
-    /* upsampling 2 -> 4: s = -0.25 (clamped), 0.25, 0.75, 1.25 (border) */
-    gm_transfer_linear_taps(0, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.0);
-    gm_transfer_linear_taps(1, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.25);
-    gm_transfer_linear_taps(2, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.75);
-    gm_transfer_linear_taps(3, 2, 4, &i0, &i1, &w1);
-    GM_CHECK(i0 == 1 && i1 == 1 && w1 == 0.0);
-    /* downsampling 4 -> 2: s = 0.5, 2.5 */
-    gm_transfer_linear_taps(0, 4, 2, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 1 && w1 == 0.5);
-    gm_transfer_linear_taps(1, 4, 2, &i0, &i1, &w1);
-    GM_CHECK(i0 == 2 && i1 == 3 && w1 == 0.5);
-    /* same size: identity */
-    gm_transfer_linear_taps(2, 5, 5, &i0, &i1, &w1);
-    GM_CHECK(i0 == 2 && w1 == 0.0);
-    /* 37 -> 111 (ratio 1/3): s = (2*4+1)*37/222 - 0.5 = 1 exactly at dst 4 */
-    gm_transfer_linear_taps(4, 37, 111, &i0, &i1, &w1);
-    GM_CHECK(i0 == 1 && i1 == 2 && w1 == 0.0);
-    /* single input sample */
-    gm_transfer_linear_taps(6, 1, 9, &i0, &i1, &w1);
-    GM_CHECK(i0 == 0 && i1 == 0 && w1 == 0.0);
+    /* dst, n_in, n_out -> i0, i1, w1 (written out from the rule) */
+    static const struct { int64_t dst, n_in, n_out, i0, i1; double w1; } cases[] = {
+        /* upsampling 2 -> 4: s = -0.25 (clamped), 0.25, 0.75, 1.25 (border) */
+        {0, 2, 4, 0, 1, 0.0}, {1, 2, 4, 0, 1, 0.25}, {2, 2, 4, 0, 1, 0.75}, {3, 2, 4, 1, 1, 0.0},
+        /* downsampling 4 -> 2: s = 0.5, 2.5 */
+        {0, 4, 2, 0, 1, 0.5}, {1, 4, 2, 2, 3, 0.5},
+        /* same size: identity */
+        {2, 5, 5, 2, 3, 0.0},
+        /* 37 -> 111 (ratio 1/3): s = (2*4+1)*37/222 - 0.5 = 1 exactly at dst 4 */
+        {4, 37, 111, 1, 2, 0.0},
+        /* single input sample */
+        {6, 1, 9, 0, 0, 0.0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int64_t i0, i1;
+        double w1;
+        gm_transfer_linear_taps(cases[k].dst, cases[k].n_in, cases[k].n_out, &i0, &i1, &w1);
+        GM_CHECK(i0 == cases[k].i0 && i1 == cases[k].i1 && w1 == cases[k].w1);
+    }
 }
 
 /* Oracle weights, written from the rule directly (PyTorch's guard form). */
@@ -68,17 +62,6 @@ static double *oracle_upsample(const double *f, int h, int w, int d, int W, int 
         }
     }
     return out;
-}
-
-static double cosine(const double *a, const double *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int c = 0; c < d; c++) {
-        ab += a[c] * b[c];
-        aa += a[c] * a[c];
-        bb += b[c] * b[c];
-    }
-    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
 }
 
 /* Random pair, both precisions; predicted pixels must be the oracle argmax or
@@ -116,7 +99,7 @@ static void check_pair(unsigned long long seed, int hs, int ws, int ht, int wt, 
                                     (size_t)floor(kp[2 * k])) * d;
             double best = -2;
             for (size_t p = 0; p < (size_t)Wt * Ht; p++) {
-                double c = cosine(q, tu + p * d, d);
+                double c = gm_test_cosine(q, tu + p * d, (size_t)d);
                 if (c > best) best = c;
             }
             for (int prec = 0; prec < 2; prec++) {
@@ -125,7 +108,7 @@ static void check_pair(unsigned long long seed, int hs, int ws, int ht, int wt, 
                 GM_CHECK(x == floor(x) && y == floor(y));
                 GM_CHECK(x >= 0 && x < Wt && y >= 0 && y < Ht);
                 if (x >= 0 && x < Wt && y >= 0 && y < Ht) {
-                    double c = cosine(q, tu + ((size_t)y * Wt + (size_t)x) * d, d);
+                    double c = gm_test_cosine(q, tu + ((size_t)y * Wt + (size_t)x) * d, (size_t)d);
                     GM_CHECK_CLOSE(c, best, 0, prec ? 2e-5 : 1e-11);
                 }
             }
@@ -185,19 +168,33 @@ static void test_errors(void)
     for (int i = 0; i < 12; i++) sf[i] = tf[i] = 1.0 + i;
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) == GM_OK);
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, bad, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(3));
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, bad, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(4));
+    /* the size policy: each side at most GM_MAX_IMAGE_SIDE, checked before
+     * any allocation (2**30 would otherwise allocate and scan for hours) */
+    int64_t huge[2] = {4, (int64_t)1 << 30}, edge[2] = {GM_MAX_IMAGE_SIDE, 3};
+    gm_clear_error();
+    GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, huge, 1, 2, 2, 2, 2, 3, 1, out) ==
+             GM_ERR_RANGE_ARG(4));
+    GM_CHECK(strstr(gm_error_detail(), "H = 1073741824") != NULL);
+    GM_CHECK(gm_transfer_check_f64(kp, edge, ss, 1, 1) == GM_OK);
+    edge[0] = GM_MAX_IMAGE_SIDE + 1;
+    GM_CHECK(gm_transfer_check_f64(kp, edge, ss, 1, 1) == GM_ERR_RANGE_ARG(3));
+    GM_CHECK(gm_transfer_check_f64(kp, ss, edge, 1, 1) == GM_ERR_RANGE_ARG(4));
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 0, 2, 2, 2, 3, 1, out) ==
              GM_ERR_INVALID);
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 0, 1, out) ==
              GM_ERR_INVALID);
     kp[0] = 4.0; /* x == W: outside */
+    gm_clear_error();
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(2));
+    GM_CHECK(strstr(gm_error_detail(), "(x, y) = (4, 0.5)") != NULL);
     kp[0] = -0.25;
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
-             GM_ERR_INVALID);
+             GM_ERR_RANGE_ARG(2));
+    GM_CHECK(gm_transfer_check_f64(kp, ss, ts, 1, 1) == GM_ERR_RANGE_ARG(2));
     kp[0] = NAN;
     GM_CHECK(gm_transfer_upsample_argmax_f64(sf, tf, kp, ss, ts, 1, 2, 2, 2, 2, 3, 1, out) ==
              GM_ERR_NONFINITE_ARG(2));

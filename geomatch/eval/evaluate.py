@@ -570,7 +570,7 @@ def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
     prev = _config.get_num_threads()
 
     def init():
-        _config.set_num_threads(1)   # this worker's OpenMP thread count
+        _config.set_num_threads(1)   # process-wide: every kernel single-threaded
 
     out: List[Prediction] = []
     pending: deque = deque()
@@ -583,7 +583,7 @@ def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
             while pending:
                 out.append(pending.popleft().result())
     finally:
-        _config.set_num_threads(prev)   # restores this thread's OpenMP and the BLAS count
+        _config.set_num_threads(prev)   # restores the process-wide kernel and BLAS count
     return out
 
 

@@ -161,12 +161,19 @@ def dustbin_marginals(fg_mask, n_visible: int, n_kp: int, *, fg_mass: float = 0.
     fg_mass : float
         Total foreground mass when all keypoints are visible (default 0.9).
     dtype : numpy dtype
-        Output dtype (float32 default).
+        Output dtype, float32 (default) or float64; any other dtype raises
+        TypeError (masses below 1 cannot be stored in integers).
 
     Returns
     -------
     numpy.ndarray, shape (fg_mask.size + 1,)
     """
+    try:
+        out_dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if out_dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {out_dtype}")
     mask = np.asarray(fg_mask)
     if mask.dtype != np.bool_:
         if not (np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()):
@@ -195,4 +202,4 @@ def dustbin_marginals(fg_mask, n_visible: int, n_kp: int, *, fg_mass: float = 0.
     out = np.empty(mask.size + 1, dtype=np.float64)
     out[:-1] = np.where(mask, m0 / n_fg, bg / max(n_bg, 1))
     out[-1] = max(0.0, 1.0 - m0 - bg)
-    return out.astype(dtype)
+    return out.astype(out_dtype)

@@ -38,8 +38,23 @@ def _reg_m_pair(reg_m: RegM) -> tuple[float, float]:
     return out[0], out[1]
 
 
+#: Default stopping tolerance (max column-marginal change, mass units) by the
+#: working dtype: 1e-9 is below float32's resolution of a unit mass (its
+#: marginals stall near 1e-7 and the solver would run to max_iter), so
+#: float32 stops at 1e-6, about ten float32 ulps of a mass of 1.
+DEFAULT_TOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-9}
+
+
+def _working_dtype(*arrays) -> np.dtype:
+    """float64 if any input is float64, else float32 (the kernel's rule)."""
+    f64 = any(getattr(x, "dtype", None) == np.float64
+              or (not hasattr(x, "dtype") and np.asarray(x).dtype == np.float64)
+              for x in arrays)
+    return np.dtype(np.float64 if f64 else np.float32)
+
+
 def sinkhorn(C, a, b, reg: float, *, reg_m: RegM = None, max_iter: int = 1000,
-             tol: float = 1e-9, return_potentials: bool = False):
+             tol: Union[float, None] = None, return_potentials: bool = False):
     r"""Entropic optimal transport plan by (log-stabilized) Sinkhorn iterations.
 
     Solves
@@ -77,7 +92,8 @@ def sinkhorn(C, a, b, reg: float, *, reg_m: RegM = None, max_iter: int = 1000,
         Target masses, non-negative, not all zero.  For balanced OT
         ``sum(a)`` must equal ``sum(b)`` (relative tolerance 1e-5 in float32,
         1e-6 in float64); POT does not check this, geomatch raises
-        ``ValueError`` (normalize the masses, or use a finite ``reg_m``).
+        ``ValueError`` showing both sums (normalize the masses, or use a
+        finite ``reg_m``).
     reg : float
         Entropic regularization, > 0 (same units as C).
     reg_m : None, float or (float, float), optional
@@ -91,6 +107,8 @@ def sinkhorn(C, a, b, reg: float, *, reg_m: RegM = None, max_iter: int = 1000,
         For balanced OT this is ``max_j |P.sum(-2)_j - b_j|`` of the plan
         after the row update (POT measures the same violation in the 2-norm,
         every 10 iterations).  ``tol=0`` runs ``max_iter`` iterations.
+        None (default): 1e-6 when the working dtype is float32, 1e-9 in
+        float64 (``DEFAULT_TOL``), tolerances each dtype can reach.
     return_potentials : bool, optional
         Also return the dual potentials and the iteration counts.
 
@@ -139,6 +157,8 @@ def sinkhorn(C, a, b, reg: float, *, reg_m: RegM = None, max_iter: int = 1000,
     if isinstance(return_potentials, (bool, np.bool_)) is False:
         raise TypeError("return_potentials must be a bool, got "
                         f"{type(return_potentials).__name__}")
+    if tol is None:
+        tol = DEFAULT_TOL[_working_dtype(C, a, b)]
     P, f, g, n_iter, err = _core.sinkhorn(C, a, b, reg, rma, rmb, max_iter, tol)
     if tol > 0 and np.any(~(err < tol)):
         warnings.warn(f"sinkhorn did not converge to tol={tol:g} in max_iter="

@@ -86,7 +86,10 @@ def _as_float_array(name: str, obj) -> np.ndarray:
 
 
 def _sizes(name: str, obj, lead: tuple) -> np.ndarray:
-    """Image sizes (W, H): (2,) or lead + (2,) -> int64 array lead + (2,)."""
+    """Image sizes (W, H): (2,) or lead + (2,) -> int64 array lead + (2,).
+
+    Only converts: the range (the size policy of docs/limits.md) is checked
+    by the C core, for every mode."""
     try:
         arr = np.asarray(obj)
     except Exception as exc:
@@ -101,10 +104,7 @@ def _sizes(name: str, obj, lead: tuple) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise ValueError(f"{name} must hold integer image sizes (W, H), got {arr}")
-    if np.any(arr <= 0):
-        raise ValueError(f"{name} must hold positive image sizes (W, H), got {arr}")
-    if np.any(arr > 2**30):
-        raise ValueError(f"{name} must hold image sizes (W, H) of at most 2**30")
+        arr = np.clip(arr, -1, 2**62)  # beyond int64: out of range either way
     try:
         out = np.broadcast_to(arr.astype(np.int64), lead + (2,))
     except ValueError:
@@ -129,8 +129,9 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
         Source keypoints as (x, y) pixels, ``0 <= x < W`` and ``0 <= y < H``
         of the source image.
     src_size, trg_size : (W, H) or array of shape (..., 2)
-        Original image sizes in pixels (positive integers), one per batch
-        element or one for all.
+        Original image sizes in pixels, one per batch element or one for
+        all: integers from 1 to 65536 (``2**16``) per side, the C core's size
+        policy (docs/limits.md), checked before any allocation.
     mode : {"upsample-argmax", "grid-argmax", "grid-argmax-corner", "soft-argmax"}
         See the module docstring.  ``"upsample-argmax"`` reproduces the
         published protocol exactly (up to float ties) at a small fraction of
@@ -157,11 +158,11 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
     Raises
     ------
     ValueError, TypeError
-        Bad shapes or dtypes, non-finite values, non-positive sizes,
+        Bad shapes or dtypes, non-finite values, sizes outside 1..65536,
         keypoints outside the source image, an unknown mode, a map that looks
         channel-first without ``layout``, a torch tensor that requires grad
         or is bfloat16 (the message says what to call); the message names
-        the argument.
+        the argument and shows the offending values.
     """
     if not isinstance(mode, str) or mode not in TRANSFER_MODES:
         raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}")
@@ -257,7 +258,7 @@ def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature, corner=Fals
         raise ValueError(f"src_feat and trg_feat must have the same feature dimension, "
                          f"got {sf.shape[-1]} and {tf.shape[-1]}")
     sf, tf, kp = (np.asarray(a, dtype=dt) for a in (sf, tf, kp))
-    for name, a in (("src_feat", sf), ("trg_feat", tf), ("src_kps", kp)):
+    for name, a in (("src_feat", sf), ("trg_feat", tf)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains NaN or infinite values")
     lead = sf.shape[:-3]
@@ -270,13 +271,8 @@ def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature, corner=Fals
     kp = kp.reshape(batch, nk, 2)
     ss = ss.reshape(batch, 2)
     ts = ts.reshape(batch, 2)
+    _core.transfer_check(kp, ss, ts)  # size policy and keypoint bounds
     x, y = kp[..., 0], kp[..., 1]
-    outside = ~((x >= 0) & (x < ss[:, None, 0]) & (y >= 0) & (y < ss[:, None, 1]))
-    if np.any(outside):
-        b, k = np.argwhere(outside)[0]
-        raise ValueError(f"src_kps: keypoint {k} of pair {b}, (x, y) = ({x[b, k]:g}, "
-                         f"{y[b, k]:g}), lies outside the source image of size (W, H) = "
-                         f"({ss[b, 0]}, {ss[b, 1]}); need 0 <= x < W and 0 <= y < H")
     if nk == 0:
         return np.zeros(lead + (0, 2), dtype=dt)
     # source patch of each keypoint: (floor(y h / H), floor(x w / W))

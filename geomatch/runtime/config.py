@@ -45,12 +45,25 @@ def show_config(file=None) -> None:
 def set_num_threads(n: int) -> None:
     """Set the number of threads used by every kernel and by BLAS.
 
+    The setting is process-wide: kernels called from any Python thread use
+    it (not only the calling thread, as OpenMP's own setting would).  In a
+    child made by ``fork`` (multiprocessing's fork start method, DataLoader
+    workers) it is reset to 1, because OpenMP's threads do not survive a fork
+    (docs/limits.md, "Threads and fork").
+
     Parameters
     ----------
     n : int
-        Number of threads, at least 1.  The default is the number of
+        Number of threads, 1 to 4096.  The default is the number of
         processors, or ``OMP_NUM_THREADS`` when set.  Results are identical
         for every thread count.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is outside 1..4096.
     """
     _core.set_num_threads(n)
 

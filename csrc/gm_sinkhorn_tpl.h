@@ -1,9 +1,7 @@
-/* gm_sinkhorn_tmpl.h -- type-generic body of gm_sinkhorn.c, included once
- * per floating type with these macros defined:
- *   T        float or double (element type of C, a, b, P, f, g)
- *   SFX(x)   x##_f32 or x##_f64
- *   EXPT     gm_sk_exp_f32 / gm_sk_exp_f64 (vectorizable exp)
- *   SK_TAU   absorption threshold of the kernel-domain scalings
+/* gm_sinkhorn_tpl.h -- type-generic body of gm_sinkhorn.c,
+ * instantiated once per type through gm_tpl.h (GM_T, GM_FN, ...).  Not a
+ * public header.
+ * GM_SK_TAU is the absorption threshold of the kernel-domain scalings.
  *
  * Notation (see gm_sinkhorn.c for the derivation): the plan is
  *   P_ij = exp((f_i + g_j - C_ij) / reg)
@@ -11,24 +9,26 @@
  * the plan is kept as P_ij = u_i K_ij v_j with K_ij = exp((f0_i + g0_j -
  * C_ij)/reg) for snapshot potentials f0, g0, i.e. f = f0 + reg log u. */
 
+#define GM_SK_TAU (GM_IS_F32 ? 1e4 : 1e8)
+
 /* One problem's state and scratch buffers. */
 typedef struct {
     size_t n, m, nblk;
-    int par;                 /* use OpenMP inside the sweeps */
+    int par;                 /* threads inside the sweeps (1: serial) */
     double reg, ireg, phia, phib, tau;
-    const T *C, *a, *b;
-    T *P;                    /* output plan; doubles as the kernel K */
-    T *f, *g;                /* potentials (log mode) */
-    T *f0, *g0;              /* snapshot potentials of K (kernel mode) */
-    T *u, *v, *uold;         /* scalings (kernel mode) */
-    T *part;                 /* nblk x m column partial sums */
-    T *ebuf;                 /* one row buffer per thread */
+    const GM_T *C, *a, *b;
+    GM_T *P;                    /* output plan; doubles as the kernel K */
+    GM_T *f, *g;                /* potentials (log mode) */
+    GM_T *f0, *g0;              /* snapshot potentials of K (kernel mode) */
+    GM_T *u, *v, *uold;         /* scalings (kernel mode) */
+    GM_T *part;                 /* nblk x m column partial sums */
+    GM_T *ebuf;                 /* one row buffer per thread */
     double *la, *lb;         /* log a, log b */
     unsigned char *deada, *deadb; /* zero-mass rows / columns (dropped) */
-} SFX(sk_ws);
+} GM_FN(sk_ws);
 
 /* Free a workspace's buffers. O(1). */
-static void SFX(sk_free)(SFX(sk_ws) *w)
+static void GM_FN(sk_free)(GM_FN(sk_ws) *w)
 {
     free(w->f0); free(w->g0); free(w->u); free(w->v); free(w->uold);
     free(w->part); free(w->ebuf); free(w->la); free(w->lb);
@@ -37,26 +37,26 @@ static void SFX(sk_free)(SFX(sk_ws) *w)
 
 /* Allocate a workspace for n x m problems with nthr row buffers.
  * Returns GM_OK or GM_ERR_NOMEM. O(n + m + nblk*m). */
-static int SFX(sk_alloc)(SFX(sk_ws) *w, size_t n, size_t m, int nthr)
+static int GM_FN(sk_alloc)(GM_FN(sk_ws) *w, size_t n, size_t m, int nthr)
 {
     memset(w, 0, sizeof *w);
     w->n = n;
     w->m = m;
     w->nblk = (n + GM_SK_RB - 1) / GM_SK_RB;
-    w->f0 = malloc(n * sizeof(T));
-    w->g0 = malloc(m * sizeof(T));
-    w->u = malloc(n * sizeof(T));
-    w->v = malloc(m * sizeof(T));
-    w->uold = malloc(n * sizeof(T));
-    w->part = malloc(w->nblk * m * sizeof(T));
-    w->ebuf = malloc((size_t)nthr * m * sizeof(T));
+    w->f0 = malloc(n * sizeof(GM_T));
+    w->g0 = malloc(m * sizeof(GM_T));
+    w->u = malloc(n * sizeof(GM_T));
+    w->v = malloc(m * sizeof(GM_T));
+    w->uold = malloc(n * sizeof(GM_T));
+    w->part = malloc(w->nblk * m * sizeof(GM_T));
+    w->ebuf = malloc((size_t)nthr * m * sizeof(GM_T));
     w->la = malloc(n * sizeof(double));
     w->lb = malloc(m * sizeof(double));
     w->deada = malloc(n);
     w->deadb = malloc(m);
     if (!w->f0 || !w->g0 || !w->u || !w->v || !w->uold || !w->part || !w->ebuf ||
         !w->la || !w->lb || !w->deada || !w->deadb) {
-        SFX(sk_free)(w);
+        GM_FN(sk_free)(w);
         memset(w, 0, sizeof *w);
         return GM_ERR_NOMEM;
     }
@@ -65,7 +65,7 @@ static int SFX(sk_alloc)(SFX(sk_ws) *w, size_t n, size_t m, int nthr)
 
 /* Validate a mass vector x (length n, argument index k): finite,
  * non-negative, not all zero.  O(n). */
-static int SFX(sk_check_mass)(const T *x, size_t n, int k, double *sum)
+static int GM_FN(sk_check_mass)(const GM_T *x, size_t n, int k, double *sum)
 {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -83,37 +83,37 @@ static int SFX(sk_check_mass)(const T *x, size_t n, int k, double *sum)
  * new plan's entries P_ij = exp((f_i + g_j - C_ij)/reg) into the row block's
  * column partial sums; with store_k also write them to K (= P buffer).
  * One exp per entry, O(n m). */
-static void SFX(sk_log_rows)(SFX(sk_ws) *w, int store_k)
+static void GM_FN(sk_log_rows)(GM_FN(sk_ws) *w, int store_k)
 {
     const size_t n = w->n, m = w->m, nblk = w->nblk;
-    const T ireg = (T)w->ireg;
+    const GM_T ireg = (GM_T)w->ireg;
     const double reg = w->reg, phia = w->phia;
-#pragma omp parallel for schedule(static) if (w->par)
+#pragma omp parallel for schedule(static) num_threads(w->par)
     for (size_t blk = 0; blk < nblk; blk++) {
-        T *part = w->part + blk * m;
-        T *e = w->ebuf + (size_t)gm_sk_thread() * m;
-        const T *g = w->g;
+        GM_T *part = w->part + blk * m;
+        GM_T *e = w->ebuf + (size_t)gm_thread_id() * m;
+        const GM_T *g = w->g;
         size_t i1 = (blk + 1) * GM_SK_RB < n ? (blk + 1) * GM_SK_RB : n;
-        memset(part, 0, m * sizeof(T));
+        memset(part, 0, m * sizeof(GM_T));
         for (size_t i = blk * GM_SK_RB; i < i1; i++) {
-            const T *Ci = w->C + i * m;
-            T *Ki = w->P + i * m;
+            const GM_T *Ci = w->C + i * m;
+            GM_T *Ki = w->P + i * m;
             if (w->deada[i]) {
-                w->f[i] = (T)-INFINITY;
-                if (store_k) memset(Ki, 0, m * sizeof(T));
+                w->f[i] = (GM_T)-INFINITY;
+                if (store_k) memset(Ki, 0, m * sizeof(GM_T));
                 continue;
             }
-            T mx = (T)-INFINITY;
+            GM_T mx = (GM_T)-INFINITY;
 #pragma omp simd reduction(max : mx)
             for (size_t j = 0; j < m; j++) {
-                T x = g[j] - Ci[j];
+                GM_T x = g[j] - Ci[j];
                 e[j] = x;
                 mx = x > mx ? x : mx;
             }
-            T s = 0;
+            GM_T s = 0;
 #pragma omp simd reduction(+ : s)
             for (size_t j = 0; j < m; j++) {
-                T y = EXPT((e[j] - mx) * ireg);
+                GM_T y = GM_EXP((e[j] - mx) * ireg);
                 e[j] = y;
                 s += y;
             }
@@ -126,11 +126,11 @@ static void SFX(sk_log_rows)(SFX(sk_ws) *w, int store_k)
                 fr = 0.0;
                 lw = mxr;
             }
-            w->f[i] = (T)(reg * fr);
-            T wi = (T)exp(lw);
+            w->f[i] = (GM_T)(reg * fr);
+            GM_T wi = (GM_T)exp(lw);
             if (store_k) {
                 for (size_t j = 0; j < m; j++) {
-                    T p = wi * e[j];
+                    GM_T p = wi * e[j];
                     Ki[j] = p;
                     part[j] += p;
                 }
@@ -141,24 +141,27 @@ static void SFX(sk_log_rows)(SFX(sk_ws) *w, int store_k)
     }
 }
 
-/* Sum the column partials of columns [j0, j0+len) over the row blocks in
- * block order, into t (double).  O(nblk len). */
-static void SFX(sk_colsum)(const SFX(sk_ws) *w, size_t j0, size_t len, double *t)
+/* Sum the column partials of column chunk c, columns [c CB, c CB + len),
+ * over the row blocks in block order, into t (double); returns len.
+ * O(nblk len). */
+static size_t GM_FN(sk_colsum)(const GM_FN(sk_ws) *w, size_t c, double *t)
 {
+    size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < w->m ? GM_SK_CB : w->m - j0;
     for (size_t jj = 0; jj < len; jj++) t[jj] = 0.0;
     for (size_t blk = 0; blk < w->nblk; blk++) {
-        const T *p = w->part + blk * w->m + j0;
+        const GM_T *p = w->part + blk * w->m + j0;
         for (size_t jj = 0; jj < len; jj++) t[jj] += (double)p[jj];
     }
+    return len;
 }
 
 /* Exact column update in the log domain for the columns flagged in `need`
  * (their partial sums underflowed): g_j = phib (reg log b_j -
  * reg LSE_i((f_i - C_ij)/reg)), two passes over those columns. O(n m) worst. */
-static void SFX(sk_log_cols_exact)(SFX(sk_ws) *w, const unsigned char *need)
+static void GM_FN(sk_log_cols_exact)(GM_FN(sk_ws) *w, const unsigned char *need)
 {
     const size_t n = w->n, m = w->m, nch = (m + GM_SK_CB - 1) / GM_SK_CB;
-#pragma omp parallel for schedule(static) if (w->par)
+#pragma omp parallel for schedule(static) num_threads(w->par)
     for (size_t c = 0; c < nch; c++) {
         size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         int any = 0;
@@ -168,7 +171,7 @@ static void SFX(sk_log_cols_exact)(SFX(sk_ws) *w, const unsigned char *need)
         for (size_t jj = 0; jj < len; jj++) { mx[jj] = -INFINITY; s[jj] = 0.0; }
         for (size_t i = 0; i < n; i++) {
             if (w->deada[i]) continue;
-            const T *Ci = w->C + i * m + j0;
+            const GM_T *Ci = w->C + i * m + j0;
             for (size_t jj = 0; jj < len; jj++) {
                 double x = (double)w->f[i] - (double)Ci[jj];
                 mx[jj] = x > mx[jj] ? x : mx[jj];
@@ -176,7 +179,7 @@ static void SFX(sk_log_cols_exact)(SFX(sk_ws) *w, const unsigned char *need)
         }
         for (size_t i = 0; i < n; i++) {
             if (w->deada[i]) continue;
-            const T *Ci = w->C + i * m + j0;
+            const GM_T *Ci = w->C + i * m + j0;
             for (size_t jj = 0; jj < len; jj++)
                 s[jj] += exp(((double)w->f[i] - (double)Ci[jj] - mx[jj]) * w->ireg);
         }
@@ -184,7 +187,7 @@ static void SFX(sk_log_cols_exact)(SFX(sk_ws) *w, const unsigned char *need)
             size_t j = j0 + jj;
             if (!need[j]) continue;
             double lse = mx[jj] * w->ireg + log(s[jj]);
-            w->g[j] = (T)(w->phib > 0.0 ? w->phib * w->reg * (w->lb[j] - lse) : 0.0);
+            w->g[j] = (GM_T)(w->phib > 0.0 ? w->phib * w->reg * (w->lb[j] - lse) : 0.0);
         }
     }
 }
@@ -195,16 +198,15 @@ static void SFX(sk_log_cols_exact)(SFX(sk_ws) *w, const unsigned char *need)
  * column marginal, t_j |1 - exp(d_j)| (= |t_j - b_j| when balanced); +inf
  * when some column underflowed (then updated exactly), NaN on overflow.
  * O(nblk m) plus the exact fallback. */
-static double SFX(sk_log_cols)(SFX(sk_ws) *w, unsigned char *need)
+static double GM_FN(sk_log_cols)(GM_FN(sk_ws) *w, unsigned char *need)
 {
     const size_t m = w->m, nch = (m + GM_SK_CB - 1) / GM_SK_CB;
     double err = 0.0;
     int under = 0, bad = 0;
 /* serial: a parallel region here costs more than the O(nblk m) work */
     for (size_t c = 0; c < nch; c++) {
-        size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         double t[GM_SK_CB];
-        SFX(sk_colsum)(w, j0, len, t);
+        size_t j0 = c * GM_SK_CB, len = GM_FN(sk_colsum)(w, c, t);
         for (size_t jj = 0; jj < len; jj++) {
             size_t j = j0 + jj;
             need[j] = 0;
@@ -216,14 +218,14 @@ static double SFX(sk_log_cols)(SFX(sk_ws) *w, unsigned char *need)
                 d = w->phib * (w->lb[j] - log(t[jj])) - (1.0 - w->phib) * gr;
             else
                 d = -gr;
-            w->g[j] = (T)(w->reg * (gr + d));
+            w->g[j] = (GM_T)(w->reg * (gr + d));
             double e = t[jj] * fabs(expm1(d));
             err = e > err ? e : err;
         }
     }
     if (bad) return NAN;
     if (under) {
-        SFX(sk_log_cols_exact)(w, need);
+        GM_FN(sk_log_cols_exact)(w, need);
         return INFINITY;
     }
     return err;
@@ -234,21 +236,21 @@ static double SFX(sk_log_cols)(SFX(sk_ws) *w, unsigned char *need)
  * (= a_i / s_i when balanced), column partials += u_i K_ij.  Returns flags:
  * 1 = some u_i left [1/tau, tau] (absorb after this sweep), 2 = some s_i
  * underflowed or overflowed (sweep invalid).  Two flops per entry, O(n m). */
-static int SFX(sk_kern_rows)(SFX(sk_ws) *w)
+static int GM_FN(sk_kern_rows)(GM_FN(sk_ws) *w)
 {
     const size_t n = w->n, m = w->m, nblk = w->nblk;
     const double phia = w->phia, tau = w->tau, itau = 1.0 / w->tau;
     int flags = 0;
-#pragma omp parallel for schedule(static) reduction(| : flags) if (w->par)
+#pragma omp parallel for schedule(static) reduction(| : flags) num_threads(w->par)
     for (size_t blk = 0; blk < nblk; blk++) {
-        T *part = w->part + blk * m;
-        const T *v = w->v;
+        GM_T *part = w->part + blk * m;
+        const GM_T *v = w->v;
         size_t i1 = (blk + 1) * GM_SK_RB < n ? (blk + 1) * GM_SK_RB : n;
-        memset(part, 0, m * sizeof(T));
+        memset(part, 0, m * sizeof(GM_T));
         for (size_t i = blk * GM_SK_RB; i < i1; i++) {
             if (w->deada[i]) continue;
-            const T *Ki = w->P + i * m;
-            T s = 0;
+            const GM_T *Ki = w->P + i * m;
+            GM_T s = 0;
 #pragma omp simd reduction(+ : s)
             for (size_t j = 0; j < m; j++) s += Ki[j] * v[j];
             if (!(s > 0) || !isfinite(s)) { flags |= 2; continue; }
@@ -261,8 +263,8 @@ static int SFX(sk_kern_rows)(SFX(sk_ws) *w)
             else
                 ui = exp(-(double)w->f0[i] * w->ireg);
             if (!(ui <= tau && ui >= itau)) flags |= 1;
-            if (!isfinite(ui) || (T)ui == 0) { flags |= 2; continue; }
-            T uT = (T)ui;
+            if (!isfinite(ui) || (GM_T)ui == 0) { flags |= 2; continue; }
+            GM_T uT = (GM_T)ui;
             w->u[i] = uT;
             for (size_t j = 0; j < m; j++) part[j] += uT * Ki[j];
         }
@@ -274,18 +276,17 @@ static int SFX(sk_kern_rows)(SFX(sk_ws) *w)
  * u_i.  Returns the max change of the column marginal t_j |v_j - v_j'| via
  * *err and flags as sk_kern_rows (2: some t_j underflowed; then no v_j is
  * changed).  O(nblk m). */
-static int SFX(sk_kern_cols)(SFX(sk_ws) *w, double *errp)
+static int GM_FN(sk_kern_cols)(GM_FN(sk_ws) *w, double *errp)
 {
     const size_t m = w->m, nch = (m + GM_SK_CB - 1) / GM_SK_CB;
     const double phib = w->phib, tau = w->tau, itau = 1.0 / w->tau;
     double err = 0.0;
     int flags = 0;
-    T *vnew = w->ebuf; /* scratch: length m */
+    GM_T *vnew = w->ebuf; /* scratch: length m */
 /* serial: a parallel region here costs more than the O(nblk m) work */
     for (size_t c = 0; c < nch; c++) {
-        size_t j0 = c * GM_SK_CB, len = j0 + GM_SK_CB < m ? GM_SK_CB : m - j0;
         double t[GM_SK_CB];
-        SFX(sk_colsum)(w, j0, len, t);
+        size_t j0 = c * GM_SK_CB, len = GM_FN(sk_colsum)(w, c, t);
         for (size_t jj = 0; jj < len; jj++) {
             size_t j = j0 + jj;
             if (w->deadb[j]) { vnew[j] = 0; continue; }
@@ -299,39 +300,39 @@ static int SFX(sk_kern_cols)(SFX(sk_ws) *w, double *errp)
             else
                 vj = exp(-(double)w->g0[j] * w->ireg);
             if (!(vj <= tau && vj >= itau)) flags |= 1;
-            if (!isfinite(vj) || (T)vj == 0) { flags |= 2; continue; }
+            if (!isfinite(vj) || (GM_T)vj == 0) { flags |= 2; continue; }
             double e = t[jj] * fabs((double)w->v[j] - vj);
             err = e > err ? e : err;
-            vnew[j] = (T)vj;
+            vnew[j] = (GM_T)vj;
         }
     }
-    if (!(flags & 2)) memcpy(w->v, vnew, m * sizeof(T));
+    if (!(flags & 2)) memcpy(w->v, vnew, m * sizeof(GM_T));
     *errp = err;
     return flags;
 }
 
 /* Potentials from the kernel-domain state: f = f0 + reg log u, g likewise
  * (-inf for dropped rows/columns).  O(n + m). */
-static void SFX(sk_absorb)(SFX(sk_ws) *w)
+static void GM_FN(sk_absorb)(GM_FN(sk_ws) *w)
 {
     for (size_t i = 0; i < w->n; i++)
-        w->f[i] = w->deada[i] ? (T)-INFINITY
-                              : (T)((double)w->f0[i] + w->reg * log((double)w->u[i]));
+        w->f[i] = w->deada[i] ? (GM_T)-INFINITY
+                              : (GM_T)((double)w->f0[i] + w->reg * log((double)w->u[i]));
     for (size_t j = 0; j < w->m; j++)
-        w->g[j] = w->deadb[j] ? (T)-INFINITY
-                              : (T)((double)w->g0[j] + w->reg * log((double)w->v[j]));
+        w->g[j] = w->deadb[j] ? (GM_T)-INFINITY
+                              : (GM_T)((double)w->g0[j] + w->reg * log((double)w->v[j]));
 }
 
 /* Start the kernel domain right after a storing log sweep: K holds the plan
  * for (f_new, g_old), saved as the snapshot (f0, g0 = g_old); u = 1 and v
  * carries the column update g_old -> g_new.  Returns 0 (and stays in the
  * log domain) when some v_j would leave [1/tau, tau].  O(n + m). */
-static int SFX(sk_enter_kernel)(SFX(sk_ws) *w)
+static int GM_FN(sk_enter_kernel)(GM_FN(sk_ws) *w)
 {
     for (size_t j = 0; j < w->m; j++) {
         double vj = exp(((double)w->g[j] - (double)w->g0[j]) * w->ireg);
         if (!w->deadb[j] && !(vj <= w->tau && vj >= 1.0 / w->tau)) return 0;
-        w->v[j] = w->deadb[j] ? 0 : (T)vj;
+        w->v[j] = w->deadb[j] ? 0 : (GM_T)vj;
     }
     for (size_t i = 0; i < w->n; i++) {
         w->f0[i] = w->f[i];
@@ -342,23 +343,23 @@ static int SFX(sk_enter_kernel)(SFX(sk_ws) *w)
 
 /* Write the plan into P: u_i K_ij v_j in place (kernel mode) or
  * exp((f_i + g_j - C_ij)/reg) (log mode).  O(n m). */
-static void SFX(sk_write_plan)(SFX(sk_ws) *w, int kernel)
+static void GM_FN(sk_write_plan)(GM_FN(sk_ws) *w, int kernel)
 {
     const size_t n = w->n, m = w->m;
-    const T ireg = (T)w->ireg;
-#pragma omp parallel for schedule(static) if (w->par)
+    const GM_T ireg = (GM_T)w->ireg;
+#pragma omp parallel for schedule(static) num_threads(w->par)
     for (size_t i = 0; i < n; i++) {
-        T *Pi = w->P + i * m;
-        const T *Ci = w->C + i * m;
-        if (w->deada[i]) { memset(Pi, 0, m * sizeof(T)); continue; }
+        GM_T *Pi = w->P + i * m;
+        const GM_T *Ci = w->C + i * m;
+        if (w->deada[i]) { memset(Pi, 0, m * sizeof(GM_T)); continue; }
         if (kernel) {
-            T ui = w->u[i];
+            GM_T ui = w->u[i];
             for (size_t j = 0; j < m; j++) Pi[j] = ui * Pi[j] * w->v[j];
         } else {
-            T fi = w->f[i];
+            GM_T fi = w->f[i];
             for (size_t j = 0; j < m; j++) {
-                T x = (fi + w->g[j] - Ci[j]) * ireg;
-                Pi[j] = w->deadb[j] ? 0 : EXPT(x);
+                GM_T x = (fi + w->g[j] - Ci[j]) * ireg;
+                Pi[j] = w->deadb[j] ? 0 : GM_EXP(x);
             }
         }
     }
@@ -369,7 +370,7 @@ static void SFX(sk_write_plan)(SFX(sk_ws) *w, int kernel)
  * sweeps while the scalings stay within [1/tau, tau]; leaving the kernel
  * domain quickly backs off exponentially before K is rebuilt.  O(iters n m).
  */
-static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
+static int GM_FN(sk_solve)(GM_FN(sk_ws) *w, int max_iter, double tol, int *n_iter,
                          double *err_out)
 {
     const size_t n = w->n, m = w->m;
@@ -385,17 +386,17 @@ static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
     for (size_t j = 0; j < m; j++) {
         w->deadb[j] = w->phib > 0.0 && w->b[j] == 0;
         w->lb[j] = log((double)w->b[j]);
-        w->g[j] = w->deadb[j] ? (T)-INFINITY : 0;
+        w->g[j] = w->deadb[j] ? (GM_T)-INFINITY : 0;
     }
     for (it = 0; it < max_iter; it++) {
         if (kernel) {
             int fl;
-            memcpy(w->uold, w->u, n * sizeof(T));
-            fl = SFX(sk_kern_rows)(w);
-            if (!(fl & 2)) fl |= SFX(sk_kern_cols)(w, &err);
+            memcpy(w->uold, w->u, n * sizeof(GM_T));
+            fl = GM_FN(sk_kern_rows)(w);
+            if (!(fl & 2)) fl |= GM_FN(sk_kern_cols)(w, &err);
             if (fl & 2) { /* invalid sweep: roll back and redo it in logs */
-                memcpy(w->u, w->uold, n * sizeof(T));
-                SFX(sk_absorb)(w);
+                memcpy(w->u, w->uold, n * sizeof(GM_T));
+                GM_FN(sk_absorb)(w);
                 kernel = 0;
                 backoff = backoff < GM_SK_MAXBACKOFF ? 2 * backoff : backoff;
                 wait = backoff;
@@ -404,7 +405,7 @@ static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
             }
             ksweeps++;
             if (fl & 1) {
-                SFX(sk_absorb)(w);
+                GM_FN(sk_absorb)(w);
                 kernel = 0;
                 if (ksweeps < GM_SK_MINRUN)
                     backoff = backoff < GM_SK_MAXBACKOFF ? 2 * backoff : backoff;
@@ -414,11 +415,11 @@ static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
             }
         } else {
             int store = wait <= 0 && !GM_SK_FORCE_LOG;
-            if (store) memcpy(w->g0, w->g, m * sizeof(T));
-            SFX(sk_log_rows)(w, store);
-            err = SFX(sk_log_cols)(w, need);
+            if (store) memcpy(w->g0, w->g, m * sizeof(GM_T));
+            GM_FN(sk_log_rows)(w, store);
+            err = GM_FN(sk_log_cols)(w, need);
             if (isnan(err)) { st = GM_ERR_NUMERIC; break; }
-            if (store && isfinite(err) && SFX(sk_enter_kernel)(w)) {
+            if (store && isfinite(err) && GM_FN(sk_enter_kernel)(w)) {
                 kernel = 1;
                 ksweeps = 0;
             } else if (store && isfinite(err)) {
@@ -431,8 +432,8 @@ static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
         if (err < tol) { it++; break; }
     }
     if (st == GM_OK) {
-        if (kernel) SFX(sk_absorb)(w);
-        SFX(sk_write_plan)(w, kernel);
+        if (kernel) GM_FN(sk_absorb)(w);
+        GM_FN(sk_write_plan)(w, kernel);
     }
     free(need);
     *n_iter = it < max_iter ? it : max_iter;
@@ -442,9 +443,9 @@ static int SFX(sk_solve)(SFX(sk_ws) *w, int max_iter, double tol, int *n_iter,
 
 /* Public entry point: validate, then solve each batch element (in parallel
  * over the batch when the problems are small).  O(batch iters n m). */
-int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
+int GM_FN(gm_sinkhorn)(const GM_T *C, const GM_T *a, const GM_T *b, size_t batch, size_t n,
                      size_t m, double reg, double reg_m_a, double reg_m_b,
-                     int max_iter, double tol, T *P, T *f, T *g, int *n_iter,
+                     int max_iter, double tol, GM_T *P, GM_T *f, GM_T *g, int *n_iter,
                      double *err)
 {
     int st = GM_OK, nthr = gm_get_num_threads();
@@ -452,52 +453,59 @@ int SFX(gm_sinkhorn)(const T *C, const T *a, const T *b, size_t batch, size_t n,
     if (!(reg > 0.0) || !isfinite(reg) || !(reg_m_a >= 0.0) || !(reg_m_b >= 0.0) ||
         max_iter < 1 || !(tol >= 0.0))
         return GM_ERR_INVALID;
-    if (n > ((size_t)-1) / m / sizeof(T) / batch) return GM_ERR_INVALID;
+    if (n > ((size_t)-1) / m / sizeof(GM_T) / batch) return GM_ERR_INVALID;
     for (size_t k = 0; k < batch && st == GM_OK; k++) {
         double sa = 0, sb = 0;
-        if (!SFX(gm_all_finite)(C + k * n * m, n * m)) return GM_ERR_NONFINITE_ARG(0);
-        st = SFX(sk_check_mass)(a + k * n, n, 1, &sa);
-        if (st == GM_OK) st = SFX(sk_check_mass)(b + k * m, m, 2, &sb);
+        if (!GM_FN(gm_all_finite)(C + k * n * m, n * m)) return GM_ERR_NONFINITE_ARG(0);
+        st = GM_FN(sk_check_mass)(a + k * n, n, 1, &sa);
+        if (st == GM_OK) st = GM_FN(sk_check_mass)(b + k * m, m, 2, &sb);
         if (st == GM_OK && isinf(reg_m_a) && isinf(reg_m_b) &&
-            fabs(sa - sb) > GM_SK_MASS_RTOL(T) * (sa > sb ? sa : sb))
-            st = GM_ERR_INVALID;
+            fabs(sa - sb) > GM_SK_MASS_RTOL(GM_T) * (sa > sb ? sa : sb))
+            st = gm_fail(GM_ERR_UNBALANCED,
+                         "a and b must have the same total mass for balanced OT (both "
+                         "marginal weights infinite, reg_m=None): sum(a)=%.9g, sum(b)=%.9g "
+                         "(problem %zu); normalize them or pass a finite reg_m", sa, sb, k);
     }
     if (st != GM_OK) return st;
     double phia = isinf(reg_m_a) ? 1.0 : reg_m_a / (reg_m_a + reg);
     double phib = isinf(reg_m_b) ? 1.0 : reg_m_b / (reg_m_b + reg);
-    int over_batch = batch > 1 && nthr > 1 && n * m < GM_SK_SMALL;
-    int inner = !over_batch && nthr > 1 && n * m >= GM_SK_PARMIN;
+    /* small problems: one thread each, the batch spread over the threads;
+     * large ones: threads inside each problem (one fork/join per sweep must
+     * pay off) */
+    int big = gm_threads_for((double)n * (double)m * GM_WORK_EXP) > 1;
+    int over_batch = batch > 1 && nthr > 1 && !big;
+    int inner = !over_batch && nthr > 1 && big;
     int fail = GM_OK;
-#pragma omp parallel for schedule(dynamic) if (over_batch)
+#pragma omp parallel for schedule(dynamic) num_threads(over_batch ? nthr : 1)
     for (size_t k = 0; k < batch; k++) {
-        SFX(sk_ws) w;
+        GM_FN(sk_ws) w;
         int s, it = 0;
         double e = 0;
         int failed;
 #pragma omp atomic read
         failed = fail;
         if (failed != GM_OK) continue;
-        s = SFX(sk_alloc)(&w, n, m, inner ? nthr : 1);
-        T *fb = f ? f + k * n : malloc(n * sizeof(T));
-        T *gb = g ? g + k * m : malloc(m * sizeof(T));
+        s = GM_FN(sk_alloc)(&w, n, m, inner ? nthr : 1);
+        GM_T *fb = f ? f + k * n : malloc(n * sizeof(GM_T));
+        GM_T *gb = g ? g + k * m : malloc(m * sizeof(GM_T));
         if (s == GM_OK && fb && gb) {
-            w.par = inner;
+            w.par = inner ? nthr : 1;
             w.reg = reg;
             w.ireg = 1.0 / reg;
             w.phia = phia;
             w.phib = phib;
-            w.tau = SK_TAU;
+            w.tau = GM_SK_TAU;
             w.C = C + k * n * m;
             w.a = a + k * n;
             w.b = b + k * m;
             w.P = P + k * n * m;
             w.f = fb;
             w.g = gb;
-            s = SFX(sk_solve)(&w, max_iter, tol, &it, &e);
+            s = GM_FN(sk_solve)(&w, max_iter, tol, &it, &e);
         } else if (s == GM_OK) {
             s = GM_ERR_NOMEM;
         }
-        SFX(sk_free)(&w);
+        GM_FN(sk_free)(&w);
         if (!f) free(fb);
         if (!g) free(gb);
         if (n_iter) n_iter[k] = it;

@@ -1,6 +1,7 @@
-/* gm_dustbin_impl.h -- type-generic body of gm_dustbin.c, included once for
- * float and once for double with DB_T, DB_SFX, DB_EXP, DB_LMAX, DB_LOGMAX
- * and DB_LOGMIN defined.  Not a public header.
+/* gm_dustbin_tpl.h -- type-generic body of gm_dustbin.c, instantiated once
+ * per type through gm_tpl.h (GM_T, GM_FN, ...).  Not a public header.
+ * DB_LMAX bounds lam * range(S~) / 2 for the kernel domain; DB_LOGMAX and
+ * DB_LOGMIN are the exponent range gm_exp handles.
  *
  * Notation: n = N, m = M (score matrix), n1 = N+1, m1 = M+1 (augmented).
  * Log potentials la = lam*u (n1) and lb = lam*v (m1) are kept in double.
@@ -11,53 +12,58 @@
  * log-sum-exps nlr = -LSE_row, nlc = -LSE_col kept for the backward.
  * The plan is log P_ij = lam S~_ij + alpha_i + beta_j (alpha = la, beta = lb). */
 
+#define DB_LMAX (GM_IS_F32 ? 30.0 : 300.0)
+#define DB_LOGMAX (GM_IS_F32 ? 88.0 : 708.0)
+#define DB_LOGMIN (GM_IS_F32 ? -87.0 : -707.0)
 #define DB_LANES 32
 #define DB_FB 64
 #define DB_CHUNK 32
 
 typedef struct {
     size_t n, m, n1, m1, mpad, nchunk;
-    const DB_T *S;
-    const DB_T *G;
+    const GM_T *S;
+    const GM_T *G;
     double lam, phi, bin, c, L;
     int iters, store, kernel, rebuild, wrt_log, nt, fused, nu_pos;
-    DB_T lamT, lamcT, lambinT, kb;
-    DB_T *K;
+    GM_T lamT, lamcT, lambinT, kb;
+    GM_T *K;
     size_t ldk;
     double *logmu, *lognu, *la, *lb, *lbp, *dn, *dm, *rs, *cs, *gbc, *gbr;
     double sig_a, sig_b, sig_f, dbacc;
     unsigned char *mulrow;
-    DB_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
-    DB_T *fu, *gv, *nlr, *nlc;
-    DB_T *vn, *vm, *vm2, *part, *rowtmp, *abuf;
+    GM_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
+    GM_T *fu, *gv, *nlr, *nlc;
+    GM_T *vn, *vm, *vm2, *part, *rowtmp, *abuf;
     double *tmn, *tmx;
     int *tbad;
     int err;
-} DB_SFX(db_ctx);
+} GM_FN(db_ctx);
 
 /* Record an error status from any thread (the last writer wins; all are
  * equivalent for the caller).  O(1). */
-static inline void DB_SFX(db_set_err)(DB_SFX(db_ctx) *c, int st)
+static inline void GM_FN(db_set_err)(GM_FN(db_ctx) *c, int st)
 {
-    __atomic_store_n(&c->err, st, __ATOMIC_RELAXED);
+#pragma omp atomic write
+    c->err = st;
+    (void)st; /* GCC reports st as unused after an atomic write */
 }
 
 /* Potential update phi*(logm - lse); 0 when phi == 0 (marginals ignored),
  * -inf when the mass is zero.  O(1). */
-static inline double DB_SFX(db_pot)(double phi, double logm, double lse)
+static inline double GM_FN(db_pot)(double phi, double logm, double lse)
 {
     if (phi == 0.0) return 0.0;
     return phi * (logm - lse);
 }
 
 /* Slot of iteration t (1-based) in a history array of stride len. */
-static inline size_t DB_SFX(db_slot)(const DB_SFX(db_ctx) *c, int t)
+static inline size_t GM_FN(db_slot)(const GM_FN(db_ctx) *c, int t)
 {
     return c->store ? (size_t)(t - 1) : (size_t)((t - 1) & 1);
 }
 
 /* b~^t (t = 0..iters) in the kernel path: rows T.. of bmat when storing. */
-static inline DB_T *DB_SFX(db_bptr)(DB_SFX(db_ctx) *c, int t)
+static inline GM_T *GM_FN(db_bptr)(GM_FN(db_ctx) *c, int t)
 {
     if (!c->store) return c->brot + (size_t)(t & 1) * c->mpad;
     if (t == c->iters) return c->bfin;
@@ -65,137 +71,111 @@ static inline DB_T *DB_SFX(db_bptr)(DB_SFX(db_ctx) *c, int t)
 }
 
 /* lam v^t (t = 0..iters) in the log path. */
-static inline DB_T *DB_SFX(db_gvptr)(DB_SFX(db_ctx) *c, int t)
+static inline GM_T *GM_FN(db_gvptr)(GM_FN(db_ctx) *c, int t)
 {
     size_t k = c->store ? (size_t)t : (size_t)(t & 1);
     return c->gv + k * c->mpad;
 }
 
-/* Fixed pairwise reduction of DB_LANES (32) partial sums.  O(1). */
-static inline DB_T DB_SFX(db_reduce)(DB_T *acc)
-{
-    for (int l = 0; l < 16; l++) acc[l] += acc[l + 16];
-    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
-    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    for (int l = 0; l < 2; l++) acc[l] += acc[l + 2];
-    return acc[0] + acc[1];
-}
-
-/* Dot product of x and y (length m) with DB_LANES fixed partial sums and a
- * fixed pairwise reduction: the same result on any thread.  O(m). */
-static inline DB_T DB_SFX(db_dot)(const DB_T *x, const DB_T *y, size_t m)
-{
-    DB_T acc[DB_LANES];
-    size_t j = 0;
-    for (int l = 0; l < DB_LANES; l++) acc[l] = 0;
-    for (; j + DB_LANES <= m; j += DB_LANES)
-        for (int l = 0; l < DB_LANES; l++) acc[l] += x[j + l] * y[j + l];
-    for (int l = 0; j + (size_t)l < m; l++) acc[l] += x[j + l] * y[j + l];
-    return DB_SFX(db_reduce)(acc);
-}
-
 /* Four dot products of rows x, x+ldx, x+2ldx, x+3ldx with y, sharing the
  * loads of y; each row's arithmetic is exactly that of db_dot.  O(4m). */
-static inline void DB_SFX(db_dot4)(const DB_T *x, size_t ldx, const DB_T *y, size_t m,
-                                   DB_T *out)
+static inline void GM_FN(db_dot4)(const GM_T *x, size_t ldx, const GM_T *y, size_t m,
+                                   GM_T *out)
 {
-    DB_T a0[DB_LANES], a1[DB_LANES], a2[DB_LANES], a3[DB_LANES];
-    const DB_T *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
+    GM_T a0[DB_LANES], a1[DB_LANES], a2[DB_LANES], a3[DB_LANES];
+    const GM_T *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
     size_t j = 0;
     for (int l = 0; l < DB_LANES; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0;
     for (; j + DB_LANES <= m; j += DB_LANES)
         for (int l = 0; l < DB_LANES; l++) {
-            DB_T yv = y[j + l];
+            GM_T yv = y[j + l];
             a0[l] += x0[j + l] * yv;
             a1[l] += x1[j + l] * yv;
             a2[l] += x2[j + l] * yv;
             a3[l] += x3[j + l] * yv;
         }
     for (int l = 0; j + (size_t)l < m; l++) {
-        DB_T yv = y[j + l];
+        GM_T yv = y[j + l];
         a0[l] += x0[j + l] * yv;
         a1[l] += x1[j + l] * yv;
         a2[l] += x2[j + l] * yv;
         a3[l] += x3[j + l] * yv;
     }
-    out[0] = DB_SFX(db_reduce)(a0);
-    out[1] = DB_SFX(db_reduce)(a1);
-    out[2] = DB_SFX(db_reduce)(a2);
-    out[3] = DB_SFX(db_reduce)(a3);
+    out[0] = GM_FN(gm_vec_fold)(a0, DB_LANES);
+    out[1] = GM_FN(gm_vec_fold)(a1, DB_LANES);
+    out[2] = GM_FN(gm_vec_fold)(a2, DB_LANES);
+    out[3] = GM_FN(gm_vec_fold)(a3, DB_LANES);
 }
 
-/* Sum of x (length m), same lane scheme as db_dot.  O(m). */
-static inline DB_T DB_SFX(db_sum)(const DB_T *x, size_t m)
+/* w[q] = K row q . y for the r <= 4 rows at k0 (row stride ldk), each with
+ * the arithmetic of gm_vec_dot32 (fused loads when r == 4).  O(r m). */
+static inline void GM_FN(db_dots)(const GM_T *k0, size_t ldk, const GM_T *y, size_t m,
+                                  size_t r, GM_T *w)
 {
-    DB_T acc[DB_LANES];
-    size_t j = 0;
-    for (int l = 0; l < DB_LANES; l++) acc[l] = 0;
-    for (; j + DB_LANES <= m; j += DB_LANES)
-        for (int l = 0; l < DB_LANES; l++) acc[l] += x[j + l];
-    for (int l = 0; j + (size_t)l < m; l++) acc[l] += x[j + l];
-    return DB_SFX(db_reduce)(acc);
+    if (r == 4) {
+        GM_FN(db_dot4)(k0, ldk, y, m, w);
+    } else {
+        for (size_t q = 0; q < r; q++) w[q] = GM_FN(gm_vec_dot32)(k0 + q * ldk, y, m);
+    }
+}
+
+/* y += sum_q h[q] K row q over the r <= 4 rows at k0, added row by row in
+ * order for every j (one pass when r == 4).  O(r m). */
+static inline void GM_FN(db_axpy_rows)(GM_T *y, const GM_T *k0, size_t ldk, const GM_T *h,
+                                       size_t r, size_t m)
+{
+    if (r == 4) {
+        const GM_T *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+        GM_T h0 = h[0], h1 = h[1], h2 = h[2], h3 = h[3];
+        for (size_t j = 0; j < m; j++) {
+            GM_T v = y[j];
+            v += h0 * k0[j];
+            v += h1 * k1[j];
+            v += h2 * k2[j];
+            v += h3 * k3[j];
+            y[j] = v;
+        }
+    } else {
+        for (size_t q = 0; q < r; q++) {
+            const GM_T *kq = k0 + q * ldk;
+            GM_T hq = h[q];
+            for (size_t j = 0; j < m; j++) y[j] += hq * kq[j];
+        }
+    }
 }
 
 /* Inside a parallel region: out[i] = (K' y)_i + kb * y[m] for rows i < n, in
  * groups of four rows (the grouping depends on n only, not on the thread
  * count).  O(NM). */
-static void DB_SFX(db_rowmv)(const DB_T *K, size_t ldk, size_t n, size_t m, const DB_T *y,
-                             DB_T kb, DB_T *out)
+static void GM_FN(db_rowmv)(const GM_T *K, size_t ldk, size_t n, size_t m, const GM_T *y,
+                             GM_T kb, GM_T *out)
 {
     size_t ng = n / 4;
 #pragma omp for schedule(static) nowait
     for (size_t g = 0; g < ng; g++) {
-        DB_SFX(db_dot4)(K + 4 * g * ldk, ldk, y, m, out + 4 * g);
+        GM_FN(db_dot4)(K + 4 * g * ldk, ldk, y, m, out + 4 * g);
         for (int r = 0; r < 4; r++) out[4 * g + r] += kb * y[m];
     }
 #pragma omp for schedule(static)
-    for (size_t i = 4 * ng; i < n; i++) out[i] = DB_SFX(db_dot)(K + i * ldk, y, m) + kb * y[m];
+    for (size_t i = 4 * ng; i < n; i++) out[i] = GM_FN(gm_vec_dot32)(K + i * ldk, y, m) + kb * y[m];
 }
 
 /* out[j] = sum_{i<n} w_i K_ij (rows in order i = 0..n-1) for this thread's
  * columns [j0, j1); rows are taken four at a time with the same order of
  * additions.  O(n (j1-j0)). */
-static void DB_SFX(db_colmv)(const DB_T *K, size_t ldk, size_t n, const DB_T *w,
-                             DB_T *out, size_t j0, size_t j1)
+static void GM_FN(db_colmv)(const GM_T *K, size_t ldk, size_t n, const GM_T *w,
+                             GM_T *out, size_t j0, size_t j1)
 {
-    size_t i = 0;
     for (size_t j = j0; j < j1; j++) out[j] = 0;
-    for (; i + 4 <= n; i += 4) {
-        const DB_T *k0 = K + i * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
-        DB_T w0 = w[i], w1 = w[i + 1], w2 = w[i + 2], w3 = w[i + 3];
-        for (size_t j = j0; j < j1; j++) {
-            DB_T t = out[j];
-            t += w0 * k0[j];
-            t += w1 * k1[j];
-            t += w2 * k2[j];
-            t += w3 * k3[j];
-            out[j] = t;
-        }
-    }
-    for (; i < n; i++) {
-        const DB_T *k0 = K + i * ldk;
-        DB_T w0 = w[i];
-        for (size_t j = j0; j < j1; j++) out[j] += w0 * k0[j];
-    }
-}
-
-/* 1 if all len values are finite.  O(len). */
-static int DB_SFX(db_finite)(const DB_T *x, size_t len)
-{
-    DB_T z[DB_LANES];
-    size_t j = 0;
-    for (int l = 0; l < DB_LANES; l++) z[l] = 0;
-    for (; j + DB_LANES <= len; j += DB_LANES)
-        for (int l = 0; l < DB_LANES; l++) z[l] += x[j + l] * (DB_T)0;
-    for (; j < len; j++) z[0] += x[j] * (DB_T)0;
-    for (int l = 1; l < DB_LANES; l++) z[0] += z[l];
-    return z[0] == 0;
+    for (size_t i = 0; i < n; i += 4)
+        GM_FN(db_axpy_rows)(out + j0, K + i * ldk + j0, ldk, w + i, n - i < 4 ? n - i : 4,
+                            j1 - j0);
 }
 
 /* Validate sizes and scalars, check S / mu / nu (finite, masses >= 0, not
  * all zero) and fill log mu, log nu.  S is scanned later in parallel.
  * O(N + M). */
-static int DB_SFX(db_check_marg)(const DB_T *x, size_t len, int arg, double *logx)
+static int GM_FN(db_check_marg)(const GM_T *x, size_t len, int arg, double *logx)
 {
     double total = 0.0;
     for (size_t i = 0; i < len; i++) {
@@ -211,13 +191,13 @@ static int DB_SFX(db_check_marg)(const DB_T *x, size_t len, int arg, double *log
 
 /* Allocate the context's buffers (history kept when c->store).  Returns
  * GM_ERR_NOMEM on failure (everything freed by db_free). */
-static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
+static int GM_FN(db_alloc)(GM_FN(db_ctx) *c)
 {
     size_t n1 = c->n1, m1 = c->m1, mp = c->mpad, T = (size_t)c->iters;
     size_t H = c->store ? T : 2, nt = (size_t)c->nt;
     /* the VJP keeps O(n_iter (N + M)) history: refuse more than 4 GiB up
      * front (overcommitting systems would otherwise fail late) */
-    if (c->store && (double)T * (double)(4 * n1 + 4 * mp) * sizeof(DB_T) > 4294967296.0)
+    if (c->store && (double)T * (double)(4 * n1 + 4 * mp) * sizeof(GM_T) > 4294967296.0)
         return GM_ERR_NOMEM;
     c->logmu = malloc(n1 * sizeof(double));
     c->lognu = malloc(m1 * sizeof(double));
@@ -231,23 +211,23 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
     c->gbc = malloc(n1 * sizeof(double));
     c->gbr = malloc(m1 * sizeof(double));
     c->mulrow = malloc(n1);
-    c->at = malloc(H * n1 * sizeof(DB_T));
-    c->srow = malloc(H * n1 * sizeof(DB_T));
-    c->tcol = malloc(H * m1 * sizeof(DB_T));
-    c->bmat = calloc(c->store ? 2 * T * mp : 1, sizeof(DB_T));
-    c->brot = calloc(2 * mp, sizeof(DB_T));
-    c->bfin = calloc(mp, sizeof(DB_T));
-    c->hu = malloc((c->store ? T * n1 : 1) * sizeof(DB_T));
-    c->fu = malloc(H * n1 * sizeof(DB_T));
-    c->gv = calloc((c->store ? T + 1 : 2) * mp, sizeof(DB_T));
-    c->nlr = malloc(H * n1 * sizeof(DB_T));
-    c->nlc = malloc(H * m1 * sizeof(DB_T));
-    c->vn = malloc(n1 * sizeof(DB_T));
-    c->vm = calloc(mp, sizeof(DB_T));
-    c->vm2 = calloc(mp, sizeof(DB_T));
-    c->part = malloc(c->nchunk * mp * sizeof(DB_T) + sizeof(DB_T));
-    c->rowtmp = malloc(4 * nt * mp * sizeof(DB_T));
-    c->abuf = malloc(8 * nt * T * sizeof(DB_T));
+    c->at = malloc(H * n1 * sizeof(GM_T));
+    c->srow = malloc(H * n1 * sizeof(GM_T));
+    c->tcol = malloc(H * m1 * sizeof(GM_T));
+    c->bmat = calloc(c->store ? 2 * T * mp : 1, sizeof(GM_T));
+    c->brot = calloc(2 * mp, sizeof(GM_T));
+    c->bfin = calloc(mp, sizeof(GM_T));
+    c->hu = malloc((c->store ? T * n1 : 1) * sizeof(GM_T));
+    c->fu = malloc(H * n1 * sizeof(GM_T));
+    c->gv = calloc((c->store ? T + 1 : 2) * mp, sizeof(GM_T));
+    c->nlr = malloc(H * n1 * sizeof(GM_T));
+    c->nlc = malloc(H * m1 * sizeof(GM_T));
+    c->vn = malloc(n1 * sizeof(GM_T));
+    c->vm = calloc(mp, sizeof(GM_T));
+    c->vm2 = calloc(mp, sizeof(GM_T));
+    c->part = malloc(c->nchunk * mp * sizeof(GM_T) + sizeof(GM_T));
+    c->rowtmp = malloc(4 * nt * mp * sizeof(GM_T));
+    c->abuf = malloc(8 * nt * T * sizeof(GM_T));
     c->tmn = malloc(nt * sizeof(double));
     c->tmx = malloc(nt * sizeof(double));
     c->tbad = malloc(nt * sizeof(int));
@@ -261,7 +241,7 @@ static int DB_SFX(db_alloc)(DB_SFX(db_ctx) *c)
 }
 
 /* Free every buffer of the context.  O(1). */
-static void DB_SFX(db_free)(DB_SFX(db_ctx) *c)
+static void GM_FN(db_free)(GM_FN(db_ctx) *c)
 {
     void *p[] = {c->logmu, c->lognu, c->la, c->lb, c->lbp, c->dn, c->dm, c->rs, c->cs, c->gbc,
                  c->gbr, c->mulrow, c->at, c->srow, c->tcol, c->bmat, c->brot, c->bfin,
@@ -271,8 +251,8 @@ static void DB_SFX(db_free)(DB_SFX(db_ctx) *c)
 }
 
 /* Set up the context: scalar checks, marginal checks, allocation.  O(N+M). */
-static int DB_SFX(db_setup)(DB_SFX(db_ctx) *c, const DB_T *S, const DB_T *mu,
-                            const DB_T *nu, size_t n, size_t m, double bin, double reg,
+static int GM_FN(db_setup)(GM_FN(db_ctx) *c, const GM_T *S, const GM_T *mu,
+                            const GM_T *nu, size_t n, size_t m, double bin, double reg,
                             double reg_m, int iters, int store)
 {
     int st;
@@ -293,9 +273,9 @@ static int DB_SFX(db_setup)(DB_SFX(db_ctx) *c, const DB_T *S, const DB_T *mu,
     c->iters = iters;
     c->store = store;
     c->nt = db_threads(n * m);
-    if ((st = DB_SFX(db_alloc)(c)) != GM_OK) return st;
-    if ((st = DB_SFX(db_check_marg)(mu, c->n1, 1, c->logmu)) != GM_OK) return st;
-    if ((st = DB_SFX(db_check_marg)(nu, c->m1, 2, c->lognu)) != GM_OK) return st;
+    if ((st = GM_FN(db_alloc)(c)) != GM_OK) return st;
+    if ((st = GM_FN(db_check_marg)(mu, c->n1, 1, c->logmu)) != GM_OK) return st;
+    if ((st = GM_FN(db_check_marg)(nu, c->m1, 2, c->lognu)) != GM_OK) return st;
     c->nu_pos = 1;
     for (size_t j = 0; j < c->m1; j++)
         if (c->lognu[j] == -INFINITY) c->nu_pos = 0;
@@ -304,9 +284,9 @@ static int DB_SFX(db_setup)(DB_SFX(db_ctx) *c, const DB_T *S, const DB_T *mu,
 
 /* Min / max of row s (length m) into *lo, *hi; returns 1 if all are finite.
  * Lane-wise, vectorized.  O(m). */
-static int DB_SFX(db_rowstats)(const DB_T *s, size_t m, DB_T *lo, DB_T *hi)
+static int GM_FN(db_rowstats)(const GM_T *s, size_t m, GM_T *lo, GM_T *hi)
 {
-    DB_T zl[DB_LANES], lol[DB_LANES], hil[DB_LANES], z = 0, a = s[0], b = s[0];
+    GM_T zl[DB_LANES], lol[DB_LANES], hil[DB_LANES], z = 0, a = s[0], b = s[0];
     size_t j = 0;
     for (int l = 0; l < DB_LANES; l++) {
         zl[l] = 0;
@@ -314,14 +294,14 @@ static int DB_SFX(db_rowstats)(const DB_T *s, size_t m, DB_T *lo, DB_T *hi)
     }
     for (; j + DB_LANES <= m; j += DB_LANES)
         for (int l = 0; l < DB_LANES; l++) {
-            DB_T v = s[j + l];
-            zl[l] += v * (DB_T)0;
+            GM_T v = s[j + l];
+            zl[l] += v * (GM_T)0;
             lol[l] = v < lol[l] ? v : lol[l];
             hil[l] = v > hil[l] ? v : hil[l];
         }
     for (; j < m; j++) {
-        DB_T v = s[j];
-        z += v * (DB_T)0;
+        GM_T v = s[j];
+        z += v * (GM_T)0;
         a = v < a ? v : a;
         b = v > b ? v : b;
     }
@@ -337,23 +317,23 @@ static int DB_SFX(db_rowstats)(const DB_T *s, size_t m, DB_T *lo, DB_T *hi)
 
 /* Row i of K' = exp(lam S - lam c) into K, returning its sum plus kb (the
  * first row sum s^1_i, since b~^0 = 1).  O(M). */
-static DB_T DB_SFX(db_exp_row)(DB_SFX(db_ctx) *c, size_t i)
+static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i)
 {
-    const DB_T *si = c->S + i * c->m;
-    DB_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
-    for (size_t j = 0; j < c->m; j++) ki[j] = DB_EXP(lamT * si[j] - lamcT);
-    return DB_SFX(db_sum)(ki, c->m) + c->kb;
+    const GM_T *si = c->S + i * c->m;
+    GM_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
+    for (size_t j = 0; j < c->m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
+    return GM_FN(gm_vec_sum32)(ki, c->m) + c->kb;
 }
 
 /* Set the working-type constants for centre cc and bound L.  O(1). */
-static void DB_SFX(db_set_centre)(DB_SFX(db_ctx) *c, double cc, double L)
+static void GM_FN(db_set_centre)(GM_FN(db_ctx) *c, double cc, double L)
 {
     c->c = cc;
     c->L = L;
-    c->lamT = (DB_T)c->lam;
-    c->lamcT = (DB_T)(c->lam * cc);
-    c->lambinT = (DB_T)(c->lam * c->bin);
-    c->kb = (DB_T)exp(c->lam * (c->bin - cc));
+    c->lamT = (GM_T)c->lam;
+    c->lamcT = (GM_T)(c->lam * cc);
+    c->lambinT = (GM_T)(c->lam * c->bin);
+    c->kb = (GM_T)exp(c->lam * (c->bin - cc));
 }
 
 /* Parallel part before the iterations: scan S (finite, min, max) and choose
@@ -361,20 +341,20 @@ static void DB_SFX(db_set_centre)(DB_SFX(db_ctx) *c, double cc, double L)
  * exp(lam (S - bin)) and the first row sums; the kernel domain is used when
  * L = lam * max|S~ - c| <= DB_LMAX with c = bin_score, else with c the
  * centre of the range (K' rebuilt), else the log domain.  O(NM). */
-static void DB_SFX(db_prepare)(DB_SFX(db_ctx) *c, int method)
+static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
 {
     int tid = db_tid(), bad = 0, built = method != GM_DUSTBIN_LOG;
     double mn = c->bin, mx = c->bin;
-    DB_T *s1 = c->srow + DB_SFX(db_slot)(c, 1) * c->n1;
+    GM_T *s1 = c->srow + GM_FN(db_slot)(c, 1) * c->n1;
 #pragma omp single
-    DB_SFX(db_set_centre)(c, c->bin, 0.0);
+    GM_FN(db_set_centre)(c, c->bin, 0.0);
 #pragma omp for schedule(static)
     for (size_t i = 0; i < c->n; i++) {
-        DB_T lo, hi;
-        if (!DB_SFX(db_rowstats)(c->S + i * c->m, c->m, &lo, &hi)) bad = 1;
+        GM_T lo, hi;
+        if (!GM_FN(db_rowstats)(c->S + i * c->m, c->m, &lo, &hi)) bad = 1;
         if ((double)lo < mn) mn = (double)lo;
         if ((double)hi > mx) mx = (double)hi;
-        if (built) s1[i] = DB_SFX(db_exp_row)(c, i);
+        if (built) s1[i] = GM_FN(db_exp_row)(c, i);
     }
     c->tmn[tid] = mn;
     c->tmx[tid] = mx;
@@ -397,32 +377,32 @@ static void DB_SFX(db_prepare)(DB_SFX(db_ctx) *c, int method)
         } else if (method != GM_DUSTBIN_LOG && lm <= DB_LMAX) {
             c->kernel = 1;
             c->rebuild = 1;
-            DB_SFX(db_set_centre)(c, 0.5 * (mn + mx), lm);
+            GM_FN(db_set_centre)(c, 0.5 * (mn + mx), lm);
         }
         if (method == GM_DUSTBIN_KERNEL && !c->kernel && c->err == GM_OK)
             c->err = GM_ERR_NUMERIC;
         if (c->kernel) {
-            DB_T *b0 = DB_SFX(db_bptr)(c, 0);
+            GM_T *b0 = GM_FN(db_bptr)(c, 0);
             for (size_t j = 0; j < c->m1; j++) b0[j] = 1;
         }
     }
     if (c->err == GM_OK && c->rebuild) {
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < c->n; i++) s1[i] = DB_SFX(db_exp_row)(c, i);
+        for (size_t i = 0; i < c->n; i++) s1[i] = GM_FN(db_exp_row)(c, i);
     }
 }
 
 /* la_i = pot(log mu_i, lam c + shift + log s_i) for all n1 rows, then a~ =
  * exp(la - max la) into `a`.  Returns the max.  O(n1), vectorized. */
-static double DB_SFX(db_kupdate)(const DB_SFX(db_ctx) *c, const DB_T *s, const double *logm,
-                                 size_t len, double shift, double *l, double *tmp, DB_T *a)
+static double GM_FN(db_kupdate)(const GM_FN(db_ctx) *c, const GM_T *s, const double *logm,
+                                 size_t len, double shift, double *l, double *tmp, GM_T *a)
 {
     double off = c->lam * c->c + shift, mx = -INFINITY;
     for (size_t i = 0; i < len; i++) tmp[i] = (double)s[i];
     db_log_array(tmp, l, len);
-    for (size_t i = 0; i < len; i++) l[i] = DB_SFX(db_pot)(c->phi, logm[i], off + l[i]);
+    for (size_t i = 0; i < len; i++) l[i] = GM_FN(db_pot)(c->phi, logm[i], off + l[i]);
     for (size_t i = 0; i < len; i++) mx = l[i] > mx ? l[i] : mx;
-    for (size_t i = 0; i < len; i++) a[i] = (DB_T)gm_exp_f64(l[i] - mx);
+    for (size_t i = 0; i < len; i++) a[i] = (GM_T)gm_exp_f64(l[i] - mx);
     return mx;
 }
 
@@ -432,7 +412,7 @@ static double DB_SFX(db_kupdate)(const DB_SFX(db_ctx) *c, const DB_T *s, const d
  * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
  * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
  * when 2L + D leaves float room (see db_kernel_forward), else 0. */
-static int DB_SFX(db_fused_shift)(const DB_SFX(db_ctx) *c, int t, double *sig)
+static int GM_FN(db_fused_shift)(const GM_FN(db_ctx) *c, int t, double *sig)
 {
     double dmin = INFINITY, dmax = -INFINITY, amax = -INFINITY;
     if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
@@ -452,12 +432,12 @@ static int DB_SFX(db_fused_shift)(const DB_SFX(db_ctx) *c, int t, double *sig)
 
 /* a~_i = exp(la_i - sig) for one row from its row sum s (double work).
  * O(1). */
-static inline DB_T DB_SFX(db_arow)(DB_SFX(db_ctx) *c, size_t i, DB_T s, double off, double sig)
+static inline GM_T GM_FN(db_arow)(GM_FN(db_ctx) *c, size_t i, GM_T s, double off, double sig)
 {
     double sd = (double)s;
     double ls = sd >= DBL_MIN && sd <= DBL_MAX ? db_log_fast(sd) : log(sd);
-    c->la[i] = DB_SFX(db_pot)(c->phi, c->logmu[i], off + ls);
-    return (DB_T)gm_exp_f64(c->la[i] - sig);
+    c->la[i] = GM_FN(db_pot)(c->phi, c->logmu[i], off + ls);
+    return (GM_T)gm_exp_f64(c->la[i] - sig);
 }
 
 /* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
@@ -465,59 +445,38 @@ static inline DB_T DB_SFX(db_arow)(DB_SFX(db_ctx) *c, size_t i, DB_T s, double o
  * row, and the chunk partials of the column sums K'^T a~^t from the same
  * rows while they are cached (reduced in chunk order by db_reduce_parts).
  * O(NM), one pass over K' instead of two. */
-static void DB_SFX(db_fused_iter)(DB_SFX(db_ctx) *c, DB_T *s, DB_T *a, DB_T *tc, const DB_T *bp,
+static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, GM_T *s, GM_T *a, GM_T *tc, const GM_T *bp,
                                   double sig)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
-    DB_T kbb = c->kb * bp[m];
+    GM_T kbb = c->kb * bp[m];
     double off = c->lam * c->c + c->sig_b;
     (void)tc;
 #pragma omp for schedule(static)
     for (size_t ch = 0; ch < c->nchunk; ch++) {
-        DB_T *tp = c->part + ch * mp, w4[4];
+        GM_T *tp = c->part + ch * mp, w4[4];
         size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
         for (size_t j = 0; j < m; j++) tp[j] = 0;
         for (size_t i = i0; i < i1; i += 4) {
             size_t r = i1 - i < 4 ? i1 - i : 4;
-            const DB_T *k0 = c->K + i * ldk;
-            if (r == 4) {
-                DB_SFX(db_dot4)(k0, ldk, bp, m, w4);
-            } else {
-                for (size_t q = 0; q < r; q++) w4[q] = DB_SFX(db_dot)(k0 + q * ldk, bp, m);
-            }
+            const GM_T *k0 = c->K + i * ldk;
+            GM_FN(db_dots)(k0, ldk, bp, m, r, w4);
             for (size_t q = 0; q < r; q++) {
                 s[i + q] = w4[q] + kbb;
-                a[i + q] = DB_SFX(db_arow)(c, i + q, s[i + q], off, sig);
+                a[i + q] = GM_FN(db_arow)(c, i + q, s[i + q], off, sig);
             }
-            if (r == 4) {
-                const DB_T *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
-                DB_T a0 = a[i], a1 = a[i + 1], a2 = a[i + 2], a3 = a[i + 3];
-                for (size_t j = 0; j < m; j++) {
-                    DB_T v = tp[j];
-                    v += a0 * k0[j];
-                    v += a1 * k1[j];
-                    v += a2 * k2[j];
-                    v += a3 * k3[j];
-                    tp[j] = v;
-                }
-            } else {
-                for (size_t q = 0; q < r; q++) {
-                    const DB_T *kq = k0 + q * ldk;
-                    DB_T aq = a[i + q];
-                    for (size_t j = 0; j < m; j++) tp[j] += aq * kq[j];
-                }
-            }
+            GM_FN(db_axpy_rows)(tp, k0, ldk, a + i, r, m);
         }
     }
 }
 
 /* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
  * the bin row's term.  Single thread, O(M N / 32), vectorized. */
-static void DB_SFX(db_reduce_parts)(const DB_SFX(db_ctx) *c, DB_T extra, DB_T *out)
+static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out)
 {
     for (size_t j = 0; j < c->m; j++) out[j] = 0;
     for (size_t ch = 0; ch < c->nchunk; ch++) {
-        const DB_T *tp = c->part + ch * c->mpad;
+        const GM_T *tp = c->part + ch * c->mpad;
         for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
     }
     for (size_t j = 0; j < c->m; j++) out[j] += extra;
@@ -525,16 +484,16 @@ static void DB_SFX(db_reduce_parts)(const DB_SFX(db_ctx) *c, DB_T extra, DB_T *o
 
 /* Serial start of iteration t: bin-row sum, and the choice (and shift) of
  * the fused sweep, with the bin row's a~ when fused.  O(N+M). */
-static void DB_SFX(db_iter_start)(DB_SFX(db_ctx) *c, int t)
+static void GM_FN(db_iter_start)(GM_FN(db_ctx) *c, int t)
 {
-    DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
-    DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
-    const DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
-    s[c->n] = c->kb * DB_SFX(db_sum)(bp, c->m1);
-    c->fused = DB_SFX(db_fused_shift)(c, t, &c->sig_f);
+    GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
+    GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
+    const GM_T *bp = GM_FN(db_bptr)(c, t - 1);
+    s[c->n] = c->kb * GM_FN(gm_vec_sum32)(bp, c->m1);
+    c->fused = GM_FN(db_fused_shift)(c, t, &c->sig_f);
     if (c->fused) {
         double off = c->lam * c->c + c->sig_b;
-        a[c->n] = DB_SFX(db_arow)(c, c->n, s[c->n], off, c->sig_f);
+        a[c->n] = GM_FN(db_arow)(c, c->n, s[c->n], off, c->sig_f);
         c->sig_a = c->sig_f;
     }
 }
@@ -546,124 +505,131 @@ static void DB_SFX(db_iter_start)(DB_SFX(db_ctx) *c, int t)
  * column sum is >= exp(-L-D) and terms lost to subnormal a~ stay below
  * 1e-13 relative -- else a row pass and a column pass with exact
  * normalization.  O(N+M) double work between passes.  O(n_iter N M). */
-static void DB_SFX(db_kernel_forward)(DB_SFX(db_ctx) *c)
+static void GM_FN(db_kernel_forward)(GM_FN(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk;
-    DB_T kb = c->kb;
+    GM_T kb = c->kb;
 #pragma omp single
-    DB_SFX(db_iter_start)(c, 1);
+    GM_FN(db_iter_start)(c, 1);
     for (int t = 1; t <= c->iters; t++) {
-        DB_T *s = c->srow + DB_SFX(db_slot)(c, t) * c->n1;
-        DB_T *a = c->at + DB_SFX(db_slot)(c, t) * c->n1;
-        DB_T *tc = c->tcol + DB_SFX(db_slot)(c, t) * c->m1;
-        DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
-        DB_T *bn = DB_SFX(db_bptr)(c, t);
+        GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
+        GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
+        GM_T *tc = c->tcol + GM_FN(db_slot)(c, t) * c->m1;
+        GM_T *bp = GM_FN(db_bptr)(c, t - 1);
+        GM_T *bn = GM_FN(db_bptr)(c, t);
         size_t j0, j1;
         if (c->fused) {
-            DB_SFX(db_fused_iter)(c, s, a, tc, bp, c->sig_f);
+            GM_FN(db_fused_iter)(c, s, a, tc, bp, c->sig_f);
         } else {
-            if (t > 1) DB_SFX(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
+            if (t > 1) GM_FN(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
 #pragma omp single
-            c->sig_a = DB_SFX(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
+            c->sig_a = GM_FN(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
             db_col_range(m, &j0, &j1);
-            DB_SFX(db_colmv)(c->K, ldk, n, a, tc, j0, j1);
+            GM_FN(db_colmv)(c->K, ldk, n, a, tc, j0, j1);
             for (size_t j = j0; j < j1; j++) tc[j] += a[n] * kb;
 #pragma omp barrier
         }
 #pragma omp single
         {
-            if (c->fused) DB_SFX(db_reduce_parts)(c, a[n] * kb, tc);
-            tc[m] = kb * DB_SFX(db_sum)(a, c->n1);
+            if (c->fused) GM_FN(db_reduce_parts)(c, a[n] * kb, tc);
+            tc[m] = kb * GM_FN(gm_vec_sum32)(a, c->n1);
             memcpy(c->lbp, c->lb, c->m1 * sizeof(double));
-            c->sig_b = DB_SFX(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
-            if (t < c->iters) DB_SFX(db_iter_start)(c, t + 1);
+            c->sig_b = GM_FN(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
+            if (t < c->iters) GM_FN(db_iter_start)(c, t + 1);
         }
     }
 }
 
 /* Log-sum-exp of lam*S_row + g (length m) plus the bin term xb, in double.
  * O(m) exponentials. */
-static double DB_SFX(db_row_lse)(const DB_SFX(db_ctx) *c, const DB_T *srow, const DB_T *g,
-                                 DB_T xb)
+static double GM_FN(db_row_lse)(const GM_FN(db_ctx) *c, const GM_T *srow, const GM_T *g,
+                                 GM_T xb)
 {
     size_t m = c->m;
-    DB_T mx = xb, acc[DB_LANES];
+    GM_T mx = xb, acc[DB_LANES];
     for (size_t j = 0; j < m; j++) {
-        DB_T x = c->lamT * srow[j] + g[j];
+        GM_T x = c->lamT * srow[j] + g[j];
         mx = x > mx ? x : mx;
     }
     for (int l = 0; l < DB_LANES; l++) acc[l] = 0;
     size_t j = 0;
     for (; j + DB_LANES <= m; j += DB_LANES)
         for (int l = 0; l < DB_LANES; l++)
-            acc[l] += DB_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
-    for (int l = 0; j + (size_t)l < m; l++) acc[l] += DB_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
-    return (double)mx + log((double)DB_SFX(db_reduce)(acc) + exp((double)xb - (double)mx));
+            acc[l] += GM_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
+    for (int l = 0; j + (size_t)l < m; l++) acc[l] += GM_EXP(c->lamT * srow[j + l] + g[j + l] - mx);
+    double sum = (double)GM_FN(gm_vec_fold)(acc, DB_LANES);
+    return (double)mx + log(sum + exp((double)xb - (double)mx));
+}
+
+
+/* x0 + LSE_k v_k in double over len values (the dustbin row's or column's
+ * log-sum-exp, all of whose scores are bin_score): shifted by the max.
+ * O(len). */
+static double GM_FN(db_bin_lse)(double x0, const GM_T *v, size_t len)
+{
+    double mxd = -INFINITY, sd = 0.0;
+    for (size_t k = 0; k < len; k++) mxd = (double)v[k] > mxd ? (double)v[k] : mxd;
+    for (size_t k = 0; k < len; k++) sd += exp((double)v[k] - mxd);
+    return x0 + mxd + log(sd);
 }
 
 /* Log-domain forward (inside the parallel region): literal LSE sweeps, row
  * LSEs by one thread per row, column LSEs by column blocks (max pass, then
  * exponential-sum pass).  O(n_iter N M) exponentials. */
-static void DB_SFX(db_log_forward)(DB_SFX(db_ctx) *c)
+static void GM_FN(db_log_forward)(GM_FN(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1;
     for (int t = 1; t <= c->iters; t++) {
-        DB_T *fu = c->fu + DB_SFX(db_slot)(c, t) * n1;
-        DB_T *nlr = c->nlr + DB_SFX(db_slot)(c, t) * n1;
-        DB_T *nlc = c->nlc + DB_SFX(db_slot)(c, t) * m1;
-        DB_T *gp = DB_SFX(db_gvptr)(c, t - 1), *gn = DB_SFX(db_gvptr)(c, t);
-        DB_T *mx = c->vm, *sm = c->vm2;
+        GM_T *fu = c->fu + GM_FN(db_slot)(c, t) * n1;
+        GM_T *nlr = c->nlr + GM_FN(db_slot)(c, t) * n1;
+        GM_T *nlc = c->nlc + GM_FN(db_slot)(c, t) * m1;
+        GM_T *gp = GM_FN(db_gvptr)(c, t - 1), *gn = GM_FN(db_gvptr)(c, t);
+        GM_T *mx = c->vm, *sm = c->vm2;
         size_t j0, j1;
 #pragma omp for schedule(static)
         for (size_t i = 0; i < n; i++) {
-            double lse = DB_SFX(db_row_lse)(c, c->S + i * m, gp, c->lambinT + gp[m]);
-            c->la[i] = DB_SFX(db_pot)(c->phi, c->logmu[i], lse);
-            fu[i] = (DB_T)c->la[i];
-            nlr[i] = (DB_T)(-lse);
+            double lse = GM_FN(db_row_lse)(c, c->S + i * m, gp, c->lambinT + gp[m]);
+            c->la[i] = GM_FN(db_pot)(c->phi, c->logmu[i], lse);
+            fu[i] = (GM_T)c->la[i];
+            nlr[i] = (GM_T)(-lse);
         }
 #pragma omp single
         {
-            double x0 = c->lam * c->bin, mxd = -INFINITY, sd = 0.0;
-            for (size_t j = 0; j < m1; j++) mxd = (double)gp[j] > mxd ? (double)gp[j] : mxd;
-            for (size_t j = 0; j < m1; j++) sd += exp((double)gp[j] - mxd);
-            double lse = x0 + mxd + log(sd);
-            c->la[n] = DB_SFX(db_pot)(c->phi, c->logmu[n], lse);
-            fu[n] = (DB_T)c->la[n];
-            nlr[n] = (DB_T)(-lse);
+            double lse = GM_FN(db_bin_lse)(c->lam * c->bin, gp, m1);
+            c->la[n] = GM_FN(db_pot)(c->phi, c->logmu[n], lse);
+            fu[n] = (GM_T)c->la[n];
+            nlr[n] = (GM_T)(-lse);
         }
         db_col_range(m, &j0, &j1);
         for (size_t j = j0; j < j1; j++) mx[j] = c->lambinT + fu[n];
         for (size_t i = 0; i < n; i++) {
-            const DB_T *si = c->S + i * m;
-            DB_T f = fu[i];
+            const GM_T *si = c->S + i * m;
+            GM_T f = fu[i];
             for (size_t j = j0; j < j1; j++) {
-                DB_T x = c->lamT * si[j] + f;
+                GM_T x = c->lamT * si[j] + f;
                 mx[j] = x > mx[j] ? x : mx[j];
             }
         }
         for (size_t j = j0; j < j1; j++) sm[j] = 0;
         for (size_t i = 0; i < n; i++) {
-            const DB_T *si = c->S + i * m;
-            DB_T f = fu[i];
-            for (size_t j = j0; j < j1; j++) sm[j] += DB_EXP(c->lamT * si[j] + f - mx[j]);
+            const GM_T *si = c->S + i * m;
+            GM_T f = fu[i];
+            for (size_t j = j0; j < j1; j++) sm[j] += GM_EXP(c->lamT * si[j] + f - mx[j]);
         }
         for (size_t j = j0; j < j1; j++) {
             double lse = (double)mx[j] +
                          log((double)sm[j] + exp((double)(c->lambinT + fu[n]) - (double)mx[j]));
-            c->lb[j] = DB_SFX(db_pot)(c->phi, c->lognu[j], lse);
-            gn[j] = (DB_T)c->lb[j];
-            nlc[j] = (DB_T)(-lse);
+            c->lb[j] = GM_FN(db_pot)(c->phi, c->lognu[j], lse);
+            gn[j] = (GM_T)c->lb[j];
+            nlc[j] = (GM_T)(-lse);
         }
 #pragma omp barrier
 #pragma omp single
         {
-            double x0 = c->lam * c->bin, mxd = -INFINITY, sd = 0.0;
-            for (size_t i = 0; i < n1; i++) mxd = (double)fu[i] > mxd ? (double)fu[i] : mxd;
-            for (size_t i = 0; i < n1; i++) sd += exp((double)fu[i] - mxd);
-            double lse = x0 + mxd + log(sd);
-            c->lb[m] = DB_SFX(db_pot)(c->phi, c->lognu[m], lse);
-            gn[m] = (DB_T)c->lb[m];
-            nlc[m] = (DB_T)(-lse);
+            double lse = GM_FN(db_bin_lse)(c->lam * c->bin, fu, n1);
+            c->lb[m] = GM_FN(db_pot)(c->phi, c->lognu[m], lse);
+            gn[m] = (GM_T)c->lb[m];
+            nlc[m] = (GM_T)(-lse);
         }
     }
 }
@@ -672,7 +638,7 @@ static void DB_SFX(db_log_forward)(DB_SFX(db_ctx) *c)
  * (kernel path: r_i K'_ij b~_j when that keeps every intermediate normal,
  * else exp(lam S_ij + alpha_i + beta_j)), and fill vm with beta in the
  * working type.  Single thread, O(N+M). */
-static void DB_SFX(db_plan_prepare)(DB_SFX(db_ctx) *c)
+static void GM_FN(db_plan_prepare)(GM_FN(db_ctx) *c)
 {
     for (size_t i = 0; i < c->n1; i++) {
         double rho = c->la[i] + c->lam * c->c + c->sig_b;
@@ -681,89 +647,102 @@ static void DB_SFX(db_plan_prepare)(DB_SFX(db_ctx) *c)
         c->mulrow[i] = (unsigned char)(c->kernel && ok);
         c->dn[i] = rho;
     }
-    for (size_t j = 0; j < c->m1; j++) c->vm[j] = (DB_T)c->lb[j];
+    for (size_t j = 0; j < c->m1; j++) c->vm[j] = (GM_T)c->lb[j];
 }
 
 /* Row i < N of the plan (columns j < M) into out (may alias the K' row when
  * ldk rows are the plan rows).  Sets c->err on overflow.  O(M). */
-static void DB_SFX(db_plan_row)(DB_SFX(db_ctx) *c, size_t i, DB_T *out)
+static void GM_FN(db_plan_row)(GM_FN(db_ctx) *c, size_t i, GM_T *out)
 {
     size_t m = c->m;
     if (c->mulrow[i]) {
-        const DB_T *ki = c->K + i * c->ldk, *b = c->bfin;
-        DB_T r = (DB_T)exp(c->dn[i]);
+        const GM_T *ki = c->K + i * c->ldk, *b = c->bfin;
+        GM_T r = (GM_T)exp(c->dn[i]);
         if (c->la[i] == -INFINITY) r = 0;
         for (size_t j = 0; j < m; j++) out[j] = r * ki[j] * b[j];
     } else {
-        const DB_T *si = c->S + i * m, *beta = c->vm;
-        DB_T a = (DB_T)c->la[i], mx = -(DB_T)INFINITY;
+        const GM_T *si = c->S + i * m, *beta = c->vm;
+        GM_T a = (GM_T)c->la[i], mx = -(GM_T)INFINITY;
         for (size_t j = 0; j < m; j++) {
-            DB_T x = c->lamT * si[j] + a + beta[j];
+            GM_T x = c->lamT * si[j] + a + beta[j];
             mx = x > mx ? x : mx;
-            out[j] = DB_EXP(x);
+            out[j] = GM_EXP(x);
         }
-        if ((double)mx > DB_LOGMAX) DB_SFX(db_set_err)(c, GM_ERR_NUMERIC);
+        if ((double)mx > DB_LOGMAX) GM_FN(db_set_err)(c, GM_ERR_NUMERIC);
     }
 }
 
 /* Plan entry in a bin row or column, from log P = lam bin + alpha + beta in
  * double.  Sets c->err on overflow.  O(1). */
-static DB_T DB_SFX(db_plan_bin)(DB_SFX(db_ctx) *c, size_t i, size_t j)
+static GM_T GM_FN(db_plan_bin)(GM_FN(db_ctx) *c, size_t i, size_t j)
 {
     double x = c->lam * c->bin + c->la[i] + c->lb[j];
-    if (x > DB_LOGMAX) DB_SFX(db_set_err)(c, GM_ERR_NUMERIC);
-    return (DB_T)exp(x);
+    if (x > DB_LOGMAX) GM_FN(db_set_err)(c, GM_ERR_NUMERIC);
+    return (GM_T)exp(x);
 }
 
 /* Forward driver (inside the parallel region, after db_prepare).  Writes the
  * plan into P ((N+1) x (M+1)) unless P is NULL (vjp).  O(n_iter N M). */
-static void DB_SFX(db_forward)(DB_SFX(db_ctx) *c, DB_T *P)
+static void GM_FN(db_forward)(GM_FN(db_ctx) *c, GM_T *P)
 {
     if (c->err != GM_OK) return;
     if (c->kernel)
-        DB_SFX(db_kernel_forward)(c);
+        GM_FN(db_kernel_forward)(c);
     else
-        DB_SFX(db_log_forward)(c);
+        GM_FN(db_log_forward)(c);
 #pragma omp single
     {
         if (!c->kernel) c->sig_b = 0.0;
-        DB_SFX(db_plan_prepare)(c);
-        if (c->kernel && c->store == 0) memcpy(c->bfin, DB_SFX(db_bptr)(c, c->iters),
-                                               c->mpad * sizeof(DB_T));
+        GM_FN(db_plan_prepare)(c);
+        if (c->kernel && c->store == 0) memcpy(c->bfin, GM_FN(db_bptr)(c, c->iters),
+                                               c->mpad * sizeof(GM_T));
     }
     if (P == NULL) return;
     {
         size_t n = c->n, m = c->m, m1 = c->m1;
 #pragma omp for schedule(static)
         for (size_t i = 0; i < n; i++) {
-            DB_SFX(db_plan_row)(c, i, P + i * m1);
-            P[i * m1 + m] = DB_SFX(db_plan_bin)(c, i, m);
+            GM_FN(db_plan_row)(c, i, P + i * m1);
+            P[i * m1 + m] = GM_FN(db_plan_bin)(c, i, m);
         }
 #pragma omp single
-        for (size_t j = 0; j < m1; j++) P[n * m1 + j] = DB_SFX(db_plan_bin)(c, n, j);
+        for (size_t j = 0; j < m1; j++) P[n * m1 + j] = GM_FN(db_plan_bin)(c, n, j);
     }
 }
 
-int DB_SFX(gm_dustbin_sinkhorn)(const DB_T *S, const DB_T *mu, const DB_T *nu, size_t n,
-                                size_t m, double bin_score, double reg, double reg_m,
-                                int n_iter, int method, DB_T *P, int *method_used)
+/* Status of a finished call, with details: a "kernel" method that the
+ * inputs make unsafe is a bad argument (GM_ERR_INVALID), not an overflow.
+ * Runs on the calling thread, after the parallel region.  O(1). */
+static int GM_FN(db_status)(const GM_FN(db_ctx) *c, int method)
 {
-    DB_SFX(db_ctx) c;
+    if (c->err == GM_ERR_NUMERIC && method == GM_DUSTBIN_KERNEL && !c->kernel)
+        return gm_fail(GM_ERR_INVALID,
+                       "method='kernel' is unsafe for these inputs: (max(S~) - min(S~)) / "
+                       "(2 reg) exceeds %d for %s; use method='auto'", (int)DB_LMAX,
+                       sizeof(GM_T) == 4 ? "float32" : "float64");
+    return c->err;
+}
+
+int GM_FN(gm_dustbin_sinkhorn)(const GM_T *S, const GM_T *mu, const GM_T *nu, size_t n,
+                                size_t m, double bin_score, double reg, double reg_m,
+                                int n_iter, int method, GM_T *P, int *method_used)
+{
+    GM_FN(db_ctx) c;
     int st;
     if (P == NULL || method < 0 || method > 2) return GM_ERR_INVALID;
-    st = DB_SFX(db_setup)(&c, S, mu, nu, n, m, bin_score, reg, reg_m, n_iter, 0);
+    st = GM_FN(db_setup)(&c, S, mu, nu, n, m, bin_score, reg, reg_m, n_iter, 0);
     if (st == GM_OK) {
         c.K = P;
         c.ldk = m + 1;
 #pragma omp parallel num_threads(c.nt)
         {
-            DB_SFX(db_prepare)(&c, method);
-            DB_SFX(db_forward)(&c, P);
+            GM_FN(db_prepare)(&c, method);
+            GM_FN(db_forward)(&c, P);
         }
-        st = c.err;
+        st = GM_FN(db_status)(&c, method);
         if (method_used) *method_used = c.kernel ? 1 : 2;
     }
-    DB_SFX(db_free)(&c);
+    GM_FN(db_free)(&c);
     return st;
 }
 
@@ -771,57 +750,57 @@ int DB_SFX(gm_dustbin_sinkhorn)(const DB_T *S, const DB_T *mu, const DB_T *nu, s
 
 /* g_ij = G_ij P_ij (plan) or G_ij (log plan) for row i < N into out (j < M);
  * the bin-column entry is returned.  tmp holds the P row.  O(M). */
-static double DB_SFX(db_g_row)(DB_SFX(db_ctx) *c, size_t i, DB_T *out, DB_T *tmp)
+static double GM_FN(db_g_row)(GM_FN(db_ctx) *c, size_t i, GM_T *out, GM_T *tmp)
 {
     size_t m = c->m, m1 = c->m1;
-    const DB_T *gi = c->G + i * m1;
+    const GM_T *gi = c->G + i * m1;
     if (c->wrt_log) {
-        if (out != gi) memcpy(out, gi, m * sizeof(DB_T));
+        if (out != gi) memcpy(out, gi, m * sizeof(GM_T));
         return (double)gi[m];
     }
-    DB_SFX(db_plan_row)(c, i, tmp);
+    GM_FN(db_plan_row)(c, i, tmp);
     for (size_t j = 0; j < m; j++) out[j] = gi[j] * tmp[j];
-    return (double)gi[m] * (double)DB_SFX(db_plan_bin)(c, i, m);
+    return (double)gi[m] * (double)GM_FN(db_plan_bin)(c, i, m);
 }
 
 /* g pass: row sums rs (n1) and column sums cs (m1) of g over the augmented
  * matrix, with column sums built from fixed 32-row chunk partials so the
  * result does not depend on the thread count.  When `into` is not NULL,
  * lam*g is written there (row stride M).  O(NM). */
-static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
+static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
 {
     size_t n = c->n, m = c->m, m1 = c->m1, mp = c->mpad;
-    DB_T *row = c->rowtmp + 2 * (size_t)db_tid() * mp;
-    DB_T *gbuf = row + mp;
+    GM_T *row = c->rowtmp + 2 * (size_t)db_tid() * mp;
+    GM_T *gbuf = row + mp;
     {
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < c->nchunk; ch++) {
-            DB_T *pp = c->part + ch * mp;
+            GM_T *pp = c->part + ch * mp;
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
             for (size_t j = 0; j < m; j++) pp[j] = 0;
             for (size_t i = i0; i < i1; i++) {
-                if (!DB_SFX(db_finite)(c->G + i * m1, m1))
-                    DB_SFX(db_set_err)(c, GM_ERR_NONFINITE_ARG(3));
-                c->gbc[i] = DB_SFX(db_g_row)(c, i, gbuf, row);
-                c->rs[i] = (double)DB_SFX(db_sum)(gbuf, m) + c->gbc[i];
+                if (!GM_FN(gm_vec_all_finite)(c->G + i * m1, m1))
+                    GM_FN(db_set_err)(c, GM_ERR_NONFINITE_ARG(3));
+                c->gbc[i] = GM_FN(db_g_row)(c, i, gbuf, row);
+                c->rs[i] = (double)GM_FN(gm_vec_sum32)(gbuf, m) + c->gbc[i];
                 for (size_t j = 0; j < m; j++) pp[j] += gbuf[j];
                 if (into) {
-                    DB_T *o = into + i * m;
+                    GM_T *o = into + i * m;
                     for (size_t j = 0; j < m; j++) o[j] = c->lamT * gbuf[j];
                 }
             }
         }
     }
 #pragma omp single
-    if (!DB_SFX(db_finite)(c->G + n * m1, m1)) c->err = GM_ERR_NONFINITE_ARG(3);
+    if (!GM_FN(gm_vec_all_finite)(c->G + n * m1, m1)) c->err = GM_ERR_NONFINITE_ARG(3);
     if (c->err != GM_OK) return;
     {
         size_t j0, j1;
-        DB_T *acc = c->vm2;
+        GM_T *acc = c->vm2;
         db_col_range(m, &j0, &j1);
         for (size_t j = j0; j < j1; j++) acc[j] = 0;
         for (size_t ch = 0; ch < c->nchunk; ch++) {
-            const DB_T *pp = c->part + ch * mp;
+            const GM_T *pp = c->part + ch * mp;
             for (size_t j = j0; j < j1; j++) acc[j] += pp[j];
         }
         for (size_t j = j0; j < j1; j++) c->cs[j] = (double)acc[j];
@@ -829,11 +808,11 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
 #pragma omp barrier
 #pragma omp single
     {
-        const DB_T *gn = c->G + n * m1;
+        const GM_T *gn = c->G + n * m1;
         double rn = 0.0, cm = 0.0;
         for (size_t j = 0; j < m1; j++) {
             double g = (double)gn[j];
-            if (!c->wrt_log) g *= (double)DB_SFX(db_plan_bin)(c, n, j);
+            if (!c->wrt_log) g *= (double)GM_FN(db_plan_bin)(c, n, j);
             c->gbr[j] = g;
             rn += g;
             if (j < m) c->cs[j] += g;
@@ -847,17 +826,17 @@ static void DB_SFX(db_gpass)(DB_SFX(db_ctx) *c, DB_T *into)
 
 /* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
  * hu^t_N (its row product is kb * sum(hv)).  O(N+M). */
-static void DB_SFX(db_bwd_start)(DB_SFX(db_ctx) *c, int t)
+static void GM_FN(db_bwd_start)(GM_FN(db_ctx) *c, int t)
 {
     size_t n = c->n, m1 = c->m1;
-    DB_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
-    const DB_T *a = c->at + (size_t)(t - 1) * c->n1, *s = c->srow + (size_t)(t - 1) * c->n1;
-    const DB_T *tc = c->tcol + (size_t)(t - 1) * m1;
-    DB_T *hu = c->hu + (size_t)(t - 1) * c->n1;
+    GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    const GM_T *a = c->at + (size_t)(t - 1) * c->n1, *s = c->srow + (size_t)(t - 1) * c->n1;
+    const GM_T *tc = c->tcol + (size_t)(t - 1) * m1;
+    GM_T *hu = c->hu + (size_t)(t - 1) * c->n1;
     double lrs = t == c->iters ? c->lam : 0.0;
-    for (size_t j = 0; j < m1; j++) hv[j] = (DB_T)(c->dm[j] / (double)tc[j]);
-    double w = (double)(c->kb * DB_SFX(db_sum)(hv, m1));
-    hu[n] = (DB_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+    for (size_t j = 0; j < m1; j++) hv[j] = (GM_T)(c->dm[j] / (double)tc[j]);
+    double w = (double)(c->kb * GM_FN(gm_vec_sum32)(hv, m1));
+    hu[n] = (GM_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
 }
 
 /* Kernel-domain backward (inside the parallel region, after db_forward with
@@ -867,80 +846,59 @@ static void DB_SFX(db_bwd_start)(DB_SFX(db_ctx) *c, int t)
  * while cached, in fixed 32-row chunks); the t = 1 row product is fused with
  * the final pass dS_ij = lam g_ij - phi K'_ij sum_t (a~^t_i hv^t_j +
  * hu^t_i b~^{t-1}_j), written over K' (= dS).  O(n_iter N M). */
-static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
+static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
 {
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1, mp = c->mpad;
     int T = c->iters;
-    DB_T kb = c->kb, phiT = (DB_T)c->phi;
-    DB_SFX(db_gpass)(c, NULL);
+    GM_T kb = c->kb, phiT = (GM_T)c->phi;
+    GM_FN(db_gpass)(c, NULL);
     if (c->err != GM_OK) return;
 #pragma omp single
     {
         for (size_t j = 0; j < m1; j++) c->dm[j] = c->lam * c->cs[j];
-        DB_SFX(db_bwd_start)(c, T);
+        GM_FN(db_bwd_start)(c, T);
     }
     for (int t = T; t >= 2; t--) {
-        DB_T *hv = c->bmat + (size_t)(t - 1) * mp;
-        DB_T *a = c->at + (size_t)(t - 1) * n1, *s = c->srow + (size_t)(t - 1) * n1;
-        DB_T *tc = c->tcol + (size_t)(t - 1) * m1, *hu = c->hu + (size_t)(t - 1) * n1;
-        DB_T *bp = DB_SFX(db_bptr)(c, t - 1);
+        GM_T *hv = c->bmat + (size_t)(t - 1) * mp;
+        GM_T *a = c->at + (size_t)(t - 1) * n1, *s = c->srow + (size_t)(t - 1) * n1;
+        GM_T *tc = c->tcol + (size_t)(t - 1) * m1, *hu = c->hu + (size_t)(t - 1) * n1;
+        GM_T *bp = GM_FN(db_bptr)(c, t - 1);
         double lrs = t == T ? c->lam : 0.0;
         (void)tc;
         /* fused: w = K' hv per row, hu from it, z partials += hu_i K'_i */
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < c->nchunk; ch++) {
-            DB_T *zp = c->part + ch * mp, w4[4];
+            GM_T *zp = c->part + ch * mp, w4[4];
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n, i = i0;
             for (size_t j = 0; j < m; j++) zp[j] = 0;
             for (; i < i1; i += 4) {
                 size_t r = i1 - i < 4 ? i1 - i : 4;
-                const DB_T *k0 = c->K + i * c->ldk;
-                if (r == 4) {
-                    DB_SFX(db_dot4)(k0, c->ldk, hv, m, w4);
-                } else {
-                    for (size_t q = 0; q < r; q++) w4[q] = DB_SFX(db_dot)(k0 + q * c->ldk, hv, m);
-                }
+                const GM_T *k0 = c->K + i * c->ldk;
+                GM_FN(db_dots)(k0, c->ldk, hv, m, r, w4);
                 for (size_t q = 0; q < r; q++) {
                     double w = (double)(w4[q] + kb * hv[m]);
                     double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
-                    hu[i + q] = (DB_T)(g / (double)s[i + q]);
+                    hu[i + q] = (GM_T)(g / (double)s[i + q]);
                 }
-                if (r == 4) {
-                    const DB_T *k1 = k0 + c->ldk, *k2 = k1 + c->ldk, *k3 = k2 + c->ldk;
-                    DB_T h0 = hu[i], h1 = hu[i + 1], h2 = hu[i + 2], h3 = hu[i + 3];
-                    for (size_t j = 0; j < m; j++) {
-                        DB_T v = zp[j];
-                        v += h0 * k0[j];
-                        v += h1 * k1[j];
-                        v += h2 * k2[j];
-                        v += h3 * k3[j];
-                        zp[j] = v;
-                    }
-                } else {
-                    for (size_t q = 0; q < r; q++) {
-                        const DB_T *kq = k0 + q * c->ldk;
-                        DB_T h = hu[i + q];
-                        for (size_t j = 0; j < m; j++) zp[j] += h * kq[j];
-                    }
-                }
+                GM_FN(db_axpy_rows)(zp, k0, c->ldk, hu + i, r, m);
             }
         }
 #pragma omp single
         {
-            DB_T *z = c->vm;
-            DB_SFX(db_reduce_parts)(c, hu[n] * kb, z);
-            z[m] = kb * DB_SFX(db_sum)(hu, n1);
+            GM_T *z = c->vm;
+            GM_FN(db_reduce_parts)(c, hu[n] * kb, z);
+            z[m] = kb * GM_FN(gm_vec_sum32)(hu, n1);
             for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
-            DB_SFX(db_bwd_start)(c, t - 1);
+            GM_FN(db_bwd_start)(c, t - 1);
         }
     }
     {
         /* t = 1: row pass fused with the final pass, rows in groups of 4
          * (grouping fixed by N) and 16 columns at a time so that the rank-2T
          * sums stay in registers. */
-        DB_T *hv = c->bmat, *a = c->at, *s = c->srow, *tc = c->tcol, *hu = c->hu;
-        DB_T *tmp = c->rowtmp + 4 * (size_t)db_tid() * mp;
-        DB_T *A = c->abuf + (size_t)db_tid() * 8 * (size_t)T;
+        GM_T *hv = c->bmat, *a = c->at, *s = c->srow, *tc = c->tcol, *hu = c->hu;
+        GM_T *tmp = c->rowtmp + 4 * (size_t)db_tid() * mp;
+        GM_T *A = c->abuf + (size_t)db_tid() * 8 * (size_t)T;
         double lrs = T == 1 ? c->lam : 0.0;
         int twoT = 2 * T;
         size_t ng = (n + 3) / 4;
@@ -950,19 +908,19 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
             size_t i0 = 4 * gi, r = n - i0 < 4 ? n - i0 : 4;
             for (size_t q = 0; q < 4; q++) {
                 size_t i = i0 + q;
-                DB_T *tq = tmp + q * mp;
+                GM_T *tq = tmp + q * mp;
                 if (q >= r) {
                     for (int k = 0; k < twoT; k++) A[q * (size_t)twoT + (size_t)k] = 0;
                     continue;
                 }
-                const DB_T *ki = c->K + i * c->ldk, *gr = c->G + i * m1;
-                double w = (double)(DB_SFX(db_dot)(ki, hv, m) + kb * hv[m]);
-                hu[i] = (DB_T)((lrs * c->rs[i] - c->phi * (double)a[i] * w) / (double)s[i]);
+                const GM_T *ki = c->K + i * c->ldk, *gr = c->G + i * m1;
+                double w = (double)(GM_FN(gm_vec_dot32)(ki, hv, m) + kb * hv[m]);
+                hu[i] = (GM_T)((lrs * c->rs[i] - c->phi * (double)a[i] * w) / (double)s[i]);
                 if (!c->wrt_log) {
-                    DB_SFX(db_plan_row)(c, i, tq);
+                    GM_FN(db_plan_row)(c, i, tq);
                     for (size_t j = 0; j < m; j++) tq[j] *= gr[j];
                 } else {
-                    memcpy(tq, gr, m * sizeof(DB_T));
+                    memcpy(tq, gr, m * sizeof(GM_T));
                 }
                 for (int k = 0; k < T; k++) {
                     A[q * (size_t)twoT + (size_t)k] = c->at[(size_t)k * n1 + i];
@@ -970,15 +928,15 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
                 }
             }
             for (size_t j0 = 0; j0 < m; j0 += 16) {
-                DB_T c0[16], c1[16], c2[16], c3[16];
+                GM_T c0[16], c1[16], c2[16], c3[16];
                 size_t jn = m - j0 < 16 ? m - j0 : 16;
-                const DB_T *A1 = A + twoT, *A2 = A + 2 * twoT, *A3 = A + 3 * twoT;
+                const GM_T *A1 = A + twoT, *A2 = A + 2 * twoT, *A3 = A + 3 * twoT;
                 for (int l = 0; l < 16; l++) c0[l] = c1[l] = c2[l] = c3[l] = 0;
                 for (int k = 0; k < twoT; k++) {
-                    const DB_T *b = c->bmat + (size_t)k * mp + j0;
-                    DB_T x0 = A[k], x1 = A1[k], x2 = A2[k], x3 = A3[k];
+                    const GM_T *b = c->bmat + (size_t)k * mp + j0;
+                    GM_T x0 = A[k], x1 = A1[k], x2 = A2[k], x3 = A3[k];
                     for (int l = 0; l < 16; l++) {
-                        DB_T bl = b[l];
+                        GM_T bl = b[l];
                         c0[l] += x0 * bl;
                         c1[l] += x1 * bl;
                         c2[l] += x2 * bl;
@@ -986,9 +944,9 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
                     }
                 }
                 for (size_t q = 0; q < r; q++) {
-                    DB_T *kq = c->K + (i0 + q) * c->ldk + j0;
-                    const DB_T *tq = tmp + q * mp + j0;
-                    const DB_T *cq = q == 0 ? c0 : q == 1 ? c1 : q == 2 ? c2 : c3;
+                    GM_T *kq = c->K + (i0 + q) * c->ldk + j0;
+                    const GM_T *tq = tmp + q * mp + j0;
+                    const GM_T *cq = q == 0 ? c0 : q == 1 ? c1 : q == 2 ? c2 : c3;
                     for (size_t l = 0; l < jn; l++)
                         kq[l] = c->lamT * tq[l] - phiT * kq[l] * cq[l];
                 }
@@ -1019,12 +977,12 @@ static void DB_SFX(db_kernel_backward)(DB_SFX(db_ctx) *c, double *dbin)
  * history): for t = n_iter..1 a row pass (Q^t weights, exponentials) and a
  * column pass (R^t weights) that also accumulate -phi * (terms) into dS,
  * which the g pass initialized to lam g.  O(n_iter N M) exponentials. */
-static void DB_SFX(db_log_backward)(DB_SFX(db_ctx) *c, DB_T *dS, double *dbin)
+static void GM_FN(db_log_backward)(GM_FN(db_ctx) *c, GM_T *dS, double *dbin)
 {
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1;
     int T = c->iters;
-    DB_T phiT = (DB_T)c->phi;
-    DB_SFX(db_gpass)(c, dS);
+    GM_T phiT = (GM_T)c->phi;
+    GM_FN(db_gpass)(c, dS);
     if (c->err != GM_OK) return;
 #pragma omp single
     {
@@ -1035,30 +993,30 @@ static void DB_SFX(db_log_backward)(DB_SFX(db_ctx) *c, DB_T *dS, double *dbin)
         c->dbacc = d;
     }
     for (int t = T; t >= 1; t--) {
-        const DB_T *fu = c->fu + (size_t)(t - 1) * n1, *nlr = c->nlr + (size_t)(t - 1) * n1;
-        const DB_T *nlc = c->nlc + (size_t)(t - 1) * m1, *gp = DB_SFX(db_gvptr)(c, t - 1);
-        DB_T *gvb = c->vm, *gub = c->vn;
+        const GM_T *fu = c->fu + (size_t)(t - 1) * n1, *nlr = c->nlr + (size_t)(t - 1) * n1;
+        const GM_T *nlc = c->nlc + (size_t)(t - 1) * m1, *gp = GM_FN(db_gvptr)(c, t - 1);
+        GM_T *gvb = c->vm, *gub = c->vn;
         size_t j0, j1;
 #pragma omp single
-        for (size_t j = 0; j < m1; j++) gvb[j] = (DB_T)c->dm[j];
+        for (size_t j = 0; j < m1; j++) gvb[j] = (GM_T)c->dm[j];
 #pragma omp for schedule(static)
         for (size_t i = 0; i < n; i++) {
-            const DB_T *si = c->S + i * m;
-            DB_T *di = dS + i * m, f = fu[i], acc[DB_LANES];
+            const GM_T *si = c->S + i * m;
+            GM_T *di = dS + i * m, f = fu[i], acc[DB_LANES];
             for (int l = 0; l < DB_LANES; l++) acc[l] = 0;
             size_t j = 0;
             for (; j + DB_LANES <= m; j += DB_LANES)
                 for (int l = 0; l < DB_LANES; l++) {
-                    DB_T q = DB_EXP(c->lamT * si[j + l] + f + nlc[j + l]) * gvb[j + l];
+                    GM_T q = GM_EXP(c->lamT * si[j + l] + f + nlc[j + l]) * gvb[j + l];
                     acc[l] += q;
                     di[j + l] -= phiT * q;
                 }
             for (int l = 0; j + (size_t)l < m; l++) {
-                DB_T q = DB_EXP(c->lamT * si[j + l] + f + nlc[j + l]) * gvb[j + l];
+                GM_T q = GM_EXP(c->lamT * si[j + l] + f + nlc[j + l]) * gvb[j + l];
                 acc[l] += q;
                 di[j + l] -= phiT * q;
             }
-            c->dn[i] = (double)DB_SFX(db_reduce)(acc) +
+            c->dn[i] = (double)GM_FN(gm_vec_fold)(acc, DB_LANES) +
                        exp(c->lam * c->bin + (double)f + (double)nlc[m]) * c->dm[m];
         }
 #pragma omp single
@@ -1074,19 +1032,19 @@ static void DB_SFX(db_log_backward)(DB_SFX(db_ctx) *c, DB_T *dS, double *dbin)
             for (size_t i = 0; i < n1; i++) {
                 double g = (t == T ? c->lam * c->rs[i] : 0.0) - c->phi * c->dn[i];
                 c->dn[i] = g;
-                gub[i] = (DB_T)g;
+                gub[i] = (GM_T)g;
             }
         }
         db_col_range(m, &j0, &j1);
         {
-            DB_T *z = c->vm2;
-            DB_T rb = (DB_T)(c->lam * c->bin), gn = gub[n], ln = nlr[n];
-            for (size_t j = j0; j < j1; j++) z[j] = DB_EXP(rb + gp[j] + ln) * gn;
+            GM_T *z = c->vm2;
+            GM_T rb = (GM_T)(c->lam * c->bin), gn = gub[n], ln = nlr[n];
+            for (size_t j = j0; j < j1; j++) z[j] = GM_EXP(rb + gp[j] + ln) * gn;
             for (size_t i = 0; i < n; i++) {
-                const DB_T *si = c->S + i * m;
-                DB_T *di = dS + i * m, g = gub[i], lr = nlr[i];
+                const GM_T *si = c->S + i * m;
+                GM_T *di = dS + i * m, g = gub[i], lr = nlr[i];
                 for (size_t j = j0; j < j1; j++) {
-                    DB_T r = DB_EXP(c->lamT * si[j] + gp[j] + lr) * g;
+                    GM_T r = GM_EXP(c->lamT * si[j] + gp[j] + lr) * g;
                     z[j] += r;
                     di[j] -= phiT * r;
                 }
@@ -1111,15 +1069,16 @@ static void DB_SFX(db_log_backward)(DB_SFX(db_ctx) *c, DB_T *dS, double *dbin)
     if (dbin) *dbin = c->dbacc;
 }
 
-int DB_SFX(gm_dustbin_sinkhorn_vjp)(const DB_T *S, const DB_T *mu, const DB_T *nu,
-                                    const DB_T *G, size_t n, size_t m, double bin_score,
+int GM_FN(gm_dustbin_sinkhorn_vjp)(const GM_T *S, const GM_T *mu, const GM_T *nu,
+                                    const GM_T *G, size_t n, size_t m, double bin_score,
                                     double reg, double reg_m, int n_iter, int method,
-                                    int wrt_log, DB_T *dS, double *dbin, int *method_used)
+                                    int wrt_log, GM_T *dS, double *dbin, int *method_used)
 {
-    DB_SFX(db_ctx) c;
+    GM_FN(db_ctx) c;
     int st;
+    double db = 0.0;
     if (dS == NULL || G == NULL || method < 0 || method > 2) return GM_ERR_INVALID;
-    st = DB_SFX(db_setup)(&c, S, mu, nu, n, m, bin_score, reg, reg_m, n_iter, 1);
+    st = GM_FN(db_setup)(&c, S, mu, nu, n, m, bin_score, reg, reg_m, n_iter, 1);
     if (st == GM_OK) {
         c.G = G;
         c.wrt_log = wrt_log != 0;
@@ -1127,18 +1086,24 @@ int DB_SFX(gm_dustbin_sinkhorn_vjp)(const DB_T *S, const DB_T *mu, const DB_T *n
         c.ldk = m;
 #pragma omp parallel num_threads(c.nt)
         {
-            DB_SFX(db_prepare)(&c, method);
-            DB_SFX(db_forward)(&c, NULL);
+            GM_FN(db_prepare)(&c, method);
+            GM_FN(db_forward)(&c, NULL);
             if (c.err == GM_OK) {
                 if (c.kernel)
-                    DB_SFX(db_kernel_backward)(&c, dbin);
+                    GM_FN(db_kernel_backward)(&c, &db);
                 else
-                    DB_SFX(db_log_backward)(&c, dS, dbin);
+                    GM_FN(db_log_backward)(&c, dS, &db);
             }
         }
-        st = c.err;
+        st = GM_FN(db_status)(&c, method);
+        /* like the forward, an overflow (tiny reg, huge G) is an error, not
+         * a NaN gradient */
+        if (st == GM_OK && (!GM_FN(gm_all_finite)(dS, n * m) || !isfinite(db)))
+            st = gm_fail(GM_ERR_NUMERIC, "the gradient overflowed or produced NaN (reg=%.9g); "
+                         "try a larger regularization, a smaller grad_P or float64", reg);
+        if (st == GM_OK && dbin) *dbin = db;
         if (method_used) *method_used = c.kernel ? 1 : 2;
     }
-    DB_SFX(db_free)(&c);
+    GM_FN(db_free)(&c);
     return st;
 }
