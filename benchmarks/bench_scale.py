@@ -15,14 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from types import SimpleNamespace
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 ALL = ("c", "c-dask1", "c-dask2", "torch", "torch-bf16", "torch-fp16")
 
@@ -41,12 +37,14 @@ def main() -> None:
     from safetensors.numpy import save_file
 
     import geomatch as gm
-    from bench_backbone import random_state
+    from geomatch.testing.limits import random_dinov2_state as random_state
     from geomatch.backbone import DinoV2Config
     from geomatch.backbone.extract import BackboneSpec, extract_features, weights_sha256
     from geomatch.data.cache import FeatureCache
 
     gm.set_num_threads(args.threads)
+    from _limits import print_machine
+    print_machine(args.threads)
     tmp = tempfile.mkdtemp(prefix="geomatch-bench-scale-")
     try:
         cfg = DinoV2Config.from_name(args.model)

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 os.environ.setdefault("GEOMATCH_NO_PROGRESS", "1")
 
 from geomatch.data.cache import FeatureCache  # noqa: E402
 from geomatch.data.pascalparts import PascalParts, part_table  # noqa: E402
 from geomatch.eval.segmentation import NearestCentroid, evaluate_segmentation  # noqa: E402
-from _timing import fmt_time, median_time  # noqa: E402
+from geomatch.testing.timing import fmt_time, median_time  # noqa: E402
 
 W, H, GRID, DIM = 500, 375, (37, 37), 768
 
@@ -96,6 +92,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "geomatch-bench-seg"))
     args = ap.parse_args()
+    from _limits import print_machine
+    print_machine()
     root = make_tree(args.dir, args.images)
     cache_dir = os.path.join(args.dir, "cache")
     n = args.images
@@ -129,7 +127,7 @@ def main() -> None:
         clf = NearestCentroid.fit(feats.reshape(-1, DIM), np.arange(GRID[0] * GRID[1]) % 17, 17,
                                   32)
         from geomatch.eval.segmentation import _predict_full
-        from geomatch.data.cache import grid_frame
+        from geomatch.geometry import grid_frame
 
         frame = grid_frame(rec.size, cache.manifest)
         t_ours = median_time(lambda: _predict_full(clf, feats, fg, frame), repeat=5)

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import geomatch as gm  # noqa: E402
-from _timing import median_time, print_table  # noqa: E402
+import geomatch as gm
+from geomatch.testing.timing import median_time, print_table
+from geomatch.testing.limits import measure, print_limits, print_machine
 
 
 def geco_like_costs(h: int = 37, w: int = 37, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -54,6 +50,8 @@ def main() -> None:
     import ot
 
     gm.set_num_threads(args.threads)
+    print_machine(args.threads)
+    print_limits(measure(args.threads, numpy_gemm=False))
     C = geco_like_costs()
     n, m = C.shape
     a = np.full(n, 1.0 / n, dtype=np.float32)

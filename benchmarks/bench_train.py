@@ -14,86 +14,26 @@ Run: OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 python benchmarks/bench_train.py
 """
 from __future__ import annotations
 
-import math
 import os
-import sys
 import time
 import tracemalloc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import geomatch as gm  # noqa: E402
-from geomatch.model import loss as L  # noqa: E402
-from geomatch.model.head import AttentionHead, sincos_2d  # noqa: E402
-from geomatch.model.optim import AdamW  # noqa: E402
-from geomatch.runtime.memory import retain_freed_memory  # noqa: E402
-from _timing import fmt_time, median_time, print_table  # noqa: E402
+import geomatch as gm
+from geomatch.model import loss as L
+from geomatch.model.head import AttentionHead, sincos_2d
+from geomatch.model.optim import AdamW
+from geomatch.runtime.memory import retain_freed_memory
+from geomatch.testing.timing import cpu_time, fmt_time, median_time, print_table
+from geomatch.testing.limits import measure, print_limits, print_machine
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
 
 
-def _numpy_ot():
-    """Log-domain NumPy OT layer (forward, vjp) used only when the C layer is
-    not in this build."""
-    def lse(a, axis):
-        m = a.max(axis=axis, keepdims=True)
-        return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-    def fwd(S, mu, nu, *, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10, hist=False):
-        lam, phi = 1 / reg, reg_m / (reg_m + reg)
-        N, M = S.shape
-        Z = np.full((N + 1, M + 1), lam * bin_score, dtype=S.dtype)
-        Z[:N, :M] = lam * S
-        a, b = np.log(mu), np.log(nu)
-        U, V = np.zeros(N + 1, S.dtype), np.zeros(M + 1, S.dtype)
-        Us, Vs = [], []
-        for _ in range(n_iter):
-            U = phi * (a - lse(Z + V[None], 1))
-            V = phi * (b - lse(Z + U[:, None], 0))
-            Us.append(U)
-            Vs.append(V)
-        P = np.exp(Z + U[:, None] + V[None])
-        return (P, Z, Us, Vs, phi, lam) if hist else P
-
-    def vjp(S, mu, nu, G, **kw):
-        P, Z, Us, Vs, phi, lam = fwd(S, mu, nu, hist=True, **kw)
-        W = G * P
-        gZ, gU, gV = W.copy(), W.sum(1), W.sum(0)
-        for t in reversed(range(len(Us))):
-            A = Z + Us[t][:, None]
-            Q = np.exp(A - lse(A, 0)[None])
-            gZ -= phi * Q * gV[None]
-            gU = gU - phi * (Q * gV[None]).sum(1)
-            B = Z + (Vs[t - 1] if t else np.zeros_like(gV))[None]
-            R = np.exp(B - lse(B, 1)[:, None])
-            gZ -= phi * R * gU[:, None]
-            gV = -phi * (R * gU[:, None]).sum(0)
-            gU = np.zeros_like(gU)
-        return lam * gZ[:S.shape[0], :S.shape[1]]
-
-    return fwd, vjp
-
-
 def cpu_median(fn, repeat=5, setup=None):
-    """Median process CPU time of fn() (all threads), after one warm-up call
-    (``setup`` runs untimed before each call).  On a machine shared with
-    other jobs this is steadier than wall time; with one thread it is what the
-    wall time would be on an idle core."""
-    if setup is not None:
-        setup()
-    fn()
-    out = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        c0 = time.process_time()
-        fn()
-        out.append(time.process_time() - c0)
-    return float(np.median(out))
+    """Median process CPU seconds of fn() (geomatch.testing.timing.cpu_time)."""
+    return cpu_time(fn, repeat=repeat, setup=setup)
 
 
 def make_pair(rng, h=37, w=37, D=768, K=15):
@@ -111,7 +51,12 @@ def make_pair(rng, h=37, w=37, D=768, K=15):
                         n_vis_src=int((sp >= 0).sum()), n_vis_trg=int((tp >= 0).sum()), n_kp=K)
 
 
-def torch_peer(head, x, G):
+def torch_peer(head, x, G, step_kw=None):
+    """Torch peer of the head's forward+backward (``step_kw`` None), or, with
+    the pair's loss arguments ``step_kw``, of the whole training step: head on
+    both images, cosine similarity, GECO's log-domain dustbin OT loop (10
+    iterations), the four loss terms of :class:`geomatch.model.loss.PairLoss`
+    and autograd back to the head's parameters."""
     try:
         import torch
     except ImportError:
@@ -144,7 +89,48 @@ def torch_peer(head, x, G):
             z = z + u @ p[pre + "mlp.fc2.weight"] + p[pre + "mlp.fc2.bias"]
         zo = F.layer_norm(z, (c.dim,), p["norm_out.weight"], p["norm_out.bias"], c.ln_eps)
         y = zo @ p["out_proj.weight"] + p["out_proj.bias"]
-        (y.reshape(G.shape) * Gt).sum().backward()
+        if step_kw is None:
+            (y.reshape(G.shape) * Gt).sum().backward()
+        else:
+            pair_loss(y.reshape(B, T, -1)).backward()
+
+    if step_kw is None:
+        return step
+    cfg = L.LossConfig()
+    kw = step_kw
+    N = M = T
+    mu = torch.tensor(L.dustbin_marginal(kw["src_fg"], kw["n_vis_src"], kw["n_kp"], cfg.mass),
+                      dtype=torch.float32)
+    nu = torch.tensor(L.dustbin_marginal(kw["trg_fg"], kw["n_vis_trg"], kw["n_kp"], cfg.mass),
+                      dtype=torch.float32)
+    lmu, lnu = mu.log(), nu.log()
+    sets = {k: tuple(torch.from_numpy(a) for a in v)
+            for k, v in L.match_sets(kw["src_patch"], kw["trg_patch"], kw["flip_perm"],
+                                     N, M).items()}
+    sfg = torch.from_numpy(np.asarray(kw["src_fg"]).reshape(-1))
+    tfg = torch.from_numpy(np.asarray(kw["trg_fg"]).reshape(-1))
+    fb = torch.zeros(N + 1, M + 1, dtype=torch.bool)
+    fb[:N, :M] = (sfg[:, None] & ~tfg[None]) | (~sfg[:, None] & tfg[None])
+    lam, phi = 1.0 / cfg.reg, cfg.reg_m / (cfg.reg_m + cfg.reg)
+
+    def pair_loss(y):
+        e = F.normalize(y, dim=-1)
+        S = e[0] @ e[1].T
+        Z = lam * F.pad(S, (0, 1, 0, 1), value=cfg.bin_score)
+        u = torch.zeros_like(lmu)
+        v = torch.zeros_like(lnu)
+        for _ in range(cfg.n_iter):
+            u = phi / lam * (lmu - torch.logsumexp(Z + lam * v[None, :], dim=1))
+            v = phi / lam * (lnu - torch.logsumexp(Z + lam * u[:, None], dim=0))
+        P = (Z + lam * u[:, None] + lam * v[None, :]).exp().clamp(1e-30, 1 - 1e-7)
+        loss = cfg.w_fgbg * (-torch.log1p(-P[fb])).mean()
+        for name, w, positive in (("pos", cfg.w_pos / (N + 1), True),
+                                  ("bin", cfg.w_bin / (N + 1), True), ("neg", cfg.w_neg, False)):
+            r, cc = sets[name]
+            if r.numel():
+                q = P[r, cc]
+                loss = loss + w * (-(q.log() if positive else torch.log1p(-q))).mean()
+        return loss
 
     return step
 
@@ -198,15 +184,12 @@ def step_faults(step, n=5):
 
 def main():
     gm.set_num_threads(THREADS)
+    print_machine(THREADS)
+    print_limits(measure(THREADS))
     rng = np.random.default_rng(0)
     head = AttentionHead()
     print(f"default head: {head.config}")
     print(f"parameters: {head.num_parameters():,}; threads: {THREADS}")
-    have_c = hasattr(gm, "dustbin_sinkhorn") and hasattr(gm, "dustbin_sinkhorn_vjp")
-    if not have_c:
-        L._ot_impl = _numpy_ot
-        print("NOTE: gm.dustbin_sinkhorn(_vjp) not in this build: OT timed with a NumPy "
-              "log-domain stand-in (the C layer is the one the target refers to)")
     fwd_ot, vjp_ot = L._ot_impl()
     fs, ft, kw = make_pair(rng)
     x = np.stack([fs, ft])
@@ -231,7 +214,7 @@ def main():
     N = 37 * 37
     S = rng.uniform(-1, 1, (N, N)).astype(np.float32)
     fg = kw["src_fg"]
-    mu = L.dustbin_marginal(fg, 10, 15).astype(np.float32)
+    mu = gm.dustbin_marginals(fg, 10, 15)
     GP = np.zeros((N + 1, N + 1), np.float32)
     GP[np.ix_(fg.ravel(), ~fg.ravel())] = 1e-3
     t_fwd = median_time(lambda: head.forward(x, cache=True), repeat=5)
@@ -264,18 +247,26 @@ def main():
         ("  same, default malloc thresholds", t_step_default, "plain loop, no geomatch.model.train"),
         ("  head forward (2 images)", t_fwd, ""),
         ("  loss fwd+bwd (cosine, OT fwd+vjp)", t_loss, ""),
-        ("  OT forward", t_otf, "C layer" if have_c else "NumPy stand-in"),
-        ("  OT backward (vjp)", t_otb, "C layer" if have_c else "NumPy stand-in"),
+        ("  OT forward", t_otf, "C layer"),
+        ("  OT backward (vjp)", t_otb, "C layer"),
         ("  head backward (2 images)", t_bwd, ""),
         ("AdamW update", t_opt, ""),
     ]
     peer = torch_peer(head, x, G)
+    hb_ratio = step_ratio = None
     if peer is not None:
-        rows.append(("torch head fwd+bwd (2 images)", median_time(peer, repeat=5),
-                     "peer of head fwd+bwd"))
+        t_peer = median_time(peer, repeat=5)
+        rows.append(("torch head fwd+bwd (2 images)", t_peer, "peer of head fwd+bwd"))
         rows.append(("geomatch head fwd+bwd (2 images)", t_fwd + t_bwd, ""))
+        t_tstep = median_time(torch_peer(head, x, G, kw), repeat=5)
+        rows.append(("torch train step (head, cosine, log-domain OT, loss; autograd)", t_tstep,
+                     "peer of the whole step"))
+        hb_ratio, step_ratio = t_peer / (t_fwd + t_bwd), t_tstep / t_step
     print_table("one training step, 37x37x768 pair, default head", rows,
                 baseline="geomatch head fwd+bwd (2 images)" if peer is not None else None)
+    if hb_ratio is not None:
+        print(f"\nhead fwd+bwd: torch / geomatch = {hb_ratio:.2f} (target >= 1.2); "
+              f"whole step: torch / geomatch = {step_ratio:.2f} (target >= 1.5)")
     c_rows = [("geomatch train step (1 pair)", cpu_median(step)),
               ("  head forward (2 images)", cpu_median(lambda: head.forward(x, cache=True))),
               ("  head backward (2 images)", cpu_median(lambda: head.backward(G), setup=refwd)),

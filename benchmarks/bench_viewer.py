@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def photos():
@@ -87,6 +84,8 @@ def main():
                     help="also time the page in headless Chromium (default: off)")
     args = ap.parse_args()
     import geomatch as gm
+    from _limits import print_machine
+    print_machine(gm.get_num_threads())
     from geomatch.match.viewer import Viewer
 
     a, b = photos()

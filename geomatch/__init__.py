@@ -24,7 +24,7 @@ del _preload
 from . import _core  # noqa: E402
 from .runtime.config import build_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .ops.similarity import cosine_similarity  # noqa: E402
 
@@ -35,6 +35,7 @@ from .ops.matching import argmax_2d, window_soft_argmax  # noqa: E402
 
 from .ops.transfer import transfer_keypoints  # noqa: E402
 
+from . import geometry  # noqa: E402,F401
 from . import data  # noqa: E402,F401
 from . import backbone  # noqa: E402,F401
 from .eval import metrics  # noqa: E402

@@ -8,7 +8,10 @@ global options (``--threads``) are accepted before or after the command;
 every option's help states its default (``tests/test_cli_conventions.py``
 walks the parsers); ``train`` and ``eval`` take ``--config FILE``, a TOML file
 whose keys are the long option names, inserted before the command line's own
-flags so that those win.
+flags so that those win.  Every command takes ``--no-progress``.  Errors
+(bad arguments, missing or unreadable files, unreachable schedulers) are one
+line on stderr and exit status 1; Ctrl-C exits with 130, also without a
+traceback.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geomatch",
         description="Geometry-aware semantic correspondences (GECO) with a fast C core.")
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"geomatch {__version__}",
                         help="print the version and exit")
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(e.g. batch-pairs = 8); flags given on the command line win "
                                 "(default: none)")
         _add_global_options(p, in_subcommand=True)
+    for p in sub.choices.values():
+        if "--no-progress" not in p._option_string_actions:
+            p.add_argument("--no-progress", action="store_true",
+                           help="no progress bars (also GEOMATCH_NO_PROGRESS=1)")
     return parser
 
 
@@ -158,14 +165,47 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     if args.command == "config":
-        gm.show_config()
+        try:
+            gm.show_config()
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            return 1
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
+    saved = os.environ.get("GEOMATCH_NO_PROGRESS")
+    if getattr(args, "no_progress", False):
+        # every bar of the command (loaders, workers' clients) reads this
+        os.environ["GEOMATCH_NO_PROGRESS"] = "1"
     try:
         return int(module.run_cli(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError, ConnectionError, ImportError) as exc:
+    except BrokenPipeError:
+        # the reader of stdout went away (``geomatch ... | head``): not an error of ours
+        _silence_stdout()
+        return 1
+    except KeyboardInterrupt:
+        print(f"geomatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        # OSError covers FileNotFoundError, ConnectionError, NotADirectoryError,
+        # PermissionError, a full disk: their messages name the path
         print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if saved is None:
+            os.environ.pop("GEOMATCH_NO_PROGRESS", None)
+        else:
+            os.environ["GEOMATCH_NO_PROGRESS"] = saved
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of a
+    closed pipe does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -22,6 +22,25 @@ def pytest_configure(config):
     os.environ.setdefault("GEOMATCH_NO_PROGRESS", "1")
 
 
+@pytest.fixture
+def at_threads():
+    """``at_threads(fn, counts=(1, 2))``: the results of ``fn()`` with geomatch's
+    kernels at each thread count, the previous count restored afterwards."""
+    import geomatch as gm
+
+    before = gm.get_num_threads()
+
+    def run(fn, counts=(1, 2)):
+        out = []
+        for n in counts:
+            gm.set_num_threads(n)
+            out.append(fn())
+        return out
+
+    yield run
+    gm.set_num_threads(before)
+
+
 # A skipped test hides a missing feature or dependency.  The README's test
 # command installs every optional dependency (the ``test`` extra), so any
 # skip there is a failure; set GEOMATCH_ALLOW_SKIPS=1 to run a partial

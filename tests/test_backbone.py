@@ -342,6 +342,32 @@ def test_geco_lora_merged_matches_unmerged_torch(tmp_path, pixels):
     assert str(lpath) in str(ei.value)
 
 
+def test_lora_and_weights_in_safetensors_are_read_by_content(tmp_path, pixels):
+    """QA: a LoRA file in safetensors format was refused as 'not a torch zip
+    checkpoint ... or use a safetensors file'; the reader is chosen by the
+    file's content, not its name."""
+    from safetensors.numpy import save_file
+
+    ref = RefDinoV2()
+    base = tmp_path / "base.pth"
+    torch.save(ref.state_dict(), base)
+    rng = np.random.default_rng(4)
+    lora = {}
+    for i in range(2 * len(ref.blocks)):
+        lora[f"w_a_{i:03d}"] = (0.2 * rng.normal(size=(2, 128))).astype(np.float32)
+        lora[f"w_b_{i:03d}"] = (0.2 * rng.normal(size=(128, 2))).astype(np.float32)
+    pth = tmp_path / "lora.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in lora.items()}, pth)
+    st = tmp_path / "lora.safetensors"
+    save_file(lora, str(st))
+    want = load_dinov2(base, lora=pth).features(pixels)
+    np.testing.assert_array_equal(load_dinov2(base, lora=st).features(pixels), want)
+    # official-named weights in a safetensors file without the .safetensors suffix
+    odd = tmp_path / "dinov2-weights.bin"
+    save_file({k: v.numpy() for k, v in ref.state_dict().items()}, str(odd))
+    np.testing.assert_array_equal(load_dinov2(odd, lora=st).features(pixels), want)
+
+
 # ---------------------------------------------------------------------------
 # positional-embedding interpolation against torch.nn.functional.interpolate
 

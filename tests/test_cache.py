@@ -145,3 +145,18 @@ def test_grid_frame_pad_geoaware_convention():
     assert grid_frame((64, 64), m) == (0.0, 0.0, 64.0, 64.0)
     with pytest.raises(ValueError, match="image_size"):
         grid_frame((0, 5), m)
+
+
+@pytest.mark.parametrize("content", [b"junk", b"", b"\x93NUMPY\x01\x00"])
+def test_a_damaged_feature_file_is_named(tmp_path, rng, content):
+    """QA: a damaged entry gave numpy's 'This file contains pickled (object)
+    data...' without the file."""
+    cache = FeatureCache.create(tmp_path / "c", _manifest())
+    cache.put("cat/a", rng.standard_normal((4, 3, 5)))
+    fn = os.path.join(cache.path, "features", key_to_filename("cat/a"))
+    assert os.path.isfile(fn)
+    with open(fn, "wb") as f:
+        f.write(content)
+    with pytest.raises(ValueError) as ei:
+        cache.get("cat/a")
+    assert fn in str(ei.value) and "pickle" not in str(ei.value)

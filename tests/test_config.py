@@ -71,3 +71,23 @@ def test_openmp_waits_spin_briefly_unless_the_user_chose(given, expected):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == expected
+
+
+def test_version_has_one_source():
+    """geomatch/_version.py is the only place the version is written: pyproject
+    reads it (setuptools dynamic version) and the package re-exports it."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    import pathlib
+
+    from geomatch import _version
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    with open(root / "pyproject.toml", "rb") as f:
+        meta = tomllib.load(f)
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "geomatch._version.__version__"}
+    assert gm.__version__ is _version.__version__
+    # no module reaches for the package root to learn the version
+    for path in (root / "geomatch").rglob("*.py"):
+        assert "from .. import __version__" not in path.read_text(), path

@@ -330,6 +330,22 @@ def test_worker_that_cannot_see_a_path_names_it_and_itself(client, spair, weight
         extract_features(recs, other, tmp_path / "e", client=client, progress=False)
 
 
+def test_worker_that_cannot_read_an_image_names_it_and_itself(client, spair, weights, tmp_path):
+    """QA: an image file PIL cannot read (an OSError, not FileNotFoundError)
+    came back without the worker's name."""
+    from types import SimpleNamespace
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a jpeg")
+    recs = _records(spair)[:1] + [SimpleNamespace(key="cat/junk", path=str(junk))]
+    spec = BackboneSpec(str(weights), sha256=weights_sha256(weights))
+    with pytest.raises(OSError) as ei:
+        extract_features(recs, spec, tmp_path / "c", client=client, preprocess="pad", size=56,
+                         progress=False)
+    msg = str(ei.value)
+    assert "junk.jpg" in msg and "on worker tcp://127.0.0.1:" in msg
+
+
 def test_eval_on_cluster_matches_single_process(client, more_images, weights, tmp_path):
     from geomatch.eval.evaluate import evaluate
 

@@ -1,7 +1,8 @@
 """Tests of the dustbin OT layer (geomatch.ops.dustbin): forward plan, VJP, marginals.
 
 References used here, all independent of the code under test:
-- ``oracle_plan``: a literal NumPy float64 loop of the DESIGN.md equations;
+- ``oracle_plan``: a literal NumPy float64 loop of the equations of
+  docs/method.md#dustbin-layer;
 - torch autograd through a torch log-domain implementation (float64);
 - central finite differences of the oracle (float64);
 - POT's ``sinkhorn_unbalanced`` with ``reg_type="entropy"`` (same updates).
@@ -16,34 +17,17 @@ from hypothesis import strategies as st
 
 import geomatch as gm
 from geomatch.ops.dustbin import _dustbin_sinkhorn_path
+from geomatch.testing import reference
 
 # ---------------------------------------------------------------------------
 # oracle
 # ---------------------------------------------------------------------------
 
 
-def _lse(x, axis):
-    m = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)), axis)
-
-
 def oracle_plan(S, mu, nu, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10):
-    """The DESIGN.md recursion, written out literally in float64."""
-    S = np.asarray(S, np.float64)
-    N, M = S.shape
-    St = np.full((N + 1, M + 1), float(bin_score))
-    St[:N, :M] = S
-    lam = 1.0 / reg
-    phi = 1.0 if np.isinf(reg_m) else reg_m / (reg_m + reg)
-    with np.errstate(divide="ignore"):
-        lmu = np.log(np.asarray(mu, np.float64))
-        lnu = np.log(np.asarray(nu, np.float64))
-    u = np.zeros(N + 1)
-    v = np.zeros(M + 1)
-    for _ in range(n_iter):
-        u = (phi / lam) * (lmu - _lse(lam * St + lam * v[None, :], 1)) if phi else 0 * u
-        v = (phi / lam) * (lnu - _lse(lam * St + lam * u[:, None], 0)) if phi else 0 * v
-    return np.exp(lam * (St + u[:, None] + v[None, :]))
+    """The dustbin recursion (docs/method.md#dustbin-layer), literally, in float64."""
+    return reference.dustbin_plan(S, mu, nu, bin_score=bin_score, reg=reg, reg_m=reg_m,
+                            n_iter=n_iter)
 
 
 def cosine_scores(rng, N, M, D=16):

@@ -257,7 +257,6 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
     import geomatch.data as dmod
 
     monkeypatch.setattr(dmod, "load_dataset", lambda name, root: ds)
-    monkeypatch.setattr(gm, "transfer_keypoints", grid_argmax_transfer)
     from geomatch.cli import main
 
     out = tmp_path / "cli"
@@ -276,7 +275,7 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("mode", [m for m in E.MODES if m != "grid-argmax-corner"])
 def test_evaluate_with_geomatch_transfer(setup, mode):
-    """The same split through the package's own transfer_keypoints (once merged)."""
+    """The same split through the package's own transfer_keypoints."""
     ds, cache = setup
     threads_before = gm.get_num_threads()
     res = E.evaluate(ds, "test", cache, mode=mode, progress=False, workers=2)

@@ -70,3 +70,42 @@ def test_import_geco_and_geoaware_files(tmp_path):
         gm.datasets.import_geco_features(tmp_path / "SPair-71k", tmp_path / "c3")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         gm.datasets.import_geoaware_features(tmp_path / "nowhere", tmp_path / "c4")
+
+
+def test_a_failed_first_write_leaves_no_cache_behind(tmp_path):
+    """QA: a refused first map left an empty cache with the wrong manifest, so
+    the corrected call was refused with 'exists with a different manifest'."""
+    wrong = gm.datasets.feature_manifest(backbone="mine", dim=64, grid=(8, 8),
+                                         preprocess="resize", resolution=(112, 112))
+    right = gm.datasets.feature_manifest(backbone="mine", dim=32, grid=(8, 8),
+                                         preprocess="resize", resolution=(112, 112))
+    maps = {"cat/a": np.ones((8, 8, 32), np.float32)}
+    out = tmp_path / "cache"
+    with pytest.raises(ValueError, match="cat/a"):
+        gm.datasets.write_features(out, maps, wrong, progress=False)
+    assert not out.exists()
+    cache = gm.datasets.write_features(out, maps, right, progress=False)
+    np.testing.assert_array_equal(cache.get("cat/a"), maps["cat/a"])
+    # a cache that already held maps is kept as it is when a later write fails
+    with pytest.raises(ValueError, match="cat/b"):
+        gm.datasets.write_features(out, {"cat/b": np.ones((8, 8, 5), np.float32)}, right,
+                                   progress=False)
+    assert sorted(FeatureCache.open(out).keys()) == ["cat/a"]
+
+
+def test_a_failed_import_leaves_no_cache_behind(tmp_path):
+    torch = pytest.importorskip("torch", reason="GECO's feature files are torch files")
+    src = tmp_path / "geco" / "cat"
+    src.mkdir(parents=True)
+    torch.save(torch.zeros(1, 16, 4, 4), src / "a.pth")
+    torch.save(torch.zeros(1, 16, 4, 5), src / "b.pth")
+    out = tmp_path / "cache"
+    with pytest.raises(ValueError, match="b.pth"):
+        gm.datasets.import_geco_features(tmp_path / "geco", out, progress=False)
+    # a.pth was stored before b.pth failed: the partial cache stays, resumable
+    assert sorted(FeatureCache.open(out).keys()) == ["cat/a"]
+    # the first file is refused: no empty cache with its manifest is left
+    torch.save(torch.full((1, 16, 4, 4), float("nan")), src / "a.pth")
+    with pytest.raises(ValueError, match="a.pth"):
+        gm.datasets.import_geco_features(tmp_path / "geco", tmp_path / "c2", progress=False)
+    assert not (tmp_path / "c2").exists()

@@ -17,6 +17,7 @@ import pytest
 from geomatch.data.cache import FeatureCache
 from geomatch.model.head import AttentionHead, HeadConfig
 from geomatch.model.optim import AdamW
+from geomatch.testing import reference
 
 # ---------------------------------------------------------------- the head
 
@@ -42,13 +43,10 @@ def _sincos_reference(h, w, dim):
 
 
 def _layer_norm(x, g, b):
-    mu = x.mean(axis=-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + LN_EPS) * g + b
+    return reference.layer_norm(x, g, b, LN_EPS)
 
 
-def _gelu_tanh(u):
-    return 0.5 * u * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
+_gelu_tanh = reference.gelu_tanh
 
 
 def _head_reference(p, x, *, heads, blocks, attn_dim):

@@ -11,6 +11,7 @@ import pytest
 
 from geomatch.model.head import AttentionHead, HeadConfig, load_head, sincos_2d
 from geomatch.model.optim import AdamW
+from geomatch.testing.reference import central_differences
 
 SMALL = HeadConfig(in_dim=16, dim=8, out_dim=6, num_heads=2, num_blocks=2, mlp_dim=12,
                    attn_dim=8)
@@ -40,26 +41,10 @@ def test_gradients_match_finite_differences_for_every_parameter(cfg):
     assert set(grads) == set(head.parameters()) | {"input"}
     eps = 1e-6
     for name, p in head.parameters().items():
-        num = np.zeros_like(p)
-        for idx in np.ndindex(p.shape):
-            old = p[idx]
-            p[idx] = old + eps
-            lp = loss()
-            p[idx] = old - eps
-            lm = loss()
-            p[idx] = old
-            num[idx] = (lp - lm) / (2 * eps)
+        num = central_differences(loss, p, eps)
         np.testing.assert_allclose(grads[name], num, rtol=1e-6, atol=1e-7, err_msg=name)
     # input gradient too
-    num = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        lp = loss()
-        x[idx] = old - eps
-        lm = loss()
-        x[idx] = old
-        num[idx] = (lp - lm) / (2 * eps)
+    num = central_differences(loss, x, eps)
     np.testing.assert_allclose(grads["input"], num, rtol=1e-6, atol=1e-7)
 
 

@@ -68,3 +68,39 @@ def test_exported_module_runs_without_geomatch(tmp_path):
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), h(x), atol=1e-5, rtol=0)
     assert sorted(os.listdir(tmp_path / "export")) == ["geomatch_head.py", "head.safetensors"]
+
+
+def test_load_head_reads_the_exported_safetensors_file(tmp_path):
+    """QA: ``--head head.safetensors`` (match, eval, seg-eval) and
+    ``Matcher(head=...)`` go through load_head, which took only .npz files and
+    called the export 'pickled (object) data'."""
+    h = _head(5)
+    path = gm.head.export_head(h, tmp_path / "exported")["weights"]
+    back = gm.head.load_head(path)
+    assert back.config == h.config
+    for k, v in h.parameters().items():
+        np.testing.assert_array_equal(back.parameters()[k], v)
+    with pytest.raises(ValueError, match="does not match the requested"):
+        gm.head.load_head(path, config=gm.head.HeadConfig(in_dim=64))
+
+
+def test_load_head_names_a_file_that_is_no_head(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError) as e:
+        gm.head.load_head(text)
+    assert "notes.txt" in str(e.value) and "pickle" not in str(e.value)
+    other = tmp_path / "weights.safetensors"
+    from geomatch.backbone.checkpoints import write_safetensors
+
+    write_safetensors(other, {"cls_token": np.zeros((1, 1, 8), np.float32)})
+    with pytest.raises(ValueError, match="weights.safetensors.*not a geomatch head"):
+        gm.head.load_head(other)
+
+
+def test_exported_head_with_nan_is_refused(tmp_path):
+    h = _head(6)
+    h.parameters()["out_proj.bias"][0] = np.nan
+    path = gm.head.save_safetensors(h, tmp_path / "nan.safetensors")
+    with pytest.raises(ValueError, match="nan.safetensors.*non-finite.*out_proj.bias"):
+        gm.head.load_head(path)

@@ -1,8 +1,7 @@
 """The C kernels behind the attention head and the loss, each against a plain
-NumPy reference written here: matrix products on geomatch's threads, the
-attention forward/backward that keeps its exponentials, LayerNorm, tanh-GELU
-and the foreground x background loss term."""
-import math
+NumPy reference (geomatch.testing.reference, or written here): matrix products
+on geomatch's threads, the attention forward/backward that keeps its
+exponentials, LayerNorm, tanh-GELU and the foreground x background loss term."""
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from hypothesis import strategies as st
 import geomatch as gm
 from geomatch import _core
 from geomatch.ops.linalg import matmul
+from geomatch.testing import reference
+from geomatch.testing.reference import central_differences
 
 DTYPES = [(np.float32, 2e-5), (np.float64, 1e-12)]
 
@@ -26,35 +27,12 @@ def restore_threads():
 # --------------------------------------------------------------------------
 # NumPy references
 
-def ref_attention(qkv, heads):
-    """softmax(q k^T / sqrt(hd)) v per head, float64."""
-    qkv = np.asarray(qkv, dtype=np.float64)
-    B, n, c = qkv.shape
-    da = c // 3
-    hd = da // heads
-    out = np.zeros((B, n, da))
-    for b in range(B):
-        for h in range(heads):
-            q = qkv[b, :, h * hd:(h + 1) * hd]
-            k = qkv[b, :, da + h * hd:da + (h + 1) * hd]
-            v = qkv[b, :, 2 * da + h * hd:2 * da + (h + 1) * hd]
-            s = q @ k.T / math.sqrt(hd)
-            a = np.exp(s - s.max(axis=1, keepdims=True))
-            a /= a.sum(axis=1, keepdims=True)
-            out[b, :, h * hd:(h + 1) * hd] = a @ v
-    return out
+ref_attention = reference.attention    # softmax(q k^T / sqrt(hd)) v per head
+ref_gelu = reference.gelu_tanh
 
 
 def ref_layernorm(x, gamma, beta, eps):
-    x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=1, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * gamma + beta
-
-
-def ref_gelu(u):
-    u = np.asarray(u, dtype=np.float64)
-    return 0.5 * u * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+    return reference.layer_norm(x, gamma, beta, eps)
 
 
 def ref_fgbg(P, sfg, tfg, lo, hi, weight):
@@ -218,31 +196,26 @@ def _attention_loss(qkv, dout, heads):
     return float((ref_attention(qkv, heads) * dout).sum())
 
 
-def test_attention_backward_matches_finite_differences():
-    rng = np.random.default_rng(4)
-    B, n, heads, hd = 2, 9, 2, 3
+def _attention_problem(seed, B, n, heads, hd):
+    """Random float64 qkv (B, n, 3 heads hd), an output gradient, and the C
+    kernel's input gradient for them."""
+    rng = np.random.default_rng(seed)
     qkv = rng.normal(size=(B, n, 3 * heads * hd))
     dout = rng.normal(size=(B, n, heads * hd))
     e, rz, out = _core.head_attention_fwd(qkv, heads)
-    got = _core.head_attention_bwd(qkv, e, rz, out, dout, heads)
-    eps = 1e-6
-    num = np.zeros_like(qkv)
-    for idx in np.ndindex(qkv.shape):
-        qp = qkv.copy()
-        qp[idx] += eps
-        qm = qkv.copy()
-        qm[idx] -= eps
-        num[idx] = (_attention_loss(qp, dout, heads) - _attention_loss(qm, dout, heads)) / (2 * eps)
+    return qkv, dout, _core.head_attention_bwd(qkv, e, rz, out, dout, heads)
+
+
+def test_attention_backward_matches_finite_differences():
+    heads = 2
+    qkv, dout, got = _attention_problem(4, 2, 9, heads, 3)
+    num = central_differences(lambda: _attention_loss(qkv, dout, heads), qkv)
     np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-8)
 
 
 def test_attention_float32_backward_matches_float64_and_threads(restore_threads):
-    rng = np.random.default_rng(5)
-    B, n, heads, hd = 2, 150, 2, 16
-    qkv = rng.normal(size=(B, n, 3 * heads * hd))
-    dout = rng.normal(size=(B, n, heads * hd))
-    e, rz, out = _core.head_attention_fwd(qkv, heads)
-    ref = _core.head_attention_bwd(qkv, e, rz, out, dout, heads)
+    heads = 2
+    qkv, dout, ref = _attention_problem(5, 2, 150, heads, 16)
     q32, d32 = qkv.astype(np.float32), dout.astype(np.float32)
     res = []
     for t in (1, 2):
@@ -308,14 +281,7 @@ def test_layernorm_backward_finite_differences_and_errors():
     dy = rng.normal(size=(4, 6))
     _, xhat, rstd = _core.layernorm_fwd(x, gamma, beta, 1e-5)
     dx, _, _ = _core.layernorm_bwd(dy, xhat, rstd, gamma)
-    eps = 1e-6
-    num = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += eps
-        xm[idx] -= eps
-        num[idx] = ((ref_layernorm(xp, gamma, beta, 1e-5) - ref_layernorm(xm, gamma, beta, 1e-5))
-                    * dy).sum() / (2 * eps)
+    num = central_differences(lambda: (ref_layernorm(x, gamma, beta, 1e-5) * dy).sum(), x)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
     with pytest.raises(ValueError, match="gamma does not match"):
         _core.layernorm_fwd(x, gamma[:5], beta, 1e-5)

@@ -1,75 +1,28 @@
 """Tests of the GECO loss (geomatch.model.loss).
 
-The oracle for the OT layer is a slow NumPy log-domain implementation of
-DESIGN.md's recursion (forward) and of its reverse-mode derivative through the
-unrolled iterations (written out by hand here, checked by finite differences
-and against the torch code path of GECO's ``log_sinkhorn_iterations_kl``).
+The oracle for the OT layer is the slow NumPy log-domain implementation of
+the recursion of docs/method.md#dustbin-layer (forward) and of its reverse-mode
+derivative through the unrolled iterations in geomatch.testing.reference
+(checked here by finite differences and against the torch code path of GECO's
+``log_sinkhorn_iterations_kl``).
 """
-import math
 
 import numpy as np
 import pytest
 
 import geomatch as gm
 from geomatch.model import loss as L
+from geomatch.testing import reference
 
 
 # ----------------------------------------------------------------- OT oracle
-def _lse(a, axis):
-    m = a.max(axis=axis, keepdims=True)
-    return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+def oracle_forward(S, mu, nu, **kw):
+    """The dustbin plan of geomatch.testing.reference in the dtype of S."""
+    return reference.dustbin_plan(S, mu, nu, **kw).astype(np.result_type(S, np.float32))
 
 
-def _augment(S, bin_score):
-    N, M = S.shape
-    Z = np.full((N + 1, M + 1), bin_score, dtype=np.float64)
-    Z[:N, :M] = S
-    return Z
-
-
-def oracle_forward(S, mu, nu, *, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10, hist=False):
-    lam = 1.0 / reg
-    phi = reg_m / (reg_m + reg)
-    Z = lam * _augment(np.asarray(S, np.float64), bin_score)
-    with np.errstate(divide="ignore"):  # a zero dustbin mass gives log 0 = -inf
-        a, b = np.log(np.asarray(mu, np.float64)), np.log(np.asarray(nu, np.float64))
-    U = np.zeros(Z.shape[0])
-    V = np.zeros(Z.shape[1])
-    Us, Vs = [], []
-    for _ in range(n_iter):
-        U = phi * (a - _lse(Z + V[None, :], 1))
-        Us.append(U)
-        V = phi * (b - _lse(Z + U[:, None], 0))
-        Vs.append(V)
-    P = np.exp(Z + U[:, None] + V[None, :])
-    if hist:
-        return P, Z, Us, Vs, phi, lam
-    return P.astype(np.result_type(S, np.float32))
-
-
-def oracle_vjp(S, mu, nu, grad_P, *, bin_score=0.3, reg=0.1, reg_m=10.0, n_iter=10):
-    """Reverse mode through the unrolled iterations, in float64."""
-    P, Z, Us, Vs, phi, lam = oracle_forward(S, mu, nu, bin_score=bin_score, reg=reg,
-                                            reg_m=reg_m, n_iter=n_iter, hist=True)
-    W = np.asarray(grad_P, np.float64) * P
-    gZ = W.copy()
-    gU = W.sum(1)
-    gV = W.sum(0)
-    for t in reversed(range(n_iter)):
-        # V_t = phi (b - LSE_i(Z + U_t)): column softmax Q
-        A = Z + Us[t][:, None]
-        Q = np.exp(A - _lse(A, 0)[None, :])
-        gZ -= phi * Q * gV[None, :]
-        gU = gU - phi * (Q * gV[None, :]).sum(1)
-        # U_t = phi (a - LSE_j(Z + V_{t-1})): row softmax R
-        Vprev = Vs[t - 1] if t > 0 else np.zeros_like(gV)
-        B = Z + Vprev[None, :]
-        R = np.exp(B - _lse(B, 1)[:, None])
-        gZ -= phi * R * gU[:, None]
-        gV = -phi * (R * gU[:, None]).sum(0)
-        gU = np.zeros_like(gU)
-    N, M = np.shape(S)
-    return (lam * gZ[:N, :M]).astype(np.result_type(S, np.float32))
+def oracle_vjp(S, mu, nu, grad_P, **kw):
+    return reference.dustbin_vjp(S, mu, nu, grad_P, **kw).astype(np.result_type(S, np.float32))
 
 
 def _oracle_impl():
@@ -79,6 +32,14 @@ def _oracle_impl():
 @pytest.fixture
 def use_oracle(monkeypatch):
     monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
+
+
+@pytest.fixture(params=["oracle", "gm"])
+def ot_layer(request, monkeypatch):
+    """Run a test with the NumPy oracle OT layer and with geomatch's C layer."""
+    if request.param == "oracle":
+        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
+    return request.param
 
 
 def _problem(rng, N=6, M=5):
@@ -93,13 +54,8 @@ def test_oracle_vjp_matches_finite_differences():
     S, mu, nu = _problem(rng)
     G = rng.normal(size=(S.shape[0] + 1, S.shape[1] + 1))
     g = oracle_vjp(S, mu, nu, G, n_iter=4)
-    num = np.zeros_like(S)
-    for idx in np.ndindex(S.shape):
-        Sp, Sm = S.copy(), S.copy()
-        Sp[idx] += 1e-6
-        Sm[idx] -= 1e-6
-        num[idx] = ((oracle_forward(Sp, mu, nu, n_iter=4) * G).sum()
-                    - (oracle_forward(Sm, mu, nu, n_iter=4) * G).sum()) / 2e-6
+    num = reference.central_differences(
+        lambda: (oracle_forward(S, mu, nu, n_iter=4) * G).sum(), S)
     np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
 
 
@@ -108,7 +64,7 @@ def test_oracle_matches_geco_torch_recursion():
     rng = np.random.default_rng(1)
     S, mu, nu = _problem(rng, 7, 4)
     lam, reg_kl = 10.0, 10.0
-    Z = lam * torch.tensor(_augment(S, 0.3))[None]
+    Z = lam * torch.tensor(reference.dustbin_augment(S, 0.3))[None]
     lmu, lnu = torch.tensor(np.log(mu))[None], torch.tensor(np.log(nu))[None]
     u, v = torch.zeros_like(lmu), torch.zeros_like(lnu)
     phi = reg_kl / (reg_kl + 1 / lam)
@@ -248,23 +204,13 @@ def test_loss_value_matches_direct_formula(use_oracle):
     assert loss == pytest.approx(expect, rel=1e-10)
 
 
-@pytest.mark.parametrize("impl", ["oracle", "gm"])
-def test_loss_gradient_matches_finite_differences(impl, monkeypatch):
-    if impl == "oracle":
-        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
+def test_loss_gradient_matches_finite_differences(ot_layer):
     rng = np.random.default_rng(4)
     es, et, kw = _tiny_pair(rng)
     _, gs, gt, _ = L.pair_loss(es, et, **kw)
     for arr, g in ((es, gs), (et, gt)):
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + 1e-6
-            lp = L.pair_loss(es, et, need_grad=False, **kw)[0]
-            arr[idx] = old - 1e-6
-            lm = L.pair_loss(es, et, need_grad=False, **kw)[0]
-            arr[idx] = old
-            num[idx] = (lp - lm) / 2e-6
+        num = reference.central_differences(
+            lambda: L.pair_loss(es, et, need_grad=False, **kw)[0], arr)
         np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-7)
 
 
@@ -290,14 +236,10 @@ def test_loss_gradient_through_the_head(use_oracle):
         grads[k] += v
     for name in ("in_proj.weight", "blocks.0.attn.qkv.weight", "out_proj.bias", "pos_gain"):
         p = head.parameters()[name]
-        for idx in list(np.ndindex(p.shape))[:6]:
-            old = p[idx]
-            p[idx] = old + 1e-6
-            lp = total()
-            p[idx] = old - 1e-6
-            lm = total()
-            p[idx] = old
-            assert grads[name][idx] == pytest.approx((lp - lm) / 2e-6, rel=1e-5, abs=1e-8)
+        some = list(np.ndindex(p.shape))[:6]
+        num = reference.central_differences(total, p, indices=some)
+        for idx in some:
+            assert grads[name][idx] == pytest.approx(num[idx], rel=1e-5, abs=1e-8)
 
 
 def test_empty_foreground_pair_is_skipped(use_oracle):
@@ -321,12 +263,9 @@ def test_loss_input_errors(use_oracle):
         L.LossConfig(reg=0)
 
 
-@pytest.mark.parametrize("impl", ["oracle", "gm"])
-def test_zero_dustbin_mass_when_all_keypoints_visible(impl, monkeypatch):
+def test_zero_dustbin_mass_when_all_keypoints_visible(ot_layer):
     # every keypoint visible in the source and background present: GECO's
     # marginal gives the source dustbin no mass; loss and gradient stay finite.
-    if impl == "oracle":
-        monkeypatch.setattr(L, "_ot_impl", _oracle_impl)
     rng = np.random.default_rng(8)
     es, et, kw = _tiny_pair(rng)
     kw = dict(kw, n_kp=5)

@@ -72,7 +72,7 @@ def test_match_without_points_uses_a_grid_and_reads_points_files(setup):
 
 
 @pytest.mark.parametrize("case", ["outside", "not-image", "missing", "model", "badpoint",
-                                  "head-dim"])
+                                  "head-dim", "huge-grid"])
 def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
     d, src, trg, w = setup
     out = tmp_path / "out"
@@ -85,7 +85,9 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
             "missing": [str(tmp_path / "nope.jpg"), trg, "--points", "1,1"],
             "model": [src, trg, "--model", "vits14", "--points", "1,1"],
             "badpoint": [src, trg, "--points", "1;2;3"],
-            "head-dim": [src, trg, "--points", "1,1", "--head", str(tmp_path / "h.npz")]}[case]
+            "head-dim": [src, trg, "--points", "1,1", "--head", str(tmp_path / "h.npz")],
+            # QA: a million points ran for minutes (matching, then a figure of them all)
+            "huge-grid": [src, trg, "--grid", "1000"]}[case]
     if case == "head-dim":
         gm.head.AttentionHead(in_dim=48, dim=16, out_dim=8, num_heads=2, mlp_dim=16,
                               attn_dim=16).save(tmp_path / "h.npz")
@@ -94,7 +96,8 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     expect = {"outside": "point 1", "not-image": "junk.png", "missing": "nope.jpg",
-              "model": "vits14", "badpoint": "1;2;3", "head-dim": "h.npz"}[case]
+              "model": "vits14", "badpoint": "1;2;3", "head-dim": "h.npz",
+              "huge-grid": "--grid"}[case]
     assert expect in lines[0]
     assert sorted(os.listdir(out)) == ["keep.txt"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".geomatch-match-")]

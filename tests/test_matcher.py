@@ -181,6 +181,22 @@ def test_features_are_cached(files):
     assert len(calls) == 5 and not np.array_equal(a, b)
 
 
+def test_changing_returned_features_leaves_the_cache_intact(files):
+    """QA: features() handed out the cached array itself, so normalising it in
+    place (feat /= norm) silently changed every later match of that image."""
+    d, src, trg = files
+    m = gm.Matcher(write_weights(d, "safetensors"), size=112)
+    before = m.match(src, trg, [[10, 12], [30, 20]])
+    feat, _ = m.features(src)
+    feat *= 0.0
+    feat_t, _ = m.features(trg)
+    feat_t[:] = 1.0
+    after = m.match(src, trg, [[10, 12], [30, 20]])
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert np.any(m.features(src)[0] != 0)
+
+
 def test_quantized_features_change_few_matches(files):
     d, src, trg = files
     m = gm.Matcher(write_weights(d, "safetensors"), size=112)
@@ -299,3 +315,31 @@ def test_exif_orientation_and_other_modes(tmp_path):
                                   np.repeat(upright[..., :1], 3, axis=2))
     Image.fromarray(upright).convert("RGBA").save(tmp_path / "rgba.png")
     np.testing.assert_array_equal(load_rgb(tmp_path / "rgba.png"), upright)
+
+
+@pytest.mark.parametrize("size", [0, 14.5, True, "518"])
+def test_size_zero_or_not_an_integer_is_refused(files, size):
+    """QA: size=0 silently meant the default size, 14.5 became 14."""
+    d, src, trg = files
+    with pytest.raises((ValueError, TypeError), match="size"):
+        gm.Matcher(write_weights(d, "safetensors"), size=size)
+
+
+def test_a_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    """QA: Pillow's convert("RGB") clips 16-bit values at 255, so a 16-bit
+    grayscale photo became an almost white image."""
+    from PIL import Image
+
+    from geomatch.match.matcher import load_rgb
+
+    rng = np.random.default_rng(3)
+    a16 = rng.integers(0, 65536, (12, 17), dtype=np.uint16)
+    a16[0, 0], a16[0, 1] = 0, 65535
+    path = tmp_path / "depth16.png"
+    Image.fromarray(a16).save(path)
+    assert Image.open(path).mode.startswith("I")
+    rgb = load_rgb(path, "SRC")
+    want = np.round(a16.astype(np.float64) / 257.0).astype(np.uint8)
+    assert rgb.dtype == np.uint8 and rgb.shape == (12, 17, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[:, :, c], want)

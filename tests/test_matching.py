@@ -4,41 +4,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import geomatch as gm
+from geomatch.testing import reference
 
 
-def oracle_argmax(sim, shape):
-    """First maximum by an explicit scan over rows then columns."""
-    h, w = shape
-    maps = np.asarray(sim, dtype=np.float64).reshape(-1, h, w)
-    out = np.zeros((maps.shape[0], 2), dtype=np.int64)
-    for k, m in enumerate(maps):
-        best, at = -np.inf, (0, 0)
-        for r in range(h):
-            for c in range(w):
-                if m[r, c] > best:
-                    best, at = m[r, c], (c, r)
-        out[k] = at
-    return out.reshape(*np.shape(sim)[:-1], 2)
-
-
-def oracle_soft(sim, shape, window, temperature):
-    """Softmax of sim / temperature over the clipped window, expectation."""
-    h, w = shape
-    maps = np.asarray(sim, dtype=np.float64).reshape(-1, h, w)
-    amax = oracle_argmax(maps.reshape(-1, h * w), shape)
-    out = np.zeros((maps.shape[0], 2))
-    for k, m in enumerate(maps):
-        c0, r0 = amax[k]
-        num_x = num_y = den = 0.0
-        for r in range(h):
-            for c in range(w):
-                if abs(r - r0) <= window and abs(c - c0) <= window:
-                    p = np.exp((m[r, c] - m[r0, c0]) / temperature)
-                    num_x += p * c
-                    num_y += p * r
-                    den += p
-        out[k] = (num_x / den, num_y / den)
-    return out.reshape(*np.shape(sim)[:-1], 2)
+# explicit scans (first maximum; softmax over the clipped window)
+oracle_argmax = reference.argmax_2d
+oracle_soft = reference.window_soft_argmax
 
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
@@ -130,16 +101,10 @@ def test_strided_inputs(rng, dtype):
     np.testing.assert_array_equal(gm.argmax_2d(r, (8, 6)), oracle_argmax(r, (8, 6)))
 
 
-def test_threads_identical(rng):
+def test_threads_identical(rng, at_threads):
     s = maps(rng, (300,), 23, 29, np.float32)
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a1, s1 = gm.argmax_2d(s, (23, 29)), gm.window_soft_argmax(s, (23, 29))
-        gm.set_num_threads(2)
-        a2, s2 = gm.argmax_2d(s, (23, 29)), gm.window_soft_argmax(s, (23, 29))
-    finally:
-        gm.set_num_threads(before)
+    (a1, s1), (a2, s2) = at_threads(
+        lambda: (gm.argmax_2d(s, (23, 29)), gm.window_soft_argmax(s, (23, 29))))
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(s1, s2)
 
@@ -244,17 +209,11 @@ def test_agrees_with_geoaware_convention(rng):
     np.testing.assert_allclose(ours, geoaware_soft_eval(s, n, 3), atol=1e-9)
 
 
-def test_threads_identical_parallel_path(rng):
+def test_threads_identical_parallel_path(rng, at_threads):
     # 1200 maps of 50 x 70: above the size from which maps go to OpenMP threads.
     s = rng.random((1200, 50 * 70))
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a1, s1 = gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))
-        gm.set_num_threads(2)
-        a2, s2 = gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))
-    finally:
-        gm.set_num_threads(before)
+    (a1, s1), (a2, s2) = at_threads(
+        lambda: (gm.argmax_2d(s, (50, 70)), gm.window_soft_argmax(s, (50, 70))))
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(s1, s2)
     flat = np.argmax(s, axis=1)

@@ -474,12 +474,18 @@ def _fail(argv, capsys):
     return err
 
 
-def test_seg_eval_errors(tree, weights, tmp_path, capsys):
+def _extracted(tree, weights, tmp_path, capsys):
+    """(root, cache) of the tree's features at 56 px, no flipped copies."""
     root, _ = tree
     cache_dir = tmp_path / "cache"
     assert main(["extract", "--dataset", "pascalparts", "--root", str(root), "--weights",
                  str(weights), "--out", str(cache_dir), "--size", "56", "--no-flip"]) == 0
     capsys.readouterr()
+    return root, cache_dir
+
+
+def test_seg_eval_errors(tree, weights, tmp_path, capsys):
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
     out = tmp_path / "seg"
     base = ["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out", str(out),
             "--n-components", "3", "--no-progress"]
@@ -605,3 +611,58 @@ def test_part_map_figure_legend_names_the_parts_shown():
     assert labels == ["leye", "reye"]
     with pytest.raises(ValueError, match="labels must lie"):
         plot_part_maps(img, gt, gt + 5, ["head", "leye", "reye"])
+
+
+def test_seg_eval_head_of_another_feature_dimension_names_the_head(tree, weights, tmp_path,
+                                                                    capsys):
+    """QA: the error said only 'feat has 128 channels, the head expects 64'."""
+    from geomatch.model.head import AttentionHead, HeadConfig
+
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
+    head = tmp_path / "head64.npz"
+    AttentionHead(HeadConfig(in_dim=64, dim=32, out_dim=16, num_heads=1, mlp_dim=32)).save(head)
+    out = tmp_path / "seg"
+    err = _fail(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out", str(out),
+                 "--n-components", "3", "--no-progress", "--head", str(head)], capsys)
+    assert "head64.npz" in err and "64" in err and "128" in err
+    assert not out.exists()
+
+
+def test_seg_eval_no_progress_silences_every_bar(tree, weights, tmp_path, capsys, monkeypatch):
+    """QA: the loader's 'index PASCAL-Part' bar ignored --no-progress."""
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
+    monkeypatch.delenv("GEOMATCH_NO_PROGRESS", raising=False)
+    assert main(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out",
+                 str(tmp_path / "seg"), "--n-components", "3", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_profile_counts_lora_factors_of_a_safetensors_file(weights, tmp_path, capsys):
+    """QA: profile read --lora only as a torch file."""
+    from safetensors.numpy import save_file
+
+    d, r = SMALL.embed_dim, 2
+    rng = np.random.default_rng(1)
+    lora = {f"w_a_{j:03d}": (0.01 * rng.normal(size=(r, d))).astype(np.float32)
+            for j in range(2 * SMALL.depth)}
+    lora.update({f"w_b_{j:03d}": (0.01 * rng.normal(size=(d, r))).astype(np.float32)
+                 for j in range(2 * SMALL.depth)})
+    path = tmp_path / "lora.safetensors"
+    save_file(lora, str(path))
+    assert main(["profile", "--weights", str(weights), "--lora", str(path), "--images", "2",
+                 "--pairs", "1", "--size", "56", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    n = sum(int(np.prod(a.shape)) for a in _random_state(SMALL).values()) + 4 * SMALL.depth * r * d
+    assert f"| {n:,} |" in out
+
+
+def test_seg_eval_too_many_components_names_the_option_and_category(tree, weights, tmp_path,
+                                                                     capsys):
+    """QA: 'n_components must be between 1 and min(n_samples, n_features) = 24,
+    got 32' named neither --n-components nor the category."""
+    root, cache_dir = _extracted(tree, weights, tmp_path, capsys)
+    out = tmp_path / "seg"
+    err = _fail(["seg-eval", "--root", str(root), "--cache", str(cache_dir), "--out", str(out),
+                 "--n-components", "1000", "--no-progress"], capsys)
+    assert "--n-components" in err and "'bird'" in err
+    assert not out.exists()

@@ -4,24 +4,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import geomatch as gm
+from geomatch.testing import reference
 
 
-def oracle(x, y):
-    """Loop-based cosine similarity in float64; zero rows give 0."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    batch = x.shape[:-2]
-    xs = x.reshape(-1, *x.shape[-2:])
-    ys = y.reshape(-1, *y.shape[-2:])
-    out = np.zeros((xs.shape[0], xs.shape[1], ys.shape[1]))
-    for b in range(xs.shape[0]):
-        for i in range(xs.shape[1]):
-            for j in range(ys.shape[1]):
-                a, c = xs[b, i], ys[b, j]
-                na, nc = np.sqrt(np.sum(a * a)), np.sqrt(np.sum(c * c))
-                if na > 0 and nc > 0:
-                    out[b, i, j] = np.sum(a * c) / (na * nc)
-    return out.reshape(*batch, xs.shape[1], ys.shape[1])
+# loop-based cosine similarity in float64; zero rows give 0
+oracle = reference.cosine_similarity
 
 
 TOL = {np.float32: 2e-6, np.float64: 1e-13}
@@ -87,17 +74,10 @@ def test_extreme_magnitudes_float64():
     np.testing.assert_allclose(gm.cosine_similarity(xf, xf), [[1.0]], rtol=1e-6)
 
 
-def test_threads_identical(rng):
+def test_threads_identical(rng, at_threads):
     x = rng.standard_normal((2, 150, 64)).astype(np.float32)
     y = rng.standard_normal((2, 170, 64)).astype(np.float32)
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        s1 = gm.cosine_similarity(x, y)
-        gm.set_num_threads(2)
-        s2 = gm.cosine_similarity(x, y)
-    finally:
-        gm.set_num_threads(before)
+    s1, s2 = at_threads(lambda: gm.cosine_similarity(x, y))
     np.testing.assert_array_equal(s1, s2)
 
 
@@ -146,20 +126,13 @@ def test_fuzz_against_oracle(n, m, d, b, seed, f64, zero_frac):
     np.testing.assert_allclose(s, oracle(x, y), rtol=0, atol=TOL[dtype])
 
 
-def test_threads_identical_parallel_path(rng):
+def test_threads_identical_parallel_path(rng, at_threads):
     # 4100 x 1024 values: above the size from which rows are normalized on
     # OpenMP threads; spot-check rows against the oracle.
     x = rng.standard_normal((4100, 1024)).astype(np.float32)
     y = rng.standard_normal((6, 1024)).astype(np.float32)
     x[17] = 0
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        s1 = gm.cosine_similarity(x, y)
-        gm.set_num_threads(2)
-        s2 = gm.cosine_similarity(x, y)
-    finally:
-        gm.set_num_threads(before)
+    s1, s2 = at_threads(lambda: gm.cosine_similarity(x, y))
     np.testing.assert_array_equal(s1, s2)
     rows = [0, 17, 2048, 4099]
     np.testing.assert_allclose(s2[rows], oracle(x[rows], y), atol=2e-6)

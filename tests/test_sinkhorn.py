@@ -7,6 +7,7 @@ from argnames import names_an_argument
 import pytest
 
 import geomatch as gm
+from geomatch.testing import reference
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -14,23 +15,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 # ---------------------------------------------------------------- the oracle
-def lse(x, axis):
-    mx = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(mx, axis) + np.log(np.sum(np.exp(x - mx), axis=axis))
-
-
-def ref_sinkhorn(C, a, b, reg, reg_m=(math.inf, math.inf), n_iter=50):
-    """Plain log-domain Sinkhorn in float64: n_iter (rows, then columns) updates
-    from zero potentials.  Returns plan, f, g."""
-    C, a, b = (np.asarray(x, np.float64) for x in (C, a, b))
-    pa, pb = (1.0 if math.isinf(r) else r / (r + reg) for r in reg_m)
-    f = np.zeros(C.shape[:-1])
-    g = np.zeros(b.shape)
-    for _ in range(n_iter):
-        f = pa * (reg * np.log(a) - reg * lse((g[..., None, :] - C) / reg, -1))
-        g = pb * (reg * np.log(b) - reg * lse((f[..., :, None] - C) / reg, -2))
-    P = np.exp((f[..., :, None] + g[..., None, :] - C) / reg)
-    return P, f, g
+# plain log-domain Sinkhorn in float64 (geomatch.testing.reference.sinkhorn)
+lse = reference.lse
+ref_sinkhorn = reference.sinkhorn
 
 
 def problem(rng, shape, n, m, dtype=np.float64):

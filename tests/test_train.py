@@ -9,14 +9,11 @@ for one heading -x below.  Raw features therefore confuse left and right about
 half the time; a head that sees the whole grid can learn to tell them apart.
 """
 import csv
-import json
 import os
 
 import numpy as np
 import pytest
 
-import geomatch as gm
-from geomatch.model import loss as L
 from geomatch.model import train as T
 from geomatch.data.base import PairRecord, make_image_record
 from geomatch.model.head import AttentionHead, HeadConfig, load_head

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import geomatch as gm
+from geomatch.testing import reference
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
 
@@ -20,37 +21,8 @@ TOL = {np.float32: 2e-5, np.float64: 1e-11}
 # oracles
 # --------------------------------------------------------------------------
 
-def resize_taps(n_in, n_out):
-    """Per output sample: (lower index, upper index, lower weight, upper weight).
-
-    PyTorch's linear rule with align_corners=False: real source index
-    (dst + 0.5) * n_in / n_out - 0.5, negative values clamped to zero; lower
-    index floor of it (at most n_in - 1); the upper index is the next sample
-    unless the lower one is the last; weight of the upper tap = fractional
-    part clamped to [0, 1]."""
-    taps = []
-    for dst in range(n_out):
-        real = (dst + 0.5) * (n_in / n_out) - 0.5
-        if real < 0:
-            real = 0.0
-        lo = min(int(math.floor(real)), n_in - 1)
-        hi = lo + 1 if lo < n_in - 1 else lo
-        lam = min(max(real - lo, 0.0), 1.0)
-        taps.append((lo, hi, 1.0 - lam, lam))
-    return taps
-
-
-def upsample_oracle(feat, out_w, out_h):
-    """(h, w, D) -> (out_h, out_w, D) bilinear, pixel by pixel, in float64."""
-    feat = np.asarray(feat, dtype=np.float64)
-    h, w, d = feat.shape
-    ty, tx = resize_taps(h, out_h), resize_taps(w, out_w)
-    out = np.zeros((out_h, out_w, d))
-    for yy, (y0, y1, wy0, wy1) in enumerate(ty):
-        for xx, (x0, x1, wx0, wx1) in enumerate(tx):
-            out[yy, xx] = (wy0 * wx0 * feat[y0, x0] + wy0 * wx1 * feat[y0, x1]
-                           + wy1 * wx0 * feat[y1, x0] + wy1 * wx1 * feat[y1, x1])
-    return out
+resize_taps = reference.resize_taps          # PyTorch's align_corners=False taps
+upsample_oracle = reference.upsample_bilinear  # pixel by pixel, float64
 
 
 def cosine_map(src_up, trg_up, x, y):
@@ -265,35 +237,8 @@ def test_empty_keypoints():
 # --------------------------------------------------------------------------
 
 def grid_oracle(sf, tf, kps, ss, ts, soft, window=7, temperature=0.02):
-    sf = np.asarray(sf, np.float64)
-    tf = np.asarray(tf, np.float64)
-    hs, ws, _ = sf.shape
-    ht, wt, _ = tf.shape
-    out = []
-    for x, y in np.asarray(kps, np.float64):
-        i, j = min(int(y * hs // ss[1]), hs - 1), min(int(x * ws // ss[0]), ws - 1)
-        q = sf[i, j]
-        sim = np.zeros((ht, wt))
-        for r in range(ht):
-            for c in range(wt):
-                t = tf[r, c]
-                den = np.linalg.norm(q) * np.linalg.norm(t)
-                sim[r, c] = q @ t / den if den > 0 else 0.0
-        br, bc = np.unravel_index(np.argmax(sim), sim.shape)
-        gr, gc = float(br), float(bc)
-        if soft:
-            num_r = num_c = tot = 0.0
-            for r in range(max(br - window, 0), min(br + window, ht - 1) + 1):
-                for c in range(max(bc - window, 0), min(bc + window, wt - 1) + 1):
-                    e = math.exp((sim[r, c] - sim[br, bc]) / temperature)
-                    num_r += e * r
-                    num_c += e * c
-                    tot += e
-            gr, gc = num_r / tot, num_c / tot
-        px = min(max((gc + 0.5) * ts[0] / wt - 0.5, 0.0), ts[0] - 1)
-        py = min(max((gr + 0.5) * ts[1] / ht - 0.5, 0.0), ts[1] - 1)
-        out.append((px, py))
-    return np.array(out)
+    return reference.grid_transfer(sf, tf, kps, ss, ts, soft=soft, window=window,
+                                   temperature=temperature)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

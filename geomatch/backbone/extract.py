@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
+from .._version import __version__
 from ..runtime.distributed import on_worker
 
 __all__ = ["extract_features", "weights_sha256", "cache_manifest", "BackboneSpec",
@@ -68,8 +69,6 @@ def cache_manifest(model, *, preprocess: str, size: int, dtype: str, sha256: str
     """The feature-cache manifest for features of ``model`` (a DinoV2 or a
     :class:`~geomatch.backbone.torch_engine.TorchDinoV2`); ``engine`` records
     which implementation computed them."""
-    from .. import __version__
-
     g = size // model.patch_size
     return {
         "backbone": f"dinov2_{model.config.name}" + ("+geco_lora" if lora else ""),
@@ -104,8 +103,9 @@ class BackboneSpec:
     engine : {"c", "torch"}
         geomatch's torch-free C engine (default) or PyTorch.
     device, compute_dtype : str
-        Torch engine only: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``;
-        ``"float32"``, ``"float16"``, ``"bfloat16"``.
+        ``device``, torch engine only: ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``.  ``compute_dtype``: ``"float32"`` or ``"bfloat16"`` (both
+        engines), ``"float16"`` (torch engine).
     sha256 : str
         Expected :func:`weights_sha256`; a worker whose file differs refuses.
     """
@@ -139,7 +139,8 @@ class BackboneSpec:
                                      device=self.device, dtype=self.compute_dtype)
         from .dinov2 import load_dinov2
 
-        return load_dinov2(self.weights, self.model, lora=self.lora)
+        return load_dinov2(self.weights, self.model, lora=self.lora,
+                           precision=self.compute_dtype)
 
 
 def _spec_of(model, sha256: str):
@@ -148,9 +149,9 @@ def _spec_of(model, sha256: str):
     if not args or args.get("config") is not None:
         return None
     engine = "torch" if str(getattr(model, "engine", "c")).startswith("torch") else "c"
+    dtype = getattr(model, "compute_dtype", None) or getattr(model, "precision", "float32")
     return BackboneSpec(args["weights"], args.get("model"), args.get("lora"), engine,
-                        str(getattr(model, "device", "cpu")),
-                        str(getattr(model, "compute_dtype", "float32")), sha256)
+                        str(getattr(model, "device", "cpu")), str(dtype), sha256)
 
 
 def parse_shard(shard) -> Optional[Tuple[int, int]]:
@@ -248,9 +249,9 @@ def manifest_task(spec: "BackboneSpec", preprocess: str, size: Optional[int], dt
     from .preprocess import DEFAULT_SIZES
 
     model = worker_cached(("backbone", spec), spec.load)
-    size = int(size or DEFAULT_SIZES[preprocess])
-    if size % model.patch_size:
-        raise ValueError(f"size must be a multiple of {model.patch_size}, got {size}")
+    size = int(DEFAULT_SIZES[preprocess] if size is None else size)
+    if size < model.patch_size or size % model.patch_size:
+        raise ValueError(f"size must be a positive multiple of {model.patch_size}, got {size}")
     return cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                           sha256=spec.sha256, lora=spec.lora is not None)
 
@@ -335,9 +336,10 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
         engine = manifest["engine"]
         batch = int(batch_size or (8 if spec.engine == "torch" else 1))
     else:
-        size = int(size or DEFAULT_SIZES[preprocess])
-        if size % model.patch_size:
-            raise ValueError(f"size must be a multiple of {model.patch_size}, got {size}")
+        size = int(DEFAULT_SIZES[preprocess] if size is None else size)
+        if size < model.patch_size or size % model.patch_size:
+            raise ValueError(f"size must be a positive multiple of {model.patch_size}, "
+                             f"got {size}")
         manifest = cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                                   sha256=sha256, lora=lora)
         engine = manifest["engine"]
@@ -404,9 +406,11 @@ def configure_parser(parser) -> None:
     parser.add_argument("--device", default=None,
                         help="torch engine: cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--precision", default=None,
-                        choices=("float32", "float16", "bfloat16"),
-                        help="torch engine: compute precision (default float32; float16 / "
-                             "bfloat16 run under autocast where the device supports it). "
+                        choices=("float32", "float16", "bfloat16", "bf16"),
+                        help="compute precision (default float32).  C engine: float32 or "
+                             "bf16 (= bfloat16: matrix products in bfloat16 with float32 "
+                             "sums, on CPUs with AVX512-BF16); torch engine: float16 / "
+                             "bfloat16 run under autocast where the device supports it. "
                              "--dtype is the storage dtype of the cache")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per Dask task, and per forward pass of the torch "
@@ -426,8 +430,15 @@ def run_cli(args) -> int:
     from ..runtime.distributed import dask_client, parse_address
 
     shard = parse_shard(args.shard)
-    if args.engine != "torch" and (args.device is not None or args.precision is not None):
-        raise ValueError("--device and --precision need --engine torch")
+    precision = "bfloat16" if args.precision == "bf16" else args.precision
+    if args.engine != "torch" and args.device is not None:
+        raise ValueError("--device needs --engine torch")
+    if args.engine != "torch" and precision not in (None, "float32", "bfloat16"):
+        raise ValueError(f"--precision {args.precision} needs --engine torch (the C engine "
+                         "computes in float32 or bf16)")
+    if args.engine != "torch" and precision == "bfloat16":
+        from .dinov2 import check_precision
+        check_precision(precision)   # a CPU without AVX512-BF16 stops here, one line
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     if args.dask is not None:
@@ -440,7 +451,7 @@ def run_cli(args) -> int:
         sha = weights_sha256(args.weights, args.lora)
         spec = BackboneSpec(os.path.abspath(args.weights), args.model,
                             None if args.lora is None else os.path.abspath(args.lora),
-                            args.engine, args.device or "cpu", args.precision or "float32", sha)
+                            args.engine, args.device or "cpu", precision or "float32", sha)
         res = extract_features(images, spec, args.out, preprocess=args.preprocess,
                                size=args.size, dtype=args.dtype, flip=not args.no_flip,
                                desc=f"extract {args.dataset}", client=client, shard=shard,

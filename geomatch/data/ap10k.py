@@ -20,13 +20,12 @@ positive (GeoAware-SC scores ``v_src/2 * v_trg/2 > 0``).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 from .base import (Dataset, ImageRecord, PairRecord, as_int, as_numbers,
                    frozen_array, get_field, make_image_record, read_json,
-                   require_dir, require_file)
+                   pair_files_by_category, require_dir, require_file)
 from .tables import AP10K_KEYPOINT_NAMES, AP10K_LR_PAIRS, flip_permutation
 
 __all__ = ["AP10K"]
@@ -90,13 +89,7 @@ class AP10K(Dataset):
         if split not in self._lists:
             d = require_dir(self._dir(split), f"AP-10K pair annotations of split "
                             f"{split!r} ({self.split_kind})")
-            by_cat: dict[str, list[str]] = {}
-            for fname in os.listdir(d):
-                if fname.endswith(".json") and ":" in fname:
-                    by_cat.setdefault(fname[:-5].rsplit(":", 1)[1], []).append(fname)
-            for v in by_cat.values():
-                v.sort()
-            self._lists[split] = by_cat
+            self._lists[split] = pair_files_by_category(d)
         return self._lists[split]
 
     def _pair_handles(self, split, category):

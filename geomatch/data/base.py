@@ -8,6 +8,7 @@ not visible in an image hold NaN.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,19 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def pair_files_by_category(folder: Path) -> dict[str, list[str]]:
+    """Pair annotation files ``<id>-<src>-<trg>:<category>.json`` of a folder,
+    grouped by category, each list sorted by name (SPair-71k's naming, which
+    the AP-10K pairs prepared for GeoAware-SC follow)."""
+    by_cat: dict[str, list[str]] = {}
+    for fname in os.listdir(folder):
+        if fname.endswith(".json") and ":" in fname:
+            by_cat.setdefault(fname[:-5].rsplit(":", 1)[1], []).append(fname)
+    for v in by_cat.values():
+        v.sort()
+    return by_cat
+
+
 def require_file(path: Path, what: str) -> Path:
     """Return ``path`` if it is a file, else raise FileNotFoundError."""
     path = Path(path)
@@ -244,7 +258,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return int(im.size[0]), int(im.size[1])
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"unreadable image {path}: {exc}") from None
 
 

@@ -1,4 +1,5 @@
-"""On-disk cache of backbone feature maps, one ``.npy`` file per image.
+"""On-disk cache of backbone feature maps, one ``.npy`` file per image
+(docs/method.md#feature-cache).
 
 Layout of a cache directory::
 
@@ -39,6 +40,9 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from .._version import __version__
+from ..geometry import grid_frame  # re-exported: the frame of an image in the input
+
 __all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS"]
 
 MANIFEST_FIELDS = ("backbone", "weights_sha256", "resolution", "preprocess", "grid", "dim",
@@ -48,20 +52,12 @@ _FLIP_SUFFIX = "@flip"
 _TMP_PREFIX = ".tmp-"
 
 
-def _version() -> str:
-    try:
-        from .. import __version__
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return "unknown"
-
-
 def _normalize_manifest(manifest: Mapping) -> dict:
     """Validate a manifest and return it with JSON-normal types."""
     if not isinstance(manifest, Mapping):
         raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
     m = dict(manifest)
-    m.setdefault("geomatch_version", _version())
+    m.setdefault("geomatch_version", __version__)
     m.setdefault("engine", "c")
     missing = [f for f in MANIFEST_FIELDS if f not in m]
     if missing:
@@ -297,6 +293,10 @@ class FeatureCache:
         except FileNotFoundError:
             what = "flipped features" if flipped else "features"
             raise KeyError(f"feature cache {self.path} has no {what} for {key!r}") from None
+        except (ValueError, OSError, EOFError) as exc:
+            detail = "not an .npy array" if "pickle" in str(exc) else str(exc)
+            raise ValueError(f"feature cache file {fn} of {key!r} is damaged ({detail}); "
+                             f"delete it and rerun geomatch extract to recompute it") from None
         if arr.shape != self.shape or arr.dtype != self.dtype:
             raise ValueError(f"feature cache file {fn} holds {arr.dtype} {arr.shape}, "
                              f"expected {self.dtype} {self.shape}")
@@ -375,51 +375,3 @@ def _read_manifest(mpath: str) -> dict:
         return _normalize_manifest(m)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"feature cache manifest {mpath} is invalid: {exc}") from None
-
-
-def grid_frame(image_size, manifest: Mapping) -> Tuple[float, float, float, float]:
-    """The rectangle of the original image that the feature grid covers.
-
-    Parameters
-    ----------
-    image_size : (W, H)
-        Original image size in pixels.
-    manifest : dict
-        A cache manifest (uses ``preprocess`` and ``resolution``).
-
-    Returns
-    -------
-    (x0, y0, fw, fh) : tuple of float
-        The grid spans original-image x in [x0, x0 + fw] and y in
-        [y0, y0 + fh].  ``"resize"``: ``(0, 0, W, H)``.  ``"pad"`` (the
-        GeoAware-SC convention of ``preprocess_kps_pad`` in
-        ``utils/utils_dataset.py``): scale = S / max(W, H); the short side
-        becomes round(S·short/long) (round half to even) and is centred with
-        an offset of floor((S − new)/2) pixels of the S×S input, so the frame
-        is ``(-offset_x/scale, -offset_y/scale, max(W, H), max(W, H))``.
-
-    Keypoints map into the frame as ``p - (x0, y0)`` for a frame image of
-    size (fw, fh), and back by adding (x0, y0).
-    """
-    try:
-        w, h = (float(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (W, H), got {image_size!r}") from None
-    if not (w > 0 and h > 0 and np.isfinite(w) and np.isfinite(h)):
-        raise ValueError(f"image_size must be positive (W, H), got {image_size!r}")
-    mode = manifest.get("preprocess") if isinstance(manifest, Mapping) else None
-    if mode == "resize":
-        return 0.0, 0.0, w, h
-    if mode != "pad":
-        raise ValueError(f"manifest 'preprocess' must be 'resize' or 'pad', got {mode!r}")
-    s = int(manifest["resolution"][0])
-    long_side = max(w, h)
-    scale = s / long_side
-    off_x = off_y = 0
-    if h < w:
-        new_h = int(np.around(s * h / w))
-        off_y = (s - new_h) // 2
-    elif w < h:
-        new_w = int(np.around(s * w / h))
-        off_x = (s - new_w) // 2
-    return -off_x / scale, -off_y / scale, long_side, long_side

@@ -21,7 +21,9 @@ read without torch (:func:`geomatch.backbone.checkpoints.read_torch_tensor`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from typing import Iterable, Mapping, Optional, Tuple, Union
 
 __all__ = ["feature_manifest", "write_features", "import_geco_features",
@@ -67,6 +69,25 @@ def feature_manifest(*, backbone: str, dim: int, grid: Tuple[int, int], preproce
                                     dim=int(dim), dtype=dtype))
 
 
+@contextlib.contextmanager
+def _new_cache(path, manifest):
+    """``FeatureCache.create``; a cache that this call created is removed again
+    when the call fails before storing any map, so that a corrected call is
+    not refused by the manifest of the failed one."""
+    from .cache import FeatureCache
+
+    fs_path = os.fspath(path)
+    fresh = not os.path.exists(fs_path)
+    cache = FeatureCache.create(fs_path, manifest)
+    try:
+        with cache:
+            yield cache
+    except BaseException:
+        if fresh and not cache.keys() and not cache.keys(flipped=True):
+            shutil.rmtree(fs_path, ignore_errors=True)
+        raise
+
+
 def write_features(path, maps: Union[Mapping, Iterable], manifest: Mapping, *,
                    flipped: bool = False, layout: Optional[str] = None,
                    progress: Optional[bool] = None) -> "FeatureCache":  # noqa: F821
@@ -92,11 +113,10 @@ def write_features(path, maps: Union[Mapping, Iterable], manifest: Mapping, *,
     FeatureCache
     """
     from ..runtime.progress import progress as _progress
-    from .cache import FeatureCache
 
     items = maps.items() if isinstance(maps, Mapping) else maps
     total = len(maps) if hasattr(maps, "__len__") else None
-    with FeatureCache.create(path, manifest) as cache:
+    with _new_cache(path, manifest) as cache:
         for key, arr in _progress(items, desc="write features", total=total, unit="img",
                                   disable=None if progress is None else not progress):
             cache.put(key, arr, flipped=flipped, layout=layout)
@@ -132,10 +152,9 @@ def _import(root, out, suffixes, *, backbone, preprocess, resolution, dtype, pro
     manifest = feature_manifest(backbone=backbone, dim=d, grid=(h, w), preprocess=preprocess,
                                 resolution=resolution, dtype=dtype, source=source)
     from ..runtime.progress import progress as _progress
-    from .cache import FeatureCache
 
     n = {False: 0, True: 0}
-    with FeatureCache.create(out, manifest) as cache:
+    with _new_cache(out, manifest) as cache:
         for key, flipped, p in _progress(files, desc=f"import {source}", unit="file",
                                          disable=None if progress is None else not progress):
             arr = read_torch_tensor(p)

@@ -428,7 +428,7 @@ class PascalParts(Dataset):
         grid : (h, w)
         frame : (x0, y0, fw, fh), optional
             The image rectangle the grid covers
-            (:func:`geomatch.data.cache.grid_frame`); default the whole image.
+            (:func:`geomatch.geometry.grid_frame`); default the whole image.
         labels : ndarray, optional
             :meth:`part_labels` of the record, if already read.
 

@@ -18,14 +18,13 @@ lands in :attr:`PairRecord.meta`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .base import (Dataset, ImageRecord, PairRecord, as_int, as_numbers,
                    frozen_array, get_field, make_image_record, read_json,
-                   require_dir, require_file)
+                   pair_files_by_category, require_dir, require_file)
 from .tables import (SPAIR_CATEGORIES, SPAIR_FRONT_BACK_PAIRS,
                      SPAIR_KEYPOINT_NAMES, SPAIR_LR_PAIRS, flip_permutation)
 
@@ -83,15 +82,7 @@ class SPair(Dataset):
         if split not in self._pair_lists:
             d = require_dir(self.root / "PairAnnotation" / split,
                             f"SPair-71k pair annotations of split {split!r}")
-            by_cat: dict[str, list[str]] = {}
-            for fname in os.listdir(d):
-                if not fname.endswith(".json") or ":" not in fname:
-                    continue
-                cat = fname[:-5].rsplit(":", 1)[1]
-                by_cat.setdefault(cat, []).append(fname)
-            for v in by_cat.values():
-                v.sort()
-            self._pair_lists[split] = by_cat
+            self._pair_lists[split] = pair_files_by_category(d)
         return self._pair_lists[split]
 
     def _pair_handles(self, split, category):

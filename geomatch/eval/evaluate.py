@@ -45,17 +45,19 @@ import numpy as np
 from . import metrics as _metrics
 from . import report as _report
 from .predictions import Prediction, save_predictions
-from .protocols import (TRANSFER_MODES, EvalOptions, dataset_key, parse_select,
+from .protocols import (EvalOptions, dataset_key, parse_select,
                         resolve_options)
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache, grid_frame
+from ..data.cache import FeatureCache
+from ..geometry import grid_frame
+from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
            "add_scoring_arguments", "pose_distance", "transfer_block",
            "configure_parser", "run_cli"]
 
-MODES = TRANSFER_MODES
+MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
 _FIGURES_PER_CATEGORY = 3
 
 
@@ -173,6 +175,11 @@ class _FeatureLRU:
             self.data.move_to_end(k)
             return arr
         arr = np.asarray(self.cache.get(key, flipped=bool(flipped)), dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r}"
+                             + (" (flipped)" if flipped else "")
+                             + " contain non-finite values; delete that entry and rerun "
+                             "geomatch extract")
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
@@ -196,22 +203,31 @@ def _default_transfer() -> Callable:
 
     import geomatch as gm
 
-    from ..ops.transfer import transfer_keypoints
-
     fn = getattr(gm, "transfer_keypoints", None)
     if fn is None:
         raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
     return functools.partial(fn, layout="hwc") if fn is transfer_keypoints else fn
 
 
-def _resolve_head(head):
+def _resolve_head(head, manifest: Optional[dict] = None):
+    """(callable or None, name) of ``head``; with the cache's ``manifest``, a
+    head trained on features of another dimension is refused here, naming it."""
     if head is None or callable(head):
-        return head, (None if head is None else getattr(head, "name", type(head).__name__))
-    if isinstance(head, (str, os.PathLike)):
+        fn, name = head, (None if head is None else getattr(head, "name", type(head).__name__))
+    elif isinstance(head, (str, os.PathLike)):
         from ..model.head import load_head  # lazy: only needed with --head
 
-        return load_head(os.fspath(head)), os.fspath(head)
-    raise TypeError(f"head must be None, a callable or a checkpoint path, got {type(head).__name__}")
+        fn, name = load_head(os.fspath(head)), os.fspath(head)
+    else:
+        raise TypeError(f"head must be None, a callable or a checkpoint path, "
+                        f"got {type(head).__name__}")
+    in_dim = getattr(getattr(fn, "config", None), "in_dim", None)
+    dim = (manifest or {}).get("dim")
+    if in_dim is not None and dim is not None and int(in_dim) != int(dim):
+        raise ValueError(f"head {name}: trained on {in_dim}-dimensional features, but the "
+                         f"feature cache holds {dim}-dimensional ones "
+                         f"(backbone {manifest.get('backbone')})")
+    return fn, name
 
 
 def _skipped_count(dataset) -> int:
@@ -394,7 +410,7 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     """Transfer the source keypoints of one pair to the target.
 
     Keypoints are mapped into the region of each image that the feature grid
-    covers (:func:`geomatch.data.cache.grid_frame`), transferred, and mapped back
+    covers (:func:`geomatch.geometry.grid_frame`), transferred, and mapped back
     to target pixels.
 
     Returns
@@ -533,7 +549,7 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
-    head_fn, _ = _resolve_head(head)
+    head_fn, _ = _resolve_head(head, manifest)
     fn = transfer or _default_transfer()
     feats = _FeatureLRU(cache, head_fn, lru_bytes)
     masks = None
@@ -831,7 +847,7 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
     workers = _check_workers(workers)
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
-    head_fn, head_name = _resolve_head(head)
+    head_fn, head_name = _resolve_head(head, cache.manifest)
     pairs = select_pairs(dataset, split, categories, opts)
     _check_cache_covers(cache, pairs, split, opts)
 

@@ -1,4 +1,5 @@
-"""PCK metrics for semantic correspondence, with the geometry breakdown of GECO.
+"""PCK metrics for semantic correspondence, with the geometry breakdown of GECO
+(docs/method.md#metrics).
 
 A transferred keypoint is *correct at α* when its distance to the ground truth
 is at most α·T, where T is the per-pair threshold: the longer side of the
@@ -45,7 +46,8 @@ geometry-aware keypoints), with GeoAware-SC's occurrence ratios.
 
 The test is ``distance / T <= α`` by default (GECO); ``compare="lt"`` gives
 GeoAware-SC's ``distance < α·T``, and ``scale`` makes the test in another
-frame (GeoAware-SC's 840-pixel padded square).  See ``docs/protocols.md``.
+frame (GeoAware-SC's 840-pixel padded square).  See ``docs/protocols.md`` and
+docs/method.md#metrics.
 """
 from __future__ import annotations
 

@@ -479,7 +479,7 @@ def _select(dataset, categories) -> Tuple[List[str], Dict[str, str]]:
 def _run_categories(dataset, cats, train_images, images, feats, manifest, cache, resolution,
                     n_components, figures, tick, per_cat, confusion, names, shown) -> None:
     """Fit and evaluate every category (fills per_cat, confusion, names, shown)."""
-    from ..data.cache import grid_frame
+    from ..geometry import grid_frame
 
     for cat in cats:
         table = dataset.part_table(cat)
@@ -496,7 +496,13 @@ def _run_categories(dataset, cats, train_images, images, feats, manifest, cache,
         if x.shape[0] == 0:
             raise ValueError(f"PASCAL-Part category {cat!r}: the training images have no "
                              "annotated part pixels")
-        clf = NearestCentroid.fit(x, np.concatenate(ys), P, n_components)
+        try:
+            clf = NearestCentroid.fit(x, np.concatenate(ys), P, n_components)
+        except ValueError as exc:
+            if "n_components" not in str(exc):
+                raise
+            raise ValueError(f"PASCAL-Part category {cat!r}: {exc} (training foreground "
+                             f"pixels x feature channels); lower --n-components") from None
         conf = np.zeros((P + 1, P + 1), dtype=np.int64)
         for rec in images[cat]:
             f = feats.get(rec.key)
@@ -581,7 +587,7 @@ def evaluate_segmentation(dataset, cache, *, head=None, categories=None, n_compo
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
-    head_fn, head_name = _resolve_head(head)
+    head_fn, head_name = _resolve_head(head, manifest)
     cats, skipped = _select(dataset, categories)
 
     # everything is checked before any work or any file is written
@@ -693,13 +699,14 @@ def run_cli(args) -> int:
     from ..data.cache import FeatureCache
 
     cache = FeatureCache.open(args.cache)
-    dataset = load_dataset(args.dataset, args.root)
+    dataset = load_dataset(args.dataset, args.root,
+                           progress=False if args.no_progress else None)
     out = args.out or f"seg-{args.dataset}"
     res = evaluate_segmentation(dataset, cache, head=args.head, categories=args.categories,
                                 n_components=args.n_components, num_samples=args.num_samples,
                                 resolution=args.resolution, seed=args.seed,
                                 figures=args.figures, out_dir=out,
-                                progress=not args.no_progress)
+                                progress=False if args.no_progress else None)
     print(res.to_markdown())
     print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}, "
           f"{os.path.join(out, 'results.md')}"

@@ -74,6 +74,10 @@ def read_points_file(path) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+#: largest --grid: 2,500 points still draw as a readable figure in seconds
+MAX_GRID = 50
+
+
 def grid_points(width: int, height: int, n: int) -> np.ndarray:
     """n x n points at the centres of an n x n grid of cells, integer pixels."""
     xs = np.floor((np.arange(n) + 0.5) * width / n)
@@ -136,8 +140,8 @@ def configure_parser(parser) -> None:
                      help="file of source points: 'x,y' per line or a JSON list of [x, y] "
                           "(default: none)")
     parser.add_argument("--grid", type=int, default=5,
-                        help="without points: match an N x N grid of source points "
-                             "(default: 5)")
+                        help="without points: match an N x N grid of source points, "
+                             "N <= 50 (default: 5)")
     parser.add_argument("--mode", default="upsample-argmax", choices=TRANSFER_MODES,
                         help="keypoint transfer rule of matches.json and matches.png; "
                              "viewer.html always uses upsample-argmax (default: upsample-argmax)")
@@ -153,8 +157,9 @@ def run_cli(args) -> int:
     from .figure import plot_matches
     from .matcher import Matcher, load_rgb
 
-    if args.grid < 1:
-        raise ValueError(f"--grid must be at least 1, got {args.grid}")
+    if not 1 <= args.grid <= MAX_GRID:
+        raise ValueError(f"--grid must be between 1 and {MAX_GRID} ({MAX_GRID ** 2} points), "
+                         f"got {args.grid}; give more points with --points-file")
     # read both images first: a bad file fails before the weights are loaded
     srgb = load_rgb(args.src, "SRC")
     trgb = load_rgb(args.trg, "TRG")

@@ -6,7 +6,7 @@ the last few images, so that asking for other points of the same pair costs
 only the transfer.  Predictions are made exactly as the evaluation pipeline
 makes them (:func:`geomatch.eval.evaluate.transfer_pair` on the same maps):
 points are mapped into the rectangle the feature grid covers
-(:func:`geomatch.data.cache.grid_frame`: the whole image for ``"resize"``,
+(:func:`geomatch.geometry.grid_frame`: the whole image for ``"resize"``,
 the padded square for ``"pad"``), transferred with
 :func:`geomatch.transfer_keypoints`, and mapped back to target pixels.
 """
@@ -65,9 +65,20 @@ def load_rgb(image, name: str = "image") -> np.ndarray:
             with Image.open(path) as im:
                 # upright as image viewers show it (phone photos store their
                 # rotation in the EXIF orientation tag)
-                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+                im = ImageOps.exif_transpose(im)
+                if im.mode.startswith("I;16") or im.mode == "I":
+                    # 16-bit grayscale (older Pillow: mode "I"): convert("RGB")
+                    # would clip every value above 255
+                    g = np.asarray(im, dtype=np.float64)
+                    if im.mode.startswith("I;16") or (g.min() >= 0 and 255 < g.max() <= 65535):
+                        g = np.round(g / 257.0).astype(np.uint8)
+                        return np.repeat(g[:, :, None], 3, axis=2)
+                return np.asarray(im.convert("RGB"))
         except UnidentifiedImageError:
             raise ValueError(f"{name}: {path} is not an image file Pillow can read") from None
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"{name}: {path}: {exc} (raise PIL.Image.MAX_IMAGE_PIXELS if "
+                             "you trust the file)") from None
         except OSError as exc:
             raise ValueError(f"{name}: cannot read {path} ({exc})") from None
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
@@ -170,7 +181,10 @@ class Matcher:
         self.lora = None if lora is None else os.fspath(lora)
         self.head, self.head_source = self._load_head(head)
         self.preprocess = preprocess
-        self.size = int(size or DEFAULT_SIZES[preprocess])
+        if size is not None and (isinstance(size, bool)
+                                 or not isinstance(size, (int, np.integer))):
+            raise TypeError(f"size must be an integer number of pixels or None, got {size!r}")
+        self.size = int(DEFAULT_SIZES[preprocess] if size is None else size)
         patch = int(self.backbone.patch_size)
         if self.size < patch or self.size % patch:
             raise ValueError(f"size must be a positive multiple of the patch size {patch}, "
@@ -256,7 +270,11 @@ class Matcher:
             if feat.ndim != 3 or not np.isfinite(feat).all():
                 raise ValueError(f"head {self.head_source} returned {feat.shape} features "
                                  "with non-finite values or a wrong shape")
-        entry = (np.ascontiguousarray(feat), frame, rgb)
+        feat = np.ascontiguousarray(feat)
+        feat.flags.writeable = False          # the cached copy; features() hands out copies
+        rgb = np.array(rgb)
+        rgb.flags.writeable = False
+        entry = (feat, frame, rgb)
         self._features[key] = entry
         while len(self._features) > self.cache_size:
             self._features.popitem(last=False)
@@ -273,12 +291,14 @@ class Matcher:
         -------
         feat : float32 ndarray (h, w, D)
             Channel-last backbone features (the head's embeddings when the
-            matcher has a head).  Cached: the same image again is free.
+            matcher has a head), a copy of the cached map: changing it does
+            not change later matches.  Cached: the same image again is only
+            a copy.
         frame : geomatch.backbone.Frame
             How the image sits in the network input.
         """
         feat, frame, _ = self._entry(image, "image")
-        return feat, frame
+        return feat.copy(), frame
 
     # --------------------------------------------------------------- matching
     def _points(self, points, size, name="points") -> np.ndarray:
@@ -359,7 +379,7 @@ class Matcher:
         return Matches(pred, scores)
 
     def _frames(self, ssize, tsize):
-        from ..data.cache import grid_frame
+        from ..geometry import grid_frame
 
         return grid_frame(ssize, self.manifest), grid_frame(tsize, self.manifest)
 

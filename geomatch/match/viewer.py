@@ -85,7 +85,7 @@ class Viewer:
     src_rgb, trg_rgb : uint8 arrays (H, W, 3)
     src_feat, trg_feat : arrays (h, w, D), channel-last
     src_frame, trg_frame : (x0, y0, fw, fh)
-        The rectangle each grid covers (:func:`geomatch.data.cache.grid_frame`).
+        The rectangle each grid covers (:func:`geomatch.geometry.grid_frame`).
     precision : {"float16", "float32"}
         How the features are embedded (see the module docstring).
     points : array (K, 2), optional

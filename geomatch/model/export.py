@@ -84,6 +84,9 @@ def load_safetensors(path: Union[str, os.PathLike], *, dtype=np.float32):
     bad = [k for k in shapes if params[k].shape != shapes[k]]
     if bad:
         raise ValueError(f"{path}: wrong shapes for {bad}")
+    bad = [k for k in shapes if not np.isfinite(params[k]).all()]
+    if bad:
+        raise ValueError(f"{path}: non-finite values in {bad}")
     head.set_parameters(params)
     return head
 

@@ -1,5 +1,8 @@
 """The attention head trained on frozen backbone tokens (NumPy, hand-written backward).
 
+Specified in docs/method.md#attention-head; the file format in
+docs/method.md#head-file-format.
+
 Architecture (``HeadConfig`` defaults in brackets), per image of h x w tokens::
 
     feat (h, w, D_in)                                   [D_in = 768]
@@ -52,10 +55,12 @@ import numpy as np
 from .. import _core
 from ..ops.linalg import matmul
 
-__all__ = ["HeadConfig", "AttentionHead", "load_head", "sincos_2d", "to_torch",
-           "save_safetensors", "load_safetensors", "export_head"]
+__all__ = ["HeadConfig", "AttentionHead", "load_head", "read_head_file", "HeadFile",
+           "HEAD_FORMAT", "sincos_2d", "to_torch", "save_safetensors", "load_safetensors",
+           "export_head"]
 
-_FORMAT = "geomatch.model.head/1"
+#: ``format`` field of a head file's metadata (docs/method.md#head-file-format)
+HEAD_FORMAT = "geomatch.model.head/1"
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,15 @@ def _linear(x, weight, bias, residual=None):
     return matmul(x, weight, out=y, accumulate=True)
 
 
+def _linear_backward(x, dy, weight, grads, name, input_grad=True):
+    """Backward of ``y = x @ weight + bias``: adds dL/dweight and dL/dbias into
+    ``grads[name + ".weight"]`` and ``grads[name + ".bias"]``; returns dL/dx
+    (None without ``input_grad``)."""
+    matmul(x.T, dy, out=grads[name + ".weight"], accumulate=True)
+    grads[name + ".bias"] += dy.sum(axis=0)
+    return matmul(dy, weight.T) if input_grad else None
+
+
 def _gelu_forward(u):
     """Tanh-form GELU (C kernel): g and the tanh t its backward needs."""
     return _core.gelu_tanh_fwd(u)
@@ -273,10 +287,8 @@ class AttentionHead:
         """Copy ``params`` (same names and shapes) into the head."""
         mine = self._params
         if set(params) != set(mine):
-            missing = sorted(set(mine) - set(params))
-            extra = sorted(set(params) - set(mine))
-            raise ValueError(f"params: names do not match the head (missing {missing}, "
-                             f"unexpected {extra})")
+            raise ValueError(f"params: names do not match the head "
+                             f"{_name_mismatch(params, mine)}")
         for k, v in params.items():
             v = np.asarray(v)
             if v.shape != mine[k].shape:
@@ -424,9 +436,7 @@ class AttentionHead:
         c, p = self.config, self._params
         h, w = ctx["h"], ctx["w"]
         T, H = h * w, c.num_heads
-        matmul(ctx["zo"].T, dy, out=grads["out_proj.weight"], accumulate=True)
-        grads["out_proj.bias"] += dy.sum(axis=0)
-        dzo = matmul(dy, p["out_proj.weight"].T)
+        dzo = _linear_backward(ctx["zo"], dy, p["out_proj.weight"], grads, "out_proj")
         dz, dgm, dbt = _ln_backward(dzo, ctx["lno"], p["norm_out.weight"])
         grads["norm_out.weight"] += dgm
         grads["norm_out.bias"] += dbt
@@ -434,52 +444,128 @@ class AttentionHead:
             pre = f"blocks.{b}."
             cb = ctx[b]
             # MLP branch
-            matmul(cb["g"].T, dz, out=grads[pre + "mlp.fc2.weight"], accumulate=True)
-            grads[pre + "mlp.fc2.bias"] += dz.sum(axis=0)
-            dg = matmul(dz, p[pre + "mlp.fc2.weight"].T)
+            dg = _linear_backward(cb["g"], dz, p[pre + "mlp.fc2.weight"], grads, pre + "mlp.fc2")
             du = _gelu_backward(dg, cb["u"], cb["t"])
-            matmul(cb["bb"].T, du, out=grads[pre + "mlp.fc1.weight"], accumulate=True)
-            grads[pre + "mlp.fc1.bias"] += du.sum(axis=0)
-            dbb = matmul(du, p[pre + "mlp.fc1.weight"].T)
+            dbb = _linear_backward(cb["bb"], du, p[pre + "mlp.fc1.weight"], grads, pre + "mlp.fc1")
             _, dgm, dbt = _ln_backward(dbb, cb["ln2"], p[pre + "norm2.weight"], dz)  # dz +=
             grads[pre + "norm2.weight"] += dgm
             grads[pre + "norm2.bias"] += dbt
             # attention branch
-            matmul(cb["o"].T, dz, out=grads[pre + "attn.proj.weight"], accumulate=True)
-            grads[pre + "attn.proj.bias"] += dz.sum(axis=0)
-            do = matmul(dz, p[pre + "attn.proj.weight"].T)
+            do = _linear_backward(cb["o"], dz, p[pre + "attn.proj.weight"], grads,
+                                  pre + "attn.proj")
             # (consumes the kept exponentials: backward runs once per forward)
             dqkv = _core.head_attention_bwd(cb["qkv"], cb["E"], cb["rz"],
                                             cb["o"].reshape(B, T, -1),
                                             do.reshape(B, T, -1), H).reshape(B * T, -1)
-            matmul(cb["a"].T, dqkv, out=grads[pre + "attn.qkv.weight"], accumulate=True)
-            grads[pre + "attn.qkv.bias"] += dqkv.sum(axis=0)
-            dln = matmul(dqkv, p[pre + "attn.qkv.weight"].T)
+            dln = _linear_backward(cb["a"], dqkv, p[pre + "attn.qkv.weight"], grads,
+                                   pre + "attn.qkv")
             _, dgm, dbt = _ln_backward(dln, cb["ln1"], p[pre + "norm1.weight"], dz)  # dz +=
             grads[pre + "norm1.weight"] += dgm
             grads[pre + "norm1.bias"] += dbt
         grads["pos_gain"] += np.einsum("bti,ti->i", dz.reshape(B, T, -1), self._pos(h, w))
-        matmul(ctx["x"].T, dz, out=grads["in_proj.weight"], accumulate=True)
-        grads["in_proj.bias"] += dz.sum(axis=0)
-        if input_grad:
-            return matmul(dz, p["in_proj.weight"].T)
-        return None
+        return _linear_backward(ctx["x"], dz, p["in_proj.weight"], grads, "in_proj", input_grad)
 
     # -------------------------------------------------------------------- I/O
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the configuration and parameters to an ``.npz`` file at ``path``."""
         arrays = {"param/" + k: v for k, v in self._params.items()}
-        meta = json.dumps({"format": _FORMAT, "config": self.config.to_dict()})
+        meta = json.dumps({"format": HEAD_FORMAT, "config": self.config.to_dict()})
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
         np.savez(tmp, __meta__=np.array(meta), **arrays)
         os.replace(tmp, path)
 
 
-def _read_head_file(path):
+def _file_kind(path: str) -> str:
+    """'npz' (a zip archive), 'safetensors' (8-byte length + JSON header) or ''."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except IsADirectoryError:
+        return ""
+    if head[:4] == b"PK\x03\x04":
+        return "npz"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return ""
+
+
+def _name_mismatch(got, want) -> str:
+    """'(missing [...], unexpected [...])' between two collections of names."""
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    return f"(missing {missing}, unexpected {extra})"
+
+
+@dataclass(frozen=True)
+class HeadFile:
+    """The contents of a head file (:meth:`AttentionHead.save`, or a training
+    checkpoint, which adds optimizer state and a ``train`` entry to the metadata).
+
+    Attributes
+    ----------
+    path : str
+    meta : dict
+        The JSON metadata (``format``, ``config``, and for training
+        checkpoints ``kind`` and ``train``).
+    config : HeadConfig
+        The architecture stored in ``meta["config"]``.
+    arrays : dict of str -> ndarray
+        Every stored array: ``param/<name>`` for the parameters, plus
+        whatever else the file holds (a checkpoint's ``adamw/...`` state).
+    """
+
+    path: str
+    meta: dict
+    config: HeadConfig
+    arrays: Dict[str, np.ndarray]
+
+    def head(self, dtype=np.float32) -> "AttentionHead":
+        """The :class:`AttentionHead` with this file's parameters (ValueError
+        naming the path when names, shapes or values do not fit the config)."""
+        path = self.path
+        head = AttentionHead(self.config, dtype=dtype)
+        params = {k[len("param/"):]: v for k, v in self.arrays.items() if k.startswith("param/")}
+        shapes = head.expected_shapes()
+        if set(params) != set(shapes):
+            raise ValueError(f"{path}: parameters do not match the head configuration "
+                             f"{_name_mismatch(params, shapes)}")
+        for k, v in params.items():
+            if v.shape != shapes[k]:
+                raise ValueError(f"{path}: parameter {k} has shape {v.shape}, the "
+                                 f"configuration needs {shapes[k]}")
+            if not np.isfinite(v).all():
+                raise ValueError(f"{path}: parameter {k} contains non-finite values")
+        head.set_parameters(params)
+        return head
+
+
+def read_head_file(path: Union[str, os.PathLike], *,
+                   config: Optional[HeadConfig] = None) -> HeadFile:
+    """Read a head file's metadata, configuration and arrays (no head is built).
+
+    Parameters
+    ----------
+    path : path to the ``.npz`` file.
+    config : HeadConfig, optional
+        When given, the stored architecture must equal it.
+
+    Returns
+    -------
+    HeadFile
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; ValueError naming ``path``
+    when it is not a readable head file of format :data:`HEAD_FORMAT` or its
+    configuration is invalid or differs from ``config``.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"head checkpoint not found: {path}")
+    if _file_kind(path) != "npz":
+        raise ValueError(f"{path}: not a geomatch head checkpoint (the .npz written by "
+                         f"geomatch train or AttentionHead.save)")
     try:
         z = np.load(path, allow_pickle=False)
         files = dict(z.items())
@@ -491,22 +577,17 @@ def _read_head_file(path):
         meta = json.loads(str(files.pop("__meta__")))
     except ValueError as exc:
         raise ValueError(f"{path}: corrupt head metadata ({exc})") from None
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path}: unsupported head format {meta.get('format')!r}")
-    return path, meta, files
-
-
-def _config_of(path, meta, requested: Optional[HeadConfig]) -> HeadConfig:
-    """The HeadConfig stored in a head file's metadata, checked against
-    ``requested`` when given; ValueError naming ``path`` otherwise."""
+    if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: unsupported head format {fmt!r}")
     try:
         cfg = HeadConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid head configuration ({exc})") from None
-    if requested is not None and cfg != requested:
+    if config is not None and cfg != config:
         raise ValueError(f"{path}: head architecture {cfg} does not match the requested "
-                         f"{requested}")
-    return cfg
+                         f"{config}")
+    return HeadFile(path, meta, cfg, files)
 
 
 def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = None,
@@ -515,7 +596,8 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
 
     Parameters
     ----------
-    path : path to the ``.npz`` file (a training checkpoint works too).
+    path : path to the ``.npz`` file (a training checkpoint works too) or the
+        ``.safetensors`` file of :func:`export_head` / :func:`save_safetensors`.
     config : HeadConfig, optional
         When given, the file's architecture must equal it.
     dtype : float32 or float64.
@@ -526,24 +608,18 @@ def load_head(path: Union[str, os.PathLike], *, config: Optional[HeadConfig] = N
     the file is not a head checkpoint or its configuration, parameter names or
     shapes do not match.
     """
-    path, meta, files = _read_head_file(path)
-    cfg = _config_of(path, meta, config)
-    head = AttentionHead(cfg, dtype=dtype)
-    params = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
-    shapes = head.expected_shapes()
-    if set(params) != set(shapes):
-        missing = sorted(set(shapes) - set(params))
-        extra = sorted(set(params) - set(shapes))
-        raise ValueError(f"{path}: parameters do not match the head configuration "
-                         f"(missing {missing}, unexpected {extra})")
-    for k, v in params.items():
-        if v.shape != shapes[k]:
-            raise ValueError(f"{path}: parameter {k} has shape {v.shape}, the configuration "
-                             f"needs {shapes[k]}")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{path}: parameter {k} contains non-finite values")
-    head.set_parameters(params)
-    return head
+    fs_path = os.fspath(path)
+    if os.path.isfile(fs_path) and _file_kind(fs_path) == "safetensors":
+        head = load_safetensors(fs_path, dtype=dtype)
+        if config is not None and head.config != config:
+            raise ValueError(f"{fs_path}: head architecture {head.config} does not match the "
+                             f"requested {config}")
+        return head
+    if os.path.exists(fs_path) and _file_kind(fs_path) != "npz":
+        raise ValueError(f"{fs_path}: not a geomatch head (expected the .npz of geomatch "
+                         f"train / AttentionHead.save or the .safetensors of "
+                         f"geomatch.head.export_head)")
+    return read_head_file(path, config=config).head(dtype)
 
 
 # outside geomatch: safetensors in PyTorch's layout and a torch module (no torch

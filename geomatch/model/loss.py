@@ -1,4 +1,4 @@
-"""GECO's training loss on the dustbin OT plan of a pair (DESIGN.md, "Loss").
+"""GECO's training loss on the dustbin OT plan of a pair (docs/method.md#loss).
 
 For one pair with head embeddings e_s (h_s, w_s, E) and e_t (h_t, w_t, E):
 
@@ -6,7 +6,7 @@ For one pair with head embeddings e_s (h_s, w_s, E) and e_t (h_t, w_t, E):
    (N = h_s w_s, M = h_t w_t, row-major patch order r * w + c);
 2. marginals mu (N+1), nu (M+1): foreground patches share
    m0 = mass * (n_visible + 1) / (n_kp + 1) uniformly, background patches share
-   1 - mass, the dustbin gets the rest (:func:`dustbin_marginal`);
+   1 - mass, the dustbin gets the rest (``gm.dustbin_marginals``);
 3. P = gm.dustbin_sinkhorn(S, mu, nu, bin_score, reg, reg_m, n_iter), (N+1) x (M+1);
 4. L = w_pos/(N+1) * mean_{M+} -log P + w_bin/(N+1) * mean_{M0} -log P
        + w_neg * mean_{M-} -log(1 - P) + w_fgbg * mean_{fg x bg} -log(1 - P)
@@ -23,8 +23,8 @@ this module differs:
   on pos and bin, the weights (1, 1, 10, 10), the masses, and skipping a pair
   whose source or target foreground is empty all follow GECO;
 * GECO concatenates the entries of all pairs of a batch and averages each term
-  over the batch; DESIGN.md defines the loss per pair ("each term is averaged
-  over its entries"), so here each pair's terms are averaged over that pair's
+  over the batch; geomatch defines the loss per pair (docs/method.md#loss: each
+  term is averaged over its entries), so here each pair's terms are averaged over that pair's
   entries and the training loop (:mod:`geomatch.model.train`) averages the pair
   losses and gradients over the batch -- pairs with many entries weigh no
   more than others;
@@ -34,7 +34,7 @@ this module differs:
   de-duplicates it;
 * GECO's keypoints are stored (y, x) and scaled by the feature size / image
   size; the patch of (x, y) here is (floor(y h / H), floor(x w / W)) as in
-  DESIGN.md, clamped to the grid (a keypoint exactly on the right/bottom
+  docs/method.md#coordinates, clamped to the grid (a keypoint exactly on the right/bottom
   border would otherwise fall outside);
 * GECO removes zero-norm features from the OT problem (``ft_remove_bkg``);
   head embeddings are never exactly zero, so that step is omitted;
@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, asdict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 from .. import _core
+from ..geometry import foreground_grid, keypoint_patches  # re-exported (patches, foreground)
+from ..ops.dustbin import dustbin_marginals, dustbin_sinkhorn, dustbin_sinkhorn_vjp
 from ..ops.linalg import matmul
 
 __all__ = ["LossConfig", "keypoint_patches", "foreground_grid", "dustbin_marginal",
@@ -89,83 +91,10 @@ class LossConfig:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------
-# geometry helpers
-
-def keypoint_patches(kps, visible, size, grid) -> np.ndarray:
-    """Flat patch index r * w + c of each keypoint, -1 where not visible.
-
-    Parameters
-    ----------
-    kps : (K, 2) array of (x, y) pixels (rows of invisible keypoints may be NaN).
-    visible : (K,) bool.
-    size : (W, H) of the image.
-    grid : (h, w) of its feature map.
-
-    The patch of (x, y) is (floor(y h / H), floor(x w / W)), clamped to the grid.
-    """
-    kps = np.asarray(kps, dtype=np.float64)
-    vis = np.asarray(visible, dtype=bool)
-    if kps.ndim != 2 or kps.shape[1] != 2:
-        raise ValueError(f"kps must have shape (K, 2), got {kps.shape}")
-    if vis.shape != (kps.shape[0],):
-        raise ValueError(f"visible must have shape ({kps.shape[0]},), got {vis.shape}")
-    W, H = float(size[0]), float(size[1])
-    h, w = int(grid[0]), int(grid[1])
-    out = np.full(kps.shape[0], -1, dtype=np.int64)
-    if vis.any():
-        p = kps[vis]
-        if not np.isfinite(p).all():
-            raise ValueError("kps: visible keypoints must have finite coordinates")
-        r = np.clip(np.floor(p[:, 1] * h / H), 0, h - 1).astype(np.int64)
-        c = np.clip(np.floor(p[:, 0] * w / W), 0, w - 1).astype(np.int64)
-        out[vis] = r * w + c
-    return out
-
-
-def foreground_grid(grid, size, *, mask=None, bbox=None) -> np.ndarray:
-    """Foreground of the (h, w) patch grid from a segmentation mask, else a bbox.
-
-    Nearest-neighbour resizing as ``torch.nn.functional.interpolate(mode="nearest")``
-    (GECO): patch (r, c) takes the pixel (floor(c W / w), floor(r H / h)).
-
-    Parameters
-    ----------
-    grid : (h, w).
-    size : (W, H) of the image.
-    mask : (H, W) array, nonzero = object, or None.
-    bbox : (x1, y1, x2, y2) pixels, used when ``mask`` is None.
-    """
-    h, w = int(grid[0]), int(grid[1])
-    W, H = int(size[0]), int(size[1])
-    ys = np.minimum(np.floor(np.arange(h) * (H / h)).astype(np.int64), H - 1)
-    xs = np.minimum(np.floor(np.arange(w) * (W / w)).astype(np.int64), W - 1)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.ndim == 3:
-            m = m[..., 0]
-        if m.shape != (H, W):
-            raise ValueError(f"mask has shape {m.shape}, expected (H, W) = {(H, W)}")
-        return m[np.ix_(ys, xs)] != 0
-    if bbox is None:
-        raise ValueError("foreground_grid needs a mask or a bbox")
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    inr = (ys >= y1) & (ys <= y2)
-    inc = (xs >= x1) & (xs <= x2)
-    return inr[:, None] & inc[None, :]
-
-
 def dustbin_marginal(fg, n_visible: int, n_kp: int, mass: float = 0.9) -> np.ndarray:
-    """Marginal (N+1,) float64 of one image (``gm.dustbin_marginals``, GECO's rule):
-    foreground patches share m0 = mass (n_visible + 1)/(n_kp + 1) uniformly,
-    background patches share 1 - mass (when there are any), the dustbin (last
-    entry) gets the rest (exactly 0 when every keypoint is visible and there is
-    background; the OT layer then leaves the dustbin row/column empty)."""
-    from ..ops.dustbin import dustbin_marginals
-
-    fg = np.asarray(fg, dtype=bool)
-    if not fg.any():
-        raise ValueError("fg: the foreground is empty")
+    """Kept for compatibility: ``gm.dustbin_marginals(fg, n_visible, n_kp,
+    fg_mass=mass, dtype=np.float64)`` (:func:`geomatch.ops.dustbin.dustbin_marginals`,
+    docs/method.md#marginals)."""
     return dustbin_marginals(fg, int(n_visible), int(n_kp), fg_mass=mass, dtype=np.float64)
 
 
@@ -213,19 +142,12 @@ def match_sets(src_patch, trg_patch, flip_perm, N: int, M: int) -> Dict[str, Tup
 
 
 # ---------------------------------------------------------------------------
-# OT layer access (the C kernels live in geomatch._core via geomatch/__init__)
+# OT layer access
 
 def _ot_impl():
-    """(forward, vjp) of the dustbin OT layer: ``gm.dustbin_sinkhorn`` and
-    ``gm.dustbin_sinkhorn_vjp``."""
-    import geomatch as gm
-
-    fwd = getattr(gm, "dustbin_sinkhorn", None)
-    vjp = getattr(gm, "dustbin_sinkhorn_vjp", None)
-    if fwd is None or vjp is None:
-        raise RuntimeError("this build of geomatch lacks gm.dustbin_sinkhorn / "
-                           "gm.dustbin_sinkhorn_vjp (the OT layer)")
-    return fwd, vjp
+    """(forward, vjp) of the dustbin OT layer, looked up at each call so that
+    tests and ``benchmarks/bench_train.py`` can substitute an oracle or a timer."""
+    return dustbin_sinkhorn, dustbin_sinkhorn_vjp
 
 
 def _l2n(e):
@@ -283,8 +205,8 @@ class PairLoss:
         xs, ns = _l2n(es.reshape(N, E).astype(dtype, copy=False))
         xt, nt = _l2n(et.reshape(M, E).astype(dtype, copy=False))
         S = matmul(xs, xt.T)  # geomatch's threads (see geomatch.ops.linalg)
-        mu = dustbin_marginal(sfg, n_vis_src, n_kp, cfg.mass).astype(dtype)
-        nu = dustbin_marginal(tfg, n_vis_trg, n_kp, cfg.mass).astype(dtype)
+        mu = dustbin_marginals(sfg, int(n_vis_src), int(n_kp), fg_mass=cfg.mass, dtype=dtype)
+        nu = dustbin_marginals(tfg, int(n_vis_trg), int(n_kp), fg_mass=cfg.mass, dtype=dtype)
         fwd, vjp = _ot_impl()
         kw = dict(bin_score=cfg.bin_score, reg=cfg.reg, reg_m=cfg.reg_m, n_iter=int(cfg.n_iter))
         P = fwd(S, mu, nu, **kw)

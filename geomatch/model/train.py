@@ -11,12 +11,12 @@ batches of pairs of a split:
   continues exactly as the uninterrupted one;
 * flip augmentation (each image with probability 1/2): the cached features of
   the mirrored image (``cache.get(key, flipped=True)``), keypoints mirrored
-  x -> W - 1 - x and relabelled with the flip permutation
+  x -> W - 1 - x (pixel positions, :func:`geomatch.geometry.flip_x`) and relabelled with the flip permutation
   (new[k] = old[flip_perm[k]]), foreground mirrored;
 * foreground (for the marginals and the fg/bg negatives): the segmentation
   mask (``ImageRecord.mask_path``) where that file exists, else the bounding
   box, sampled on the feature grid with the nearest-neighbour rule through
-  the cache's grid frame (:func:`geomatch.data.cache.grid_frame`);
+  the cache's grid frame (:func:`geomatch.geometry.foreground_grid`);
 * pair swapping (probability 1/2): source and target exchanged;
 * per pair: head forward on both feature maps, the loss of
   :mod:`geomatch.model.loss` and its gradient, head backward; gradients are averaged
@@ -47,8 +47,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .head import AttentionHead, HeadConfig, _FORMAT as _HEAD_FORMAT, _config_of, _read_head_file
-from .loss import LossConfig, PairLoss, keypoint_patches
+from .head import HEAD_FORMAT, AttentionHead, HeadConfig, read_head_file
+from ..geometry import flip_x, foreground_grid, grid_frame, keypoint_patches
+from .loss import LossConfig, PairLoss
 from .optim import AdamW
 
 __all__ = ["train", "TrainResult", "validate", "feature_source", "prepare_pair",
@@ -66,11 +67,10 @@ def _manifest(cache) -> dict:
 
 
 def _frame(size, manifest):
-    if manifest.get("preprocess", "resize") == "resize":
-        return 0.0, 0.0, float(size[0]), float(size[1])
-    from ..data.cache import grid_frame
-
-    return grid_frame(size, manifest)
+    """Region (x0, y0, fw, fh) of an image in the cached grid
+    (:func:`geomatch.geometry.grid_frame`; a manifest without ``preprocess``
+    means "resize")."""
+    return grid_frame(size, {"preprocess": "resize", **manifest})
 
 
 def _cache_has(cache, key, flipped=False) -> bool:
@@ -98,36 +98,20 @@ class _MaskStore:
         return self.data[k]
 
     def _compute(self, rec, grid, flipped):
-        h, w = grid
-        W, H = int(rec.size[0]), int(rec.size[1])
-        x0, y0, fw, fh = _frame(rec.size, self.manifest)
-        # pixel sampled by patch (r, c): nearest rule floor(c * fw / w) in the frame
-        xs = np.floor(x0 + np.floor(np.arange(w) * (fw / w))).astype(np.int64)
-        ys = np.floor(y0 + np.floor(np.arange(h) * (fh / h))).astype(np.int64)
-        inx = (xs >= 0) & (xs < W)
-        iny = (ys >= 0) & (ys < H)
-        ys_c = np.clip(ys, 0, H - 1)
-        # x in the original image of the pixel patch column c samples
-        ox = np.clip(xs, 0, W - 1)
-        if flipped:
-            ox = W - 1 - ox
+        H, W = int(rec.size[1]), int(rec.size[0])
+        mask = None
         mp = getattr(rec, "mask_path", None)
         if mp is not None and os.path.isfile(mp):
             from PIL import Image
 
             with Image.open(mp) as im:
-                m = np.asarray(im)
-            if m.ndim == 3:
-                m = m[..., 0]
-            if m.shape != (H, W):
-                raise ValueError(f"mask {mp} has shape {m.shape}, the image is {(H, W)}")
-            mask = m[np.ix_(ys_c, ox)] != 0
-        else:
-            x1, y1, x2, y2 = (float(v) for v in rec.bbox)
-            inr = (ys_c >= y1) & (ys_c <= y2)
-            inc = (ox >= x1) & (ox <= x2)
-            mask = inr[:, None] & inc[None, :]
-        return mask & iny[:, None] & inx[None, :]
+                mask = np.asarray(im)
+            if mask.ndim == 3:
+                mask = mask[..., 0]
+            if mask.shape != (H, W):
+                raise ValueError(f"mask {mp} has shape {mask.shape}, the image is {(H, W)}")
+        return foreground_grid(grid, rec.size, mask=mask, bbox=rec.bbox,
+                               region=_frame(rec.size, self.manifest), flipped=flipped)
 
 
 @dataclass
@@ -152,8 +136,8 @@ def _image_side(rec, flipped, perm, grid, manifest, masks):
     kps = np.asarray(rec.keypoints, dtype=np.float64).copy()
     vis = np.asarray(rec.visible, dtype=bool).copy()
     if flipped:
-        W = float(rec.size[0])
-        kps[:, 0] = W - 1.0 - kps[:, 0]
+        # annotations are pixel positions: x -> W - 1 - x (docs/method.md#coordinates)
+        kps[:, 0] = flip_x(kps[:, 0], float(rec.size[0]), pixel_index=True)
         kps, vis = kps[perm], vis[perm]
     x0, y0, fw, fh = _frame(rec.size, manifest)
     kf = kps - (x0, y0)
@@ -363,7 +347,7 @@ def _epoch_order(pairs: Sequence, per_category: Optional[int], seed: int):
 def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
     arrays = {"param/" + k: v for k, v in head.parameters().items()}
     arrays.update(opt.state_dict())
-    full = {"format": _HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
+    full = {"format": HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
             "train": meta}
     tmp = os.fspath(path) + ".tmp.npz"
     np.savez(tmp, __meta__=np.array(json.dumps(full)), **arrays)
@@ -371,15 +355,11 @@ def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
 
 
 def _load_checkpoint(path, head_config: Optional[HeadConfig]):
-    path, meta, files = _read_head_file(path)
-    cfg = _config_of(path, meta, head_config)
-    if meta.get("kind") != _CKPT_KIND or "adamw/t" not in files:
-        raise ValueError(f"{path}: not a training checkpoint (no optimizer state); "
+    hf = read_head_file(path, config=head_config)
+    if hf.meta.get("kind") != _CKPT_KIND or "adamw/t" not in hf.arrays:
+        raise ValueError(f"{hf.path}: not a training checkpoint (no optimizer state); "
                          f"use it as an initial head instead")
-    from .head import load_head
-
-    head = load_head(path, config=cfg)
-    return head, meta.get("train", {}), files
+    return hf.head(), hf.meta.get("train", {}), hf.arrays
 
 
 # ---------------------------------------------------------------------------

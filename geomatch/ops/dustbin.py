@@ -1,6 +1,6 @@
 """The dustbin optimal-transport layer of GECO (forward and backward).
 
-See DESIGN.md, "Partial assignment with a dustbin".  For scores ``S``
+See docs/method.md#dustbin-layer.  For scores ``S``
 (N x M) the augmented matrix ``S~`` ((N+1) x (M+1)) holds ``bin_score`` in its
 extra row, column and corner.  With ``lam = 1/reg`` and
 ``phi = reg_m / (reg_m + reg)``, potentials start at zero and each of the
@@ -167,6 +167,7 @@ def dustbin_marginals(fg_mask, n_visible: int, n_kp: int, *, fg_mass: float = 0.
     Returns
     -------
     numpy.ndarray, shape (fg_mask.size + 1,)
+        See docs/method.md#marginals.
     """
     try:
         out_dtype = np.dtype(dtype)

@@ -1,4 +1,5 @@
-"""Entropic optimal transport (balanced, unbalanced, semi-relaxed Sinkhorn)."""
+"""Entropic optimal transport (balanced, unbalanced, semi-relaxed Sinkhorn;
+docs/method.md#optimal-transport)."""
 from __future__ import annotations
 
 import math

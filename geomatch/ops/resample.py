@@ -13,7 +13,7 @@ grid or for chosen output pixels only (gathers, no per-pixel Python), and
 building them.
 
 The grid of a feature cache need not cover exactly the image: with GeoAware-SC
-padding it covers a larger square (:func:`geomatch.data.cache.grid_frame`).
+padding it covers a larger square (:func:`geomatch.geometry.grid_frame`).
 ``start``/``length`` place the grid in image pixels; grid cells whose centre
 lies outside the image read nothing (zero weights), image pixels always read
 the grid.  ``start=0, length=n`` is GECO's resize, i.e. PyTorch's.

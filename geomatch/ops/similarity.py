@@ -1,4 +1,4 @@
-"""Cosine similarity of patch descriptors (BLAS-backed C kernel)."""
+"""Cosine similarity of patch descriptors (BLAS-backed C kernel; docs/method.md#similarity)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,8 @@
 """Keypoint transfer: predict where source keypoints land in a target image.
 
-Three modes share one entry point, :func:`transfer_keypoints`:
+Three modes share one entry point, :func:`transfer_keypoints`
+(docs/method.md#keypoint-transfer; the pixel conventions are those of
+:mod:`geomatch.geometry`, docs/method.md#coordinates):
 
 ``"upsample-argmax"`` (default, the published GECO / GeoAware-SC protocol)
     Both feature maps are upsampled bilinearly to their original image sizes
@@ -53,6 +55,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .. import _core
+from ..geometry import patch_centers, patch_index
 from .layout import as_feature_map, check_torch_tensor
 from .matching import argmax_2d, window_soft_argmax
 from .similarity import cosine_similarity
@@ -276,8 +279,7 @@ def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature, corner=Fals
     if nk == 0:
         return np.zeros(lead + (0, 2), dtype=dt)
     # source patch of each keypoint: (floor(y h / H), floor(x w / W))
-    ii = np.minimum(np.floor(y * hs / ss[:, None, 1]).astype(np.int64), hs - 1)
-    jj = np.minimum(np.floor(x * ws / ss[:, None, 0]).astype(np.int64), ws - 1)
+    ii, jj = patch_index(x, y, ss[:, None, 0], ss[:, None, 1], ws, hs)
     q = sf[np.arange(batch)[:, None], ii, jj]                      # (B, K, D)
     sim = cosine_similarity(q, tf)                                 # (B, K, h*w)
     if soft:
@@ -287,9 +289,6 @@ def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature, corner=Fals
     if corner:
         out = grid_cell_corner(grid, (ht, wt), ts[:, None, :])
         return out.astype(dt).reshape(lead + (nk, 2))
-    grid = grid.astype(np.float64)
-    wt_, ht_ = ts[:, None, 0].astype(np.float64), ts[:, None, 1].astype(np.float64)
-    out = np.empty((batch, nk, 2), dtype=np.float64)
-    out[..., 0] = np.clip((grid[..., 0] + 0.5) * (wt_ / wt) - 0.5, 0, wt_ - 1)
-    out[..., 1] = np.clip((grid[..., 1] + 0.5) * (ht_ / ht) - 0.5, 0, ht_ - 1)
+    out = patch_centers(grid, ts[:, None, 0].astype(np.float64),
+                        ts[:, None, 1].astype(np.float64), wt, ht)
     return out.astype(dt).reshape(lead + (nk, 2))

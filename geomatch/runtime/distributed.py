@@ -288,15 +288,20 @@ def worker_name() -> Optional[str]:
 
 
 def on_worker(fn: Callable) -> Callable:
-    """Decorate a task: file, value and type errors raised inside a Dask
-    worker are re-raised (same type) with ``on worker ADDRESS:`` in front."""
+    """Decorate a task: file (any OSError: missing, unreadable, not an image),
+    value and type errors raised inside a Dask worker are re-raised (same
+    type) with ``on worker ADDRESS:`` in front."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (FileNotFoundError, PermissionError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             where = worker_name()
             if where is None:
                 raise
-            raise type(exc)(f"on worker {where}: {exc}") from exc
+            try:
+                named = type(exc)(f"on worker {where}: {exc}")
+            except Exception:        # a type that does not take one message
+                raise exc from None
+            raise named from exc
     return wrapper

@@ -102,7 +102,7 @@ def profile(model, *, head=None, lora_params: int = 0, images=None, n_images: in
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if preprocess not in DEFAULT_SIZES:
         raise ValueError(f"preprocess must be one of {sorted(DEFAULT_SIZES)}, got {preprocess!r}")
-    size = int(size or DEFAULT_SIZES[preprocess])
+    size = int(DEFAULT_SIZES[preprocess] if size is None else size)
     if images is None:
         images = _synthetic_images(n_images)
     images = list(images)
@@ -229,8 +229,9 @@ def run_cli(args) -> int:
     model = load_dinov2(args.weights, args.model, lora=args.lora)
     lora_params = 0
     if args.lora is not None:
-        from ..backbone.checkpoints import read_torch_file
-        lora_params = sum(int(np.asarray(v).size) for v in read_torch_file(args.lora).values())
+        from ..backbone.dinov2 import _read_state_file
+        lora_params = sum(int(np.asarray(v).size)
+                          for v in _read_state_file(os.fspath(args.lora)).values())
     head = None
     if args.head is not None:
         from ..model.head import load_head
@@ -248,7 +249,7 @@ def run_cli(args) -> int:
         images = recs
     res = profile(model, head=head, lora_params=lora_params, images=images,
                   n_images=args.images, n_pairs=args.pairs, n_keypoints=args.keypoints,
-                  preprocess=args.preprocess, size=args.size, progress=not args.no_progress)
+                  preprocess=args.preprocess, size=args.size, progress=False if args.no_progress else None)
     name = f"dinov2 {model.config.name}" + (" + LoRA" if args.lora else "") + \
         (" + head" if args.head else "")
     print(profile_markdown(res, name))

@@ -1,4 +1,4 @@
-"""Shared timing helpers for the side-by-side benchmarks.
+"""Timing helpers of the side-by-side benchmarks (``benchmarks/``).
 
 Each benchmark script times geomatch and its peers in one process run and
 prints a table of medians and ratios; nothing here asserts on time.
@@ -8,6 +8,19 @@ from __future__ import annotations
 import statistics
 import time
 from typing import Callable, Sequence
+
+
+def _single_calls(fn: Callable[[], object], clock: Callable[[], float], n: int,
+                  setup: Callable[[], object] | None = None) -> list:
+    """``clock()`` seconds of ``n`` single calls of ``fn``, ``setup`` untimed before each."""
+    samples = []
+    for _ in range(n):
+        if setup is not None:
+            setup()
+        t0 = clock()
+        fn()
+        samples.append(clock() - t0)
+    return samples
 
 
 def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
@@ -23,14 +36,10 @@ def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
         if setup is not None:
             setup()
         fn()
+    if setup is not None:
+        return statistics.median(_single_calls(fn, time.perf_counter, repeat, setup))
     samples = []
     for _ in range(repeat):
-        if setup is not None:
-            setup()
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-            continue
         n = 0
         t0 = time.perf_counter()
         while True:
@@ -43,7 +52,29 @@ def median_time(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 1,
     return statistics.median(samples)
 
 
+def best_time(fn: Callable[[], object], n: int = 200) -> float:
+    """Fastest wall-clock seconds of a single ``fn()`` call out of ``n`` (on a
+    shared machine the minimum is the least disturbed sample)."""
+    return min(_single_calls(fn, time.perf_counter, n))
+
+
+def cpu_time(fn: Callable[[], object], *, repeat: int = 5,
+             setup: Callable[[], object] | None = None, best: bool = False) -> float:
+    """Process CPU seconds (all threads) of one ``fn()`` call: the median over
+    ``repeat`` calls after one warm-up, or the least with ``best``.
+
+    ``setup`` runs untimed before each call.  On a machine shared with other
+    jobs CPU time is steadier than wall time; with one thread it is what the
+    wall time would be on an idle core."""
+    if setup is not None:
+        setup()
+    fn()
+    out = _single_calls(fn, time.process_time, repeat, setup)
+    return min(out) if best else statistics.median(out)
+
+
 def fmt_time(seconds: float) -> str:
+    """``seconds`` in us, ms or s with 3-4 significant digits."""
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} us"
     if seconds < 1.0:
