@@ -48,7 +48,7 @@ from .predictions import Prediction, save_predictions
 from .protocols import (EvalOptions, dataset_key, parse_select,
                         resolve_options)
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache
+from ..data.cache import FeatureCache, check_features_record
 from ..geometry import grid_frame
 from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
@@ -228,6 +228,19 @@ def _resolve_head(head, manifest: Optional[dict] = None):
                          f"feature cache holds {dim}-dimensional ones "
                          f"(backbone {manifest.get('backbone')})")
     return fn, name
+
+
+def _check_head_features(head_fn, head_name: str, cache: FeatureCache, force: bool) -> None:
+    """Refuse a head trained on other features than the cache's (its file
+    records its training cache's fingerprint); ``force`` makes it a warning.
+    A head file of an older geomatch (no record at all) gives a warning;
+    a callable without a record is not checked."""
+    if head_fn is None:
+        return
+    record = getattr(head_fn, "trained_on", None)
+    if record is not None or getattr(head_fn, "_unrecorded_features", False):
+        check_features_record(record, cache.manifest, what=f"head {head_name}",
+                              where=f"feature cache {cache.path}", force=force)
 
 
 def _skipped_count(dataset) -> int:
@@ -755,7 +768,8 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
              transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: Optional[int] = None, client=None) -> EvalResult:
+             workers: Optional[int] = None, client=None,
+             force: bool = False) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -823,6 +837,11 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
         the cache and the head file; a head given as a callable is sent to
         each worker once).  Scoring stays here, in pair order, so results
         are identical to a run without ``client``.
+    force : bool
+        Evaluate a head even when it was trained on other features than the
+        cache's (its file records the fingerprint of its training cache's
+        manifest, :func:`geomatch.data.cache.features_fingerprint`); a
+        warning is issued instead of the error.
 
     Returns
     -------
@@ -834,7 +853,9 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
         When the cache misses features of images of the split (lists some).
     ValueError
         Unknown protocol, bad option (the message names it), a choice the
-        dataset cannot support, or no pair to evaluate.
+        dataset cannot support, no pair to evaluate, ``out_dir`` an existing
+        file, a head of another feature dimension than the cache's, or a head
+        trained on other features than the cache's (unless ``force``).
     """
     choices = dict(mode=mode, pixel=pixel, alphas=alphas, threshold=threshold, frame=frame,
                    compare=compare,
@@ -844,10 +865,13 @@ def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head
     opts = _options(dataset, protocol, subsample, seed, choices)
     if figures and out_dir is None:
         raise ValueError("figures=True needs out_dir")
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
     workers = _check_workers(workers)
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     head_fn, head_name = _resolve_head(head, cache.manifest)
+    _check_head_features(head_fn, head_name, cache, force)
     pairs = select_pairs(dataset, split, categories, opts)
     _check_cache_covers(cache, pairs, split, opts)
 
@@ -898,7 +922,7 @@ _FLAGS = {"protocol": "--protocol", "mode": "--mode", "pixel": "--pixel", "alpha
           "flip_table": "--flip-table", "select": "--select", "window": "--window",
           "temperature": "--temperature", "empty_pairs": "--empty-pairs",
           "test_flip": "--test-flip", "headline": "--headline", "subsample": "--subsample",
-          "workers": "--workers", "figures=True": "--figures"}
+          "workers": "--workers", "figures=True": "--figures", "out_dir": "--out"}
 
 
 def _flag_message(msg: str) -> str:
@@ -985,6 +1009,9 @@ def configure_parser(parser) -> None:
                         help="transfer blocks of pairs on a Dask cluster: a scheduler address "
                              "(tcp://host:8786) or local:N worker processes "
                              '(pip install "geomatch[dask]"); default: none, run in this process')
+    parser.add_argument("--force", action="store_true",
+                        help="evaluate --head even if it was trained on other features "
+                             "(another backbone, weights or preprocessing) than --cache holds")
 
 
 def run_cli(args) -> int:
@@ -1009,7 +1036,7 @@ def run_cli(args) -> int:
                            categories=args.categories, subsample=args.subsample,
                            seed=args.seed, out_dir=out, figures=args.figures,
                            progress=not args.no_progress, workers=args.workers,
-                           client=client)
+                           client=client, force=args.force)
     except ValueError as exc:
         raise ValueError(_flag_message(str(exc))) from None
     print(res.to_markdown())

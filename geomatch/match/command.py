@@ -131,7 +131,8 @@ def configure_parser(parser) -> None:
                         help="resize: 518x518 stretch (GECO); pad: longest side 840, centred "
                              "zero padding (GeoAware-SC) (default: resize)")
     parser.add_argument("--size", type=int, default=None,
-                        help="network input side (default: 518 for resize, 840 for pad)")
+                        help="network input side, a multiple of 14 of at most 2072 "
+                             "(default: 518 for resize, 840 for pad)")
     pts = parser.add_mutually_exclusive_group()
     pts.add_argument("--points", nargs="+", metavar="X,Y", default=None,
                      help="source points in source pixels, e.g. --points 120,85 40,60 "
@@ -160,6 +161,10 @@ def run_cli(args) -> int:
     if not 1 <= args.grid <= MAX_GRID:
         raise ValueError(f"--grid must be between 1 and {MAX_GRID} ({MAX_GRID ** 2} points), "
                          f"got {args.grid}; give more points with --points-file")
+    if args.size is not None:  # checked before any file is read
+        from ..backbone.preprocess import check_input_size
+
+        check_input_size(args.size, name="--size")
     # read both images first: a bad file fails before the weights are loaded
     srgb = load_rgb(args.src, "SRC")
     trgb = load_rgb(args.trg, "TRG")
