@@ -78,8 +78,8 @@ MUTATIONS = [
          tests=T_TRAIN, why="flipped foreground mask off by one"),
     # ---- evaluate
     dict(id="evaluate-trg-frame-from-src", file=_E,
-         old="tx0, ty0, tfw, tfh = grid_frame(pair.trg.size, manifest)",
-         new="tx0, ty0, tfw, tfh = grid_frame(pair.src.size, manifest)",
+         old="tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)",
+         new="tx0, ty0, tfw, tfh = grid_frame(src_size, manifest)",
          tests=["tests/test_evaluate.py"] + GLUE, why="target frame from the source image size"),
     # ---- head / optimizer
     dict(id="head-ln-eps", file=_H, old="ln_eps: float = 1e-5", new="ln_eps: float = 1e-6",
@@ -115,6 +115,29 @@ MUTATIONS = [
          tests=T_DATA, why="class ids off by one"),
     dict(id="cub-pairs-order", file="geomatch/data/cub.py", old="r = flat % (n - 1)",
          new="r = (flat + 1) % (n - 1)", tests=T_DATA, why="pair sampling changed"),
+    # ---- protocols (issue 11)
+    dict(id="metrics-lt-to-le", file=_M, old="(d[None, :] < a[:, None] * t)",
+         new="(d[None, :] <= a[:, None] * t)", tests=["tests/test_protocols.py"],
+         why="GeoAware-SC's strict test at d == alpha*T"),
+    dict(id="transfer-corner-round", file="geomatch/ops/transfer.py",
+         old="x = np.floor(c[..., 0].astype(np.float32) * sx)",
+         new="x = np.round(c[..., 0].astype(np.float32) * sx)",
+         tests=["tests/test_protocols.py"], why="GECO's corner pixel floors"),
+    dict(id="select-first-n-off-by-one", file=_E, old="if taken.get(p.category, 0) < n:",
+         new="if taken.get(p.category, 0) <= n:", tests=["tests/test_protocols.py"],
+         why="first N pairs per category"),
+    dict(id="empty-pairs-always-skipped", file="geomatch/data/base.py",
+         old="if not keep_empty and not np.any(", new="if not np.any(",
+         tests=["tests/test_protocols.py"], why="GECO counts pairs without co-visible keypoints"),
+    dict(id="test-flip-replaces-all", file=_E, old="use = (sv & tv)[perm] & tv & sv",
+         new="use = tv & sv", tests=["tests/test_protocols.py"],
+         why="only keypoints whose mirrored counterpart is co-visible take the flip"),
+    dict(id="pose-distance-not-mutual", file=_E, old="mutual = nn21[nn12] == np.arange(len(a))",
+         new="mutual = np.ones(len(a), bool)", tests=["tests/test_protocols.py"],
+         why="mutual nearest neighbours only"),
+    dict(id="geo-image-per-point", file=_M, old="per_image_geo.append(r.n_geo_correct / r.n_geo)",
+         new="per_image_geo.append(r.n_geo_correct / max(r.n_points, 1))",
+         tests=["tests/test_evaluate.py"], why="per-image geometry-aware PCK over geo keypoints"),
 ]
 
 # ---- part segmentation on PASCAL-Part (geomatch/eval/segmentation.py and its data)
