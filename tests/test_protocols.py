@@ -250,9 +250,18 @@ def test_pose_distance_by_hand():
     trg = np.stack([e0, (e0 + e1) / np.sqrt(2)])[None]
     # mutual nearest neighbours: only source patch 0 (distance 0)
     assert E.pose_distance(src, trg, "mutual-nn") == 0.0
-    d = np.sqrt(2 - np.sqrt(2))                       # |e1 - (e0 + e1)/sqrt(2)|
+    # masked: a 1x2 grid "resized" to 1x2 is itself; inputs are normalised first
+    a = 2.0 * np.array([[[0.6, 0.8], [0.8, 0.6]]])
+    b = np.array([[[0.6, 0.8], [0.0, 1.0]]])       # the exact 0 becomes -100000
     fg = np.ones((1, 2), bool)
-    assert E.pose_distance(src, trg, "masked", fg, fg) == pytest.approx(d / 2)
+    # a0 -> b0: 0; a1 -> b0: |(0.2, -0.2)|; b1 = (-1e5, 1) is far from both
+    assert E.pose_distance(a, b, "masked", fg, fg) == pytest.approx(0.1 * np.sqrt(2))
+    # target background cells are (-1e5, -1e5), never nearest here
+    b = np.array([[[0.0, 1.0], [0.8, 0.6]]])
+    assert E.pose_distance(a, b, "masked", np.array([[True, False]]),
+                           np.array([[False, True]])) == pytest.approx(0.2 * np.sqrt(2))
+    # no source foreground: the official mean over nothing (NaN, never flips)
+    assert np.isnan(E.pose_distance(a, b, "masked", np.zeros((1, 2), bool), fg))
 
 
 def test_options_and_select_parsing():
