@@ -244,6 +244,36 @@ def test_test_time_flip_takes_the_better_pose(spair):
                                                          [104.5, 34.5], [6.5, 6.5]])
 
 
+@pytest.mark.parametrize("flip_wins", [False, True])
+def test_masked_test_time_flip_decides_as_get_distance(spair, flip_wins):
+    torch = pytest.importorskip("torch", reason="the reference distance is written in torch")
+    from test_pose_distance import _official_masked
+
+    ds, cache, tmp = spair
+    noise = 0.01 * np.random.default_rng(0).random((G, G, D))
+    src = _features(IMAGES["s1"][2]) + noise
+    trg = _features(IMAGES["t1"][2])
+    src_flip = trg[:, ::-1] + 0.02
+    if flip_wins:            # no exact zeros, flipped source ~ target
+        trg = trg + 0.05
+        src_flip = trg + 0.001
+    cache.put("car/s1", src)
+    cache.put("car/s1", src_flip, flipped=True)
+    cache.put("car/t1", trg)
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", test_flip="masked",
+                     progress=False, workers=1)
+    # no mask files: the box (inclusive pixel bounds) is the mask, in the image
+    # frame ("resize"); the flipped source's mask is its mirror image
+    m = np.zeros((S, S))
+    m[BOX[1]:BOX[3] + 1, BOX[0]:BOX[2] + 1] = 1.0
+    T = torch.tensor
+    d0 = _official_masked(T(src), T(trg), T(m), T(m))
+    d1 = _official_masked(T(np.ascontiguousarray(src_flip)), T(trg),
+                          T(m[:, ::-1].copy()), T(m))
+    assert (d1 < d0) == flip_wins
+    assert res.predictions[0].flipped == flip_wins
+
+
 def test_pose_distance_by_hand():
     e0, e1 = np.eye(2)
     src = np.stack([e0, e1])[None]                    # (1, 2, 2)
