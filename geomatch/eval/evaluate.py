@@ -55,7 +55,7 @@ from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
            "add_scoring_arguments", "pose_distance", "pose_masks", "flip_replacement",
-           "upsample_bilinear", "transfer_block",
+           "transfer_block",
            "configure_parser", "run_cli"]
 
 MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
@@ -460,24 +460,13 @@ def _pairwise_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0))
 
 
-def _bilinear_axis(n_in: int, n_out: int):
-    """Source indices and weights of ``F.interpolate(mode="bilinear",
-    align_corners=False)`` along one axis (size given, no scale factor)."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w1 = src - i0
-    return i0, i1, 1.0 - w1, w1
+def _upsample(feat: np.ndarray, size) -> np.ndarray:
+    """(h, w, C) -> (H, W, C), ``F.interpolate(mode="bilinear",
+    align_corners=False)`` (:mod:`geomatch.ops.resample`)."""
+    from ..ops.resample import grid_to_image, sample
 
-
-def upsample_bilinear(feat: np.ndarray, size) -> np.ndarray:
-    """(h, w, C) -> (H, W, C) bilinear resize with ``align_corners=False``."""
-    f = np.asarray(feat, dtype=np.float64)
-    r0, r1, a0, a1 = _bilinear_axis(f.shape[0], int(size[0]))
-    c0, c1, b0, b1 = _bilinear_axis(f.shape[1], int(size[1]))
-    rows = f[r0] * a0[:, None, None] + f[r1] * a1[:, None, None]
-    return rows[:, c0] * b0[None, :, None] + rows[:, c1] * b1[None, :, None]
+    h, w = feat.shape[:2]
+    return sample(feat, grid_to_image(int(size[0]), h), grid_to_image(int(size[1]), w))
 
 
 def pose_distance(src_feat, trg_feat, kind: str, src_fg=None, trg_fg=None) -> float:
@@ -526,7 +515,7 @@ def pose_distance(src_feat, trg_feat, kind: str, src_fg=None, trg_fg=None) -> fl
         if feat.ndim != 3:
             raise ValueError(f"features must be (h, w, C) grids, got shape {feat.shape}")
         u = _unit_rows(feat).reshape(feat.shape)
-        up = upsample_bilinear(u, size) * m[..., None]
+        up = _upsample(u, size) * m[..., None]
         up[up == 0] = MASKED_FILL
         out.append(up.reshape(-1, up.shape[-1]))
     a = out[0][sm.reshape(-1)]
