@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -23,7 +22,7 @@ from geomatch.cli import main
 from geomatch.data import load_dataset
 from geomatch.data.cache import FeatureCache
 from geomatch.runtime.distributed import parse_address
-from test_backbone_extract import SMALL, _image, _random_state, spair, weights  # noqa: F401
+from test_backbone_extract import SMALL, _image, _random_state
 
 ROOT = Path(__file__).resolve().parents[1]
 

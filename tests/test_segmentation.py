@@ -289,15 +289,6 @@ def tree(tmp_path):
     return root, labels
 
 
-@pytest.fixture
-def weights(tmp_path):
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "small.safetensors"
-    save_file(_random_state(SMALL), str(path))
-    return path
-
-
 def _torch_up(feat, size):
     torch = pytest.importorskip("torch", reason="PyTorch is the reference for interpolate")
     t = torch.from_numpy(np.ascontiguousarray(feat.transpose(2, 0, 1), dtype=np.float64))[None]

@@ -162,7 +162,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-        stype, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        stype, key, numel = pid[1], str(pid[2]), int(pid[4])   # pid[3]: location, unused
         if not isinstance(stype, _StorageType):
             raise pickle.UnpicklingError("unsupported storage type in checkpoint")
         if key not in self._storages:

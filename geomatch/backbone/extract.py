@@ -217,7 +217,6 @@ def extract_task(model, records: list, out: str, manifest: dict, preprocess: str
     (loaded once per worker process) or a model.  Idempotent: images already
     cached are skipped and every file is written atomically, so a rerun of a
     task whose worker died writes the same bytes.  Returns images computed."""
-    from ..data.cache import FeatureCache
     from ..runtime.distributed import worker_cached
 
     if isinstance(model, BackboneSpec):
