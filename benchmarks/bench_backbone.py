@@ -18,24 +18,6 @@ import sys
 
 
 
-def random_state(cfg, seed=0):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    state = {}
-    for name, shape in cfg.expected_shapes().items():
-        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
-            a = 1 + 0.1 * rng.standard_normal(shape)
-        elif name.endswith("gamma"):
-            a = 0.1 + 0.1 * rng.random(shape)
-        elif len(shape) >= 2 and "token" not in name and "pos" not in name:
-            a = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
-        else:
-            a = 0.1 * rng.standard_normal(shape)
-        state[name] = a.astype(np.float32)
-    return state
-
-
 def _reset_peak():
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -139,7 +121,9 @@ def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
     from geomatch.backbone import DinoV2, DinoV2Config
 
     cfg = DinoV2Config.from_name(model)
-    state = random_state(cfg)
+    from geomatch.testing.limits import random_dinov2_state
+
+    state = random_dinov2_state(cfg)
     px = np.random.default_rng(1).standard_normal((size, size, 3)).astype(np.float32)
     if impl == "geomatch":
         import geomatch as gm
@@ -201,7 +185,13 @@ def main() -> None:
                                 args.repeat)))
         return
     from geomatch.testing.timing import fmt_time
+    from geomatch.testing.limits import measure, print_limits, print_machine, remeasure, vit_flops
 
+    from geomatch.backbone import DinoV2Config
+
+    print_machine(args.threads)
+    lim = measure(args.threads)
+    print_limits(lim)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print(f"DINOv2 forward, one {args.size}x{args.size} image, {args.threads} threads, "
           "same random weights; best of "
@@ -222,20 +212,26 @@ def main() -> None:
                 if impl not in res or r["time"] < res[impl]["time"]:
                     res[impl] = r
         base = res.get("geomatch")
-        print(f"\n### {model} @ {args.size}x{args.size}\n")
+        remeasure(lim, args.threads)
+        print(f"\n### {model} @ {args.size}x{args.size} (% of the higher sgemm rate, "
+              f"{lim['sgemm_gflops']:.1f} GFLOP/s)\n")
+        flops = vit_flops(DinoV2Config.from_name(model), args.size)
+        print(f"model FLOPs (2 per multiply-add, linear layers + attention products): "
+              f"{flops / 1e9:.1f} GFLOP")
         print("| implementation | time / image | images/s | ratio vs geomatch | "
-              "peak extra RSS MB | NumPy peak MB (tracemalloc) |")
-        print("|---|---|---|---|---|---|")
+              "GFLOP/s | % of sgemm | peak extra RSS MB | NumPy peak MB (tracemalloc) |")
+        print("|---|---|---|---|---|---|---|---|")
         for impl in args.impls:
             r = res.get(impl)
             if r is None:
-                print(f"| {impl} | n/a | | | | |")
+                print(f"| {impl} | n/a | | | | | | |")
                 continue
             ratio = f"{r['time'] / base['time']:.2f}x" if base else ""
             peak = f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "n/a"
             tm = f"{r['traced_mb']:.0f}" if r.get("traced_mb") is not None else "n/a"
-            print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | {peak} "
-                  f"| {tm} |")
+            rate = flops / r["time"] / 1e9
+            print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | "
+                  f"{rate:.1f} | {100 * rate / lim['sgemm_gflops']:.0f}% | {peak} | {tm} |")
         if base and res.get("torch"):
             import numpy as np
 

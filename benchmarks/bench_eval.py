@@ -27,6 +27,7 @@ import geomatch as gm  # noqa: E402
 from geomatch.data.cache import FeatureCache  # noqa: E402
 from geomatch.eval.evaluate import evaluate  # noqa: E402
 from geomatch.testing.timing import fmt_time, print_table  # noqa: E402
+from geomatch.testing.limits import measure, print_limits, print_machine
 
 N_CATS = 18
 K = 20                      # keypoints per category
@@ -130,6 +131,9 @@ def main(argv=None) -> int:
                     default=["upsample-argmax", "grid-argmax", "soft-argmax"])
     args = ap.parse_args(argv)
     gm.set_num_threads(args.threads)
+    print_machine(args.threads)
+    lim = measure(args.threads)
+    print_limits(lim)
 
     ds, images = make_dataset(args.pairs, args.images)
     cache = make_cache(os.path.join(args.dir, "cache"), sorted(images))
@@ -167,8 +171,13 @@ def main(argv=None) -> int:
     base = rows[0][0] if runs else None
     print_table(f"evaluate a {len(pairs)}-pair split (37x37x768 float16 cache), "
                 f"{args.threads} threads", rows, baseline=base)
+    flops = n_src * 2.0 * GRID[0] * GRID[1] * DIM
     for name, sec, _ in rows:
-        print(f"{name}: {fmt_time(sec)} total, {1e3 * sec / len(pairs):.2f} ms/pair")
+        rate = flops / sec / 1e9
+        print(f"{name}: {fmt_time(sec)} total, {1e3 * sec / len(pairs):.2f} ms/pair; "
+              f"effective rate (2*h*w*D flops per transferred keypoint) {rate:.1f} GFLOP/s = "
+              f"{100 * rate / lim['sgemm_gflops']:.1f}% of sgemm"
+              + (" (target >= 20% for upsample-argmax)" if "upsample" in name else ""))
     return 0
 
 

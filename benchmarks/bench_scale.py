@@ -37,12 +37,14 @@ def main() -> None:
     from safetensors.numpy import save_file
 
     import geomatch as gm
-    from bench_backbone import random_state
+    from geomatch.testing.limits import random_dinov2_state as random_state
     from geomatch.backbone import DinoV2Config
     from geomatch.backbone.extract import BackboneSpec, extract_features, weights_sha256
     from geomatch.data.cache import FeatureCache
 
     gm.set_num_threads(args.threads)
+    from _limits import print_machine
+    print_machine(args.threads)
     tmp = tempfile.mkdtemp(prefix="geomatch-bench-scale-")
     try:
         cfg = DinoV2Config.from_name(args.model)

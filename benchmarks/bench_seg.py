@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "geomatch-bench-seg"))
     args = ap.parse_args()
+    from _limits import print_machine
+    print_machine()
     root = make_tree(args.dir, args.images)
     cache_dir = os.path.join(args.dir, "cache")
     n = args.images

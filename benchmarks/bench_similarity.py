@@ -15,6 +15,9 @@ import numpy as np
 
 import geomatch as gm
 from geomatch.testing.timing import median_time, print_table
+from geomatch.testing.limits import measure, print_limits, print_machine
+
+LIMITS: dict = {}
 
 THREADS = 2
 
@@ -64,6 +67,10 @@ def bench_cosine(n=1369, m=1369, d=768, repeat=15):
     g = rows[0][1]
     lb = rows[1][1]
     print(f"\ngeomatch / NumPy-matmul-lower-bound = {g / lb:.2f}x (target <= 1.30x)")
+    if LIMITS:
+        rate = 2.0 * n * m * d / g / 1e9
+        print(f"geomatch cosine_similarity: {rate:.1f} GFLOP/s = "
+              f"{100 * rate / LIMITS['sgemm_gflops']:.0f}% of the measured sgemm rate")
 
 
 def bench_soft_argmax(k=1369, h=37, w=37, repeat=15):
@@ -98,5 +105,8 @@ def bench_soft_argmax(k=1369, h=37, w=37, repeat=15):
 if __name__ == "__main__":
     gm.set_num_threads(THREADS)
     gm.show_config()
+    print_machine(THREADS)
+    LIMITS.update(measure(THREADS))
+    print_limits(LIMITS)
     bench_cosine()
     bench_soft_argmax()

@@ -23,6 +23,7 @@ import numpy as np
 
 import geomatch as gm
 from geomatch.testing.timing import median_time, print_table
+from geomatch.testing.limits import measure, print_limits, print_machine
 
 
 def geco_like_costs(h: int = 37, w: int = 37, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -49,6 +50,8 @@ def main() -> None:
     import ot
 
     gm.set_num_threads(args.threads)
+    print_machine(args.threads)
+    print_limits(measure(args.threads, numpy_gemm=False))
     C = geco_like_costs()
     n, m = C.shape
     a = np.full(n, 1.0 / n, dtype=np.float32)

@@ -26,6 +26,7 @@ from geomatch.model.head import AttentionHead, sincos_2d
 from geomatch.model.optim import AdamW
 from geomatch.runtime.memory import retain_freed_memory
 from geomatch.testing.timing import cpu_time, fmt_time, median_time, print_table
+from geomatch.testing.limits import measure, print_limits, print_machine
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
 
@@ -50,7 +51,12 @@ def make_pair(rng, h=37, w=37, D=768, K=15):
                         n_vis_src=int((sp >= 0).sum()), n_vis_trg=int((tp >= 0).sum()), n_kp=K)
 
 
-def torch_peer(head, x, G):
+def torch_peer(head, x, G, step_kw=None):
+    """Torch peer of the head's forward+backward (``step_kw`` None), or, with
+    the pair's loss arguments ``step_kw``, of the whole training step: head on
+    both images, cosine similarity, GECO's log-domain dustbin OT loop (10
+    iterations), the four loss terms of :class:`geomatch.model.loss.PairLoss`
+    and autograd back to the head's parameters."""
     try:
         import torch
     except ImportError:
@@ -83,7 +89,48 @@ def torch_peer(head, x, G):
             z = z + u @ p[pre + "mlp.fc2.weight"] + p[pre + "mlp.fc2.bias"]
         zo = F.layer_norm(z, (c.dim,), p["norm_out.weight"], p["norm_out.bias"], c.ln_eps)
         y = zo @ p["out_proj.weight"] + p["out_proj.bias"]
-        (y.reshape(G.shape) * Gt).sum().backward()
+        if step_kw is None:
+            (y.reshape(G.shape) * Gt).sum().backward()
+        else:
+            pair_loss(y.reshape(B, T, -1)).backward()
+
+    if step_kw is None:
+        return step
+    cfg = L.LossConfig()
+    kw = step_kw
+    N = M = T
+    mu = torch.tensor(L.dustbin_marginal(kw["src_fg"], kw["n_vis_src"], kw["n_kp"], cfg.mass),
+                      dtype=torch.float32)
+    nu = torch.tensor(L.dustbin_marginal(kw["trg_fg"], kw["n_vis_trg"], kw["n_kp"], cfg.mass),
+                      dtype=torch.float32)
+    lmu, lnu = mu.log(), nu.log()
+    sets = {k: tuple(torch.from_numpy(a) for a in v)
+            for k, v in L.match_sets(kw["src_patch"], kw["trg_patch"], kw["flip_perm"],
+                                     N, M).items()}
+    sfg = torch.from_numpy(np.asarray(kw["src_fg"]).reshape(-1))
+    tfg = torch.from_numpy(np.asarray(kw["trg_fg"]).reshape(-1))
+    fb = torch.zeros(N + 1, M + 1, dtype=torch.bool)
+    fb[:N, :M] = (sfg[:, None] & ~tfg[None]) | (~sfg[:, None] & tfg[None])
+    lam, phi = 1.0 / cfg.reg, cfg.reg_m / (cfg.reg_m + cfg.reg)
+
+    def pair_loss(y):
+        e = F.normalize(y, dim=-1)
+        S = e[0] @ e[1].T
+        Z = lam * F.pad(S, (0, 1, 0, 1), value=cfg.bin_score)
+        u = torch.zeros_like(lmu)
+        v = torch.zeros_like(lnu)
+        for _ in range(cfg.n_iter):
+            u = phi / lam * (lmu - torch.logsumexp(Z + lam * v[None, :], dim=1))
+            v = phi / lam * (lnu - torch.logsumexp(Z + lam * u[:, None], dim=0))
+        P = (Z + lam * u[:, None] + lam * v[None, :]).exp().clamp(1e-30, 1 - 1e-7)
+        loss = cfg.w_fgbg * (-torch.log1p(-P[fb])).mean()
+        for name, w, positive in (("pos", cfg.w_pos / (N + 1), True),
+                                  ("bin", cfg.w_bin / (N + 1), True), ("neg", cfg.w_neg, False)):
+            r, cc = sets[name]
+            if r.numel():
+                q = P[r, cc]
+                loss = loss + w * (-(q.log() if positive else torch.log1p(-q))).mean()
+        return loss
 
     return step
 
@@ -137,6 +184,8 @@ def step_faults(step, n=5):
 
 def main():
     gm.set_num_threads(THREADS)
+    print_machine(THREADS)
+    print_limits(measure(THREADS))
     rng = np.random.default_rng(0)
     head = AttentionHead()
     print(f"default head: {head.config}")
@@ -204,12 +253,20 @@ def main():
         ("AdamW update", t_opt, ""),
     ]
     peer = torch_peer(head, x, G)
+    hb_ratio = step_ratio = None
     if peer is not None:
-        rows.append(("torch head fwd+bwd (2 images)", median_time(peer, repeat=5),
-                     "peer of head fwd+bwd"))
+        t_peer = median_time(peer, repeat=5)
+        rows.append(("torch head fwd+bwd (2 images)", t_peer, "peer of head fwd+bwd"))
         rows.append(("geomatch head fwd+bwd (2 images)", t_fwd + t_bwd, ""))
+        t_tstep = median_time(torch_peer(head, x, G, kw), repeat=5)
+        rows.append(("torch train step (head, cosine, log-domain OT, loss; autograd)", t_tstep,
+                     "peer of the whole step"))
+        hb_ratio, step_ratio = t_peer / (t_fwd + t_bwd), t_tstep / t_step
     print_table("one training step, 37x37x768 pair, default head", rows,
                 baseline="geomatch head fwd+bwd (2 images)" if peer is not None else None)
+    if hb_ratio is not None:
+        print(f"\nhead fwd+bwd: torch / geomatch = {hb_ratio:.2f} (target >= 1.2); "
+              f"whole step: torch / geomatch = {step_ratio:.2f} (target >= 1.5)")
     c_rows = [("geomatch train step (1 pair)", cpu_median(step)),
               ("  head forward (2 images)", cpu_median(lambda: head.forward(x, cache=True))),
               ("  head backward (2 images)", cpu_median(lambda: head.backward(G), setup=refwd)),

@@ -84,6 +84,8 @@ def main():
                     help="also time the page in headless Chromium (default: off)")
     args = ap.parse_args()
     import geomatch as gm
+    from _limits import print_machine
+    print_machine(gm.get_num_threads())
     from geomatch.match.viewer import Viewer
 
     a, b = photos()

@@ -287,6 +287,25 @@ int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, 
                         float *out);
 int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,
                         size_t hd, double *out);
+/* bfloat16 linear layer (gm_bf16.c): the reduced-precision backbone path.
+ * gm_bf16_supported: 1 when the CPU (and OS) run AVX512-BF16, else 0.
+ * gm_bf16_pack_weight: w (dout x din float32) rounded to bfloat16 (nearest
+ * even) into gm_bf16_packed_size(din, dout) uint16 values (panels of 16 output
+ * columns, k in pairs).  gm_nn_linear_bf16: as gm_nn_linear_f32 with x
+ * rounded to bfloat16 and float32 accumulation; GM_ERR_INVALID on a CPU
+ * without AVX512-BF16.  O(n din dout). */
+int gm_bf16_supported(void);
+size_t gm_bf16_packed_size(size_t din, size_t dout);
+int gm_bf16_pack_weight(const float *w, size_t din, size_t dout, uint16_t *out);
+int gm_nn_linear_bf16(const float *x, size_t n, size_t din, const uint16_t *wpack,
+                      const float *b, size_t dout, int act, int accumulate, float *y);
+void gm_nn_gelu_rows_f32(float *y, size_t n, size_t d, int nthreads);
+/* gm_nn_attention_f32 with q, k, v and the probabilities rounded to bfloat16,
+ * float32 accumulation and softmax; flash-style (no n x n score matrix, one
+ * 64-key block at a time); head dimension 64 only (GM_ERR_INVALID
+ * otherwise, or without AVX512-BF16).  O(batch heads n^2 hd). */
+int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
+                         float *out);
 
 /* ==== kernels: the trained attention head ================================ */
 /* Multi-head softmax attention forward that keeps the backward's inputs

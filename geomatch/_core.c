@@ -1067,6 +1067,182 @@ done:
     return result;
 }
 
+
+/* ---- bfloat16 backbone path (gm_bf16.c) ---- */
+
+/* uint16 values before the packed panels: din, dout (32 bits each), padding
+ * to 64 bytes so the panels stay aligned like the array itself */
+#define GM_BF16_HEADER 32
+
+/* accumulate=True needs out and act 0. */
+static int gm_bf16_check_accumulate(int accumulate, PyObject *oout, long act)
+{
+    if (accumulate && oout == Py_None) {
+        gm_set_error(PyExc_ValueError, "accumulate=True needs out");
+        return -1;
+    }
+    if (accumulate && act != 0) {
+        gm_set_error(PyExc_ValueError, "act must be 0 when accumulate=True");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(py_bf16_supported__doc__,
+             "bf16_supported()\n--\n\nTrue when this CPU runs the AVX512-BF16 kernels.");
+
+static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(gm_bf16_supported());
+}
+
+PyDoc_STRVAR(py_bf16_pack__doc__,
+             "bf16_pack(weight)\n--\n\nA (dout, din) float32 weight rounded to bfloat16 "
+             "(nearest even) and packed for nn_linear_bf16 (1-D uint16, shape in a header).");
+
+static PyObject *py_bf16_pack(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"weight", NULL};
+    PyObject *ow;
+    PyArrayObject *w = NULL, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:bf16_pack", kwlist, &ow)) return NULL;
+    if (!(w = gm_as_array(ow, NPY_FLOAT32, "weight", 2, 2, 0))) return NULL;
+    size_t dout = (size_t)PyArray_DIM(w, 0), din = (size_t)PyArray_DIM(w, 1);
+    if (dout == 0 || din == 0 || din > 0xffffffffu || dout > 0xffffffffu) {
+        gm_set_error(PyExc_ValueError, "weight must be non-empty (and below 2^32 per side), "
+                     "got shape (%zd, %zd)", (Py_ssize_t)dout, (Py_ssize_t)din);
+        Py_DECREF(w);
+        return NULL;
+    }
+    npy_intp dims[1] = {(npy_intp)gm_bf16_packed_size(din, dout) + GM_BF16_HEADER};
+    out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT16);
+    if (out != NULL) {
+        uint16_t *o = PyArray_DATA(out);
+        memset(o, 0, GM_BF16_HEADER * sizeof(uint16_t));
+        o[0] = (uint16_t)(din & 0xffff);
+        o[1] = (uint16_t)(din >> 16);
+        o[2] = (uint16_t)(dout & 0xffff);
+        o[3] = (uint16_t)(dout >> 16);
+        gm_bf16_pack_weight(PyArray_DATA(w), din, dout, o + GM_BF16_HEADER);
+    }
+    Py_DECREF(w);
+    return (PyObject *)out;
+}
+
+PyDoc_STRVAR(py_nn_linear_bf16__doc__,
+             "nn_linear_bf16(x, packed, bias=None, out=None, act=0, accumulate=False)\n--\n\n"
+             "nn_linear with x and the packed weight in bfloat16, float32 accumulation.");
+
+static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"x", "packed", "bias", "out", "act", "accumulate", NULL};
+    static const char *const names[] = {"x", "packed", "bias"};
+    PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL, *result = NULL;
+    int accumulate = 0, st = GM_OK;
+    long act = 0;
+    PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp:nn_linear_bf16", kwlist, &ox, &ow,
+                                     &ob, &oout, &oact, &accumulate))
+        return NULL;
+    if (oact != NULL && gm_parse_int(oact, "act", 0, 1, &act) < 0) goto done;
+    if (!gm_bf16_supported()) {
+        gm_set_error(PyExc_RuntimeError, "nn_linear_bf16: this CPU has no AVX512-BF16");
+        goto done;
+    }
+    if (!(x = gm_as_array(ox, NPY_FLOAT32, "x", 2, 2, 0))) goto done;
+    if (!PyArray_Check(ow) || PyArray_TYPE((PyArrayObject *)ow) != NPY_UINT16 ||
+        PyArray_NDIM((PyArrayObject *)ow) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ow) ||
+        PyArray_DIM((PyArrayObject *)ow, 0) <= GM_BF16_HEADER) {
+        gm_set_error(PyExc_TypeError, "packed must be a 1-D contiguous uint16 array "
+                     "from bf16_pack");
+        goto done;
+    }
+    w = (PyArrayObject *)ow;
+    Py_INCREF(w);
+    const uint16_t *hdr = PyArray_DATA(w);
+    size_t n = (size_t)PyArray_DIM(x, 0), din = (size_t)PyArray_DIM(x, 1);
+    size_t wdin = (size_t)hdr[0] | ((size_t)hdr[1] << 16);
+    size_t dout = (size_t)hdr[2] | ((size_t)hdr[3] << 16);
+    if (wdin == 0 || dout == 0 ||
+        (size_t)PyArray_DIM(w, 0) != gm_bf16_packed_size(wdin, dout) + GM_BF16_HEADER) {
+        gm_set_error(PyExc_TypeError, "packed must be a 1-D contiguous uint16 array "
+                     "from bf16_pack");
+        goto done;
+    }
+    if (n == 0 || din == 0) {
+        gm_set_error(PyExc_ValueError, "x must be non-empty");
+        goto done;
+    }
+    if (wdin != din) {
+        gm_set_error(PyExc_ValueError, "packed holds a (%zd, %zd) weight; x has %zd columns",
+                     (Py_ssize_t)dout, (Py_ssize_t)wdin, (Py_ssize_t)din);
+        goto done;
+    }
+    if (ob != Py_None && !(b = gm_as_array(ob, NPY_FLOAT32, "bias", 1, 1, 0))) goto done;
+    if (gm_check_vec(b, (npy_intp)dout, "bias") < 0) goto done;
+    if (gm_bf16_check_accumulate(accumulate, oout, act) < 0) goto done;
+    npy_intp dims[2] = {(npy_intp)n, (npy_intp)dout};
+    if (!(out = gm_out_array(oout, NPY_FLOAT32, 2, dims, "out", 1, 1))) goto done;
+    {
+        const float *px = PyArray_DATA(x), *pb = b ? PyArray_DATA(b) : NULL;
+        float *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        st = gm_nn_linear_bf16(px, n, din, hdr + GM_BF16_HEADER, pb, dout, (int)act,
+                               accumulate, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (gm_failed(st, "nn_linear_bf16", names, 3)) goto done;
+    result = gm_steal(&out);
+done:
+    gm_release((PyArrayObject *[]){x, w, b, out}, 4);
+    return result;
+}
+
+PyDoc_STRVAR(py_nn_attention_bf16__doc__,
+             "nn_attention_bf16(qkv, heads, out=None)\n--\n\nnn_attention with bfloat16 q, k, "
+             "v and probabilities, float32 softmax and sums; flash-style; head dimension 64; "
+             "qkv is (batch, n, 3*D) float32.");
+
+static PyObject *py_nn_attention_bf16(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"qkv", "heads", "out", NULL};
+    static const char *const names[] = {"qkv"};
+    PyObject *oq, *oout = Py_None, *result = NULL;
+    Py_ssize_t heads;
+    int st = GM_OK;
+    PyArrayObject *q = NULL, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|O:nn_attention_bf16", kwlist, &oq, &heads,
+                                     &oout))
+        return NULL;
+    if (!gm_bf16_supported()) {
+        gm_set_error(PyExc_RuntimeError, "nn_attention_bf16: this CPU has no AVX512-BF16");
+        goto done;
+    }
+    if (!(q = gm_as_array(oq, NPY_FLOAT32, "qkv", 3, 3, 0))) goto done;
+    npy_intp b = PyArray_DIM(q, 0), n = PyArray_DIM(q, 1), c = PyArray_DIM(q, 2);
+    if (heads < 1 || c % (3 * heads) != 0 || c / (3 * heads) != 64 || b == 0 || n == 0) {
+        gm_set_error(PyExc_ValueError, "qkv must have shape (batch, n, 3 * heads * 64) with "
+                     "batch, n >= 1 (head dimension 64), got (%zd, %zd, %zd) for heads=%zd",
+                     (Py_ssize_t)b, (Py_ssize_t)n, (Py_ssize_t)c, heads);
+        goto done;
+    }
+    npy_intp dims[3] = {b, n, c / 3};
+    if (!(out = gm_out_array(oout, NPY_FLOAT32, 3, dims, "out", 1, 1))) goto done;
+    {
+        const float *pq = PyArray_DATA(q);
+        float *py = PyArray_DATA(out);
+        Py_BEGIN_ALLOW_THREADS
+        st = gm_nn_attention_bf16(pq, (size_t)b, (size_t)n, (size_t)heads, 64, py);
+        Py_END_ALLOW_THREADS
+    }
+    if (gm_failed(st, "nn_attention_bf16", names, 1)) goto done;
+    result = gm_steal(&out);
+done:
+    gm_release((PyArrayObject *[]){q, out}, 2);
+    return result;
+}
+
 /* ======================================================================== */
 /* Head kernels                                                             */
 /* ======================================================================== */
@@ -1468,6 +1644,10 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(nn_layernorm, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_swiglu, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_attention, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(bf16_supported, METH_NOARGS),
+    GM_FUNC(bf16_pack, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_linear_bf16, METH_VARARGS | METH_KEYWORDS),
+    GM_FUNC(nn_attention_bf16, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(gemm, METH_VARARGS),
     GM_FUNC(head_attention_fwd, METH_VARARGS),
     GM_FUNC(head_attention_bwd, METH_VARARGS),

@@ -185,6 +185,19 @@ pascalparts-multi-object | PP | T_SEG | two-object images kept
 resample-no-clamp | geomatch/ops/resample.py | T_SEG | PyTorch's clamp of negative source coordinates
 - s = np.maximum(np.asarray(src, dtype=np.float64).reshape(-1), 0.0)
 + s = np.asarray(src, dtype=np.float64).reshape(-1)
+# ---- bf16 backbone
+bf16-engine-name | geomatch/backbone/dinov2.py | tests/test_bf16.py | bf16 features would share a cache with float32 ones
+- return "c" if self.precision == "float32" else "c-" + self.precision
++ return "c"
+bf16-spec-drops-precision | geomatch/backbone/extract.py | tests/test_bf16.py | Dask workers would compute float32 for a bf16 run
+- lora=self.lora,\n                           precision=self.compute_dtype)
++ lora=self.lora)
+bf16-cli-alias | geomatch/backbone/extract.py | tests/test_bf16.py | --precision bf16 not mapped to the C engine's bfloat16
+- precision = "bfloat16" if args.precision == "bf16" else args.precision
++ precision = args.precision
+bf16-attention-in-float32 | geomatch/backbone/dinov2.py | tests/test_bf16.py | the bf16 model would run float32 attention
+- attention = core.nn_attention_bf16 if (self.precision == "bfloat16"
++ attention = core.nn_attention_bf16 if (self.precision == "float16"
 """
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from . import checkpoints as ck
 
 __all__ = ["DinoV2Config", "DinoV2", "load_dinov2", "read_dinov2", "MODEL_NAMES",
+           "PRECISIONS", "bf16_available",
            "interpolation_matrix", "interpolate_pos_embed"]
 
 # name -> (embed_dim, depth, heads, ffn)
@@ -240,6 +241,39 @@ def _core():
     return _core
 
 
+#: compute precisions of the C engine
+PRECISIONS = ("float32", "bfloat16")
+
+
+def normalize_precision(precision) -> str:
+    """``"float32"`` (also ``"fp32"``, ``"f32"``) or ``"bfloat16"`` (also
+    ``"bf16"``); a clear ValueError otherwise."""
+    key = str(precision).lower()
+    key = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16"}.get(key, key)
+    if key not in PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'bf16' (bfloat16), got {precision!r}")
+    return key
+
+
+def check_precision(precision) -> str:
+    """:func:`normalize_precision`, and for bfloat16 a ValueError naming the
+    reason when this CPU cannot run it (as the torch engine refuses a
+    precision its device lacks)."""
+    precision = normalize_precision(precision)
+    if precision == "bfloat16" and not bf16_available():
+        raise ValueError(
+            "precision='bf16' needs a CPU with AVX512-BF16 (this one has none, checked "
+            "with CPUID); use precision='float32', or the torch engine "
+            "(geomatch extract --engine torch --precision bfloat16)")
+    return precision
+
+
+def bf16_available() -> bool:
+    """True when this CPU runs geomatch's bfloat16 kernels (AVX512-BF16,
+    checked at run time with CPUID)."""
+    return bool(_core().bf16_supported())
+
+
 class BackboneShape:
     """``embed_dim`` and ``patch_size`` of a model holding a ``config``
     (:class:`DinoV2Config`); shared by the C and the torch engine."""
@@ -263,16 +297,17 @@ class DinoV2(BackboneShape):
     multiples of 14.
     """
 
-    #: the feature-cache manifest's ``engine``: this C/NumPy implementation
-    engine = "c"
     #: images per forward pass in ``extract`` (each with its flipped copy)
     default_batch_images = 1
 
     def __init__(self, config: DinoV2Config, state: Mapping[str, np.ndarray], *,
-                 source: str = "weights"):
+                 source: str = "weights", precision: str = "float32"):
         ck.check_state(state, config.expected_shapes(), source)
         self.config = config
         self.source = source
+        precision = check_precision(precision)
+        #: compute precision of the matrix products: "float32" or "bfloat16"
+        self.precision = precision
         f32 = lambda k: np.ascontiguousarray(state[k], dtype=np.float32)  # noqa: E731
         d = config.embed_dim
         self.cls_token = f32("cls_token").reshape(d)
@@ -304,16 +339,41 @@ class DinoV2(BackboneShape):
                 fc2_w=scaled(b + f2 + ".weight", g2),
                 fc2_b=scaled(b + f2 + ".bias", g2, True),
             ))
+            if precision == "bfloat16":
+                # weights rounded to bfloat16 once, packed for the kernel
+                blk = self.blocks[-1]
+                for name in ("qkv", "proj", "fc1", "fc2"):
+                    wt = blk.pop(name + "_w")
+                    blk[name + "_p"] = _core().bf16_pack(wt)
         self._pos_cache: Dict[Tuple[int, int], np.ndarray] = {}
         #: how :func:`load_dinov2` built it (weights, model, lora, config), or
         #: None; lets :func:`geomatch.backbone.extract.extract_features` have
         #: Dask workers load the same model from the same files
         self.load_args: Optional[dict] = None
 
+    @property
+    def engine(self) -> str:
+        """The feature-cache manifest's ``engine``: ``"c"`` (float32) or
+        ``"c-bfloat16"``, so features of the two precisions never share a cache."""
+        return "c" if self.precision == "float32" else "c-" + self.precision
+
     def __repr__(self) -> str:
         c = self.config
+        prec = "" if self.precision == "float32" else f", precision={self.precision!r}"
         return (f"DinoV2({c.name}, dim={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, "
-                f"registers={c.num_register_tokens}, source={self.source!r})")
+                f"registers={c.num_register_tokens}, source={self.source!r}{prec})")
+
+    def _linear(self, blk: dict, name: str, x: np.ndarray, out: np.ndarray, *,
+                act: int = 0, accumulate: bool = False) -> None:
+        """out = act(x W^T + b) (or out += ...) for the block's layer ``name``,
+        in this model's precision."""
+        core = _core()
+        if self.precision == "bfloat16":
+            core.nn_linear_bf16(x, blk[name + "_p"], blk[name + "_b"], out=out, act=act,
+                                accumulate=accumulate)
+        else:
+            core.nn_linear(x, blk[name + "_w"], blk[name + "_b"], out=out, act=act,
+                           accumulate=accumulate)
 
     def positional_embedding(self, h: int, w: int) -> np.ndarray:
         """Positional embeddings (1 + h*w, D) for an h x w patch grid,
@@ -404,24 +464,27 @@ class DinoV2(BackboneShape):
         t = np.empty((rows, d), np.float32)
         qkv = np.empty((b, n, 3 * d), np.float32)
         att = np.empty((rows, d), np.float32)
-        hid = np.empty((rows, self.blocks[0]["fc1_w"].shape[0]), np.float32)
+        hid = np.empty((rows, self.blocks[0]["fc1_b"].shape[0]), np.float32)
         gate = np.empty((rows, c.hidden_dim), np.float32) if c.ffn == "swiglu" else None
         eps = c.layer_norm_eps
         outs = {}
         last = max(want)
+        attention = core.nn_attention_bf16 if (self.precision == "bfloat16"
+                                               and c.head_dim == 64) else core.nn_attention
+        lin = self._linear
         for i, blk in enumerate(self.blocks[: last + 1]):
             core.nn_layernorm(x2, blk["n1w"], blk["n1b"], eps, out=t)
-            core.nn_linear(t, blk["qkv_w"], blk["qkv_b"], out=qkv.reshape(rows, 3 * d))
-            core.nn_attention(qkv, c.num_heads, out=att.reshape(b, n, d))
-            core.nn_linear(att, blk["proj_w"], blk["proj_b"], out=x2, accumulate=True)
+            lin(blk, "qkv", t, qkv.reshape(rows, 3 * d))
+            attention(qkv, c.num_heads, out=att.reshape(b, n, d))
+            lin(blk, "proj", att, x2, accumulate=True)
             core.nn_layernorm(x2, blk["n2w"], blk["n2b"], eps, out=t)
             if c.ffn == "mlp":
-                core.nn_linear(t, blk["fc1_w"], blk["fc1_b"], out=hid, act=1)
-                core.nn_linear(hid, blk["fc2_w"], blk["fc2_b"], out=x2, accumulate=True)
+                lin(blk, "fc1", t, hid, act=1)
+                lin(blk, "fc2", hid, x2, accumulate=True)
             else:
-                core.nn_linear(t, blk["fc1_w"], blk["fc1_b"], out=hid)
+                lin(blk, "fc1", t, hid)
                 core.nn_swiglu(hid, out=gate)
-                core.nn_linear(gate, blk["fc2_w"], blk["fc2_b"], out=x2, accumulate=True)
+                lin(blk, "fc2", gate, x2, accumulate=True)
             if i in want:
                 outs[i] = core.nn_layernorm(x2, self.norm_w, self.norm_b, eps).reshape(b, n, d)
         return outs
@@ -468,7 +531,7 @@ def _hf_config(cfg: dict) -> DinoV2Config:
 
 
 def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
-                config: Optional[DinoV2Config] = None) -> DinoV2:
+                config: Optional[DinoV2Config] = None, precision: str = "float32") -> DinoV2:
     """Load DINOv2 weights without torch (the C engine).
 
     Parameters
@@ -488,19 +551,31 @@ def load_dinov2(weights, model: Optional[str] = None, *, lora=None,
         ``last_lora_weights.pth``), merged into every block's qkv.
     config : DinoV2Config, optional
         Full architecture (overrides ``model``); for non-standard sizes.
+    precision : {"float32", "bf16"}
+        Compute precision of the matrix products.  ``"bf16"`` (opt-in;
+        ``"bfloat16"`` too): the linear layers' weights (qkv, projection, MLP)
+        are rounded to bfloat16 once here and their inputs on the fly, and the
+        attention's q, k, v and probabilities are rounded to bfloat16; all
+        products are accumulated in float32 (AVX512-BF16, checked at run
+        time).  The patch embedding, LayerNorm, softmax, the residual stream
+        and the output stay float32.  Speed and accuracy
+        against float32 are measured in docs/performance.md.
 
     Raises
     ------
     FileNotFoundError
         ``weights`` or ``lora`` does not exist (the message names it).
     ValueError
-        Missing, unexpected or mis-shaped tensors (all listed by name).
+        Missing, unexpected or mis-shaped tensors (all listed by name), an
+        unknown ``precision``, or ``precision="bf16"`` on a CPU without
+        AVX512-BF16 (the message says so).
     """
+    precision = check_precision(precision)   # before reading any weights
     cfg, state, source = read_dinov2(weights, model, lora=lora, config=config)
-    net = DinoV2(cfg, state, source=source)
+    net = DinoV2(cfg, state, source=source, precision=precision)
     net.load_args = {"weights": os.path.abspath(os.fspath(weights)), "model": model,
                      "lora": None if lora is None else os.path.abspath(os.fspath(lora)),
-                     "config": config}
+                     "config": config, "precision": precision}
     return net
 
 

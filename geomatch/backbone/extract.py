@@ -103,8 +103,9 @@ class BackboneSpec:
     engine : {"c", "torch"}
         geomatch's torch-free C engine (default) or PyTorch.
     device, compute_dtype : str
-        Torch engine only: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``;
-        ``"float32"``, ``"float16"``, ``"bfloat16"``.
+        ``device``, torch engine only: ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``.  ``compute_dtype``: ``"float32"`` or ``"bfloat16"`` (both
+        engines), ``"float16"`` (torch engine).
     sha256 : str
         Expected :func:`weights_sha256`; a worker whose file differs refuses.
     """
@@ -138,7 +139,8 @@ class BackboneSpec:
                                      device=self.device, dtype=self.compute_dtype)
         from .dinov2 import load_dinov2
 
-        return load_dinov2(self.weights, self.model, lora=self.lora)
+        return load_dinov2(self.weights, self.model, lora=self.lora,
+                           precision=self.compute_dtype)
 
 
 def _spec_of(model, sha256: str):
@@ -147,9 +149,9 @@ def _spec_of(model, sha256: str):
     if not args or args.get("config") is not None:
         return None
     engine = "torch" if str(getattr(model, "engine", "c")).startswith("torch") else "c"
+    dtype = getattr(model, "compute_dtype", None) or getattr(model, "precision", "float32")
     return BackboneSpec(args["weights"], args.get("model"), args.get("lora"), engine,
-                        str(getattr(model, "device", "cpu")),
-                        str(getattr(model, "compute_dtype", "float32")), sha256)
+                        str(getattr(model, "device", "cpu")), str(dtype), sha256)
 
 
 def parse_shard(shard) -> Optional[Tuple[int, int]]:
@@ -403,9 +405,11 @@ def configure_parser(parser) -> None:
     parser.add_argument("--device", default=None,
                         help="torch engine: cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--precision", default=None,
-                        choices=("float32", "float16", "bfloat16"),
-                        help="torch engine: compute precision (default float32; float16 / "
-                             "bfloat16 run under autocast where the device supports it). "
+                        choices=("float32", "float16", "bfloat16", "bf16"),
+                        help="compute precision (default float32).  C engine: float32 or "
+                             "bf16 (= bfloat16: matrix products in bfloat16 with float32 "
+                             "sums, on CPUs with AVX512-BF16); torch engine: float16 / "
+                             "bfloat16 run under autocast where the device supports it. "
                              "--dtype is the storage dtype of the cache")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per Dask task, and per forward pass of the torch "
@@ -425,8 +429,15 @@ def run_cli(args) -> int:
     from ..runtime.distributed import dask_client, parse_address
 
     shard = parse_shard(args.shard)
-    if args.engine != "torch" and (args.device is not None or args.precision is not None):
-        raise ValueError("--device and --precision need --engine torch")
+    precision = "bfloat16" if args.precision == "bf16" else args.precision
+    if args.engine != "torch" and args.device is not None:
+        raise ValueError("--device needs --engine torch")
+    if args.engine != "torch" and precision not in (None, "float32", "bfloat16"):
+        raise ValueError(f"--precision {args.precision} needs --engine torch (the C engine "
+                         "computes in float32 or bf16)")
+    if args.engine != "torch" and precision == "bfloat16":
+        from .dinov2 import check_precision
+        check_precision(precision)   # a CPU without AVX512-BF16 stops here, one line
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     if args.dask is not None:
@@ -439,7 +450,7 @@ def run_cli(args) -> int:
         sha = weights_sha256(args.weights, args.lora)
         spec = BackboneSpec(os.path.abspath(args.weights), args.model,
                             None if args.lora is None else os.path.abspath(args.lora),
-                            args.engine, args.device or "cpu", args.precision or "float32", sha)
+                            args.engine, args.device or "cpu", precision or "float32", sha)
         res = extract_features(images, spec, args.out, preprocess=args.preprocess,
                                size=args.size, dtype=args.dtype, flip=not args.no_flip,
                                desc=f"extract {args.dataset}", client=client, shard=shard,
