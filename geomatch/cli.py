@@ -8,10 +8,12 @@ global options (``--threads``) are accepted before or after the command;
 every option's help states its default (``tests/test_cli_conventions.py``
 walks the parsers); ``train`` and ``eval`` take ``--config FILE``, a TOML file
 whose keys are the long option names, inserted before the command line's own
-flags so that those win.  Every command takes ``--no-progress``.  Errors
-(bad arguments, missing or unreadable files, unreachable schedulers) are one
-line on stderr and exit status 1; Ctrl-C exits with 130, also without a
-traceback.
+flags so that those win.  Every command takes ``--no-progress``.  A user
+error (bad arguments, missing or unreadable files, a full disk, unreachable
+schedulers) is one line ``geomatch <command>: error: ...`` on stderr with exit
+status 1 (2 for command-line syntax); Ctrl-C exits with 130, also without a
+traceback; ``--traceback`` shows the traceback of an error; bugs keep theirs
+(``tests/test_cli_user_errors.py``).
 """
 from __future__ import annotations
 
@@ -38,17 +40,33 @@ COMMANDS = {
 # commands that read their options from a TOML file too (``--config FILE``)
 CONFIG_COMMANDS = ("train", "eval")
 
+#: Largest ``--threads`` (the core's own limit; docs/limits.md).
+MAX_THREADS = 4096
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2);
+    ``geomatch COMMAND --help`` shows the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
 
 def _add_global_options(parser, *, in_subcommand: bool) -> None:
     """Options accepted before and after the subcommand.  After it they
     default to SUPPRESS, so that a value given before it is kept."""
     default = argparse.SUPPRESS if in_subcommand else None
     parser.add_argument("--threads", type=int, default=default,
-                        help="number of threads (default: all cores or OMP_NUM_THREADS)")
+                        help=f"number of threads, 1 to {MAX_THREADS} "
+                             "(default: all cores or OMP_NUM_THREADS)")
+    parser.add_argument("--traceback", action="store_true",
+                        default=argparse.SUPPRESS if in_subcommand else False,
+                        help="show the full traceback of errors, for bug reports (default: "
+                             "one line)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="geomatch",
         description="Geometry-aware semantic correspondences (GECO) with a fast C core.")
     from ._version import __version__
@@ -144,50 +162,80 @@ def _apply_config(parser, argv: list) -> list:
     return argv[:cmd_at + 1] + tokens + rest
 
 
-def main(argv=None) -> int:
-    import geomatch as gm
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
 
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error caused by the user's input."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return _one_line(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror and not str(exc).startswith("[Errno"):
+        return _one_line(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = os.fspath(exc.filename) if exc.filename is not None else ""
+        if where and str(where) not in exc.strerror:
+            return _one_line(f"{exc.strerror}: {where}")
+        return _one_line(exc.strerror)
+    return _one_line(exc) or type(exc).__name__
+
+
+# Errors that come from what the user gave (paths, files, arguments): one line
+# on stderr and exit status 1.  Anything else is a bug and keeps its traceback.
+# (ImportError: an optional dependency the chosen option needs, e.g. dask.)
+USER_ERRORS = (OSError, ValueError, TypeError, KeyError, ImportError)
+
+
+def main(argv=None) -> int:
+    """Run ``geomatch <command>``; returns the exit status.
+
+    Errors caused by the input (a missing or unreadable path, a bad value, a
+    full disk) are printed as one line ``geomatch <command>: error: ...`` on
+    stderr with exit status 1 (2 for command-line syntax and ``--config``
+    files); ``--traceback`` shows the full traceback instead.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = _apply_config(parser, argv)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"geomatch: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"geomatch: error: {_describe(exc)}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        gm.set_num_threads(args.threads)
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "config":
-        try:
-            gm.show_config()
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _silence_stdout()
-            return 1
-        return 0
-    module = importlib.import_module(COMMANDS[args.command][0])
+    name = f"geomatch {args.command}"
     saved = os.environ.get("GEOMATCH_NO_PROGRESS")
     if getattr(args, "no_progress", False):
         # every bar of the command (loaders, workers' clients) reads this
         os.environ["GEOMATCH_NO_PROGRESS"] = "1"
     try:
+        import geomatch as gm
+
+        if args.threads is not None:
+            gm.set_num_threads(args.threads)
+        if args.command == "config":
+            gm.show_config()
+            sys.stdout.flush()
+            return 0
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run_cli(args) or 0)
     except BrokenPipeError:
         # the reader of stdout went away (``geomatch ... | head``): not an error of ours
         _silence_stdout()
         return 1
     except KeyboardInterrupt:
-        print(f"geomatch {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, ImportError) as exc:
+    except USER_ERRORS as exc:
         # OSError covers FileNotFoundError, ConnectionError, NotADirectoryError,
         # PermissionError, a full disk: their messages name the path
-        print(f"geomatch {args.command}: error: {exc}", file=sys.stderr)
+        if args.traceback:
+            raise
+        print(f"{name}: error: {_describe(exc)}", file=sys.stderr)
         return 1
     finally:
         if saved is None:

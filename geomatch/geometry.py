@@ -62,12 +62,16 @@ from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["PREPROCESS_MODES", "DEFAULT_SIZES", "Frame", "make_frame", "grid_frame",
+__all__ = ["PREPROCESS_MODES", "DEFAULT_SIZES", "MAX_INPUT_SIZE", "check_input_size",
+           "Frame", "make_frame", "grid_frame",
            "pad_geometry", "flip_x", "patch_index", "keypoint_patches", "patch_centers",
            "foreground_grid"]
 
 PREPROCESS_MODES = ("resize", "pad")
 DEFAULT_SIZES = {"resize": 518, "pad": 840}
+#: Largest side of the network input (4 x 518 = 148 patches of 14); see
+#: docs/limits.md.  Larger inputs are refused before anything is allocated.
+MAX_INPUT_SIZE = 2072
 
 Region = Tuple[float, float, float, float]
 
@@ -248,6 +252,35 @@ class Frame:
                      not self.flipped, self.patch_size, self._region)
 
 
+def check_input_size(size, patch_size: Optional[int] = 14, name: str = "size") -> int:
+    """Validate the side of a square network input and return it as an int.
+
+    The one size policy of the backbone: a positive multiple of
+    ``patch_size`` of at most :data:`MAX_INPUT_SIZE` pixels (``patch_size``
+    None: only positive and at most the maximum, for a check made before the
+    model is loaded).
+
+    Raises
+    ------
+    TypeError
+        ``size`` is not an integer.
+    ValueError
+        ``size`` is not positive, not a multiple of ``patch_size`` or above
+        :data:`MAX_INPUT_SIZE` (the message names ``name``).
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {size!r}")
+    size = int(size)
+    if patch_size is None:
+        if size < 1:
+            raise ValueError(f"{name} must be positive, got {size}")
+    elif size < patch_size or size % patch_size:
+        raise ValueError(f"{name} must be a positive multiple of {patch_size}, got {size}")
+    if size > MAX_INPUT_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_INPUT_SIZE} (4 x 518), got {size}")
+    return size
+
+
 def make_frame(image_size, mode: str = "resize", size: Optional[int] = None, *,
                flipped: bool = False, patch_size: int = 14) -> Frame:
     """The :class:`Frame` of an image of ``image_size`` (W, H).
@@ -273,9 +306,7 @@ def make_frame(image_size, mode: str = "resize", size: Optional[int] = None, *,
         returns the same frame with the pixels.
     """
     _check_mode(mode)
-    size = int(DEFAULT_SIZES[mode] if size is None else size)
-    if size < patch_size or size % patch_size:
-        raise ValueError(f"size must be a positive multiple of {patch_size}, got {size}")
+    size = check_input_size(DEFAULT_SIZES[mode] if size is None else size, patch_size)
     w, h = (int(v) for v in image_size)
     if w < 1 or h < 1:
         raise ValueError(f"image_size must be positive (W, H), got {image_size}")

@@ -12,7 +12,7 @@ from geomatch import _core
 from geomatch.backbone import DinoV2Config, load_dinov2
 from geomatch.backbone.dinov2 import interpolation_matrix
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
 nn = torch.nn
 F = torch.nn.functional
 

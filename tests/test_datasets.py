@@ -5,10 +5,15 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.io import savemat
 
 from geomatch.data import ImageRecord, PairRecord, load_dataset
 from geomatch.data import tables as T
+
+
+def savemat(*args, **kwargs):
+    sio = pytest.importorskip(
+        "scipy.io", reason="the PF-PASCAL fixtures are written with scipy.io.savemat (test extra)")
+    return sio.savemat(*args, **kwargs)
 
 
 def _jpeg(path, size):

@@ -93,7 +93,7 @@ def test_forward_parameters(rng, dtype, kw):
 
 def test_balanced_limit_matches_pot(rng):
     """reg_m = inf gives POT's balanced-style updates; finite reg_m POT's unbalanced."""
-    ot = pytest.importorskip("ot")
+    ot = pytest.importorskip("ot", reason="the reference is POT (test extra)")
     S = cosine_scores(rng, 20, 15)
     mu, nu = marginal(rng, 21), marginal(rng, 16)
     St = np.full((21, 16), 0.3)
@@ -233,7 +233,7 @@ def torch_plan(torch, S, mu, nu, b, reg=0.1, reg_m=10.0, n_iter=10, log=False):
 @pytest.mark.parametrize("method", ["kernel", "log"])
 @pytest.mark.parametrize("shape", [(4, 6), (41, 29)])
 def test_vjp_matches_torch_autograd(rng, wrt, method, shape):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     N, M = shape
     S = cosine_scores(rng, N, M)
     mu, nu = marginal(rng, N + 1), marginal(rng, M + 1)

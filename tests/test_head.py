@@ -84,7 +84,7 @@ def _torch_forward(torch, cfg, params, x):
 def test_forward_and_backward_match_torch_autograd(dtype, rtol, big):
     # big: attention scores beyond the no-shift bound (|s| up to ~100s), so the
     # row-maximum shift path of the softmax is exercised
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     cfg = HeadConfig(in_dim=24, dim=16, out_dim=12, num_heads=4, num_blocks=2, mlp_dim=20,
                      attn_dim=8)
     head = _perturbed_head(cfg, seed=3, scale=0.1, dtype=dtype)
@@ -238,7 +238,7 @@ def test_save_load_roundtrip_and_errors(tmp_path):
 
 
 def test_adamw_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     rng = np.random.default_rng(0)
     params = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=5)}
     tparams = [torch.tensor(params["a"].copy(), requires_grad=True),

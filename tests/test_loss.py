@@ -60,7 +60,7 @@ def test_oracle_vjp_matches_finite_differences():
 
 
 def test_oracle_matches_geco_torch_recursion():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     rng = np.random.default_rng(1)
     S, mu, nu = _problem(rng, 7, 4)
     lam, reg_kl = 10.0, 10.0

@@ -10,8 +10,8 @@ import pytest
 import geomatch as gm
 from matcher_fixtures import write_images, write_weights
 
-pytest.importorskip("PIL")
-pytest.importorskip("matplotlib")
+pytest.importorskip("PIL", reason="images are read with Pillow")
+pytest.importorskip("matplotlib", reason="figures are drawn with matplotlib")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -76,9 +76,9 @@ def files(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["pth", "safetensors", "hf"])
 def test_every_weights_format_gives_the_same_features(files, fmt):
     d, src, trg = files
-    pytest.importorskip("safetensors")
+    pytest.importorskip("safetensors", reason="the reference file is written with safetensors (test extra)")
     if fmt == "pth":
-        pytest.importorskip("torch")
+        pytest.importorskip("torch", reason="the .pth file is written with torch.save (test extra)")
     sub = os.path.join(d, fmt)
     os.makedirs(sub, exist_ok=True)
     m = gm.Matcher(write_weights(sub, fmt), size=112)

@@ -26,7 +26,7 @@ def test_readme_starts_using_it_with_matching_two_images(tmp_path, monkeypatch):
     import numpy as np
     import pytest
 
-    pytest.importorskip("PIL")
+    pytest.importorskip("PIL", reason="images are read with Pillow")
     pytest.importorskip("IPython", reason="matcher.show displays in IPython")
     from matcher_fixtures import write_images, write_weights
 

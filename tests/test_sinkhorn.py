@@ -9,7 +9,7 @@ import pytest
 import geomatch as gm
 from geomatch.testing import reference
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = pytest.importorskip("hypothesis", reason="property tests need hypothesis (test extra)")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -225,7 +225,7 @@ def test_semi_relaxed_fixed_point(rng):
 
 
 # ------------------------------------------------------------------- vs POT
-ot = pytest.importorskip("ot")
+ot = pytest.importorskip("ot", reason="the reference is POT (test extra)")
 
 
 def _pot_problem(n=100, m=80, seed=0):

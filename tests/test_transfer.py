@@ -65,7 +65,7 @@ def random_pair(rng, hs, ws, ht, wt, d, ssize, tsize, k, dtype):
 # --------------------------------------------------------------------------
 
 def test_oracle_matches_torch_interpolate():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     F = torch.nn.functional
     rng = np.random.default_rng(0)
     for (h, w, W, H) in [(5, 7, 23, 11), (6, 4, 3, 5), (3, 3, 3, 3), (1, 4, 9, 2),
@@ -109,7 +109,7 @@ def test_upsample_argmax_border_keypoints(dtype):
 
 def test_upsample_argmax_matches_torch_protocol():
     """The published code path: F.interpolate + normalize + argmax in float32."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     F = torch.nn.functional
     rng = np.random.default_rng(4)
     for (hs, ws, ht, wt, d, ss, ts) in [(6, 6, 6, 6, 24, (61, 45), (52, 66)),
@@ -353,7 +353,7 @@ def test_core_binding_validates_too():
 
 def test_spair_sized_grid_against_torch_and_threads():
     """37x37 grid to 500x375 images (SPair-like), D reduced to keep torch cheap."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the reference is written with PyTorch (test extra)")
     F = torch.nn.functional
     rng = np.random.default_rng(13)
     base = rng.standard_normal((2, 39, 39, 32)).astype(np.float32)

@@ -25,4 +25,5 @@ def add_backbone_arguments(parser, *, head: bool = False) -> None:
                         help="resize: 518x518 stretch (GECO); pad: longest side 840, centred "
                              "zero padding (GeoAware-SC) (default: resize)")
     parser.add_argument("--size", type=int, default=None,
-                        help="network input side (default: 518 for resize, 840 for pad)")
+                        help="network input side, a multiple of 14 of at most 2072 "
+                             "(default: 518 for resize, 840 for pad)")

@@ -18,6 +18,7 @@ DINOv2) naming.  Nothing here imports torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -37,7 +38,20 @@ __all__ = [
     "merge_geco_lora",
     "is_lora_state",
     "check_state",
+    "MAX_TENSOR_BYTES",
 ]
+
+#: Largest single tensor (and torch storage) a weights file may declare, in
+#: bytes (docs/limits.md).  The largest tensor of any released DINOv2 model
+#: (ViT-g/14) is far below 1 GiB.
+MAX_TENSOR_BYTES = 4 << 30
+
+# Errors a malformed file can raise from inside zipfile, pickle, json, struct
+# or int(): all are turned into one ValueError naming the file.
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError, EOFError,
+                RecursionError, OverflowError, struct.error, TypeError, KeyError,
+                IndexError, AttributeError, UnicodeDecodeError, NotImplementedError,
+                ValueError, MemoryError)
 
 # --------------------------------------------------------------------------
 # dtypes
@@ -88,9 +102,14 @@ def _check_exists(path: str) -> str:
 
 
 class _StorageType:
+    __slots__ = ("name", "dtype", "bf16")
+
     def __init__(self, name: str):
         self.name = name
         self.dtype, self.bf16 = _TORCH_STORAGES[name]
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"checkpoint tries to set attributes of torch.{self.name}")
 
 
 class _Storage:
@@ -111,6 +130,12 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise ValueError("malformed checkpoint: bad tensor size/stride")
     flat = storage.data
     offset = int(storage_offset)
+    numel = math.prod(size)
+    # A tensor may not hold more elements than its storage (a stride-0 view of
+    # a huge shape would otherwise turn a tiny file into a huge allocation).
+    if numel > flat.size:
+        raise ValueError(f"malformed checkpoint: a tensor of shape {size} declares {numel} "
+                         f"elements but its storage holds {flat.size}")
     if 0 in size:
         out = np.zeros(size, dtype=flat.dtype)
     else:
@@ -134,6 +159,30 @@ def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     return data
 
 
+class _Sealed:
+    """What :meth:`_RestrictedUnpickler.find_class` hands to the pickle
+    machinery: callable, but without attributes to set.  The pickle BUILD
+    opcode (``__setstate__`` / attribute assignment) on it is refused, so a
+    file cannot change the reader's functions (e.g. their ``__defaults__``)."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn, name):
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"checkpoint tries to set attributes of {self._name}")
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError(f"checkpoint tries to set attributes of {self._name}")
+
+    __delattr__ = __setattr__
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler for torch state dicts: resolves only the names they use."""
 
@@ -146,13 +195,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module == "collections" and name == "OrderedDict":
             import collections
-            return collections.OrderedDict
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor_v2
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
-        if module == "torch._utils" and name == "_rebuild_parameter_with_state":
-            return _rebuild_parameter_with_state
+            return _Sealed(collections.OrderedDict, "collections.OrderedDict")
+        if module == "torch._utils" and name in _REBUILDERS:
+            return _Sealed(_REBUILDERS[name], f"torch._utils.{name}")
         if module == "torch" and name in _TORCH_STORAGES:
             return _StorageType(name)
         raise pickle.UnpicklingError(
@@ -168,11 +213,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if key not in self._storages:
             name = f"{self._prefix}data/{key}"
             try:
-                raw = self._zf.read(name)
+                info = self._zf.getinfo(name)
             except KeyError:
                 raise ValueError(f"malformed checkpoint: storage {name} is missing") from None
             dtype = np.dtype(stype.dtype).newbyteorder("<")
-            if len(raw) < numel * dtype.itemsize:
+            need = numel * dtype.itemsize
+            # Sizes are checked against the entry's declared size before a
+            # byte is inflated, and only `need` bytes are ever read.
+            if numel < 0 or need > MAX_TENSOR_BYTES:
+                raise ValueError(f"malformed checkpoint: storage {name} declares {numel} "
+                                 f"elements ({need} bytes; the limit is {MAX_TENSOR_BYTES})")
+            if info.file_size != need:
+                raise ValueError(f"malformed checkpoint: storage {name} holds {info.file_size} "
+                                 f"bytes but declares {numel} elements ({need} bytes)")
+            with self._zf.open(info) as f:
+                raw = f.read(need)
+            if len(raw) != need:
                 raise ValueError(f"malformed checkpoint: storage {name} is truncated")
             data = np.frombuffer(raw, dtype=dtype, count=numel)
             self._storages[key] = _Storage(data, stype.bf16)
@@ -194,7 +250,7 @@ def read_torch_file(path) -> Dict[str, np.ndarray]:
         Not a zip-format torch checkpoint, or malformed.
     """
     path = _check_exists(path)
-    if not zipfile.is_zipfile(path):
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path} is not a torch zip checkpoint (legacy torch.save format or another "
             "file type); re-save it with torch>=1.6 or use a safetensors file")
@@ -202,17 +258,18 @@ def read_torch_file(path) -> Dict[str, np.ndarray]:
 
 
 def _load_torch_object(path: str):
-    """The object of a torch zip archive (tensors as NumPy arrays)."""
-    with zipfile.ZipFile(path) as zf:
-        pkls = [n for n in zf.namelist() if n.endswith("data.pkl")]
-        if len(pkls) != 1:
-            raise ValueError(f"{path}: expected one data.pkl in the archive, found {len(pkls)}")
-        prefix = pkls[0][: -len("data.pkl")]
-        with zf.open(pkls[0]) as f:
-            try:
+    """The object of a torch zip archive (tensors as NumPy arrays); every
+    failure (CRC, nesting, sizes, refused names) is a ValueError naming ``path``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pkls = [n for n in zf.namelist() if n.endswith("data.pkl")]
+            if len(pkls) != 1:
+                raise ValueError(f"expected one data.pkl in the archive, found {len(pkls)}")
+            prefix = pkls[0][: -len("data.pkl")]
+            with zf.open(pkls[0]) as f:
                 return _RestrictedUnpickler(f, zf, prefix).load()
-            except pickle.UnpicklingError as exc:
-                raise ValueError(f"{path}: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise _reader_error(path, exc) from None
 
 
 def read_torch_tensor(path) -> np.ndarray:
@@ -228,7 +285,7 @@ def read_torch_tensor(path) -> np.ndarray:
         Not a zip-format torch file, or it holds no single tensor.
     """
     path = _check_exists(path)
-    if not zipfile.is_zipfile(path):
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a torch zip file (legacy torch.save format or "
                          "another file type)")
     obj = _load_torch_object(path)
@@ -243,14 +300,35 @@ def read_torch_tensor(path) -> np.ndarray:
     return obj
 
 
-def _flatten_state(obj, path) -> Dict[str, np.ndarray]:
+def _reader_error(path, exc) -> ValueError:
+    """One ValueError naming ``path`` for any failure of a reader."""
+    msg = str(exc)
+    if isinstance(exc, RecursionError):
+        msg = "nested too deeply"
+    elif isinstance(exc, MemoryError):
+        msg = "declares more memory than is available"
+    elif not isinstance(exc, ValueError) or not msg:
+        msg = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    if msg.startswith(f"{path}:") or msg.startswith(f"{path} "):
+        return ValueError(msg)
+    return ValueError(f"{path}: unreadable weights file ({msg})")
+
+
+_REBUILDERS = {
+    "_rebuild_tensor_v2": _rebuild_tensor_v2,
+    "_rebuild_parameter": _rebuild_parameter,
+    "_rebuild_parameter_with_state": _rebuild_parameter_with_state,
+}
+
+
+def _flatten_state(obj, path, depth: int = 0) -> Dict[str, np.ndarray]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: the checkpoint does not hold a dict of tensors")
     if all(isinstance(v, np.ndarray) for v in obj.values()):
         return {str(k): v for k, v in obj.items()}
     for key in ("model", "state_dict", "teacher", "student"):
-        if key in obj and isinstance(obj[key], Mapping):
-            return _flatten_state(obj[key], path)
+        if key in obj and isinstance(obj[key], Mapping) and depth < 8:
+            return _flatten_state(obj[key], path, depth + 1)
     out = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
     if not out:
         raise ValueError(f"{path}: no tensors found in the checkpoint")
@@ -263,8 +341,26 @@ def _flatten_state(obj, path) -> Dict[str, np.ndarray]:
 
 def read_safetensors(path) -> Dict[str, np.ndarray]:
     """Read a ``.safetensors`` file: u64 little-endian header length, JSON
-    header ``{name: {dtype, shape, data_offsets}}``, then the raw data."""
+    header ``{name: {dtype, shape, data_offsets}}``, then the raw data.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        Naming ``path``: not a safetensors file, negative or oversized shapes,
+        data offsets that are reversed, overlap or lie outside the file.
+    """
     path = _check_exists(path)
+    try:
+        return _read_safetensors(path)
+    except _READ_ERRORS as exc:
+        raise _reader_error(path, exc) from None
+
+
+def _read_safetensors(path) -> Dict[str, np.ndarray]:
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: not a safetensors file (a directory)")
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
@@ -279,26 +375,49 @@ def read_safetensors(path) -> Dict[str, np.ndarray]:
             raise ValueError(f"{path}: not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
-    # memory-map the data so that only one copy of the weights is made
-    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n
-            else np.zeros(0, np.uint8))
-    out = {}
+    nbytes = size - 8 - n
+    entries = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         try:
             dtype, bf16 = _SAFETENSORS_DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(v) for v in info["data_offsets"])
+            shape = tuple(_json_int(s) for s in info["shape"])
+            begin, end = (_json_int(v) for v in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: bad or unsupported header entry for {name!r}") from None
-        count = int(np.prod(shape, dtype=np.int64))
+        if any(s < 0 for s in shape):
+            raise ValueError(f"{path}: tensor {name!r} has a negative shape {list(shape)}")
         dt = np.dtype(dtype).newbyteorder("<")
-        if end - begin != count * dt.itemsize or end > data.size or begin < 0:
-            raise ValueError(f"{path}: tensor {name!r} has inconsistent data offsets")
+        need = math.prod(shape) * dt.itemsize
+        if need > MAX_TENSOR_BYTES:
+            raise ValueError(f"{path}: tensor {name!r} of shape {list(shape)} is larger than "
+                             f"the limit of {MAX_TENSOR_BYTES} bytes")
+        if not 0 <= begin <= end <= nbytes or end - begin != need:
+            raise ValueError(f"{path}: tensor {name!r} has inconsistent data offsets "
+                             f"[{begin}, {end}] (shape {list(shape)} needs {need} bytes; "
+                             f"the data holds {nbytes})")
+        entries.append((begin, end, name, dt, bf16, shape))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    for a, b in zip(entries, entries[1:]):
+        if b[0] < a[1]:
+            raise ValueError(f"{path}: tensors {a[2]!r} and {b[2]!r} overlap in the data")
+    # memory-map the data so that only one copy of the weights is made
+    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if nbytes > 0
+            else np.zeros(0, np.uint8))
+    out = {}
+    for begin, end, name, dt, bf16, shape in entries:
+        count = math.prod(shape)
         arr = np.frombuffer(data, dtype=dt, count=count, offset=begin).reshape(shape).copy()
         out[name] = _bf16_to_f32(arr) if bf16 else arr
     return out
+
+
+def _json_int(v) -> int:
+    """An integer from a JSON header (bool, float and strings refused)."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"not an integer: {v!r}")
+    return v
 
 
 _WRITE_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
@@ -428,8 +547,13 @@ def read_hf_dir(path) -> Tuple[Dict[str, np.ndarray], dict]:
     if not os.path.exists(st_path):
         raise FileNotFoundError(
             f"Hugging Face model directory without model.safetensors: {st_path}")
-    with open(cfg_path) as f:
-        config = json.load(f)
+    try:
+        with open(cfg_path, "rb") as f:
+            config = json.loads(f.read().decode("utf-8"))
+    except _READ_ERRORS as exc:
+        raise _reader_error(cfg_path, exc) from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: not a Hugging Face config (not a JSON object)")
     return hf_to_reference(read_safetensors(st_path)), config
 
 
@@ -491,14 +615,22 @@ def merge_geco_lora(state: Dict[str, np.ndarray], lora: Mapping[str, np.ndarray]
 # validation
 
 
-def _problems(missing, extra, bad) -> str:
+def _problems(missing, extra, bad, show: int = 4) -> str:
+    """Counts of each kind of problem with the first ``show`` names of each
+    (a file of another model differs in every tensor: the full list would be
+    kilobytes long)."""
+    def names(items):
+        items = list(items)
+        more = f", ... ({len(items) - show} more)" if len(items) > show else ""
+        return ", ".join(items[:show]) + more
+
     parts = []
     if missing:
-        parts.append(f"missing {len(missing)}: " + ", ".join(missing))
+        parts.append(f"missing {len(missing)}: " + names(missing))
     if extra:
-        parts.append(f"unexpected {len(extra)}: " + ", ".join(extra))
+        parts.append(f"unexpected {len(extra)}: " + names(extra))
     if bad:
-        parts.append(f"wrong shape {len(bad)}: " + ", ".join(bad))
+        parts.append(f"wrong shape {len(bad)}: " + names(bad))
     return "; ".join(parts)
 
 

@@ -214,7 +214,8 @@ def interpolate_pos_embed(pos_embed: np.ndarray, config: DinoV2Config, h: int,
 
 def check_pixels(pixels, patch_size: int) -> np.ndarray:
     """A network input as a (B, H, W, 3) float array, checked: float dtype,
-    H and W positive multiples of ``patch_size``, finite values."""
+    H and W positive multiples of ``patch_size`` of at most ``MAX_INPUT_SIZE``,
+    finite values."""
     arr = np.asarray(pixels)
     if arr.dtype.kind != "f":
         raise TypeError(f"pixels must be a float array (normalized image), got {arr.dtype}")
@@ -227,6 +228,11 @@ def check_pixels(pixels, patch_size: int) -> np.ndarray:
     if arr.shape[1] % p or arr.shape[2] % p or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"pixels height and width must be positive multiples of {p}, "
                          f"got {arr.shape[1]}x{arr.shape[2]}")
+    from .preprocess import MAX_INPUT_SIZE
+
+    if max(arr.shape[1], arr.shape[2]) > MAX_INPUT_SIZE:
+        raise ValueError(f"pixels height and width must be at most {MAX_INPUT_SIZE} "
+                         f"(docs/limits.md), got {arr.shape[1]}x{arr.shape[2]}")
     if not np.isfinite(arr).all():
         raise ValueError("pixels contains NaN or infinite values")
     return arr
@@ -609,10 +615,15 @@ def read_dinov2(weights, model: Optional[str] = None, *, lora=None,
     base = config if config is not None else (DinoV2Config.from_name(model) if model else None)
     if os.path.isdir(path):
         state, hf = ck.read_hf_dir(path)
-        if base is None:
-            base = _hf_config(hf)
-        elif config is None:
+        try:
             hfc = _hf_config(hf)
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{os.path.join(path, 'config.json')}: not a DINOv2 configuration "
+                             f"({what})") from None
+        if base is None:
+            base = hfc
+        elif config is None:
             base = replace(base, interpolation=hfc.interpolation,
                            interpolate_offset=hfc.interpolate_offset)
     else:

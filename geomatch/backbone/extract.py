@@ -245,12 +245,11 @@ def manifest_task(spec: "BackboneSpec", preprocess: str, size: Optional[int], dt
     """Load ``spec`` on a worker (kept for its extract tasks) and return the
     cache manifest; the client never loads the weights."""
     from ..runtime.distributed import worker_cached
-    from .preprocess import DEFAULT_SIZES
+    from .preprocess import DEFAULT_SIZES, check_input_size
 
     model = worker_cached(("backbone", spec), spec.load)
-    size = int(DEFAULT_SIZES[preprocess] if size is None else size)
-    if size < model.patch_size or size % model.patch_size:
-        raise ValueError(f"size must be a positive multiple of {model.patch_size}, got {size}")
+    size = check_input_size(DEFAULT_SIZES[preprocess] if size is None else size,
+                            model.patch_size)
     return cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                           sha256=spec.sha256, lora=spec.lora is not None)
 
@@ -310,7 +309,7 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
     """
     from ..runtime.progress import progress as _progress
     from ..data.cache import FeatureCache
-    from .preprocess import DEFAULT_SIZES
+    from .preprocess import DEFAULT_SIZES, check_input_size
 
     if preprocess not in DEFAULT_SIZES:
         raise ValueError(f"preprocess must be 'resize' or 'pad', got {preprocess!r}")
@@ -318,6 +317,8 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if size is not None:  # bounded before any weights are loaded (docs/limits.md)
+        check_input_size(size, None)
     sh = parse_shard(shard)
     records = [_Image(str(r.key), os.fspath(r.path)) for r in images]
     if sh is not None:
@@ -335,10 +336,8 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
         engine = manifest["engine"]
         batch = int(batch_size or (8 if spec.engine == "torch" else 1))
     else:
-        size = int(DEFAULT_SIZES[preprocess] if size is None else size)
-        if size < model.patch_size or size % model.patch_size:
-            raise ValueError(f"size must be a positive multiple of {model.patch_size}, "
-                             f"got {size}")
+        size = check_input_size(DEFAULT_SIZES[preprocess] if size is None else size,
+                                model.patch_size)
         manifest = cache_manifest(model, preprocess=preprocess, size=size, dtype=dtype,
                                   sha256=sha256, lora=lora)
         engine = manifest["engine"]
@@ -417,7 +416,10 @@ def configure_parser(parser) -> None:
 def run_cli(args) -> int:
     from ..data import load_dataset
     from ..runtime.distributed import dask_client, parse_address
+    from .preprocess import check_input_size
 
+    if args.size is not None:  # checked before any file is read
+        check_input_size(args.size, name="--size")
     shard = parse_shard(args.shard)
     precision = "bfloat16" if args.precision == "bf16" else args.precision
     if args.engine != "torch" and args.device is not None:

@@ -25,10 +25,11 @@ import os
 
 import numpy as np
 
-from ..geometry import DEFAULT_SIZES, Frame, _check_mode, make_frame, pad_geometry
+from ..geometry import (DEFAULT_SIZES, MAX_INPUT_SIZE, Frame, _check_mode, check_input_size,
+                        make_frame, pad_geometry)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_SIZES", "Frame", "make_frame",
-           "load_image", "preprocess_image", "normalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_SIZES", "MAX_INPUT_SIZE", "Frame",
+           "make_frame", "check_input_size", "load_image", "preprocess_image", "normalize"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

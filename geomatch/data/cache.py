@@ -12,7 +12,11 @@ Layout of a cache directory::
 percent-encoded into a single file name.  Every file is written to a temporary
 name in the same folder and then renamed (``os.replace``), so a reader sees
 either the whole array or nothing; leftover temporary files (``.tmp-*``) of an
-interrupted writer are ignored.
+interrupted writer are ignored.  Files are created with the permissions the
+process umask allows (a cache can be shared by a group), and the manifest is
+published with a hard link, which fails when the name exists: of several
+processes creating the same cache at once, exactly one writes the manifest
+and the others compare theirs with it.
 
 The manifest is a dict with the fields
 
@@ -31,9 +35,9 @@ so features of two engines never share a cache (see docs/scaling.md).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
 import threading
 from typing import Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote
@@ -42,14 +46,15 @@ import numpy as np
 
 from .._version import __version__
 from ..geometry import grid_frame  # re-exported: the frame of an image in the input
+from ..runtime.files import atomic_file, create_temp
 
-__all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS"]
+__all__ = ["FeatureCache", "grid_frame", "MANIFEST_FIELDS", "features_fingerprint",
+           "check_features_record"]
 
 MANIFEST_FIELDS = ("backbone", "weights_sha256", "resolution", "preprocess", "grid", "dim",
                    "dtype", "engine", "geomatch_version")
 _IGNORED_IN_COMPARISON = ("geomatch_version",)
 _FLIP_SUFFIX = "@flip"
-_TMP_PREFIX = ".tmp-"
 
 
 def _normalize_manifest(manifest: Mapping) -> dict:
@@ -88,15 +93,37 @@ def _normalize_manifest(manifest: Mapping) -> dict:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=d)
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _publish_once(path: str, text: str) -> bool:
+    """Write ``path`` atomically unless it exists; True when this call wrote it.
+
+    The complete file is hard-linked to ``path``; ``link`` fails when the name
+    exists, so concurrent writers cannot replace each other's file.
+    """
+    fd, tmp = create_temp(os.path.dirname(path), ".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:  # a file system without hard links
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+        try:  # exclusive create, then the content (readers retry a partial file)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return True
+    finally:
         _silent_unlink(tmp)
-        raise
 
 
 def _silent_unlink(path: str) -> None:
@@ -168,21 +195,22 @@ class FeatureCache:
         path = os.path.abspath(os.fspath(path))
         m = _normalize_manifest(manifest)
         mpath = os.path.join(path, "manifest.json")
-        if os.path.exists(mpath):
-            old = _read_manifest(mpath)
-            keys = sorted((set(old) | set(m)) - set(_IGNORED_IN_COMPARISON))
-            diff = [k for k in keys if old.get(k) != m.get(k)]
-            if diff:
-                details = ", ".join(f"{k}: cached {old.get(k)!r} != requested {m.get(k)!r}"
-                                    for k in diff)
-                raise ValueError(f"feature cache {path} exists with a different manifest "
-                                 f"(fields {diff}: {details})")
-            return cls(path, old, _TOKEN)
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"feature cache path {path} exists and is not a directory")
-        os.makedirs(os.path.join(path, "features"), exist_ok=True)
-        _atomic_write_text(mpath, json.dumps(m, indent=2, sort_keys=True) + "\n")
-        return cls(path, m, _TOKEN)
+        if not os.path.exists(mpath):
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"feature cache path {path} exists and is not a directory")
+            os.makedirs(os.path.join(path, "features"), exist_ok=True)
+            if _publish_once(mpath, json.dumps(m, indent=2, sort_keys=True) + "\n"):
+                return cls(path, m, _TOKEN)
+        # an existing cache (possibly created a moment ago by another process)
+        old = _read_manifest(mpath, retry=True)
+        keys = sorted((set(old) | set(m)) - set(_IGNORED_IN_COMPARISON))
+        diff = [k for k in keys if old.get(k) != m.get(k)]
+        if diff:
+            details = ", ".join(f"{k}: cached {old.get(k)!r} != requested {m.get(k)!r}"
+                                for k in diff)
+            raise ValueError(f"feature cache {path} exists with a different manifest "
+                             f"(fields {diff}: {details})")
+        return cls(path, old, _TOKEN)
 
     @classmethod
     def open(cls, path) -> "FeatureCache":
@@ -264,15 +292,14 @@ class FeatureCache:
             raise ValueError(f"features for {key!r} contain non-finite values "
                              f"(after conversion to {self.dtype})")
         final = self._file(key, flipped)
-        os.makedirs(self._dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=self._dir)
         try:
-            with os.fdopen(fd, "wb") as f:
+            os.makedirs(self._dir, exist_ok=True)
+            with atomic_file(final, "wb") as f:
                 np.lib.format.write_array(f, out, allow_pickle=False)
-            os.replace(tmp, final)
-        except BaseException:
-            _silent_unlink(tmp)
-            raise
+        except OSError as exc:
+            # e.g. a full disk: name the file (write_array's error does not)
+            raise OSError(exc.errno, f"cannot write feature cache file {final}: "
+                                     f"{exc.strerror or exc}", final) from None
         with self._lock:
             self._entries.add((key, bool(flipped)))
             self._dirty = True
@@ -365,13 +392,80 @@ class FeatureCache:
 _TOKEN = object()
 
 
-def _read_manifest(mpath: str) -> dict:
-    try:
-        with open(mpath, encoding="utf-8") as f:
-            m = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"feature cache manifest {mpath} is not valid JSON: {exc}") from None
+def _read_manifest(mpath: str, retry: bool = False) -> dict:
+    """Read and validate a manifest; ValueError naming ``mpath`` when it is not
+    one.  ``retry``: a manifest being written by another process (a file
+    system without hard links) may be read again for up to a second."""
+    import time
+
+    for attempt in range(20 if retry else 1):
+        try:
+            with open(mpath, "rb") as f:
+                m = json.loads(f.read().decode("utf-8"))
+            break
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            if attempt + 1 >= (20 if retry else 1):
+                raise ValueError(f"feature cache manifest {mpath} is not valid JSON "
+                                 f"({type(exc).__name__}: {exc})") from None
+            time.sleep(0.05)
     try:
         return _normalize_manifest(m)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"feature cache manifest {mpath} is invalid: {exc}") from None
+
+
+def features_fingerprint(manifest: Mapping) -> dict:
+    """What identifies the features of a cache: a record for a head file.
+
+    Returns ``{"fingerprint": sha256, "fields": {...}}`` where ``fields`` are
+    the manifest fields that determine the features (every field but
+    ``geomatch_version``: backbone and LoRA, ``weights_sha256``, preprocessing,
+    resolution, grid, dim, dtype and any extra field) and ``fingerprint`` is
+    the SHA-256 of their canonical JSON (sorted keys, no spaces).
+    """
+    import hashlib
+
+    m = _normalize_manifest(manifest)
+    fields = {k: v for k, v in m.items() if k not in _IGNORED_IN_COMPARISON}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return {"fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(), "fields": fields}
+
+
+def check_features_record(record: Optional[Mapping], manifest: Mapping, *, what: str,
+                          where: str, force: bool = False) -> None:
+    """Compare the features a head was trained on with a cache's manifest.
+
+    Parameters
+    ----------
+    record : the head's record (:func:`features_fingerprint` of its training
+        cache), or None for a head file that does not record it.
+    manifest : the manifest of the cache about to be used.
+    what, where : names of the head and of the cache, for messages.
+    force : only warn on a mismatch.
+
+    Raises
+    ------
+    ValueError
+        The fingerprints differ (the message lists the differing fields) and
+        ``force`` is false.
+    """
+    import warnings
+
+    if record is None:
+        warnings.warn(f"{what} does not record the features it was trained on (a file of an "
+                      f"older geomatch); cannot check that it fits {where}", stacklevel=3)
+        return
+    mine = features_fingerprint(manifest)
+    if record.get("fingerprint") == mine["fingerprint"]:
+        return
+    theirs = record.get("fields") or {}
+    keys = sorted(set(theirs) | set(mine["fields"]))
+    diff = [f"{k}: trained on {theirs.get(k)!r}, cache has {mine['fields'].get(k)!r}"
+            for k in keys if theirs.get(k) != mine["fields"].get(k)]
+    msg = (f"{what} was trained on other features than those of {where} ("
+           + ("; ".join(diff) if diff else "fingerprints differ") + ")")
+    if force:
+        warnings.warn(msg + "; used anyway (force=True)", stacklevel=3)
+        return
+    raise ValueError(msg + "; pass force=True (--force) to use it anyway")
+

@@ -169,14 +169,8 @@ class PFPascal(Dataset):
         key = (category, path.stem)
         if key in self._mat_cache:
             return self._mat_cache[key]
-        from scipy.io import loadmat
-
         require_file(path, "PF-PASCAL annotation")
-        try:
-            mat = loadmat(str(path))
-        except Exception as exc:  # scipy raises several types on bad files
-            raise ValueError(f"malformed PF-PASCAL annotation {path}: "
-                             f"unreadable .mat ({exc})") from None
+        mat = _load_annotation(path)
         if "kps" not in mat:
             raise ValueError(f"malformed PF-PASCAL annotation {path}: missing "
                              f"field 'kps'")
@@ -231,6 +225,30 @@ class PFPascal(Dataset):
                           keypoint_names=self.keypoint_names(category),
                           flip_perm=frozen_array(self._flip_perm(category)),
                           meta=meta)
+
+
+def _load_annotation(path: Path) -> dict:
+    """``kps`` and ``bbox`` of a PF-PASCAL .mat file: geomatch's own MAT
+    reader (no scipy needed); scipy.io.loadmat, when installed, for files
+    using features that reader does not handle."""
+    from .matfile import UnsupportedMatFile, read_mat
+
+    try:
+        return read_mat(path, names=("kps", "bbox"))
+    except UnsupportedMatFile as exc:
+        try:
+            from scipy.io import loadmat
+        except ImportError:
+            raise ValueError(f"malformed PF-PASCAL annotation {path}: unreadable .mat ({exc}; "
+                             "installing scipy may help)") from None
+        try:
+            return loadmat(str(path))
+        except Exception as exc2:  # scipy raises several types on bad files
+            raise ValueError(f"malformed PF-PASCAL annotation {path}: "
+                             f"unreadable .mat ({exc2})") from None
+    except ValueError as exc:
+        raise ValueError(f"malformed PF-PASCAL annotation {path}: unreadable .mat ({exc})") \
+            from None
 
 
 def _parse_list(text, where, column) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import metrics as _metrics
 from ..runtime.progress import progress as _progress
-from ..data.cache import FeatureCache
+from ..data.cache import FeatureCache, check_features_record
 from ..geometry import grid_frame
 from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
@@ -238,7 +238,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
              categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
              seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
              transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: Optional[int] = None, client=None) -> EvalResult:
+             workers: Optional[int] = None, client=None,
+             force: bool = False) -> EvalResult:
     """Evaluate keypoint transfer on one split of a dataset.
 
     Parameters
@@ -288,6 +289,11 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         the cache and the head file; a head given as a callable is sent to
         each worker once).  Scoring stays here, in pair order, so results
         are identical to a run without ``client``.
+    force : bool
+        Evaluate a head even when it was trained on other features than the
+        cache's (its file records the fingerprint of its training cache's
+        manifest, :func:`geomatch.data.cache.features_fingerprint`); a
+        warning is issued instead of the error.
 
     Returns
     -------
@@ -298,7 +304,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     FileNotFoundError
         When the cache misses features of images of the split (lists some).
     ValueError
-        Bad mode, threshold, alphas, or no pair to evaluate.
+        Bad mode, threshold, alphas, or no pair to evaluate; a head trained
+        on other features than the cache's (unless ``force``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -307,6 +314,8 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
     alphas = tuple(float(a) for a in _metrics._check_alphas(alphas))
     if figures and out_dir is None:
         raise ValueError("figures=True needs out_dir")
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
     if workers is None:
         from ..runtime.config import get_num_threads
 
@@ -317,6 +326,13 @@ def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-arg
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, head_name = _resolve_head(head, manifest)
+    # a head with a record is checked against the cache; a head file of an
+    # older geomatch (no record at all) gives a warning
+    if head_fn is not None and (getattr(head_fn, "trained_on", None) is not None
+                                or getattr(head_fn, "_unrecorded_features", False)):
+        check_features_record(getattr(head_fn, "trained_on", None), manifest,
+                              what=f"head {head_name}", where=f"feature cache {cache.path}",
+                              force=force)
     fn = transfer or transfer_keypoints
 
     pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)
@@ -521,6 +537,9 @@ def configure_parser(parser) -> None:
                         help="transfer blocks of pairs on a Dask cluster: a scheduler address "
                              "(tcp://host:8786) or local:N worker processes "
                              '(pip install "geomatch[dask]"); default: none, run in this process')
+    parser.add_argument("--force", action="store_true",
+                        help="evaluate --head even if it was trained on other features "
+                             "(another backbone, weights or preprocessing) than --cache holds")
 
 
 def run_cli(args) -> int:
@@ -541,7 +560,7 @@ def run_cli(args) -> int:
                        alphas=tuple(args.alphas), threshold=args.threshold,
                        categories=args.categories, subsample=args.subsample, seed=args.seed,
                        out_dir=out, figures=args.figures, progress=not args.no_progress,
-                       workers=args.workers, client=client)
+                       workers=args.workers, client=client, force=args.force)
     print(res.to_markdown())
     print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}"
           + (f" and {len(res.figures)} figures in {os.path.join(out, 'figures')}"

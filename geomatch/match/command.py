@@ -147,6 +147,10 @@ def run_cli(args) -> int:
     if not 1 <= args.grid <= MAX_GRID:
         raise ValueError(f"--grid must be between 1 and {MAX_GRID} ({MAX_GRID ** 2} points), "
                          f"got {args.grid}; give more points with --points-file")
+    if args.size is not None:  # checked before any file is read
+        from ..backbone.preprocess import check_input_size
+
+        check_input_size(args.size, name="--size")
     # read both images first: a bad file fails before the weights are loaded
     srgb = load_rgb(args.src, "SRC")
     trgb = load_rgb(args.trg, "TRG")

@@ -146,7 +146,7 @@ class Matcher:
 
     def __init__(self, weights, *, lora=None, head=None, model: Optional[str] = None,
                  preprocess: str = "resize", size: Optional[int] = None, cache_size: int = 4):
-        from ..backbone.preprocess import DEFAULT_SIZES
+        from ..backbone.preprocess import DEFAULT_SIZES, check_input_size
 
         if preprocess not in DEFAULT_SIZES:
             raise ValueError(f"preprocess must be 'resize' or 'pad', got {preprocess!r}")
@@ -181,14 +181,9 @@ class Matcher:
         self.lora = None if lora is None else os.fspath(lora)
         self.head, self.head_source = self._load_head(head)
         self.preprocess = preprocess
-        if size is not None and (isinstance(size, bool)
-                                 or not isinstance(size, (int, np.integer))):
-            raise TypeError(f"size must be an integer number of pixels or None, got {size!r}")
-        self.size = int(DEFAULT_SIZES[preprocess] if size is None else size)
-        patch = int(self.backbone.patch_size)
-        if self.size < patch or self.size % patch:
-            raise ValueError(f"size must be a positive multiple of the patch size {patch}, "
-                             f"got {self.size}")
+        # the backbone's one size policy (docs/limits.md); 0 is an error, not the default
+        self.size = check_input_size(DEFAULT_SIZES[preprocess] if size is None else size,
+                                     int(self.backbone.patch_size))
         self.cache_size = cache_size
         self._features: "OrderedDict[str, Tuple[np.ndarray, object, np.ndarray]]" = OrderedDict()
         self._path_keys: dict = {}

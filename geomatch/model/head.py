@@ -239,6 +239,10 @@ class AttentionHead:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.config = config
         self.dtype = dtype
+        #: The features the head was trained on (``features_fingerprint`` of
+        #: the training cache's manifest; see geomatch.data.cache), saved with
+        #: the head; None when unknown.
+        self.trained_on: Optional[dict] = None
         self._params = self._init_params(np.random.default_rng(seed))
         self._cache = None
         self._pe = {}
@@ -299,6 +303,7 @@ class AttentionHead:
         """A copy of the head computing in ``dtype``."""
         new = AttentionHead(self.config, dtype=dtype)
         new.set_parameters(self._params)
+        new.trained_on = self.trained_on
         return new
 
     def __repr__(self) -> str:
@@ -467,13 +472,44 @@ class AttentionHead:
 
     # -------------------------------------------------------------------- I/O
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the configuration and parameters to an ``.npz`` file at ``path``."""
+        """Write the configuration, the parameters and the record of the
+        training features (:attr:`trained_on`) to an ``.npz`` file at ``path``."""
         arrays = {"param/" + k: v for k, v in self._params.items()}
-        meta = json.dumps({"format": HEAD_FORMAT, "config": self.config.to_dict()})
+        meta = json.dumps(head_meta(self))
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
         np.savez(tmp, __meta__=np.array(meta), **arrays)
         os.replace(tmp, path)
+
+
+def head_meta(head: "AttentionHead") -> dict:
+    """The ``__meta__`` record of a head file: format, configuration and the
+    features the head was trained on (None when it was not trained on a cache)."""
+    # null for a head never trained on a cache (nothing to check); files of
+    # geomatch before this record existed lack the key altogether
+    return {"format": HEAD_FORMAT, "config": head.config.to_dict(), "features": head.trained_on}
+
+
+def _check_npz_sizes(path) -> None:
+    """Refuse an ``.npz`` member whose ``.npy`` header declares more data than
+    the member holds, before NumPy allocates the declared array."""
+    import zipfile
+
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                major, _ = fmt.read_magic(f)
+                read_header = (fmt.read_array_header_1_0 if major == 1
+                               else fmt.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                offset = f.tell()
+            need = math.prod(shape) * dtype.itemsize
+            if offset + need != info.file_size:
+                raise ValueError(f"entry {info.filename} declares {dtype} {shape} "
+                                 f"({need} bytes) but holds {info.file_size - offset} bytes")
 
 
 def _file_kind(path: str) -> str:
@@ -537,6 +573,13 @@ class HeadFile:
             if not np.isfinite(v).all():
                 raise ValueError(f"{path}: parameter {k} contains non-finite values")
         head.set_parameters(params)
+        rec = self.meta.get("features")
+        if rec is not None and not (isinstance(rec, dict)
+                                    and isinstance(rec.get("fingerprint"), str)):
+            raise ValueError(f"{path}: corrupt record of the training features: {rec!r}")
+        head.trained_on = rec
+        # a file written before heads recorded their training features
+        head._unrecorded_features = "features" not in self.meta
         return head
 
 
@@ -567,6 +610,7 @@ def read_head_file(path: Union[str, os.PathLike], *,
         raise ValueError(f"{path}: not a geomatch head checkpoint (the .npz written by "
                          f"geomatch train or AttentionHead.save)")
     try:
+        _check_npz_sizes(path)
         z = np.load(path, allow_pickle=False)
         files = dict(z.items())
     except Exception as exc:

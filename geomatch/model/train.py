@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .head import HEAD_FORMAT, AttentionHead, HeadConfig, read_head_file
+from .head import AttentionHead, HeadConfig, head_meta, read_head_file
 from ..geometry import flip_x, foreground_grid, grid_frame, keypoint_patches
 from .loss import LossConfig, PairLoss
 from .optim import AdamW
@@ -64,6 +64,17 @@ _CKPT_KIND = "geomatch.model.train/1"
 def _manifest(cache) -> dict:
     m = getattr(cache, "manifest", None)
     return dict(m) if isinstance(m, dict) else {"preprocess": "resize"}
+
+
+def _features_record(manifest):
+    """The record of the training features saved with the head (None when the
+    cache has no full manifest, e.g. an in-memory stand-in)."""
+    from ..data.cache import features_fingerprint
+
+    try:
+        return features_fingerprint(manifest)
+    except (TypeError, ValueError):
+        return None
 
 
 def _frame(size, manifest):
@@ -222,8 +233,7 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
 def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
     arrays = {"param/" + k: v for k, v in head.parameters().items()}
     arrays.update(opt.state_dict())
-    full = {"format": HEAD_FORMAT, "config": head.config.to_dict(), "kind": _CKPT_KIND,
-            "train": meta}
+    full = dict(head_meta(head), kind=_CKPT_KIND, train=meta)
     tmp = os.fspath(path) + ".tmp.npz"
     np.savez(tmp, __meta__=np.array(json.dumps(full)), **arrays)
     os.replace(tmp, path)
@@ -390,6 +400,12 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     batch_pairs = int(batch_pairs)
     if steps is not None and int(steps) < 0:
         raise ValueError(f"steps must be non-negative, got {steps!r}")
+    for name, v in (("val_every", val_every), ("save_every", save_every)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                              or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
     if isinstance(cache, (str, os.PathLike)):
         from ..data.cache import FeatureCache
 
@@ -438,6 +454,14 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         opt.load_state_dict(files, source=os.fspath(resume))
     manifest = _manifest(cache)
     masks = _MaskStore(manifest)
+    record = _features_record(manifest)
+    if resume is not None and record is not None and (
+            head.trained_on is not None or getattr(head, "_unrecorded_features", False)):
+        from ..data.cache import check_features_record
+
+        check_features_record(head.trained_on, manifest, what=f"checkpoint {os.fspath(resume)}",
+                              where=f"feature cache {getattr(cache, 'path', cache)}")
+    head.trained_on = record
     n = len(pairs)
     if steps is None:
         ep = 1.0 if epochs is None else float(epochs)

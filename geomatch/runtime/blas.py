@@ -9,11 +9,11 @@ copy already in memory.
 import ctypes
 import os
 
-from .._build_config import BLAS
+from .._buildinfo import info as _build
 
 
 def preload() -> None:
-    if not BLAS.startswith("scipy-openblas32"):
+    if not _build()["blas"].startswith("scipy-openblas32"):
         return
     try:
         import scipy_openblas32

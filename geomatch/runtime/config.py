@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import _core
-from .._build_config import BLAS, CFLAGS
+from .. import _buildinfo, _core
 
 
 def build_info() -> dict:
@@ -14,11 +13,26 @@ def build_info() -> dict:
     Keys: ``blas`` (which library the build linked), ``blas_config`` (the
     library's own description, with its version), ``blas_corename``,
     ``blas_threading``, ``openmp``, ``num_threads``, ``num_procs``, ``simd``
-    (the highest instruction set the core was compiled for) and ``cflags``.
+    (the highest instruction set the core was compiled for), ``cflags``
+    and ``build``.
+
+    Everything comes from the compiled extensions themselves: ``blas``,
+    ``cflags`` and whether ``-march=native`` was used are compiled into
+    ``geomatch._buildinfo`` (built with the core's flags), ``simd`` is what
+    the core's own objects were compiled for.  ``build`` is ``"native"`` or
+    ``"portable"`` when both agree, and says ``"inconsistent"`` (with both
+    SIMD levels) when the core was compiled with other flags than recorded.
     """
     info = dict(_core.build_info())
-    info["blas"] = BLAS
-    info["cflags"] = CFLAGS
+    b = _buildinfo.info()
+    info["blas"] = b["blas"]
+    info["cflags"] = b["cflags"]
+    kind = "native" if b["native"] else "portable"
+    if b["simd"] == info["simd"]:
+        info["build"] = kind
+    else:
+        info["build"] = (f"inconsistent: recorded {kind} ({b['simd']}) but the core was "
+                         f"compiled for {info['simd']}; rebuild geomatch")
     return info
 
 
@@ -37,6 +51,7 @@ def show_config(file=None) -> None:
         f" GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')})",
         f"  threads        : {info['num_threads']} (of {info['num_procs']} processors)",
         f"  SIMD level     : {info['simd']}",
+        f"  build          : {info['build']}",
         f"  compiler flags : {info['cflags']}",
     ]
     print("\n".join(lines), file=out)
