@@ -73,3 +73,23 @@ def weights(tmp_path):
     from test_backbone_extract import make_weights_file
 
     return make_weights_file(tmp_path)
+
+
+@pytest.fixture
+def run_python():
+    """``run_python(code, timeout=120)``: run ``python -c code`` in a fresh
+    interpreter that imports geomatch from this tree (PYTHONPATH = the repository
+    root); returns the CompletedProcess (text stdout/stderr, never raises on a
+    non-zero exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+
+    def run(code, timeout=120):
+        env = dict(os.environ, PYTHONPATH=root)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+
+    return run
