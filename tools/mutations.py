@@ -22,7 +22,7 @@ _FILES = {
     "H": "geomatch/model/head.py", "O": "geomatch/model/optim.py",
     "P": "geomatch/backbone/preprocess.py", "S": "geomatch/data/spair.py",
     "TB": "geomatch/data/tables.py", "SG": "geomatch/eval/segmentation.py",
-    "PP": "geomatch/data/pascalparts.py",
+    "PP": "geomatch/data/pascalparts.py", "G": "geomatch/geometry.py",
 }
 
 GLUE = ["tests/test_glue_geometry.py", "tests/test_glue_references.py",
@@ -74,26 +74,26 @@ cache-get-no-dtype-check | C | T_CACHE | get() ignores dtype
 cache-put-no-finite-check | C | T_CACHE | non-finite features stored
 - if not np.all(np.isfinite(out)):
 + if False:
-cache-pad-offset-rounding | C | T_CACHE tests/test_backbone_extract.py tests/test_evaluate.py | pad offset rounding
-- off_y = (s - new_h) // 2
-+ off_y = (s - new_h + 1) // 2
-cache-pad-long-side | C | T_CACHE tests/test_evaluate.py | pad frame size
+cache-pad-offset-rounding | G | T_CACHE tests/test_backbone_extract.py tests/test_evaluate.py | pad offset rounding
+- return (nw, nh), (0, (size - nh) // 2)
++ return (nw, nh), (0, (size - nh + 1) // 2)
+cache-pad-long-side | G | T_CACHE tests/test_evaluate.py | pad frame size
 - long_side = max(w, h)
 + long_side = min(w, h)
 # ---- preprocessing
-preprocess-pad-offset | P | tests/test_backbone_extract.py tests/test_backbone.py GLUE | pad offset of the pixels
-- return (nw, nh), (0, (size - nh) // 2)
-+ return (nw, nh), (0, (size - nh + 1) // 2)
+preprocess-pad-offset | G | tests/test_backbone_extract.py tests/test_backbone.py tests/test_geometry.py GLUE | pad offset of the pixels
+- return (nw, nh), ((size - nw) // 2, 0)
++ return (nw, nh), ((size - nw + 1) // 2, 0)
 # ---- train
-train-flip-W-minus-x | T | T_TRAIN | flip rule off by one
-- kps[:, 0] = W - 1.0 - kps[:, 0]
-+ kps[:, 0] = W - kps[:, 0]
+train-flip-W-minus-x | G | T_TRAIN | flip rule off by one
+-     if pixel_index:\n        return width - 1 - x\n
++     if pixel_index:\n        return width - x\n
 train-flip-no-relabel | T | T_TRAIN | flip without left/right relabelling
 - kps, vis = kps[perm], vis[perm]
 + kps, vis = kps, vis
-train-mask-flip | T | T_TRAIN | flipped foreground mask off by one
-- ox = W - 1 - ox
-+ ox = W - ox
+train-mask-flip | G | T_TRAIN | flipped foreground mask off by one
+- xs = flip_x(xs, W, pixel_index=True)
++ xs = flip_x(xs, W, pixel_index=False)
 # ---- evaluate
 evaluate-trg-frame-from-src | E | tests/test_evaluate.py GLUE | target frame from the source image size
 - tx0, ty0, tfw, tfh = grid_frame(pair.trg.size, manifest)
