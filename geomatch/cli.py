@@ -25,6 +25,8 @@ import sys
 # command name -> (module, one-line help)
 COMMANDS = {
     "eval": ("geomatch.eval.evaluate", "evaluate keypoint transfer (PCK tables, JSON/CSV, figures)"),
+    "rescore": ("geomatch.eval.predictions",
+                "recompute every metric from a predictions.npz of an evaluation run"),
     "extract": ("geomatch.backbone.extract",
                 "compute DINOv2 features (and flipped ones) of a dataset split into a feature cache"),
     "train": ("geomatch.model.train", "train the attention head on cached features (GECO OT loss)"),

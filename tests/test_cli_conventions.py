@@ -70,8 +70,9 @@ def test_config_file_fills_options_and_flags_win(tmp_path):
     parser = cli.build_parser()
     argv = cli._apply_config(parser, ["train", "--config", str(cfg), "--lr", "0.001"])
     args = parser.parse_args(argv)
-    assert (args.dataset, args.root, args.cache, args.out) == ("spair", "/data/SPair-71k",
-                                                               "feats", "run1")
+    # train takes one or more datasets (one root and cache each)
+    assert (args.dataset, args.root, args.cache, args.out) == (["spair"], ["/data/SPair-71k"],
+                                                               ["feats"], "run1")
     assert args.batch_pairs == 8 and args.no_flip is True
     assert args.categories == ["cat", "dog"]
     assert args.lr == 0.001                      # the command line wins

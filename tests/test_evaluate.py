@@ -271,7 +271,7 @@ def test_cli(setup, tmp_path, monkeypatch, capsys):
     assert "missing-cache" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mode", E.MODES)
+@pytest.mark.parametrize("mode", [m for m in E.MODES if m != "grid-argmax-corner"])
 def test_evaluate_with_geomatch_transfer(setup, mode):
     """The same split through the package's own transfer_keypoints."""
     ds, cache = setup
@@ -345,3 +345,68 @@ def test_head_checkpoint_path(setup, tmp_path):
     # the features handed to the transfer are the head's output (first pair: dog/i0)
     ref = head(ds.images["dog/i0"][1].astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(feats[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_per_image_geometry_aware_and_ratios(setup):
+    ds, cache = setup
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", progress=False, workers=1,
+                     transfer=grid_argmax_transfer)
+    ov = res.overall
+    # eye pair geometry-aware in dog p0 (2/2 correct) and dog p1 (0/2); cat p2
+    # has one eye in the target: per image (1 + 0) / 2; 2 of 3 scored pairs,
+    # 4 of 8 scored points
+    np.testing.assert_allclose(ov["pck_geo_image"], [0.5] * 3)
+    assert ov["n_geo_pairs"] == 2
+    assert ov["geo_pair_ratio"] == pytest.approx(2 / 3)
+    assert ov["geo_point_ratio"] == pytest.approx(0.5)
+    np.testing.assert_allclose(res.categories["dog"]["pck_geo_image"], [0.5] * 3)
+    assert res.categories["cat"]["pck_geo_image"] == [None] * 3
+    # keypoint ids: dog eyes 1/2 each, nose 2/2
+    by_kp = res.categories["dog"]["by_keypoint"]
+    assert {k: (v["n_points"], v["pck_point"][0]) for k, v in by_kp.items()} == \
+        {"0": (2, 0.5), "1": (2, 0.5), "2": (2, 1.0)}
+
+
+def test_choices_the_dataset_cannot_support(setup, tmp_path):
+    ds, cache = setup
+    # GeoAware-SC's sampling needs its geometry groups (SPair-71k, AP-10K, PF-Pascal)
+    with pytest.raises(ValueError, match="select 'geoaware'"):
+        E.evaluate(ds, "test", cache, select="geoaware", transfer=grid_argmax_transfer)
+    # GECO's empty-pair counting needs Dataset.pairs(keep_empty=True)
+    with pytest.raises(ValueError, match="empty_pairs"):
+        E.evaluate(ds, "test", cache, empty_pairs="count", transfer=grid_argmax_transfer)
+    # the test-time flip needs flipped features
+    with pytest.raises(FileNotFoundError, match="flipped"):
+        E.evaluate(ds, "test", cache, test_flip="mutual-nn", transfer=grid_argmax_transfer)
+    with pytest.raises(ValueError, match="protocol"):
+        E.evaluate(ds, "test", cache, protocol="GECO", transfer=grid_argmax_transfer)
+    assert not any(tmp_path.glob("eval-*"))
+
+
+def test_rescore_rejects_other_files(tmp_path):
+    from geomatch.eval.predictions import load_predictions
+
+    bad = tmp_path / "predictions.npz"
+    np.savez(bad, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a geomatch predictions file"):
+        load_predictions(bad)
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="text.npz"):
+        load_predictions(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_predictions(tmp_path / "nowhere.npz")
+
+
+def test_rescore_reproduces_the_run(setup, tmp_path):
+    from geomatch.eval.predictions import rescore
+
+    ds, cache = setup
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", out_dir=tmp_path / "r",
+                     progress=False, transfer=grid_argmax_transfer, workers=1)
+    again = rescore(tmp_path / "r" / "predictions.npz", out_dir=tmp_path / "again")
+    assert again.summary == res.summary
+    with open(tmp_path / "again" / "results.json") as f:
+        assert json.load(f)["summary"]["overall"]["pck_point"] == pytest.approx([0.75] * 3)
+    # other alphas from the file alone: the swapped eyes are 30 px off (T = 80)
+    wide = rescore(tmp_path / "r" / "predictions.npz", alphas=[0.5])
+    assert wide.overall["pck_point"] == [1.0]

@@ -143,3 +143,27 @@ def test_head_file_declaring_a_huge_array_is_refused_before_allocating(tmp_path)
     out = read_with_memory_limit("geomatch.model.head.load_head", path)
     assert "VALUEERROR" in out and "huge.npz" in out, out
     assert "param/extra.npy" in out and "allocate" not in out, out
+
+
+def test_protocol_evaluation_checks_the_head_too(setup):
+    # the check sits before pair selection, so a protocol preset does not bypass it
+    d, ds, a, b, res = setup
+    with pytest.raises(ValueError, match="weights_sha256"):
+        evaluate(ds, "test", b, protocol="geco", head=str(res.last_path), progress=False)
+    with pytest.warns(UserWarning, match="weights_sha256"):
+        r = evaluate(ds, "test", b, protocol="geco", head=str(res.last_path), progress=False,
+                     force=True)
+    assert r.config["options"]["mode"] == r.config["mode"]
+
+
+def test_multi_dataset_training_refuses_caches_of_other_features(setup):
+    # one head file records one set of features: caches of two datasets must agree
+    d, ds, a, b, res = setup
+    with pytest.raises(ValueError) as ei:
+        train((ds, ds), (a, b), d / "run_ab", steps=1, batch_pairs=1, head_config=CFG,
+              val_subset=0, progress=False)
+    msg = str(ei.value)
+    assert "weights_sha256" in msg and str(b.path) in msg and str(a.path) in msg
+    r = train((ds, ds), (a, a), d / "run_aa", steps=1, batch_pairs=1, head_config=CFG,
+              val_subset=0, progress=False)
+    assert load_head(r.last_path).trained_on == load_head(res.last_path).trained_on

@@ -289,3 +289,85 @@ def test_retain_freed_memory_sets_glibc_thresholds_once():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_pairs_per_category_epochs():
+    """GECO's num_el: every (dataset, category) gives min(N, size) pairs per
+    epoch, drawn in turn from permutations, so a small category is seen whole
+    before any of its pairs repeats."""
+    from types import SimpleNamespace
+
+    pairs = [SimpleNamespace(dataset="a", category="x", i=i) for i in range(3)] + \
+            [SimpleNamespace(dataset="a", category="y", i=i) for i in range(5)] + \
+            [SimpleNamespace(dataset="b", category="x", i=i) for i in range(1)]
+    n, order = T._epoch_order(pairs, 2, seed=0)
+    assert n == 2 + 2 + 1
+    seen_x = []
+    for e in range(2):
+        idx = order(e)
+        assert len(idx) == n
+        groups = [(pairs[i].dataset, pairs[i].category) for i in idx]
+        assert groups.count(("a", "x")) == 2 and groups.count(("a", "y")) == 2
+        assert groups.count(("b", "x")) == 1
+        seen_x += [int(i) for i in idx if pairs[i].dataset == "a" and pairs[i].category == "x"]
+    # epochs 0 and 1 draw 4 times from (a, x): draws 1-3 are one permutation
+    assert len(set(seen_x[:2])) == 2 and set(seen_x) == {0, 1, 2}
+    n_all, order_all = T._epoch_order(pairs, None, seed=0)
+    assert n_all == 9 and sorted(order_all(0).tolist()) == list(range(9))
+    with pytest.raises(ValueError, match="pairs_per_category"):
+        T._epoch_order(pairs, 0, seed=0)
+
+
+def test_resolve_train_options_geco_preset():
+    o = T.resolve_train_options("geco", lr=5e-4)
+    assert (o["batch_pairs"], o["epochs"], o["pairs_per_category"]) == (6, 8.0, 800)
+    assert o["lr"] == 5e-4 and o["sources"]["lr"] == "explicit"
+    assert o["sources"]["batch_pairs"] == "protocol geco"
+    assert T.resolve_train_options()["batch_pairs"] == 4
+    with pytest.raises(ValueError, match="protocol"):
+        T.resolve_train_options("geoaware")
+
+
+def test_cli_train_several_datasets(tmp_path, capsys):
+    """Two SPair-format folders (different categories), one cache each, in one run."""
+    from PIL import Image
+
+    from geomatch.cli import main
+    from geomatch.data import load_dataset
+    from geomatch.data.cache import FeatureCache
+    from geomatch.demo.featurizers import LocalAppearanceFeaturizer
+    from geomatch.demo.synthetic import generate_spair_like
+
+    fz = LocalAppearanceFeaturizer(grid=(8, 8), patch=8)
+    manifest = dict(backbone="local-appearance", weights_sha256="", resolution=[64, 64],
+                    preprocess="resize", grid=[8, 8], dim=fz.dim, dtype="float32")
+    roots, caches, keys = [], [], []
+    for name, cat in (("a", "dog"), ("b", "car")):
+        root = tmp_path / name
+        generate_spair_like(root, n_images_per_category=6, n_pairs=3, categories=[cat],
+                            size=(96, 72))
+        ds = load_dataset("spair", root)
+        with FeatureCache.create(tmp_path / f"cache-{name}", manifest) as cache:
+            for split in ("trn", "val"):
+                for rec in ds.images(split):
+                    img = Image.open(rec.path).convert("RGB")
+                    cache.put(rec.key, fz(img))
+                    cache.put(rec.key, fz(img.transpose(Image.FLIP_LEFT_RIGHT)), flipped=True)
+        roots.append(str(root))
+        caches.append(str(tmp_path / f"cache-{name}"))
+        keys += [p.src.key for p in ds.pairs("trn")]
+    args = ["train", "--dataset", "spair", "spair", "--root", *roots, "--cache", *caches,
+            "--protocol", "geco", "--pairs-per-category", "2", "--batch-pairs", "2",
+            "--steps", "3", "--val-subset", "2", "--out", str(tmp_path / "run"),
+            "--head-config", '{"dim": 16, "out_dim": 16, "num_heads": 2, "mlp_dim": 16, '
+                             '"attn_dim": 16}']
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "pairs_per_category=2 (explicit)" in out and "lr=0.0001 (protocol geco)" in out
+    assert "trained 3 steps" in out
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    # epoch = 2 pairs of dog + 2 of car = 4 pairs: 3 steps of 2 pairs = 1.5 epochs
+    assert rows[-1]["epoch"] == "1.5000"
+    assert main(args[:4] + ["--root", roots[0], "--cache", *caches, "--out",
+                            str(tmp_path / "run2"), "--steps", "1"]) == 1
+    assert "--root" in capsys.readouterr().err

@@ -96,8 +96,8 @@ train-mask-flip | G | T_TRAIN | flipped foreground mask off by one
 + xs = flip_x(xs, W, pixel_index=False)
 # ---- evaluate
 evaluate-trg-frame-from-src | E | tests/test_evaluate.py GLUE | target frame from the source image size
-- tx0, ty0, tfw, tfh = grid_frame(pair.trg.size, manifest)
-+ tx0, ty0, tfw, tfh = grid_frame(pair.src.size, manifest)
+- tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)
++ tx0, ty0, tfw, tfh = grid_frame(src_size, manifest)
 # ---- head / optimizer
 head-ln-eps | H | tests/test_head.py tests/test_glue_references.py | LayerNorm eps
 - ln_eps: float = 1e-5
@@ -139,6 +139,28 @@ pfpascal-class-index | geomatch/data/pfpascal.py | T_DATA | class ids off by one
 cub-pairs-order | geomatch/data/cub.py | T_DATA | pair sampling changed
 - r = flat % (n - 1)
 + r = (flat + 1) % (n - 1)
+# ---- protocols (issue 11)
+metrics-lt-to-le | M | tests/test_protocols.py | GeoAware-SC's strict test at d == alpha*T
+- (d[None, :] < a[:, None] * t)
++ (d[None, :] <= a[:, None] * t)
+transfer-corner-round | geomatch/ops/transfer.py | tests/test_protocols.py | GECO's corner pixel floors
+- x = np.floor(c[..., 0].astype(np.float32) * sx)
++ x = np.round(c[..., 0].astype(np.float32) * sx)
+select-first-n-off-by-one | E | tests/test_protocols.py | first N pairs per category
+- if taken.get(p.category, 0) < n:
++ if taken.get(p.category, 0) <= n:
+empty-pairs-always-skipped | geomatch/data/base.py | tests/test_protocols.py | GECO counts pairs without co-visible keypoints
+- if not keep_empty and not np.any(
++ if not np.any(
+test-flip-replaces-all | E | tests/test_protocols.py | only keypoints whose mirrored counterpart is co-visible take the flip
+- use = (sv & tv)[perm] & tv & sv
++ use = tv & sv
+pose-distance-not-mutual | E | tests/test_protocols.py | mutual nearest neighbours only
+- mutual = nn21[nn12] == np.arange(len(a))
++ mutual = np.ones(len(a), bool)
+geo-image-per-point | M | tests/test_evaluate.py | per-image geometry-aware PCK over geo keypoints
+- per_image_geo.append(r.n_geo_correct / r.n_geo)
++ per_image_geo.append(r.n_geo_correct / max(r.n_points, 1))
 # ---- part segmentation on PASCAL-Part (geomatch/eval/segmentation.py and its data)
 seg-gt-pixels-from-rows | SG | T_SEG | annotated pixels counted over predictions
 - n_gt = np.where(allowed, c.sum(axis=0), 0.0)

@@ -395,7 +395,7 @@ class Dataset:
 
     def iter_pairs(self, split: str, categories=None, subsample: int | None = None,
                    seed: int = 0, *, per_category: bool = False,
-                   sampling: str = "random"):
+                   sampling: str = "random", keep_empty: bool = False):
         """Generator over the pairs of a split (see :meth:`pairs`)."""
         split = self._canonical_split(split)
         cats = self._select_categories(categories)
@@ -404,14 +404,14 @@ class Dataset:
         self.skipped = report = SkipReport()
         for cat, handle in handles:
             rec = self._load_pair(split, cat, handle)
-            if not np.any(rec.src.visible & rec.trg.visible):
+            if not keep_empty and not np.any(rec.src.visible & rec.trg.visible):
                 report.add(rec.pair_id, NO_MUTUAL_KEYPOINT)
                 continue
             yield rec
 
     def pairs(self, split: str, categories=None, subsample: int | None = None,
               seed: int = 0, *, per_category: bool = False,
-              sampling: str = "random") -> list[PairRecord]:
+              sampling: str = "random", keep_empty: bool = False) -> list[PairRecord]:
         """Pairs of a split.
 
         Parameters
@@ -431,15 +431,19 @@ class Dataset:
             replacement) over the sorted pair files.
         seed : int
             Seed of the subsample.
+        keep_empty : bool
+            Keep pairs without any keypoint visible in both images (GECO
+            evaluates them: they feed the n01/n00 counters).
 
         Returns
         -------
         list of PairRecord
-            Pairs without any keypoint visible in both images are left out
-            and counted in :attr:`skipped`.
+            Unless ``keep_empty``, pairs without any keypoint visible in both
+            images are left out and counted in :attr:`skipped`.
         """
         return list(self.iter_pairs(split, categories, subsample, seed,
-                                    per_category=per_category, sampling=sampling))
+                                    per_category=per_category, sampling=sampling,
+                                    keep_empty=keep_empty))
 
     # ---- images ------------------------------------------------------------
     def iter_images(self, split: str, categories=None):

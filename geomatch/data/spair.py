@@ -65,6 +65,7 @@ class SPair(PairFolders, Dataset):
                 f"under {ann}")
         self._pair_lists = {}
         self._image_cache: dict[tuple[str, str], ImageRecord] = {}
+        self._azimuth: dict[tuple[str, str], int] = {}
 
     # ---- tables -----------------------------------------------------------
     def _keypoint_names(self, category):
@@ -111,6 +112,9 @@ class SPair(PairFolders, Dataset):
         w = as_int(get_field(data, "image_width", path, what), "image_width", path, what)
         h = as_int(get_field(data, "image_height", path, what), "image_height", path, what)
         bbox = as_numbers(get_field(data, "bndbox", path, what), 4, "bndbox", path, what)
+        az = data.get("azimuth_id")
+        if isinstance(az, (int, np.integer)) and not isinstance(az, bool):
+            self._azimuth[ck] = int(az)
         img = self.root / "JPEGImages" / category / f"{stem}.jpg"
         require_file(img, "SPair-71k image")
         mask = self.root / "Segmentation" / category / f"{stem}.png"
@@ -148,6 +152,10 @@ class SPair(PairFolders, Dataset):
         if mismatch:  # sizes are taken from ImageAnnotation; keep the others
             meta["pair_imsize_mismatch"] = mismatch
         meta["annotation_path"] = path
+        for s in ("src", "trg"):   # azimuth bins of ImageAnnotation (0..7), where given
+            az = self._azimuth.get((category, Path(data[f"{s}_imname"]).stem))
+            if az is not None:
+                meta[f"{s}_azimuth_id"] = az
         return PairRecord(dataset="spair", split=split, category=category,
                           pair_id=fname[:-5], src=side["src"], trg=side["trg"],
                           keypoint_names=SPAIR_KEYPOINT_NAMES[category],

@@ -1,21 +1,38 @@
 """Evaluate keypoint transfer on a dataset split with cached features.
 
-For every pair, the source keypoints are transferred to the target with
-:func:`geomatch.transfer_keypoints` on the cached feature maps (optionally
-passed through a trained head first), and scored with :mod:`geomatch.eval.metrics`:
-PCK per point and per image, per category and overall, GECO's geometry
-breakdown and GeoAware-SC's geometry-aware subset.
+An evaluation is four small steps, each its own function:
+
+1. **options** -- :func:`geomatch.eval.protocols.resolve_options`: geomatch's
+   defaults, a protocol preset (``protocol="geco"`` / ``"geoaware-sc"`` /
+   ``"geoaware-sc-zero-shot"``), then every explicit choice;
+2. **pair selection** -- :func:`select_pairs` (``all``, ``first:N``,
+   ``random:N:SEED``, ``geoaware:N:SEED``; pairs without a co-visible
+   keypoint skipped or kept);
+3. **transfer** -- :func:`predict_pairs` (a function of the pairs, the cache
+   and the options only): :func:`geomatch.transfer_keypoints` on the cached
+   feature maps, optionally through a trained head, optionally with
+   GeoAware-SC's test-time flip; one :class:`~geomatch.eval.predictions.Prediction`
+   per pair;
+4. **scoring** -- :func:`score_predictions`: PCK per point and per image, the
+   geometry-aware subset (per point and per image), GECO's geometry breakdown,
+   breakdowns by azimuth difference, mirror flag and keypoint id.
+
+and :func:`write_reports` writes ``predictions.npz`` (re-scored by
+:func:`geomatch.eval.predictions.rescore`), ``results.json``, ``results.csv``
+and ``results.md``.
 
 Command line::
 
     geomatch eval --dataset spair --root PATH --split test --cache CACHE \\
-        [--head CKPT] [--mode upsample-argmax] [--out DIR] [--figures] \\
-        [--categories cat dog] [--subsample N]
+        [--protocol geco|geoaware-sc|geoaware-sc-zero-shot] [--head CKPT] \\
+        [--mode M] [--threshold bbox|image] [--threshold-frame original|pad:S] \\
+        [--compare le|lt] [--alphas A ...] [--flip-table lr|geco] \\
+        [--select all|first:N|random:N:SEED|geoaware[:N[:SEED]]] \\
+        [--empty-pairs skip|count] [--test-flip off|masked|mutual-nn] \\
+        [--window W] [--temperature T] [--out DIR] [--figures]
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import time
@@ -26,12 +43,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import metrics as _metrics
+from . import report as _report
+from .predictions import Prediction, save_predictions
+from .protocols import (EvalOptions, dataset_key, parse_select,
+                        resolve_options)
 from ..runtime.progress import progress as _progress
 from ..data.cache import FeatureCache, check_features_record
 from ..geometry import grid_frame
 from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
-__all__ = ["evaluate", "EvalResult", "MODES", "configure_parser", "run_cli"]
+__all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
+           "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
+           "add_scoring_arguments", "pose_distance", "transfer_block",
+           "configure_parser", "run_cli"]
 
 MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
 _FIGURES_PER_CATEGORY = 3
@@ -39,24 +63,27 @@ _FIGURES_PER_CATEGORY = 3
 
 @dataclass
 class EvalResult:
-    """The outcome of :func:`evaluate`.
+    """The outcome of :func:`evaluate` (or :func:`geomatch.eval.predictions.rescore`).
 
     Attributes
     ----------
     summary : dict
         :meth:`geomatch.eval.metrics.PCKAccumulator.summary` (fractions in [0, 1]).
     config : dict
-        dataset, split, mode, threshold, alphas, head, cache, categories,
-        subsample, seed.
+        dataset, split, ``options`` (every choice and where it came from:
+        :meth:`EvalOptions.to_dict`), mode, threshold, alphas, head, cache,
+        categories, subsample, seed, workers.
     skipped : int
-        Pairs the dataset skipped while loading (unreadable annotations...).
+        Pairs the dataset skipped while loading (unreadable annotations, or
+        no co-visible keypoint unless ``empty_pairs="count"``).
     n_pairs : int
         Pairs evaluated.
     elapsed_s : float
-        Wall-clock seconds of the evaluation loop.
+        Wall-clock seconds of the transfer and scoring.
     pair_results : list of geomatch.eval.metrics.PairResult
     figures : list of str
         PNG files written (``figures=True``).
+    predictions : list of geomatch.eval.predictions.Prediction
     """
     summary: dict
     config: dict
@@ -65,6 +92,7 @@ class EvalResult:
     elapsed_s: float = 0.0
     pair_results: List[_metrics.PairResult] = field(default_factory=list, repr=False)
     figures: List[str] = field(default_factory=list)
+    predictions: List[Prediction] = field(default_factory=list, repr=False)
 
     @property
     def alphas(self) -> List[float]:
@@ -80,18 +108,36 @@ class EvalResult:
         """Per-category figures."""
         return self.summary["categories"]
 
+    @property
+    def options(self) -> dict:
+        """Every choice of the evaluation (see :class:`EvalOptions`)."""
+        return self.config.get("options", {})
+
+    def headline(self) -> Dict[str, list]:
+        """The protocol's headline figures: summary key -> overall values per α."""
+        return {k: self.overall.get(k) for k in self.options.get("headline", [])}
+
     def rows(self) -> List[dict]:
         """Table rows (percent): one per category, then ``all`` and ``mean``."""
-        return _metrics.summary_rows(self.summary)
+        return _report.summary_rows(self.summary)
 
     def to_markdown(self) -> str:
-        """Markdown: a header line, then PCK tables per point, per image,
-        geometry-aware, and the geometry breakdown."""
+        """Markdown: a header line, every choice made, the headline figures,
+        then the PCK tables and breakdowns."""
         c = self.config
-        head = (f"## {c.get('dataset')} {c.get('split')} — mode {c.get('mode')}, "
-                f"threshold {c.get('threshold')}, {self.n_pairs} pairs"
-                f" ({self.skipped} skipped while loading)")
-        return head + "\n\n" + _metrics.summary_markdown(self.summary)
+        o = self.options
+        proto = o.get("protocol")
+        head = (f"## {c.get('dataset')} {c.get('split')} — "
+                + (f"protocol {proto}, " if proto else "")
+                + f"mode {c.get('mode')}, threshold {c.get('threshold')}, {self.n_pairs} pairs"
+                + f" ({self.skipped} skipped while loading)")
+        parts = [head, ""]
+        if o:
+            parts += ["### Choices", "", _report.options_markdown(o), ""]
+            hl = _report.headline_markdown(self.summary, o.get("headline", []))
+            if hl:
+                parts += ["### Headline", "", hl, ""]
+        return "\n".join(parts) + "\n" + _report.summary_markdown(self.summary)
 
     def to_dict(self, per_pair: bool = False) -> dict:
         """JSON-ready dict: config, summary, counts (and per-pair scores)."""
@@ -105,23 +151,11 @@ class EvalResult:
 
     def to_json(self, path, per_pair: bool = False) -> str:
         """Write :meth:`to_dict` as JSON; returns the path."""
-        path = os.fspath(path)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(per_pair), f, indent=2)
-            f.write("\n")
-        return path
+        return _report.write_json(path, self.to_dict(per_pair))
 
     def to_csv(self, path) -> str:
         """Write :meth:`rows` as CSV (empty cells for missing values); returns the path."""
-        path = os.fspath(path)
-        rows = self.rows()
-        cols = list(rows[0].keys()) if rows else ["category"]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-        return path
+        return _report.write_csv(path, self.rows())
 
 
 class _FeatureLRU:
@@ -131,19 +165,21 @@ class _FeatureLRU:
         self.cache = cache
         self.head = head
         self.max_bytes = max_bytes
-        self.data: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self.data: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self.nbytes = 0
 
-    def get(self, key: str) -> np.ndarray:
-        arr = self.data.get(key)
+    def get(self, key: str, flipped: bool = False) -> np.ndarray:
+        k = (key, bool(flipped))
+        arr = self.data.get(k)
         if arr is not None:
-            self.data.move_to_end(key)
+            self.data.move_to_end(k)
             return arr
-        arr = np.asarray(self.cache.get(key), dtype=np.float32)
+        arr = np.asarray(self.cache.get(key, flipped=bool(flipped)), dtype=np.float32)
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r} "
-                             f"contain non-finite values; delete that entry and rerun "
-                             f"geomatch extract")
+            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r}"
+                             + (" (flipped)" if flipped else "")
+                             + " contain non-finite values; delete that entry and rerun "
+                             "geomatch extract")
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
@@ -151,12 +187,26 @@ class _FeatureLRU:
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"head returned non-finite values for image {key!r}")
         arr = np.ascontiguousarray(arr)
-        self.data[key] = arr
+        self.data[k] = arr
         self.nbytes += arr.nbytes
         while self.nbytes > self.max_bytes and len(self.data) > 1:
             _, old = self.data.popitem(last=False)
             self.nbytes -= old.nbytes
         return arr
+
+
+def _default_transfer() -> Callable:
+    """:func:`geomatch.transfer_keypoints` on channel-last maps (cached maps are
+    channel-last by construction: no layout guess); a replacement installed as
+    ``geomatch.transfer_keypoints`` is called as it is."""
+    import functools
+
+    import geomatch as gm
+
+    fn = getattr(gm, "transfer_keypoints", None)
+    if fn is None:
+        raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
+    return functools.partial(fn, layout="hwc") if fn is transfer_keypoints else fn
 
 
 def _resolve_head(head, manifest: Optional[dict] = None):
@@ -180,6 +230,19 @@ def _resolve_head(head, manifest: Optional[dict] = None):
     return fn, name
 
 
+def _check_head_features(head_fn, head_name: str, cache: FeatureCache, force: bool) -> None:
+    """Refuse a head trained on other features than the cache's (its file
+    records its training cache's fingerprint); ``force`` makes it a warning.
+    A head file of an older geomatch (no record at all) gives a warning;
+    a callable without a record is not checked."""
+    if head_fn is None:
+        return
+    record = getattr(head_fn, "trained_on", None)
+    if record is not None or getattr(head_fn, "_unrecorded_features", False):
+        check_features_record(record, cache.manifest, what=f"head {head_name}",
+                              where=f"feature cache {cache.path}", force=force)
+
+
 def _skipped_count(dataset) -> int:
     """Pairs the dataset skipped: an int, an object with ``count`` or ``__int__``, or a list."""
     s = getattr(dataset, "skipped", 0)
@@ -196,8 +259,167 @@ def _skipped_count(dataset) -> int:
         return 0
 
 
+# ------------------------------------------------------------ 1. options
+
+def _options(dataset, protocol, subsample, seed, choices: Dict[str, Any]) -> EvalOptions:
+    """Resolve the options; ``subsample``/``seed`` (the older keywords) mean
+    ``select="random:N:SEED"`` unless ``select`` is given."""
+    if subsample is not None:
+        if isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer)) \
+                or subsample < 1:
+            raise ValueError(f"subsample must be a positive integer, got {subsample!r}")
+        if choices.get("select") is None:
+            choices["select"] = f"random:{int(subsample)}:{int(seed)}"
+    name = getattr(dataset, "name", None)
+    opts = resolve_options(protocol, name, **choices)
+    kind = parse_select(opts.select)[0]
+    if kind == "geoaware" and dataset_key(name) not in ("spair", "ap10k", "pfpascal"):
+        raise ValueError(f"select 'geoaware' (GeoAware-SC's TEST_SAMPLE) needs a dataset with "
+                         f"GeoAware-SC's geometry groups (spair, ap10k, pfpascal), "
+                         f"not {name!r}")
+    return opts
+
+
+# ------------------------------------------------------- 2. pair selection
+
+def select_pairs(dataset, split: str, categories, options: EvalOptions) -> list:
+    """The pairs an evaluation scores, in order.
+
+    ``select`` ``all``: every pair; ``first:N``: the first N pairs of each
+    category in the dataset's order (GECO's ``n_pairs_eval_pck``; pairs
+    without a co-visible keypoint count among the N when they are kept);
+    ``random:N:SEED``: ``dataset.pairs(subsample=N, seed=SEED)``;
+    ``geoaware:N:SEED``: ``dataset.pairs(subsample=N, seed=SEED,
+    sampling="geoaware")``.  ``empty_pairs="count"`` keeps pairs without a
+    co-visible keypoint (``dataset.pairs(keep_empty=True)``).
+    """
+    kind, n, seed = parse_select(options.select)
+    kw: Dict[str, Any] = {}
+    if options.empty_pairs == "count":
+        kw["keep_empty"] = True
+    if kind == "geoaware":
+        kw["sampling"] = "geoaware"
+    name = getattr(dataset, "name", type(dataset).__name__)
+    try:
+        if kind in ("random", "geoaware"):
+            pairs = dataset.pairs(split, categories=categories, subsample=n, seed=seed, **kw)
+        else:
+            pairs = dataset.pairs(split, categories=categories, **kw)
+    except TypeError as exc:
+        if not kw:
+            raise
+        raise ValueError(f"dataset {name!r} cannot select pairs with "
+                         f"select {options.select!r} / empty_pairs {options.empty_pairs!r} "
+                         f"({exc})") from None
+    pairs = list(pairs)
+    if kind == "first":
+        taken: Dict[str, int] = {}
+        out = []
+        for p in pairs:
+            if taken.get(p.category, 0) < n:
+                taken[p.category] = taken.get(p.category, 0) + 1
+                out.append(p)
+        pairs = out
+    if not pairs:
+        raise ValueError(f"no pairs to evaluate in split {split!r}"
+                         + (f" for categories {list(categories)}" if categories else ""))
+    return pairs
+
+
+def _check_cache_covers(cache: FeatureCache, pairs, split: str, options: EvalOptions) -> None:
+    needed = sorted({p.src.key for p in pairs} | {p.trg.key for p in pairs})
+    missing = [k for k in needed if not cache.has(k)]
+    if missing:
+        raise FileNotFoundError(
+            f"feature cache {cache.path} misses features of {len(missing)} of {len(needed)} images "
+            f"of split {split!r}, e.g. {missing[:5]}")
+    if options.test_flip != "off":
+        srcs = sorted({p.src.key for p in pairs})
+        missing = [k for k in srcs if not cache.has(k, flipped=True)]
+        if missing:
+            raise FileNotFoundError(
+                f"feature cache {cache.path} misses flipped features (needed by test_flip "
+                f"{options.test_flip!r}) of {len(missing)} of {len(srcs)} source images, "
+                f"e.g. {missing[:5]}; run `geomatch extract` without --no-flip")
+
+
+# ------------------------------------------------------------- 3. transfer
+
+def scoring_flip_perm(dataset: str, category: str, k: int, perm, flip_table: str) -> np.ndarray:
+    """Counterparts used for scoring: SPair-71k's left/right table
+    (``"lr"``) or GECO's permutation csv (``"geco"``); other datasets keep
+    their own ``perm``."""
+    if dataset_key(dataset) == "spair":
+        from ..data.tables import (SPAIR_FRONT_BACK_PAIRS, SPAIR_KEYPOINT_NAMES,
+                                   SPAIR_LR_PAIRS, flip_permutation)
+
+        if category in SPAIR_LR_PAIRS and len(SPAIR_KEYPOINT_NAMES[category]) == k:
+            pairs = list(SPAIR_LR_PAIRS[category])
+            if flip_table == "geco":
+                pairs += SPAIR_FRONT_BACK_PAIRS.get(category, [])
+            return flip_permutation(k, pairs)
+    return np.asarray(perm, dtype=np.int64)
+
+
+def _transfer_kwargs(options: EvalOptions) -> dict:
+    kw = {"mode": options.mode}
+    if options.mode == "soft-argmax":
+        kw.update(window=int(options.window), temperature=float(options.temperature))
+    return kw
+
+
+def _stride_pixels(out: np.ndarray, grid, tsize, manifest: dict, integral: bool) -> np.ndarray:
+    """Frame pixels of grid positions under GeoAware-SC's convention: the
+    centre pixel ``x = (g + 0.5) W / w - 0.5`` that the transfer returns is
+    turned back into the grid position g, then mapped to ``g s + floor(s / 2)``
+    network-input pixels (s = input size / grid size,
+    ``utils/utils_correspondence.py: calculate_keypoint_transformation``) and
+    back to frame pixels."""
+    h, w = (int(v) for v in grid)
+    sy_in, sx_in = (float(v) for v in manifest["resolution"])
+    res = np.empty_like(out)
+    for axis, (n, size_in, size) in enumerate(((w, sx_in, tsize[0]), (h, sy_in, tsize[1]))):
+        g = (out[:, axis] + 0.5) * n / size - 0.5
+        if integral:
+            g = np.round(g)
+        stride = size_in / n
+        res[:, axis] = (g * stride + np.floor(stride / 2)) * (size / size_in)
+    return res
+
+
+def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest, fn, kw,
+                     mirror: bool = False, pixel: str = "centre") -> np.ndarray:
+    """Transfer the visible rows of ``kps`` (original source pixels); NaN rows elsewhere.
+    ``mirror``: the source features are those of the mirrored input, so the
+    points are mirrored in the grid frame first (x -> frame width - x)."""
+    vis = np.asarray(vis, dtype=bool)
+    pred = np.full((vis.shape[0], 2), np.nan)
+    if not vis.any():
+        return pred
+    sx0, sy0, sfw, sfh = grid_frame(src_size, manifest)
+    tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)
+    src_kps = np.asarray(kps, dtype=np.float64)[vis] - (sx0, sy0)
+    if mirror:
+        src_kps[:, 0] = sfw - src_kps[:, 0]
+    ssize = (int(round(sfw)), int(round(sfh)))
+    tsize = (int(round(tfw)), int(round(tfh)))
+    # keep source positions inside the frame image, as pixel lookups require
+    src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
+    src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
+    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, **kw)
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != (int(vis.sum()), 2):
+        raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
+    if pixel == "stride" and kw["mode"] in ("grid-argmax", "soft-argmax"):
+        out = _stride_pixels(out, np.shape(trg_feat)[:2], tsize, manifest,
+                             integral=kw["mode"] == "grid-argmax")
+    pred[vis] = out + (tx0, ty0)
+    return pred
+
+
 def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: dict, *,
-                  mode: str = "upsample-argmax", transfer: Optional[Callable] = None) -> np.ndarray:
+                  mode: str = "upsample-argmax", transfer: Optional[Callable] = None,
+                  window: int = 7, temperature: float = 0.02) -> np.ndarray:
     """Transfer the source keypoints of one pair to the target.
 
     Keypoints are mapped into the region of each image that the feature grid
@@ -209,211 +431,166 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
     numpy.ndarray, float64 (K, 2)
         Predicted target (x, y); NaN rows for keypoints invisible in the source.
     """
-    fn = transfer or transfer_keypoints
-    vis = np.asarray(pair.src.visible, dtype=bool)
-    k = vis.shape[0]
-    pred = np.full((k, 2), np.nan)
-    if not vis.any():
-        return pred
-    sx0, sy0, sfw, sfh = grid_frame(pair.src.size, manifest)
-    tx0, ty0, tfw, tfh = grid_frame(pair.trg.size, manifest)
-    src_kps = np.asarray(pair.src.keypoints, dtype=np.float64)[vis] - (sx0, sy0)
-    ssize = (int(round(sfw)), int(round(sfh)))
-    tsize = (int(round(tfw)), int(round(tfh)))
-    # keep source positions inside the frame image, as pixel lookups require
-    src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
-    src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
-    # cached maps are channel-last by construction: no layout guess for the default
-    kw = {"layout": "hwc"} if transfer is None else {}
-    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, mode=mode, **kw)
-    out = np.asarray(out, dtype=np.float64)
-    if out.shape != (int(vis.sum()), 2):
-        raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
-    pred[vis] = out + (tx0, ty0)
-    return pred
+    fn = transfer or _default_transfer()
+    kw = {"mode": mode}
+    if mode == "soft-argmax":
+        kw.update(window=window, temperature=temperature)
+    return _transfer_points(pair.src.keypoints, pair.src.visible, pair.src.size, pair.trg.size,
+                            src_feat, trg_feat, manifest, fn, kw)
 
 
-def evaluate(dataset, split: str, cache, *, head=None, mode: str = "upsample-argmax",
-             alphas: Sequence[float] = _metrics.DEFAULT_ALPHAS, threshold: str = "bbox",
-             categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
-             seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
-             transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
-             workers: Optional[int] = None, client=None,
-             force: bool = False) -> EvalResult:
-    """Evaluate keypoint transfer on one split of a dataset.
+def _unit_rows(f: np.ndarray) -> np.ndarray:
+    x = np.asarray(f, dtype=np.float64).reshape(-1, f.shape[-1])
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
 
-    Parameters
-    ----------
-    dataset : Dataset
-        From :func:`geomatch.data.load_dataset`; must provide
-        ``pairs(split, categories=, subsample=, seed=)`` and ``skipped``.
-    split : str
-        ``"test"``, ``"val"``, ...
-    cache : FeatureCache or path
-        Features of every image of the split (keys ``ImageRecord.key``).
-    head : callable or path, optional
-        Applied to each (h, w, D) feature map; a path is loaded with
-        :func:`geomatch.model.head.load_head`.
-    mode : {"upsample-argmax", "grid-argmax", "soft-argmax"}
-        Keypoint transfer (see :func:`geomatch.transfer_keypoints`).
-    alphas : sequence of float, default (0.05, 0.10, 0.15)
-    threshold : {"bbox", "image"}
-        T = longer side of the target bounding box or of the target image.
-    categories : list of str, optional
-        Restrict to these categories.
-    subsample : int, optional
-        Pairs per category (drawn with ``seed``), as ``Dataset.pairs`` does.
-    seed : int
-    out_dir : path, optional
-        Write ``results.json`` (with per-pair scores), ``results.csv`` and
-        ``results.md`` there (and figures under ``figures/``).
-    figures : bool
-        Draw a few keypoint transfers per category (needs ``out_dir``).
-    progress : bool
-        Show a progress bar (also silenced by ``GEOMATCH_NO_PROGRESS=1``).
-    transfer : callable, optional
-        Replacement for :func:`geomatch.transfer_keypoints` (same signature).
-    lru_bytes : int
-        Memory for float32 feature maps kept between pairs (images recur).
-    workers : int, optional
-        Threads that transfer pairs concurrently, each running its kernels
-        single-threaded (default: :func:`geomatch.get_num_threads`).  Per-pair
-        kernels are small (milliseconds), so this uses the cores far better
-        than multithreading each kernel, above all on a busy machine.  With
-        1, pairs run one after the other on the calling thread and kernels
-        use all configured threads.  Reading features and scoring stay on
-        the calling thread, in pair order, so results are identical for any
-        ``workers``.
-    client : distributed.Client, optional
-        Transfer blocks of pairs on this Dask cluster (every worker must see
-        the cache and the head file; a head given as a callable is sent to
-        each worker once).  Scoring stays here, in pair order, so results
-        are identical to a run without ``client``.
-    force : bool
-        Evaluate a head even when it was trained on other features than the
-        cache's (its file records the fingerprint of its training cache's
-        manifest, :func:`geomatch.data.cache.features_fingerprint`); a
-        warning is issued instead of the error.
 
-    Returns
-    -------
-    EvalResult
+def _pairwise_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(d2, 0.0))
 
-    Raises
-    ------
-    FileNotFoundError
-        When the cache misses features of images of the split (lists some).
-    ValueError
-        Bad mode, threshold, alphas, or no pair to evaluate; a head trained
-        on other features than the cache's (unless ``force``).
+
+def pose_distance(src_feat, trg_feat, kind: str, src_fg=None, trg_fg=None) -> float:
+    """GeoAware-SC's pose-alignment score of a source/target feature pair
+    (lower: better aligned), on L2-normalized grid descriptors.
+
+    ``"mutual-nn"`` (``get_distance_mutual_nn``): the mean nearest-neighbour
+    distance over the source patches whose nearest target patch has them as
+    nearest source patch.  ``"masked"`` (``get_distance``): the mean, over the
+    source foreground patches, of the distance to the nearest target
+    foreground patch (``src_fg``/``trg_fg``: (h, w) bool grids).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if threshold not in ("bbox", "image"):
-        raise ValueError(f"threshold must be 'bbox' or 'image', got {threshold!r}")
-    alphas = tuple(float(a) for a in _metrics._check_alphas(alphas))
-    if figures and out_dir is None:
-        raise ValueError("figures=True needs out_dir")
-    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
-    if workers is None:
-        from ..runtime.config import get_num_threads
+    a, b = _unit_rows(src_feat), _unit_rows(trg_feat)
+    if kind == "masked":
+        a = a[np.asarray(src_fg, bool).reshape(-1)]
+        b = b[np.asarray(trg_fg, bool).reshape(-1)]
+        if len(a) == 0 or len(b) == 0:
+            return math.inf
+        return float(_pairwise_dist(a, b).min(axis=1).mean())
+    d = _pairwise_dist(a, b)
+    nn12 = d.argmin(axis=1)
+    nn21 = d.argmin(axis=0)
+    mutual = nn21[nn12] == np.arange(len(a))
+    return float(d.min(axis=1)[mutual].mean()) if mutual.any() else math.inf
 
-        workers = max(1, int(get_num_threads()))
-    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+
+def _test_time_flip(pair, pred, src_feat, trg_feat, src_flip, manifest, options, fn, masks):
+    """GeoAware-SC's adaptive flip (``pck_train.py``, ``ADAPT_FLIP``): when the
+    mirrored source is better aligned with the target, keypoints whose mirrored
+    counterpart is co-visible take the prediction from the mirrored source."""
+    k = len(pair.src.visible)
+    perm = scoring_flip_perm(pair.dataset, pair.category, k, pair.flip_perm, "lr")
+    if options.test_flip == "masked":
+        grid = src_feat.shape[:2]
+        d0 = pose_distance(src_feat, trg_feat, "masked", masks.get(pair.src, grid, False),
+                           masks.get(pair.trg, trg_feat.shape[:2], False))
+        d1 = pose_distance(src_flip, trg_feat, "masked", masks.get(pair.src, grid, True),
+                           masks.get(pair.trg, trg_feat.shape[:2], False))
+    else:
+        d0 = pose_distance(src_feat, trg_feat, "mutual-nn")
+        d1 = pose_distance(src_flip, trg_feat, "mutual-nn")
+    if not d1 < d0:
+        return pred, False
+    sv = np.asarray(pair.src.visible, bool)
+    tv = np.asarray(pair.trg.visible, bool)
+    kps = np.asarray(pair.src.keypoints, np.float64)
+    # row k of the mirrored source is the mirror image of keypoint perm[k]
+    pred_f = _transfer_points(kps[perm], sv[perm], pair.src.size, pair.trg.size, src_flip,
+                              trg_feat, manifest, fn, _transfer_kwargs(options), mirror=True,
+                              pixel=options.pixel)
+    use = (sv & tv)[perm] & tv & sv
+    out = np.array(pred, copy=True)
+    out[use] = pred_f[use]
+    return out, True
+
+
+def _azimuth_and_mirror(pair):
+    """(azimuth difference 0..4, mirror flag) from SPair's azimuth bins
+    (GeoAware-SC's ``utils/eval_spair.py``), else the pair's ``mirror`` field."""
+    meta = getattr(pair, "meta", None) or {}
+    a, b = meta.get("src_azimuth_id"), meta.get("trg_azimuth_id")
+    if isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer)):
+        d = abs(int(a) - int(b))
+        return min(d, 8 - d), int((a <= 3) != (b <= 3))
+    m = meta.get("mirror")
+    return None, (int(m) if isinstance(m, (int, np.integer, bool)) else None)
+
+
+def _prediction(pair, pred, options: EvalOptions, flipped: bool) -> Prediction:
+    k = len(pair.src.visible)
+    az, mirror = _azimuth_and_mirror(pair)
+    return Prediction(
+        dataset=str(pair.dataset), split=str(getattr(pair, "split", "")),
+        category=str(pair.category), pair_id=str(pair.pair_id), src_key=str(pair.src.key),
+        trg_key=str(pair.trg.key), src_kps=np.asarray(pair.src.keypoints, np.float64),
+        trg_kps=np.asarray(pair.trg.keypoints, np.float64), pred=np.asarray(pred, np.float64),
+        src_vis=np.asarray(pair.src.visible, bool), trg_vis=np.asarray(pair.trg.visible, bool),
+        flip_perm=scoring_flip_perm(pair.dataset, pair.category, k, pair.flip_perm,
+                                    options.flip_table),
+        trg_bbox=np.asarray(pair.trg.bbox, np.float64),
+        trg_size=(int(pair.trg.size[0]), int(pair.trg.size[1])),
+        src_size=(int(pair.src.size[0]), int(pair.src.size[1])),
+        azimuth_diff=az, mirror=mirror, flipped=bool(flipped))
+
+
+def predict_pair(pair, src_feat, trg_feat, manifest: dict, options: EvalOptions, *,
+                 transfer: Optional[Callable] = None, src_feat_flipped=None,
+                 masks=None) -> Prediction:
+    """Transfer one pair's keypoints under ``options`` (test-time flip included)."""
+    fn = transfer or _default_transfer()
+    pred = _transfer_points(pair.src.keypoints, pair.src.visible, pair.src.size, pair.trg.size,
+                            src_feat, trg_feat, manifest, fn, _transfer_kwargs(options),
+                            pixel=options.pixel)
+    flipped = False
+    if options.test_flip != "off":
+        pred, flipped = _test_time_flip(pair, pred, src_feat, trg_feat, src_feat_flipped,
+                                        manifest, options, fn, masks)
+    return _prediction(pair, pred, options, flipped)
+
+
+def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
+                  transfer: Optional[Callable] = None, workers: int = 1,
+                  progress: bool = False, lru_bytes: int = 768 << 20,
+                  desc: str = "eval") -> List[Prediction]:
+    """Predictions of ``pairs`` (in order) from the features in ``cache``.
+
+    A function of (pairs, cache, options) only -- the unit of work that
+    distributed evaluation splits into blocks.  ``workers`` threads transfer
+    pairs concurrently, each running its kernels single-threaded; features
+    are read on the calling thread, so results do not depend on ``workers``.
+    """
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
-    head_fn, head_name = _resolve_head(head, manifest)
-    # a head with a record is checked against the cache; a head file of an
-    # older geomatch (no record at all) gives a warning
-    if head_fn is not None and (getattr(head_fn, "trained_on", None) is not None
-                                or getattr(head_fn, "_unrecorded_features", False)):
-        check_features_record(getattr(head_fn, "trained_on", None), manifest,
-                              what=f"head {head_name}", where=f"feature cache {cache.path}",
-                              force=force)
-    fn = transfer or transfer_keypoints
-
-    pairs = dataset.pairs(split, categories=categories, subsample=subsample, seed=seed)
-    pairs = list(pairs)
-    if not pairs:
-        raise ValueError(f"no pairs to evaluate in split {split!r}"
-                         + (f" for categories {list(categories)}" if categories else ""))
-    needed = sorted({p.src.key for p in pairs} | {p.trg.key for p in pairs})
-    missing = [k for k in needed if not cache.has(k)]
-    if missing:
-        raise FileNotFoundError(
-            f"feature cache {cache.path} misses features of {len(missing)} of {len(needed)} images "
-            f"of split {split!r}, e.g. {missing[:5]}")
-
-    acc = _metrics.PCKAccumulator(alphas)
+    head_fn, _ = _resolve_head(head, manifest)
+    fn = transfer or _default_transfer()
     feats = _FeatureLRU(cache, head_fn, lru_bytes)
-    groups_by_cat: Dict[Any, list] = {}
-    fig_pairs: Dict[str, list] = {}
+    masks = None
+    if options.test_flip == "masked":
+        from ..model.train import _MaskStore
 
-    def score(pair, pred):
-        gkey = (pair.dataset, pair.category)
-        if gkey not in groups_by_cat:
-            groups_by_cat[gkey] = _metrics.geo_groups(pair.dataset, pair.category, pair.flip_perm)
-        res = _metrics.evaluate_pair(
-            pred, pair.trg.keypoints, _metrics.pair_threshold(pair, threshold),
-            src_visible=np.asarray(pair.src.visible, bool),
-            trg_visible=np.asarray(pair.trg.visible, bool), flip_perm=pair.flip_perm,
-            groups=groups_by_cat[gkey], alphas=alphas, category=pair.category,
-            pair_id=pair.pair_id)
-        acc.add(res)
-        if figures and res.n_points > 0:
-            lst = fig_pairs.setdefault(pair.category, [])
-            if len(lst) < _FIGURES_PER_CATEGORY:
-                lst.append((pair, pred))
+        masks = _MaskStore(manifest)
+    flip = options.test_flip != "off"
 
-    t0 = time.perf_counter()
-    bar = None if client is not None else _progress(
-        pairs, desc=f"eval {split}", total=len(pairs), unit="pair", disable=not progress or None)
-    if client is not None:
-        _run_on_client(client, pairs, cache.path, manifest, head, mode, transfer, score,
-                       progress, split)
-    elif workers <= 1:
-        for pair in bar:
-            pred = transfer_pair(pair, feats.get(pair.src.key), feats.get(pair.trg.key),
-                                 manifest, mode=mode, transfer=fn)
-            score(pair, pred)
-    else:
-        _run_pipelined(bar, feats, manifest, mode, fn, score, workers)
-    elapsed = time.perf_counter() - t0
+    def job(pair):
+        src, trg = feats.get(pair.src.key), feats.get(pair.trg.key)
+        srcf = feats.get(pair.src.key, flipped=True) if flip else None
+        return (predict_pair, pair, src, trg, manifest, options, fn, srcf, masks)
 
-    config = {"dataset": getattr(dataset, "name", pairs[0].dataset), "split": split,
-              "mode": mode, "threshold": threshold, "alphas": list(alphas), "head": head_name,
-              "cache": cache.path, "backbone": manifest.get("backbone"),
-              "preprocess": manifest.get("preprocess"),
-              "categories": list(categories) if categories else None,
-              "subsample": subsample, "seed": seed, "workers": int(workers)}
-    result = EvalResult(summary=acc.summary(), config=config, skipped=_skipped_count(dataset),
-                        n_pairs=len(pairs), elapsed_s=elapsed, pair_results=acc.results)
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        if figures:
-            from .plotting import save_transfer_figure
-
-            fig_dir = os.path.join(os.fspath(out_dir), "figures")
-            os.makedirs(fig_dir, exist_ok=True)
-            alpha = min(alphas, key=lambda a: abs(a - 0.1))
-            for cat, items in sorted(fig_pairs.items()):
-                for i, (pair, pred) in enumerate(items):
-                    path = os.path.join(fig_dir, f"{_safe(cat)}_{i}.png")
-                    save_transfer_figure(pair, pred, path, alpha=alpha,
-                                         threshold=_metrics.pair_threshold(pair, threshold))
-                    result.figures.append(path)
-        result.to_json(os.path.join(out_dir, "results.json"), per_pair=True)
-        result.to_csv(os.path.join(out_dir, "results.csv"))
-        with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-            f.write(result.to_markdown() + "\n")
-    return result
+    bar = _progress(pairs, desc=desc, total=len(pairs), unit="pair",
+                    disable=not progress or None)
+    if workers <= 1:
+        return [_run_job(job(p)) for p in bar]
+    return _run_pipelined(bar, job, workers)
 
 
-def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> None:
-    """Transfer on ``workers`` threads (one kernel thread each); score in order here."""
+def _run_job(j):
+    f, pair, src, trg, manifest, options, fn, srcf, masks = j
+    return f(pair, src, trg, manifest, options, transfer=fn, src_feat_flipped=srcf, masks=masks)
+
+
+def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
+    """Transfer on ``workers`` threads (one kernel thread each); collect in order here."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -424,21 +601,19 @@ def _run_pipelined(pairs, feats, manifest, mode, fn, score, workers: int) -> Non
     def init():
         _config.set_num_threads(1)   # process-wide: every kernel single-threaded
 
+    out: List[Prediction] = []
     pending: deque = deque()
     try:
         with ThreadPoolExecutor(max_workers=workers, initializer=init) as pool:
             for pair in pairs:
-                src, trg = feats.get(pair.src.key), feats.get(pair.trg.key)
-                pending.append((pair, pool.submit(transfer_pair, pair, src, trg, manifest,
-                                                  mode=mode, transfer=fn)))
+                pending.append(pool.submit(_run_job, job(pair)))
                 while len(pending) > 2 * workers:
-                    p, fut = pending.popleft()
-                    score(p, fut.result())
+                    out.append(pending.popleft().result())
             while pending:
-                p, fut = pending.popleft()
-                score(p, fut.result())
+                out.append(pending.popleft().result())
     finally:
         _config.set_num_threads(prev)   # restores the process-wide kernel and BLAS count
+    return out
 
 
 # ----------------------------------------------------------------- Dask
@@ -462,27 +637,29 @@ def _worker_head(head):
     return head
 
 
-def transfer_block(pairs: list, cache_path: str, manifest: dict, head, mode: str,
-                   transfer: Optional[Callable] = None) -> list:
-    """One Dask task of eval: predicted target keypoints of ``pairs`` (a list
-    of float64 (K, 2) arrays), from the features in ``cache_path``."""
+def transfer_block(pairs: list, cache_path: str, manifest: dict, head, options,
+                   transfer: Optional[Callable] = None) -> List[Prediction]:
+    """One Dask task of eval: :func:`predict_pairs` of ``pairs`` from the
+    features in ``cache_path`` (``options``: an :class:`EvalOptions`, or a
+    transfer mode name with geomatch's defaults for the rest)."""
     from ..runtime.distributed import on_worker
+
+    if isinstance(options, str):
+        options = resolve_options(mode=options)
 
     def work():
         cache = FeatureCache.open(cache_path)   # names the path if this worker cannot see it
         if cache.manifest.get("weights_sha256") != manifest.get("weights_sha256"):
             raise ValueError(f"feature cache {cache_path} holds other features than the "
                              "client's (is the path shared by client and workers?)")
-        feats = _FeatureLRU(cache, _worker_head(head), 256 << 20)
-        fn = transfer or transfer_keypoints
-        return [transfer_pair(p, feats.get(p.src.key), feats.get(p.trg.key), manifest,
-                              mode=mode, transfer=fn) for p in pairs]
+        return predict_pairs(pairs, cache, options, head=_worker_head(head), transfer=transfer,
+                             workers=1, progress=False, lru_bytes=256 << 20)
 
     return on_worker(work)()
 
 
-def _run_on_client(client, pairs, cache_path, manifest, head, mode, transfer, score,
-                   progress, split) -> None:
+def _predict_on_client(client, pairs, cache_path, manifest, head, options, transfer,
+                       progress, split) -> List[Prediction]:
     from ..runtime.distributed import n_workers, run_tasks
 
     if head is not None and not isinstance(head, (str, os.PathLike)):
@@ -492,41 +669,336 @@ def _run_on_client(client, pairs, cache_path, manifest, head, mode, transfer, sc
     size = _block_size(len(pairs), n_workers(client))
     blocks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
     preds = run_tasks(client, transfer_block,
-                      [(b, cache_path, manifest, head, mode, transfer) for b in blocks],
+                      [(b, cache_path, manifest, head, options, transfer) for b in blocks],
                       desc=f"eval {split}", unit="pair", weights=[len(b) for b in blocks],
                       progress=progress)
-    for block, block_preds in zip(blocks, preds):
-        for pair, pred in zip(block, block_preds):
-            score(pair, pred)
+    return [p for block in preds for p in block]
+
+
+# -------------------------------------------------------------- 4. scoring
+
+def _threshold(p: Prediction, kind: str) -> float:
+    if kind == "bbox":
+        return float(_metrics.bbox_threshold(p.trg_bbox))
+    return float(_metrics.image_threshold(p.trg_size))
+
+
+def score_predictions(predictions: Sequence[Prediction],
+                      options: EvalOptions) -> _metrics.PCKAccumulator:
+    """Score predictions under ``options`` (threshold kind and frame, compare,
+    alphas; the counterparts are those stored on each prediction).
+
+    Returns
+    -------
+    geomatch.eval.metrics.PCKAccumulator
+    """
+    acc = _metrics.PCKAccumulator(options.alphas)
+    frame = options.frame_size
+    groups: Dict[Any, list] = {}
+    for p in predictions:
+        gkey = (p.dataset, p.category, tuple(np.asarray(p.flip_perm).tolist()))
+        if gkey not in groups:
+            groups[gkey] = _metrics.geo_groups(p.dataset, p.category, p.flip_perm)
+        scale = frame / max(p.trg_size) if frame else 1.0
+        acc.add(_metrics.evaluate_pair(
+            p.pred, p.trg_kps, _threshold(p, options.threshold), src_visible=p.src_vis,
+            trg_visible=p.trg_vis, flip_perm=p.flip_perm, groups=groups[gkey],
+            alphas=options.alphas, category=p.category, pair_id=p.pair_id,
+            compare=options.compare, scale=scale, azimuth_diff=p.azimuth_diff,
+            mirror=p.mirror))
+    return acc
+
+
+# --------------------------------------------------------------- 5. writing
+
+def write_reports(result: EvalResult, out_dir, *, predictions: bool = True) -> List[str]:
+    """Write ``predictions.npz`` (with ``predictions``), ``results.json``
+    (with per-pair scores), ``results.csv`` and ``results.md`` into
+    ``out_dir``; each file is written whole or not at all."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    if predictions:
+        meta = {"dataset": result.config.get("dataset"), "split": result.config.get("split"),
+                "options": result.options, "skipped": result.skipped,
+                "config": result.config}
+        written.append(save_predictions(os.path.join(out_dir, "predictions.npz"),
+                                        result.predictions, meta))
+    written.append(result.to_json(os.path.join(out_dir, "results.json"), per_pair=True))
+    written.append(result.to_csv(os.path.join(out_dir, "results.csv")))
+    written.append(_report.write_text(os.path.join(out_dir, "results.md"),
+                                      result.to_markdown() + "\n"))
+    return written
+
+
+def _draw_figures(pairs, result: EvalResult, out_dir, options: EvalOptions) -> List[str]:
+    from .plotting import save_transfer_figure
+
+    fig_dir = os.path.join(os.fspath(out_dir), "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    alpha = min(options.alphas, key=lambda a: abs(a - 0.1))
+    count: Dict[str, int] = {}
+    paths = []
+    for pair, pred, res in zip(pairs, result.predictions, result.pair_results):
+        i = count.get(pair.category, 0)
+        if res.n_points == 0 or i >= _FIGURES_PER_CATEGORY:
+            continue
+        count[pair.category] = i + 1
+        path = os.path.join(fig_dir, f"{_safe(pair.category)}_{i}.png")
+        save_transfer_figure(pair, pred.pred, path, alpha=alpha,
+                             threshold=_threshold(pred, options.threshold))
+        paths.append(path)
+    return paths
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
 
 
+# ------------------------------------------------------------- evaluate()
+
+def evaluate(dataset, split: str, cache, *, protocol: Optional[str] = None, head=None,
+             mode: Optional[str] = None, pixel: Optional[str] = None,
+             alphas: Optional[Sequence[float]] = None,
+             threshold: Optional[str] = None, frame: Optional[str] = None,
+             compare: Optional[str] = None, flip_table: Optional[str] = None,
+             select: Optional[str] = None, window: Optional[int] = None,
+             temperature: Optional[float] = None, empty_pairs: Optional[str] = None,
+             test_flip: Optional[str] = None, headline: Optional[Sequence[str]] = None,
+             categories: Optional[Sequence[str]] = None, subsample: Optional[int] = None,
+             seed: int = 0, out_dir=None, figures: bool = False, progress: bool = True,
+             transfer: Optional[Callable] = None, lru_bytes: int = 768 << 20,
+             workers: Optional[int] = None, client=None,
+             force: bool = False) -> EvalResult:
+    """Evaluate keypoint transfer on one split of a dataset.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        From :func:`geomatch.data.load_dataset`; must provide
+        ``pairs(split, categories=, subsample=, seed=)`` and ``skipped``.
+    split : str
+        ``"test"``, ``"val"``, ...
+    cache : FeatureCache or path
+        Features of every image of the split (keys ``ImageRecord.key``).
+    protocol : {"geco", "geoaware-sc", "geoaware-sc-zero-shot"}, optional
+        Preset of every choice below as the paper's code makes it for this
+        dataset (``docs/protocols.md``).  Explicit arguments override it.
+    head : callable or path, optional
+        Applied to each (h, w, D) feature map; a path is loaded with
+        :func:`geomatch.model.head.load_head`.
+    mode : {"upsample-argmax", "grid-argmax", "grid-argmax-corner", "soft-argmax"}
+        Keypoint transfer (default "upsample-argmax").
+    pixel : {"centre", "stride"}
+        Pixel of a grid position in the grid modes: patch centre (default) or
+        GeoAware-SC's ``g * s + floor(s / 2)`` input pixels.
+    alphas : sequence of float
+        Default (0.05, 0.10, 0.15).
+    threshold : {"bbox", "image"}
+        T = longer side of the target bounding box (default) or image.
+    frame : {"original", "pad:S"}
+        Frame of the distance test (default the original image).
+    compare : {"le", "lt"}
+        ``distance / T <= alpha`` (default) or ``distance < alpha * T``.
+    flip_table : {"lr", "geco"}
+        SPair-71k counterparts for the geometry breakdown (default "lr").
+    select : str
+        ``"all"`` (default), ``"first:N"``, ``"random:N:SEED"``,
+        ``"geoaware[:N[:SEED]]"`` (see :func:`select_pairs`).
+    window, temperature : soft-argmax window half-width (7) and temperature (0.02).
+    empty_pairs : {"skip", "count"}
+        Pairs without a co-visible keypoint: skipped (default) or scored (GECO).
+    test_flip : {"off", "masked", "mutual-nn"}
+        GeoAware-SC's test-time flip (needs flipped features in the cache).
+    headline : sequence of str
+        Summary keys reported first.
+    categories : list of str, optional
+        Restrict to these categories.
+    subsample, seed : int, optional
+        Same as ``select="random:SUBSAMPLE:SEED"`` (kept for compatibility).
+    out_dir : path, optional
+        Write ``predictions.npz``, ``results.json`` (with per-pair scores),
+        ``results.csv`` and ``results.md`` there (and figures under ``figures/``).
+    figures : bool
+        Draw a few keypoint transfers per category (needs ``out_dir``).
+    progress : bool
+        Show a progress bar (also silenced by ``GEOMATCH_NO_PROGRESS=1``).
+    transfer : callable, optional
+        Replacement for :func:`geomatch.transfer_keypoints` (same signature).
+    lru_bytes : int
+        Memory for float32 feature maps kept between pairs (images recur).
+    workers : int, optional
+        Threads that transfer pairs concurrently, each running its kernels
+        single-threaded (default: :func:`geomatch.get_num_threads`).  With
+        1, pairs run one after the other and kernels use all configured
+        threads.  Results are identical for any ``workers``.
+    client : distributed.Client, optional
+        Transfer blocks of pairs on this Dask cluster (every worker must see
+        the cache and the head file; a head given as a callable is sent to
+        each worker once).  Scoring stays here, in pair order, so results
+        are identical to a run without ``client``.
+    force : bool
+        Evaluate a head even when it was trained on other features than the
+        cache's (its file records the fingerprint of its training cache's
+        manifest, :func:`geomatch.data.cache.features_fingerprint`); a
+        warning is issued instead of the error.
+
+    Returns
+    -------
+    EvalResult
+
+    Raises
+    ------
+    FileNotFoundError
+        When the cache misses features of images of the split (lists some).
+    ValueError
+        Unknown protocol, bad option (the message names it), a choice the
+        dataset cannot support, no pair to evaluate, ``out_dir`` an existing
+        file, a head of another feature dimension than the cache's, or a head
+        trained on other features than the cache's (unless ``force``).
+    """
+    choices = dict(mode=mode, pixel=pixel, alphas=alphas, threshold=threshold, frame=frame,
+                   compare=compare,
+                   flip_table=flip_table, select=select, window=window,
+                   temperature=temperature, empty_pairs=empty_pairs, test_flip=test_flip,
+                   headline=headline)
+    opts = _options(dataset, protocol, subsample, seed, choices)
+    if figures and out_dir is None:
+        raise ValueError("figures=True needs out_dir")
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
+    workers = _check_workers(workers)
+    if not isinstance(cache, FeatureCache):
+        cache = FeatureCache.open(cache)
+    head_fn, head_name = _resolve_head(head, cache.manifest)
+    _check_head_features(head_fn, head_name, cache, force)
+    pairs = select_pairs(dataset, split, categories, opts)
+    _check_cache_covers(cache, pairs, split, opts)
+
+    t0 = time.perf_counter()
+    if client is not None:
+        preds = _predict_on_client(client, pairs, cache.path, cache.manifest, head, opts,
+                                   transfer, progress, split)
+    else:
+        preds = predict_pairs(pairs, cache, opts, head=head_fn, transfer=transfer,
+                              workers=workers, progress=progress, lru_bytes=lru_bytes,
+                              desc=f"eval {split}")
+    acc = score_predictions(preds, opts)
+    elapsed = time.perf_counter() - t0
+
+    manifest = cache.manifest
+    config = {"dataset": getattr(dataset, "name", pairs[0].dataset), "split": split,
+              "mode": opts.mode, "threshold": opts.threshold, "alphas": list(opts.alphas),
+              "options": opts.to_dict(), "head": head_name,
+              "cache": cache.path, "backbone": manifest.get("backbone"),
+              "preprocess": manifest.get("preprocess"),
+              "categories": list(categories) if categories else None,
+              "subsample": subsample, "seed": seed, "workers": int(workers)}
+    result = EvalResult(summary=acc.summary(), config=config, skipped=_skipped_count(dataset),
+                        n_pairs=len(pairs), elapsed_s=elapsed, pair_results=acc.results,
+                        predictions=preds)
+    if out_dir is not None:
+        if figures:
+            result.figures = _draw_figures(pairs, result, out_dir, opts)
+        write_reports(result, out_dir)
+    return result
+
+
+def _check_workers(workers) -> int:
+    if workers is None:
+        from ..runtime.config import get_num_threads
+
+        workers = max(1, int(get_num_threads()))
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    return int(workers)
+
+
 # ----------------------------------------------------------------- CLI
 
+#: option -> its command-line flag (error messages name the flag)
+_FLAGS = {"protocol": "--protocol", "mode": "--mode", "pixel": "--pixel", "alphas": "--alphas",
+          "threshold": "--threshold", "frame": "--threshold-frame", "compare": "--compare",
+          "flip_table": "--flip-table", "select": "--select", "window": "--window",
+          "temperature": "--temperature", "empty_pairs": "--empty-pairs",
+          "test_flip": "--test-flip", "headline": "--headline", "subsample": "--subsample",
+          "workers": "--workers", "figures=True": "--figures", "out_dir": "--out"}
+
+
+def _flag_message(msg: str) -> str:
+    first = msg.split(" ", 1)[0].rstrip(":")
+    flag = _FLAGS.get(first)
+    return f"{flag}: {msg}" if flag else msg
+
+
+def add_scoring_arguments(parser, default: Optional[str] = None) -> None:
+    """The scoring choices shared by ``geomatch eval`` and ``geomatch rescore``
+    (``--threshold``, ``--threshold-frame``, ``--compare``, ``--alphas``,
+    ``--flip-table``); ``default`` replaces the stated defaults (rescore: "the
+    run's")."""
+    def d(text):
+        return f"(default: {default or text})"
+
+    parser.add_argument("--threshold", default=None,
+                        help="PCK threshold T: longer side of the target 'bbox' or 'image' "
+                             + d("bbox"))
+    parser.add_argument("--threshold-frame", dest="frame", default=None,
+                        help="frame of the distance test: 'original' or 'pad:S' "
+                             "(GeoAware-SC: pad:840) " + d("original"))
+    parser.add_argument("--compare", default=None,
+                        help="'le': distance/T <= alpha (GECO); 'lt': distance < alpha*T "
+                             "(GeoAware-SC) " + d("le"))
+    parser.add_argument("--alphas", type=float, nargs="+", default=None,
+                        help="PCK alphas " + d("0.05 0.1 0.15"))
+    parser.add_argument("--flip-table", default=None,
+                        help="SPair-71k counterparts of the geometry breakdown: 'lr' or "
+                             "'geco' (GECO's permutation csv) " + d("lr"))
+
+
 def configure_parser(parser) -> None:
-    """Arguments of ``geomatch eval``."""
+    """Arguments of ``geomatch eval``.  Every choice defaults to None ("not
+    given"): the protocol preset, else geomatch's default, fills it."""
     parser.add_argument("--dataset", required=True,
                         help="dataset name (spair, pfpascal, ap10k, cub)")
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", default="test", help="split (default: test)")
     parser.add_argument("--cache", required=True, help="feature cache folder")
     parser.add_argument("--head", default=None, help="trained head checkpoint (default: none, raw features)")
-    parser.add_argument("--mode", default="upsample-argmax", choices=MODES,
-                        help="keypoint transfer (default: upsample-argmax)")
-    parser.add_argument("--threshold", default="bbox", choices=("bbox", "image"),
-                        help="PCK threshold: longer side of target bbox or image (default: bbox)")
-    parser.add_argument("--alphas", type=float, nargs="+", default=list(_metrics.DEFAULT_ALPHAS),
-                        help="PCK alphas (default: 0.05 0.1 0.15)")
+    parser.add_argument("--protocol", default=None,
+                        help="preset of every choice as a paper's code makes it: geco, "
+                             "geoaware-sc, geoaware-sc-zero-shot (see docs/protocols.md); "
+                             "explicit flags override it (default: none, geomatch's defaults)")
+    parser.add_argument("--mode", default=None,
+                        help=f"keypoint transfer, one of {', '.join(MODES)} "
+                             "(default: upsample-argmax)")
+    parser.add_argument("--pixel", default=None,
+                        help="pixel of a grid position in grid-argmax / soft-argmax: 'centre' "
+                             "(default) or 'stride' (GeoAware-SC: g*s + floor(s/2) input pixels)")
+    add_scoring_arguments(parser)
+    parser.add_argument("--select", default=None,
+                        help="pairs: all (default), first:N (per category), "
+                             "random:N:SEED, geoaware[:N[:SEED]] (GeoAware-SC's TEST_SAMPLE)")
+    parser.add_argument("--empty-pairs", default=None,
+                        help="pairs without a co-visible keypoint: 'skip' (default) or "
+                             "'count' (GECO: they feed n01/n00)")
+    parser.add_argument("--test-flip", default=None,
+                        help="GeoAware-SC's test-time flip: off (default), masked, mutual-nn")
+    parser.add_argument("--window", type=int, default=None,
+                        help="soft-argmax window half-width (default: 7)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="soft-argmax temperature (default: 0.02)")
+    parser.add_argument("--headline", nargs="+", default=None,
+                        help="summary keys reported first, e.g. pck_image pck_geo_image "
+                             "(default: the protocol's, else pck_point pck_image)")
     parser.add_argument("--out", default=None,
-                        help="output folder for results.json/.csv/.md "
+                        help="output folder for predictions.npz and results.json/.csv/.md "
                              "(default: eval-<dataset>-<split>)")
     parser.add_argument("--figures", action="store_true",
                         help="draw a few keypoint transfers per category as PNG")
-    parser.add_argument("--categories", nargs="+", default=None, help="only these categories (default: all)")
-    parser.add_argument("--subsample", type=int, default=None, help="pairs per category (default: all pairs)")
+    parser.add_argument("--categories", nargs="+", default=None,
+                        help="only these categories (default: all)")
+    parser.add_argument("--subsample", type=int, default=None,
+                        help="same as --select random:N:SEED with --seed (default: all pairs)")
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default: 0)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pairs transferred concurrently, one kernel thread each "
@@ -543,11 +1015,8 @@ def configure_parser(parser) -> None:
 
 
 def run_cli(args) -> int:
-    """Run ``geomatch eval``: print Markdown tables, write JSON and CSV."""
+    """Run ``geomatch eval``: print Markdown tables, write predictions, JSON, CSV, Markdown."""
     from ..data import load_dataset
-
-    if args.subsample is not None and args.subsample < 1:
-        raise ValueError("--subsample must be at least 1")
     from ..runtime.distributed import dask_client, parse_address
 
     if args.dask is not None:
@@ -555,14 +1024,24 @@ def run_cli(args) -> int:
     cache = FeatureCache.open(args.cache)
     dataset = load_dataset(args.dataset, args.root)
     out = args.out or f"eval-{args.dataset}-{args.split}"
-    with dask_client(args.dask) as client:   # an unreachable scheduler fails here, nothing written
-        res = evaluate(dataset, args.split, cache, head=args.head, mode=args.mode,
-                       alphas=tuple(args.alphas), threshold=args.threshold,
-                       categories=args.categories, subsample=args.subsample, seed=args.seed,
-                       out_dir=out, figures=args.figures, progress=not args.no_progress,
-                       workers=args.workers, client=client, force=args.force)
+    try:
+        # an unreachable scheduler fails here, before anything is written
+        with dask_client(args.dask) as client:
+            res = evaluate(dataset, args.split, cache, protocol=args.protocol, head=args.head,
+                           mode=args.mode, pixel=args.pixel, alphas=args.alphas,
+                           threshold=args.threshold, frame=args.frame, compare=args.compare,
+                           flip_table=args.flip_table, select=args.select, window=args.window,
+                           temperature=args.temperature, empty_pairs=args.empty_pairs,
+                           test_flip=args.test_flip, headline=args.headline,
+                           categories=args.categories, subsample=args.subsample,
+                           seed=args.seed, out_dir=out, figures=args.figures,
+                           progress=not args.no_progress, workers=args.workers,
+                           client=client, force=args.force)
+    except ValueError as exc:
+        raise ValueError(_flag_message(str(exc))) from None
     print(res.to_markdown())
-    print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'results.csv')}"
+    print(f"wrote {os.path.join(out, 'predictions.npz')}, {os.path.join(out, 'results.json')}, "
+          f"{os.path.join(out, 'results.csv')}"
           + (f" and {len(res.figures)} figures in {os.path.join(out, 'figures')}"
              if res.figures else "")
           + f" ({res.elapsed_s:.1f} s)")

@@ -41,8 +41,13 @@ The geometry-aware subset follows GeoAware-SC (``Junyi42/GeoAware-SC``,
 symmetric group of keypoints (e.g. the four paws of a dog), when at least two
 members are visible in the target and at least one member is visible in both
 images, every member visible in both images is a geometry-aware keypoint.  Its
-PCK is pooled per point.  (GeoAware-SC tests ``distance < α·T``; geomatch uses
-``<=`` throughout, as GECO does; docs/method.md#metrics.)
+PCK is reported pooled per point and per image (over the pairs that have
+geometry-aware keypoints), with GeoAware-SC's occurrence ratios.
+
+The test is ``distance / T <= α`` by default (GECO); ``compare="lt"`` gives
+GeoAware-SC's ``distance < α·T``, and ``scale`` makes the test in another
+frame (GeoAware-SC's 840-pixel padded square).  See ``docs/protocols.md`` and
+docs/method.md#metrics.
 """
 from __future__ import annotations
 
@@ -287,10 +292,29 @@ def _check_vis(v, k: int, name: str) -> np.ndarray:
     return arr
 
 
-def _within(pred: np.ndarray, pts: np.ndarray, t: float, a: np.ndarray) -> np.ndarray:
-    """(A, K) bool: distance(pred, pts) / t <= alpha, False where not finite."""
-    d = np.hypot(pred[:, 0] - pts[:, 0], pred[:, 1] - pts[:, 1]) / t
+COMPARES = ("le", "lt")
+
+
+def _check_compare(compare: str) -> str:
+    if compare not in COMPARES:
+        raise ValueError(f"compare must be 'le' (distance / T <= alpha, GECO) or 'lt' "
+                         f"(distance < alpha * T, GeoAware-SC), got {compare!r}")
+    return compare
+
+
+def _within(pred: np.ndarray, pts: np.ndarray, t: float, a: np.ndarray,
+            compare: str = "le") -> np.ndarray:
+    """(A, K) bool, False where not finite.
+
+    ``compare="le"``: ``distance / t <= alpha`` (GECO's test, written as a
+    ratio); ``"lt"``: ``distance < alpha * t`` (GeoAware-SC's test, written as
+    a product).
+    """
+    d = np.hypot(pred[:, 0] - pts[:, 0], pred[:, 1] - pts[:, 1])
     with np.errstate(invalid="ignore"):
+        if compare == "lt":
+            return (d[None, :] < a[:, None] * t) & np.isfinite(d)[None, :]
+        d = d / t
         return (d[None, :] <= a[:, None]) & np.isfinite(d)[None, :]
 
 
@@ -306,7 +330,7 @@ def _check_pair_points(pred, trg_kps, src_visible, trg_visible):
 
 
 def geometry_breakdown(pred, src_visible, trg_kps, trg_visible, flip_perm, threshold,
-                       alphas=DEFAULT_ALPHAS) -> Dict[str, np.ndarray]:
+                       alphas=DEFAULT_ALPHAS, compare: str = "le") -> Dict[str, np.ndarray]:
     """GECO's geometry breakdown of one pair (see the module docstring).
 
     Parameters
@@ -322,6 +346,8 @@ def geometry_breakdown(pred, src_visible, trg_kps, trg_visible, flip_perm, thres
     threshold : float
         T of the pair.
     alphas : sequence of float
+    compare : {"le", "lt"}
+        ``distance / T <= alpha`` (GECO, default) or ``distance < alpha * T``.
 
     Returns
     -------
@@ -337,14 +363,14 @@ def geometry_breakdown(pred, src_visible, trg_kps, trg_visible, flip_perm, thres
     t = float(threshold)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"threshold must be finite and positive, got {threshold!r}")
-    return _breakdown(p, sv, g, tv, perm, t, a)
+    return _breakdown(p, sv, g, tv, perm, t, a, _check_compare(compare))
 
 
-def _breakdown(p, sv, g, tv, perm, t, a) -> Dict[str, np.ndarray]:
+def _breakdown(p, sv, g, tv, perm, t, a, compare="le") -> Dict[str, np.ndarray]:
     has_cp = perm != np.arange(len(perm))
     cp_vis = tv[perm] & has_cp          # counterpart exists and is visible in the target
-    ok = _within(p, g, t, a)            # (A, K) near k
-    near_cp = _within(p, g[perm], t, a)  # (A, K) near k'
+    ok = _within(p, g, t, a, compare)            # (A, K) near k
+    near_cp = _within(p, g[perm], t, a, compare)  # (A, K) near k'
     c11 = sv & tv & cp_vis
     c10 = sv & tv & has_cp & ~cp_vis
     c1x = sv & tv & ~has_cp
@@ -440,6 +466,16 @@ class PairResult:
     n_geo : int
         Geometry-aware keypoints among the scored ones.
     n_geo_correct : numpy.ndarray of int64, shape (A,)
+    kp_ids : numpy.ndarray of int64, shape (n_points,)
+        Indices of the scored keypoints (the keypoint ids of the category).
+    kp_correct : numpy.ndarray of bool, shape (A, n_points)
+        Which scored keypoints are correct.
+    azimuth_diff : int or None
+        Circular difference of the two images' azimuth bins (SPair-71k:
+        ``min(|a - b|, 8 - |a - b|)``, 0..4), where known.
+    mirror : int or None
+        1 when the two images face opposite sides (GeoAware-SC: one azimuth
+        bin in 0..3, the other in 4..7), 0 otherwise, where known.
     """
     category: str
     pair_id: str
@@ -448,11 +484,17 @@ class PairResult:
     breakdown: Dict[str, np.ndarray] = field(default_factory=dict)
     n_geo: int = 0
     n_geo_correct: Optional[np.ndarray] = None
+    kp_ids: Optional[np.ndarray] = None
+    kp_correct: Optional[np.ndarray] = None
+    azimuth_diff: Optional[int] = None
+    mirror: Optional[int] = None
 
 
 def evaluate_pair(pred, trg_kps, threshold, *, src_visible, trg_visible, flip_perm=None,
                   groups=None, alphas=DEFAULT_ALPHAS, category: str = "",
-                  pair_id: str = "") -> PairResult:
+                  pair_id: str = "", compare: str = "le", scale: float = 1.0,
+                  azimuth_diff: Optional[int] = None,
+                  mirror: Optional[int] = None) -> PairResult:
     """Score one pair: PCK counts, geometry breakdown and geometry-aware subset.
 
     Parameters
@@ -463,35 +505,54 @@ def evaluate_pair(pred, trg_kps, threshold, *, src_visible, trg_visible, flip_pe
     trg_kps : array_like, shape (K, 2)
         Target ground truth (NaN rows allowed where invisible).
     threshold : float
-        T of the pair (see :func:`pair_threshold`).
+        T of the pair (see :func:`pair_threshold`), in original pixels.
     src_visible, trg_visible : array_like of bool, shape (K,)
     flip_perm : array_like of int, shape (K,), optional
         Enables the geometry breakdown.
     groups : list of lists of int, optional
         Symmetric groups for the geometry-aware subset (default: the pairs of
         ``flip_perm``; none without it).
+    compare : {"le", "lt"}
+        ``distance / T <= alpha`` (GECO) or ``distance < alpha * T``
+        (GeoAware-SC).
+    scale : float
+        Distances and T are multiplied by this before the test (the frame in
+        which the test is made: 1 for the original image, ``S / max(W, H)``
+        for GeoAware-SC's S-pixel padded frame).
+    azimuth_diff, mirror : int, optional
+        Kept on the result for the breakdowns of :class:`PCKAccumulator`.
     """
     p, g, sv, tv = _check_pair_points(pred, trg_kps, src_visible, trg_visible)
     k = p.shape[0]
     if np.any(tv & ~np.all(np.isfinite(g), axis=1)):
         raise ValueError("trg_kps: a keypoint marked visible has a non-finite position")
     a = _check_alphas(alphas)
+    compare = _check_compare(compare)
     t = float(threshold)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"threshold must be finite and positive, got {threshold!r}")
+    sc = float(scale)
+    if not (math.isfinite(sc) and sc > 0):
+        raise ValueError(f"scale must be finite and positive, got {scale!r}")
+    if sc != 1.0:
+        p, g, t = p * sc, g * sc, t * sc
     both = sv & tv
-    ok = _within(p, g, t, a)
+    ok = _within(p, g, t, a, compare)
     n_correct = (ok & both[None]).sum(axis=1).astype(np.int64)
     bd: Dict[str, np.ndarray] = {}
     if flip_perm is not None:
         perm = _check_perm(flip_perm, k)
-        bd = _breakdown(p, sv, g, tv, perm, t, a)
+        bd = _breakdown(p, sv, g, tv, perm, t, a, compare)
         if groups is None:
             groups = flip_groups(perm)
     geo = geo_aware_mask(sv, tv, groups or [])
+    ids = np.flatnonzero(both).astype(np.int64)
     return PairResult(category=str(category), pair_id=str(pair_id), n_points=int(both.sum()),
                       n_correct=n_correct, breakdown=bd, n_geo=int(geo.sum()),
-                      n_geo_correct=(ok & geo[None]).sum(axis=1).astype(np.int64))
+                      n_geo_correct=(ok & geo[None]).sum(axis=1).astype(np.int64),
+                      kp_ids=ids, kp_correct=ok[:, ids],
+                      azimuth_diff=None if azimuth_diff is None else int(azimuth_diff),
+                      mirror=None if mirror is None else int(mirror))
 
 
 def _fmt_alpha(a: float) -> str:
@@ -543,9 +604,9 @@ class PCKAccumulator:
         n_points = sum(r.n_points for r in results)
         n_correct = np.zeros(na, dtype=np.int64)
         per_image = []
+        per_image_geo = []
         n_geo = 0
         n_geo_correct = np.zeros(na, dtype=np.int64)
-        n_geo_pairs = 0
         bd = {key: np.zeros(na, dtype=np.int64) for key in BREAKDOWN_KEYS}
         has_bd = False
         for r in results:
@@ -555,20 +616,27 @@ class PCKAccumulator:
             if r.n_geo > 0:
                 n_geo += r.n_geo
                 n_geo_correct += r.n_geo_correct
-                n_geo_pairs += 1
+                per_image_geo.append(r.n_geo_correct / r.n_geo)
             if r.breakdown:
                 has_bd = True
                 for key in BREAKDOWN_KEYS:
                     bd[key] += r.breakdown[key]
+        n_scored = len(per_image)
         out = {
             "n_pairs": n_pairs,
-            "n_pairs_scored": len(per_image),
+            "n_pairs_scored": n_scored,
             "n_points": int(n_points),
             "pck_point": (n_correct / n_points).tolist() if n_points else [None] * na,
             "pck_image": np.mean(per_image, axis=0).tolist() if per_image else [None] * na,
             "n_geo_points": int(n_geo),
-            "n_geo_pairs": int(n_geo_pairs),
+            "n_geo_pairs": len(per_image_geo),
             "pck_geo": (n_geo_correct / n_geo).tolist() if n_geo else [None] * na,
+            "pck_geo_image": (np.mean(per_image_geo, axis=0).tolist() if per_image_geo
+                              else [None] * na),
+            # GeoAware-SC's occurrence ratios: pairs with a geometry-aware
+            # keypoint among the scored pairs, geometry-aware among scored points
+            "geo_pair_ratio": len(per_image_geo) / n_scored if n_scored else None,
+            "geo_point_ratio": n_geo / n_points if n_points else None,
         }
         if has_bd:
             out["breakdown"] = {key: v.tolist() for key, v in bd.items()}
@@ -577,18 +645,46 @@ class PCKAccumulator:
             out["pck_breakdown"] = [float(x) / float(y) if y else None for x, y in zip(num, den)]
         return out
 
+    @staticmethod
+    def _by_keypoint(results: Sequence[PairResult], na: int) -> dict:
+        """keypoint id -> {"n_points", "pck_point"} over the scored keypoints."""
+        n: Dict[int, int] = {}
+        c: Dict[int, np.ndarray] = {}
+        for r in results:
+            if r.kp_ids is None:
+                continue
+            for j, kid in enumerate(r.kp_ids.tolist()):
+                n[kid] = n.get(kid, 0) + 1
+                c[kid] = c.get(kid, np.zeros(na, dtype=np.int64)) + r.kp_correct[:, j]
+        return {str(k): {"n_points": n[k], "pck_point": (c[k] / n[k]).tolist()}
+                for k in sorted(n)}
+
+    def _split_by(self, attr: str, na: int) -> dict:
+        groups: Dict[int, List[PairResult]] = {}
+        for r in self.results:
+            v = getattr(r, attr)
+            if v is not None:
+                groups.setdefault(int(v), []).append(r)
+        return {str(v): self._stats(groups[v], na) for v in sorted(groups)}
+
     def summary(self) -> dict:
         """All figures as a JSON-ready dict.
 
         Returns
         -------
         dict
-            ``alphas``; ``categories``: category → stats; ``overall``: stats
-            pooled over all pairs plus ``pck_point_catmean`` and
-            ``pck_image_catmean`` (means of the per-category figures over the
-            categories that have scored keypoints).  Stats hold ``n_pairs``,
-            ``n_pairs_scored``, ``n_points``, ``pck_point``, ``pck_image``,
-            ``n_geo_points``, ``n_geo_pairs``, ``pck_geo``, and with a flip
+            ``alphas``; ``categories``: category → stats (plus
+            ``by_keypoint``: keypoint id → ``n_points``, ``pck_point``);
+            ``overall``: stats pooled over all pairs plus
+            ``pck_point_catmean``, ``pck_image_catmean``, ``pck_geo_catmean``
+            and ``pck_geo_image_catmean`` (means of the per-category figures
+            over the categories that have them); ``by_azimuth`` (azimuth
+            difference 0..4 → stats) and ``by_mirror`` (0/1 → stats) where
+            pairs carry them.  Stats hold ``n_pairs``, ``n_pairs_scored``,
+            ``n_points``, ``pck_point``, ``pck_image``, ``n_geo_points``,
+            ``n_geo_pairs``, ``pck_geo`` (per point), ``pck_geo_image`` (per
+            image, over pairs with a geometry-aware keypoint),
+            ``geo_pair_ratio``, ``geo_point_ratio``, and with a flip
             permutation ``breakdown`` (counter → list per α) and
             ``pck_breakdown``.  PCK values are fractions in [0, 1] per α, or
             None when nothing was scored.
@@ -597,12 +693,22 @@ class PCKAccumulator:
         by_cat: Dict[str, List[PairResult]] = {}
         for r in self.results:
             by_cat.setdefault(r.category, []).append(r)
-        cats = {c: self._stats(by_cat[c], na) for c in sorted(by_cat)}
+        cats = {}
+        for c in sorted(by_cat):
+            cats[c] = self._stats(by_cat[c], na)
+            cats[c]["by_keypoint"] = self._by_keypoint(by_cat[c], na)
         overall = self._stats(self.results, na)
-        for key in ("pck_point", "pck_image", "pck_geo"):
+        for key in ("pck_point", "pck_image", "pck_geo", "pck_geo_image"):
             vals = [s[key] for s in cats.values() if s[key][0] is not None]
             overall[key + "_catmean"] = np.mean(vals, axis=0).tolist() if vals else [None] * na
-        return {"alphas": list(self.alphas), "categories": cats, "overall": overall}
+        out = {"alphas": list(self.alphas), "categories": cats, "overall": overall}
+        by_az = self._split_by("azimuth_diff", na)
+        if by_az:
+            out["by_azimuth"] = by_az
+        by_mirror = self._split_by("mirror", na)
+        if by_mirror:
+            out["by_mirror"] = by_mirror
+        return out
 
     def rows(self) -> List[dict]:
         """Flat table rows (one per category, then ``all`` and ``mean``)."""
@@ -615,71 +721,14 @@ class PCKAccumulator:
 
 
 def summary_rows(summary: Mapping) -> List[dict]:
-    """Flatten a :meth:`PCKAccumulator.summary` dict into table rows.
+    """Table rows of a summary (see :func:`geomatch.eval.report.summary_rows`)."""
+    from .report import summary_rows as _rows
 
-    One row per category, then ``all`` (pooled) and ``mean`` (mean over
-    categories).  Columns: category, n_pairs, n_points,
-    ``pck_point@α``, ``pck_image@α``, ``pck_geo@α`` (percent), n_geo_points.
-    """
-    alphas = summary["alphas"]
-    rows = []
-
-    def pct(v):
-        return None if v is None else 100.0 * v
-
-    def row(name, st, suffix=""):
-        r = {"category": name, "n_pairs": st.get("n_pairs"), "n_points": st.get("n_points")}
-        for kind in ("pck_point", "pck_image", "pck_geo"):
-            vals = st[kind + suffix]
-            for a, v in zip(alphas, vals):
-                r[f"{kind}@{_fmt_alpha(a)}"] = pct(v)
-        r["n_geo_points"] = st.get("n_geo_points")
-        return r
-
-    for c, st in summary["categories"].items():
-        rows.append(row(c, st))
-    if summary["categories"]:
-        rows.append(row("all", summary["overall"]))
-        mean = dict(summary["overall"])
-        mean = {"n_pairs": None, "n_points": None, "n_geo_points": None,
-                "pck_point_catmean": mean["pck_point_catmean"],
-                "pck_image_catmean": mean["pck_image_catmean"],
-                "pck_geo_catmean": mean["pck_geo_catmean"]}
-        rows.append(row("mean", mean, "_catmean"))
-    return rows
+    return _rows(summary)
 
 
 def summary_markdown(summary: Mapping) -> str:
-    """Markdown tables (PCK per point, per image, geometry-aware; breakdown) of a summary."""
-    alphas = summary["alphas"]
-    rows = summary_rows(summary)
+    """Markdown tables of a summary (see :func:`geomatch.eval.report.summary_markdown`)."""
+    from .report import summary_markdown as _md
 
-    def cell(v):
-        return "–" if v is None else f"{v:.2f}"
-
-    def cnt(v):
-        return "" if v is None else str(v)
-
-    out = []
-    titles = {"pck_point": "PCK per point (%)", "pck_image": "PCK per image (%)",
-              "pck_geo": "PCK geometry-aware subset (%)"}
-    for kind, title in titles.items():
-        head = "| category | pairs | points | " + " | ".join(f"@{_fmt_alpha(a)}" for a in alphas) + " |"
-        out += [f"### {title}", "", head, "|" + "---|" * (3 + len(alphas))]
-        for r in rows:
-            n_pts = r["n_geo_points"] if kind == "pck_geo" else r["n_points"]
-            vals = " | ".join(cell(r[f"{kind}@{_fmt_alpha(a)}"]) for a in alphas)
-            out.append(f"| {r['category']} | {cnt(r['n_pairs'])} | {cnt(n_pts)} | {vals} |")
-        out.append("")
-    ov = summary["overall"]
-    if "breakdown" in ov:
-        bd = ov["breakdown"]
-        out += ["### Geometry breakdown (all categories)", "",
-                "| α | n11 | n̂11 | ñ11 | n̄11 | n10 | n̂10 | n1x | n̂1x | n01 | n̄01 | n00 | PCK (%) |",
-                "|" + "---|" * 13]
-        for i, a in enumerate(alphas):
-            vals = " | ".join(str(bd[key][i]) for key in BREAKDOWN_KEYS)
-            pb = ov["pck_breakdown"][i]
-            out.append(f"| {_fmt_alpha(a)} | {vals} | {cell(None if pb is None else 100 * pb)} |")
-        out.append("")
-    return "\n".join(out)
+    return _md(summary)

@@ -52,8 +52,8 @@ from ..geometry import flip_x, foreground_grid, grid_frame, keypoint_patches
 from .loss import LossConfig, PairLoss
 from .optim import AdamW
 
-__all__ = ["train", "TrainResult", "validate", "feature_source", "prepare_pair", "configure_parser",
-           "run_cli"]
+__all__ = ["train", "TrainResult", "validate", "feature_source", "prepare_pair",
+           "resolve_train_options", "TRAIN_PROTOCOLS", "configure_parser", "run_cli"]
 
 _CKPT_KIND = "geomatch.model.train/1"
 
@@ -228,6 +228,142 @@ def validate(pairs: Sequence, cache, head: Optional[Callable] = None, *,
 
 
 # ---------------------------------------------------------------------------
+# several datasets in one run, GECO's per-category balancing, the GECO preset
+
+#: ``geomatch train --protocol geco``: GECO's training setting
+#: (configs/train_setting_default.yaml, configs/train_pairs.yaml; see
+#: docs/protocols.md).  Explicit arguments override it.
+TRAIN_PROTOCOLS = {
+    "geco": {"lr": 1e-4, "weight_decay": 0.0, "batch_pairs": 6, "epochs": 8.0,
+             "pairs_per_category": 800, "flip_aug": True},
+}
+_TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 0.0, "batch_pairs": 4, "epochs": None,
+                   "pairs_per_category": None, "flip_aug": True}
+
+
+def resolve_train_options(protocol: Optional[str] = None, **explicit) -> Dict[str, object]:
+    """Training hyper-parameters: geomatch's defaults, then the protocol's
+    preset, then every explicit (non-None) value; ``sources`` tells where
+    each came from."""
+    if protocol is not None and protocol not in TRAIN_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {sorted(TRAIN_PROTOCOLS)}, got {protocol!r}")
+    unknown = sorted(set(explicit) - set(_TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown training option(s) {unknown}")
+    out = dict(_TRAIN_DEFAULTS)
+    src = {k: "default" for k in out}
+    for k, v in (TRAIN_PROTOCOLS.get(protocol) or {}).items():
+        out[k], src[k] = v, f"protocol {protocol}"
+    for k, v in explicit.items():
+        if v is not None:
+            out[k], src[k] = v, "explicit"
+    out["sources"] = src
+    return out
+
+
+class _RoutedCache:
+    """Several feature caches behind one ``get``/``has``: keys are
+    ``"<i>|<key>"`` with i the index of the cache."""
+
+    def __init__(self, caches):
+        self.caches = list(caches)
+        ref = None
+        for c in self.caches:
+            m = _manifest(c)
+            sig = {k: m.get(k) for k in ("preprocess", "resolution", "grid", "dim")}
+            if ref is None:
+                ref, ref_path = sig, getattr(c, "path", c)
+            elif sig != ref:
+                raise ValueError(f"feature cache {getattr(c, 'path', c)} was made with "
+                                 f"{sig}, unlike {ref_path} ({ref}): one run needs the same "
+                                 f"preprocessing, grid and feature size in every cache")
+        # the head file records one set of features: every cache must hold the same
+        # (backbone, weights, preprocessing; geomatch.data.cache.features_fingerprint)
+        recs = [(getattr(c, "path", c), _features_record(_manifest(c))) for c in self.caches]
+        recs = [(p, r) for p, r in recs if r is not None]
+        for p, r in recs[1:]:
+            if r["fingerprint"] != recs[0][1]["fingerprint"]:
+                f0, f1 = recs[0][1]["fields"], r["fields"]
+                diff = sorted(k for k in set(f0) | set(f1) if f0.get(k) != f1.get(k))
+                raise ValueError(f"feature cache {p} holds other features than {recs[0][0]} "
+                                 f"(fields {diff} differ): one run needs the same backbone, "
+                                 f"weights and preprocessing in every cache")
+        self.manifest = _manifest(self.caches[0])
+        self.path = " + ".join(str(getattr(c, "path", c)) for c in self.caches)
+
+    def _split(self, key):
+        i, _, k = key.partition("|")
+        return self.caches[int(i)], k
+
+    def get(self, key, flipped=False):
+        c, k = self._split(key)
+        return c.get(k, flipped=flipped)
+
+    def has(self, key, flipped=False):
+        c, k = self._split(key)
+        return _cache_has(c, k, flipped)
+
+
+def _route_pair(pair, i: int):
+    import dataclasses
+
+    return dataclasses.replace(pair, src=dataclasses.replace(pair.src, key=f"{i}|{pair.src.key}"),
+                               trg=dataclasses.replace(pair.trg, key=f"{i}|{pair.trg.key}"))
+
+
+def _combine_sources(datasets, caches):
+    """(datasets, caches) of several sources -> the routed cache and a
+    function that routes one source's pairs to it."""
+    if len(datasets) != len(caches):
+        raise ValueError(f"give one cache per dataset: {len(datasets)} datasets, "
+                         f"{len(caches)} caches")
+    from ..data.cache import FeatureCache
+
+    caches = [FeatureCache.open(c) if isinstance(c, (str, os.PathLike)) else c for c in caches]
+    return _RoutedCache(caches), (lambda pairs, i: [_route_pair(p, i) for p in pairs])
+
+
+def _epoch_order(pairs: Sequence, per_category: Optional[int], seed: int):
+    """(epoch size n, order(e) -> indices into ``pairs`` for epoch e).
+
+    Without ``per_category``: a permutation of all pairs per epoch.  With it
+    (GECO's ``num_el``): each (dataset, category) contributes
+    min(per_category, its size) pairs per epoch, taken in turn from a stream
+    of seeded permutations of its pairs (so consecutive epochs see different
+    pairs), and the epoch's pairs are shuffled."""
+    if per_category is None:
+        n = len(pairs)
+        return n, lambda e: np.random.default_rng([seed, e]).permutation(n)
+    if int(per_category) < 1:
+        raise ValueError(f"pairs_per_category must be at least 1, got {per_category!r}")
+    m_max = int(per_category)
+    groups: Dict[tuple, List[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((getattr(p, "dataset", ""), p.category), []).append(i)
+    members = list(groups.values())
+    perms: Dict[tuple, np.ndarray] = {}
+
+    def stream(gi, t):
+        size = len(members[gi])
+        c, pos = divmod(t, size)
+        if (gi, c) not in perms:
+            perms[(gi, c)] = np.random.default_rng([seed, 2, gi, c]).permutation(size)
+        return members[gi][perms[(gi, c)][pos]]
+
+    n = sum(min(m_max, len(m)) for m in members)
+
+    def order(e):
+        idx = []
+        for gi, mem in enumerate(members):
+            m = min(m_max, len(mem))
+            idx.extend(stream(gi, t) for t in range(e * m, (e + 1) * m))
+        idx = np.asarray(idx, dtype=np.int64)
+        return idx[np.random.default_rng([seed, e]).permutation(len(idx))]
+
+    return n, order
+
+
+# ---------------------------------------------------------------------------
 # checkpoints
 
 def _save_checkpoint(path, head: AttentionHead, opt: AdamW, meta: dict) -> None:
@@ -345,6 +481,114 @@ _CSV_FIELDS = ["step", "epoch", "loss", "pos", "bin", "neg", "fgbg", "pairs", "l
                "steps_per_s", "val_pck", "val_confusion"]
 
 
+def _open_log(log_path: Path, start_step: int):
+    """``log.csv`` opened for writing, keeping the rows up to ``start_step``
+    (a resumed run); returns (file, writer, loss history, validation history)."""
+    rows_kept = []
+    if start_step and log_path.exists():
+        with open(log_path, newline="") as fh:
+            rows_kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
+    fh = open(log_path, "w", newline="")
+    writer = csv.DictWriter(fh, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    for r in rows_kept:
+        writer.writerow(r)
+    history = [{"step": int(r["step"]), "loss": float(r["loss"])} for r in rows_kept]
+    val_history = [{"step": int(r["step"]), "pck": float(r["val_pck"]),
+                    "confusion": float(r["val_confusion"] or "nan")}
+                   for r in rows_kept if r.get("val_pck")]
+    return fh, writer, history, val_history
+
+
+def _batch_gradients(head, loss_fn, batch, rng, grid, manifest, masks, feature, flip_aug,
+                     swap_aug):
+    """Summed head gradients and loss terms of one batch of pairs (augmentations
+    drawn from ``rng``: swap, flip source, flip target per pair); pairs the
+    loss skips do not count.  Returns (grads, sums, used)."""
+    grads = {k: np.zeros_like(v) for k, v in head.parameters().items()}
+    sums = {"loss": 0.0, "pos": 0.0, "bin": 0.0, "neg": 0.0, "fgbg": 0.0}
+    used = 0
+    for pair in batch:
+        fl = rng.random(3)
+        swap = bool(swap_aug and fl[0] < 0.5)
+        fs = bool(flip_aug and fl[1] < 0.5)
+        ft = bool(flip_aug and fl[2] < 0.5)
+        pp = prepare_pair(pair, grid, manifest, masks, flip_src=fs, flip_trg=ft, swap=swap)
+        x = np.stack([feature(pp.src_key, fs), feature(pp.trg_key, ft)])
+        y = head.forward(x, cache=True)
+        loss, gs, gt, info = loss_fn(y[0], y[1], src_patch=pp.src_patch,
+                                     trg_patch=pp.trg_patch, flip_perm=pp.flip_perm,
+                                     src_fg=pp.src_fg, trg_fg=pp.trg_fg,
+                                     n_vis_src=pp.n_vis_src, n_vis_trg=pp.n_vis_trg,
+                                     n_kp=pp.n_kp)
+        if info["skipped"]:
+            continue
+        used += 1
+        for k in sums:
+            sums[k] += info[k] if k != "loss" else loss
+        for k, g in head.backward(np.stack([gs, gt])).items():
+            grads[k] += g
+    return grads, sums, used
+
+
+def _initial_head(resume, head_config, init_head, cache, pairs, seed):
+    """(head, first step, best validation PCK, checkpoint arrays or None):
+    from a ``resume`` checkpoint, from ``init_head``, or freshly initialised
+    (``head_config``, else the default architecture for the cache's D)."""
+    if resume is not None:
+        head, tmeta, files = _load_checkpoint(resume, head_config)
+        return head, int(tmeta.get("step", 0)), tmeta.get("best_val"), files
+    if head_config is None and init_head is not None:
+        head_config = init_head.config
+    if head_config is None:
+        f0 = cache.get(pairs[0].src.key) if _cache_has(cache, pairs[0].src.key) else None
+        head_config = HeadConfig(in_dim=int(f0.shape[-1]) if f0 is not None else 768)
+    if init_head is not None:
+        if init_head.config != head_config:
+            raise ValueError("init_head has a different architecture than head_config")
+        return init_head.astype(np.float32), 0, None, None
+    return AttentionHead(head_config, seed=seed), 0, None, None
+
+
+def _training_pairs(dataset, cache, split, val_split, categories, train_subset, val_pairs,
+                    val_subset, seed):
+    """(cache, training pairs, validation pairs) of one dataset, a list of
+    pairs, or a tuple of datasets with a tuple of caches (keys routed)."""
+    from ..data.base import Dataset
+
+    multi = isinstance(dataset, tuple) and dataset and all(isinstance(d, Dataset)
+                                                          for d in dataset)
+    if multi:
+        if not isinstance(cache, (tuple, list)):
+            raise ValueError("several datasets need a tuple of caches, one per dataset")
+        cache, route = _combine_sources(dataset, cache)
+        pairs, vals = [], []
+        for i, ds in enumerate(dataset):
+            cats = [c for c in (categories or ds.categories) if c in ds.categories]
+            got = _pairs_of(ds, split, cats, train_subset, seed)
+            if not got:
+                raise ValueError(f"no training pairs in split {split!r} of {ds.name}")
+            pairs += route(got, i)
+            if val_pairs is None and val_subset:
+                try:
+                    vals += route(ds.pairs(val_split, categories=cats,
+                                           subsample=int(val_subset), seed=0), i)
+                except (ValueError, FileNotFoundError):
+                    pass   # a dataset without that split: no validation pairs from it
+        return cache, pairs, list(val_pairs) if val_pairs is not None else vals
+    if isinstance(cache, (str, os.PathLike)):
+        from ..data.cache import FeatureCache
+
+        cache = FeatureCache.open(cache)
+    pairs = _pairs_of(dataset, split, categories, train_subset, seed)
+    if not pairs:
+        raise ValueError(f"no training pairs in split {split!r}")
+    if val_pairs is None and val_subset and not isinstance(dataset, (list, tuple)):
+        val_pairs = list(dataset.pairs(val_split, categories=categories,
+                                       subsample=int(val_subset), seed=0))
+    return cache, pairs, list(val_pairs or [])
+
+
 def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val",
           categories=None, train_subset: Optional[int] = None,
           val_pairs: Optional[Sequence] = None,
@@ -354,14 +598,18 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
           flip_aug: bool = True, swap_aug: bool = True, val_subset: Optional[int] = 100,
           val_every: Optional[int] = None, val_mode: str = "grid-argmax",
           resume=None, init_head: Optional[AttentionHead] = None,
-          progress: Optional[bool] = None, save_every: Optional[int] = None) -> TrainResult:
+          progress: Optional[bool] = None, save_every: Optional[int] = None,
+          pairs_per_category: Optional[int] = None) -> TrainResult:
     """Train an :class:`~geomatch.model.head.AttentionHead` on cached features.
 
     Parameters
     ----------
-    dataset : Dataset (``pairs(split, categories=, subsample=, seed=)``) or a
-        list of PairRecord (the training pairs; then give ``val_pairs``).
-    cache : FeatureCache (``get(key, flipped=)``, ``has``) or a path to one.
+    dataset : Dataset (``pairs(split, categories=, subsample=, seed=)``), a
+        list of PairRecord (the training pairs; then give ``val_pairs``), or a
+        tuple of Datasets trained on together (GECO trains on AP-10K, SPair-71k
+        and PF-Pascal at once); then ``cache`` is a tuple with one cache each.
+    cache : FeatureCache (``get(key, flipped=)``, ``has``) or a path to one
+        (a tuple of them with a tuple of datasets).
     out_dir : folder for ``last.npz``, ``best.npz``, ``log.csv``, ``curves.png``.
     split, val_split : dataset splits for training and validation.
     categories : restrict to these categories.
@@ -381,6 +629,10 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     init_head : start from this head (ignored with ``resume``).
     progress : progress bar (default: on unless GEOMATCH_NO_PROGRESS=1).
     save_every : write ``last.npz`` every this many steps (default: at validations).
+    pairs_per_category : each epoch takes this many pairs of every (dataset,
+        category), or all of a smaller one (GECO's ``num_el``: 800), drawn in
+        turn from seeded permutations so epochs differ; an epoch is then the
+        sum of those counts.  Default: every pair once per epoch.
 
     Notes
     -----
@@ -406,43 +658,17 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
             raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"out_dir {os.fspath(out_dir)} exists and is not a directory")
-    if isinstance(cache, (str, os.PathLike)):
-        from ..data.cache import FeatureCache
-
-        cache = FeatureCache.open(cache)
     out_dir = Path(out_dir)
     loss_config = loss_config or LossConfig()
 
     # ---- data and checks (before any step) ----
-    pairs = _pairs_of(dataset, split, categories, train_subset, seed)
-    if not pairs:
-        raise ValueError(f"no training pairs in split {split!r}")
-    if val_pairs is None and val_subset and not isinstance(dataset, (list, tuple)):
-        val_pairs = list(dataset.pairs(val_split, categories=categories,
-                                       subsample=int(val_subset), seed=0))
-    val_pairs = list(val_pairs or [])
+    cache, pairs, val_pairs = _training_pairs(dataset, cache, split, val_split, categories,
+                                              train_subset, val_pairs, val_subset, seed)
     _check_pairs(pairs, "training")
     _check_pairs(val_pairs, "validation")
-    start_step = 0
-    best_val = None
-    if resume is not None:
-        head, tmeta, files = _load_checkpoint(resume, head_config)
-        start_step = int(tmeta.get("step", 0))
-        best_val = tmeta.get("best_val")
-        head_config = head.config
-    else:
-        if head_config is None and init_head is not None:
-            head_config = init_head.config
-        if head_config is None:
-            f0 = cache.get(pairs[0].src.key) if _cache_has(cache, pairs[0].src.key) else None
-            in_dim = int(f0.shape[-1]) if f0 is not None else 768
-            head_config = HeadConfig(in_dim=in_dim)
-        if init_head is not None:
-            if init_head.config != head_config:
-                raise ValueError("init_head has a different architecture than head_config")
-            head = init_head.astype(np.float32)
-        else:
-            head = AttentionHead(head_config, seed=seed)
+    head, start_step, best_val, files = _initial_head(resume, head_config, init_head, cache,
+                                                      pairs, seed)
+    head_config = head.config
     grid = _check_cache(cache, pairs, flip_aug, head_config.in_dim, split)
     if val_pairs:
         _check_cache(cache, val_pairs, False, head_config.in_dim, val_split)
@@ -462,7 +688,7 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         check_features_record(head.trained_on, manifest, what=f"checkpoint {os.fspath(resume)}",
                               where=f"feature cache {getattr(cache, 'path', cache)}")
     head.trained_on = record
-    n = len(pairs)
+    n, epoch_order = _epoch_order(pairs, pairs_per_category, seed)
     if steps is None:
         ep = 1.0 if epochs is None else float(epochs)
         if not ep > 0:
@@ -477,27 +703,14 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
     log_path = out_dir / "log.csv"
     loss_fn = PairLoss(loss_config)
 
-    # log file: keep rows up to the resume point
-    rows_kept = []
-    if start_step and log_path.exists():
-        with open(log_path, newline="") as fh:
-            rows_kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
-    fh = open(log_path, "w", newline="")
-    writer = csv.DictWriter(fh, fieldnames=_CSV_FIELDS)
-    writer.writeheader()
-    for r in rows_kept:
-        writer.writerow(r)
-    history: List[dict] = [{"step": int(r["step"]), "loss": float(r["loss"])} for r in rows_kept]
-    val_history: List[dict] = [{"step": int(r["step"]), "pck": float(r["val_pck"]),
-                                "confusion": float(r["val_confusion"] or "nan")}
-                               for r in rows_kept if r.get("val_pck")]
+    fh, writer, history, val_history = _open_log(log_path, start_step)
 
     perms: Dict[int, np.ndarray] = {}
 
     def pair_at(g):
         e = g // n
         if e not in perms:
-            perms[e] = np.random.default_rng([seed, e]).permutation(n)
+            perms[e] = epoch_order(e)
         return pairs[perms[e][g % n]]
 
     def feature(key, flipped):
@@ -507,7 +720,8 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
         return {"step": step, "best_val": best, "seed": seed, "lr": lr,
                 "weight_decay": weight_decay, "batch_pairs": batch_pairs,
                 "loss_config": loss_config.to_dict(), "flip_aug": flip_aug,
-                "swap_aug": swap_aug, "split": split}
+                "swap_aug": swap_aug, "split": split,
+                "pairs_per_category": pairs_per_category}
 
     def run_validation(step):
         nonlocal best_val
@@ -526,32 +740,10 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
                         unit="step", disable=None if progress is None else not progress)
     try:
         for step in bar:
-            rng = np.random.default_rng([seed, step, 1])
-            grads = {k: np.zeros_like(v) for k, v in head.parameters().items()}
-            sums = {"loss": 0.0, "pos": 0.0, "bin": 0.0, "neg": 0.0, "fgbg": 0.0}
-            used = 0
-            for i in range(batch_pairs):
-                pair = pair_at(step * batch_pairs + i)
-                fl = rng.random(3)
-                swap = bool(swap_aug and fl[0] < 0.5)
-                fs = bool(flip_aug and fl[1] < 0.5)
-                ft = bool(flip_aug and fl[2] < 0.5)
-                pp = prepare_pair(pair, grid, manifest, masks, flip_src=fs, flip_trg=ft,
-                                  swap=swap)
-                x = np.stack([feature(pp.src_key, fs), feature(pp.trg_key, ft)])
-                y = head.forward(x, cache=True)
-                loss, gs, gt, info = loss_fn(y[0], y[1], src_patch=pp.src_patch,
-                                             trg_patch=pp.trg_patch, flip_perm=pp.flip_perm,
-                                             src_fg=pp.src_fg, trg_fg=pp.trg_fg,
-                                             n_vis_src=pp.n_vis_src, n_vis_trg=pp.n_vis_trg,
-                                             n_kp=pp.n_kp)
-                if info["skipped"]:
-                    continue
-                used += 1
-                for k in sums:
-                    sums[k] += info[k] if k != "loss" else loss
-                for k, g in head.backward(np.stack([gs, gt])).items():
-                    grads[k] += g
+            batch = [pair_at(step * batch_pairs + i) for i in range(batch_pairs)]
+            grads, sums, used = _batch_gradients(
+                head, loss_fn, batch, np.random.default_rng([seed, step, 1]), grid, manifest,
+                masks, feature, flip_aug, swap_aug)
             if used:
                 for g in grads.values():
                     g /= used
@@ -595,13 +787,20 @@ def train(dataset, cache, out_dir, *, split: str = "trn", val_split: str = "val"
 # CLI
 
 def configure_parser(parser) -> None:
-    parser.add_argument("--dataset", required=True,
-                        help="dataset name: spair, pfpascal, ap10k or cub (required)")
-    parser.add_argument("--root", required=True, help="dataset directory (required)")
-    parser.add_argument("--cache", required=True,
-                        help="feature cache directory (from geomatch extract; required)")
+    parser.add_argument("--dataset", required=True, nargs="+",
+                        help="dataset name(s): spair, pfpascal, ap10k or cub; several train "
+                             "together, e.g. --dataset ap10k spair pfpascal as GECO (required)")
+    parser.add_argument("--root", required=True, nargs="+",
+                        help="dataset directory, one per --dataset (required)")
+    parser.add_argument("--cache", required=True, nargs="+",
+                        help="feature cache directory (from geomatch extract), one per "
+                             "--dataset (required)")
     parser.add_argument("--out", required=True,
                         help="run directory for checkpoints, log and curves (required)")
+    parser.add_argument("--protocol", default=None,
+                        help="hyper-parameter preset: geco (lr 1e-4, batch 6, 8 epochs, "
+                             "800 pairs per category and epoch); explicit flags override it "
+                             "(default: none, geomatch's defaults)")
     parser.add_argument("--split", default="trn",
                         help="training split (default: trn)")
     parser.add_argument("--val-split", default="val",
@@ -611,8 +810,12 @@ def configure_parser(parser) -> None:
     parser.add_argument("--train-subset", type=int, default=None,
                         help="use a fixed-seed subset of this many training pairs "
                              "(default: all pairs)")
+    parser.add_argument("--pairs-per-category", type=int, default=None,
+                        help="pairs of every (dataset, category) per epoch, as GECO's num_el "
+                             "(default: every pair once; geco: 800)")
     parser.add_argument("--val-subset", type=int, default=100,
-                        help="validation pairs drawn from --val-split (default: 100)")
+                        help="validation pairs drawn from --val-split of each dataset "
+                             "(default: 100)")
     parser.add_argument("--val-every", type=int, default=None,
                         help="validate every this many steps (default: 5 times per run)")
     parser.add_argument("--val-mode", default="grid-argmax",
@@ -623,12 +826,12 @@ def configure_parser(parser) -> None:
                              "(default: one epoch)")
     parser.add_argument("--epochs", type=float, default=None,
                         help="length of the run in epochs over the training pairs "
-                             "(default: 1 when --steps is not given)")
-    parser.add_argument("--batch-pairs", type=int, default=4,
-                        help="image pairs per optimizer step (default: 4)")
-    parser.add_argument("--lr", type=float, default=1e-4,
-                        help="AdamW learning rate (default: 1e-4)")
-    parser.add_argument("--weight-decay", type=float, default=0.0,
+                             "(default: 1 when --steps is not given; geco: 8)")
+    parser.add_argument("--batch-pairs", type=int, default=None,
+                        help="image pairs per optimizer step (default: 4; geco: 6)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="AdamW learning rate (default: 1e-4; geco: 1e-4)")
+    parser.add_argument("--weight-decay", type=float, default=None,
                         help="AdamW weight decay (default: 0, as GECO)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of initialization, sampling and augmentation (default: 0)")
@@ -645,7 +848,21 @@ def configure_parser(parser) -> None:
 
 def run_cli(args) -> int:
     from ..data import load_dataset
+    from ..data.cache import FeatureCache
 
+    n = len(args.dataset)
+    for flag, vals in (("--root", args.root), ("--cache", args.cache)):
+        if len(vals) != n:
+            raise ValueError(f"{flag}: give one per --dataset ({n}), got {len(vals)}")
+    try:
+        opts = resolve_train_options(args.protocol, lr=args.lr, weight_decay=args.weight_decay,
+                                     batch_pairs=args.batch_pairs, epochs=args.epochs,
+                                     pairs_per_category=args.pairs_per_category,
+                                     flip_aug=False if args.no_flip else None)
+    except ValueError as exc:
+        raise ValueError(f"--protocol: {exc}") from None
+    datasets = tuple(load_dataset(name, root) for name, root in zip(args.dataset, args.root))
+    caches = [FeatureCache.open(c) for c in args.cache]
     cfg = None
     if args.head_config:
         try:
@@ -654,19 +871,18 @@ def run_cli(args) -> int:
             raise ValueError(f"--head-config is not valid JSON: {exc}") from None
         if not isinstance(d, dict):
             raise ValueError("--head-config must be a JSON object")
-        from ..data.cache import FeatureCache
-
-        c = FeatureCache.open(args.cache)
-        d.setdefault("in_dim", int(c.shape[-1]))
+        d.setdefault("in_dim", int(caches[0].shape[-1]))
         cfg = HeadConfig.from_dict(d)
-    ds = load_dataset(args.dataset, args.root)
-    res = train(ds, args.cache, args.out, split=args.split, val_split=args.val_split,
+    ds, cache = (datasets[0], caches[0]) if n == 1 else (datasets, tuple(caches))
+    print("training choices: " + ", ".join(
+        f"{k}={opts[k]} ({opts['sources'][k]})" for k in opts if k != "sources"))
+    res = train(ds, cache, args.out, split=args.split, val_split=args.val_split,
                 categories=args.categories, train_subset=args.train_subset,
-                head_config=cfg, lr=args.lr, weight_decay=args.weight_decay,
-                batch_pairs=args.batch_pairs, steps=args.steps, epochs=args.epochs,
-                seed=args.seed, flip_aug=not args.no_flip, swap_aug=not args.no_swap,
+                head_config=cfg, lr=opts["lr"], weight_decay=opts["weight_decay"],
+                batch_pairs=opts["batch_pairs"], steps=args.steps, epochs=opts["epochs"],
+                seed=args.seed, flip_aug=bool(opts["flip_aug"]), swap_aug=not args.no_swap,
                 val_subset=args.val_subset, val_every=args.val_every, val_mode=args.val_mode,
-                resume=args.resume)
+                resume=args.resume, pairs_per_category=opts["pairs_per_category"])
     print(f"head: {res.head.num_parameters():,} parameters, {res.head.config}")
     print(f"trained {res.steps} steps; last checkpoint {res.last_path}"
           + (f"; best {res.best_path} (val PCK@0.1 {res.best_val:.4f})" if res.best_path else ""))

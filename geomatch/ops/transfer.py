@@ -26,6 +26,13 @@ Three modes share one entry point, :func:`transfer_keypoints`
     (the pixel whose upsampling source coordinate is exactly ``j``, ``i``),
     clipped to ``[0, W - 1] x [0, H - 1]``.
 
+``"grid-argmax-corner"``
+    GECO's evaluation without upsampling (its AP-10K protocol): the same
+    grid argmax, but the best patch ``(i, j)`` is mapped to the pixel of its
+    top-left corner ``x = floor(j * W / w)``, ``y = floor(i * H / h)``
+    (:func:`grid_cell_corner`; the scale is formed in float32 as GECO's
+    ``ArgmaxMatcher.get_one_trg_point`` does).
+
 ``"soft-argmax"``
     Window soft-argmax on the grid (:func:`geomatch.window_soft_argmax`): the
     grid argmax as above, then a softmax of ``cosine / temperature``
@@ -53,9 +60,9 @@ from .layout import as_feature_map, check_torch_tensor
 from .matching import argmax_2d, window_soft_argmax
 from .similarity import cosine_similarity
 
-__all__ = ["transfer_keypoints", "TRANSFER_MODES"]
+__all__ = ["transfer_keypoints", "TRANSFER_MODES", "grid_cell_corner"]
 
-TRANSFER_MODES = ("upsample-argmax", "grid-argmax", "soft-argmax")
+TRANSFER_MODES = ("upsample-argmax", "grid-argmax", "grid-argmax-corner", "soft-argmax")
 
 SizeLike = Union[Sequence[int], np.ndarray]
 
@@ -128,7 +135,7 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
         Original image sizes in pixels, one per batch element or one for
         all: integers from 1 to 65536 (``2**16``) per side, the C core's size
         policy (docs/limits.md), checked before any allocation.
-    mode : {"upsample-argmax", "grid-argmax", "soft-argmax"}
+    mode : {"upsample-argmax", "grid-argmax", "grid-argmax-corner", "soft-argmax"}
         See the module docstring.  ``"upsample-argmax"`` reproduces the
         published protocol exactly (up to float ties) at a small fraction of
         the cost of upsampling.
@@ -190,7 +197,41 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
             return out.astype(np.float32)
     window, temperature = _check_soft_params(window, temperature)
     return _grid_transfer(sf, tf, kp, ss, ts, soft=(mode == "soft-argmax"),
-                          window=window, temperature=temperature)
+                          window=window, temperature=temperature,
+                          corner=(mode == "grid-argmax-corner"))
+
+
+def grid_cell_corner(cell, grid_shape, image_size) -> np.ndarray:
+    """Top-left pixel of grid cells (GECO's no-upsampling convention).
+
+    Parameters
+    ----------
+    cell : array_like, shape (..., 2)
+        Grid positions (column j, row i), integers.
+    grid_shape : (h, w)
+    image_size : (W, H) or array of shape (..., 2)
+
+    Returns
+    -------
+    numpy.ndarray, float64, shape (..., 2)
+        ``(floor(j * (W / w)), floor(i * (H / h)))`` with the scale ``W / w``
+        formed and multiplied in float32, as GECO's
+        ``src/matcher/argmaxmatcher.py: get_one_trg_point`` does.
+    """
+    c = np.asarray(cell)
+    if c.shape[-1:] != (2,):
+        raise ValueError(f"cell must have shape (..., 2), got {c.shape}")
+    h, w = (int(v) for v in grid_shape)
+    if h < 1 or w < 1:
+        raise ValueError(f"grid_shape must be positive (h, w), got {grid_shape!r}")
+    size = np.asarray(image_size)
+    if size.shape[-1:] != (2,) or np.any(size <= 0):
+        raise ValueError(f"image_size must be positive (W, H), got {image_size!r}")
+    sx = size[..., 0].astype(np.float32) / np.float32(w)
+    sy = size[..., 1].astype(np.float32) / np.float32(h)
+    x = np.floor(c[..., 0].astype(np.float32) * sx)
+    y = np.floor(c[..., 1].astype(np.float32) * sy)
+    return np.stack([x, y], axis=-1).astype(np.float64)
 
 
 def _check_soft_params(window, temperature):
@@ -206,7 +247,7 @@ def _check_soft_params(window, temperature):
     return int(window), float(temperature)
 
 
-def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature):
+def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature, corner=False):
     """Grid-argmax / window soft-argmax transfer.  O(B K h w D).
 
     Cosines come from :func:`geomatch.cosine_similarity`, the argmax from
@@ -245,6 +286,9 @@ def _grid_transfer(sf, tf, kp, ss, ts, *, soft, window, temperature):
         grid = window_soft_argmax(sim, (ht, wt), window=window, temperature=temperature)
     else:
         grid = argmax_2d(sim, (ht, wt))
+    if corner:
+        out = grid_cell_corner(grid, (ht, wt), ts[:, None, :])
+        return out.astype(dt).reshape(lead + (nk, 2))
     out = patch_centers(grid, ts[:, None, 0].astype(np.float64),
                         ts[:, None, 1].astype(np.float64), wt, ht)
     return out.astype(dt).reshape(lead + (nk, 2))
