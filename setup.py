@@ -132,6 +132,8 @@ def main():
     info = Extension(
         "geomatch._buildinfo",
         sources=["geomatch/_buildinfo.c"],
+        depends=["csrc/gm_simd.h"],
+        include_dirs=["csrc"],
         define_macros=[("GM_BUILD_BLAS", _c_string(kind)),
                        ("GM_BUILD_CFLAGS", _c_string(" ".join(cflags))),
                        ("GM_BUILD_NATIVE", "1" if native else "0")],

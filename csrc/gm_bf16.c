@@ -159,6 +159,19 @@ gm_bf16_store(__m512 acc[GM_BF16_MR][2], int mr, int np, float *y, size_t ldy, s
         gm_bf16_store(acc, MR, NP, yt, dout, col0, dout, b, accumulate);              \
     } while (0)
 
+/* One tile of mr (1..8, a compile-time constant in each case) rows by NP panels. */
+#define GM_BF16_ROWS(NP)                                                              \
+    switch (mr) {                                                                     \
+    case 8: GM_BF16_CASE(8, NP); break;                                               \
+    case 7: GM_BF16_CASE(7, NP); break;                                               \
+    case 6: GM_BF16_CASE(6, NP); break;                                               \
+    case 5: GM_BF16_CASE(5, NP); break;                                               \
+    case 4: GM_BF16_CASE(4, NP); break;                                               \
+    case 3: GM_BF16_CASE(3, NP); break;                                               \
+    case 2: GM_BF16_CASE(2, NP); break;                                               \
+    default: GM_BF16_CASE(1, NP); break;                                              \
+    }
+
 GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
                                         const uint32_t *wp, const float *b, size_t dout,
                                         int accumulate, float *y, int nthreads)
@@ -181,27 +194,9 @@ GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
             float *yt = y + r0 * dout;
             int mr = (int)(r1 - r0 < GM_BF16_MR ? r1 - r0 : GM_BF16_MR);
             if (np == 2) {
-                switch (mr) {
-                case 8: GM_BF16_CASE(8, 2); break;
-                case 7: GM_BF16_CASE(7, 2); break;
-                case 6: GM_BF16_CASE(6, 2); break;
-                case 5: GM_BF16_CASE(5, 2); break;
-                case 4: GM_BF16_CASE(4, 2); break;
-                case 3: GM_BF16_CASE(3, 2); break;
-                case 2: GM_BF16_CASE(2, 2); break;
-                default: GM_BF16_CASE(1, 2); break;
-                }
+                GM_BF16_ROWS(2)
             } else {
-                switch (mr) {
-                case 8: GM_BF16_CASE(8, 1); break;
-                case 7: GM_BF16_CASE(7, 1); break;
-                case 6: GM_BF16_CASE(6, 1); break;
-                case 5: GM_BF16_CASE(5, 1); break;
-                case 4: GM_BF16_CASE(4, 1); break;
-                case 3: GM_BF16_CASE(3, 1); break;
-                case 2: GM_BF16_CASE(2, 1); break;
-                default: GM_BF16_CASE(1, 1); break;
-                }
+                GM_BF16_ROWS(1)
             }
         }
     }

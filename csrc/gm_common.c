@@ -5,6 +5,7 @@
 #include "geomatch.h"
 #include "gm_blas.h"
 #include "gm_parallel.h"
+#include "gm_simd.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -116,24 +117,7 @@ const char *gm_blas_config(void) { return GM_OPENBLAS(get_config)(); }
 const char *gm_blas_corename(void) { return GM_OPENBLAS(get_corename)(); }
 int gm_blas_parallel(void) { return GM_OPENBLAS(get_parallel)(); }
 
-const char *gm_simd_level(void)
-{
-#if defined(__AVX512F__)
-    return "AVX512F";
-#elif defined(__AVX2__) && defined(__FMA__)
-    return "AVX2+FMA";
-#elif defined(__AVX__)
-    return "AVX";
-#elif defined(__SSE4_2__)
-    return "SSE4.2";
-#elif defined(__SSE2__)
-    return "SSE2";
-#elif defined(__ARM_NEON)
-    return "NEON";
-#else
-    return "none";
-#endif
-}
+const char *gm_simd_level(void) { return GM_SIMD_LEVEL; }
 
 /* Finite checks: the shared primitive of each type (gm_vec_tpl.h). */
 #define GM_TPL 32

@@ -6,6 +6,15 @@ dustbin, plus the SPair-71k / PF-Pascal / AP-10K / CUB evaluation protocols.
 """
 import os as _os
 
+# What ``from geomatch import *`` binds (the names bound below; gm.Matcher and
+# gm.Matches load on first use and are not among them).
+__all__ = [
+    "argmax_2d", "backbone", "build_info", "cosine_similarity", "data", "datasets",
+    "dustbin_marginals", "dustbin_sinkhorn", "dustbin_sinkhorn_vjp", "eval", "geometry",
+    "get_num_threads", "head", "metrics", "model", "ops", "runtime", "set_num_threads",
+    "show_config", "sinkhorn", "transfer_keypoints", "window_soft_argmax",
+]
+
 # How OpenMP threads wait at a barrier decides whether the kernels are fast on
 # an idle machine and whether they survive a busy one.  Measured on 2 cores
 # (dustbin layer, 1370x1370, 10 iterations): spinning forever
@@ -21,10 +30,12 @@ from .runtime.blas import preload as _preload  # noqa: E402
 _preload()
 del _preload
 
-from . import _core  # noqa: E402
+# (importing runtime.config loads the C extension, after the BLAS preload above)
 from .runtime.config import build_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 
-from ._version import __version__  # noqa: E402,F401
+from . import _version  # noqa: E402
+
+__version__ = _version.__version__
 
 from .ops.similarity import cosine_similarity  # noqa: E402
 

@@ -4,13 +4,15 @@
  * passes what it decided as macros (GM_BUILD_BLAS, GM_BUILD_CFLAGS,
  * GM_BUILD_NATIVE), so the installed binaries themselves say how they were
  * built: no generated Python file, nothing written into the source tree.
- * "simd" is read from the compiler's own predefined macros, the same test
- * as gm_simd_level() in csrc/gm_common.c, so a mismatch with
+ * "simd" is read from the compiler's own predefined macros by csrc/gm_simd.h,
+ * the header behind gm_simd_level() of the C core, so a mismatch with
  * geomatch._core.build_info()["simd"] reveals objects built with other flags.
  * It links nothing else (geomatch.runtime.blas reads it before the BLAS
  * library is loaded). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "gm_simd.h"
 
 #ifndef GM_BUILD_BLAS
 #define GM_BUILD_BLAS "unknown"
@@ -22,29 +24,11 @@
 #define GM_BUILD_NATIVE 0
 #endif
 
-static const char *simd_level(void)
-{
-#if defined(__AVX512F__)
-    return "AVX512F";
-#elif defined(__AVX2__) && defined(__FMA__)
-    return "AVX2+FMA";
-#elif defined(__AVX__)
-    return "AVX";
-#elif defined(__SSE4_2__)
-    return "SSE4.2";
-#elif defined(__SSE2__)
-    return "SSE2";
-#elif defined(__ARM_NEON)
-    return "NEON";
-#else
-    return "none";
-#endif
-}
 
 static PyObject *info(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue("{s:s,s:s,s:O,s:s}", "blas", GM_BUILD_BLAS, "cflags", GM_BUILD_CFLAGS,
-                         "native", GM_BUILD_NATIVE ? Py_True : Py_False, "simd", simd_level());
+                         "native", GM_BUILD_NATIVE ? Py_True : Py_False, "simd", GM_SIMD_LEVEL);
 }
 
 static PyMethodDef methods[] = {

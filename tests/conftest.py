@@ -57,3 +57,39 @@ def pytest_sessionfinish(session, exitstatus):
                             "is in the 'test' extra, so nothing may be skipped "
                             "(GEOMATCH_ALLOW_SKIPS=1 allows it): " + "; ".join(reasons), red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture
+def spair(tmp_path):
+    """A tiny SPair-71k tree (three images, two test pairs) in the real on-disk format."""
+    from test_backbone_extract import make_spair_tree
+
+    return make_spair_tree(tmp_path)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """A safetensors file of random weights for the small DINOv2 of the tests."""
+    from test_backbone_extract import make_weights_file
+
+    return make_weights_file(tmp_path)
+
+
+@pytest.fixture
+def run_python():
+    """``run_python(code, timeout=120)``: run ``python -c code`` in a fresh
+    interpreter that imports geomatch from this tree (PYTHONPATH = the repository
+    root); returns the CompletedProcess (text stdout/stderr, never raises on a
+    non-zero exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+
+    def run(code, timeout=120):
+        env = dict(os.environ, PYTHONPATH=root)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+
+    return run

@@ -470,17 +470,10 @@ def test_bad_pixels(tmp_path):
         model.features(np.zeros((56, 56, 3), np.float32), layers=[5])
 
 
-def test_thread_count_does_not_change_features(tmp_path, pixels):
+def test_thread_count_does_not_change_features(tmp_path, pixels, at_threads):
     torch.save(RefDinoV2().state_dict(), tmp_path / "ok.pth")
     model = load_dinov2(tmp_path / "ok.pth")
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a = model.features(pixels)
-        gm.set_num_threads(2)
-        b = model.features(pixels)
-    finally:
-        gm.set_num_threads(before)
+    a, b = at_threads(lambda: model.features(pixels))
     np.testing.assert_array_equal(a, b)
 
 

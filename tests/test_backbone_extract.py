@@ -99,8 +99,9 @@ def _random_state(cfg, seed=0):
     return out
 
 
-@pytest.fixture
-def spair(tmp_path):
+def make_spair_tree(tmp_path):
+    """A tiny SPair-71k tree under ``tmp_path`` (three images, two test pairs),
+    in the real on-disk format; the ``spair`` fixture of conftest.py."""
     root = tmp_path / "SPair-71k"
     imgs = {("cat", "a1"): (40, 30), ("cat", "a2"): (30, 44), ("dog", "b1"): (50, 50)}
     for (cat, name), (w, h) in imgs.items():
@@ -131,8 +132,9 @@ def spair(tmp_path):
     return root
 
 
-@pytest.fixture
-def weights(tmp_path):
+def make_weights_file(tmp_path):
+    """Random weights of the ``SMALL`` DINOv2 in a safetensors file under
+    ``tmp_path``; the ``weights`` fixture of conftest.py."""
     from safetensors.numpy import save_file
 
     path = tmp_path / "small.safetensors"

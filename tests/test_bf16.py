@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-import geomatch as gm
 from geomatch import _core
 from geomatch.backbone import DinoV2
 from geomatch.backbone import dinov2 as dv
-from test_backbone_extract import SMALL, spair, weights  # noqa: F401  (fixtures)
+from test_backbone_extract import SMALL
 from test_backbone_extract import _random_state as _state
 
 HAVE_BF16 = bool(_core.bf16_supported())
@@ -79,19 +78,12 @@ def test_linear_matches_bf16_reference(n, din, dout, mode):
 
 
 @needs_bf16
-def test_linear_same_for_any_thread_count():
+def test_linear_same_for_any_thread_count(at_threads):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 96)).astype(np.float32)
     w = rng.standard_normal((200, 96)).astype(np.float32)
     p = _core.bf16_pack(w)
-    before = gm.get_num_threads()
-    try:
-        outs = []
-        for t in (1, 2, 3):
-            gm.set_num_threads(t)
-            outs.append(_core.nn_linear_bf16(x, p, act=1))
-    finally:
-        gm.set_num_threads(before)
+    outs = at_threads(lambda: _core.nn_linear_bf16(x, p, act=1), counts=(1, 2, 3))
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
@@ -140,18 +132,11 @@ def test_attention_matches_bf16_reference(batch, n, heads):
 
 
 @needs_bf16
-def test_attention_one_key_block_softmax_and_thread_count():
+def test_attention_one_key_block_softmax_and_thread_count(at_threads):
     rng = np.random.default_rng(1)
     qkv = rng.standard_normal((1, 200, 3 * 2 * 64)).astype(np.float32)
     qkv[0, :, :128] *= 6.0       # peaked softmax: the online rescaling matters
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a = _core.nn_attention_bf16(qkv, 2)
-        gm.set_num_threads(2)
-        b = _core.nn_attention_bf16(qkv, 2)
-    finally:
-        gm.set_num_threads(before)
+    a, b = at_threads(lambda: _core.nn_attention_bf16(qkv, 2))
     assert np.array_equal(a, b)
     ref = _attention_reference(qkv, 2)
     assert np.abs(a - ref).max() <= 4e-3 * np.abs(ref).max()
@@ -164,21 +149,14 @@ def test_attention_rejects_other_head_dims():
 
 
 @needs_bf16
-def test_dinov2_bf16_close_to_float32_and_thread_independent():
+def test_dinov2_bf16_close_to_float32_and_thread_independent(at_threads):
     st = _state(SMALL)
     px = np.random.default_rng(2).standard_normal((2, 70, 56, 3)).astype(np.float32)
     f32 = DinoV2(SMALL, st).features(px)
     net = DinoV2(SMALL, st, precision="bf16")
     assert net.precision == "bfloat16" and net.engine == "c-bfloat16"
     assert "bfloat16" in repr(net)
-    before = gm.get_num_threads()
-    try:
-        gm.set_num_threads(1)
-        a = net.features(px)
-        gm.set_num_threads(2)
-        b = net.features(px)
-    finally:
-        gm.set_num_threads(before)
+    a, b = at_threads(lambda: net.features(px))
     assert np.array_equal(a, b)
     rel = np.abs(a - f32).max() / np.abs(f32).max()
     assert 0 < rel <= 1e-2

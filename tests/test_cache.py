@@ -136,6 +136,8 @@ def test_grid_frame_pad_geoaware_convention():
     x, y = 123.0, 45.0
     u = (x - x0) / fw * 840
     assert u == pytest.approx(x * 840 / 451 + 140)
+    v = (y - y0) / fh * 840
+    assert v == pytest.approx(y * 840 / 451)
     # half-to-even rounding: 16x7 at S=8 -> 8*7/16 = 3.5 -> 4 (even), offset 2
     _, y0, _, _ = grid_frame((16, 7), _manifest(preprocess="pad", resolution=[8, 8]))
     assert y0 == pytest.approx(-2 / 0.5)

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from geomatch import cli
-from test_backbone_extract import spair, weights  # noqa: F401  (tiny SPair tree, random weights)
 
 
 def _cli(*args, timeout=120):

@@ -1,9 +1,6 @@
 """Progress bars on the command line (found in QA): every command takes
 --no-progress, and GEOMATCH_NO_PROGRESS=1 silences every command's bars."""
-import pytest
-
 from geomatch import cli
-from test_backbone_extract import spair, weights  # noqa: F401  (tiny SPair tree, random weights)
 
 
 def test_every_command_accepts_no_progress():

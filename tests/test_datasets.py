@@ -216,7 +216,7 @@ def test_spair_errors(spair_root, tmp_path):
         load_dataset("imagenet", spair_root)
     with pytest.raises(TypeError, match="split_kind"):
         load_dataset("SPair-71k", spair_root, split_kind="x")
-    ds = load_dataset("spair", spair_root)
+    load_dataset("spair", spair_root)
     pair = spair_root / "PairAnnotation" / "test" / "14-2009_000011-2009_000010:bottle.json"
     good = pair.read_text()
     pair.write_text("{not json")

@@ -14,7 +14,6 @@ from PIL import Image
 
 from geomatch import cli
 from geomatch import demo as D
-from geomatch.data import load_dataset
 from geomatch.demo import sweep
 from geomatch.eval.metrics import BREAKDOWN_KEYS
 

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -23,7 +22,7 @@ from geomatch.cli import main
 from geomatch.data import load_dataset
 from geomatch.data.cache import FeatureCache
 from geomatch.runtime.distributed import parse_address
-from test_backbone_extract import SMALL, _image, _random_state, spair, weights  # noqa: F401
+from test_backbone_extract import SMALL, _image, _random_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +163,7 @@ def test_unreachable_scheduler_fails_fast_and_writes_nothing(spair, weights, tmp
     assert "local:0" in capsys.readouterr().err
 
 
-def test_silent_server_is_not_waited_on_forever():
+def test_silent_server_is_not_waited_on_forever(run_python):
     """A port that accepts connections but never answers (a hung scheduler, a
     firewall): connect gives up after its timeout."""
     pytest.importorskip("distributed", reason="Dask is an optional extra (geomatch[dask])")
@@ -179,9 +178,7 @@ def test_silent_server_is_not_waited_on_forever():
         "    connect(addr, timeout=1.5)\n"
         "except ConnectionError as e:\n"
         "    print('refused:', e)\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = run_python(script)
     assert "refused: cannot reach the Dask scheduler" in r.stdout, r.stderr[-2000:]
     assert "no answer" in r.stdout
     with pytest.raises(ConnectionError, match="cannot reach"):

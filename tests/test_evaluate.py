@@ -9,8 +9,6 @@ expected scores can be worked out by hand (see the comments).
 import csv
 import json
 import os
-import sys
-import types
 from types import SimpleNamespace
 
 import numpy as np

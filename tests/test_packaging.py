@@ -1,8 +1,5 @@
 """Packaging metadata and optional dependencies (issue 14, item 11)."""
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +37,7 @@ def test_torch_is_a_range_not_a_pin():
 TORCH_ONLY = ("geomatch.model.torch_head",)
 
 
-def test_import_needs_no_optional_dependency():
+def test_import_needs_no_optional_dependency(run_python):
     """geomatch and every submodule import with torch, scipy, Dask, scikit-learn,
     safetensors and POT absent."""
     code = (
@@ -54,9 +51,7 @@ def test_import_needs_no_optional_dependency():
         "for n in names:\n"
         "    importlib.import_module(n)\n"
         "print(len(names))\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = run_python(code)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) > 20
 

@@ -1,7 +1,5 @@
 """PASCAL-Part loader: tiny datasets written in the published .mat layout
 (scipy.io.savemat), GECO's part tables, label maps and grid masks."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image

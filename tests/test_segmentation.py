@@ -4,7 +4,6 @@ formulas, the classifier against independent references, and
 ``geomatch extract`` + ``geomatch seg-eval`` end to end on a generated
 PASCAL-Part tree with random DINOv2 weights."""
 import json
-import math
 import os
 
 import numpy as np
@@ -82,42 +81,46 @@ def test_confusion_matrix_rows_are_predictions():
         confusion_matrix(np.array([3]), np.array([0]), 3)
 
 
-def test_hand_worked_matrix_with_a_part_absent_from_the_ground_truth():
-    # rows: prediction, columns: annotation; bkg, A, B, C (C never annotated)
-    conf = np.array([[10, 0, 0, 0],
-                     [0, 6, 2, 0],
-                     [0, 3, 4, 0],
-                     [0, 1, 2, 0]])
-    m = part_metrics(conf, [True, False, True])
-    # C's row and column go (its 3 predicted pixels leave the matrix)
-    assert m["acc"] == pytest.approx(20 / 25)
-    assert m["m_prcn"] == pytest.approx((1 + 6 / 8 + 4 / 7) / 3)
-    assert m["m_rcll"] == pytest.approx((1 + 6 / 9 + 4 / 6) / 3)
-    assert m["m_iou"] == pytest.approx((1 + 6 / 11 + 4 / 9) / 3)
-    # columns divided by all annotated pixels of the class: 10, 10, 8
-    assert m["acc_precnorm"] == pytest.approx(2.1 / 2.65)
-    assert m["m_prcn_precnorm"] == pytest.approx((1 + 0.6 / 0.85 + 0.5 / 0.8) / 3)
-    assert m["m_rcll_precnorm"] == pytest.approx((1 + 0.6 / 0.9 + 0.5 / 0.75) / 3)
-    assert m["m_iou_precnorm"] == pytest.approx((1 + 0.6 / 1.15 + 0.5 / 1.05) / 3)
-    # geo: background and A only (C is oriented but never annotated)
-    assert m["acc_geo"] == pytest.approx(1.0)
-    assert m["m_iou_precnorm_geo"] == pytest.approx(1.0)
+def _assert_hand_worked(conf_rows, oriented, expected):
+    """part_metrics of the matrix ``conf_rows`` (rows: prediction, columns:
+    annotation) equals the hand-worked values ``expected`` (metric -> value)."""
+    m = part_metrics(np.array(conf_rows), oriented)
     assert set(m) == set(METRIC_KEYS)
+    for key, value in expected.items():
+        assert m[key] == pytest.approx(value), key
+
+
+def test_hand_worked_matrix_with_a_part_absent_from_the_ground_truth():
+    # bkg, A, B, C (C never annotated): C's row and column go (its 3 predicted
+    # pixels leave the matrix); precnorm divides the columns by all annotated
+    # pixels of the class (10, 10, 8); geo keeps background and A only (C is
+    # oriented but never annotated)
+    _assert_hand_worked([[10, 0, 0, 0], [0, 6, 2, 0], [0, 3, 4, 0], [0, 1, 2, 0]],
+                        [True, False, True], {
+        "acc": 20 / 25,
+        "m_prcn": (1 + 6 / 8 + 4 / 7) / 3,
+        "m_rcll": (1 + 6 / 9 + 4 / 6) / 3,
+        "m_iou": (1 + 6 / 11 + 4 / 9) / 3,
+        "acc_precnorm": 2.1 / 2.65,
+        "m_prcn_precnorm": (1 + 0.6 / 0.85 + 0.5 / 0.8) / 3,
+        "m_rcll_precnorm": (1 + 0.6 / 0.9 + 0.5 / 0.75) / 3,
+        "m_iou_precnorm": (1 + 0.6 / 1.15 + 0.5 / 1.05) / 3,
+        "acc_geo": 1.0,
+        "m_iou_precnorm_geo": 1.0,
+    })
 
 
 def test_hand_worked_oriented_pair():
-    # bkg, L, R, torso; L and R oriented; L often taken for R
-    conf = np.array([[50, 0, 0, 0],
-                     [0, 2, 3, 1],
-                     [0, 2, 5, 0],
-                     [0, 1, 0, 9]])
-    m = part_metrics(conf, [True, True, False])
-    assert m["acc_geo"] == pytest.approx((50 + 2 + 5) / (50 + 2 + 3 + 2 + 5))
-    assert m["m_rcll_geo"] == pytest.approx((1 + 2 / 4 + 5 / 8) / 3)
-    assert m["m_prcn_geo"] == pytest.approx((1 + 2 / 5 + 5 / 7) / 3)
-    assert m["m_iou_geo"] == pytest.approx((1 + 2 / (5 + 4 - 2) + 5 / (7 + 8 - 5)) / 3)
-    # precnorm_geo: columns over all annotated L (5) and R (8) pixels
-    assert m["m_rcll_precnorm_geo"] == pytest.approx((1 + 0.4 / 0.8 + 0.625 / 1.0) / 3)
+    # bkg, L, R, torso; L and R oriented; L often taken for R; precnorm_geo:
+    # columns over all annotated L (5) and R (8) pixels
+    _assert_hand_worked([[50, 0, 0, 0], [0, 2, 3, 1], [0, 2, 5, 0], [0, 1, 0, 9]],
+                        [True, True, False], {
+        "acc_geo": (50 + 2 + 5) / (50 + 2 + 3 + 2 + 5),
+        "m_rcll_geo": (1 + 2 / 4 + 5 / 8) / 3,
+        "m_prcn_geo": (1 + 2 / 5 + 5 / 7) / 3,
+        "m_iou_geo": (1 + 2 / (5 + 4 - 2) + 5 / (7 + 8 - 5)) / 3,
+        "m_rcll_precnorm_geo": (1 + 0.4 / 0.8 + 0.625 / 1.0) / 3,
+    })
 
 
 def test_empty_foreground_and_empty_matrix():
@@ -284,15 +287,6 @@ def tree(tmp_path):
         labels[f"bottle/{name}"] = lab
     add_image(root, "2011_000000", [("boat", box(20, 20, 2, 18, 2, 18), [])], (20, 20))
     return root, labels
-
-
-@pytest.fixture
-def weights(tmp_path):
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "small.safetensors"
-    save_file(_random_state(SMALL), str(path))
-    return path
 
 
 def _torch_up(feat, size):

@@ -16,7 +16,7 @@ from geomatch.backbone.preprocess import preprocess_image  # noqa: E402
 from geomatch.backbone.torch_engine import TorchDinoV2, load_dinov2_torch  # noqa: E402
 from geomatch.cli import main  # noqa: E402
 from geomatch.data.cache import FeatureCache  # noqa: E402
-from test_backbone_extract import SMALL, _random_state, spair  # noqa: E402,F401 (fixture)
+from test_backbone_extract import SMALL, _random_state  # noqa: E402
 
 
 def _rel(a, b):

@@ -1,21 +1,29 @@
 """The mutations run by ``tools/mutate.py``: small, realistic bugs in the glue.
 
-Each entry: ``id``, ``file``, ``old`` (a snippet that must occur exactly once),
-``new`` (the bug), ``tests`` (the pytest arguments that should catch it) and
-``why`` (the class of bug).  Keep snippets short so that unrelated edits do
-not make them stale; ``tools/mutate.py`` reports stale ones.
+``MUTATIONS`` is a list of dicts with keys ``id``, ``file``, ``old`` (a snippet
+that must occur exactly once), ``new`` (the bug), ``tests`` (the pytest
+arguments that should catch it) and ``why`` (the class of bug).  They are
+written below as a table, three lines a mutation::
+
+    id | file | tests | why
+    - old snippet
+    + new snippet
+
+``file`` is a path or one of the short names in ``_FILES``; ``tests`` is a
+space-separated list of test paths and names of the groups in ``_TESTS``; a
+``\\n`` in a snippet stands for a newline; lines starting with ``#`` are
+comments.  Keep snippets short so that unrelated edits do not make them stale;
+``tools/mutate.py`` reports stale ones.
 """
 
-_M = "geomatch/eval/metrics.py"
-_C = "geomatch/data/cache.py"
-_T = "geomatch/model/train.py"
-_E = "geomatch/eval/evaluate.py"
-_H = "geomatch/model/head.py"
-_O = "geomatch/model/optim.py"
-_P = "geomatch/backbone/preprocess.py"
-_S = "geomatch/data/spair.py"
-_TB = "geomatch/data/tables.py"
-_G = "geomatch/geometry.py"
+_FILES = {
+    "M": "geomatch/eval/metrics.py", "C": "geomatch/data/cache.py",
+    "T": "geomatch/model/train.py", "E": "geomatch/eval/evaluate.py",
+    "H": "geomatch/model/head.py", "O": "geomatch/model/optim.py",
+    "P": "geomatch/backbone/preprocess.py", "S": "geomatch/data/spair.py",
+    "TB": "geomatch/data/tables.py", "SG": "geomatch/eval/segmentation.py",
+    "PP": "geomatch/data/pascalparts.py", "G": "geomatch/geometry.py",
+}
 
 GLUE = ["tests/test_glue_geometry.py", "tests/test_glue_references.py",
         "tests/test_metrics_published.py"]
@@ -23,178 +31,214 @@ T_METRICS = ["tests/test_metrics.py", "tests/test_evaluate.py"] + GLUE
 T_CACHE = ["tests/test_cache.py"] + GLUE
 T_TRAIN = ["tests/test_train.py", "tests/test_loss.py"] + GLUE
 T_DATA = ["tests/test_datasets.py", "tests/test_datasets_tables.py"]
-
-MUTATIONS = [
-    # ---- metrics
-    dict(id="metrics-le-to-lt", file=_M, old="(ratio[None] <= a.reshape(",
-         new="(ratio[None] < a.reshape(", tests=T_METRICS, why="boundary d == alpha*T"),
-    dict(id="metrics-within-le-to-lt", file=_M, old="(d[None, :] <= a[:, None])",
-         new="(d[None, :] < a[:, None])", tests=T_METRICS, why="boundary in the breakdown"),
-    dict(id="metrics-bbox-threshold-min", file=_M, old="return float(bbox_threshold(pair.trg.bbox))",
-         new="return float(bbox_threshold(pair.src.bbox))", tests=T_METRICS,
-         why="threshold from the source box"),
-    dict(id="metrics-image-threshold-src", file=_M, old="return float(image_threshold(pair.trg.size))",
-         new="return float(image_threshold(pair.src.size))", tests=T_METRICS,
-         why="threshold from the source image"),
-    dict(id="metrics-c10-drops-has-cp", file=_M, old="c10 = sv & tv & has_cp & ~cp_vis",
-         new="c10 = sv & tv & ~cp_vis", tests=T_METRICS, why="geometry group definition"),
-    dict(id="metrics-11-tilde", file=_M, old='"11_tilde": count_a(ok & near_cp & c11)',
-         new='"11_tilde": count_a(near_cp & c11)', tests=T_METRICS, why="breakdown count"),
-    dict(id="metrics-01-bar", file=_M, old='"01_bar": count_a(near_cp & c01)',
-         new='"01_bar": count_a(near_cp & c00)', tests=T_METRICS, why="breakdown count"),
-    dict(id="metrics-cp-vis", file=_M, old="cp_vis = tv[perm] & has_cp",
-         new="cp_vis = sv[perm] & has_cp", tests=T_METRICS, why="twin visible in the wrong image"),
-    dict(id="metrics-pck-image-median", file=_M,
-         old='"pck_image": np.mean(per_image, axis=0).tolist()',
-         new='"pck_image": np.median(per_image, axis=0).tolist()', tests=T_METRICS,
-         why="per-image PCK aggregated with the median"),
-    # ---- cache
-    dict(id="cache-ignore-weights-sha", file=_C,
-         old='_IGNORED_IN_COMPARISON = ("geomatch_version",)',
-         new='_IGNORED_IN_COMPARISON = ("geomatch_version", "weights_sha256")', tests=T_CACHE,
-         why="manifest field not compared"),
-    dict(id="cache-get-no-dtype-check", file=_C,
-         old="if arr.shape != self.shape or arr.dtype != self.dtype:",
-         new="if arr.shape != self.shape:", tests=T_CACHE, why="get() ignores dtype"),
-    dict(id="cache-put-no-finite-check", file=_C, old="if not np.all(np.isfinite(out)):",
-         new="if False:", tests=T_CACHE, why="non-finite features stored"),
-    dict(id="cache-pad-offset-rounding", file=_G, old="return (nw, nh), (0, (size - nh) // 2)",
-         new="return (nw, nh), (0, (size - nh + 1) // 2)", tests=T_CACHE + ["tests/test_backbone_extract.py",
-                                                              "tests/test_evaluate.py"],
-         why="pad offset rounding"),
-    dict(id="cache-pad-long-side", file=_G, old="long_side = max(w, h)", new="long_side = min(w, h)",
-         tests=T_CACHE + ["tests/test_evaluate.py"], why="pad frame size"),
-    # ---- preprocessing
-    dict(id="preprocess-pad-offset", file=_G, old="return (nw, nh), ((size - nw) // 2, 0)",
-         new="return (nw, nh), ((size - nw + 1) // 2, 0)", tests=["tests/test_backbone_extract.py",
-                                                                  "tests/test_backbone.py", "tests/test_geometry.py"] + GLUE,
-         why="pad offset of the pixels"),
-    # ---- train
-    dict(id="train-flip-W-minus-x", file=_G, old="    if pixel_index:\n        return width - 1 - x\n",
-         new="    if pixel_index:\n        return width - x\n", tests=T_TRAIN, why="flip rule off by one"),
-    dict(id="train-flip-no-relabel", file=_T, old="kps, vis = kps[perm], vis[perm]",
-         new="kps, vis = kps, vis", tests=T_TRAIN, why="flip without left/right relabelling"),
-    dict(id="train-mask-flip", file=_G, old="xs = flip_x(xs, W, pixel_index=True)", new="xs = flip_x(xs, W, pixel_index=False)",
-         tests=T_TRAIN, why="flipped foreground mask off by one"),
-    # ---- evaluate
-    dict(id="evaluate-trg-frame-from-src", file=_E,
-         old="tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)",
-         new="tx0, ty0, tfw, tfh = grid_frame(src_size, manifest)",
-         tests=["tests/test_evaluate.py"] + GLUE, why="target frame from the source image size"),
-    # ---- head / optimizer
-    dict(id="head-ln-eps", file=_H, old="ln_eps: float = 1e-5", new="ln_eps: float = 1e-6",
-         tests=["tests/test_head.py", "tests/test_glue_references.py"], why="LayerNorm eps"),
-    dict(id="head-pos-half-offset", file=_H, old="r = (np.arange(h) + 0.5) / h",
-         new="r = np.arange(h) / h", tests=["tests/test_head.py", "tests/test_glue_references.py"],
-         why="positional embedding convention"),
-    dict(id="optim-weight-decay-coupled", file=_O,
-         old="p *= p.dtype.type(1.0 - lr * self.weight_decay)",
-         new="p *= p.dtype.type(1.0 - self.weight_decay)",
-         tests=["tests/test_glue_references.py", "tests/test_train.py"], why="weight decay scale"),
-    dict(id="optim-bias-correction", file=_O, old="bc2 = 1.0 - b2 ** self.t",
-         new="bc2 = 1.0 - b2 ** (self.t + 1)",
-         tests=["tests/test_glue_references.py", "tests/test_train.py"], why="bias correction"),
-    # ---- datasets
-    dict(id="tables-flip-perm-identity", file=_TB, old="perm[i], perm[j] = j, i",
-         new="perm[i], perm[j] = i, j", tests=T_DATA + ["tests/test_metrics.py"],
-         why="left/right table not applied"),
-    dict(id="spair-pair-box-from-image", file=_S, old="side[s] = dataclasses.replace(img, bbox=_ro(box))",
-         new="side[s] = img", tests=T_DATA, why="pair box ignored (image annotation box used)"),
-    dict(id="spair-kps-shift", file=_S, old="        xy[k] = pt\n", new="        xy[k] = pt + 0.5\n",
-         tests=T_DATA, why="half-pixel shift of keypoints"),
-    dict(id="spair-vis-not-set", file=_S, old="        vis[k] = True\n", new="        vis[k] = k > 0\n",
-         tests=T_DATA, why="visibility of keypoint 0 lost"),
-    dict(id="ap10k-vis-threshold", file="geomatch/data/ap10k.py", old="vis = raw[:, 2] > 0",
-         new="vis = raw[:, 2] > 1", tests=T_DATA, why="COCO visibility flag 1 dropped"),
-    dict(id="cub-bbox-width", file="geomatch/data/cub.py", old="(x, y, x + w, y + h)",
-         new="(x, y, w, h)", tests=T_DATA, why="CUB box read as corners"),
-    dict(id="cub-part-index", file="geomatch/data/cub.py", old="arr[pid - 1] = [",
-         new="arr[pid % 15] = [", tests=T_DATA, why="part ids off by one"),
-    dict(id="pfpascal-class-index", file="geomatch/data/pfpascal.py",
-         old='"category": PFPASCAL_CLASSES[cls - 1]', new='"category": PFPASCAL_CLASSES[cls % 20]',
-         tests=T_DATA, why="class ids off by one"),
-    dict(id="cub-pairs-order", file="geomatch/data/cub.py", old="r = flat % (n - 1)",
-         new="r = (flat + 1) % (n - 1)", tests=T_DATA, why="pair sampling changed"),
-    # ---- protocols (issue 11)
-    dict(id="metrics-lt-to-le", file=_M, old="(d[None, :] < a[:, None] * t)",
-         new="(d[None, :] <= a[:, None] * t)", tests=["tests/test_protocols.py"],
-         why="GeoAware-SC's strict test at d == alpha*T"),
-    dict(id="transfer-corner-round", file="geomatch/ops/transfer.py",
-         old="x = np.floor(c[..., 0].astype(np.float32) * sx)",
-         new="x = np.round(c[..., 0].astype(np.float32) * sx)",
-         tests=["tests/test_protocols.py"], why="GECO's corner pixel floors"),
-    dict(id="select-first-n-off-by-one", file=_E, old="if taken.get(p.category, 0) < n:",
-         new="if taken.get(p.category, 0) <= n:", tests=["tests/test_protocols.py"],
-         why="first N pairs per category"),
-    dict(id="empty-pairs-always-skipped", file="geomatch/data/base.py",
-         old="if not keep_empty and not np.any(", new="if not np.any(",
-         tests=["tests/test_protocols.py"], why="GECO counts pairs without co-visible keypoints"),
-    dict(id="test-flip-replaces-all", file=_E, old="use = (sv & tv)[perm] & tv & sv",
-         new="use = tv & sv", tests=["tests/test_protocols.py"],
-         why="only keypoints whose mirrored counterpart is co-visible take the flip"),
-    dict(id="pose-distance-not-mutual", file=_E, old="mutual = nn21[nn12] == np.arange(len(a))",
-         new="mutual = np.ones(len(a), bool)", tests=["tests/test_protocols.py"],
-         why="mutual nearest neighbours only"),
-    dict(id="geo-image-per-point", file=_M, old="per_image_geo.append(r.n_geo_correct / r.n_geo)",
-         new="per_image_geo.append(r.n_geo_correct / max(r.n_points, 1))",
-         tests=["tests/test_evaluate.py"], why="per-image geometry-aware PCK over geo keypoints"),
-]
-
-# ---- part segmentation on PASCAL-Part (geomatch/eval/segmentation.py and its data)
-_SG = "geomatch/eval/segmentation.py"
-_PP = "geomatch/data/pascalparts.py"
 T_SEG = ["tests/test_segmentation.py", "tests/test_pascalparts.py"]
-MUTATIONS += [
-    dict(id="seg-gt-pixels-from-rows", file=_SG, old="n_gt = np.where(allowed, c.sum(axis=0), 0.0)",
-         new="n_gt = np.where(allowed, c.sum(axis=1), 0.0)", tests=T_SEG,
-         why="annotated pixels counted over predictions"),
-    dict(id="seg-precnorm-rows", file=_SG, old="norm = sub / n_gt[keep][None, :]",
-         new="norm = sub / n_gt[keep][:, None]", tests=T_SEG, why="precnorm divides rows"),
-    dict(id="seg-keep-absent-classes", file=_SG, old="keep = n_gt != 0", new="keep = n_gt >= 0",
-         tests=T_SEG, why="classes never annotated kept"),
-    dict(id="seg-geo-drops-background", file=_SG, old="np.concatenate([[True], o])",
-         new="np.concatenate([[False], o])", tests=T_SEG, why="geo metrics without background"),
-    dict(id="seg-iou-union", file=_SG, old="union = c.sum(axis=1) + c.sum(axis=0) - d",
-         new="union = c.sum(axis=1) + c.sum(axis=0)", tests=T_SEG, why="IoU union double counts"),
-    dict(id="seg-centroid-mean", file=_SG, old="np.median(proj[order[a:b]], axis=0)",
-         new="np.mean(proj[order[a:b]], axis=0)", tests=T_SEG, why="L2 instead of L1 centroid"),
-    dict(id="seg-projection-unnormalised", file=_SG, old="proj = _unit_rows(_mm(x, comps.T))",
-         new="proj = _mm(x, comps.T)", tests=T_SEG, why="training projections not normalised"),
-    dict(id="seg-absent-part-columns", file=_SG, old="out[:, self.present] = s",
-         new="out[:, :len(self.present)] = s", tests=T_SEG, why="scores of absent parts shifted"),
-    dict(id="seg-training-seed", file=_SG, old="np.random.RandomState(seed).permutation",
-         new="np.random.RandomState(seed + 1).permutation", tests=T_SEG,
-         why="training subset differs from GECO's"),
-    dict(id="seg-foreground-threshold", file=_SG, old="fg = soft.sum(axis=-1) > 0\n",
-         new="fg = soft.sum(axis=-1) > 0.5\n", tests=T_SEG, why="grid foreground rule"),
-    dict(id="seg-full-frame-axes", file=_SG,
-         old="grid_to_image(H, h, y0, fh), grid_to_image(W, w, x0, fw)",
-         new="grid_to_image(H, h, x0, fw), grid_to_image(W, w, y0, fh)", tests=T_SEG,
-         why="frame axes swapped"),
-    dict(id="pascalparts-lowest-part-wins", file=_PP, old="for k in sorted(slots):",
-         new="for k in sorted(slots, reverse=True):", tests=T_SEG, why="overlap rule"),
-    dict(id="pascalparts-train-quirk", file=_PP, old='_GECO_NOT_ORIENTED = {"train": {70}}',
-         new="_GECO_NOT_ORIENTED = {}", tests=T_SEG, why="GECO's oriented train parts"),
-    dict(id="pascalparts-multi-object", file=_PP, old="if len(objects) != 1:      # GECO",
-         new="if len(objects) > 2:      # GECO", tests=T_SEG, why="two-object images kept"),
-    dict(id="resample-no-clamp", file="geomatch/ops/resample.py",
-         old="s = np.maximum(np.asarray(src, dtype=np.float64).reshape(-1), 0.0)",
-         new="s = np.asarray(src, dtype=np.float64).reshape(-1)", tests=T_SEG,
-         why="PyTorch's clamp of negative source coordinates"),
-dict(id="bf16-engine-name", file="geomatch/backbone/dinov2.py",
-         old='return "c" if self.precision == "float32" else "c-" + self.precision',
-         new='return "c"', tests=["tests/test_bf16.py"],
-         why="bf16 features would share a cache with float32 ones"),
-    dict(id="bf16-spec-drops-precision", file="geomatch/backbone/extract.py",
-         old="lora=self.lora,\n                           precision=self.compute_dtype)",
-         new="lora=self.lora)", tests=["tests/test_bf16.py"],
-         why="Dask workers would compute float32 for a bf16 run"),
-    dict(id="bf16-cli-alias", file="geomatch/backbone/extract.py",
-         old='precision = "bfloat16" if args.precision == "bf16" else args.precision',
-         new="precision = args.precision", tests=["tests/test_bf16.py"],
-         why="--precision bf16 not mapped to the C engine's bfloat16"),
-    dict(id="bf16-attention-in-float32", file="geomatch/backbone/dinov2.py",
-         old='attention = core.nn_attention_bf16 if (self.precision == "bfloat16"',
-         new='attention = core.nn_attention_bf16 if (self.precision == "float16"',
-         tests=["tests/test_bf16.py"], why="the bf16 model would run float32 attention"),
-]
+_TESTS = {"GLUE": GLUE, "T_METRICS": T_METRICS, "T_CACHE": T_CACHE, "T_TRAIN": T_TRAIN,
+          "T_DATA": T_DATA, "T_SEG": T_SEG}
+
+_TABLE = r"""
+# ---- metrics
+metrics-le-to-lt | M | T_METRICS | boundary d == alpha*T
+- (ratio[None] <= a.reshape(
++ (ratio[None] < a.reshape(
+metrics-within-le-to-lt | M | T_METRICS | boundary in the breakdown
+- (d[None, :] <= a[:, None])
++ (d[None, :] < a[:, None])
+metrics-bbox-threshold-min | M | T_METRICS | threshold from the source box
+- return float(bbox_threshold(pair.trg.bbox))
++ return float(bbox_threshold(pair.src.bbox))
+metrics-image-threshold-src | M | T_METRICS | threshold from the source image
+- return float(image_threshold(pair.trg.size))
++ return float(image_threshold(pair.src.size))
+metrics-c10-drops-has-cp | M | T_METRICS | geometry group definition
+- c10 = sv & tv & has_cp & ~cp_vis
++ c10 = sv & tv & ~cp_vis
+metrics-11-tilde | M | T_METRICS | breakdown count
+- "11_tilde": count_a(ok & near_cp & c11)
++ "11_tilde": count_a(near_cp & c11)
+metrics-01-bar | M | T_METRICS | breakdown count
+- "01_bar": count_a(near_cp & c01)
++ "01_bar": count_a(near_cp & c00)
+metrics-cp-vis | M | T_METRICS | twin visible in the wrong image
+- cp_vis = tv[perm] & has_cp
++ cp_vis = sv[perm] & has_cp
+metrics-pck-image-median | M | T_METRICS | per-image PCK aggregated with the median
+- "pck_image": np.mean(per_image, axis=0).tolist()
++ "pck_image": np.median(per_image, axis=0).tolist()
+# ---- cache
+cache-ignore-weights-sha | C | T_CACHE | manifest field not compared
+- _IGNORED_IN_COMPARISON = ("geomatch_version",)
++ _IGNORED_IN_COMPARISON = ("geomatch_version", "weights_sha256")
+cache-get-no-dtype-check | C | T_CACHE | get() ignores dtype
+- if arr.shape != self.shape or arr.dtype != self.dtype:
++ if arr.shape != self.shape:
+cache-put-no-finite-check | C | T_CACHE | non-finite features stored
+- if not np.all(np.isfinite(out)):
++ if False:
+cache-pad-offset-rounding | G | T_CACHE tests/test_backbone_extract.py tests/test_evaluate.py | pad offset rounding
+- return (nw, nh), (0, (size - nh) // 2)
++ return (nw, nh), (0, (size - nh + 1) // 2)
+cache-pad-long-side | G | T_CACHE tests/test_evaluate.py | pad frame size
+- long_side = max(w, h)
++ long_side = min(w, h)
+# ---- preprocessing
+preprocess-pad-offset | G | tests/test_backbone_extract.py tests/test_backbone.py tests/test_geometry.py GLUE | pad offset of the pixels
+- return (nw, nh), ((size - nw) // 2, 0)
++ return (nw, nh), ((size - nw + 1) // 2, 0)
+# ---- train
+train-flip-W-minus-x | G | T_TRAIN | flip rule off by one
+-     if pixel_index:\n        return width - 1 - x\n
++     if pixel_index:\n        return width - x\n
+train-flip-no-relabel | T | T_TRAIN | flip without left/right relabelling
+- kps, vis = kps[perm], vis[perm]
++ kps, vis = kps, vis
+train-mask-flip | G | T_TRAIN | flipped foreground mask off by one
+- xs = flip_x(xs, W, pixel_index=True)
++ xs = flip_x(xs, W, pixel_index=False)
+# ---- evaluate
+evaluate-trg-frame-from-src | E | tests/test_evaluate.py GLUE | target frame from the source image size
+- tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)
++ tx0, ty0, tfw, tfh = grid_frame(src_size, manifest)
+# ---- head / optimizer
+head-ln-eps | H | tests/test_head.py tests/test_glue_references.py | LayerNorm eps
+- ln_eps: float = 1e-5
++ ln_eps: float = 1e-6
+head-pos-half-offset | H | tests/test_head.py tests/test_glue_references.py | positional embedding convention
+- r = (np.arange(h) + 0.5) / h
++ r = np.arange(h) / h
+optim-weight-decay-coupled | O | tests/test_glue_references.py tests/test_train.py | weight decay scale
+- p *= p.dtype.type(1.0 - lr * self.weight_decay)
++ p *= p.dtype.type(1.0 - self.weight_decay)
+optim-bias-correction | O | tests/test_glue_references.py tests/test_train.py | bias correction
+- bc2 = 1.0 - b2 ** self.t
++ bc2 = 1.0 - b2 ** (self.t + 1)
+# ---- datasets
+tables-flip-perm-identity | TB | T_DATA tests/test_metrics.py | left/right table not applied
+- perm[i], perm[j] = j, i
++ perm[i], perm[j] = i, j
+spair-pair-box-from-image | S | T_DATA | pair box ignored (image annotation box used)
+- side[s] = dataclasses.replace(img, bbox=_ro(box))
++ side[s] = img
+spair-kps-shift | S | T_DATA | half-pixel shift of keypoints
+-         xy[k] = pt\n
++         xy[k] = pt + 0.5\n
+spair-vis-not-set | S | T_DATA | visibility of keypoint 0 lost
+-         vis[k] = True\n
++         vis[k] = k > 0\n
+ap10k-vis-threshold | geomatch/data/ap10k.py | T_DATA | COCO visibility flag 1 dropped
+- vis = raw[:, 2] > 0
++ vis = raw[:, 2] > 1
+cub-bbox-width | geomatch/data/cub.py | T_DATA | CUB box read as corners
+- (x, y, x + w, y + h)
++ (x, y, w, h)
+cub-part-index | geomatch/data/cub.py | T_DATA | part ids off by one
+- arr[pid - 1] = [
++ arr[pid % 15] = [
+pfpascal-class-index | geomatch/data/pfpascal.py | T_DATA | class ids off by one
+- "category": PFPASCAL_CLASSES[cls - 1]
++ "category": PFPASCAL_CLASSES[cls % 20]
+cub-pairs-order | geomatch/data/cub.py | T_DATA | pair sampling changed
+- r = flat % (n - 1)
++ r = (flat + 1) % (n - 1)
+# ---- protocols (issue 11)
+metrics-lt-to-le | M | tests/test_protocols.py | GeoAware-SC's strict test at d == alpha*T
+- (d[None, :] < a[:, None] * t)
++ (d[None, :] <= a[:, None] * t)
+transfer-corner-round | geomatch/ops/transfer.py | tests/test_protocols.py | GECO's corner pixel floors
+- x = np.floor(c[..., 0].astype(np.float32) * sx)
++ x = np.round(c[..., 0].astype(np.float32) * sx)
+select-first-n-off-by-one | E | tests/test_protocols.py | first N pairs per category
+- if taken.get(p.category, 0) < n:
++ if taken.get(p.category, 0) <= n:
+empty-pairs-always-skipped | geomatch/data/base.py | tests/test_protocols.py | GECO counts pairs without co-visible keypoints
+- if not keep_empty and not np.any(
++ if not np.any(
+test-flip-replaces-all | E | tests/test_protocols.py | only keypoints whose mirrored counterpart is co-visible take the flip
+- use = (sv & tv)[perm] & tv & sv
++ use = tv & sv
+pose-distance-not-mutual | E | tests/test_protocols.py | mutual nearest neighbours only
+- mutual = nn21[nn12] == np.arange(len(a))
++ mutual = np.ones(len(a), bool)
+geo-image-per-point | M | tests/test_evaluate.py | per-image geometry-aware PCK over geo keypoints
+- per_image_geo.append(r.n_geo_correct / r.n_geo)
++ per_image_geo.append(r.n_geo_correct / max(r.n_points, 1))
+# ---- part segmentation on PASCAL-Part (geomatch/eval/segmentation.py and its data)
+seg-gt-pixels-from-rows | SG | T_SEG | annotated pixels counted over predictions
+- n_gt = np.where(allowed, c.sum(axis=0), 0.0)
++ n_gt = np.where(allowed, c.sum(axis=1), 0.0)
+seg-precnorm-rows | SG | T_SEG | precnorm divides rows
+- norm = sub / n_gt[keep][None, :]
++ norm = sub / n_gt[keep][:, None]
+seg-keep-absent-classes | SG | T_SEG | classes never annotated kept
+- keep = n_gt != 0
++ keep = n_gt >= 0
+seg-geo-drops-background | SG | T_SEG | geo metrics without background
+- np.concatenate([[True], o])
++ np.concatenate([[False], o])
+seg-iou-union | SG | T_SEG | IoU union double counts
+- union = c.sum(axis=1) + c.sum(axis=0) - d
++ union = c.sum(axis=1) + c.sum(axis=0)
+seg-centroid-mean | SG | T_SEG | L2 instead of L1 centroid
+- np.median(proj[order[a:b]], axis=0)
++ np.mean(proj[order[a:b]], axis=0)
+seg-projection-unnormalised | SG | T_SEG | training projections not normalised
+- proj = _unit_rows(_mm(x, comps.T))
++ proj = _mm(x, comps.T)
+seg-absent-part-columns | SG | T_SEG | scores of absent parts shifted
+- out[:, self.present] = s
++ out[:, :len(self.present)] = s
+seg-training-seed | SG | T_SEG | training subset differs from GECO's
+- np.random.RandomState(seed).permutation
++ np.random.RandomState(seed + 1).permutation
+seg-foreground-threshold | SG | T_SEG | grid foreground rule
+- fg = soft.sum(axis=-1) > 0\n
++ fg = soft.sum(axis=-1) > 0.5\n
+seg-full-frame-axes | SG | T_SEG | frame axes swapped
+- grid_to_image(H, h, y0, fh), grid_to_image(W, w, x0, fw)
++ grid_to_image(H, h, x0, fw), grid_to_image(W, w, y0, fh)
+pascalparts-lowest-part-wins | PP | T_SEG | overlap rule
+- for k in sorted(slots):
++ for k in sorted(slots, reverse=True):
+pascalparts-train-quirk | PP | T_SEG | GECO's oriented train parts
+- _GECO_NOT_ORIENTED = {"train": {70}}
++ _GECO_NOT_ORIENTED = {}
+pascalparts-multi-object | PP | T_SEG | two-object images kept
+- if len(objects) != 1:      # GECO
++ if len(objects) > 2:      # GECO
+resample-no-clamp | geomatch/ops/resample.py | T_SEG | PyTorch's clamp of negative source coordinates
+- s = np.maximum(np.asarray(src, dtype=np.float64).reshape(-1), 0.0)
++ s = np.asarray(src, dtype=np.float64).reshape(-1)
+# ---- bf16 backbone
+bf16-engine-name | geomatch/backbone/dinov2.py | tests/test_bf16.py | bf16 features would share a cache with float32 ones
+- return "c" if self.precision == "float32" else "c-" + self.precision
++ return "c"
+bf16-spec-drops-precision | geomatch/backbone/extract.py | tests/test_bf16.py | Dask workers would compute float32 for a bf16 run
+- lora=self.lora,\n                           precision=self.compute_dtype)
++ lora=self.lora)
+bf16-cli-alias | geomatch/backbone/extract.py | tests/test_bf16.py | --precision bf16 not mapped to the C engine's bfloat16
+- precision = "bfloat16" if args.precision == "bf16" else args.precision
++ precision = args.precision
+bf16-attention-in-float32 | geomatch/backbone/dinov2.py | tests/test_bf16.py | the bf16 model would run float32 attention
+- attention = core.nn_attention_bf16 if (self.precision == "bfloat16"
++ attention = core.nn_attention_bf16 if (self.precision == "float16"
+"""
+
+
+def _snippet(line: str, sign: str) -> str:
+    if not line.startswith(sign + " "):
+        raise ValueError(f"mutations table: expected a line starting with {sign!r}, got {line!r}")
+    return line[2:].replace("\\n", "\n")
+
+
+def _parse(table: str) -> list:
+    lines = [ln for ln in table.splitlines() if ln and not ln.startswith("#")]
+    out = []
+    for i in range(0, len(lines), 3):
+        ident, file, tests, why = (f.strip() for f in lines[i].split(" | "))
+        out.append(dict(id=ident, file=_FILES.get(file, file),
+                        old=_snippet(lines[i + 1], "-"), new=_snippet(lines[i + 2], "+"),
+                        tests=[t for tok in tests.split() for t in _TESTS.get(tok, [tok])],
+                        why=why))
+    return out
+
+
+MUTATIONS = _parse(_TABLE)

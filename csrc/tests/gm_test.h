@@ -65,6 +65,30 @@ static void *gm_test_xmalloc(size_t bytes)
     return p;
 }
 
+/* Reference attention, in double, of query row i of head h: base is one batch
+ * item's packed (N, 3 * H * HD) rows (queries | keys | values, heads side by
+ * side), softmax(q k^T / sqrt(HD)) v.  p is scratch of N doubles; the HD
+ * outputs go to o. */
+static void gm_test_attention_row(const double *base, int N, int H, int HD, int h, int i,
+                                  double *p, double *o)
+{
+    const int DM = H * HD;
+    double mx = -1e300, sum = 0;
+    for (int j = 0; j < N; j++) {
+        double t = 0;
+        for (int c = 0; c < HD; c++)
+            t += base[i * 3 * DM + h * HD + c] * base[j * 3 * DM + DM + h * HD + c];
+        p[j] = t / sqrt((double)HD);
+        if (p[j] > mx) mx = p[j];
+    }
+    for (int j = 0; j < N; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+    for (int c = 0; c < HD; c++) {
+        double v = 0;
+        for (int j = 0; j < N; j++) v += p[j] * base[j * 3 * DM + 2 * DM + h * HD + c];
+        o[c] = v / sum;
+    }
+}
+
 /* free() each of the n pointers. */
 static void gm_test_free_all(void *const *ptrs, size_t n)
 {

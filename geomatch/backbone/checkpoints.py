@@ -62,32 +62,23 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-# torch storage class name -> (numpy dtype of the raw bytes, is_bfloat16)
-_TORCH_STORAGES = {
-    "FloatStorage": (np.float32, False),
-    "DoubleStorage": (np.float64, False),
-    "HalfStorage": (np.float16, False),
-    "BFloat16Storage": (np.uint16, True),
-    "LongStorage": (np.int64, False),
-    "IntStorage": (np.int32, False),
-    "ShortStorage": (np.int16, False),
-    "CharStorage": (np.int8, False),
-    "ByteStorage": (np.uint8, False),
-    "BoolStorage": (np.bool_, False),
-}
-
-_SAFETENSORS_DTYPES = {
-    "F32": (np.float32, False),
-    "F64": (np.float64, False),
-    "F16": (np.float16, False),
-    "BF16": (np.uint16, True),
-    "I64": (np.int64, False),
-    "I32": (np.int32, False),
-    "I16": (np.int16, False),
-    "I8": (np.int8, False),
-    "U8": (np.uint8, False),
-    "BOOL": (np.bool_, False),
-}
+# Element types of the two formats: torch storage class, safetensors dtype
+# code, NumPy dtype of the raw bytes, and whether those are bfloat16.
+_DTYPE_TABLE = (
+    ("FloatStorage", "F32", np.float32, False),
+    ("DoubleStorage", "F64", np.float64, False),
+    ("HalfStorage", "F16", np.float16, False),
+    ("BFloat16Storage", "BF16", np.uint16, True),
+    ("LongStorage", "I64", np.int64, False),
+    ("IntStorage", "I32", np.int32, False),
+    ("ShortStorage", "I16", np.int16, False),
+    ("CharStorage", "I8", np.int8, False),
+    ("ByteStorage", "U8", np.uint8, False),
+    ("BoolStorage", "BOOL", np.bool_, False),
+)
+# torch storage class name / safetensors dtype -> (numpy dtype of the raw bytes, is_bfloat16)
+_TORCH_STORAGES = {torch_name: (dt, bf16) for torch_name, _, dt, bf16 in _DTYPE_TABLE}
+_SAFETENSORS_DTYPES = {st_name: (dt, bf16) for _, st_name, dt, bf16 in _DTYPE_TABLE}
 
 
 def _check_exists(path: str) -> str:
@@ -207,7 +198,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-        stype, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        stype, key, numel = pid[1], str(pid[2]), int(pid[4])   # pid[3]: location, unused
         if not isinstance(stype, _StorageType):
             raise pickle.UnpicklingError("unsupported storage type in checkpoint")
         if key not in self._storages:

@@ -219,7 +219,6 @@ def extract_task(model, records: list, out: str, manifest: dict, preprocess: str
     (loaded once per worker process) or a model.  Idempotent: images already
     cached are skipped and every file is written atomically, so a rerun of a
     task whose worker died writes the same bytes.  Returns images computed."""
-    from ..data.cache import FeatureCache
     from ..runtime.distributed import worker_cached
 
     if isinstance(model, BackboneSpec):
@@ -376,24 +375,13 @@ def extract_features(images: Iterable, model, out, *, preprocess: str = "resize"
 
 
 def configure_parser(parser) -> None:
-    from .dinov2 import MODEL_NAMES
+    from .arguments import add_backbone_arguments
 
     parser.add_argument("--dataset", required=True,
                         help="dataset name: spair, pfpascal, ap10k, cub, pascalparts")
     parser.add_argument("--root", required=True, help="dataset directory")
-    parser.add_argument("--weights", required=True,
-                        help="DINOv2 weights: official .pth, .safetensors or a Hugging Face "
-                             "directory")
     parser.add_argument("--out", required=True, help="feature cache directory")
-    parser.add_argument("--model", default=None, choices=MODEL_NAMES,
-                        help="architecture to check the weights against (default: inferred)")
-    parser.add_argument("--lora", default=None, help="GECO LoRA weights to merge into qkv (default: none)")
-    parser.add_argument("--preprocess", default="resize", choices=("resize", "pad"),
-                        help="resize: stretch to 518x518 (GECO); pad: longest side 840, "
-                             "centred zero padding (GeoAware-SC) (default: resize)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="network input side, a multiple of 14 of at most 2072 "
-                             "(default 518 for resize, 840 for pad)")
+    add_backbone_arguments(parser)
     parser.add_argument("--split", nargs="+", default=["test"],
                         help="split(s) whose images to featurize (default: test)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),

@@ -23,9 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from .base import (Dataset, ImageRecord, PairRecord, as_int, as_numbers,
+from .base import (Dataset, ImageRecord, PairFolders, PairRecord, as_int, as_numbers,
                    frozen_array, get_field, make_image_record, read_json,
-                   pair_files_by_category, require_dir, require_file)
+                   require_dir, require_file)
 from .tables import AP10K_KEYPOINT_NAMES, AP10K_LR_PAIRS, flip_permutation
 
 __all__ = ["AP10K"]
@@ -34,7 +34,7 @@ SPLIT_KINDS = {"intra-species": "", "cross-species": "_cross_species",
                "cross-family": "_cross_family"}
 
 
-class AP10K(Dataset):
+class AP10K(PairFolders, Dataset):
     """AP-10K loader.
 
     Parameters
@@ -70,7 +70,7 @@ class AP10K(Dataset):
             self.categories = [f for f, v in self.families.items() if len(v) > 1]
         else:
             self.categories = ["all"]
-        self._lists: dict[str, dict[str, list[str]]] = {}
+        self._pair_lists = {}
         self._image_cache: dict[Path, ImageRecord] = {}
         self._perm = flip_permutation(len(AP10K_KEYPOINT_NAMES), AP10K_LR_PAIRS)
 
@@ -82,22 +82,15 @@ class AP10K(Dataset):
         return self._perm.copy()
 
     # ---- pair lists ---------------------------------------------------------
-    def _dir(self, split) -> Path:
+    def _pair_dir(self, split) -> Path:
         return self.root / "PairAnnotation" / (split + SPLIT_KINDS[self.split_kind])
 
-    def _split_lists(self, split):
-        if split not in self._lists:
-            d = require_dir(self._dir(split), f"AP-10K pair annotations of split "
-                            f"{split!r} ({self.split_kind})")
-            self._lists[split] = pair_files_by_category(d)
-        return self._lists[split]
-
-    def _pair_handles(self, split, category):
-        return self._split_lists(split).get(category, [])
+    def _pair_dir_what(self, split) -> str:
+        return f"AP-10K pair annotations of split {split!r} ({self.split_kind})"
 
     def _pair_json_paths(self, split, fname):
         what = "AP-10K pair annotation"
-        path = self._dir(split) / fname
+        path = self._pair_dir(split) / fname
         data = read_json(path, what)
         out = []
         for key in ("src_json_path", "trg_json_path"):

@@ -266,6 +266,27 @@ def image_size(path: Path) -> tuple[int, int]:
 # Dataset base class
 # --------------------------------------------------------------------------
 
+class PairFolders:
+    """Pair handles of a dataset with one folder of pair files named as
+    SPair-71k's (:func:`pair_files_by_category`) per split, listed once.
+
+    Mixed in before :class:`Dataset`; the subclass sets ``self._pair_lists = {}``
+    and defines ``_pair_dir(split)`` (the folder) and ``_pair_dir_what(split)``
+    (what the folder holds, for the error when it is missing).
+    """
+
+    _pair_lists: dict[str, dict[str, list[str]]]
+
+    def _split_lists(self, split) -> dict[str, list[str]]:
+        if split not in self._pair_lists:
+            d = require_dir(self._pair_dir(split), self._pair_dir_what(split))
+            self._pair_lists[split] = pair_files_by_category(d)
+        return self._pair_lists[split]
+
+    def _pair_handles(self, split, category):
+        return self._split_lists(split).get(category, [])
+
+
 class Dataset:
     """Common interface of the dataset loaders.
 

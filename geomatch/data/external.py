@@ -24,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from typing import Iterable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from .cache import FeatureCache
 
 __all__ = ["feature_manifest", "write_features", "import_geco_features",
            "import_geoaware_features"]
@@ -90,7 +93,7 @@ def _new_cache(path, manifest):
 
 def write_features(path, maps: Union[Mapping, Iterable], manifest: Mapping, *,
                    flipped: bool = False, layout: Optional[str] = None,
-                   progress: Optional[bool] = None) -> "FeatureCache":  # noqa: F821
+                   progress: Optional[bool] = None) -> "FeatureCache":
     """Store feature maps in a cache (created, or reopened when the manifest agrees).
 
     Parameters

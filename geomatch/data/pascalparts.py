@@ -35,10 +35,9 @@ lines 18-33).  Reading ``.mat`` files needs SciPy (``pip install scipy``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import (Dataset, ImageRecord, PairRecord, as_int, as_numbers,
+from .base import (Dataset, ImageRecord, PairFolders, PairRecord, as_int, as_numbers,
                    frozen_array, get_field, make_image_record, read_json,
-                   pair_files_by_category, require_dir, require_file)
+                   require_dir, require_file)
 from .tables import (SPAIR_CATEGORIES, SPAIR_FRONT_BACK_PAIRS,
                      SPAIR_KEYPOINT_NAMES, SPAIR_LR_PAIRS, flip_permutation)
 
@@ -34,7 +34,7 @@ _PAIR_FIELDS = ("src_imname", "trg_imname", "category", "src_bndbox",
                 "trg_bndbox", "src_imsize", "trg_imsize")
 
 
-class SPair(Dataset):
+class SPair(PairFolders, Dataset):
     """SPair-71k loader.
 
     Parameters
@@ -63,7 +63,7 @@ class SPair(Dataset):
             raise FileNotFoundError(
                 f"SPair-71k: no category folder of {list(SPAIR_CATEGORIES)} "
                 f"under {ann}")
-        self._pair_lists: dict[str, dict[str, list[str]]] = {}
+        self._pair_lists = {}
         self._image_cache: dict[tuple[str, str], ImageRecord] = {}
         self._azimuth: dict[tuple[str, str], int] = {}
 
@@ -78,15 +78,11 @@ class SPair(Dataset):
         return flip_permutation(len(SPAIR_KEYPOINT_NAMES[category]), pairs)
 
     # ---- pair lists ---------------------------------------------------------
-    def _split_lists(self, split) -> dict[str, list[str]]:
-        if split not in self._pair_lists:
-            d = require_dir(self.root / "PairAnnotation" / split,
-                            f"SPair-71k pair annotations of split {split!r}")
-            self._pair_lists[split] = pair_files_by_category(d)
-        return self._pair_lists[split]
+    def _pair_dir(self, split) -> Path:
+        return self.root / "PairAnnotation" / split
 
-    def _pair_handles(self, split, category):
-        return self._split_lists(split).get(category, [])
+    def _pair_dir_what(self, split) -> str:
+        return f"SPair-71k pair annotations of split {split!r}"
 
     def _image_handles(self, split, category):
         names = set()
@@ -95,7 +91,7 @@ class SPair(Dataset):
             if len(parts) == 3:
                 names.update(parts[1:])
             else:  # unusual name: read the pair file itself
-                path = self.root / "PairAnnotation" / split / fname
+                path = self._pair_dir(split) / fname
                 data = read_json(path, "SPair-71k pair annotation")
                 for key in ("src_imname", "trg_imname"):
                     names.add(Path(str(get_field(data, key, path,
@@ -130,7 +126,7 @@ class SPair(Dataset):
 
     def _load_pair(self, split, category, fname) -> PairRecord:
         what = "SPair-71k pair annotation"
-        path = self.root / "PairAnnotation" / split / fname
+        path = self._pair_dir(split) / fname
         data = read_json(path, what)
         for key in _PAIR_FIELDS:
             get_field(data, key, path, what)

@@ -36,135 +36,102 @@ __all__ = [
     "CUB_PART_NAMES", "CUB_LR_PAIRS", "PFPASCAL_CLASSES", "flip_permutation",
 ]
 
-SPAIR_KEYPOINT_NAMES = {
-    'aeroplane': (
-        'nose', 'windshield', 'cockpit', 'front wheel', 'right wheel', 'left wheel',
-        'right engine-fan', 'left engine-fan', 'right wing-tip', 'left wing-tip',
-        'right engine', 'left engine', 'right wing-front', 'left wing-front',
-        'right wing-back', 'left wing-back', 'right stabilizer-tip',
-        'left stabilizer-tip', 'right stabilizer-front', 'left stabilizer-front',
-        'right stabilizer-back', 'left stabilizer-back', 'vertical stabilizer-tip',
-        'vertical stabilizer-front', 'vertical stabilizer-back',
-    ),
-    'bicycle': (
-        'front wheel', 'back wheel', 'right handlebar', 'left handlebar',
-        'middle handlebar', 'front seat', 'back-right seat', 'back-left seat',
-        'seat-post', 'right pedal', 'left pedal', 'unused 11', 'unused 12',
-        'chainring',
-    ),
-    'bird': (
-        'crown', 'right wing', 'left wing', 'beak', 'right cheek', 'left cheek',
-        'forehead', 'right eye', 'left eye', 'nape', 'right foot', 'left foot',
-        'right knee', 'left knee', 'right hip', 'left hip', 'tail',
-    ),
-    'boat': (
-        'front deck', 'front-right deck', 'front-left deck', 'mid-right deck',
-        'mid-left deck', 'back-right deck', 'back-left deck', 'front-right hull',
-        'front-left hull', 'mid-right hull', 'mid-left hull', 'back-right hull',
-        'back-left hull', 'front hull',
-    ),
-    'bottle': (
-        'right cap', 'left cap', 'right neck', 'left neck', 'top-right body',
-        'top-left body', 'right-center body', 'left-center body', 'right-bottom body',
-        'left-bottom body',
-    ),
-    'bus': (
-        'right mirror', 'left mirror', 'right headlight', 'left headlight',
-        'front license-plate', 'right tail-light', 'left tail-light',
-        'back license-plate', 'unused 8', 'unused 9', 'back-right wheel-back-liner',
-        'back-right wheel', 'back-right wheel-front-liner',
-        'front-right wheel-back-liner', 'front-right wheel',
-        'front-right wheel-front-liner', 'bottom-right bus-front',
-        'bottom-left bus-front', 'top-right bus-front', 'top-left bus-front',
-        'back-left wheel-back-liner', 'back-left wheel', 'back-left wheel-front-liner',
-        'front-left wheel-back-liner', 'front-left wheel',
-        'front-left wheel-front-liner', 'bus-back bottom-right',
-        'bus-back bottom-left', 'bus-back top-right', 'bus-back top-left',
-    ),
-    'car': (
-        'right mirror', 'left mirror', 'right headlight', 'left headlight',
-        'front license-plate', 'front emblem', 'right tail-light', 'left tail-light',
-        'back license-plate', 'back emblem', 'back-right wheel-back-liner',
-        'back-right wheel', 'back-right wheel-front-liner',
-        'front-right wheel-back-liner', 'front-right wheel',
-        'front-right wheel-front-liner', 'bottom-right front-windshield',
-        'bottom-left front-windshield', 'top-right front-windshield',
-        'top-left front-windshield', 'back-left wheel-back-liner', 'back-left wheel',
-        'back-left wheel-front-liner', 'front-left wheel-back-liner',
-        'front-left wheel', 'front-left wheel-front-liner',
-        'bottom-right back-windshield', 'bottom-left back-windshield',
-        'top-right back-windshield', 'top-left back-windshield',
-    ),
-    'cat': (
-        'right ear', 'left ear', 'right ear-tip', 'left ear-tip', 'right eye',
-        'left eye', 'right nostril', 'left nostril', 'mouth', 'front-right foot',
-        'front-left foot', 'back-right foot', 'back-left foot', 'tail-tip',
-        'tail-base',
-    ),
-    'chair': (
-        'right front-seat', 'left front-seat', 'bottom-right back', 'bottom-left back',
-        'front-right leg', 'front-left leg', 'back-right leg', 'back-left leg',
-        'top-right back', 'top-left back', 'right armrest', 'left armrest',
-        'right elbowrest', 'left elbowrest',
-    ),
-    'cow': (
-        'right ear', 'left ear', 'right ear-tip', 'left ear-tip', 'right eye',
-        'left eye', 'right nostril', 'left nostril', 'mouth', 'front-right foot',
-        'front-left foot', 'back-right foot', 'back-left foot', 'tail-tip',
-        'tail-base', 'front-right knee', 'front-left knee', 'back-right knee',
-        'back-left knee', 'right horn', 'left horn',
-    ),
-    'dog': (
-        'right ear', 'left ear', 'right ear-tip', 'left ear-tip', 'right eye',
-        'left eye', 'nose', 'forehead', 'mouth', 'front-right foot', 'front-left foot',
-        'back-right foot', 'back-left foot', 'tail-tip', 'tail-base', 'nape',
-    ),
-    'horse': (
-        'right ear', 'left ear', 'right ear-tip', 'left ear-tip', 'right eye',
-        'left eye', 'right nostril', 'left nostril', 'mouth', 'forehead',
-        'front-right foot', 'front-left foot', 'back-right foot', 'back-left foot',
-        'tail-tip', 'tail-base', 'front-right knee', 'front-left knee',
-        'back-right knee', 'back-left knee',
-    ),
-    'motorbike': (
-        'right mirror', 'left mirror', 'right handlebar', 'left handlebar',
-        'front light', 'back light', 'front wheel', 'back wheel', 'license-plate',
-        'tail', 'exhaustpipe', 'front wheelhub', 'back wheelhub',
-    ),
-    'person': (
-        'right eye', 'left eye', 'right ear', 'left ear', 'nose', 'chin', 'nape',
-        'mouth', 'right shoulder', 'left shoulder', 'right elbow', 'left elbow',
-        'right hand', 'left hand', 'right knee', 'left knee', 'right ankle',
-        'left ankle', 'right foot', 'left foot',
-    ),
-    'pottedplant': (
-        'right rim', 'back rim', 'left rim', 'front rim', 'right body', 'left body',
-        'right base', 'middle base', 'left base',
-    ),
-    'sheep': (
-        'right ear', 'left ear', 'right ear-tip', 'left ear-tip', 'right eye',
-        'left eye', 'right nostril', 'left nostril', 'mouth', 'front-right foot',
-        'front-left foot', 'back-right foot', 'back-left foot', 'tail-tip',
-        'tail-base', 'front-right knee', 'front-left knee', 'back-right knee',
-        'back-left knee', 'right horn', 'left horn',
-    ),
-    'train': (
-        'top-left front', 'top-right front', 'bottom-left front', 'bottom-right front',
-        'top-left back', 'top-right back', 'bottom-left back', 'bottom-right back',
-        'top-left windshield', 'top-right windshield', 'bottom-left windshield',
-        'bottom-right windshield', 'top-left windshield-center',
-        'top-right windshield-center', 'bottom-left windshield-center',
-        'bottom-right windshield-center', 'left headlight', 'right headlight',
-    ),
-    'tvmonitor': (
-        'top-right frame-corner', 'frame-top', 'top-left frame-corner',
-        'left frame-side', 'bottom-left frame-corner', 'frame-base',
-        'bottom-right frame-corner', 'right frame-side', 'top-right screen-corner',
-        'screen-top', 'top-left screen-corner', 'left screen-side',
-        'bottom-left screen-corner', 'screen-base', 'bottom-right screen-corner',
-        'right screen-side',
-    ),
-}
+# One category a paragraph: ``category: name, name, ...``; an indented line
+# continues the paragraph above it.
+_SPAIR_KEYPOINT_NAMES_TEXT = """
+aeroplane: nose, windshield, cockpit, front wheel, right wheel, left wheel,
+    right engine-fan, left engine-fan, right wing-tip, left wing-tip, right engine,
+    left engine, right wing-front, left wing-front, right wing-back, left wing-back,
+    right stabilizer-tip, left stabilizer-tip, right stabilizer-front,
+    left stabilizer-front, right stabilizer-back, left stabilizer-back,
+    vertical stabilizer-tip, vertical stabilizer-front, vertical stabilizer-back
+bicycle: front wheel, back wheel, right handlebar, left handlebar, middle handlebar,
+    front seat, back-right seat, back-left seat, seat-post, right pedal, left pedal,
+    unused 11, unused 12, chainring
+bird: crown, right wing, left wing, beak, right cheek, left cheek, forehead, right eye,
+    left eye, nape, right foot, left foot, right knee, left knee, right hip, left hip,
+    tail
+boat: front deck, front-right deck, front-left deck, mid-right deck, mid-left deck,
+    back-right deck, back-left deck, front-right hull, front-left hull, mid-right hull,
+    mid-left hull, back-right hull, back-left hull, front hull
+bottle: right cap, left cap, right neck, left neck, top-right body, top-left body,
+    right-center body, left-center body, right-bottom body, left-bottom body
+bus: right mirror, left mirror, right headlight, left headlight, front license-plate,
+    right tail-light, left tail-light, back license-plate, unused 8, unused 9,
+    back-right wheel-back-liner, back-right wheel, back-right wheel-front-liner,
+    front-right wheel-back-liner, front-right wheel, front-right wheel-front-liner,
+    bottom-right bus-front, bottom-left bus-front, top-right bus-front,
+    top-left bus-front, back-left wheel-back-liner, back-left wheel,
+    back-left wheel-front-liner, front-left wheel-back-liner, front-left wheel,
+    front-left wheel-front-liner, bus-back bottom-right, bus-back bottom-left,
+    bus-back top-right, bus-back top-left
+car: right mirror, left mirror, right headlight, left headlight, front license-plate,
+    front emblem, right tail-light, left tail-light, back license-plate, back emblem,
+    back-right wheel-back-liner, back-right wheel, back-right wheel-front-liner,
+    front-right wheel-back-liner, front-right wheel, front-right wheel-front-liner,
+    bottom-right front-windshield, bottom-left front-windshield,
+    top-right front-windshield, top-left front-windshield, back-left wheel-back-liner,
+    back-left wheel, back-left wheel-front-liner, front-left wheel-back-liner,
+    front-left wheel, front-left wheel-front-liner, bottom-right back-windshield,
+    bottom-left back-windshield, top-right back-windshield, top-left back-windshield
+cat: right ear, left ear, right ear-tip, left ear-tip, right eye, left eye, right nostril,
+    left nostril, mouth, front-right foot, front-left foot, back-right foot,
+    back-left foot, tail-tip, tail-base
+chair: right front-seat, left front-seat, bottom-right back, bottom-left back,
+    front-right leg, front-left leg, back-right leg, back-left leg, top-right back,
+    top-left back, right armrest, left armrest, right elbowrest, left elbowrest
+cow: right ear, left ear, right ear-tip, left ear-tip, right eye, left eye, right nostril,
+    left nostril, mouth, front-right foot, front-left foot, back-right foot,
+    back-left foot, tail-tip, tail-base, front-right knee, front-left knee,
+    back-right knee, back-left knee, right horn, left horn
+dog: right ear, left ear, right ear-tip, left ear-tip, right eye, left eye, nose,
+    forehead, mouth, front-right foot, front-left foot, back-right foot, back-left foot,
+    tail-tip, tail-base, nape
+horse: right ear, left ear, right ear-tip, left ear-tip, right eye, left eye,
+    right nostril, left nostril, mouth, forehead, front-right foot, front-left foot,
+    back-right foot, back-left foot, tail-tip, tail-base, front-right knee,
+    front-left knee, back-right knee, back-left knee
+motorbike: right mirror, left mirror, right handlebar, left handlebar, front light,
+    back light, front wheel, back wheel, license-plate, tail, exhaustpipe, front wheelhub,
+    back wheelhub
+person: right eye, left eye, right ear, left ear, nose, chin, nape, mouth, right shoulder,
+    left shoulder, right elbow, left elbow, right hand, left hand, right knee, left knee,
+    right ankle, left ankle, right foot, left foot
+pottedplant: right rim, back rim, left rim, front rim, right body, left body, right base,
+    middle base, left base
+sheep: right ear, left ear, right ear-tip, left ear-tip, right eye, left eye,
+    right nostril, left nostril, mouth, front-right foot, front-left foot,
+    back-right foot, back-left foot, tail-tip, tail-base, front-right knee,
+    front-left knee, back-right knee, back-left knee, right horn, left horn
+train: top-left front, top-right front, bottom-left front, bottom-right front,
+    top-left back, top-right back, bottom-left back, bottom-right back,
+    top-left windshield, top-right windshield, bottom-left windshield,
+    bottom-right windshield, top-left windshield-center, top-right windshield-center,
+    bottom-left windshield-center, bottom-right windshield-center, left headlight,
+    right headlight
+tvmonitor: top-right frame-corner, frame-top, top-left frame-corner, left frame-side,
+    bottom-left frame-corner, frame-base, bottom-right frame-corner, right frame-side,
+    top-right screen-corner, screen-top, top-left screen-corner, left screen-side,
+    bottom-left screen-corner, screen-base, bottom-right screen-corner, right screen-side
+"""
+
+
+def _parse_name_table(text: str) -> dict:
+    """``{category: names}`` of a table written as in ``_SPAIR_KEYPOINT_NAMES_TEXT``."""
+    paragraphs = []
+    for line in text.strip().splitlines():
+        if line.startswith(" ") and paragraphs:
+            paragraphs[-1] += " " + line.strip()
+        else:
+            paragraphs.append(line)
+    table = {}
+    for paragraph in paragraphs:
+        category, names = paragraph.split(":", 1)
+        table[category] = tuple(n.strip() for n in names.split(","))
+    return table
+
+
+SPAIR_KEYPOINT_NAMES = _parse_name_table(_SPAIR_KEYPOINT_NAMES_TEXT)
 
 SPAIR_CATEGORIES = tuple(SPAIR_KEYPOINT_NAMES)
 

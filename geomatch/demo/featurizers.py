@@ -109,6 +109,18 @@ def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
     return window(s) / window(n)[:, :, None]
 
 
+def _folded_gradient(arr: np.ndarray, bins: int) -> tuple:
+    """Gradient magnitude and folded-orientation bin of every pixel of an (H, W, 3)
+    image (0-255 scale): ``atan2(|gy|, |gx|)`` in [0, pi/2] split into ``bins``
+    bins, unchanged by a horizontal flip.  Returns ``(mag, bin)`` (float64, int64)."""
+    gray = arr.astype(np.float64).mean(axis=2) / 255.0
+    gy, gx = np.gradient(gray)
+    ax, ay = np.abs(gx), np.abs(gy)
+    mag = np.sqrt(ax * ax + ay * ay)
+    theta = np.arctan2(ay, ax)                       # folded: [0, pi/2]
+    return mag, np.minimum((theta * (bins / (np.pi / 2))).astype(np.int64), bins - 1)
+
+
 class LocalAppearanceFeaturizer:
     """Patch descriptors of local colour and gradient statistics (no weights).
 
@@ -203,12 +215,7 @@ class LocalAppearanceFeaturizer:
             blocks.append(counts.reshape(npatch, nb) / npix)
         means = arr.reshape(h, p, w, p, 3).astype(np.float64).mean(axis=(1, 3)) / 255.0
         blocks.append(means.reshape(npatch, 3))
-        gray = arr.astype(np.float64).mean(axis=2) / 255.0
-        gy, gx = np.gradient(gray)
-        ax, ay = np.abs(gx), np.abs(gy)
-        mag = np.sqrt(ax * ax + ay * ay)
-        theta = np.arctan2(ay, ax)                       # folded: [0, pi/2]
-        ob = np.minimum((theta * (no / (np.pi / 2))).astype(np.int64), no - 1)
+        mag, ob = _folded_gradient(arr, no)
         energy = np.bincount(pidx * no + ob.ravel(), weights=mag.ravel(),
                              minlength=npatch * no)
         blocks.append(energy.reshape(npatch, no) / npix)
@@ -276,9 +283,9 @@ class PartColourFeaturizer:
     Parameters
     ----------
     grid : (int, int), default (16, 20)
-        Output grid ``(h, w)``.
+        Output grid ``(h, w)`` of patches.
     patch : int, default 8
-        Patch size in pixels of the resized image.
+        Side of a patch, in pixels of the resized image.
     prototypes : int, default 4
         Prototypes per colour axis (``prototypes**3`` in all), at least 2.
     sigma : float, default 40.0
@@ -334,14 +341,10 @@ class PartColourFeaturizer:
                 f"neighbourhoods={self.neighbourhoods})")
 
     def __call__(self, image: ImageLike) -> np.ndarray:
-        """Descriptor grid of one image: float32 ``(h, w, D)``.
+        """Descriptor grid of one image: float32 ``(h, w, D)``, channel-last.
 
-        Raises
-        ------
-        FileNotFoundError
-            For a path that does not exist.
-        TypeError, ValueError
-            For an unsupported image type, shape or non-finite values.
+        Takes the same images, and raises the same errors, as
+        :meth:`LocalAppearanceFeaturizer.__call__` (both read it with ``_load_rgb``).
         """
         arr = np.asarray(_resized(image, self.input_size), dtype=np.float32)
         protos = self._protos.astype(np.float32)
@@ -351,12 +354,8 @@ class PartColourFeaturizer:
         pmax = _patch_pool(resp, self.grid, self.patch, "max").astype(np.float64)
         blocks = [pmax, _patch_pool(resp, self.grid, self.patch, "mean").astype(np.float64)]
         blocks += [_box_mean(pmax, r) for r in self.neighbourhoods]
-        gray = arr.astype(np.float64).mean(axis=2) / 255.0
-        gy, gx = np.gradient(gray)
-        ax, ay = np.abs(gx), np.abs(gy)
-        mag = np.sqrt(ax * ax + ay * ay)
         no = self.orientation_bins
-        ob = np.minimum((np.arctan2(ay, ax) * (no / (np.pi / 2))).astype(np.int64), no - 1)
+        mag, ob = _folded_gradient(arr, no)
         onehot = np.zeros(ob.shape + (no,))
         np.put_along_axis(onehot, ob[..., None], mag[..., None], axis=-1)
         blocks.append(_patch_pool(onehot, self.grid, self.patch, "mean"))

@@ -43,7 +43,7 @@ from .figures import FIGURE_RULE, plot_confusions, plot_training, plot_transfer_
 from .figures import save_figure, select_figure_pairs
 from .report import confusion_counts, metrics_summary, next_steps, write_report
 from .settings import FULL, QUICK, DemoSettings
-from .steps import MARKER, featurize_dataset, predictions, prepare_out, train_head, write_state
+from .steps import featurize_dataset, predictions, prepare_out, train_head, write_state
 from .threads import limit_threads
 
 __all__ = ["run_demo", "configure_parser", "run_cli"]

@@ -112,27 +112,13 @@ def write_outputs(out: str, files: dict) -> None:
 
 def configure_parser(parser) -> None:
     """Arguments of ``geomatch match``."""
-    from ..backbone.dinov2 import MODEL_NAMES
+    from ..backbone.arguments import add_backbone_arguments
     from ..ops.transfer import TRANSFER_MODES
     from .viewer import PRECISIONS
 
     parser.add_argument("src", metavar="SRC", help="source image file")
     parser.add_argument("trg", metavar="TRG", help="target image file")
-    parser.add_argument("--weights", required=True,
-                        help="DINOv2 weights: official .pth, .safetensors or a Hugging Face "
-                             "directory (required)")
-    parser.add_argument("--lora", default=None,
-                        help="GECO LoRA weights merged into the backbone (default: none)")
-    parser.add_argument("--head", default=None,
-                        help="trained head checkpoint (.npz from geomatch train; default: none)")
-    parser.add_argument("--model", default=None, choices=MODEL_NAMES,
-                        help="architecture the weights must be (default: inferred from them)")
-    parser.add_argument("--preprocess", default="resize", choices=("resize", "pad"),
-                        help="resize: 518x518 stretch (GECO); pad: longest side 840, centred "
-                             "zero padding (GeoAware-SC) (default: resize)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="network input side, a multiple of 14 of at most 2072 "
-                             "(default: 518 for resize, 840 for pad)")
+    add_backbone_arguments(parser, head=True)
     pts = parser.add_mutually_exclusive_group()
     pts.add_argument("--points", nargs="+", metavar="X,Y", default=None,
                      help="source points in source pixels, e.g. --points 120,85 40,60 "

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .head import HEAD_FORMAT, AttentionHead, HeadConfig, head_meta, read_head_file
+from .head import AttentionHead, HeadConfig, head_meta, read_head_file
 from ..geometry import flip_x, foreground_grid, grid_frame, keypoint_patches
 from .loss import LossConfig, PairLoss
 from .optim import AdamW

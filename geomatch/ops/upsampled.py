@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .resample import bilinear_taps
+
 __all__ = ["linear_taps", "source_descriptor", "upsampled_similarity"]
 
 _TINY32 = float(np.finfo(np.float32).tiny)
@@ -29,22 +31,17 @@ def linear_taps(n_in: int, n_out: int):
     """Bilinear taps of every output sample: (i0, i1, w1) arrays of length n_out.
 
     PyTorch's ``align_corners=False`` rule; the source coordinate is the exact
-    rational ``((2 dst + 1) n_in - n_out) / (2 n_out)`` evaluated in float64.
+    rational ``((2 dst + 1) n_in - n_out) / (2 n_out)`` evaluated in float64
+    (the C kernel's), and the taps at it are
+    :func:`geomatch.ops.resample.bilinear_taps`'s (clamping included).
     """
     dst = np.arange(n_out, dtype=np.float64)
     if n_in == n_out:
         s = dst.copy()
     else:
         s = ((2 * dst + 1) * n_in - n_out) / (2.0 * n_out)
-    s = np.maximum(s, 0.0)
-    f = np.floor(s)
-    i0 = f.astype(np.int64)
-    w1 = s - f
-    last = i0 >= n_in - 1
-    i0 = np.where(last, n_in - 1, i0)
-    i1 = np.where(last, n_in - 1, i0 + 1)
-    w1 = np.where(last, 0.0, w1)
-    return i0, i1, w1
+    taps = bilinear_taps(s, n_in)
+    return taps.i0, taps.i1, taps.w1
 
 
 def source_descriptor(src_feat: np.ndarray, point, src_size) -> np.ndarray:

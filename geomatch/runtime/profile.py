@@ -187,23 +187,9 @@ def profile_markdown(result: dict, name: str = "model") -> str:
 
 
 def configure_parser(parser) -> None:
-    from ..backbone.dinov2 import MODEL_NAMES
+    from ..backbone.arguments import add_backbone_arguments
 
-    parser.add_argument("--weights", required=True,
-                        help="DINOv2 weights: official .pth, .safetensors or a Hugging Face "
-                             "folder")
-    parser.add_argument("--lora", default=None,
-                        help="GECO LoRA weights merged into qkv (default: none)")
-    parser.add_argument("--head", default=None,
-                        help="trained head checkpoint, GECO's refiner (default: none)")
-    parser.add_argument("--model", default=None, choices=MODEL_NAMES,
-                        help="architecture to check the weights against (default: "
-                             "inferred)")
-    parser.add_argument("--preprocess", default="resize", choices=("resize", "pad"),
-                        help="resize: stretch to 518x518 (GECO); pad: longest side 840 "
-                             "(GeoAware-SC) (default: resize)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="network input side (default: 518 for resize, 840 for pad)")
+    add_backbone_arguments(parser, head=True)
     parser.add_argument("--images", type=int, default=11,
                         help="images to featurize, the first one a warm-up (default: 11; "
                              "GECO: 1000)")
