@@ -244,15 +244,54 @@ def test_test_time_flip_takes_the_better_pose(spair):
                                                          [104.5, 34.5], [6.5, 6.5]])
 
 
+@pytest.mark.parametrize("flip_wins", [False, True])
+def test_masked_test_time_flip_decides_as_get_distance(spair, flip_wins):
+    torch = pytest.importorskip("torch", reason="the reference distance is written in torch")
+    from test_pose_distance import _official_masked
+
+    ds, cache, tmp = spair
+    noise = 0.01 * np.random.default_rng(0).random((G, G, D))
+    src = _features(IMAGES["s1"][2]) + noise
+    trg = _features(IMAGES["t1"][2])
+    src_flip = trg[:, ::-1] + 0.02
+    if flip_wins:            # no exact zeros, flipped source ~ target
+        trg = trg + 0.05
+        src_flip = trg + 0.001
+    cache.put("car/s1", src)
+    cache.put("car/s1", src_flip, flipped=True)
+    cache.put("car/t1", trg)
+    res = E.evaluate(ds, "test", cache, mode="grid-argmax", test_flip="masked",
+                     progress=False, workers=1)
+    # no mask files: the box (inclusive pixel bounds) is the mask, in the image
+    # frame ("resize"); the flipped source's mask is its mirror image
+    m = np.zeros((S, S))
+    m[BOX[1]:BOX[3] + 1, BOX[0]:BOX[2] + 1] = 1.0
+    T = torch.tensor
+    d0 = _official_masked(T(src), T(trg), T(m), T(m))
+    d1 = _official_masked(T(np.ascontiguousarray(src_flip)), T(trg),
+                          T(m[:, ::-1].copy()), T(m))
+    assert (d1 < d0) == flip_wins
+    assert res.predictions[0].flipped == flip_wins
+
+
 def test_pose_distance_by_hand():
     e0, e1 = np.eye(2)
     src = np.stack([e0, e1])[None]                    # (1, 2, 2)
     trg = np.stack([e0, (e0 + e1) / np.sqrt(2)])[None]
     # mutual nearest neighbours: only source patch 0 (distance 0)
     assert E.pose_distance(src, trg, "mutual-nn") == 0.0
-    d = np.sqrt(2 - np.sqrt(2))                       # |e1 - (e0 + e1)/sqrt(2)|
+    # masked: a 1x2 grid "resized" to 1x2 is itself; inputs are normalised first
+    a = 2.0 * np.array([[[0.6, 0.8], [0.8, 0.6]]])
+    b = np.array([[[0.6, 0.8], [0.0, 1.0]]])       # the exact 0 becomes -100000
     fg = np.ones((1, 2), bool)
-    assert E.pose_distance(src, trg, "masked", fg, fg) == pytest.approx(d / 2)
+    # a0 -> b0: 0; a1 -> b0: |(0.2, -0.2)|; b1 = (-1e5, 1) is far from both
+    assert E.pose_distance(a, b, "masked", fg, fg) == pytest.approx(0.1 * np.sqrt(2))
+    # target background cells are (-1e5, -1e5), never nearest here
+    b = np.array([[[0.0, 1.0], [0.8, 0.6]]])
+    assert E.pose_distance(a, b, "masked", np.array([[True, False]]),
+                           np.array([[False, True]])) == pytest.approx(0.2 * np.sqrt(2))
+    # no source foreground: the official mean over nothing (NaN, never flips)
+    assert np.isnan(E.pose_distance(a, b, "masked", np.zeros((1, 2), bool), fg))
 
 
 def test_options_and_select_parsing():

@@ -54,7 +54,8 @@ from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
-           "add_scoring_arguments", "pose_distance", "transfer_block",
+           "add_scoring_arguments", "pose_distance", "pose_masks", "flip_replacement",
+           "transfer_block",
            "configure_parser", "run_cli"]
 
 MODES = TRANSFER_MODES  # the keypoint transfer modes (kept under this name)
@@ -439,10 +440,19 @@ def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: di
                             src_feat, trg_feat, manifest, fn, kw)
 
 
+#: GeoAware-SC's ``normalize_feats`` epsilon (``pck_train.py:24-37``).
+FEAT_EPS = 1e-10
+#: GeoAware-SC's ``get_distance`` resolution (``utils/utils_correspondence.py:22``).
+POSE_RESOLUTION = 64
+#: the value ``get_distance`` writes over every zero of the masked features
+#: (``utils/utils_correspondence.py:35-36``).
+MASKED_FILL = -100000.0
+
+
 def _unit_rows(f: np.ndarray) -> np.ndarray:
+    """Rows divided by (their L2 norm + 1e-10), as GeoAware-SC's ``normalize_feats``."""
     x = np.asarray(f, dtype=np.float64).reshape(-1, f.shape[-1])
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + FEAT_EPS)
 
 
 def _pairwise_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -450,28 +460,95 @@ def _pairwise_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0))
 
 
+def _upsample(feat: np.ndarray, size) -> np.ndarray:
+    """(h, w, C) -> (H, W, C), ``F.interpolate(mode="bilinear",
+    align_corners=False)`` (:mod:`geomatch.ops.resample`)."""
+    from ..ops.resample import grid_to_image, sample
+
+    h, w = feat.shape[:2]
+    return sample(feat, grid_to_image(int(size[0]), h), grid_to_image(int(size[1]), w))
+
+
 def pose_distance(src_feat, trg_feat, kind: str, src_fg=None, trg_fg=None) -> float:
     """GeoAware-SC's pose-alignment score of a source/target feature pair
-    (lower: better aligned), on L2-normalized grid descriptors.
+    (lower: better aligned).
 
-    ``"mutual-nn"`` (``get_distance_mutual_nn``): the mean nearest-neighbour
+    Both feature grids are first normalised as ``normalize_feats``
+    (``pck_train.py:24-37``: each descriptor divided by its L2 norm + 1e-10).
+
+    ``"mutual-nn"`` (``get_distance_mutual_nn``,
+    ``utils/utils_correspondence.py:54-72``): the mean nearest-neighbour
     distance over the source patches whose nearest target patch has them as
-    nearest source patch.  ``"masked"`` (``get_distance``): the mean, over the
-    source foreground patches, of the distance to the nearest target
-    foreground patch (``src_fg``/``trg_fg``: (h, w) bool grids).
+    nearest source patch (first index on ties, as ``argmin``).
+
+    ``"masked"`` (``get_distance``, ``utils/utils_correspondence.py:22-52``):
+    the grids are resized to 64x64 (bilinear, ``align_corners=False``) and
+    multiplied by the 64x64 foreground masks ``src_fg``/``trg_fg`` (already
+    resized with the nearest rule, see :func:`pose_masks`); every exact zero of
+    the result is set to -100000; the score is the mean, over the source
+    foreground cells, of the distance to the nearest of all 64x64 target cells
+    (background cells included, at -100000 in every channel).
+
+    Returns NaN where the official mean runs over nothing (no source
+    foreground cell; no mutual neighbour); a NaN distance never triggers the
+    flip (``flip_dist < original_dist`` is false).
     """
-    a, b = _unit_rows(src_feat), _unit_rows(trg_feat)
-    if kind == "masked":
-        a = a[np.asarray(src_fg, bool).reshape(-1)]
-        b = b[np.asarray(trg_fg, bool).reshape(-1)]
-        if len(a) == 0 or len(b) == 0:
-            return math.inf
-        return float(_pairwise_dist(a, b).min(axis=1).mean())
-    d = _pairwise_dist(a, b)
-    nn12 = d.argmin(axis=1)
-    nn21 = d.argmin(axis=0)
-    mutual = nn21[nn12] == np.arange(len(a))
-    return float(d.min(axis=1)[mutual].mean()) if mutual.any() else math.inf
+    if kind not in ("masked", "mutual-nn"):
+        raise ValueError(f"kind must be 'masked' or 'mutual-nn', got {kind!r}")
+    src_feat, trg_feat = np.asarray(src_feat), np.asarray(trg_feat)
+    if kind == "mutual-nn":
+        a, b = _unit_rows(src_feat), _unit_rows(trg_feat)
+        d = _pairwise_dist(a, b)
+        nn12 = d.argmin(axis=1)
+        nn21 = d.argmin(axis=0)
+        mutual = nn21[nn12] == np.arange(len(a))
+        return float(d.min(axis=1)[mutual].mean()) if mutual.any() else math.nan
+    if src_fg is None or trg_fg is None:
+        raise ValueError("pose_distance(kind='masked') needs src_fg and trg_fg")
+    sm, tm = np.asarray(src_fg, bool), np.asarray(trg_fg, bool)
+    if sm.ndim != 2 or sm.shape != tm.shape:
+        raise ValueError(f"src_fg/trg_fg must be equal (H, W) masks, got {sm.shape} and "
+                         f"{tm.shape}")
+    size = sm.shape
+    out = []
+    for feat, m in ((src_feat, sm), (trg_feat, tm)):
+        if feat.ndim != 3:
+            raise ValueError(f"features must be (h, w, C) grids, got shape {feat.shape}")
+        u = _unit_rows(feat).reshape(feat.shape)
+        up = _upsample(u, size) * m[..., None]
+        up[up == 0] = MASKED_FILL
+        out.append(up.reshape(-1, up.shape[-1]))
+    a = out[0][sm.reshape(-1)]
+    if len(a) == 0:
+        return math.nan
+    tflat = tm.reshape(-1)
+    cands = []
+    if tflat.any():
+        cands.append(_pairwise_dist(a, out[1][tflat]).min(axis=1))
+    if not tflat.all():
+        # every background target cell is the same vector (-100000, ...)
+        bg = np.full((1, a.shape[1]), MASKED_FILL)
+        cands.append(np.sqrt(((a - bg) ** 2).sum(1)))
+    return float(np.min(cands, axis=0).mean())
+
+
+def pose_masks(masks, rec, flipped: bool) -> np.ndarray:
+    """64x64 foreground mask of an image for the masked pose distance: the
+    image's mask (or its box) resized with ``F.interpolate(mode="nearest")``'s
+    rule, cell i <- pixel floor(i * size / 64), in the cached frame."""
+    return masks.get(rec, (POSE_RESOLUTION, POSE_RESOLUTION), flipped)
+
+
+def flip_replacement(src_vis, trg_vis, perm) -> np.ndarray:
+    """Keypoints whose prediction the mirrored source replaces, as
+    GeoAware-SC's ``optimized_kps_1_to_2`` (``utils/utils_geoware.py:269-279``):
+    keypoint k when it is visible in both images and so is its counterpart
+    ``perm[k]`` (``vis_flip = vis[perm] * trg_vis * src_vis`` with ``vis`` the
+    co-visibility and ``perm`` the full flip permutation)."""
+    sv = np.asarray(src_vis, bool)
+    tv = np.asarray(trg_vis, bool)
+    perm = np.asarray(perm, np.int64)
+    return (sv & tv)[perm] & tv & sv
 
 
 def _test_time_flip(pair, pred, src_feat, trg_feat, src_flip, manifest, options, fn, masks):
@@ -481,11 +558,9 @@ def _test_time_flip(pair, pred, src_feat, trg_feat, src_flip, manifest, options,
     k = len(pair.src.visible)
     perm = scoring_flip_perm(pair.dataset, pair.category, k, pair.flip_perm, "lr")
     if options.test_flip == "masked":
-        grid = src_feat.shape[:2]
-        d0 = pose_distance(src_feat, trg_feat, "masked", masks.get(pair.src, grid, False),
-                           masks.get(pair.trg, trg_feat.shape[:2], False))
-        d1 = pose_distance(src_flip, trg_feat, "masked", masks.get(pair.src, grid, True),
-                           masks.get(pair.trg, trg_feat.shape[:2], False))
+        tm = pose_masks(masks, pair.trg, False)
+        d0 = pose_distance(src_feat, trg_feat, "masked", pose_masks(masks, pair.src, False), tm)
+        d1 = pose_distance(src_flip, trg_feat, "masked", pose_masks(masks, pair.src, True), tm)
     else:
         d0 = pose_distance(src_feat, trg_feat, "mutual-nn")
         d1 = pose_distance(src_flip, trg_feat, "mutual-nn")
@@ -498,7 +573,7 @@ def _test_time_flip(pair, pred, src_feat, trg_feat, src_flip, manifest, options,
     pred_f = _transfer_points(kps[perm], sv[perm], pair.src.size, pair.trg.size, src_flip,
                               trg_feat, manifest, fn, _transfer_kwargs(options), mirror=True,
                               pixel=options.pixel)
-    use = (sv & tv)[perm] & tv & sv
+    use = flip_replacement(sv, tv, perm)
     out = np.array(pred, copy=True)
     out[use] = pred_f[use]
     return out, True
