@@ -158,7 +158,7 @@ int gm_sinkhorn_f64(const double *C, const double *a, const double *b, size_t ba
                     int *n_iter, double *err);
 
 /* ==== kernels: dustbin OT layer, forward and backward ==================== */
-/* The dustbin OT layer of DESIGN.md ("Partial assignment with a dustbin").
+/* The dustbin OT layer of docs/method.md ("Dustbin layer").
  * S: N x M scores; mu: N+1 and nu: M+1 marginals (dustbin masses last; >= 0,
  * not all zero; zero entries give zero plan rows/columns); bin_score: the
  * value of the extra row, column and corner; lam = 1/reg (reg > 0);

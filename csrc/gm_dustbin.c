@@ -1,7 +1,7 @@
 /* gm_dustbin.c -- the dustbin OT layer (GECO / SuperGlue style), forward and
  * reverse-mode vector-Jacobian product.
  *
- * Problem (DESIGN.md, "Partial assignment with a dustbin"): scores S (N x M)
+ * Problem (docs/method.md, "Dustbin layer"): scores S (N x M)
  * are augmented to S~ ((N+1) x (M+1)) whose extra row, column and corner hold
  * bin_score; with lam = 1/reg and phi = reg_m/(reg_m+reg), potentials start
  * at zero and each of n_iter iterations performs

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Literal reference: the DESIGN.md recursion on the augmented matrix, in
+/* Literal reference: the docs/method.md ("Dustbin layer") recursion on the augmented matrix, in
  * double, with two-pass log-sum-exp.  P is (n+1) x (m+1). */
 static void ref_plan(const double *S, const double *mu, const double *nu, size_t n, size_t m,
                      double bin, double reg, double reg_m, int iters, double *P)
