@@ -80,10 +80,20 @@ typedef struct {
     GM_T *b0, *b1;
     int *r0, *r1;         /* row taps per target pixel row (max H) */
     GM_T *a0, *a1;
+    int *xlo, *ylo;       /* first pixel column (row) of each grid column (row),
+                           * wt + 1 (ht + 1) entries: the pixels whose lower
+                           * tap is grid column c are xlo[c] <= X < xlo[c + 1] */
     GM_T *nrow, *mx;      /* ht x wp: |row-interpolated vector|^2, row cross term */
-    GM_T *p;              /* nkps x ht x wp: row-interpolated numerators */
-    GM_T *tbuf;           /* nthr x 2 x wp: per-thread 1/norm row and values row */
-    GM_T *bestv;          /* nthr x nkps best value of each thread's row block */
+    double *dlow;         /* ht*wt: lower bound of the computed |t(Y, X)|^2 in a cell */
+    int *rowst;           /* ht: status of each grid row's tables (gm_tr_row) */
+    GM_T *tbuf;           /* nthr x 3 x wp: per-thread rows (p0, p1, values of a
+                           * cell; 1/d and values of a full-scan row) */
+    double *bnd;          /* nthr x ht*wt: per-thread cell bounds of one keypoint */
+    GM_T *p;              /* nkps x ht x wp: row-interpolated numerators of the
+                           * keypoints that take the full scan (dense order) */
+    int *dense;           /* nkps: 1 if keypoint k takes the full scan */
+    int *dlist;           /* nkps: those keypoints, in increasing order */
+    GM_T *bestv;          /* nthr x nkps: full scan, best of each thread's rows */
     int64_t *bestx, *besty;
     int nthr;
 } GM_FN(gm_tr_ws);
@@ -93,7 +103,9 @@ static void GM_FN(gm_tr_ws_free)(GM_FN(gm_tr_ws) *w)
     free(w->tab); free(w->q); free(w->g);
     free(w->c0); free(w->c1); free(w->b0); free(w->b1);
     free(w->r0); free(w->r1); free(w->a0); free(w->a1);
-    free(w->nrow); free(w->mx); free(w->p); free(w->tbuf);
+    free(w->xlo); free(w->ylo);
+    free(w->nrow); free(w->mx); free(w->dlow); free(w->rowst);
+    free(w->tbuf); free(w->bnd); free(w->p); free(w->dense); free(w->dlist);
     free(w->bestv); free(w->bestx); free(w->besty);
 }
 
@@ -118,16 +130,24 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->r1 = gm_tr_alloc(maxh * sizeof(int));
     w->a0 = gm_tr_alloc(maxh * s);
     w->a1 = gm_tr_alloc(maxh * s);
+    w->xlo = gm_tr_alloc((wt + 1) * sizeof(int));
+    w->ylo = gm_tr_alloc((ht + 1) * sizeof(int));
     w->nrow = gm_tr_alloc(ht * w->wp * s);
     w->mx = gm_tr_alloc(ht * w->wp * s);
+    w->dlow = gm_tr_alloc(w->hw * sizeof(double));
+    w->rowst = gm_tr_alloc(ht * sizeof(int));
+    w->tbuf = gm_tr_alloc((size_t)w->nthr * 3 * w->wp * s);
+    w->bnd = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(double));
     w->p = gm_tr_alloc(nkps * ht * w->wp * s);
-    w->tbuf = gm_tr_alloc((size_t)w->nthr * 2 * w->wp * s);
+    w->dense = gm_tr_alloc(nkps * sizeof(int));
+    w->dlist = gm_tr_alloc(nkps * sizeof(int));
     w->bestv = gm_tr_alloc((size_t)w->nthr * nkps * s);
     w->bestx = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
     w->besty = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
-    if (!w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
-        !w->r1 || !w->a0 || !w->a1 || !w->nrow || !w->mx || !w->p || !w->tbuf ||
-        !w->bestv || !w->bestx || !w->besty) {
+    if (!w->p || !w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
+        !w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
+        !w->r1 || !w->a0 || !w->a1 || !w->xlo || !w->ylo || !w->nrow || !w->mx ||
+        !w->dlow || !w->rowst || !w->tbuf || !w->bnd) {
         GM_FN(gm_tr_ws_free)(w);
         return GM_ERR_NOMEM;
     }
@@ -167,12 +187,11 @@ static void GM_FN(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size_
 }
 
 /* Per-grid-row work of one pair, for target grid row r: the five Gram
- * tables, the grid dot products g = q_k . t[r, c], the row-interpolated
- * squared norms nrow[r][X] and cross terms mx[r][X] (rows r, r + 1), and the
- * row-interpolated numerators P[k][r][X].  Rows are independent.  Returns
- * 0 if every value is finite, 1 if a Gram value is not (a non-finite input
- * or an overflow), else 2 if a later value is not (everything is written
- * either way).  O(w D (5 + K) + W (2 + K)). */
+ * tables, the grid dot products g = q_k . t[r, c], and the row-interpolated
+ * squared norms nrow[r][X] and cross terms mx[r][X] (rows r, r + 1).  Rows
+ * are independent.  Returns 0 if every value is finite, 1 if a Gram value
+ * is not (a non-finite input or an overflow), else 2 if a later value is
+ * not (everything is written either way).  O(w D (5 + K) + W). */
 static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t ht,
                              size_t wt, size_t dim, size_t nkps, int64_t Wt)
 {
@@ -221,27 +240,256 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
         m[X] = b0 * b0 * V[c0] + b1 * b1 * V[c1] + b0 * b1 * (D1[c0] + D2[c0]);
     }
     bad |= !GM_FN(gm_vec_all_finite)(nr, (size_t)Wt) || !GM_FN(gm_vec_all_finite)(m, (size_t)Wt);
-    for (k = 0; k < nkps; k++) {
-        const GM_T *g = w->g + k * hw + r * wt;
-        GM_T *p = w->p + (k * ht + r) * wp;
-        for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
-        bad |= !GM_FN(gm_vec_all_finite)(p, (size_t)Wt);
-    }
+    for (k = 0; k < nkps; k++) bad |= !GM_FN(gm_vec_all_finite)(w->g + k * hw + r * wt, wt);
     return gram_bad ? 1 : (bad ? 2 : 0);
 }
 
-/* Scan of one target pixel row Y for every keypoint.  With the unit source
- * descriptor q, num = q.t(Y, X) = a0 P[r0] + a1 P[r1] and d = |t(Y, X)|^2,
- * the cosine is num / sqrt(d); the scan ranks pixels by the monotone
- * transform cos |cos| = num |num| / d instead, which needs no square root
- * (a libm sqrtf does not vectorize under the default -fmath-errno) and one
- * division per pixel shared by all keypoints.  Since |num| <= sqrt(d) the
- * values lie in [-1, 1] (up to rounding) and cannot overflow; a pixel with
- * d below the smallest normal number counts as a zero vector (value 0).
+/* ---- exact branch and bound over the cells of the upsampled map ----------
+ *
+ * A "cell" (r, c) is the block of target pixels whose lower taps are grid
+ * row r and grid column c: ylo[r] <= Y < ylo[r + 1], xlo[c] <= X < xlo[c + 1].
+ * Each of its pixels is a combination t(Y, X) = sum_i w_i t_i of the cell's
+ * four corners t_0 = t[r, c], t_1 = t[r, c'], t_2 = t[r', c], t_3 = t[r', c']
+ * (r' = min(r + 1, h - 1), c' = min(c + 1, w - 1)) with weights
+ * (a0 b0, a0 b1, a1 b0, a1 b1) >= 0 that sum to 1 up to rounding.  The scan
+ * ranks pixels by val = num |num| / d (gm_tr_cell_eval), num = q.t(Y, X),
+ * d = |t(Y, X)|^2.  A cell bound B >= every computed val of the cell lets
+ * the search skip cells with B < the best value found so far, and the pixels
+ * that are evaluated are computed with exactly the arithmetic of a full
+ * scan, so the result is the full scan's pixel, ties included.
+ *
+ * Why B is an upper bound of the *computed* values (u = unit roundoff of
+ * GM_T, gamma = (ceil(D / 16) + 4) u, the error factor of one Gram or dot
+ * product: at most ceil(D / 16) multiply-adds per lane and a 4-level fold):
+ *  - Denominator.  G^ (the computed Gram matrix of the corners, from the five
+ *    tables) differs from the exact Gram matrix G of the stored vectors by
+ *    |E_ij| <= gamma |t_i| |t_j| <= gamma Gmax (Gmax = max_i G^_ii, to first
+ *    order).  G is positive semidefinite, so f(w) = w'Gw is convex on the
+ *    simplex and for ANY simplex point v (Frank-Wolfe duality)
+ *        min_simplex f >= f(v) + min_i grad f(v).(e_i - v) = 2 min_i (Gv)_i - v'Gv.
+ *    Evaluated with G^ instead of G that expression moves by at most
+ *    3 gamma Gmax; we take the largest of it over nine points v (the centre,
+ *    the corners, the edge midpoints), computed in double: LB.  A pixel's
+ *    computed d is w'G^w (weights summing to s, s^2 >= 1 - 4u) up to 12 u s^2
+ *    Gmax of rounding in nrow, mx and d, and w'G^w >= s^2 (min_simplex f -
+ *    gamma Gmax).  Hence every computed d >= dlow = (1 - 8u) LB -
+ *    (4 gamma + 32 u) Gmax, where we use 4 (ceil(D / 16) + 8) u + 32 u.
+ *  - Numerator.  num is the weighted combination of the computed grid dots
+ *    g_i of the corners, so num <= s gmax + 4 u s gabs (gmax, gabs: largest
+ *    g_i and |g_i|; two FMA levels of rounding), s <= 1 + 2u.  If
+ *    numhi = (1 + 2u)(gmax + 4 u gabs) <= 0 then num <= 0 and val <= 0: B = 0.
+ *  - val = fl(fl(num |num|) fl(1 / d)) <= numhi^2 / d (1 + u)^3, so
+ *    B = numhi^2 / dlow (1 + 8u) in double (its own rounding < 3 u more); a
+ *    pixel with d below the smallest normal number has val = 0 <= B; if
+ *    dlow is below it, B = +inf (the cell is always evaluated). */
+
+/* dlow for the cells of grid row r (needs the tables of rows r and r + 1).
+ * O(w). */
+static void GM_FN(gm_tr_cell_row)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_t wt,
+                                   size_t dim)
+{
+    const size_t hw = w->hw, r1 = r + 1 < ht ? r + 1 : r;
+    const GM_T *N = w->tab, *Hn = w->tab + hw, *V = w->tab + 2 * hw;
+    const GM_T *D1 = w->tab + 3 * hw, *D2 = w->tab + 4 * hw;
+    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53;
+    const double slack = (4.0 * (double)((dim + 15) / 16 + 8) + 32.0) * u;
+    /* corner pairs (a, b) of the four cell edges */
+    static const int ea[4] = {0, 0, 1, 2}, eb[4] = {1, 2, 3, 3};
+    size_t c;
+    for (c = 0; c < wt; c++) {
+        size_t c1 = c + 1 < wt ? c + 1 : c;
+        size_t i00 = r * wt + c, i01 = r * wt + c1, i10 = r1 * wt + c, i11 = r1 * wt + c1;
+        double G[4][4], gm = 0.0, lb, v, row[4];
+        int i, j, e;
+        G[0][0] = N[i00]; G[1][1] = N[i01]; G[2][2] = N[i10]; G[3][3] = N[i11];
+        G[0][1] = G[1][0] = Hn[i00];
+        G[2][3] = G[3][2] = Hn[i10];
+        G[0][2] = G[2][0] = V[i00];
+        G[1][3] = G[3][1] = V[i01];
+        G[0][3] = G[3][0] = D1[i00];
+        G[1][2] = G[2][1] = D2[i00];
+        for (i = 0; i < 4; i++) gm = G[i][i] > gm ? G[i][i] : gm;
+        /* centre */
+        {
+            double tot = 0.0, mn = INFINITY;
+            for (i = 0; i < 4; i++) {
+                row[i] = 0.25 * (G[i][0] + G[i][1] + G[i][2] + G[i][3]);
+                tot += 0.25 * row[i];
+                mn = row[i] < mn ? row[i] : mn;
+            }
+            lb = 2.0 * mn - tot;
+        }
+        /* corners */
+        for (j = 0; j < 4; j++) {
+            double mn = G[0][j];
+            for (i = 1; i < 4; i++) mn = G[i][j] < mn ? G[i][j] : mn;
+            v = 2.0 * mn - G[j][j];
+            lb = v > lb ? v : lb;
+        }
+        /* edge midpoints */
+        for (e = 0; e < 4; e++) {
+            int a = ea[e], b = eb[e];
+            double mn = INFINITY, tot = 0.25 * (G[a][a] + 2.0 * G[a][b] + G[b][b]);
+            for (i = 0; i < 4; i++) {
+                double x = 0.5 * (G[i][a] + G[i][b]);
+                mn = x < mn ? x : mn;
+            }
+            v = 2.0 * mn - tot;
+            lb = v > lb ? v : lb;
+        }
+        w->dlow[r * wt + c] = (1.0 - 8.0 * u) * lb - slack * gm;
+    }
+}
+
+/* Upper bound B of the computed values val of the pixels of cell `cell`
+ * for the keypoint whose grid dots are g (see above).  O(1). */
+static double GM_FN(gm_tr_cell_bound)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
+                                      size_t c, size_t ht, size_t wt)
+{
+    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53;
+    size_t r1 = r + 1 < ht ? r + 1 : r, c1 = c + 1 < wt ? c + 1 : c;
+    double g0 = g[r * wt + c], g1 = g[r * wt + c1], g2 = g[r1 * wt + c], g3 = g[r1 * wt + c1];
+    double gmax = g0, gabs = fabs(g0), numhi, dl = w->dlow[r * wt + c];
+    gmax = g1 > gmax ? g1 : gmax;
+    gmax = g2 > gmax ? g2 : gmax;
+    gmax = g3 > gmax ? g3 : gmax;
+    gabs = fabs(g1) > gabs ? fabs(g1) : gabs;
+    gabs = fabs(g2) > gabs ? fabs(g2) : gabs;
+    gabs = fabs(g3) > gabs ? fabs(g3) : gabs;
+    numhi = (1.0 + 2.0 * u) * (gmax + 4.0 * u * gabs);
+    if (numhi <= 0.0) return 0.0;
+    if (!(dl >= (double)GM_T_TINY)) return INFINITY;
+    return numhi * numhi / dl * (1.0 + 8.0 * u);
+}
+
+/* Evaluate every pixel of cell (r, c) for the keypoint whose grid dots are g
+ * with the arithmetic of the full scan -- per pixel row Y the grid-row
+ * numerators p = b0 g[.][c0] + b1 g[.][c1] of rows r0(Y), r1(Y), then
+ * num = a0 p0 + a1 p1, d = a0^2 nrow[r0] + a1^2 nrow[r1] + 2 a0 a1 mx[r0],
+ * val = num |num| (1 / d) (0 when d is below the smallest normal number) --
+ * and update the best value *bv at raster index *bi (Y * W + X) when a pixel
+ * beats it, or ties it at a smaller index.  buf: 3 rows of wp.
+ * O(pixels of the cell). */
+static void GM_FN(gm_tr_cell_eval)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
+                                    size_t c, size_t wt, int64_t Wt, GM_T *buf, GM_T *bv,
+                                    int64_t *bi)
+{
+    const size_t wp = w->wp;
+    const int x0 = w->xlo[c], x1 = w->xlo[c + 1], nx = x1 - x0;
+    const int y0 = w->ylo[r], y1 = w->ylo[r + 1];
+    GM_T *p0 = buf, *p1 = buf + wp, *val = buf + 2 * wp;
+    int X, Y, pr0 = -1, pr1 = -1;
+    for (Y = y0; Y < y1; Y++) {
+        const int r0 = w->r0[Y], r1 = w->r1[Y];
+        const GM_T a0 = w->a0[Y], a1 = w->a1[Y];
+        const GM_T w00 = a0 * a0, w11 = a1 * a1, w01 = 2 * a0 * a1;
+        const GM_T *n0 = w->nrow + (size_t)r0 * wp + x0, *n1 = w->nrow + (size_t)r1 * wp + x0;
+        const GM_T *m0 = w->mx + (size_t)r0 * wp + x0;
+        GM_T m;
+        int idx;
+        if (r0 != pr0 || r1 != pr1) {
+            const GM_T *g0 = g + (size_t)r0 * wt, *g1 = g + (size_t)r1 * wt;
+            for (X = 0; X < nx; X++) {
+                int xx = x0 + X;
+                p0[X] = w->b0[xx] * g0[w->c0[xx]] + w->b1[xx] * g0[w->c1[xx]];
+                p1[X] = w->b0[xx] * g1[w->c0[xx]] + w->b1[xx] * g1[w->c1[xx]];
+            }
+            pr0 = r0;
+            pr1 = r1;
+        }
+        for (X = 0; X < nx; X++) {
+            GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
+            GM_T inv = d >= GM_T_TINY ? (GM_T)1 / d : (GM_T)0;
+            GM_T num = a0 * p0[X] + a1 * p1[X];
+            val[X] = num * GM_FABS(num) * inv;
+        }
+        m = val[0];
+#pragma omp simd reduction(max : m)
+        for (X = 0; X < nx; X++) m = val[X] > m ? val[X] : m;
+        if (m < *bv) continue;
+        idx = nx;
+#pragma omp simd reduction(min : idx)
+        for (X = 0; X < nx; X++) {
+            int cc = val[X] == m ? X : nx;
+            idx = cc < idx ? cc : idx;
+        }
+        if (idx < nx) {
+            int64_t pi = (int64_t)Y * Wt + x0 + idx;
+            if (m > *bv || pi < *bi) {
+                *bv = m;
+                *bi = pi;
+            }
+        }
+    }
+}
+
+/* The best pixel of one keypoint (grid dots g): bound every cell, evaluate
+ * the cell of the largest bound, then every other cell whose bound reaches
+ * the best value so far, in raster order.  bnd: ht*wt doubles.  Returns the
+ * raster index of the first pixel of maximal value, or -1 when the cells
+ * left to evaluate hold more than a quarter of the image's pixels: the
+ * bounds do not separate this keypoint's cells (features whose neighbours
+ * are nearly orthogonal, constant features), and the full scan, which
+ * shares 1/d between keypoints, is cheaper.  The choice depends on the
+ * values only, never on the thread count.  O(h w + pixels of the evaluated
+ * cells). */
+static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t ht,
+                                      size_t wt, int64_t Wt, int64_t Ht, GM_T *buf,
+                                      double *bnd)
+{
+    size_t r, c, top = 0;
+    double bmax = -INFINITY, left = 0.0;
+    GM_T bv = -(GM_T)INFINITY;
+    int64_t bi = INT64_MAX;
+    for (r = 0; r < ht; r++) {
+        int empty_r = w->ylo[r + 1] <= w->ylo[r];
+        for (c = 0; c < wt; c++) {
+            double b = -INFINITY;
+            if (!empty_r && w->xlo[c + 1] > w->xlo[c])
+                b = GM_FN(gm_tr_cell_bound)(w, g, r, c, ht, wt);
+            bnd[r * wt + c] = b;
+            if (b > bmax) {
+                bmax = b;
+                top = r * wt + c;
+            }
+        }
+    }
+    GM_FN(gm_tr_cell_eval)(w, g, top / wt, top % wt, wt, Wt, buf, &bv, &bi);
+    for (r = 0; r < ht; r++) {
+        double rows = (double)(w->ylo[r + 1] - w->ylo[r]);
+        for (c = 0; c < wt; c++)
+            if (bnd[r * wt + c] >= (double)bv && r * wt + c != top)
+                left += rows * (double)(w->xlo[c + 1] - w->xlo[c]);
+    }
+    if (left > 0.25 * (double)Wt * (double)Ht) return -1;
+    for (r = 0; r < ht; r++)
+        for (c = 0; c < wt; c++)
+            if (bnd[r * wt + c] >= (double)bv && r * wt + c != top)
+                GM_FN(gm_tr_cell_eval)(w, g, r, c, wt, Wt, buf, &bv, &bi);
+    return bi;
+}
+
+/* Full scan, for the nd keypoints of w->dlist: the row-interpolated
+ * numerators P[j][r][X] of grid row r.  O(W nd). */
+static void GM_FN(gm_tr_prow)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_t wt,
+                               size_t nd, int64_t Wt)
+{
+    size_t j;
+    int64_t X;
+    for (j = 0; j < nd; j++) {
+        const GM_T *g = w->g + (size_t)w->dlist[j] * w->hw + r * wt;
+        GM_T *p = w->p + (j * ht + r) * w->wp;
+        for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
+    }
+}
+
+/* Full scan of one target pixel row Y for the nd keypoints of w->dlist, with
+ * the arithmetic of gm_tr_cell_eval (1/d computed once per pixel and shared).
  * Values go to a row buffer; its maximum and, when that beats the calling
- * thread's best so far (bv/bx/by), the first X attaining it.  O(W (1 + K)). */
+ * thread's best so far (bv/bx/by, indexed like dlist), the first X
+ * attaining it.  O(W (1 + nd)). */
 static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
-                                   size_t nkps, int nW, GM_T *inv, GM_T *val, GM_T *bv,
+                                   size_t nd, int nW, GM_T *inv, GM_T *val, GM_T *bv,
                                    int64_t *bx, int64_t *by)
 {
     const size_t wp = w->wp;
@@ -256,7 +504,7 @@ static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
         GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
         inv[X] = d >= GM_T_TINY ? (GM_T)1 / d : (GM_T)0;
     }
-    for (kk = 0; kk < nkps; kk++) {
+    for (kk = 0; kk < nd; kk++) {
         const GM_T *p0 = w->p + (kk * ht + (size_t)r0) * wp;
         const GM_T *p1 = w->p + (kk * ht + (size_t)r1) * wp;
         GM_T m;
@@ -283,55 +531,92 @@ static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
     }
 }
 
-/* One pair, in one parallel region with a single barrier: per-grid-row
- * tables (threaded over target grid rows), then the pixel scan (threaded
- * over target pixel rows).  Each thread scans one contiguous block of pixel
- * rows in order (static schedule) and the blocks are merged in thread order
- * with a strict comparison, so exact ties go to the first pixel in row-major
- * order whatever the thread count.  Writes (x, y) per keypoint to out.
- * Returns GM_OK, GM_ERR_NUMERIC or GM_ERR_NONFINITE_ARG(1).
- * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)). */
+/* One pair, in one parallel region: per-grid-row tables (threaded over
+ * target grid rows), the cells' norm bounds (over grid rows), the branch
+ * and bound of each keypoint (over keypoints), then the full scan of the
+ * keypoints whose bounds do not prune (threaded over target pixel rows:
+ * each thread scans one contiguous block of rows in order and the blocks
+ * are merged in thread order with a strict comparison).  Either way a
+ * keypoint gets the first pixel in row-major order of maximal value, so
+ * results do not depend on the thread count.  Writes (x, y) per keypoint to
+ * out.  Returns GM_OK, GM_ERR_NUMERIC or GM_ERR_NONFINITE_ARG(1).
+ * O(h w D (5 + K) + h W + K (h w + evaluated pixels)), at most
+ * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)) when nothing prunes. */
 static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
                               const GM_T *kps, size_t hs, size_t ws, size_t ht, size_t wt,
                               size_t dim, size_t nkps, int64_t Ws, int64_t Hs, int64_t Wt,
                               int64_t Ht, GM_T *out)
 {
     const int nthr = w->nthr;
-    size_t i, k;
-    int t, par, worst = 0;
+    size_t k, r, nd = 0;
+    int par, t, worst = 0;
     for (k = 0; k < nkps; k++)
         GM_FN(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
                                   w->q + k * dim);
-    for (i = 0; i < (size_t)nthr * nkps; i++) {
-        w->bestv[i] = -(GM_T)INFINITY;
-        w->bestx[i] = w->besty[i] = -1;
+    for (k = 0; k < (size_t)nthr * nkps; k++) {
+        w->bestv[k] = -(GM_T)INFINITY;
+        w->bestx[k] = w->besty[k] = -1;
     }
     /* tiny problems run on one thread: a parallel region costs more */
-    par = gm_threads_for(GM_WORK_FMA * ((double)ht * (double)wt * (double)dim * (double)(5 + nkps) +
-                                        (double)Ht * (double)Wt * (double)(1 + nkps) * 4.0)) > 1;
-#pragma omp parallel num_threads(par ? nthr : 1) reduction(max : worst)
+    par = gm_threads_for(GM_WORK_FMA * (double)ht * (double)wt * (double)dim *
+                         (double)(5 + nkps)) > 1;
+#pragma omp parallel num_threads(par ? nthr : 1)
     {
-        int tid = gm_thread_id();
-        GM_T *inv = w->tbuf + (size_t)tid * 2 * w->wp, *val = inv + w->wp;
-        long r, Y;
+        int tid = gm_thread_id(), bad = 0;
+        GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
+        double *bnd = w->bnd + (size_t)tid * w->hw;
+        size_t j, ndl = 0;
+        long i;
 #pragma omp for schedule(static)
-        for (r = 0; r < (long)ht; r++) {
-            int st = GM_FN(gm_tr_row)(w, tf, (size_t)r, ht, wt, dim, nkps, Wt);
-            worst = st > worst ? st : worst;
+        for (i = 0; i < (long)ht; i++)
+            w->rowst[i] = GM_FN(gm_tr_row)(w, tf, (size_t)i, ht, wt, dim, nkps, Wt);
+        /* implicit barrier: every thread sees every row's status */
+        for (j = 0; j < ht; j++) bad = w->rowst[j] > bad ? w->rowst[j] : bad;
+        if (!bad) {
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)ht; i++) GM_FN(gm_tr_cell_row)(w, (size_t)i, ht, wt, dim);
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)nkps; i++) {
+                int64_t bi = GM_FN(gm_tr_keypoint)(w, w->g + (size_t)i * w->hw, ht, wt, Wt,
+                                                    Ht, buf, bnd);
+                w->dense[i] = bi < 0;
+                if (bi >= 0) {
+                    out[2 * i] = (GM_T)(bi % Wt);
+                    out[2 * i + 1] = (GM_T)(bi / Wt);
+                }
+            }
+            /* every thread builds the same list */
+            for (j = 0; j < nkps; j++)
+                if (w->dense[j]) ndl++;
+            if (ndl > 0) {
+#pragma omp single
+                {
+                    size_t n = 0;
+                    for (j = 0; j < nkps; j++)
+                        if (w->dense[j]) w->dlist[n++] = (int)j;
+                }
+#pragma omp for schedule(static)
+                for (i = 0; i < (long)ht; i++) GM_FN(gm_tr_prow)(w, (size_t)i, ht, wt, ndl, Wt);
+#pragma omp for schedule(static)
+                for (i = 0; i < (long)Ht; i++)
+                    GM_FN(gm_tr_scan_row)(w, i, ht, ndl, (int)Wt, buf, buf + w->wp,
+                                          w->bestv + (size_t)tid * nkps,
+                                          w->bestx + (size_t)tid * nkps,
+                                          w->besty + (size_t)tid * nkps);
+            }
         }
-#pragma omp for schedule(static)
-        for (Y = 0; Y < (long)Ht; Y++)
-            GM_FN(gm_tr_scan_row)(w, Y, ht, nkps, (int)Wt, inv, val,
-                                   w->bestv + (size_t)tid * nkps, w->bestx + (size_t)tid * nkps,
-                                   w->besty + (size_t)tid * nkps);
+#pragma omp single
+        nd = ndl;
     }
+    for (r = 0; r < ht; r++) worst = w->rowst[r] > worst ? w->rowst[r] : worst;
     if (worst == 1)
         return GM_FN(gm_vec_all_finite)(tf, ht * wt * dim) ? GM_ERR_NUMERIC
                                                            : GM_ERR_NONFINITE_ARG(1);
     if (worst) return GM_ERR_NUMERIC;
-    for (k = 0; k < nkps; k++) {
+    for (k = 0; k < nd; k++) {
         GM_T best = -(GM_T)INFINITY;
         int64_t bx = 0, by = 0;
+        size_t kk = (size_t)w->dlist[k];
         for (t = 0; t < nthr; t++) {
             size_t j = (size_t)t * nkps + k;
             if (w->besty[j] >= 0 && w->bestv[j] > best) {
@@ -340,17 +625,19 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
                 by = w->besty[j];
             }
         }
-        out[2 * k] = (GM_T)bx;
-        out[2 * k + 1] = (GM_T)by;
+        out[2 * kk] = (GM_T)bx;
+        out[2 * kk + 1] = (GM_T)by;
     }
     return GM_OK;
 }
 
-/* Taps of the n_out pixels of one axis from n_in grid cells.  O(n_out). */
+/* Taps of the n_out pixels of one axis from n_in grid cells, and the first
+ * pixel lo[i] of each grid index i (lo[n_in] = n_out): taps i0 are
+ * non-decreasing in the pixel.  O(n_out + n_in). */
 static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i1s,
-                                   GM_T *w0, GM_T *w1)
+                                   GM_T *w0, GM_T *w1, int *lo)
 {
-    int64_t i, i0, i1;
+    int64_t i, i0, i1, j = 0;
     double f;
     for (i = 0; i < n_out; i++) {
         gm_transfer_linear_taps(i, n_in, n_out, &i0, &i1, &f);
@@ -358,15 +645,17 @@ static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i
         i1s[i] = (int)i1;
         w0[i] = (GM_T)(1.0 - f);
         w1[i] = (GM_T)f;
+        while (j <= i0) lo[j++] = (int)i;
     }
+    while (j <= n_in) lo[j++] = (int)n_out;
 }
 
-/* Taps of every target pixel column and row.  O(W + H). */
+/* Taps of every target pixel column and row.  O(W + H + w + h). */
 static void GM_FN(gm_tr_taps)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, int64_t Wt,
                               int64_t Ht)
 {
-    GM_FN(gm_tr_axis_taps)(Wt, (int64_t)wt, w->c0, w->c1, w->b0, w->b1);
-    GM_FN(gm_tr_axis_taps)(Ht, (int64_t)ht, w->r0, w->r1, w->a0, w->a1);
+    GM_FN(gm_tr_axis_taps)(Wt, (int64_t)wt, w->c0, w->c1, w->b0, w->b1, w->xlo);
+    GM_FN(gm_tr_axis_taps)(Ht, (int64_t)ht, w->r0, w->r1, w->a0, w->a1, w->ylo);
 }
 
 /* Image sizes and keypoints of a transfer (see gm_transfer_check in
