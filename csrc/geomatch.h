@@ -212,6 +212,13 @@ int gm_window_soft_argmax_f32(const float *sim, size_t nmaps, size_t h, size_t w
 int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t w,
                               long window, double temperature, double *out_xy);
 
+/* ==== conversion ========================================================= */
+/* y[i] = x[i] for n IEEE half-precision values x (their bits as uint16),
+ * exactly; every value is written.  GM_ERR_NONFINITE_ARG(0) if any is
+ * infinite or NaN (converted all the same), GM_ERR_INVALID for NULL
+ * pointers with n > 0.  O(n). */
+int gm_f16_to_f32(const uint16_t *x, float *y, size_t n);
+
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */
 /* Keypoint transfer by exact upsample-argmax (the published protocol):
  * both feature maps -- src_feat (batch, hs, ws, dim) and trg_feat

@@ -1096,6 +1096,41 @@ static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
     return PyBool_FromLong(gm_bf16_supported());
 }
 
+PyDoc_STRVAR(py_f16_to_f32__doc__,
+             "f16_to_f32(src, out)\n--\n\nCopy the float16 array src into the float32 array "
+             "out (same number of values, both C-contiguous), exactly.  Returns True if "
+             "every value is finite.");
+
+/* f16_to_f32(src, out): gm_f16_to_f32 from one C-contiguous float16 array into
+ * a writable C-contiguous float32 array of as many values.  Returns whether
+ * all are finite. */
+static PyObject *py_f16_to_f32(PyObject *self, PyObject *args)
+{
+    PyArrayObject *src, *out;
+    int st;
+    if (!PyArg_ParseTuple(args, "O!O!:f16_to_f32", &PyArray_Type, &src, &PyArray_Type, &out))
+        return NULL;
+    if (PyArray_TYPE(src) != NPY_FLOAT16 || !PyArray_IS_C_CONTIGUOUS(src)) {
+        gm_set_error(PyExc_TypeError, "src must be a C-contiguous float16 array");
+        return NULL;
+    }
+    if (PyArray_TYPE(out) != NPY_FLOAT32 || !PyArray_IS_C_CONTIGUOUS(out) ||
+        !PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
+        gm_set_error(PyExc_TypeError, "out must be a writable C-contiguous float32 array");
+        return NULL;
+    }
+    if (PyArray_SIZE(src) != PyArray_SIZE(out)) {
+        gm_set_error(PyExc_ValueError, "out must have as many values as src (%zd), got %zd",
+                     (Py_ssize_t)PyArray_SIZE(src), (Py_ssize_t)PyArray_SIZE(out));
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = gm_f16_to_f32((const uint16_t *)PyArray_DATA(src), (float *)PyArray_DATA(out),
+                       (size_t)PyArray_SIZE(src));
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(st == GM_OK);
+}
+
 PyDoc_STRVAR(py_bf16_pack__doc__,
              "bf16_pack(weight)\n--\n\nA (dout, din) float32 weight rounded to bfloat16 "
              "(nearest even) and packed for nn_linear_bf16 (1-D uint16, shape in a header).");
@@ -1639,6 +1674,7 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(argmax_2d, METH_VARARGS),
     GM_FUNC(window_soft_argmax, METH_VARARGS),
     GM_FUNC(transfer_check, METH_VARARGS),
+    GM_FUNC(f16_to_f32, METH_VARARGS),
     GM_FUNC(transfer_upsample_argmax, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_linear, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_layernorm, METH_VARARGS | METH_KEYWORDS),
