@@ -90,7 +90,9 @@ typedef struct {
                            * cell; 1/d and values of a full-scan row) */
     double *bnd;          /* nthr x ht*wt: per-thread cell bounds of one keypoint */
     GM_T *p;              /* nkps x ht x wp: row-interpolated numerators of the
-                           * keypoints that take the full scan (dense order) */
+                           * keypoints that take the full scan (dense order);
+                           * allocated on first use, else NULL */
+    size_t plen;          /* its size in values */
     int *dense;           /* nkps: 1 if keypoint k takes the full scan */
     int *dlist;           /* nkps: those keypoints, in increasing order */
     GM_T *bestv;          /* nthr x nkps: full scan, best of each thread's rows */
@@ -138,13 +140,14 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->rowst = gm_tr_alloc(ht * sizeof(int));
     w->tbuf = gm_tr_alloc((size_t)w->nthr * 3 * w->wp * s);
     w->bnd = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(double));
-    w->p = gm_tr_alloc(nkps * ht * w->wp * s);
+    w->plen = nkps * ht * w->wp;
+    w->p = NULL;              /* allocated when a keypoint needs the full scan */
     w->dense = gm_tr_alloc(nkps * sizeof(int));
     w->dlist = gm_tr_alloc(nkps * sizeof(int));
     w->bestv = gm_tr_alloc((size_t)w->nthr * nkps * s);
     w->bestx = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
     w->besty = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
-    if (!w->p || !w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
+    if (!w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
         !w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
         !w->r1 || !w->a0 || !w->a1 || !w->xlo || !w->ylo || !w->nrow || !w->mx ||
         !w->dlow || !w->rowst || !w->tbuf || !w->bnd) {
@@ -341,25 +344,35 @@ static void GM_FN(gm_tr_cell_row)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_
     }
 }
 
-/* Upper bound B of the computed values val of the pixels of cell `cell`
- * for the keypoint whose grid dots are g (see above).  O(1). */
-static double GM_FN(gm_tr_cell_bound)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
-                                      size_t c, size_t ht, size_t wt)
+/* Upper bounds B (see above) of the computed values val of the pixels of
+ * the cells of grid row r for the keypoint whose grid dots are g, into
+ * bnd[0 .. wt-1]; -inf for a cell without pixels.  Branch-free, so the loop
+ * vectorizes.  O(w). */
+static void GM_FN(gm_tr_bound_row)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
+                                   size_t ht, size_t wt, double *bnd)
 {
-    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53;
-    size_t r1 = r + 1 < ht ? r + 1 : r, c1 = c + 1 < wt ? c + 1 : c;
-    double g0 = g[r * wt + c], g1 = g[r * wt + c1], g2 = g[r1 * wt + c], g3 = g[r1 * wt + c1];
-    double gmax = g0, gabs = fabs(g0), numhi, dl = w->dlow[r * wt + c];
-    gmax = g1 > gmax ? g1 : gmax;
-    gmax = g2 > gmax ? g2 : gmax;
-    gmax = g3 > gmax ? g3 : gmax;
-    gabs = fabs(g1) > gabs ? fabs(g1) : gabs;
-    gabs = fabs(g2) > gabs ? fabs(g2) : gabs;
-    gabs = fabs(g3) > gabs ? fabs(g3) : gabs;
-    numhi = (1.0 + 2.0 * u) * (gmax + 4.0 * u * gabs);
-    if (numhi <= 0.0) return 0.0;
-    if (!(dl >= (double)GM_T_TINY)) return INFINITY;
-    return numhi * numhi / dl * (1.0 + 8.0 * u);
+    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53, tiny = (double)GM_T_TINY;
+    const size_t r1 = r + 1 < ht ? r + 1 : r;
+    const GM_T *ga = g + r * wt, *gb = g + r1 * wt;
+    const double *dl = w->dlow + r * wt;
+    const int *xlo = w->xlo;
+    size_t c;
+    if (w->ylo[r + 1] <= w->ylo[r]) {
+        for (c = 0; c < wt; c++) bnd[c] = -INFINITY;
+        return;
+    }
+    for (c = 0; c < wt; c++) {
+        size_t c1 = c + 1 < wt ? c + 1 : c;
+        double g0 = ga[c], g1 = ga[c1], g2 = gb[c], g3 = gb[c1];
+        double m01 = g0 > g1 ? g0 : g1, m23 = g2 > g3 ? g2 : g3;
+        double a01 = fabs(g0) > fabs(g1) ? fabs(g0) : fabs(g1);
+        double a23 = fabs(g2) > fabs(g3) ? fabs(g2) : fabs(g3);
+        double gmax = m01 > m23 ? m01 : m23, gabs = a01 > a23 ? a01 : a23;
+        double numhi = (1.0 + 2.0 * u) * (gmax + 4.0 * u * gabs), d = dl[c];
+        double q = numhi * numhi / (d >= tiny ? d : 1.0) * (1.0 + 8.0 * u);
+        double v = numhi <= 0.0 ? 0.0 : (d >= tiny ? q : INFINITY);
+        bnd[c] = xlo[c + 1] > xlo[c] ? v : -INFINITY;
+    }
 }
 
 /* Evaluate every pixel of cell (r, c) for the keypoint whose grid dots are g
@@ -441,19 +454,10 @@ static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, si
     double bmax = -INFINITY, left = 0.0;
     GM_T bv = -(GM_T)INFINITY;
     int64_t bi = INT64_MAX;
-    for (r = 0; r < ht; r++) {
-        int empty_r = w->ylo[r + 1] <= w->ylo[r];
-        for (c = 0; c < wt; c++) {
-            double b = -INFINITY;
-            if (!empty_r && w->xlo[c + 1] > w->xlo[c])
-                b = GM_FN(gm_tr_cell_bound)(w, g, r, c, ht, wt);
-            bnd[r * wt + c] = b;
-            if (b > bmax) {
-                bmax = b;
-                top = r * wt + c;
-            }
-        }
-    }
+    for (r = 0; r < ht; r++) GM_FN(gm_tr_bound_row)(w, g, r, ht, wt, bnd + r * wt);
+    for (c = 0; c < w->hw; c++) bmax = bnd[c] > bmax ? bnd[c] : bmax;
+    for (c = 0; c < w->hw && bnd[c] != bmax; c++) {}
+    top = c;
     GM_FN(gm_tr_cell_eval)(w, g, top / wt, top % wt, wt, Wt, buf, &bv, &bi);
     for (r = 0; r < ht; r++) {
         double rows = (double)(w->ylo[r + 1] - w->ylo[r]);
@@ -565,7 +569,7 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
         int tid = gm_thread_id(), bad = 0;
         GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
         double *bnd = w->bnd + (size_t)tid * w->hw;
-        size_t j, ndl = 0;
+        size_t j;
         long i;
 #pragma omp for schedule(static)
         for (i = 0; i < (long)ht; i++)
@@ -585,30 +589,30 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
                     out[2 * i + 1] = (GM_T)(bi / Wt);
                 }
             }
-            /* every thread builds the same list */
-            for (j = 0; j < nkps; j++)
-                if (w->dense[j]) ndl++;
-            if (ndl > 0) {
-#pragma omp single
-                {
-                    size_t n = 0;
-                    for (j = 0; j < nkps; j++)
-                        if (w->dense[j]) w->dlist[n++] = (int)j;
-                }
-#pragma omp for schedule(static)
-                for (i = 0; i < (long)ht; i++) GM_FN(gm_tr_prow)(w, (size_t)i, ht, wt, ndl, Wt);
-#pragma omp for schedule(static)
-                for (i = 0; i < (long)Ht; i++)
-                    GM_FN(gm_tr_scan_row)(w, i, ht, ndl, (int)Wt, buf, buf + w->wp,
-                                          w->bestv + (size_t)tid * nkps,
-                                          w->bestx + (size_t)tid * nkps,
-                                          w->besty + (size_t)tid * nkps);
-            }
         }
-#pragma omp single
-        nd = ndl;
     }
     for (r = 0; r < ht; r++) worst = w->rowst[r] > worst ? w->rowst[r] : worst;
+    for (k = 0; !worst && k < nkps; k++)
+        if (w->dense[k]) w->dlist[nd++] = (int)k;
+    if (nd > 0) {
+        /* the full scan, in a second region */
+        if (!w->p && !(w->p = gm_tr_alloc(w->plen * sizeof(GM_T)))) return GM_ERR_NOMEM;
+        par = gm_threads_for(GM_WORK_FMA * 4.0 * (double)Ht * (double)Wt * (double)(1 + nd)) > 1;
+#pragma omp parallel num_threads(par ? nthr : 1)
+        {
+            int tid = gm_thread_id();
+            GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
+            long i;
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)ht; i++) GM_FN(gm_tr_prow)(w, (size_t)i, ht, wt, nd, Wt);
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)Ht; i++)
+                GM_FN(gm_tr_scan_row)(w, i, ht, nd, (int)Wt, buf, buf + w->wp,
+                                      w->bestv + (size_t)tid * nkps,
+                                      w->bestx + (size_t)tid * nkps,
+                                      w->besty + (size_t)tid * nkps);
+        }
+    }
     if (worst == 1)
         return GM_FN(gm_vec_all_finite)(tf, ht * wt * dim) ? GM_ERR_NUMERIC
                                                            : GM_ERR_NONFINITE_ARG(1);
