@@ -250,6 +250,23 @@ int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_fe
                                     const int64_t *trg_size, size_t batch, size_t hs,
                                     size_t ws, size_t ht, size_t wt, size_t dim,
                                     size_t nkps, double *out);
+/* gm_transfer_upsample_argmax with flags: GM_TRANSFER_SRC_FINITE skips the
+ * scan of src_feat for non-finite values (a caller that has checked the map
+ * already, like the evaluation's feature loader: the scan reads the whole map
+ * for the few vectors the keypoints use).  flags 0 is
+ * gm_transfer_upsample_argmax. */
+#define GM_TRANSFER_SRC_FINITE 1
+int gm_transfer_upsample_argmax_ex_f32(const float *src_feat, const float *trg_feat,
+                                       const float *src_kps, const int64_t *src_size,
+                                       const int64_t *trg_size, size_t batch, size_t hs,
+                                       size_t ws, size_t ht, size_t wt, size_t dim,
+                                       size_t nkps, int flags, float *out);
+int gm_transfer_upsample_argmax_ex_f64(const double *src_feat, const double *trg_feat,
+                                       const double *src_kps, const int64_t *src_size,
+                                       const int64_t *trg_size, size_t batch, size_t hs,
+                                       size_t ws, size_t ht, size_t wt, size_t dim,
+                                       size_t nkps, int flags, double *out);
+
 /* The size policy and keypoint checks of every transfer mode: each side of
  * src_size and trg_size (batch x (W, H)) within 1..GM_MAX_IMAGE_SIDE
  * (GM_ERR_RANGE_ARG(3) / (4)), src_kps (batch x nkps x (x, y)) finite

@@ -704,7 +704,7 @@ static int GM_FN(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
                                   const GM_T *src_kps, const int64_t *src_size,
                                   const int64_t *trg_size, size_t batch, size_t hs,
                                   size_t ws, size_t ht, size_t wt, size_t dim,
-                                  size_t nkps, const GM_T *out)
+                                  size_t nkps, const GM_T *out, int flags)
 {
     int st;
     if (hs == 0 || ws == 0 || ht == 0 || wt == 0 || dim == 0) return GM_ERR_INVALID;
@@ -716,7 +716,8 @@ static int GM_FN(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
     if (!src_feat || !trg_feat || !out) return GM_ERR_INVALID;
     /* trg_feat is checked through its Gram table (a non-finite entry makes
      * its cell's squared norm non-finite); see gm_transfer_upsample_argmax. */
-    if (!GM_FN(gm_vec_all_finite)(src_feat, batch * hs * ws * dim))
+    if (!(flags & GM_TRANSFER_SRC_FINITE) &&
+        !GM_FN(gm_vec_all_finite)(src_feat, batch * hs * ws * dim))
         return GM_ERR_NONFINITE_ARG(0);
     return GM_OK;
 }
@@ -727,10 +728,21 @@ int GM_FN(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fea
                                         size_t ws, size_t ht, size_t wt, size_t dim,
                                         size_t nkps, GM_T *out)
 {
+    return GM_FN(gm_transfer_upsample_argmax_ex)(src_feat, trg_feat, src_kps, src_size,
+                                                 trg_size, batch, hs, ws, ht, wt, dim, nkps,
+                                                 0, out);
+}
+
+int GM_FN(gm_transfer_upsample_argmax_ex)(const GM_T *src_feat, const GM_T *trg_feat,
+                                           const GM_T *src_kps, const int64_t *src_size,
+                                           const int64_t *trg_size, size_t batch, size_t hs,
+                                           size_t ws, size_t ht, size_t wt, size_t dim,
+                                           size_t nkps, int flags, GM_T *out)
+{
     GM_FN(gm_tr_ws) w;
     size_t b, maxw = 1, maxh = 1;
     int status = GM_FN(gm_tr_validate)(src_feat, trg_feat, src_kps, src_size, trg_size,
-                                        batch, hs, ws, ht, wt, dim, nkps, out);
+                                        batch, hs, ws, ht, wt, dim, nkps, out, flags);
     if (status != GM_OK || batch == 0 || nkps == 0) return status;
     for (b = 0; b < batch; b++) {
         if ((size_t)trg_size[2 * b] > maxw) maxw = (size_t)trg_size[2 * b];

@@ -849,8 +849,11 @@ done:
 }
 
 PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
-             "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n"
-             "Exact upsample-argmax keypoint transfer (see geomatch.transfer).");
+             "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size, *, "
+             "check_src=True)\n--\n\n"
+             "Exact upsample-argmax keypoint transfer (see geomatch.transfer); "
+             "check_src=False skips the scan of src_feat for non-finite values (the "
+             "caller has checked it).");
 
 /* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
  * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
@@ -858,14 +861,16 @@ PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
  * keypoints and values are the kernel's to check. */
 static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size", NULL};
+    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size",
+                             "check_src", NULL};
     PyObject *objs[3], *o_ss, *o_ts, *result = NULL;
+    int check_src = 1;
     PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
     npy_intp dims[NPY_MAXDIMS];
     int type, nd, nlead, st = GM_OK;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:transfer_upsample_argmax", kwlist,
-                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$p:transfer_upsample_argmax", kwlist,
+                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts, &check_src))
         return NULL;
     if ((type = gm_common_float_type(objs, tr_names, 3)) < 0) goto done;
     if (!(sf = gm_as_array(objs[0], type, "src_feat", 3, NPY_MAXDIMS - 1, 0))) goto done;
@@ -884,12 +889,13 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
     for (int i = 0; i < nlead + 1; i++) dims[i] = PyArray_DIM(kp, i);
     dims[nlead + 1] = 2;
     if (!(out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0))) goto done;
-    GM_RUN(st, type, gm_transfer_upsample_argmax, PyArray_DATA(sf), PyArray_DATA(tf),
+    GM_RUN(st, type, gm_transfer_upsample_argmax_ex, PyArray_DATA(sf), PyArray_DATA(tf),
            PyArray_DATA(kp), PyArray_DATA(ss), PyArray_DATA(ts),
            (size_t)gm_batch_size(sf, nlead), (size_t)PyArray_DIM(sf, nlead),
            (size_t)PyArray_DIM(sf, nlead + 1), (size_t)PyArray_DIM(tf, nlead),
            (size_t)PyArray_DIM(tf, nlead + 1), (size_t)PyArray_DIM(sf, nd - 1),
-           (size_t)PyArray_DIM(kp, nlead), PyArray_DATA(out));
+           (size_t)PyArray_DIM(kp, nlead), check_src ? 0 : GM_TRANSFER_SRC_FINITE,
+           PyArray_DATA(out));
     if (gm_failed(st, "transfer_upsample_argmax", tr_names, 5)) goto done;
     result = gm_steal(&out);
 done:

@@ -52,7 +52,7 @@ from .protocols import (EvalOptions, dataset_key, parse_select,
 from ..runtime.progress import progress as _progress
 from ..data.cache import FeatureCache, check_features_record
 from ..geometry import grid_frame
-from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
+from ..ops.transfer import TRANSFER_MODES, _transfer_checked_src, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
@@ -226,10 +226,12 @@ class _FeatureLRU:
         return arr
 
 
-def _default_transfer() -> Callable:
+def _default_transfer(checked_src: bool = False) -> Callable:
     """:func:`geomatch.transfer_keypoints` on channel-last maps (cached maps are
     channel-last by construction: no layout guess); a replacement installed as
-    ``geomatch.transfer_keypoints`` is called as it is."""
+    ``geomatch.transfer_keypoints`` is called as it is.  ``checked_src``: the
+    source maps come from :class:`_FeatureLRU`, which has checked them for
+    non-finite values, so the kernel need not scan them again."""
     import functools
 
     import geomatch as gm
@@ -237,7 +239,9 @@ def _default_transfer() -> Callable:
     fn = getattr(gm, "transfer_keypoints", None)
     if fn is None:
         raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
-    return functools.partial(fn, layout="hwc") if fn is transfer_keypoints else fn
+    if fn is not transfer_keypoints:
+        return fn
+    return functools.partial(_transfer_checked_src if checked_src else fn, layout="hwc")
 
 
 def _resolve_head(head, manifest: Optional[dict] = None):
@@ -668,7 +672,7 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, _ = _resolve_head(head, manifest)
-    fn = transfer or _default_transfer()
+    fn = transfer or _default_transfer(checked_src=True)   # maps from the LRU are checked
     feats = _FeatureLRU(cache, head_fn, lru_bytes)
     masks = None
     if options.test_flip == "masked":

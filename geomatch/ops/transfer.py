@@ -167,6 +167,24 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
         or is bfloat16 (the message says what to call); the message names
         the argument and shows the offending values.
     """
+    return _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, mode=mode,
+                     window=window, temperature=temperature, layout=layout, check_src=True)
+
+
+def _transfer_checked_src(src_feat, trg_feat, src_kps, src_size, trg_size, *,
+                          mode: str = "upsample-argmax", window: int = 7,
+                          temperature: float = 0.02, layout: Optional[str] = None) -> np.ndarray:
+    """:func:`transfer_keypoints` for a caller that has checked ``src_feat``
+    for non-finite values already (the evaluation's feature loader): the C
+    kernel then skips its scan of the whole source map, which costs about as
+    much memory traffic as the transfer itself (it needs only the few grid
+    vectors around the keypoints).  Same results."""
+    return _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, mode=mode,
+                     window=window, temperature=temperature, layout=layout, check_src=False)
+
+
+def _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mode, window, temperature,
+              layout, check_src):
     if not isinstance(mode, str) or mode not in TRANSFER_MODES:
         raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}")
     sf = _as_float_array("src_feat", as_feature_map("src_feat", src_feat, layout))
@@ -186,7 +204,7 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
     ts = _sizes("trg_size", trg_size, lead)
     if mode == "upsample-argmax":
         try:
-            return _core.transfer_upsample_argmax(sf, tf, kp, ss, ts)
+            return _core.transfer_upsample_argmax(sf, tf, kp, ss, ts, check_src=check_src)
         except FloatingPointError:
             # float32 dot products overflowed (|values| beyond ~1e18): cosine is
             # scale-free, so float64 gives the same protocol without overflow.
