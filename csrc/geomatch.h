@@ -267,6 +267,27 @@ int gm_transfer_upsample_argmax_ex_f64(const double *src_feat, const double *trg
                                        size_t ws, size_t ht, size_t wt, size_t dim,
                                        size_t nkps, int flags, double *out);
 
+/* gm_transfer_upsample_argmax_ex for npairs pairs that share one target map
+ * trg_feat (ht, wt, dim) of size trg_size (W, H): pair p has the source map
+ * src_feats[p] (hs, ws, dim), nkps[p] keypoints src_kps[p] (nkps[p], 2) in
+ * an image of size src_size[2p], src_size[2p + 1], and gets its predictions
+ * in outs[p] (nkps[p], 2).  Every keypoint's prediction is bit for bit that
+ * of a call per pair; the target's tables are built once and the target is
+ * read once for all the keypoints.  Errors as gm_transfer_upsample_argmax
+ * (the details name the pair where they concern one). */
+int gm_transfer_upsample_argmax_group_f32(const float *const *src_feats,
+                                          const float *const *src_kps, const size_t *nkps,
+                                          const int64_t *src_size, size_t npairs, size_t hs,
+                                          size_t ws, const float *trg_feat,
+                                          const int64_t *trg_size, size_t ht, size_t wt,
+                                          size_t dim, int flags, float *const *outs);
+int gm_transfer_upsample_argmax_group_f64(const double *const *src_feats,
+                                          const double *const *src_kps, const size_t *nkps,
+                                          const int64_t *src_size, size_t npairs, size_t hs,
+                                          size_t ws, const double *trg_feat,
+                                          const int64_t *trg_size, size_t ht, size_t wt,
+                                          size_t dim, int flags, double *const *outs);
+
 /* The size policy and keypoint checks of every transfer mode: each side of
  * src_size and trg_size (batch x (W, H)) within 1..GM_MAX_IMAGE_SIDE
  * (GM_ERR_RANGE_ARG(3) / (4)), src_kps (batch x nkps x (x, y)) finite

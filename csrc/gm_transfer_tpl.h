@@ -545,18 +545,14 @@ static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
  * results do not depend on the thread count.  Writes (x, y) per keypoint to
  * out.  Returns GM_OK, GM_ERR_NUMERIC or GM_ERR_NONFINITE_ARG(1).
  * O(h w D (5 + K) + h W + K (h w + evaluated pixels)), at most
- * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)) when nothing prunes. */
-static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
-                              const GM_T *kps, size_t hs, size_t ws, size_t ht, size_t wt,
-                              size_t dim, size_t nkps, int64_t Ws, int64_t Hs, int64_t Wt,
-                              int64_t Ht, GM_T *out)
+ * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)) when nothing prunes.  The
+ * unit source descriptors of the K keypoints are in w->q. */
+static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, size_t wt,
+                                size_t dim, size_t nkps, int64_t Wt, int64_t Ht, GM_T *out)
 {
     const int nthr = w->nthr;
     size_t k, r, nd = 0;
     int par, t, worst = 0;
-    for (k = 0; k < nkps; k++)
-        GM_FN(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
-                                  w->q + k * dim);
     for (k = 0; k < (size_t)nthr * nkps; k++) {
         w->bestv[k] = -(GM_T)INFINITY;
         w->bestx[k] = w->besty[k] = -1;
@@ -633,6 +629,19 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
         out[2 * kk + 1] = (GM_T)by;
     }
     return GM_OK;
+}
+
+/* One pair: the source descriptors of its keypoints, then gm_tr_pair_q. */
+static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
+                              const GM_T *kps, size_t hs, size_t ws, size_t ht, size_t wt,
+                              size_t dim, size_t nkps, int64_t Ws, int64_t Hs, int64_t Wt,
+                              int64_t Ht, GM_T *out)
+{
+    size_t k;
+    for (k = 0; k < nkps; k++)
+        GM_FN(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
+                                  w->q + k * dim);
+    return GM_FN(gm_tr_pair_q)(w, tf, ht, wt, dim, nkps, Wt, Ht, out);
 }
 
 /* Taps of the n_out pixels of one axis from n_in grid cells, and the first
@@ -758,6 +767,68 @@ int GM_FN(gm_transfer_upsample_argmax_ex)(const GM_T *src_feat, const GM_T *trg_
                                     trg_feat + b * ht * wt * dim, src_kps + b * nkps * 2, hs,
                                     ws, ht, wt, dim, nkps, Ws, Hs, Wt, Ht, out + b * nkps * 2);
     }
+    GM_FN(gm_tr_ws_free)(&w);
+    if (status == GM_ERR_NUMERIC)
+        status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "
+                         "rescale src_feat/trg_feat", sizeof(GM_T) == 4 ? "float32" : "float64");
+    return status;
+}
+
+int GM_FN(gm_transfer_upsample_argmax_group)(const GM_T *const *src_feats,
+                                              const GM_T *const *src_kps, const size_t *nkps,
+                                              const int64_t *src_size, size_t npairs,
+                                              size_t hs, size_t ws, const GM_T *trg_feat,
+                                              const int64_t *trg_size, size_t ht, size_t wt,
+                                              size_t dim, int flags, GM_T *const *outs)
+{
+    GM_FN(gm_tr_ws) w;
+    size_t p, k, total = 0;
+    GM_T *out = NULL;
+    int status;
+    if (npairs > 0 && (!src_feats || !src_kps || !nkps || !src_size || !outs))
+        return GM_ERR_INVALID;
+    if (!trg_size) return GM_ERR_INVALID;
+    for (p = 0; p < npairs; p++) {
+        status = GM_FN(gm_tr_validate)(src_feats[p], trg_feat, src_kps[p], src_size + 2 * p,
+                                        trg_size, 1, hs, ws, ht, wt, dim, nkps[p], outs[p],
+                                        flags);
+        if (status != GM_OK) {
+            /* name the pair: the details so far are about "pair 0" of one call */
+            if (status == GM_ERR_NONFINITE_ARG(0))
+                return gm_fail(status, "non-finite value in the source map of pair %zu", p);
+            return status;
+        }
+        if (nkps[p] > SIZE_MAX / 2 - total) return GM_ERR_INVALID;
+        total += nkps[p];
+    }
+    if (total == 0) return GM_OK;
+    if (trg_size[0] < 1 || trg_size[0] > GM_MAX_IMAGE_SIDE || trg_size[1] < 1 ||
+        trg_size[1] > GM_MAX_IMAGE_SIDE)
+        return GM_ERR_RANGE_ARG(4);
+    status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, total, (size_t)trg_size[0],
+                                   (size_t)trg_size[1]);
+    if (status != GM_OK) return status;
+    out = gm_tr_alloc(total * 2 * sizeof(GM_T));
+    if (!out) {
+        GM_FN(gm_tr_ws_free)(&w);
+        return GM_ERR_NOMEM;
+    }
+    for (p = 0, total = 0; p < npairs; p++) {
+        for (k = 0; k < nkps[p]; k++, total++)
+            GM_FN(gm_tr_source_desc)(src_feats[p], hs, ws, dim, src_size[2 * p],
+                                      src_size[2 * p + 1], src_kps[p][2 * k],
+                                      src_kps[p][2 * k + 1], w.q + total * dim);
+    }
+    GM_FN(gm_tr_taps)(&w, ht, wt, trg_size[0], trg_size[1]);
+    status = GM_FN(gm_tr_pair_q)(&w, trg_feat, ht, wt, dim, total, trg_size[0], trg_size[1],
+                                 out);
+    if (status == GM_OK) {
+        for (p = 0, total = 0; p < npairs; p++) {
+            memcpy(outs[p], out + 2 * total, nkps[p] * 2 * sizeof(GM_T));
+            total += nkps[p];
+        }
+    }
+    free(out);
     GM_FN(gm_tr_ws_free)(&w);
     if (status == GM_ERR_NUMERIC)
         status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "
