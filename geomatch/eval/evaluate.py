@@ -39,7 +39,7 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -422,15 +422,22 @@ def _stride_pixels(out: np.ndarray, grid, tsize, manifest: dict, integral: bool)
     return res
 
 
-def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest, fn, kw,
-                     mirror: bool = False, pixel: str = "centre") -> np.ndarray:
-    """Transfer the visible rows of ``kps`` (original source pixels); NaN rows elsewhere.
-    ``mirror``: the source features are those of the mirrored input, so the
-    points are mirrored in the grid frame first (x -> frame width - x)."""
+class _Points(NamedTuple):
+    """One pair's visible source keypoints in the grid frame (float32), the
+    frame sizes and the target frame's offset; see :func:`_transfer_points`."""
+    vis: np.ndarray
+    kps: np.ndarray
+    ssize: Tuple[int, int]
+    tsize: Tuple[int, int]
+    offset: Tuple[float, float]
+
+
+def _prepare_points(kps, vis, src_size, trg_size, manifest,
+                    mirror: bool = False) -> Optional[_Points]:
+    """The first half of :func:`_transfer_points`: None if no row is visible."""
     vis = np.asarray(vis, dtype=bool)
-    pred = np.full((vis.shape[0], 2), np.nan)
     if not vis.any():
-        return pred
+        return None
     sx0, sy0, sfw, sfh = grid_frame(src_size, manifest)
     tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)
     src_kps = np.asarray(kps, dtype=np.float64)[vis] - (sx0, sy0)
@@ -441,15 +448,39 @@ def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest,
     # keep source positions inside the frame image, as pixel lookups require
     src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
     src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
-    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, **kw)
+    return _Points(vis, src_kps.astype(np.float32), ssize, tsize, (tx0, ty0))
+
+
+def _finish_points(pts: Optional[_Points], n: int, out, trg_feat=None, manifest=None,
+                   kw=None, pixel: str = "centre") -> np.ndarray:
+    """The second half of :func:`_transfer_points`: the transfer's output
+    ``out`` (target frame pixels of the visible rows) as (n, 2) target pixels,
+    NaN rows for the rest."""
+    pred = np.full((n, 2), np.nan)
+    if pts is None:
+        return pred
     out = np.asarray(out, dtype=np.float64)
-    if out.shape != (int(vis.sum()), 2):
-        raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
+    if out.shape != (int(pts.vis.sum()), 2):
+        raise ValueError(f"transfer returned shape {out.shape}, expected "
+                         f"{(int(pts.vis.sum()), 2)}")
     if pixel == "stride" and kw["mode"] in ("grid-argmax", "soft-argmax"):
-        out = _stride_pixels(out, np.shape(trg_feat)[:2], tsize, manifest,
+        out = _stride_pixels(out, np.shape(trg_feat)[:2], pts.tsize, manifest,
                              integral=kw["mode"] == "grid-argmax")
-    pred[vis] = out + (tx0, ty0)
+    pred[pts.vis] = out + pts.offset
     return pred
+
+
+def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest, fn, kw,
+                     mirror: bool = False, pixel: str = "centre") -> np.ndarray:
+    """Transfer the visible rows of ``kps`` (original source pixels); NaN rows elsewhere.
+    ``mirror``: the source features are those of the mirrored input, so the
+    points are mirrored in the grid frame first (x -> frame width - x)."""
+    n = np.asarray(vis).shape[0]
+    pts = _prepare_points(kps, vis, src_size, trg_size, manifest, mirror)
+    if pts is None:
+        return _finish_points(None, n, None)
+    out = fn(src_feat, trg_feat, pts.kps, pts.ssize, pts.tsize, **kw)
+    return _finish_points(pts, n, out, trg_feat, manifest, kw, pixel)
 
 
 def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: dict, *,
@@ -687,11 +718,27 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
         return (predict_pair, pair, src, trg, manifest, options, fn, srcf, masks)
 
     # pairs that share a target run back to back: its feature map is then
-    # read from the processor's cache rather than from memory
+    # read once (upsample-argmax: one kernel call for the group) or from the
+    # processor's cache rather than from memory
     order = _target_order(pairs)
     bar = _progress([pairs[i] for i in order], desc=desc, total=len(pairs), unit="pair",
                     disable=not progress or None)
-    if workers <= 1:
+    if _groupable(transfer, options):
+        def gjob(group):
+            trg = feats.get(group[0].trg.key)
+            items = []
+            for pair in group:
+                pts = _prepare_points(pair.src.keypoints, pair.src.visible, pair.src.size,
+                                      pair.trg.size, manifest)
+                items.append((pair, pts, feats.get(pair.src.key) if pts is not None else None))
+            return (_transfer_group, items, trg, options, fn)
+
+        groups = _target_groups(bar)
+        if workers <= 1:
+            done = [p for g in groups for p in _run_group(gjob(g))]
+        else:
+            done = [p for g in _run_pipelined(groups, gjob, workers, run=_run_group) for p in g]
+    elif workers <= 1:
         done = [_run_job(job(p)) for p in bar]
     else:
         done = _run_pipelined(bar, job, workers)
@@ -699,6 +746,72 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
     for i, pred in zip(order, done):
         out[i] = pred
     return out
+
+
+#: most pairs transferred in one call against a shared target
+_GROUP_MAX = 32
+
+
+def _groupable(transfer, options: EvalOptions) -> bool:
+    """True when predictions may come from :func:`_transfer_group`: the default
+    transfer (not a replacement installed as ``geomatch.transfer_keypoints``),
+    upsample-argmax, no test-time flip."""
+    import geomatch as gm
+
+    return (transfer is None and options.mode == "upsample-argmax"
+            and options.test_flip == "off"
+            and getattr(gm, "transfer_keypoints", None) is transfer_keypoints)
+
+
+def _target_groups(pairs):
+    """Runs of consecutive pairs with the same target image, at most
+    ``_GROUP_MAX`` pairs each (a generator, so a progress bar advances)."""
+    group: list = []
+    for pair in pairs:
+        if group and (pair.trg.key != group[0].trg.key or len(group) >= _GROUP_MAX):
+            yield group
+            group = []
+        group.append(pair)
+    if group:
+        yield group
+
+
+def _run_group(j):
+    f, items, trg, options, fn = j
+    return f(items, trg, options, fn)
+
+
+def _transfer_group(items, trg_feat, options: EvalOptions, fn) -> List[Prediction]:
+    """Predictions of pairs sharing the target map ``trg_feat`` (no test-time
+    flip, upsample-argmax): one C call for all their keypoints
+    (:func:`geomatch._core.transfer_upsample_argmax_group`, bit for bit the
+    per-pair results).  ``items``: (pair, _Points or None, source map).  If
+    the call fails (e.g. float32 overflow), each pair goes through ``fn`` as
+    :func:`predict_pair` would send it, with that path's errors and fallbacks."""
+    live = [(pts, src) for _, pts, src in items if pts is not None]
+    outs = None
+    if live and len({pts.tsize for pts, _ in live}) == 1:
+        try:
+            outs = _core.transfer_upsample_argmax_group(
+                [src for _, src in live], [pts.kps for pts, _ in live],
+                np.array([pts.ssize for pts, _ in live], dtype=np.int64),
+                trg_feat, np.array(live[0][0].tsize, dtype=np.int64), check_src=False)
+        except (ValueError, TypeError, FloatingPointError):
+            outs = None
+    kw = _transfer_kwargs(options)
+    res = iter(outs) if outs is not None else None
+    preds = []
+    for pair, pts, src in items:
+        n = np.asarray(pair.src.visible).shape[0]
+        if pts is None:
+            out = None
+        elif res is not None:
+            out = next(res)
+        else:
+            out = fn(src, trg_feat, pts.kps, pts.ssize, pts.tsize, **kw)
+        pred = _finish_points(pts, n, out, trg_feat, None, kw, options.pixel)
+        preds.append(_prediction(pair, pred, options, False))
+    return preds
 
 
 def _target_order(pairs: Sequence) -> List[int]:
@@ -715,8 +828,10 @@ def _run_job(j):
     return f(pair, src, trg, manifest, options, transfer=fn, src_feat_flipped=srcf, masks=masks)
 
 
-def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
-    """Transfer on ``workers`` threads (one kernel thread each); collect in order here."""
+def _run_pipelined(pairs, job, workers: int, run=None) -> list:
+    """Transfer on ``workers`` threads (one kernel thread each); collect in order here.
+    ``run`` (default :func:`_run_job`) runs one ``job(pair)`` on a worker."""
+    run = run or _run_job
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -732,7 +847,7 @@ def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
     try:
         with ThreadPoolExecutor(max_workers=workers, initializer=init) as pool:
             for pair in pairs:
-                pending.append(pool.submit(_run_job, job(pair)))
+                pending.append(pool.submit(run, job(pair)))
                 while len(pending) > 2 * workers:
                     out.append(pending.popleft().result())
             while pending:
