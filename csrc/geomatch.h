@@ -253,9 +253,12 @@ int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_fe
 /* gm_transfer_upsample_argmax with flags: GM_TRANSFER_SRC_FINITE skips the
  * scan of src_feat for non-finite values (a caller that has checked the map
  * already, like the evaluation's feature loader: the scan reads the whole map
- * for the few vectors the keypoints use).  flags 0 is
- * gm_transfer_upsample_argmax. */
+ * for the few vectors the keypoints use); GM_TRANSFER_FULL_SCAN evaluates
+ * every pixel for every keypoint instead of the exact branch and bound over
+ * grid cells (same results, bit for bit: for tests and benchmarks).  flags 0
+ * is gm_transfer_upsample_argmax. */
 #define GM_TRANSFER_SRC_FINITE 1
+#define GM_TRANSFER_FULL_SCAN 2
 int gm_transfer_upsample_argmax_ex_f32(const float *src_feat, const float *trg_feat,
                                        const float *src_kps, const int64_t *src_size,
                                        const int64_t *trg_size, size_t batch, size_t hs,

@@ -93,6 +93,7 @@ typedef struct {
                            * keypoints that take the full scan (dense order);
                            * allocated on first use, else NULL */
     size_t plen;          /* its size in values */
+    int full_scan;        /* GM_TRANSFER_FULL_SCAN: no branch and bound */
     int *dense;           /* nkps: 1 if keypoint k takes the full scan */
     int *dlist;           /* nkps: those keypoints, in increasing order */
     GM_T *bestv;          /* nthr x nkps: full scan, best of each thread's rows */
@@ -454,6 +455,7 @@ static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, si
     double bmax = -INFINITY, left = 0.0;
     GM_T bv = -(GM_T)INFINITY;
     int64_t bi = INT64_MAX;
+    if (w->full_scan) return -1;
     for (r = 0; r < ht; r++) GM_FN(gm_tr_bound_row)(w, g, r, ht, wt, bnd + r * wt);
     for (c = 0; c < w->hw; c++) bmax = bnd[c] > bmax ? bnd[c] : bmax;
     for (c = 0; c < w->hw && bnd[c] != bmax; c++) {}
@@ -759,6 +761,7 @@ int GM_FN(gm_transfer_upsample_argmax_ex)(const GM_T *src_feat, const GM_T *trg_
     }
     status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, nkps, maxw, maxh);
     if (status != GM_OK) return status;
+    w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
     for (b = 0; b < batch && status == GM_OK; b++) {
         int64_t Ws = src_size[2 * b], Hs = src_size[2 * b + 1];
         int64_t Wt = trg_size[2 * b], Ht = trg_size[2 * b + 1];
@@ -808,6 +811,7 @@ int GM_FN(gm_transfer_upsample_argmax_group)(const GM_T *const *src_feats,
     status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, total, (size_t)trg_size[0],
                                    (size_t)trg_size[1]);
     if (status != GM_OK) return status;
+    w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
     out = gm_tr_alloc(total * 2 * sizeof(GM_T));
     if (!out) {
         GM_FN(gm_tr_ws_free)(&w);

@@ -850,10 +850,11 @@ done:
 
 PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
              "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size, *, "
-             "check_src=True)\n--\n\n"
+             "check_src=True, full_scan=False)\n--\n\n"
              "Exact upsample-argmax keypoint transfer (see geomatch.transfer); "
              "check_src=False skips the scan of src_feat for non-finite values (the "
-             "caller has checked it).");
+             "caller has checked it); full_scan=True evaluates every pixel instead of the "
+             "branch and bound over grid cells (same results; for tests).");
 
 /* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
  * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
@@ -862,15 +863,16 @@ PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
 static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size",
-                             "check_src", NULL};
+                             "check_src", "full_scan", NULL};
     PyObject *objs[3], *o_ss, *o_ts, *result = NULL;
-    int check_src = 1;
+    int check_src = 1, full_scan = 0;
     PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
     npy_intp dims[NPY_MAXDIMS];
     int type, nd, nlead, st = GM_OK;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$p:transfer_upsample_argmax", kwlist,
-                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts, &check_src))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$pp:transfer_upsample_argmax", kwlist,
+                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts, &check_src,
+                                     &full_scan))
         return NULL;
     if ((type = gm_common_float_type(objs, tr_names, 3)) < 0) goto done;
     if (!(sf = gm_as_array(objs[0], type, "src_feat", 3, NPY_MAXDIMS - 1, 0))) goto done;
@@ -894,7 +896,8 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
            (size_t)gm_batch_size(sf, nlead), (size_t)PyArray_DIM(sf, nlead),
            (size_t)PyArray_DIM(sf, nlead + 1), (size_t)PyArray_DIM(tf, nlead),
            (size_t)PyArray_DIM(tf, nlead + 1), (size_t)PyArray_DIM(sf, nd - 1),
-           (size_t)PyArray_DIM(kp, nlead), check_src ? 0 : GM_TRANSFER_SRC_FINITE,
+           (size_t)PyArray_DIM(kp, nlead),
+           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0),
            PyArray_DATA(out));
     if (gm_failed(st, "transfer_upsample_argmax", tr_names, 5)) goto done;
     result = gm_steal(&out);
