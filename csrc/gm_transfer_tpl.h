@@ -89,6 +89,7 @@ typedef struct {
     GM_T *tbuf;           /* nthr x 3 x wp: per-thread rows (p0, p1, values of a
                            * cell; 1/d and values of a full-scan row) */
     double *bnd;          /* nthr x ht*wt: per-thread cell bounds of one keypoint */
+    gm_tr_cand *cand;     /* nthr x ht*wt: per-thread candidate cells of one keypoint */
     GM_T *p;              /* nkps x ht x wp: row-interpolated numerators of the
                            * keypoints that take the full scan (dense order);
                            * allocated on first use, else NULL */
@@ -108,7 +109,7 @@ static void GM_FN(gm_tr_ws_free)(GM_FN(gm_tr_ws) *w)
     free(w->r0); free(w->r1); free(w->a0); free(w->a1);
     free(w->xlo); free(w->ylo);
     free(w->nrow); free(w->mx); free(w->dlow); free(w->rowst);
-    free(w->tbuf); free(w->bnd); free(w->p); free(w->dense); free(w->dlist);
+    free(w->tbuf); free(w->bnd); free(w->cand); free(w->p); free(w->dense); free(w->dlist);
     free(w->bestv); free(w->bestx); free(w->besty);
 }
 
@@ -141,6 +142,7 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->rowst = gm_tr_alloc(ht * sizeof(int));
     w->tbuf = gm_tr_alloc((size_t)w->nthr * 3 * w->wp * s);
     w->bnd = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(double));
+    w->cand = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(gm_tr_cand));
     w->plen = nkps * ht * w->wp;
     w->p = NULL;              /* allocated when a keypoint needs the full scan */
     w->dense = gm_tr_alloc(nkps * sizeof(int));
@@ -148,7 +150,7 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->bestv = gm_tr_alloc((size_t)w->nthr * nkps * s);
     w->bestx = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
     w->besty = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
-    if (!w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
+    if (!w->cand || !w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
         !w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
         !w->r1 || !w->a0 || !w->a1 || !w->xlo || !w->ylo || !w->nrow || !w->mx ||
         !w->dlow || !w->rowst || !w->tbuf || !w->bnd) {
@@ -438,21 +440,24 @@ static void GM_FN(gm_tr_cell_eval)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size
 }
 
 /* The best pixel of one keypoint (grid dots g): bound every cell, evaluate
- * the cell of the largest bound, then every other cell whose bound reaches
- * the best value so far, in raster order.  bnd: ht*wt doubles.  Returns the
- * raster index of the first pixel of maximal value, or -1 when the cells
- * left to evaluate hold more than a quarter of the image's pixels: the
- * bounds do not separate this keypoint's cells (features whose neighbours
- * are nearly orthogonal, constant features), and the full scan, which
- * shares 1/d between keypoints, is cheaper.  The choice depends on the
- * values only, never on the thread count.  O(h w + pixels of the evaluated
- * cells). */
+ * the cell of the largest bound, then the other cells whose bound reaches
+ * the best value so far, in decreasing order of bound (ties: raster order),
+ * until the next bound is below the best value.  The pixels are compared by
+ * value and then raster index, so the order of evaluation does not matter.
+ * Returns the raster index of the first pixel of maximal value, or -1 when
+ * the bounds do not separate this keypoint's cells (features whose
+ * neighbours are nearly orthogonal, constant features): the candidate cells
+ * after the first hold more than 90% of the image, or the cells evaluated
+ * exceed 30% of its pixels -- the full scan, which shares 1/d between
+ * keypoints, is then cheaper.  The choice depends on the values only, never
+ * on the thread count.  bnd, cand: ht*wt entries.  O(h w log(h w) + pixels
+ * of the evaluated cells). */
 static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t ht,
                                       size_t wt, int64_t Wt, int64_t Ht, GM_T *buf,
-                                      double *bnd)
+                                      double *bnd, gm_tr_cand *cand)
 {
-    size_t r, c, top = 0;
-    double bmax = -INFINITY, left = 0.0;
+    size_t r, c, top = 0, nc = 0, i;
+    double bmax = -INFINITY, left = 0.0, done, budget = 0.3 * (double)Wt * (double)Ht;
     GM_T bv = -(GM_T)INFINITY;
     int64_t bi = INT64_MAX;
     if (w->full_scan) return -1;
@@ -461,17 +466,27 @@ static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, si
     for (c = 0; c < w->hw && bnd[c] != bmax; c++) {}
     top = c;
     GM_FN(gm_tr_cell_eval)(w, g, top / wt, top % wt, wt, Wt, buf, &bv, &bi);
+    done = (double)(w->ylo[top / wt + 1] - w->ylo[top / wt]) *
+           (double)(w->xlo[top % wt + 1] - w->xlo[top % wt]);
     for (r = 0; r < ht; r++) {
         double rows = (double)(w->ylo[r + 1] - w->ylo[r]);
-        for (c = 0; c < wt; c++)
-            if (bnd[r * wt + c] >= (double)bv && r * wt + c != top)
+        for (c = 0; c < wt; c++) {
+            size_t cell = r * wt + c;
+            if (bnd[cell] >= (double)bv && cell != top) {
+                cand[nc].b = bnd[cell];
+                cand[nc++].i = (int)cell;
                 left += rows * (double)(w->xlo[c + 1] - w->xlo[c]);
+            }
+        }
     }
-    if (left > 0.25 * (double)Wt * (double)Ht) return -1;
-    for (r = 0; r < ht; r++)
-        for (c = 0; c < wt; c++)
-            if (bnd[r * wt + c] >= (double)bv && r * wt + c != top)
-                GM_FN(gm_tr_cell_eval)(w, g, r, c, wt, Wt, buf, &bv, &bi);
+    if (left > 0.9 * (double)Wt * (double)Ht) return -1;
+    qsort(cand, nc, sizeof *cand, gm_tr_cand_cmp);
+    for (i = 0; i < nc && cand[i].b >= (double)bv; i++) {
+        size_t cell = (size_t)cand[i].i, cr = cell / wt, cc = cell % wt;
+        done += (double)(w->ylo[cr + 1] - w->ylo[cr]) * (double)(w->xlo[cc + 1] - w->xlo[cc]);
+        if (done > budget) return -1;
+        GM_FN(gm_tr_cell_eval)(w, g, cr, cc, wt, Wt, buf, &bv, &bi);
+    }
     return bi;
 }
 
@@ -567,6 +582,7 @@ static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, si
         int tid = gm_thread_id(), bad = 0;
         GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
         double *bnd = w->bnd + (size_t)tid * w->hw;
+        gm_tr_cand *cand = w->cand + (size_t)tid * w->hw;
         size_t j;
         long i;
 #pragma omp for schedule(static)
@@ -580,7 +596,7 @@ static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, si
 #pragma omp for schedule(static)
             for (i = 0; i < (long)nkps; i++) {
                 int64_t bi = GM_FN(gm_tr_keypoint)(w, w->g + (size_t)i * w->hw, ht, wt, Wt,
-                                                    Ht, buf, bnd);
+                                                    Ht, buf, bnd, cand);
                 w->dense[i] = bi < 0;
                 if (bi >= 0) {
                     out[2 * i] = (GM_T)(bi % Wt);
