@@ -77,21 +77,6 @@ static void *gm_tr_alloc(size_t n)
 /* Round n up to a multiple of 16 elements (64 bytes of float). */
 static size_t gm_tr_pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* A candidate cell of the branch and bound: its bound and raster index. */
-typedef struct {
-    double b;
-    int i;
-} gm_tr_cand;
-
-/* Decreasing bound, then increasing raster index (a total order, so qsort's
- * result is fixed). */
-static int gm_tr_cand_cmp(const void *pa, const void *pb)
-{
-    const gm_tr_cand *a = pa, *b = pb;
-    if (a->b != b->b) return a->b > b->b ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
 #define GM_TPL 32
 #include "gm_tpl.h"
 #include "gm_transfer_tpl.h"

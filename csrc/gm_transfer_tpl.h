@@ -89,7 +89,6 @@ typedef struct {
     GM_T *tbuf;           /* nthr x 3 x wp: per-thread rows (p0, p1, values of a
                            * cell; 1/d and values of a full-scan row) */
     double *bnd;          /* nthr x ht*wt: per-thread cell bounds of one keypoint */
-    gm_tr_cand *cand;     /* nthr x ht*wt: per-thread candidate cells of one keypoint */
     GM_T *p;              /* nkps x ht x wp: row-interpolated numerators of the
                            * keypoints that take the full scan (dense order);
                            * allocated on first use, else NULL */
@@ -109,7 +108,7 @@ static void GM_FN(gm_tr_ws_free)(GM_FN(gm_tr_ws) *w)
     free(w->r0); free(w->r1); free(w->a0); free(w->a1);
     free(w->xlo); free(w->ylo);
     free(w->nrow); free(w->mx); free(w->dlow); free(w->rowst);
-    free(w->tbuf); free(w->bnd); free(w->cand); free(w->p); free(w->dense); free(w->dlist);
+    free(w->tbuf); free(w->bnd); free(w->p); free(w->dense); free(w->dlist);
     free(w->bestv); free(w->bestx); free(w->besty);
 }
 
@@ -142,7 +141,6 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->rowst = gm_tr_alloc(ht * sizeof(int));
     w->tbuf = gm_tr_alloc((size_t)w->nthr * 3 * w->wp * s);
     w->bnd = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(double));
-    w->cand = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(gm_tr_cand));
     w->plen = nkps * ht * w->wp;
     w->p = NULL;              /* allocated when a keypoint needs the full scan */
     w->dense = gm_tr_alloc(nkps * sizeof(int));
@@ -150,7 +148,7 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->bestv = gm_tr_alloc((size_t)w->nthr * nkps * s);
     w->bestx = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
     w->besty = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
-    if (!w->cand || !w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
+    if (!w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
         !w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
         !w->r1 || !w->a0 || !w->a1 || !w->xlo || !w->ylo || !w->nrow || !w->mx ||
         !w->dlow || !w->rowst || !w->tbuf || !w->bnd) {
@@ -439,54 +437,67 @@ static void GM_FN(gm_tr_cell_eval)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size
     }
 }
 
+/* Pixels of the cells whose bound reaches v.  O(h w). */
+static double GM_FN(gm_tr_left)(const GM_FN(gm_tr_ws) *w, const double *bnd, size_t ht,
+                                size_t wt, double v)
+{
+    double left = 0.0;
+    size_t r, c;
+    for (r = 0; r < ht; r++) {
+        double cols = 0.0;
+        for (c = 0; c < wt; c++)
+            cols += bnd[r * wt + c] >= v ? (double)(w->xlo[c + 1] - w->xlo[c]) : 0.0;
+        left += cols * (double)(w->ylo[r + 1] - w->ylo[r]);
+    }
+    return left;
+}
+
 /* The best pixel of one keypoint (grid dots g): bound every cell, evaluate
- * the cell of the largest bound, then the other cells whose bound reaches
- * the best value so far, in decreasing order of bound (ties: raster order),
- * until the next bound is below the best value.  The pixels are compared by
- * value and then raster index, so the order of evaluation does not matter.
- * Returns the raster index of the first pixel of maximal value, or -1 when
- * the bounds do not separate this keypoint's cells (features whose
- * neighbours are nearly orthogonal, constant features): the candidate cells
- * after the first hold more than 90% of the image, or the cells evaluated
- * exceed 30% of its pixels -- the full scan, which shares 1/d between
- * keypoints, is then cheaper.  The choice depends on the values only, never
- * on the thread count.  bnd, cand: ht*wt entries.  O(h w log(h w) + pixels
- * of the evaluated cells). */
+ * the cells of the GM_TR_TOP largest bounds in decreasing order (ties:
+ * raster order), then every other cell whose bound reaches the best value
+ * so far, in raster order.  Pixels are compared by value and then raster
+ * index, so the order of evaluation does not matter.  Returns the raster
+ * index of the first pixel of maximal value, or -1 when the bounds do not
+ * separate this keypoint's cells (features whose neighbours are nearly
+ * orthogonal, constant features): the cells evaluated first and those whose
+ * bound still reaches the best value after them hold more than a quarter of
+ * the image's pixels -- the full scan, which shares 1/d between keypoints,
+ * is then cheaper.  The
+ * choice depends on the values only, never on the thread count.  bnd:
+ * ht*wt entries.  O(h w + pixels of the evaluated cells). */
+#define GM_TR_TOP 8
 static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t ht,
                                       size_t wt, int64_t Wt, int64_t Ht, GM_T *buf,
-                                      double *bnd, gm_tr_cand *cand)
+                                      double *bnd)
 {
-    size_t r, c, top = 0, nc = 0, i;
-    double bmax = -INFINITY, left = 0.0, done, budget = 0.3 * (double)Wt * (double)Ht;
+    size_t r, c, i, j, nt = 0, top[GM_TR_TOP];
+    double left, done = 0.0, npix = (double)Wt * (double)Ht;
     GM_T bv = -(GM_T)INFINITY;
     int64_t bi = INT64_MAX;
     if (w->full_scan) return -1;
     for (r = 0; r < ht; r++) GM_FN(gm_tr_bound_row)(w, g, r, ht, wt, bnd + r * wt);
-    for (c = 0; c < w->hw; c++) bmax = bnd[c] > bmax ? bnd[c] : bmax;
-    for (c = 0; c < w->hw && bnd[c] != bmax; c++) {}
-    top = c;
-    GM_FN(gm_tr_cell_eval)(w, g, top / wt, top % wt, wt, Wt, buf, &bv, &bi);
-    done = (double)(w->ylo[top / wt + 1] - w->ylo[top / wt]) *
-           (double)(w->xlo[top % wt + 1] - w->xlo[top % wt]);
-    for (r = 0; r < ht; r++) {
-        double rows = (double)(w->ylo[r + 1] - w->ylo[r]);
-        for (c = 0; c < wt; c++) {
-            size_t cell = r * wt + c;
-            if (bnd[cell] >= (double)bv && cell != top) {
-                cand[nc].b = bnd[cell];
-                cand[nc++].i = (int)cell;
-                left += rows * (double)(w->xlo[c + 1] - w->xlo[c]);
-            }
-        }
+    /* the GM_TR_TOP largest bounds, decreasing, ties in raster order */
+    for (c = 0; c < w->hw; c++) {
+        double b = bnd[c];
+        if (b == -INFINITY || (nt == GM_TR_TOP && b <= bnd[top[nt - 1]])) continue;
+        for (j = nt < GM_TR_TOP ? nt++ : GM_TR_TOP - 1; j > 0 && bnd[top[j - 1]] < b; j--)
+            top[j] = top[j - 1];
+        top[j] = c;
     }
-    if (left > 0.9 * (double)Wt * (double)Ht) return -1;
-    qsort(cand, nc, sizeof *cand, gm_tr_cand_cmp);
-    for (i = 0; i < nc && cand[i].b >= (double)bv; i++) {
-        size_t cell = (size_t)cand[i].i, cr = cell / wt, cc = cell % wt;
-        done += (double)(w->ylo[cr + 1] - w->ylo[cr]) * (double)(w->xlo[cc + 1] - w->xlo[cc]);
-        if (done > budget) return -1;
+    for (i = 0; i < nt && bnd[top[i]] >= (double)bv; i++) {
+        size_t cr = top[i] / wt, cc = top[i] % wt;
         GM_FN(gm_tr_cell_eval)(w, g, cr, cc, wt, Wt, buf, &bv, &bi);
+        done += (double)(w->ylo[cr + 1] - w->ylo[cr]) * (double)(w->xlo[cc + 1] - w->xlo[cc]);
+        bnd[top[i]] = -INFINITY;
+        if (i == 0 && GM_FN(gm_tr_left)(w, bnd, ht, wt, (double)bv) > 0.5 * npix) return -1;
     }
+    for (; i < nt; i++) bnd[top[i]] = -INFINITY;        /* below the best value */
+    left = GM_FN(gm_tr_left)(w, bnd, ht, wt, (double)bv);
+    if (done + left > 0.25 * npix) return -1;
+    for (r = 0; r < ht; r++)
+        for (c = 0; c < wt; c++)
+            if (bnd[r * wt + c] >= (double)bv)
+                GM_FN(gm_tr_cell_eval)(w, g, r, c, wt, Wt, buf, &bv, &bi);
     return bi;
 }
 
@@ -582,7 +593,6 @@ static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, si
         int tid = gm_thread_id(), bad = 0;
         GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
         double *bnd = w->bnd + (size_t)tid * w->hw;
-        gm_tr_cand *cand = w->cand + (size_t)tid * w->hw;
         size_t j;
         long i;
 #pragma omp for schedule(static)
@@ -596,7 +606,7 @@ static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, si
 #pragma omp for schedule(static)
             for (i = 0; i < (long)nkps; i++) {
                 int64_t bi = GM_FN(gm_tr_keypoint)(w, w->g + (size_t)i * w->hw, ht, wt, Wt,
-                                                    Ht, buf, bnd, cand);
+                                                    Ht, buf, bnd);
                 w->dense[i] = bi < 0;
                 if (bi >= 0) {
                     out[2 * i] = (GM_T)(bi % Wt);
