@@ -231,7 +231,9 @@ int gm_f16_to_f32(const uint16_t *x, float *y, size_t n);
  * pixels (first pixel in row-major order on exact ties; a target
  * descriptor whose squared norm is below the smallest normal number counts
  * as zero and has cosine 0).  No upsampled map is materialized: cost
- * O(batch (ht wt dim (5 + nkps) + ht Wt nkps + Ht Wt (1 + nkps))).
+ * O(batch (ht wt dim (5 + nkps) + ht Wt + nkps (ht wt + E))), E the pixels
+ * of the grid cells an exact branch and bound evaluates (a few hundred when
+ * the cell bounds separate, else Ht Wt: the exhaustive scan).
  * src_kps: (batch, nkps, 2) as (x, y) with 0 <= x < Ws, 0 <= y < Hs;
  * src_size, trg_size: (batch, 2) as (W, H), each side 1 to
  * GM_MAX_IMAGE_SIDE (checked first, by gm_transfer_check).  out: (batch,

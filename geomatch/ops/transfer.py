@@ -15,7 +15,9 @@ Three modes share one entry point, :func:`transfer_keypoints`
     upsampled map: the numerator is a bilinear interpolation of grid dot
     products, and the squared norm of an interpolated descriptor needs only
     the Gram products of neighbouring grid vectors, so each pixel costs a few
-    flops independent of the feature dimension.
+    flops independent of the feature dimension; an exact branch and bound
+    over grid cells evaluates only the cells whose bound can reach the best
+    value (docs/performance.md, "Keypoint transfer").
 
 ``"grid-argmax"``
     Cosine argmax on the patch grid.  The source descriptor is the grid
@@ -45,8 +47,9 @@ target descriptor whose squared norm underflows -- below about 1e-38 in
 float32 -- counts as zero).  Ties go to the first pixel (row-major); the
 answer is the published protocol's pixel up to float rounding ties.
 
-Memory of "upsample-argmax": O(K h W) floats per call (K keypoints, h grid
-rows, W target width), never the O(H W D) of the upsampled maps.
+Memory of "upsample-argmax": O(K h w + h W) floats per call (K keypoints, h x w
+grid, W target width; O(K h W) when a keypoint takes the exhaustive scan),
+never the O(H W D) of the upsampled maps.
 """
 from __future__ import annotations
 
