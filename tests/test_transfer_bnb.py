@@ -12,15 +12,14 @@ strided inputs -- and against the independent float64 NumPy oracle
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import geomatch as gm
 from geomatch import _core
 from geomatch.testing import reference
 
 from test_transfer import TOL, check_against_oracle
-
-hypothesis = pytest.importorskip("hypothesis")
-st = pytest.importorskip("hypothesis.strategies")
 
 
 def _features(rng, kind, h, w, d, dtype):
@@ -59,8 +58,8 @@ KINDS = ["normal", "smooth", "shared", "integer", "constant", "zeros", "allzero"
          "negative", "tiny", "huge"]
 
 
-@hypothesis.settings(max_examples=300, deadline=None, derandomize=True)
-@hypothesis.given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(KINDS),
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(KINDS),
                   src_kind=st.sampled_from(["normal", "smooth", "negative"]),
                   hs=st.integers(1, 9), ws=st.integers(1, 9), ht=st.integers(1, 9),
                   wt=st.integers(1, 9), d=st.sampled_from([1, 3, 16, 17, 40]),
