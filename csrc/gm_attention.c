@@ -53,6 +53,11 @@ int gm_nn_attention_fused_supported(void)
 
 #if GM_HAVE_AVX512
 
+/* Keeps a loaded vector in a register: without it GCC folds the load into
+ * every multiply-add that uses it (one load per row instead of one per
+ * tile), which makes the loops load-bound. */
+#define GM_FA_IN_REGISTER(v) __asm__("" : "+v"(v))
+
 /* Keys of one head (row i at x + i * ld + koff) into kt, values (at voff)
  * into vt, zero from n up to npad (a multiple of GM_FA_KB).  O(npad hd). */
 GM_AVX512_TARGET static void gm_fa_pack(const float *x, size_t n, size_t ld, size_t koff,
@@ -100,8 +105,10 @@ GM_AVX512_TARGET static void gm_fa_tile(const float *q, size_t ldq, size_t nr,
         const float *kb = kt + k0 * GM_FA_HD;
         for (int c = 0; c < GM_FA_HD; c++) {
             __m512 w[GM_FA_KV];
-            for (int j = 0; j < GM_FA_KV; j++)
+            for (int j = 0; j < GM_FA_KV; j++) {
                 w[j] = _mm512_load_ps(kb + ((size_t)j * GM_FA_HD + (size_t)c) * 16);
+                GM_FA_IN_REGISTER(w[j]);
+            }
             for (int r = 0; r < GM_FA_QR; r++) {
                 __m512 a = _mm512_set1_ps(qs[r][c]);
                 for (int j = 0; j < GM_FA_KV; j++) s[r][j] = _mm512_fmadd_ps(a, w[j], s[r][j]);
@@ -145,7 +152,10 @@ GM_AVX512_TARGET static void gm_fa_tile(const float *q, size_t ldq, size_t nr,
         const float *vb = vt + k0 * GM_FA_HD;
         for (size_t j = 0; j < nk; j++) {
             __m512 v[GM_FA_HD / 16];
-            for (int c = 0; c < GM_FA_HD / 16; c++) v[c] = _mm512_load_ps(vb + j * GM_FA_HD + c * 16);
+            for (int c = 0; c < GM_FA_HD / 16; c++) {
+                v[c] = _mm512_load_ps(vb + j * GM_FA_HD + c * 16);
+                GM_FA_IN_REGISTER(v[c]);
+            }
             for (int r = 0; r < GM_FA_QR; r++) {
                 __m512 a = _mm512_set1_ps(pb[r][j]);
                 for (int c = 0; c < GM_FA_HD / 16; c++)
