@@ -38,7 +38,7 @@
  * blocks, the lanes of its sums folded in a fixed order), so the result
  * depends neither on the thread count nor on which tile the row falls in. */
 #define GM_FA_HD 64
-#define GM_FA_QR 4                 /* query rows per tile */
+#define GM_FA_QR 6                 /* query rows per tile */
 #define GM_FA_KV 4                 /* zmm of 16 keys per key block */
 #define GM_FA_KB (16 * GM_FA_KV)   /* keys per block */
 
