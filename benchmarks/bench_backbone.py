@@ -7,6 +7,12 @@ is measured separately.
 
     python benchmarks/bench_backbone.py [--models vits14 vitb14] [--threads 2]
                                         [--size 518] [--repeat 5]
+                                        [--impls geomatch geomatch-tiled torch]
+
+``geomatch-tiled`` is geomatch with its attention forced to the tiled BLAS
+kernel (the float32 path before the fused kernel).  Each model's table is
+followed by one attention layer timed alone (fused vs tiled kernel, same
+threads, alternating in one process).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 
@@ -114,6 +121,48 @@ def _torch_model(cfg, state):
     return m
 
 
+def _force_tiled_attention():
+    """Make the backbone call nn_attention(..., kernel="tiled")."""
+    from geomatch import _core
+    from geomatch.backbone import dinov2
+
+    class Tiled:
+        def __getattr__(self, name):
+            return getattr(_core, name)
+
+        @staticmethod
+        def nn_attention(qkv, heads, out=None):
+            return _core.nn_attention(qkv, heads, out=out, kernel="tiled")
+
+    dinov2._core = lambda: Tiled()
+
+
+def attention_layer(cfg, size: int, threads: int, rounds: int = 15) -> dict:
+    """Seconds of one attention layer of ``cfg`` at ``size`` (fastest of
+    ``rounds``, the kernels alternating): fused (where it applies) and tiled."""
+    import numpy as np
+
+    import geomatch as gm
+    from geomatch import _core
+
+    gm.set_num_threads(threads)
+    n = 1 + cfg.num_register_tokens + (size // cfg.patch_size) ** 2
+    qkv = np.random.default_rng(0).standard_normal((1, n, 3 * cfg.embed_dim)).astype(np.float32)
+    out = np.empty((1, n, cfg.embed_dim), np.float32)
+    kernels = ["tiled"]
+    if cfg.head_dim == 64 and _core.nn_attention_fused_supported():
+        kernels.insert(0, "fused")
+    best = {k: float("inf") for k in kernels}
+    for _ in range(rounds):
+        for k in kernels:
+            t0 = time.perf_counter()
+            _core.nn_attention(qkv, cfg.num_heads, out=out, kernel=k)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    best["tokens"] = n
+    best["flops"] = 4.0 * n * n * cfg.embed_dim
+    return best
+
+
 def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
     import numpy as np
 
@@ -125,10 +174,12 @@ def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
 
     state = random_dinov2_state(cfg)
     px = np.random.default_rng(1).standard_normal((size, size, 3)).astype(np.float32)
-    if impl == "geomatch":
+    if impl.startswith("geomatch"):
         import geomatch as gm
 
         gm.set_num_threads(threads)
+        if impl == "geomatch-tiled":
+            _force_tiled_attention()
         net = DinoV2(cfg, state)
         del state
         fn = lambda: net.features(px).reshape(-1, cfg.embed_dim)  # noqa: E731
@@ -152,7 +203,7 @@ def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
     except (OSError, AttributeError):
         pass
     traced = None
-    if impl == "geomatch":  # NumPy buffers are visible to tracemalloc
+    if impl.startswith("geomatch"):  # NumPy buffers are visible to tracemalloc
         import tracemalloc
         tracemalloc.start()
         fn()
@@ -232,6 +283,20 @@ def main() -> None:
             rate = flops / r["time"] / 1e9
             print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | "
                   f"{rate:.1f} | {100 * rate / lim['sgemm_gflops']:.0f}% | {peak} | {tm} |")
+        cfg = DinoV2Config.from_name(model)
+        lay = attention_layer(cfg, args.size, args.threads)
+        line = (f"\none attention layer ({lay['tokens']} tokens, {cfg.num_heads} heads of "
+                f"{cfg.head_dim}; fastest of 15, alternating): ")
+        parts = []
+        for k in ("fused", "tiled"):
+            if k in lay:
+                rate = lay["flops"] / lay[k] / 1e9
+                parts.append(f"{k} {fmt_time(lay[k])} ({rate:.1f} GFLOP/s, "
+                             f"{100 * rate / lim['sgemm_gflops']:.0f}% of sgemm)")
+        line += ", ".join(parts)
+        if "fused" in lay:
+            line += f"; fused / tiled speed-up {lay['tiled'] / lay['fused']:.2f}x"
+        print(line)
         if base and res.get("torch"):
             import numpy as np
 
