@@ -37,6 +37,10 @@
  * row is computed by one thread in a fixed order (its keys in increasing
  * blocks, the lanes of its sums folded in a fixed order), so the result
  * depends neither on the thread count nor on which tile the row falls in. */
+/* 6 rows x 4 zmm: 24 accumulators (scores, then outputs) plus 4 key or
+ * value vectors and a broadcast fit the 32 zmm registers.  Measured on a
+ * ViT-S layer (1370 tokens, 6 heads, one thread): 4 rows 14.7 ms, 6 rows
+ * 14.5 ms (within the noise); the tiled kernel 29.5 ms. */
 #define GM_FA_HD 64
 #define GM_FA_QR 6                 /* query rows per tile */
 #define GM_FA_KV 4                 /* zmm of 16 keys per key block */
@@ -169,7 +173,8 @@ GM_AVX512_TARGET static void gm_fa_tile(const float *q, size_t ldq, size_t nr,
         float l = _mm512_reduce_add_ps(lv[r]);
         __m512 inv = _mm512_set1_ps(bad[r] ? NAN : 1.0f / l);
         for (int c = 0; c < GM_FA_HD / 16; c++)
-            _mm512_storeu_ps(out + r * ldo + c * 16, _mm512_mul_ps(_mm512_load_ps(o[r] + c * 16), inv));
+            _mm512_storeu_ps(out + r * ldo + c * 16,
+                             _mm512_mul_ps(_mm512_load_ps(o[r] + c * 16), inv));
     }
 }
 
