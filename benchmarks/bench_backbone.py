@@ -11,8 +11,9 @@ is measured separately.
 
 ``geomatch-tiled`` is geomatch with its attention forced to the tiled BLAS
 kernel (the float32 path before the fused kernel).  Each model's table is
-followed by one attention layer timed alone (fused vs tiled kernel, same
-threads, alternating in one process).
+followed by one attention layer timed alone and by whole forwards, both
+with the fused and the tiled kernel alternating in one process (same
+threads; on a loaded machine both kernels then see the same load).
 """
 from __future__ import annotations
 
@@ -121,20 +122,50 @@ def _torch_model(cfg, state):
     return m
 
 
-def _force_tiled_attention():
-    """Make the backbone call nn_attention(..., kernel="tiled")."""
+def _force_tiled_attention(mode=None):
+    """Make the backbone call nn_attention(..., kernel=mode["kernel"]) (default
+    "tiled"); ``mode`` may be changed between forwards."""
     from geomatch import _core
     from geomatch.backbone import dinov2
 
-    class Tiled:
+    mode = {"kernel": "tiled"} if mode is None else mode
+
+    class Switch:
         def __getattr__(self, name):
             return getattr(_core, name)
 
         @staticmethod
         def nn_attention(qkv, heads, out=None):
-            return _core.nn_attention(qkv, heads, out=out, kernel="tiled")
+            return _core.nn_attention(qkv, heads, out=out, kernel=mode["kernel"])
 
-    dinov2._core = lambda: Tiled()
+    dinov2._core = lambda: Switch()
+
+
+def interleaved(model: str, size: int, threads: int, rounds: int) -> dict:
+    """Best seconds of whole forwards with the fused ("auto") and the tiled
+    attention kernel, alternating forward by forward in one process (on a
+    loaded machine both see the same load)."""
+    import numpy as np
+
+    import geomatch as gm
+    from geomatch.backbone import DinoV2, DinoV2Config
+    from geomatch.testing.limits import random_dinov2_state
+
+    gm.set_num_threads(threads)
+    mode = {"kernel": "auto"}
+    _force_tiled_attention(mode)
+    cfg = DinoV2Config.from_name(model)
+    net = DinoV2(cfg, random_dinov2_state(cfg))
+    px = np.random.default_rng(1).standard_normal((size, size, 3)).astype(np.float32)
+    net.features(px)
+    best = {"auto": float("inf"), "tiled": float("inf")}
+    for _ in range(rounds):
+        for k in best:
+            mode["kernel"] = k
+            t0 = time.perf_counter()
+            net.features(px)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
 
 
 def attention_layer(cfg, size: int, threads: int, rounds: int = 15) -> dict:
@@ -229,8 +260,14 @@ def main() -> None:
     ap.add_argument("--impls", nargs="+", default=["geomatch", "torch"])
     ap.add_argument("--rounds", type=int, default=2,
                     help="alternate the implementations this many times; keep each one's best")
+    ap.add_argument("--interleave", type=int, default=3,
+                    help="rounds of whole forwards alternating the fused and the tiled "
+                         "attention in one process (0: skip)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker == "interleave":
+        print(json.dumps(interleaved(args.models[0], args.size, args.threads, args.interleave)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.models[0], args.threads, args.size,
                                 args.repeat)))
@@ -297,6 +334,18 @@ def main() -> None:
         if "fused" in lay:
             line += f"; fused / tiled speed-up {lay['tiled'] / lay['fused']:.2f}x"
         print(line)
+        if args.interleave > 0 and "geomatch" in args.impls:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", "interleave",
+                   "--models", model, "--threads", str(args.threads), "--size", str(args.size),
+                   "--interleave", str(args.interleave)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode == 0:
+                iv = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"whole forward, fused vs tiled attention alternating in one process "
+                      f"(best of {args.interleave}): {fmt_time(iv['auto'])} vs "
+                      f"{fmt_time(iv['tiled'])} ({iv['tiled'] / iv['auto']:.2f}x)")
+            else:
+                print(out.stderr[-2000:], file=sys.stderr)
         if base and res.get("torch"):
             import numpy as np
 
