@@ -208,30 +208,28 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
     int bad = 0, gram_bad;
     for (c = 0; c < wt; c++) {
         size_t c1 = c + 1 < wt ? c + 1 : c;
-        const GM_T *t = tf + (r * wt + c) * dim;
         GM_T o[5];
-        GM_FN(gm_tr_gram5)(t, tf + (r * wt + c1) * dim, tf + (r1 * wt + c) * dim,
-                            tf + (r1 * wt + c1) * dim, dim, o);
+        GM_FN(gm_tr_gram5)(tf + (r * wt + c) * dim, tf + (r * wt + c1) * dim,
+                            tf + (r1 * wt + c) * dim, tf + (r1 * wt + c1) * dim, dim, o);
         N[c] = o[0];
         Hn[c] = o[1];
         V[c] = o[2];
         D1[c] = o[3];
         D2[c] = o[4];
-        for (k = 0; k + 4 <= nkps; k += 4) {
-            const GM_T *q = w->q + k * dim;
-            GM_FN(gm_tr_dot4)(q, q + dim, q + 2 * dim, q + 3 * dim, t, dim, o);
-            w->g[k * hw + r * wt + c] = o[0];
-            w->g[(k + 1) * hw + r * wt + c] = o[1];
-            w->g[(k + 2) * hw + r * wt + c] = o[2];
-            w->g[(k + 3) * hw + r * wt + c] = o[3];
-        }
-        if (k < nkps) {
-            /* 1-3 leftover keypoints: one more dot4 with repeated queries */
-            const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
+    }
+    /* grid dots, four keypoints at a time over the whole grid row, so that
+     * the four queries stay in the L1 cache while the row's vectors stream
+     * (1-3 leftover keypoints: one more gm_tr_dot4 with repeated queries);
+     * every value is gm_tr_dot4's whatever the grouping */
+    for (k = 0; k < nkps; k += 4) {
+        const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
+        const GM_T *qa = k + 1 < nkps ? q + dim : ql, *qb = k + 2 < nkps ? q + 2 * dim : ql;
+        const GM_T *qc = k + 3 < nkps ? q + 3 * dim : ql;
+        for (c = 0; c < wt; c++) {
+            GM_T o[4];
             size_t j;
-            GM_FN(gm_tr_dot4)(q, k + 1 < nkps ? q + dim : ql, k + 2 < nkps ? q + 2 * dim : ql,
-                               ql, t, dim, o);
-            for (j = 0; k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
+            GM_FN(gm_tr_dot4)(q, qa, qb, qc, tf + (r * wt + c) * dim, dim, o);
+            for (j = 0; j < 4 && k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
         }
     }
     gram_bad = !GM_FN(gm_vec_all_finite)(N, wt) || !GM_FN(gm_vec_all_finite)(Hn, wt) ||
