@@ -70,6 +70,53 @@ static void GM_FN(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
     out[3] = GM_FN(gm_vec_fold)(a3, 16);
 }
 
+/* gm_tr_dot4 for eight queries q0..q7 against one grid vector t: each
+ * value with exactly gm_tr_dot4's lanes and order (bit for bit its value),
+ * t loaded once for eight multiply-adds.  O(n). */
+static void GM_FN(gm_tr_dot8)(const GM_T *q0, size_t ld, const GM_T *t, size_t n,
+                               GM_T out[8])
+{
+    const GM_T *q1 = q0 + ld, *q2 = q0 + 2 * ld, *q3 = q0 + 3 * ld, *q4 = q0 + 4 * ld;
+    const GM_T *q5 = q0 + 5 * ld, *q6 = q0 + 6 * ld, *q7 = q0 + 7 * ld;
+    GM_T a0[16], a1[16], a2[16], a3[16], a4[16], a5[16], a6[16], a7[16];
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 16; j++)
+        a0[j] = a1[j] = a2[j] = a3[j] = a4[j] = a5[j] = a6[j] = a7[j] = (GM_T)0;
+    for (; i + 16 <= n; i += 16) {
+        for (j = 0; j < 16; j++) {
+            GM_T x = t[i + j];
+            a0[j] += q0[i + j] * x;
+            a1[j] += q1[i + j] * x;
+            a2[j] += q2[i + j] * x;
+            a3[j] += q3[i + j] * x;
+            a4[j] += q4[i + j] * x;
+            a5[j] += q5[i + j] * x;
+            a6[j] += q6[i + j] * x;
+            a7[j] += q7[i + j] * x;
+        }
+    }
+    for (j = 0; i < n; i++, j++) {
+        GM_T x = t[i];
+        a0[j] += q0[i] * x;
+        a1[j] += q1[i] * x;
+        a2[j] += q2[i] * x;
+        a3[j] += q3[i] * x;
+        a4[j] += q4[i] * x;
+        a5[j] += q5[i] * x;
+        a6[j] += q6[i] * x;
+        a7[j] += q7[i] * x;
+    }
+    out[0] = GM_FN(gm_vec_fold)(a0, 16);
+    out[1] = GM_FN(gm_vec_fold)(a1, 16);
+    out[2] = GM_FN(gm_vec_fold)(a2, 16);
+    out[3] = GM_FN(gm_vec_fold)(a3, 16);
+    out[4] = GM_FN(gm_vec_fold)(a4, 16);
+    out[5] = GM_FN(gm_vec_fold)(a5, 16);
+    out[6] = GM_FN(gm_vec_fold)(a6, 16);
+    out[7] = GM_FN(gm_vec_fold)(a7, 16);
+}
+
 /* Workspace of one call, sized for the largest target image of the batch. */
 typedef struct {
     size_t hw, wp;        /* target grid cells; padded row length (>= max W) */
@@ -221,7 +268,15 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
      * the four queries stay in the L1 cache while the row's vectors stream
      * (1-3 leftover keypoints: one more gm_tr_dot4 with repeated queries);
      * every value is gm_tr_dot4's whatever the grouping */
-    for (k = 0; k < nkps; k += 4) {
+    for (k = 0; k + 8 <= nkps; k += 8) {
+        for (c = 0; c < wt; c++) {
+            GM_T o[8];
+            size_t j;
+            GM_FN(gm_tr_dot8)(w->q + k * dim, dim, tf + (r * wt + c) * dim, dim, o);
+            for (j = 0; j < 8; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
+        }
+    }
+    for (; k < nkps; k += 4) {
         const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
         const GM_T *qa = k + 1 < nkps ? q + dim : ql, *qb = k + 2 < nkps ? q + 2 * dim : ql;
         const GM_T *qc = k + 3 < nkps ? q + 3 * dim : ql;
