@@ -264,10 +264,10 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
         D1[c] = o[3];
         D2[c] = o[4];
     }
-    /* grid dots, four keypoints at a time over the whole grid row, so that
-     * the four queries stay in the L1 cache while the row's vectors stream
-     * (1-3 leftover keypoints: one more gm_tr_dot4 with repeated queries);
-     * every value is gm_tr_dot4's whatever the grouping */
+    /* grid dots, eight keypoints at a time (gm_tr_dot8) over the whole grid
+     * row, so that their queries stay in the L1 cache while the row's
+     * vectors stream; then four at a time (1-3 leftover keypoints: repeated
+     * queries).  Every value is gm_tr_dot4's whatever the grouping */
     for (k = 0; k + 8 <= nkps; k += 8) {
         for (c = 0; c < wt; c++) {
             GM_T o[8];
