@@ -16,7 +16,9 @@ measured in the same run (issue 16).  The limits are measured again at the end
 and the higher sgemm rate is used (the machine's load changes during a run).
 Printed as well: the rate per CPU-second (the process's CPU time, all
 threads), and the transfer kernel alone over the split's target groups
-(``_core.transfer_upsample_argmax_group``, features already in memory).
+(``_core.transfer_upsample_argmax_group``, features already in memory), once
+with the cell bounds and once with ``full_scan=True`` (every pixel: the cost when
+the bounds do not prune, as on smooth feature maps; random maps prune well).
 """
 from __future__ import annotations
 
@@ -185,6 +187,10 @@ def main(argv=None) -> int:
         rows.append(("transfer kernel alone (groups by target)", kernel[0],
                      f"{kernel[1]} of the split's target groups, {kernel[2]} pairs, "
                      "features in memory; CPU " f"{kernel[3]:.2f} s"))
+        full = _kernel_only(pairs, cache, args.kernel_groups, full_scan=True)
+        rows.append(("transfer kernel alone, full scan", full[0],
+                     "every pixel evaluated (what a keypoint costs when the cell bounds "
+                     "do not prune, e.g. on smooth feature maps); CPU " f"{full[3]:.2f} s"))
     base = rows[0][0] if runs else None
     remeasure(lim, args.threads)
     print_table(f"evaluate a {len(pairs)}-pair split (37x37x768 float16 cache), "
@@ -210,7 +216,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _kernel_only(pairs, cache, n_groups):
+def _kernel_only(pairs, cache, n_groups, full_scan=False):
     """The upsample-argmax kernel alone on the first ``n_groups`` target groups
     of the split, as the evaluation calls it (one group call per target, the
     pipeline's frames and keypoints), features converted beforehand.  Returns
@@ -240,7 +246,7 @@ def _kernel_only(pairs, cache, n_groups):
                           feats[g[0].trg.key], np.array(items[0][1].tsize, np.int64)))
     t0, c0 = time.perf_counter(), time.process_time()
     for c in calls:
-        _core.transfer_upsample_argmax_group(*c, check_src=False)
+        _core.transfer_upsample_argmax_group(*c, check_src=False, full_scan=full_scan)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     return dt, len(groups), n_pairs, dc, n_kps * 2.0 * GRID[0] * GRID[1] * DIM
 

@@ -1139,11 +1139,12 @@ static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
 
 PyDoc_STRVAR(py_transfer_upsample_argmax_group__doc__,
              "transfer_upsample_argmax_group(src_feats, src_kps, src_sizes, trg_feat, trg_size, "
-             "*, check_src=True)\n--\n\n"
+             "*, check_src=True, full_scan=False)\n--\n\n"
              "transfer_upsample_argmax for several pairs sharing one target map: src_feats "
              "and src_kps are sequences of (hs, ws, D) maps and (K_p, 2) keypoints, "
              "src_sizes an (n, 2) integer array, trg_feat (ht, wt, D), trg_size (W, H).  "
-             "Returns a list of (K_p, 2) arrays, each bit for bit the per-pair result.");
+             "Returns a list of (K_p, 2) arrays, each bit for bit the per-pair result.  "
+             "check_src and full_scan as for transfer_upsample_argmax.");
 
 /* transfer_upsample_argmax_group(...): gm_transfer_upsample_argmax_group on
  * converted copies (common float type of every array) of the inputs. */
@@ -1151,7 +1152,7 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
                                                    PyObject *kwds)
 {
     static char *kwlist[] = {"src_feats", "src_kps", "src_sizes", "trg_feat", "trg_size",
-                             "check_src", NULL};
+                             "check_src", "full_scan", NULL};
     PyObject *o_sf, *o_kp, *o_ss, *o_tf, *o_ts, *seq_sf = NULL, *seq_kp = NULL;
     PyObject *result = NULL;
     PyArrayObject *tf = NULL, *ss = NULL, *ts = NULL;
@@ -1160,11 +1161,12 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
     void **pout = NULL;
     size_t *nk = NULL;
     Py_ssize_t n = 0, i;
-    int check_src = 1, type = NPY_FLOAT32, st = GM_OK;
+    int check_src = 1, full_scan = 0, type = NPY_FLOAT32, st = GM_OK;
     size_t hs = 0, ws = 0, dim;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$p:transfer_upsample_argmax_group",
-                                     kwlist, &o_sf, &o_kp, &o_ss, &o_tf, &o_ts, &check_src))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$pp:transfer_upsample_argmax_group",
+                                     kwlist, &o_sf, &o_kp, &o_ss, &o_tf, &o_ts, &check_src,
+                                     &full_scan))
         return NULL;
     if (!(seq_sf = PySequence_Fast(o_sf, "src_feats must be a sequence of arrays"))) goto done;
     if (!(seq_kp = PySequence_Fast(o_kp, "src_kps must be a sequence of arrays"))) goto done;
@@ -1239,7 +1241,8 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
     GM_RUN(st, type, gm_transfer_upsample_argmax_group, (void *)psf, (void *)pkp, nk,
            PyArray_DATA(ss), (size_t)n, hs, ws, PyArray_DATA(tf), PyArray_DATA(ts),
            (size_t)PyArray_DIM(tf, 0), (size_t)PyArray_DIM(tf, 1), dim,
-           check_src ? 0 : GM_TRANSFER_SRC_FINITE, (void *)pout);
+           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0),
+           (void *)pout);
     if (gm_failed(st, "transfer_upsample_argmax_group", tr_names, 5)) goto done;
     if (!(result = PyList_New(n))) goto done;
     for (i = 0; i < n; i++) {

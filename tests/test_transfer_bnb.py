@@ -172,12 +172,18 @@ def test_group_is_per_pair(dtype):
             gm.set_num_threads(threads)
             outs = _core.transfer_upsample_argmax_group(srcs, kpss, np.array(sizes), tf,
                                                         np.array([45, 33]))
-            assert len(outs) == len(srcs)
-            for s, kp, size, out in zip(srcs, kpss, sizes, outs):
+            full = _core.transfer_upsample_argmax_group(srcs, kpss, np.array(sizes), tf,
+                                                        np.array([45, 33]), full_scan=True)
+            assert len(outs) == len(srcs) == len(full)
+            for s, kp, size, out, fo in zip(srcs, kpss, sizes, outs, full):
                 one = _core.transfer_upsample_argmax(s, tf, kp, np.array(size),
                                                      np.array([45, 33]))
+                one_full = _core.transfer_upsample_argmax(s, tf, kp, np.array(size),
+                                                          np.array([45, 33]), full_scan=True)
                 assert out.dtype == dtype and out.shape == (len(kp), 2)
                 np.testing.assert_array_equal(out, one)
+                np.testing.assert_array_equal(fo, one_full)
+                np.testing.assert_array_equal(fo, out)
     finally:
         gm.set_num_threads(2)
 
