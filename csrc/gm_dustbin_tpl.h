@@ -18,23 +18,24 @@
 #define DB_LANES 32
 #define DB_FB 64
 #define DB_CHUNK 32
+#define DB_RG 8
 
 typedef struct {
     size_t n, m, n1, m1, mpad, nchunk;
     const GM_T *S;
     const GM_T *G;
     double lam, phi, bin, c, L;
-    int iters, store, kernel, rebuild, wrt_log, nt, fused, nu_pos;
+    int iters, store, kernel, rebuild, wrt_log, nt, nu_pos;
     GM_T lamT, lamcT, lambinT, kb;
-    GM_T *K;
+    GM_T *K, *kbuf, *dS;
     size_t ldk;
     double *logmu, *lognu, *la, *lb, *lbp, *dn, *dm, *rs, *cs, *gbc, *gbr;
-    double sig_a, sig_b, sig_f, dbacc;
+    double sig_a, sig_b, dbacc;
     unsigned char *mulrow;
     GM_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
     GM_T *fu, *gv, *nlr, *nlc;
     GM_T *vn, *vm, *vm2, *part, *rowtmp, *abuf;
-    double *tmn, *tmx;
+    double *tmn, *tmx, *tst;
     int *tbad;
     int err;
 } GM_FN(db_ctx);
@@ -211,31 +212,32 @@ static int GM_FN(db_alloc)(GM_FN(db_ctx) *c)
     c->gbc = malloc(n1 * sizeof(double));
     c->gbr = malloc(m1 * sizeof(double));
     c->mulrow = malloc(n1);
-    c->at = malloc(H * n1 * sizeof(GM_T));
-    c->srow = malloc(H * n1 * sizeof(GM_T));
-    c->tcol = malloc(H * m1 * sizeof(GM_T));
-    c->bmat = calloc(c->store ? 2 * T * mp : 1, sizeof(GM_T));
-    c->brot = calloc(2 * mp, sizeof(GM_T));
-    c->bfin = calloc(mp, sizeof(GM_T));
-    c->hu = malloc((c->store ? T * n1 : 1) * sizeof(GM_T));
-    c->fu = malloc(H * n1 * sizeof(GM_T));
-    c->gv = calloc((c->store ? T + 1 : 2) * mp, sizeof(GM_T));
-    c->nlr = malloc(H * n1 * sizeof(GM_T));
-    c->nlc = malloc(H * m1 * sizeof(GM_T));
-    c->vn = malloc(n1 * sizeof(GM_T));
-    c->vm = calloc(mp, sizeof(GM_T));
-    c->vm2 = calloc(mp, sizeof(GM_T));
-    c->part = malloc(c->nchunk * mp * sizeof(GM_T) + sizeof(GM_T));
-    c->rowtmp = malloc(4 * nt * mp * sizeof(GM_T));
-    c->abuf = malloc(8 * nt * T * sizeof(GM_T));
+    c->at = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->srow = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->tcol = db_amalloc(H * m1 * sizeof(GM_T), 0);
+    c->bmat = db_amalloc((c->store ? 2 * T * mp : 1) * sizeof(GM_T), 1);
+    c->brot = db_amalloc((2 * mp) * sizeof(GM_T), 1);
+    c->bfin = db_amalloc((mp) * sizeof(GM_T), 1);
+    c->hu = db_amalloc((c->store ? T * n1 : 1) * sizeof(GM_T), 0);
+    c->fu = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->gv = db_amalloc(((c->store ? T + 1 : 2) * mp) * sizeof(GM_T), 1);
+    c->nlr = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->nlc = db_amalloc(H * m1 * sizeof(GM_T), 0);
+    c->vn = db_amalloc(n1 * sizeof(GM_T), 0);
+    c->vm = db_amalloc((mp) * sizeof(GM_T), 1);
+    c->vm2 = db_amalloc((mp) * sizeof(GM_T), 1);
+    c->part = db_amalloc(c->nchunk * mp * sizeof(GM_T) + sizeof(GM_T), 0);
+    c->rowtmp = db_amalloc(4 * nt * mp * sizeof(GM_T), 0);
+    c->abuf = db_amalloc(8 * nt * T * sizeof(GM_T), 0);
     c->tmn = malloc(nt * sizeof(double));
     c->tmx = malloc(nt * sizeof(double));
+    c->tst = db_amalloc(DB_TST * nt * sizeof(double), 0);
     c->tbad = malloc(nt * sizeof(int));
     if (!c->logmu || !c->lognu || !c->la || !c->lb || !c->lbp || !c->dn || !c->dm || !c->rs ||
         !c->cs || !c->gbc || !c->gbr || !c->mulrow || !c->at || !c->srow || !c->tcol ||
         !c->bmat || !c->brot || !c->bfin || !c->hu || !c->fu || !c->gv || !c->nlr ||
         !c->nlc || !c->vn || !c->vm || !c->vm2 || !c->part || !c->rowtmp || !c->abuf || !c->tmn ||
-        !c->tmx || !c->tbad)
+        !c->tmx || !c->tbad || !c->tst)
         return GM_ERR_NOMEM;
     return GM_OK;
 }
@@ -246,8 +248,24 @@ static void GM_FN(db_free)(GM_FN(db_ctx) *c)
     void *p[] = {c->logmu, c->lognu, c->la, c->lb, c->lbp, c->dn, c->dm, c->rs, c->cs, c->gbc,
                  c->gbr, c->mulrow, c->at, c->srow, c->tcol, c->bmat, c->brot, c->bfin,
                  c->hu, c->fu, c->gv, c->nlr, c->nlc, c->vn, c->vm, c->vm2, c->part,
-                 c->rowtmp, c->abuf, c->tmn, c->tmx, c->tbad};
+                 c->rowtmp, c->abuf, c->tmn, c->tmx, c->tbad, c->kbuf,
+                 c->tst};
     for (size_t k = 0; k < sizeof p / sizeof p[0]; k++) free(p[k]);
+}
+
+/* K' in its own buffer: rows of mpad entries (a multiple of 64), 64-byte
+ * aligned, so that every vector load of a row is aligned (rows of M or M+1
+ * entries inside the caller's array straddle cache lines: measured 15%
+ * slower per sweep).  Not needed by the log method.  O(1). */
+static int GM_FN(db_alloc_k)(GM_FN(db_ctx) *c, int method)
+{
+    void *p = NULL;
+    if (method == GM_DUSTBIN_LOG) return GM_OK;
+    if (!(p = db_amalloc(c->n * c->mpad * sizeof(GM_T), 0))) return GM_ERR_NOMEM;
+    c->kbuf = p;
+    c->K = p;
+    c->ldk = c->mpad;
+    return GM_OK;
 }
 
 /* Set up the context: scalar checks, marginal checks, allocation.  O(N+M). */
@@ -406,24 +424,46 @@ static double GM_FN(db_kupdate)(const GM_FN(db_ctx) *c, const GM_T *s, const dou
     return mx;
 }
 
-/* Provisional shift for the fused iteration t (single thread, O(N+M)): with
- * Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
+/* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
+ * `extra`.  Single thread, O(M N / 32), vectorized. */
+static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out)
+{
+    for (size_t j = 0; j < c->m; j++) out[j] = 0;
+    for (size_t ch = 0; ch < c->nchunk; ch++) {
+        const GM_T *tp = c->part + ch * c->mpad;
+        for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
+    }
+    for (size_t j = 0; j < c->m; j++) out[j] += extra;
+}
+
+static inline double *GM_FN(db_st)(const GM_FN(db_ctx) *c, int tid)
+{
+    return c->tst + (size_t)tid * DB_TST;
+}
+
+/* Combined statistic k over the team: max (or min with `lo`).  O(threads). */
+static double GM_FN(db_st_all)(const GM_FN(db_ctx) *c, int k, int lo)
+{
+    double v = lo ? INFINITY : -INFINITY;
+    for (int t = 0; t < db_nth(); t++) {
+        double x = GM_FN(db_st)(c, t)[k];
+        if (lo ? x < v : x > v) v = x;
+    }
+    return v;
+}
+
+/* Provisional shift for the fused iteration t (every thread, O(threads)):
+ * with Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
  * la^t_i <= la^{t-1}_i - phi min Delta and >= la^{t-1}_i - phi max Delta, so
  * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
  * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
- * when 2L + D leaves float room (see db_kernel_forward), else 0. */
+ * when 2L + D leaves float room (see db_kernel_forward), else 0.  The
+ * extremes come from the per-thread statistics of iteration t-1. */
 static int GM_FN(db_fused_shift)(const GM_FN(db_ctx) *c, int t, double *sig)
 {
-    double dmin = INFINITY, dmax = -INFINITY, amax = -INFINITY;
     if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
-    for (size_t j = 0; j < c->m1; j++) {
-        if (c->lognu[j] == -INFINITY) continue;
-        double d = c->lb[j] - c->lbp[j];
-        dmin = d < dmin ? d : dmin;
-        dmax = d > dmax ? d : dmax;
-    }
-    for (size_t i = 0; i < c->n1; i++)
-        if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+    double dmin = GM_FN(db_st_all)(c, DB_ST_DMIN, 1), dmax = GM_FN(db_st_all)(c, DB_ST_DMAX, 0);
+    double amax = GM_FN(db_st_all)(c, DB_ST_LA(t - 1), 0);
     if (!(dmax >= dmin) || !isfinite(amax)) return 0;
     if (2.0 * c->L + c->phi * (dmax - dmin) > -DB_LOGMIN - 30.0) return 0;
     *sig = amax - c->phi * dmin;
@@ -440,62 +480,121 @@ static inline GM_T GM_FN(db_arow)(GM_FN(db_ctx) *c, size_t i, GM_T s, double off
     return (GM_T)gm_exp_f64(c->la[i] - sig);
 }
 
+/* a~ for the r <= DB_RG rows at i from their row sums s (db_arow's
+ * arithmetic, one row per lane, so that the double log and exp vectorize
+ * across rows; libm's log for a sum outside the normal range).  O(r). */
+static inline void GM_FN(db_arows)(GM_FN(db_ctx) *c, size_t i, const GM_T *s, size_t r,
+                                   double off, double sig, GM_T *a)
+{
+    double sd[DB_RG], ls[DB_RG], lm[DB_RG], la[DB_RG], ex[DB_RG], phi = c->phi;
+    for (size_t q = 0; q < DB_RG; q++) {
+        sd[q] = q < r ? (double)s[q] : 1.0;
+        lm[q] = q < r ? c->logmu[i + q] : 0.0;
+    }
+#pragma omp simd
+    for (int q = 0; q < DB_RG; q++) ls[q] = db_log_fast(sd[q]);
+    for (size_t q = 0; q < r; q++)
+        if (!(sd[q] >= DBL_MIN && sd[q] <= DBL_MAX)) ls[q] = log(sd[q]);
+    if (phi == 0.0) {
+        for (int q = 0; q < DB_RG; q++) la[q] = 0.0;
+    } else {
+#pragma omp simd
+        for (int q = 0; q < DB_RG; q++) la[q] = phi * (lm[q] - (off + ls[q]));
+    }
+#pragma omp simd
+    for (int q = 0; q < DB_RG; q++) ex[q] = gm_exp_f64(la[q] - sig);
+    for (size_t q = 0; q < r; q++) {
+        c->la[i + q] = la[q];
+        a[q] = (GM_T)ex[q];
+    }
+}
+
 /* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
- * fixed 32-row chunks computing the row sums s^t = K' b~^{t-1}, a~^t row by
- * row, and the chunk partials of the column sums K'^T a~^t from the same
- * rows while they are cached (reduced in chunk order by db_reduce_parts).
- * O(NM), one pass over K' instead of two. */
-static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, GM_T *s, GM_T *a, GM_T *tc, const GM_T *bp,
-                                  double sig)
+ * fixed 32-row chunks computing the row sums s^t = K' b~^{t-1}, a~^t for
+ * groups of DB_RG rows, and the chunk partials of the column sums
+ * K'^T a~^t from the same rows while they are cached (reduced in chunk
+ * order by db_col_update).  Also the thread's max of la over rows of
+ * positive mass (the bin row's, `amax0`, computed before).  Ends with a
+ * barrier.  O(NM), one pass over K' instead of two. */
+static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, int t, GM_T *s, GM_T *a, const GM_T *bp,
+                                  double sig, double amax0)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
     GM_T kbb = c->kb * bp[m];
-    double off = c->lam * c->c + c->sig_b;
-    (void)tc;
-#pragma omp for schedule(static)
+    double off = c->lam * c->c + c->sig_b, amax = amax0;
+#pragma omp for schedule(static) nowait
     for (size_t ch = 0; ch < c->nchunk; ch++) {
-        GM_T *tp = c->part + ch * mp, w4[4];
+        GM_T *tp = c->part + ch * mp, w[DB_RG];
         size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
         for (size_t j = 0; j < m; j++) tp[j] = 0;
-        for (size_t i = i0; i < i1; i += 4) {
-            size_t r = i1 - i < 4 ? i1 - i : 4;
+        for (size_t i = i0; i < i1; i += DB_RG) {
+            size_t r = i1 - i < DB_RG ? i1 - i : DB_RG;
             const GM_T *k0 = c->K + i * ldk;
-            GM_FN(db_dots)(k0, ldk, bp, m, r, w4);
-            for (size_t q = 0; q < r; q++) {
-                s[i + q] = w4[q] + kbb;
-                a[i + q] = GM_FN(db_arow)(c, i + q, s[i + q], off, sig);
-            }
-            GM_FN(db_axpy_rows)(tp, k0, ldk, a + i, r, m);
+            for (size_t q = 0; q < r; q += 4)
+                GM_FN(db_dots)(k0 + q * ldk, ldk, bp, m, r - q < 4 ? r - q : 4, w + q);
+            for (size_t q = 0; q < r; q++) s[i + q] = w[q] + kbb;
+            GM_FN(db_arows)(c, i, s + i, r, off, sig, a + i);
+            for (size_t q = 0; q < r; q += 4)
+                GM_FN(db_axpy_rows)(tp, k0 + q * ldk, ldk, a + i + q, r - q < 4 ? r - q : 4, m);
+        }
+        for (size_t i = i0; i < i1; i++)
+            if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+    }
+    GM_FN(db_st)(c, db_tid())[DB_ST_LA(t)] = amax;
+#pragma omp barrier
+}
+
+/* Column half of iteration t on this thread's columns [j0, j1) (and the bin
+ * column on the last thread), after the row half: column sums (from the
+ * chunk partials in chunk order when `fused`, else already in tc), lb =
+ * pot(log nu, lam c + sig_a + log t), the thread's statistics; a barrier;
+ * then b~ = exp(lb - max lb) into bn, sig_b = max lb, and a second barrier.
+ * O((M/threads) (N/32 + 1)) plus O(threads). */
+static void GM_FN(db_col_update)(GM_FN(db_ctx) *c, int fused, const GM_T *a, GM_T *tc,
+                                    GM_T *bn)
+{
+    size_t n = c->n, m = c->m, mp = c->mpad, j0, j1, je;
+    GM_T kb = c->kb, extra = a[n] * kb;
+    double off = c->lam * c->c + c->sig_a, mx = -INFINITY, dmin = INFINITY, dmax = -INFINITY;
+    int tid = db_tid();
+    db_col_range(m, &j0, &j1);
+    je = tid == db_nth() - 1 ? m + 1 : j1; /* the last thread also takes column M */
+    if (fused) {
+        for (size_t j = j0; j < j1; j++) tc[j] = 0;
+        for (size_t ch = 0; ch < c->nchunk; ch++) {
+            const GM_T *tp = c->part + ch * mp;
+            for (size_t j = j0; j < j1; j++) tc[j] += tp[j];
+        }
+        for (size_t j = j0; j < j1; j++) tc[j] += extra;
+    }
+    if (je > j1) tc[m] = kb * GM_FN(gm_vec_sum32)(a, c->n1);
+    if (je > j0) {
+        double *l = c->lb + j0, *tmp = c->dm + j0;
+        memcpy(c->lbp + j0, l, (je - j0) * sizeof(double));
+        for (size_t j = j0; j < je; j++) tmp[j - j0] = (double)tc[j];
+        db_log_array(tmp, l, je - j0);
+        for (size_t j = j0; j < je; j++) c->lb[j] = GM_FN(db_pot)(c->phi, c->lognu[j], off + c->lb[j]);
+        for (size_t j = j0; j < je; j++) mx = c->lb[j] > mx ? c->lb[j] : mx;
+        for (size_t j = j0; j < je; j++) {
+            if (c->lognu[j] == -INFINITY) continue;
+            double d = c->lb[j] - c->lbp[j];
+            dmin = d < dmin ? d : dmin;
+            dmax = d > dmax ? d : dmax;
         }
     }
-}
-
-/* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
- * the bin row's term.  Single thread, O(M N / 32), vectorized. */
-static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out)
-{
-    for (size_t j = 0; j < c->m; j++) out[j] = 0;
-    for (size_t ch = 0; ch < c->nchunk; ch++) {
-        const GM_T *tp = c->part + ch * c->mpad;
-        for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
+    {
+        double *st = GM_FN(db_st)(c, tid);
+        st[DB_ST_LBMAX] = mx;
+        st[DB_ST_DMIN] = dmin;
+        st[DB_ST_DMAX] = dmax;
     }
-    for (size_t j = 0; j < c->m; j++) out[j] += extra;
-}
-
-/* Serial start of iteration t: bin-row sum, and the choice (and shift) of
- * the fused sweep, with the bin row's a~ when fused.  O(N+M). */
-static void GM_FN(db_iter_start)(GM_FN(db_ctx) *c, int t)
-{
-    GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
-    GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
-    const GM_T *bp = GM_FN(db_bptr)(c, t - 1);
-    s[c->n] = c->kb * GM_FN(gm_vec_sum32)(bp, c->m1);
-    c->fused = GM_FN(db_fused_shift)(c, t, &c->sig_f);
-    if (c->fused) {
-        double off = c->lam * c->c + c->sig_b;
-        a[c->n] = GM_FN(db_arow)(c, c->n, s[c->n], off, c->sig_f);
-        c->sig_a = c->sig_f;
-    }
+#pragma omp barrier
+    mx = GM_FN(db_st_all)(c, DB_ST_LBMAX, 0);
+    for (size_t j = j0; j < je; j++) bn[j] = (GM_T)gm_exp_f64(c->lb[j] - mx);
+    /* every thread read c->sig_b (db_fused_iter, db_arow, db_kupdate)
+     * before the barrier above; the next reads follow the one below */
+    if (tid == 0) c->sig_b = mx;
+#pragma omp barrier
 }
 
 /* Kernel-domain forward (inside the parallel region): K' and the first row
@@ -504,39 +603,54 @@ static void GM_FN(db_iter_start)(GM_FN(db_ctx) *c, int t)
  * db_fused_shift is safe -- 2L + D <= -log(min normal) - 30, so every
  * column sum is >= exp(-L-D) and terms lost to subnormal a~ stay below
  * 1e-13 relative -- else a row pass and a column pass with exact
- * normalization.  O(N+M) double work between passes.  O(n_iter N M). */
+ * normalization.  The column half (db_col_update) runs on every thread's
+ * own columns; each thread decides `fused` itself from the team's
+ * statistics (the same decision everywhere).  Three barriers per
+ * iteration, no serial section except the O(N) row update of a non-fused
+ * iteration.  O(n_iter N M). */
 static void GM_FN(db_kernel_forward)(GM_FN(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk;
     GM_T kb = c->kb;
-#pragma omp single
-    GM_FN(db_iter_start)(c, 1);
+    int tid = db_tid(), fused = 0;
+    double sig_f = 0.0;
     for (int t = 1; t <= c->iters; t++) {
         GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
         GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
         GM_T *tc = c->tcol + GM_FN(db_slot)(c, t) * c->m1;
         GM_T *bp = GM_FN(db_bptr)(c, t - 1);
         GM_T *bn = GM_FN(db_bptr)(c, t);
-        size_t j0, j1;
-        if (c->fused) {
-            GM_FN(db_fused_iter)(c, s, a, tc, bp, c->sig_f);
+        double amax0 = -INFINITY;
+        /* start of iteration t: bin-row sum and (when fused) its a~, on
+         * thread 0; read by the others after the next barrier */
+        fused = GM_FN(db_fused_shift)(c, t, &sig_f);
+        if (fused && tid == 0) {
+            double off = c->lam * c->c + c->sig_b;
+            s[n] = kb * GM_FN(gm_vec_sum32)(bp, c->m1);
+            a[n] = GM_FN(db_arow)(c, n, s[n], off, sig_f);
+            c->sig_a = sig_f;
+            if (c->logmu[n] != -INFINITY) amax0 = c->la[n];
+        }
+        if (fused) {
+            GM_FN(db_fused_iter)(c, t, s, a, bp, sig_f, amax0);
         } else {
+            size_t j0, j1;
             if (t > 1) GM_FN(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
 #pragma omp single
-            c->sig_a = GM_FN(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
+            {
+                double amax = -INFINITY;
+                s[n] = kb * GM_FN(gm_vec_sum32)(bp, c->m1);
+                c->sig_a = GM_FN(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
+                for (size_t i = 0; i < c->n1; i++)
+                    if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+                for (int q = 0; q < db_nth(); q++)
+                    GM_FN(db_st)(c, q)[DB_ST_LA(t)] = q == 0 ? amax : -INFINITY;
+            }
             db_col_range(m, &j0, &j1);
             GM_FN(db_colmv)(c->K, ldk, n, a, tc, j0, j1);
             for (size_t j = j0; j < j1; j++) tc[j] += a[n] * kb;
-#pragma omp barrier
         }
-#pragma omp single
-        {
-            if (c->fused) GM_FN(db_reduce_parts)(c, a[n] * kb, tc);
-            tc[m] = kb * GM_FN(gm_vec_sum32)(a, c->n1);
-            memcpy(c->lbp, c->lb, c->m1 * sizeof(double));
-            c->sig_b = GM_FN(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
-            if (t < c->iters) GM_FN(db_iter_start)(c, t + 1);
-        }
+        GM_FN(db_col_update)(c, fused, a, tc, bn);
     }
 }
 
@@ -734,6 +848,9 @@ int GM_FN(gm_dustbin_sinkhorn)(const GM_T *S, const GM_T *mu, const GM_T *nu, si
     if (st == GM_OK) {
         c.K = P;
         c.ldk = m + 1;
+        st = GM_FN(db_alloc_k)(&c, method);
+    }
+    if (st == GM_OK) {
 #pragma omp parallel num_threads(c.nt)
         {
             GM_FN(db_prepare)(&c, method);
@@ -944,11 +1061,12 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
                     }
                 }
                 for (size_t q = 0; q < r; q++) {
-                    GM_T *kq = c->K + (i0 + q) * c->ldk + j0;
+                    const GM_T *kq = c->K + (i0 + q) * c->ldk + j0;
+                    GM_T *dq = c->dS + (i0 + q) * m + j0;
                     const GM_T *tq = tmp + q * mp + j0;
                     const GM_T *cq = q == 0 ? c0 : q == 1 ? c1 : q == 2 ? c2 : c3;
                     for (size_t l = 0; l < jn; l++)
-                        kq[l] = c->lamT * tq[l] - phiT * kq[l] * cq[l];
+                        dq[l] = c->lamT * tq[l] - phiT * kq[l] * cq[l];
                 }
             }
         }
@@ -1084,6 +1202,10 @@ int GM_FN(gm_dustbin_sinkhorn_vjp)(const GM_T *S, const GM_T *mu, const GM_T *nu
         c.wrt_log = wrt_log != 0;
         c.K = dS;
         c.ldk = m;
+        c.dS = dS;
+        st = GM_FN(db_alloc_k)(&c, method);
+    }
+    if (st == GM_OK) {
 #pragma omp parallel num_threads(c.nt)
         {
             GM_FN(db_prepare)(&c, method);
