@@ -339,8 +339,16 @@ static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i)
 {
     const GM_T *si = c->S + i * c->m;
     GM_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
-    for (size_t j = 0; j < c->m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
-    return GM_FN(gm_vec_sum32)(ki, c->m) + c->kb;
+    size_t m = c->m, j = 0;
+    /* the exponentials are compute-bound: fetch the next row of S meanwhile
+     * (one cache line per block of 16 values) */
+    const GM_T *nx = i + 1 < c->n ? si + m : si;
+    for (; j + 16 <= m; j += 16) {
+        DB_PREFETCH(nx + j);
+        for (size_t l = 0; l < 16; l++) ki[j + l] = GM_EXP(lamT * si[j + l] - lamcT);
+    }
+    for (; j < m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
+    return GM_FN(gm_vec_sum32)(ki, m) + c->kb;
 }
 
 /* Set the working-type constants for centre cc and bound L.  O(1). */
