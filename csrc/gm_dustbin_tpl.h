@@ -19,13 +19,14 @@
 #define DB_FB 64
 #define DB_CHUNK 32
 #define DB_RG 8
+#define DB_FC (GM_IS_F32 ? 32 : 16) /* two 64-byte vectors */
 
 typedef struct {
     size_t n, m, n1, m1, mpad, nchunk;
     const GM_T *S;
     const GM_T *G;
     double lam, phi, bin, c, L;
-    int iters, store, kernel, rebuild, wrt_log, nt, nu_pos;
+    int iters, store, kernel, rebuild, wrt_log, nt, nu_pos, dsbad;
     GM_T lamT, lamcT, lambinT, kb;
     GM_T *K, *kbuf, *dS;
     size_t ldk;
@@ -228,7 +229,7 @@ static int GM_FN(db_alloc)(GM_FN(db_ctx) *c)
     c->vm2 = db_amalloc((mp) * sizeof(GM_T), 1);
     c->part = db_amalloc(c->nchunk * mp * sizeof(GM_T) + sizeof(GM_T), 0);
     c->rowtmp = db_amalloc(4 * nt * mp * sizeof(GM_T), 0);
-    c->abuf = db_amalloc(8 * nt * T * sizeof(GM_T), 0);
+    c->abuf = db_amalloc(2 * DB_RG * nt * T * sizeof(GM_T), 0);
     c->tmn = malloc(nt * sizeof(double));
     c->tmx = malloc(nt * sizeof(double));
     c->tst = db_amalloc(DB_TST * nt * sizeof(double), 0);
@@ -891,8 +892,8 @@ static double GM_FN(db_g_row)(GM_FN(db_ctx) *c, size_t i, GM_T *out, GM_T *tmp)
 /* g pass: row sums rs (n1) and column sums cs (m1) of g over the augmented
  * matrix, with column sums built from fixed 32-row chunk partials so the
  * result does not depend on the thread count.  When `into` is not NULL,
- * lam*g is written there (row stride M).  O(NM). */
-static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
+ * lam*g (g itself when `raw`) is written there (row stride M).  O(NM). */
+static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into, int raw)
 {
     size_t n = c->n, m = c->m, m1 = c->m1, mp = c->mpad;
     GM_T *row = c->rowtmp + 2 * (size_t)db_tid() * mp;
@@ -906,10 +907,11 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
             for (size_t i = i0; i < i1; i++) {
                 if (!GM_FN(gm_vec_all_finite)(c->G + i * m1, m1))
                     GM_FN(db_set_err)(c, GM_ERR_NONFINITE_ARG(3));
-                c->gbc[i] = GM_FN(db_g_row)(c, i, gbuf, row);
-                c->rs[i] = (double)GM_FN(gm_vec_sum32)(gbuf, m) + c->gbc[i];
-                for (size_t j = 0; j < m; j++) pp[j] += gbuf[j];
-                if (into) {
+                GM_T *gr = raw ? into + i * m : gbuf;
+                c->gbc[i] = GM_FN(db_g_row)(c, i, gr, row);
+                c->rs[i] = (double)GM_FN(gm_vec_sum32)(gr, m) + c->gbc[i];
+                for (size_t j = 0; j < m; j++) pp[j] += gr[j];
+                if (into && !raw) {
                     GM_T *o = into + i * m;
                     for (size_t j = 0; j < m; j++) o[j] = c->lamT * gbuf[j];
                 }
@@ -976,7 +978,7 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1, mp = c->mpad;
     int T = c->iters;
     GM_T kb = c->kb, phiT = (GM_T)c->phi;
-    GM_FN(db_gpass)(c, NULL);
+    GM_FN(db_gpass)(c, c->dS, 1);
     if (c->err != GM_OK) return;
 #pragma omp single
     {
@@ -1018,65 +1020,61 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
         }
     }
     {
-        /* t = 1: row pass fused with the final pass, rows in groups of 4
-         * (grouping fixed by N) and 16 columns at a time so that the rank-2T
-         * sums stay in registers. */
-        GM_T *hv = c->bmat, *a = c->at, *s = c->srow, *tc = c->tcol, *hu = c->hu;
-        GM_T *tmp = c->rowtmp + 4 * (size_t)db_tid() * mp;
-        GM_T *A = c->abuf + (size_t)db_tid() * 8 * (size_t)T;
+        /* t = 1: row pass fused with the final pass, rows in groups of
+         * DB_RG (grouping fixed by N) and DB_FC columns at a time so that
+         * the rank-2T sums stay in registers (two vectors per row).  g was
+         * stored in dS by the g pass; each finished row is checked for
+         * overflow while cached. */
+        GM_T *hv = c->bmat, *a = c->at, *s = c->srow, *hu = c->hu;
+        GM_T *A = c->abuf + (size_t)db_tid() * DB_RG * 2 * (size_t)T;
         double lrs = T == 1 ? c->lam : 0.0;
-        int twoT = 2 * T;
-        size_t ng = (n + 3) / 4;
-        (void)tc;
+        size_t twoT = 2 * (size_t)T, ng = (n + DB_RG - 1) / DB_RG;
 #pragma omp for schedule(static)
         for (size_t gi = 0; gi < ng; gi++) {
-            size_t i0 = 4 * gi, r = n - i0 < 4 ? n - i0 : 4;
-            for (size_t q = 0; q < 4; q++) {
+            size_t i0 = DB_RG * gi, r = n - i0 < DB_RG ? n - i0 : DB_RG;
+            const GM_T *k0 = c->K + i0 * c->ldk;
+            GM_T w[DB_RG];
+            for (size_t q = 0; q < r; q += 4)
+                GM_FN(db_dots)(k0 + q * c->ldk, c->ldk, hv, m, r - q < 4 ? r - q : 4, w + q);
+            for (size_t q = 0; q < DB_RG; q++) {
+                GM_T *Aq = A + q * twoT;
                 size_t i = i0 + q;
-                GM_T *tq = tmp + q * mp;
                 if (q >= r) {
-                    for (int k = 0; k < twoT; k++) A[q * (size_t)twoT + (size_t)k] = 0;
+                    for (size_t k = 0; k < twoT; k++) Aq[k] = 0;
                     continue;
                 }
-                const GM_T *ki = c->K + i * c->ldk, *gr = c->G + i * m1;
-                double w = (double)(GM_FN(gm_vec_dot32)(ki, hv, m) + kb * hv[m]);
-                hu[i] = (GM_T)((lrs * c->rs[i] - c->phi * (double)a[i] * w) / (double)s[i]);
-                if (!c->wrt_log) {
-                    GM_FN(db_plan_row)(c, i, tq);
-                    for (size_t j = 0; j < m; j++) tq[j] *= gr[j];
-                } else {
-                    memcpy(tq, gr, m * sizeof(GM_T));
-                }
-                for (int k = 0; k < T; k++) {
-                    A[q * (size_t)twoT + (size_t)k] = c->at[(size_t)k * n1 + i];
-                    A[q * (size_t)twoT + (size_t)(T + k)] = c->hu[(size_t)k * n1 + i];
+                double wd = (double)(w[q] + kb * hv[m]);
+                hu[i] = (GM_T)((lrs * c->rs[i] - c->phi * (double)a[i] * wd) / (double)s[i]);
+                for (size_t k = 0; k < (size_t)T; k++) {
+                    Aq[k] = c->at[k * n1 + i];
+                    Aq[T + k] = c->hu[k * n1 + i];
                 }
             }
-            for (size_t j0 = 0; j0 < m; j0 += 16) {
-                GM_T c0[16], c1[16], c2[16], c3[16];
-                size_t jn = m - j0 < 16 ? m - j0 : 16;
-                const GM_T *A1 = A + twoT, *A2 = A + 2 * twoT, *A3 = A + 3 * twoT;
-                for (int l = 0; l < 16; l++) c0[l] = c1[l] = c2[l] = c3[l] = 0;
-                for (int k = 0; k < twoT; k++) {
-                    const GM_T *b = c->bmat + (size_t)k * mp + j0;
-                    GM_T x0 = A[k], x1 = A1[k], x2 = A2[k], x3 = A3[k];
-                    for (int l = 0; l < 16; l++) {
-                        GM_T bl = b[l];
-                        c0[l] += x0 * bl;
-                        c1[l] += x1 * bl;
-                        c2[l] += x2 * bl;
-                        c3[l] += x3 * bl;
+            for (size_t j0 = 0; j0 < m; j0 += DB_FC) {
+                /* columns up to j0 + DB_FC <= mpad: the padding of bmat is 0 */
+                GM_T acc[DB_RG][DB_FC];
+                size_t jn = m - j0 < DB_FC ? m - j0 : DB_FC;
+                for (int q = 0; q < DB_RG; q++)
+                    for (int l = 0; l < DB_FC; l++) acc[q][l] = 0;
+                for (size_t k = 0; k < twoT; k++) {
+                    const GM_T *b = c->bmat + k * mp + j0;
+                    for (int q = 0; q < DB_RG; q++) {
+                        GM_T x = A[(size_t)q * twoT + k];
+                        for (int l = 0; l < DB_FC; l++) acc[q][l] += x * b[l];
                     }
                 }
                 for (size_t q = 0; q < r; q++) {
                     const GM_T *kq = c->K + (i0 + q) * c->ldk + j0;
                     GM_T *dq = c->dS + (i0 + q) * m + j0;
-                    const GM_T *tq = tmp + q * mp + j0;
-                    const GM_T *cq = q == 0 ? c0 : q == 1 ? c1 : q == 2 ? c2 : c3;
                     for (size_t l = 0; l < jn; l++)
-                        dq[l] = c->lamT * tq[l] - phiT * kq[l] * cq[l];
+                        dq[l] = c->lamT * dq[l] - phiT * kq[l] * acc[q][l];
                 }
             }
+            for (size_t q = 0; q < r; q++)
+                if (!GM_FN(gm_vec_all_finite)(c->dS + (i0 + q) * m, m)) {
+#pragma omp atomic write
+                    c->dsbad = 1;
+                }
         }
     }
 #pragma omp single
@@ -1108,7 +1106,7 @@ static void GM_FN(db_log_backward)(GM_FN(db_ctx) *c, GM_T *dS, double *dbin)
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1;
     int T = c->iters;
     GM_T phiT = (GM_T)c->phi;
-    GM_FN(db_gpass)(c, dS);
+    GM_FN(db_gpass)(c, dS, 0);
     if (c->err != GM_OK) return;
 #pragma omp single
     {
@@ -1228,7 +1226,9 @@ int GM_FN(gm_dustbin_sinkhorn_vjp)(const GM_T *S, const GM_T *mu, const GM_T *nu
         st = GM_FN(db_status)(&c, method);
         /* like the forward, an overflow (tiny reg, huge G) is an error, not
          * a NaN gradient */
-        if (st == GM_OK && (!GM_FN(gm_all_finite)(dS, n * m) || !isfinite(db)))
+        /* the kernel path checked dS row by row (db_kernel_backward) */
+        if (st == GM_OK &&
+            ((c.kernel ? c.dsbad : !GM_FN(gm_all_finite)(dS, n * m)) || !isfinite(db)))
             st = gm_fail(GM_ERR_NUMERIC, "the gradient overflowed or produced NaN (reg=%.9g); "
                          "try a larger regularization, a smaller grad_P or float64", reg);
         if (st == GM_OK && dbin) *dbin = db;
