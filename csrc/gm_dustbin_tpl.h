@@ -951,19 +951,28 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into, int raw)
     }
 }
 
-/* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
- * hu^t_N (its row product is kb * sum(hv)).  O(N+M). */
-static void GM_FN(db_bwd_start)(GM_FN(db_ctx) *c, int t)
+/* The bin row's hu^t_N of backward step t (its row product is kb *
+ * sum(hv^t)).  O(M). */
+static void GM_FN(db_bwd_bin)(GM_FN(db_ctx) *c, int t)
 {
-    size_t n = c->n, m1 = c->m1;
-    GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    size_t n = c->n;
+    const GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
     const GM_T *a = c->at + (size_t)(t - 1) * c->n1, *s = c->srow + (size_t)(t - 1) * c->n1;
-    const GM_T *tc = c->tcol + (size_t)(t - 1) * m1;
     GM_T *hu = c->hu + (size_t)(t - 1) * c->n1;
     double lrs = t == c->iters ? c->lam : 0.0;
-    for (size_t j = 0; j < m1; j++) hv[j] = (GM_T)(c->dm[j] / (double)tc[j]);
-    double w = (double)(c->kb * GM_FN(gm_vec_sum32)(hv, m1));
+    double w = (double)(c->kb * GM_FN(gm_vec_sum32)(hv, c->m1));
     hu[n] = (GM_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+}
+
+/* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
+ * hu^t_N.  O(N+M). */
+static void GM_FN(db_bwd_start)(GM_FN(db_ctx) *c, int t)
+{
+    size_t m1 = c->m1;
+    GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    const GM_T *tc = c->tcol + (size_t)(t - 1) * m1;
+    for (size_t j = 0; j < m1; j++) hv[j] = (GM_T)(c->dm[j] / (double)tc[j]);
+    GM_FN(db_bwd_bin)(c, t);
 }
 
 /* Kernel-domain backward (inside the parallel region, after db_forward with
@@ -1010,14 +1019,30 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
                 GM_FN(db_axpy_rows)(zp, k0, c->ldk, hu + i, r, m);
             }
         }
-#pragma omp single
         {
-            GM_T *z = c->vm;
-            GM_FN(db_reduce_parts)(c, hu[n] * kb, z);
-            z[m] = kb * GM_FN(gm_vec_sum32)(hu, n1);
-            for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
-            GM_FN(db_bwd_start)(c, t - 1);
+            /* column half on this thread's columns (the bin column on the
+             * last thread): z = K'^T hu from the chunk partials in chunk
+             * order, gbar_v, and hv^{t-1} = gbar_v / t^{t-1} */
+            size_t j0, j1, je;
+            GM_T *z = c->vm, extra = hu[n] * kb, *hvn = c->bmat + (size_t)(t - 2) * mp;
+            const GM_T *tcn = c->tcol + (size_t)(t - 2) * m1;
+            db_col_range(m, &j0, &j1);
+            je = db_tid() == db_nth() - 1 ? m1 : j1;
+            for (size_t j = j0; j < j1; j++) z[j] = 0;
+            for (size_t ch = 0; ch < c->nchunk; ch++) {
+                const GM_T *zp = c->part + ch * mp;
+                for (size_t j = j0; j < j1; j++) z[j] += zp[j];
+            }
+            for (size_t j = j0; j < j1; j++) z[j] += extra;
+            if (je > j1) z[m] = kb * GM_FN(gm_vec_sum32)(hu, n1);
+            for (size_t j = j0; j < je; j++) {
+                c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
+                hvn[j] = (GM_T)(c->dm[j] / (double)tcn[j]);
+            }
         }
+#pragma omp barrier
+        /* the bin row's hu^{t-1}, read after the next barrier */
+        if (db_tid() == 0) GM_FN(db_bwd_bin)(c, t - 1);
     }
     {
         /* t = 1: row pass fused with the final pass, rows in groups of
