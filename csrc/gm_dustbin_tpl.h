@@ -823,12 +823,14 @@ static void GM_FN(db_forward)(GM_FN(db_ctx) *c, GM_T *P)
     if (P == NULL) return;
     {
         size_t n = c->n, m = c->m, m1 = c->m1;
-#pragma omp for schedule(static)
+        /* rows, then the bin row: disjoint entries, one barrier (the
+         * region's end) */
+#pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
             GM_FN(db_plan_row)(c, i, P + i * m1);
             P[i * m1 + m] = GM_FN(db_plan_bin)(c, i, m);
         }
-#pragma omp single
+#pragma omp for schedule(static) nowait
         for (size_t j = 0; j < m1; j++) P[n * m1 + j] = GM_FN(db_plan_bin)(c, n, j);
     }
 }
