@@ -26,12 +26,12 @@ typedef struct {
     const GM_T *S;
     const GM_T *G;
     double lam, phi, bin, c, L;
-    int iters, store, kernel, rebuild, wrt_log, nt, nu_pos, dsbad;
+    int iters, store, kernel, rebuild, wrt_log, nt, nu_pos, dsbad, pre_fused;
     GM_T lamT, lamcT, lambinT, kb;
     GM_T *K, *kbuf, *dS;
     size_t ldk;
     double *logmu, *lognu, *la, *lb, *lbp, *dn, *dm, *rs, *cs, *gbc, *gbr;
-    double sig_a, sig_b, dbacc;
+    double sig_a, sig_b, dbacc, pre_u;
     unsigned char *mulrow;
     GM_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
     GM_T *fu, *gv, *nlr, *nlc;
@@ -363,88 +363,7 @@ static void GM_FN(db_set_centre)(GM_FN(db_ctx) *c, double cc, double L)
     c->kb = (GM_T)exp(c->lam * (c->bin - cc));
 }
 
-/* Parallel part before the iterations: scan S (finite, min, max) and choose
- * the path.  For method auto/kernel the scan is fused with building K' =
- * exp(lam (S - bin)) and the first row sums; the kernel domain is used when
- * L = lam * max|S~ - c| <= DB_LMAX with c = bin_score, else with c the
- * centre of the range (K' rebuilt), else the log domain.  O(NM). */
-static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
-{
-    int tid = db_tid(), bad = 0, built = method != GM_DUSTBIN_LOG;
-    double mn = c->bin, mx = c->bin;
-    GM_T *s1 = c->srow + GM_FN(db_slot)(c, 1) * c->n1;
-#pragma omp single
-    GM_FN(db_set_centre)(c, c->bin, 0.0);
-#pragma omp for schedule(static)
-    for (size_t i = 0; i < c->n; i++) {
-        GM_T lo, hi;
-        if (!GM_FN(db_rowstats)(c->S + i * c->m, c->m, &lo, &hi)) bad = 1;
-        if ((double)lo < mn) mn = (double)lo;
-        if ((double)hi > mx) mx = (double)hi;
-        if (built) s1[i] = GM_FN(db_exp_row)(c, i);
-    }
-    c->tmn[tid] = mn;
-    c->tmx[tid] = mx;
-    c->tbad[tid] = bad;
-#pragma omp barrier
-#pragma omp single
-    {
-        for (int t = 0; t < db_nth(); t++) {
-            if (c->tbad[t]) c->err = GM_ERR_NONFINITE_ARG(0);
-            if (c->tmn[t] < mn) mn = c->tmn[t];
-            if (c->tmx[t] > mx) mx = c->tmx[t];
-        }
-        double lb = c->lam * (mx - c->bin > c->bin - mn ? mx - c->bin : c->bin - mn);
-        double lm = 0.5 * c->lam * (mx - mn);
-        c->kernel = 0;
-        c->rebuild = 0;
-        if (method != GM_DUSTBIN_LOG && lb <= DB_LMAX) {
-            c->kernel = 1;
-            c->L = lb;
-        } else if (method != GM_DUSTBIN_LOG && lm <= DB_LMAX) {
-            c->kernel = 1;
-            c->rebuild = 1;
-            GM_FN(db_set_centre)(c, 0.5 * (mn + mx), lm);
-        }
-        if (method == GM_DUSTBIN_KERNEL && !c->kernel && c->err == GM_OK)
-            c->err = GM_ERR_NUMERIC;
-        if (c->kernel) {
-            GM_T *b0 = GM_FN(db_bptr)(c, 0);
-            for (size_t j = 0; j < c->m1; j++) b0[j] = 1;
-        }
-    }
-    if (c->err == GM_OK && c->rebuild) {
-#pragma omp for schedule(static)
-        for (size_t i = 0; i < c->n; i++) s1[i] = GM_FN(db_exp_row)(c, i);
-    }
-}
-
-/* la_i = pot(log mu_i, lam c + shift + log s_i) for all n1 rows, then a~ =
- * exp(la - max la) into `a`.  Returns the max.  O(n1), vectorized. */
-static double GM_FN(db_kupdate)(const GM_FN(db_ctx) *c, const GM_T *s, const double *logm,
-                                 size_t len, double shift, double *l, double *tmp, GM_T *a)
-{
-    double off = c->lam * c->c + shift, mx = -INFINITY;
-    for (size_t i = 0; i < len; i++) tmp[i] = (double)s[i];
-    db_log_array(tmp, l, len);
-    for (size_t i = 0; i < len; i++) l[i] = GM_FN(db_pot)(c->phi, logm[i], off + l[i]);
-    for (size_t i = 0; i < len; i++) mx = l[i] > mx ? l[i] : mx;
-    for (size_t i = 0; i < len; i++) a[i] = (GM_T)gm_exp_f64(l[i] - mx);
-    return mx;
-}
-
-/* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
- * `extra`.  Single thread, O(M N / 32), vectorized. */
-static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out)
-{
-    for (size_t j = 0; j < c->m; j++) out[j] = 0;
-    for (size_t ch = 0; ch < c->nchunk; ch++) {
-        const GM_T *tp = c->part + ch * c->mpad;
-        for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
-    }
-    for (size_t j = 0; j < c->m; j++) out[j] += extra;
-}
-
+/* Slot k of thread tid's statistics (gm_dustbin.c, DB_ST_*).  O(1). */
 static inline double *GM_FN(db_st)(const GM_FN(db_ctx) *c, int tid)
 {
     return c->tst + (size_t)tid * DB_TST;
@@ -459,24 +378,6 @@ static double GM_FN(db_st_all)(const GM_FN(db_ctx) *c, int k, int lo)
         if (lo ? x < v : x > v) v = x;
     }
     return v;
-}
-
-/* Provisional shift for the fused iteration t (every thread, O(threads)):
- * with Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
- * la^t_i <= la^{t-1}_i - phi min Delta and >= la^{t-1}_i - phi max Delta, so
- * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
- * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
- * when 2L + D leaves float room (see db_kernel_forward), else 0.  The
- * extremes come from the per-thread statistics of iteration t-1. */
-static int GM_FN(db_fused_shift)(const GM_FN(db_ctx) *c, int t, double *sig)
-{
-    if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
-    double dmin = GM_FN(db_st_all)(c, DB_ST_DMIN, 1), dmax = GM_FN(db_st_all)(c, DB_ST_DMAX, 0);
-    double amax = GM_FN(db_st_all)(c, DB_ST_LA(t - 1), 0);
-    if (!(dmax >= dmin) || !isfinite(amax)) return 0;
-    if (2.0 * c->L + c->phi * (dmax - dmin) > -DB_LOGMIN - 30.0) return 0;
-    *sig = amax - c->phi * dmin;
-    return 1;
 }
 
 /* a~_i = exp(la_i - sig) for one row from its row sum s (double work).
@@ -516,6 +417,169 @@ static inline void GM_FN(db_arows)(GM_FN(db_ctx) *c, size_t i, const GM_T *s, si
         c->la[i + q] = la[q];
         a[q] = (GM_T)ex[q];
     }
+}
+
+/* Provisional shift for iteration 1 fused into the exponential pass: with
+ * b~^0 = 1 every row sum is s_i >= kb, so la^1_i <= U = max_i pot(log mu_i,
+ * lam c + log kb) over rows of positive mass, and a~_i = exp(la^1_i - U) <= 1.
+ * Single thread, O(N). */
+static double GM_FN(db_pre_shift)(const GM_FN(db_ctx) *c)
+{
+    double u = -INFINITY, off = c->lam * c->c + log((double)c->kb);
+    for (size_t i = 0; i < c->n1; i++) {
+        if (c->logmu[i] == -INFINITY) continue;
+        double v = GM_FN(db_pot)(c->phi, c->logmu[i], off);
+        u = v > u ? v : u;
+    }
+    return u;
+}
+
+/* Parallel part before the iterations: scan S (finite, min, max) and choose
+ * the path.  For method auto/kernel the scan is fused with building K' =
+ * exp(lam (S - bin)), the first row sums s^1 and -- while each group of four
+ * rows is cached -- the chunk partials of the first column sums K'^T a~^1
+ * with a~^1 = exp(la^1 - U) (db_pre_shift), so that iteration 1 needs no
+ * pass of its own; that shortcut is kept (c->pre_fused) when 2L + D <=
+ * -log(min normal) - 30 with D = U - max la^1 (see db_kernel_forward), else
+ * iteration 1 runs exactly.  The kernel domain is used when L = lam *
+ * max|S~ - c| <= DB_LMAX with c = bin_score, else with c the centre of the
+ * range (K' rebuilt, no shortcut), else the log domain.  O(NM). */
+static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
+{
+    int tid = db_tid(), bad = 0, built = method != GM_DUSTBIN_LOG;
+    double mn = c->bin, mx = c->bin;
+    size_t n = c->n, m = c->m, mp = c->mpad;
+    GM_T *s1 = c->srow + GM_FN(db_slot)(c, 1) * c->n1;
+    GM_T *a1 = c->at + GM_FN(db_slot)(c, 1) * c->n1;
+#pragma omp single
+    {
+        GM_FN(db_set_centre)(c, c->bin, 0.0);
+        if (built) c->pre_u = GM_FN(db_pre_shift)(c);
+    }
+    if (built) {
+        double off = c->lam * c->c, u = c->pre_u;
+#pragma omp for schedule(static)
+        for (size_t ch = 0; ch < c->nchunk; ch++) {
+            GM_T *tp = c->part + ch * mp;
+            size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
+            for (size_t j = 0; j < m; j++) tp[j] = 0;
+            for (size_t i = i0; i < i1; i += 4) {
+                size_t r = i1 - i < 4 ? i1 - i : 4;
+                for (size_t q = 0; q < r; q++) {
+                    GM_T lo, hi;
+                    if (!GM_FN(db_rowstats)(c->S + (i + q) * m, m, &lo, &hi)) bad = 1;
+                    if ((double)lo < mn) mn = (double)lo;
+                    if ((double)hi > mx) mx = (double)hi;
+                    s1[i + q] = GM_FN(db_exp_row)(c, i + q);
+                }
+                GM_FN(db_arows)(c, i, s1 + i, r, off, u, a1 + i);
+                GM_FN(db_axpy_rows)(tp, c->K + i * c->ldk, c->ldk, a1 + i, r, m);
+            }
+        }
+    } else {
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            GM_T lo, hi;
+            if (!GM_FN(db_rowstats)(c->S + i * m, m, &lo, &hi)) bad = 1;
+            if ((double)lo < mn) mn = (double)lo;
+            if ((double)hi > mx) mx = (double)hi;
+        }
+    }
+    c->tmn[tid] = mn;
+    c->tmx[tid] = mx;
+    c->tbad[tid] = bad;
+#pragma omp barrier
+#pragma omp single
+    {
+        for (int t = 0; t < db_nth(); t++) {
+            if (c->tbad[t]) c->err = GM_ERR_NONFINITE_ARG(0);
+            if (c->tmn[t] < mn) mn = c->tmn[t];
+            if (c->tmx[t] > mx) mx = c->tmx[t];
+        }
+        double lb = c->lam * (mx - c->bin > c->bin - mn ? mx - c->bin : c->bin - mn);
+        double lm = 0.5 * c->lam * (mx - mn);
+        c->kernel = 0;
+        c->rebuild = 0;
+        c->pre_fused = 0;
+        if (method != GM_DUSTBIN_LOG && lb <= DB_LMAX) {
+            c->kernel = 1;
+            c->L = lb;
+        } else if (method != GM_DUSTBIN_LOG && lm <= DB_LMAX) {
+            c->kernel = 1;
+            c->rebuild = 1;
+            GM_FN(db_set_centre)(c, 0.5 * (mn + mx), lm);
+        }
+        if (method == GM_DUSTBIN_KERNEL && !c->kernel && c->err == GM_OK)
+            c->err = GM_ERR_NUMERIC;
+        if (c->kernel) {
+            GM_T *b0 = GM_FN(db_bptr)(c, 0);
+            for (size_t j = 0; j < c->m1; j++) b0[j] = 1;
+        }
+        if (c->kernel && !c->rebuild && c->err == GM_OK) {
+            /* the bin row of iteration 1, then whether the shortcut holds */
+            double amax = -INFINITY, lmax = -INFINITY;
+            s1[n] = c->kb * GM_FN(gm_vec_sum32)(GM_FN(db_bptr)(c, 0), c->m1);
+            a1[n] = GM_FN(db_arow)(c, n, s1[n], c->lam * c->c, c->pre_u);
+            for (size_t i = 0; i < c->n1; i++) {
+                lmax = c->la[i] > lmax ? c->la[i] : lmax;
+                if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+            }
+            if (isfinite(lmax) && 2.0 * c->L + (c->pre_u - lmax) <= -DB_LOGMIN - 30.0) {
+                c->pre_fused = 1;
+                c->sig_a = c->pre_u;
+                for (int q = 0; q < db_nth(); q++)
+                    GM_FN(db_st)(c, q)[DB_ST_LA(1)] = q == 0 ? amax : -INFINITY;
+            }
+        }
+    }
+    if (c->err == GM_OK && c->rebuild) {
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i++) s1[i] = GM_FN(db_exp_row)(c, i);
+    }
+}
+
+/* la_i = pot(log mu_i, lam c + shift + log s_i) for all n1 rows, then a~ =
+ * exp(la - max la) into `a`.  Returns the max.  O(n1), vectorized. */
+static double GM_FN(db_kupdate)(const GM_FN(db_ctx) *c, const GM_T *s, const double *logm,
+                                 size_t len, double shift, double *l, double *tmp, GM_T *a)
+{
+    double off = c->lam * c->c + shift, mx = -INFINITY;
+    for (size_t i = 0; i < len; i++) tmp[i] = (double)s[i];
+    db_log_array(tmp, l, len);
+    for (size_t i = 0; i < len; i++) l[i] = GM_FN(db_pot)(c->phi, logm[i], off + l[i]);
+    for (size_t i = 0; i < len; i++) mx = l[i] > mx ? l[i] : mx;
+    for (size_t i = 0; i < len; i++) a[i] = (GM_T)gm_exp_f64(l[i] - mx);
+    return mx;
+}
+
+/* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
+ * `extra`.  Single thread, O(M N / 32), vectorized. */
+static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out)
+{
+    for (size_t j = 0; j < c->m; j++) out[j] = 0;
+    for (size_t ch = 0; ch < c->nchunk; ch++) {
+        const GM_T *tp = c->part + ch * c->mpad;
+        for (size_t j = 0; j < c->m; j++) out[j] += tp[j];
+    }
+    for (size_t j = 0; j < c->m; j++) out[j] += extra;
+}
+
+/* Provisional shift for the fused iteration t (every thread, O(threads)):
+ * with Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
+ * la^t_i <= la^{t-1}_i - phi min Delta and >= la^{t-1}_i - phi max Delta, so
+ * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
+ * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
+ * when 2L + D leaves float room (see db_kernel_forward), else 0.  The
+ * extremes come from the per-thread statistics of iteration t-1. */
+static int GM_FN(db_fused_shift)(const GM_FN(db_ctx) *c, int t, double *sig)
+{
+    if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
+    double dmin = GM_FN(db_st_all)(c, DB_ST_DMIN, 1), dmax = GM_FN(db_st_all)(c, DB_ST_DMAX, 0);
+    double amax = GM_FN(db_st_all)(c, DB_ST_LA(t - 1), 0);
+    if (!(dmax >= dmin) || !isfinite(amax)) return 0;
+    if (2.0 * c->L + c->phi * (dmax - dmin) > -DB_LOGMIN - 30.0) return 0;
+    *sig = amax - c->phi * dmin;
+    return 1;
 }
 
 /* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
@@ -640,7 +704,10 @@ static void GM_FN(db_kernel_forward)(GM_FN(db_ctx) *c)
             c->sig_a = sig_f;
             if (c->logmu[n] != -INFINITY) amax0 = c->la[n];
         }
-        if (fused) {
+        if (t == 1 && c->pre_fused) {
+            /* row half and column partials done by db_prepare */
+            fused = 1;
+        } else if (fused) {
             GM_FN(db_fused_iter)(c, t, s, a, bp, sig_f, amax0);
         } else {
             size_t j0, j1;
