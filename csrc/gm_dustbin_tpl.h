@@ -336,7 +336,7 @@ static int GM_FN(db_rowstats)(const GM_T *s, size_t m, GM_T *lo, GM_T *hi)
 
 /* Row i of K' = exp(lam S - lam c) into K, returning its sum plus kb (the
  * first row sum s^1_i, since b~^0 = 1).  O(M). */
-static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i)
+static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i, int in)
 {
     const GM_T *si = c->S + i * c->m;
     GM_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
@@ -344,12 +344,30 @@ static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i)
     /* the exponentials are compute-bound: fetch the next row of S meanwhile
      * (one cache line per block of 16 values) */
     const GM_T *nx = i + 1 < c->n ? si + m : si;
-    for (; j + 16 <= m; j += 16) {
-        DB_PREFETCH(nx + j);
-        for (size_t l = 0; l < 16; l++) ki[j + l] = GM_EXP(lamT * si[j + l] - lamcT);
+    if (in) {
+        for (; j + 16 <= m; j += 16) {
+            DB_PREFETCH(nx + j);
+            for (size_t l = 0; l < 16; l++) ki[j + l] = GM_EXP_IN(lamT * si[j + l] - lamcT);
+        }
+        for (; j < m; j++) ki[j] = GM_EXP_IN(lamT * si[j] - lamcT);
+    } else {
+        for (; j + 16 <= m; j += 16) {
+            DB_PREFETCH(nx + j);
+            for (size_t l = 0; l < 16; l++) ki[j + l] = GM_EXP(lamT * si[j + l] - lamcT);
+        }
+        for (; j < m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
     }
-    for (; j < m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
     return GM_FN(gm_vec_sum32)(ki, m) + c->kb;
+}
+
+/* Whether every exponent lam S_ij - lam c of a row with finite values in
+ * [lo, hi] lies well inside GM_EXP_IN's range (1 of margin for the float
+ * rounding of the exponent), so that db_exp_row may skip the clamp.  O(1). */
+static int GM_FN(db_exp_in)(const GM_FN(db_ctx) *c, GM_T lo, GM_T hi)
+{
+    double xl = (double)c->lamT * (double)lo - (double)c->lamcT;
+    double xh = (double)c->lamT * (double)hi - (double)c->lamcT;
+    return xl > DB_LOGMIN + 1.0 && xh < DB_LOGMAX - 1.0;
 }
 
 /* Set the working-type constants for centre cc and bound L.  O(1). */
@@ -467,10 +485,11 @@ static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
                 size_t r = i1 - i < 4 ? i1 - i : 4;
                 for (size_t q = 0; q < r; q++) {
                     GM_T lo, hi;
-                    if (!GM_FN(db_rowstats)(c->S + (i + q) * m, m, &lo, &hi)) bad = 1;
+                    int ok = GM_FN(db_rowstats)(c->S + (i + q) * m, m, &lo, &hi);
+                    if (!ok) bad = 1;
                     if ((double)lo < mn) mn = (double)lo;
                     if ((double)hi > mx) mx = (double)hi;
-                    s1[i + q] = GM_FN(db_exp_row)(c, i + q);
+                    s1[i + q] = GM_FN(db_exp_row)(c, i + q, ok && GM_FN(db_exp_in)(c, lo, hi));
                 }
                 GM_FN(db_arows)(c, i, s1 + i, r, off, u, a1 + i);
                 GM_FN(db_axpy_rows)(tp, c->K + i * c->ldk, c->ldk, a1 + i, r, m);
@@ -534,7 +553,8 @@ static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
     }
     if (c->err == GM_OK && c->rebuild) {
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < n; i++) s1[i] = GM_FN(db_exp_row)(c, i);
+        for (size_t i = 0; i < n; i++)  /* S finite, every exponent within +-L <= DB_LMAX */
+            s1[i] = GM_FN(db_exp_row)(c, i, c->L < DB_LOGMAX - 2.0);
     }
 }
 
