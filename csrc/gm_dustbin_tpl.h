@@ -476,8 +476,9 @@ static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
     }
     if (built) {
         double off = c->lam * c->c, u = c->pre_u;
-#pragma omp for schedule(static)
-        for (size_t ch = 0; ch < c->nchunk; ch++) {
+        size_t k0, k1;
+        db_chunk_range(c->nchunk, &k0, &k1);
+        for (size_t ch = k0; ch < k1; ch++) {
             GM_T *tp = c->part + ch * mp;
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
             for (size_t j = 0; j < m; j++) tp[j] = 0;
@@ -615,8 +616,9 @@ static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, int t, GM_T *s, GM_T *a, cons
     size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
     GM_T kbb = c->kb * bp[m];
     double off = c->lam * c->c + c->sig_b, amax = amax0;
-#pragma omp for schedule(static) nowait
-    for (size_t ch = 0; ch < c->nchunk; ch++) {
+    size_t k0, k1;
+    db_chunk_range(c->nchunk, &k0, &k1);
+    for (size_t ch = k0; ch < k1; ch++) {
         GM_T *tp = c->part + ch * mp, w[DB_RG];
         size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
         for (size_t j = 0; j < m; j++) tp[j] = 0;
@@ -1091,23 +1093,25 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
         double lrs = t == T ? c->lam : 0.0;
         (void)tc;
         /* fused: w = K' hv per row, hu from it, z partials += hu_i K'_i */
-#pragma omp for schedule(static)
-        for (size_t ch = 0; ch < c->nchunk; ch++) {
+        size_t k0, k1;
+        db_chunk_range(c->nchunk, &k0, &k1);
+        for (size_t ch = k0; ch < k1; ch++) {
             GM_T *zp = c->part + ch * mp, w4[4];
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n, i = i0;
             for (size_t j = 0; j < m; j++) zp[j] = 0;
             for (; i < i1; i += 4) {
                 size_t r = i1 - i < 4 ? i1 - i : 4;
-                const GM_T *k0 = c->K + i * c->ldk;
-                GM_FN(db_dots)(k0, c->ldk, hv, m, r, w4);
+                const GM_T *kr = c->K + i * c->ldk;
+                GM_FN(db_dots)(kr, c->ldk, hv, m, r, w4);
                 for (size_t q = 0; q < r; q++) {
                     double w = (double)(w4[q] + kb * hv[m]);
                     double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
                     hu[i + q] = (GM_T)(g / (double)s[i + q]);
                 }
-                GM_FN(db_axpy_rows)(zp, k0, c->ldk, hu + i, r, m);
+                GM_FN(db_axpy_rows)(zp, kr, c->ldk, hu + i, r, m);
             }
         }
+#pragma omp barrier
         {
             /* column half on this thread's columns (the bin column on the
              * last thread): z = K'^T hu from the chunk partials in chunk
