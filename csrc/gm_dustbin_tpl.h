@@ -1024,14 +1024,22 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into, int raw)
         for (size_t j = j0; j < j1; j++) c->cs[j] = (double)acc[j];
     }
 #pragma omp barrier
-#pragma omp single
     {
+        /* the bin row's g (one exponential each) on all threads, then the
+         * sums in order on one */
         const GM_T *gn = c->G + n * m1;
-        double rn = 0.0, cm = 0.0;
+#pragma omp for schedule(static)
         for (size_t j = 0; j < m1; j++) {
             double g = (double)gn[j];
             if (!c->wrt_log) g *= (double)GM_FN(db_plan_bin)(c, n, j);
             c->gbr[j] = g;
+        }
+    }
+#pragma omp single
+    {
+        double rn = 0.0, cm = 0.0;
+        for (size_t j = 0; j < m1; j++) {
+            double g = c->gbr[j];
             rn += g;
             if (j < m) c->cs[j] += g;
         }
@@ -1195,22 +1203,32 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
                 }
         }
     }
+    {
+        /* dL/dbin: the terms of the entries (i, M) for i < N, then of the
+         * whole bin row (N, j), on all threads (into dn and dm, free by now),
+         * summed in that order on one */
+        size_t ne = n + m1;
+#pragma omp for schedule(static)
+        for (size_t e = 0; e < ne; e++) {
+            size_t i = e < n ? e : n, j = e < n ? m : e - n;
+            double acc = 0.0;
+            for (int k = 0; k < T; k++)
+                acc += (double)c->at[(size_t)k * n1 + i] * (double)c->bmat[(size_t)k * mp + j] +
+                       (double)c->hu[(size_t)k * n1 + i] *
+                           (double)c->bmat[(size_t)(T + k) * mp + j];
+            double g = i < n ? c->gbc[i] : c->gbr[j];
+            double term = c->lam * g - c->phi * (double)kb * acc;
+            if (e < n)
+                c->dn[e] = term;
+            else
+                c->dm[e - n] = term;
+        }
+    }
 #pragma omp single
     {
         double d = 0.0;
-        for (size_t i = 0; i < n1; i++) {
-            /* entries (i, M) for i < N, then the whole bin row (N, j) */
-            size_t jlo = i < n ? m : 0;
-            for (size_t j = jlo; j < m1; j++) {
-                double acc = 0.0;
-                for (int k = 0; k < T; k++)
-                    acc += (double)c->at[(size_t)k * n1 + i] * (double)c->bmat[(size_t)k * mp + j] +
-                           (double)c->hu[(size_t)k * n1 + i] *
-                               (double)c->bmat[(size_t)(T + k) * mp + j];
-                double g = i < n ? c->gbc[i] : c->gbr[j];
-                d += c->lam * g - c->phi * (double)kb * acc;
-            }
-        }
+        for (size_t i = 0; i < n; i++) d += c->dn[i];
+        for (size_t j = 0; j < m1; j++) d += c->dm[j];
         if (dbin) *dbin = d;
     }
 }
