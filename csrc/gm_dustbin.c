@@ -22,6 +22,7 @@
  * column blocks with each column summed in row order; sums that cross both
  * use fixed-size chunk partials.  Results never depend on the thread count.
  */
+#define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "geomatch.h"
 #include "gm_math.h"
 #include "gm_parallel.h"
@@ -66,6 +67,24 @@ static void db_log_array(const double *x, double *out, size_t n)
         if (!(x[i] >= DBL_MIN && x[i] <= DBL_MAX)) out[i] = log(x[i]);
 }
 
+/* Hint that the cache line at p will be read soon (GCC and Clang; nothing
+ * elsewhere). */
+#if defined(__GNUC__)
+#define DB_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define DB_PREFETCH(p) ((void)(p))
+#endif
+
+/* `bytes` bytes aligned to 64 (a cache line, one AVX-512 vector), zeroed
+ * when `zero`; NULL on failure.  Freed with free().  O(bytes) when zeroed. */
+static void *db_amalloc(size_t bytes, int zero)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) return NULL;
+    if (zero) memset(p, 0, bytes);
+    return p;
+}
+
 /* Threads for a problem with `work` matrix entries (gm_parallel.h's policy:
  * one below 2**17 entries, where the ~2 thread synchronizations per
  * iteration would dominate). */
@@ -83,6 +102,31 @@ static void db_col_range(size_t m, size_t *j0, size_t *j1)
     *j1 = 16 * b1 < m ? 16 * b1 : m;
     if (*j0 > m) *j0 = m;
 }
+
+/* This thread's share [k0, k1) of nk row chunks of DB_CHUNK rows, in
+ * contiguous runs; the extra chunk of an uneven split goes to the last
+ * threads, which hold the short last chunk (with 2 threads and N = 1369:
+ * 672 and 697 rows, where OpenMP's static schedule gives 704 and 665).  The
+ * split changes no result: every chunk writes its own rows and partial.
+ * O(1). */
+static void db_chunk_range(size_t nk, size_t *k0, size_t *k1)
+{
+    size_t t = (size_t)db_tid(), nt = (size_t)db_nth();
+    *k0 = nk * t / nt;
+    *k1 = nk * (t + 1) / nt;
+}
+
+/* Per-thread statistics of an iteration (slot k of thread `tid`): the max
+ * of the column log potentials lb, the min and max of Delta_j = lb^t_j -
+ * lb^{t-1}_j over columns of positive mass, the max of the row log
+ * potentials la over rows of positive mass.  Min and max are exact, so
+ * combining them over threads does not depend on the thread count. */
+#define DB_TST 8 /* slots per thread: one cache line of doubles */
+enum { DB_ST_LBMAX = 0, DB_ST_DMIN = 1, DB_ST_DMAX = 2, DB_ST_LAMAX = 3 };
+
+/* The la max of iteration t is written at the end of a thread's sweep while
+ * a slower thread may still read that of t-1: two slots by parity. */
+#define DB_ST_LA(t) (DB_ST_LAMAX + ((t) & 1))
 
 #define GM_TPL 32
 #include "gm_tpl.h"

@@ -18,23 +18,25 @@
 #define DB_LANES 32
 #define DB_FB 64
 #define DB_CHUNK 32
+#define DB_RG 8
+#define DB_FC (GM_IS_F32 ? 32 : 16) /* two 64-byte vectors */
 
 typedef struct {
     size_t n, m, n1, m1, mpad, nchunk;
     const GM_T *S;
     const GM_T *G;
     double lam, phi, bin, c, L;
-    int iters, store, kernel, rebuild, wrt_log, nt, fused, nu_pos;
+    int iters, store, kernel, rebuild, wrt_log, nt, nu_pos, dsbad, pre_fused;
     GM_T lamT, lamcT, lambinT, kb;
-    GM_T *K;
+    GM_T *K, *kbuf, *dS;
     size_t ldk;
     double *logmu, *lognu, *la, *lb, *lbp, *dn, *dm, *rs, *cs, *gbc, *gbr;
-    double sig_a, sig_b, sig_f, dbacc;
+    double sig_a, sig_b, dbacc, pre_u;
     unsigned char *mulrow;
     GM_T *at, *srow, *tcol, *bmat, *brot, *bfin, *hu;
     GM_T *fu, *gv, *nlr, *nlc;
     GM_T *vn, *vm, *vm2, *part, *rowtmp, *abuf;
-    double *tmn, *tmx;
+    double *tmn, *tmx, *tst;
     int *tbad;
     int err;
 } GM_FN(db_ctx);
@@ -211,31 +213,32 @@ static int GM_FN(db_alloc)(GM_FN(db_ctx) *c)
     c->gbc = malloc(n1 * sizeof(double));
     c->gbr = malloc(m1 * sizeof(double));
     c->mulrow = malloc(n1);
-    c->at = malloc(H * n1 * sizeof(GM_T));
-    c->srow = malloc(H * n1 * sizeof(GM_T));
-    c->tcol = malloc(H * m1 * sizeof(GM_T));
-    c->bmat = calloc(c->store ? 2 * T * mp : 1, sizeof(GM_T));
-    c->brot = calloc(2 * mp, sizeof(GM_T));
-    c->bfin = calloc(mp, sizeof(GM_T));
-    c->hu = malloc((c->store ? T * n1 : 1) * sizeof(GM_T));
-    c->fu = malloc(H * n1 * sizeof(GM_T));
-    c->gv = calloc((c->store ? T + 1 : 2) * mp, sizeof(GM_T));
-    c->nlr = malloc(H * n1 * sizeof(GM_T));
-    c->nlc = malloc(H * m1 * sizeof(GM_T));
-    c->vn = malloc(n1 * sizeof(GM_T));
-    c->vm = calloc(mp, sizeof(GM_T));
-    c->vm2 = calloc(mp, sizeof(GM_T));
-    c->part = malloc(c->nchunk * mp * sizeof(GM_T) + sizeof(GM_T));
-    c->rowtmp = malloc(4 * nt * mp * sizeof(GM_T));
-    c->abuf = malloc(8 * nt * T * sizeof(GM_T));
+    c->at = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->srow = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->tcol = db_amalloc(H * m1 * sizeof(GM_T), 0);
+    c->bmat = db_amalloc((c->store ? 2 * T * mp : 1) * sizeof(GM_T), 1);
+    c->brot = db_amalloc((2 * mp) * sizeof(GM_T), 1);
+    c->bfin = db_amalloc((mp) * sizeof(GM_T), 1);
+    c->hu = db_amalloc((c->store ? T * n1 : 1) * sizeof(GM_T), 0);
+    c->fu = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->gv = db_amalloc(((c->store ? T + 1 : 2) * mp) * sizeof(GM_T), 1);
+    c->nlr = db_amalloc(H * n1 * sizeof(GM_T), 0);
+    c->nlc = db_amalloc(H * m1 * sizeof(GM_T), 0);
+    c->vn = db_amalloc(n1 * sizeof(GM_T), 0);
+    c->vm = db_amalloc((mp) * sizeof(GM_T), 1);
+    c->vm2 = db_amalloc((mp) * sizeof(GM_T), 1);
+    c->part = db_amalloc(c->nchunk * mp * sizeof(GM_T) + sizeof(GM_T), 0);
+    c->rowtmp = db_amalloc(4 * nt * mp * sizeof(GM_T), 0);
+    c->abuf = db_amalloc(2 * DB_RG * nt * T * sizeof(GM_T), 0);
     c->tmn = malloc(nt * sizeof(double));
     c->tmx = malloc(nt * sizeof(double));
+    c->tst = db_amalloc(DB_TST * nt * sizeof(double), 0);
     c->tbad = malloc(nt * sizeof(int));
     if (!c->logmu || !c->lognu || !c->la || !c->lb || !c->lbp || !c->dn || !c->dm || !c->rs ||
         !c->cs || !c->gbc || !c->gbr || !c->mulrow || !c->at || !c->srow || !c->tcol ||
         !c->bmat || !c->brot || !c->bfin || !c->hu || !c->fu || !c->gv || !c->nlr ||
         !c->nlc || !c->vn || !c->vm || !c->vm2 || !c->part || !c->rowtmp || !c->abuf || !c->tmn ||
-        !c->tmx || !c->tbad)
+        !c->tmx || !c->tbad || !c->tst)
         return GM_ERR_NOMEM;
     return GM_OK;
 }
@@ -246,8 +249,24 @@ static void GM_FN(db_free)(GM_FN(db_ctx) *c)
     void *p[] = {c->logmu, c->lognu, c->la, c->lb, c->lbp, c->dn, c->dm, c->rs, c->cs, c->gbc,
                  c->gbr, c->mulrow, c->at, c->srow, c->tcol, c->bmat, c->brot, c->bfin,
                  c->hu, c->fu, c->gv, c->nlr, c->nlc, c->vn, c->vm, c->vm2, c->part,
-                 c->rowtmp, c->abuf, c->tmn, c->tmx, c->tbad};
+                 c->rowtmp, c->abuf, c->tmn, c->tmx, c->tbad, c->kbuf,
+                 c->tst};
     for (size_t k = 0; k < sizeof p / sizeof p[0]; k++) free(p[k]);
+}
+
+/* K' in its own buffer: rows of mpad entries (a multiple of 64), 64-byte
+ * aligned, so that every vector load of a row is aligned (rows of M or M+1
+ * entries inside the caller's array straddle cache lines: measured 15%
+ * slower per sweep).  Not needed by the log method.  O(1). */
+static int GM_FN(db_alloc_k)(GM_FN(db_ctx) *c, int method)
+{
+    void *p = NULL;
+    if (method == GM_DUSTBIN_LOG) return GM_OK;
+    if (!(p = db_amalloc(c->n * c->mpad * sizeof(GM_T), 0))) return GM_ERR_NOMEM;
+    c->kbuf = p;
+    c->K = p;
+    c->ldk = c->mpad;
+    return GM_OK;
 }
 
 /* Set up the context: scalar checks, marginal checks, allocation.  O(N+M). */
@@ -317,12 +336,38 @@ static int GM_FN(db_rowstats)(const GM_T *s, size_t m, GM_T *lo, GM_T *hi)
 
 /* Row i of K' = exp(lam S - lam c) into K, returning its sum plus kb (the
  * first row sum s^1_i, since b~^0 = 1).  O(M). */
-static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i)
+static GM_T GM_FN(db_exp_row)(GM_FN(db_ctx) *c, size_t i, int in)
 {
     const GM_T *si = c->S + i * c->m;
     GM_T *ki = c->K + i * c->ldk, lamT = c->lamT, lamcT = c->lamcT;
-    for (size_t j = 0; j < c->m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
-    return GM_FN(gm_vec_sum32)(ki, c->m) + c->kb;
+    size_t m = c->m, j = 0;
+    /* the exponentials are compute-bound: fetch the next row of S meanwhile
+     * (one cache line per block of 16 values) */
+    const GM_T *nx = i + 1 < c->n ? si + m : si;
+    if (in) {
+        for (; j + 16 <= m; j += 16) {
+            DB_PREFETCH(nx + j);
+            for (size_t l = 0; l < 16; l++) ki[j + l] = GM_EXP_IN(lamT * si[j + l] - lamcT);
+        }
+        for (; j < m; j++) ki[j] = GM_EXP_IN(lamT * si[j] - lamcT);
+    } else {
+        for (; j + 16 <= m; j += 16) {
+            DB_PREFETCH(nx + j);
+            for (size_t l = 0; l < 16; l++) ki[j + l] = GM_EXP(lamT * si[j + l] - lamcT);
+        }
+        for (; j < m; j++) ki[j] = GM_EXP(lamT * si[j] - lamcT);
+    }
+    return GM_FN(gm_vec_sum32)(ki, m) + c->kb;
+}
+
+/* Whether every exponent lam S_ij - lam c of a row with finite values in
+ * [lo, hi] lies well inside GM_EXP_IN's range (1 of margin for the float
+ * rounding of the exponent), so that db_exp_row may skip the clamp.  O(1). */
+static int GM_FN(db_exp_in)(const GM_FN(db_ctx) *c, GM_T lo, GM_T hi)
+{
+    double xl = (double)c->lamT * (double)lo - (double)c->lamcT;
+    double xh = (double)c->lamT * (double)hi - (double)c->lamcT;
+    return xl > DB_LOGMIN + 1.0 && xh < DB_LOGMAX - 1.0;
 }
 
 /* Set the working-type constants for centre cc and bound L.  O(1). */
@@ -336,25 +381,129 @@ static void GM_FN(db_set_centre)(GM_FN(db_ctx) *c, double cc, double L)
     c->kb = (GM_T)exp(c->lam * (c->bin - cc));
 }
 
+/* Slot k of thread tid's statistics (gm_dustbin.c, DB_ST_*).  O(1). */
+static inline double *GM_FN(db_st)(const GM_FN(db_ctx) *c, int tid)
+{
+    return c->tst + (size_t)tid * DB_TST;
+}
+
+/* Combined statistic k over the team: max (or min with `lo`).  O(threads). */
+static double GM_FN(db_st_all)(const GM_FN(db_ctx) *c, int k, int lo)
+{
+    double v = lo ? INFINITY : -INFINITY;
+    for (int t = 0; t < db_nth(); t++) {
+        double x = GM_FN(db_st)(c, t)[k];
+        if (lo ? x < v : x > v) v = x;
+    }
+    return v;
+}
+
+/* a~_i = exp(la_i - sig) for one row from its row sum s (double work).
+ * O(1). */
+static inline GM_T GM_FN(db_arow)(GM_FN(db_ctx) *c, size_t i, GM_T s, double off, double sig)
+{
+    double sd = (double)s;
+    double ls = sd >= DBL_MIN && sd <= DBL_MAX ? db_log_fast(sd) : log(sd);
+    c->la[i] = GM_FN(db_pot)(c->phi, c->logmu[i], off + ls);
+    return (GM_T)gm_exp_f64(c->la[i] - sig);
+}
+
+/* a~ for the r <= DB_RG rows at i from their row sums s (db_arow's
+ * arithmetic, one row per lane, so that the double log and exp vectorize
+ * across rows; libm's log for a sum outside the normal range).  O(r). */
+static inline void GM_FN(db_arows)(GM_FN(db_ctx) *c, size_t i, const GM_T *s, size_t r,
+                                   double off, double sig, GM_T *a)
+{
+    double sd[DB_RG], ls[DB_RG], lm[DB_RG], la[DB_RG], ex[DB_RG], phi = c->phi;
+    for (size_t q = 0; q < DB_RG; q++) {
+        sd[q] = q < r ? (double)s[q] : 1.0;
+        lm[q] = q < r ? c->logmu[i + q] : 0.0;
+    }
+#pragma omp simd
+    for (int q = 0; q < DB_RG; q++) ls[q] = db_log_fast(sd[q]);
+    for (size_t q = 0; q < r; q++)
+        if (!(sd[q] >= DBL_MIN && sd[q] <= DBL_MAX)) ls[q] = log(sd[q]);
+    if (phi == 0.0) {
+        for (int q = 0; q < DB_RG; q++) la[q] = 0.0;
+    } else {
+#pragma omp simd
+        for (int q = 0; q < DB_RG; q++) la[q] = phi * (lm[q] - (off + ls[q]));
+    }
+#pragma omp simd
+    for (int q = 0; q < DB_RG; q++) ex[q] = gm_exp_f64(la[q] - sig);
+    for (size_t q = 0; q < r; q++) {
+        c->la[i + q] = la[q];
+        a[q] = (GM_T)ex[q];
+    }
+}
+
+/* Provisional shift for iteration 1 fused into the exponential pass: with
+ * b~^0 = 1 every row sum is s_i >= kb, so la^1_i <= U = max_i pot(log mu_i,
+ * lam c + log kb) over rows of positive mass, and a~_i = exp(la^1_i - U) <= 1.
+ * Single thread, O(N). */
+static double GM_FN(db_pre_shift)(const GM_FN(db_ctx) *c)
+{
+    double u = -INFINITY, off = c->lam * c->c + log((double)c->kb);
+    for (size_t i = 0; i < c->n1; i++) {
+        if (c->logmu[i] == -INFINITY) continue;
+        double v = GM_FN(db_pot)(c->phi, c->logmu[i], off);
+        u = v > u ? v : u;
+    }
+    return u;
+}
+
 /* Parallel part before the iterations: scan S (finite, min, max) and choose
  * the path.  For method auto/kernel the scan is fused with building K' =
- * exp(lam (S - bin)) and the first row sums; the kernel domain is used when
- * L = lam * max|S~ - c| <= DB_LMAX with c = bin_score, else with c the
- * centre of the range (K' rebuilt), else the log domain.  O(NM). */
+ * exp(lam (S - bin)), the first row sums s^1 and -- while each group of four
+ * rows is cached -- the chunk partials of the first column sums K'^T a~^1
+ * with a~^1 = exp(la^1 - U) (db_pre_shift), so that iteration 1 needs no
+ * pass of its own; that shortcut is kept (c->pre_fused) when 2L + D <=
+ * -log(min normal) - 30 with D = U - max la^1 (see db_kernel_forward), else
+ * iteration 1 runs exactly.  The kernel domain is used when L = lam *
+ * max|S~ - c| <= DB_LMAX with c = bin_score, else with c the centre of the
+ * range (K' rebuilt, no shortcut), else the log domain.  O(NM). */
 static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
 {
     int tid = db_tid(), bad = 0, built = method != GM_DUSTBIN_LOG;
     double mn = c->bin, mx = c->bin;
+    size_t n = c->n, m = c->m, mp = c->mpad;
     GM_T *s1 = c->srow + GM_FN(db_slot)(c, 1) * c->n1;
+    GM_T *a1 = c->at + GM_FN(db_slot)(c, 1) * c->n1;
 #pragma omp single
-    GM_FN(db_set_centre)(c, c->bin, 0.0);
+    {
+        GM_FN(db_set_centre)(c, c->bin, 0.0);
+        if (built) c->pre_u = GM_FN(db_pre_shift)(c);
+    }
+    if (built) {
+        double off = c->lam * c->c, u = c->pre_u;
+        size_t k0, k1;
+        db_chunk_range(c->nchunk, &k0, &k1);
+        for (size_t ch = k0; ch < k1; ch++) {
+            GM_T *tp = c->part + ch * mp;
+            size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
+            for (size_t j = 0; j < m; j++) tp[j] = 0;
+            for (size_t i = i0; i < i1; i += 4) {
+                size_t r = i1 - i < 4 ? i1 - i : 4;
+                for (size_t q = 0; q < r; q++) {
+                    GM_T lo, hi;
+                    int ok = GM_FN(db_rowstats)(c->S + (i + q) * m, m, &lo, &hi);
+                    if (!ok) bad = 1;
+                    if ((double)lo < mn) mn = (double)lo;
+                    if ((double)hi > mx) mx = (double)hi;
+                    s1[i + q] = GM_FN(db_exp_row)(c, i + q, ok && GM_FN(db_exp_in)(c, lo, hi));
+                }
+                GM_FN(db_arows)(c, i, s1 + i, r, off, u, a1 + i);
+                GM_FN(db_axpy_rows)(tp, c->K + i * c->ldk, c->ldk, a1 + i, r, m);
+            }
+        }
+    } else {
 #pragma omp for schedule(static)
-    for (size_t i = 0; i < c->n; i++) {
-        GM_T lo, hi;
-        if (!GM_FN(db_rowstats)(c->S + i * c->m, c->m, &lo, &hi)) bad = 1;
-        if ((double)lo < mn) mn = (double)lo;
-        if ((double)hi > mx) mx = (double)hi;
-        if (built) s1[i] = GM_FN(db_exp_row)(c, i);
+        for (size_t i = 0; i < n; i++) {
+            GM_T lo, hi;
+            if (!GM_FN(db_rowstats)(c->S + i * m, m, &lo, &hi)) bad = 1;
+            if ((double)lo < mn) mn = (double)lo;
+            if ((double)hi > mx) mx = (double)hi;
+        }
     }
     c->tmn[tid] = mn;
     c->tmx[tid] = mx;
@@ -371,6 +520,7 @@ static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
         double lm = 0.5 * c->lam * (mx - mn);
         c->kernel = 0;
         c->rebuild = 0;
+        c->pre_fused = 0;
         if (method != GM_DUSTBIN_LOG && lb <= DB_LMAX) {
             c->kernel = 1;
             c->L = lb;
@@ -385,10 +535,27 @@ static void GM_FN(db_prepare)(GM_FN(db_ctx) *c, int method)
             GM_T *b0 = GM_FN(db_bptr)(c, 0);
             for (size_t j = 0; j < c->m1; j++) b0[j] = 1;
         }
+        if (c->kernel && !c->rebuild && c->err == GM_OK) {
+            /* the bin row of iteration 1, then whether the shortcut holds */
+            double amax = -INFINITY, lmax = -INFINITY;
+            s1[n] = c->kb * GM_FN(gm_vec_sum32)(GM_FN(db_bptr)(c, 0), c->m1);
+            a1[n] = GM_FN(db_arow)(c, n, s1[n], c->lam * c->c, c->pre_u);
+            for (size_t i = 0; i < c->n1; i++) {
+                lmax = c->la[i] > lmax ? c->la[i] : lmax;
+                if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+            }
+            if (isfinite(lmax) && 2.0 * c->L + (c->pre_u - lmax) <= -DB_LOGMIN - 30.0) {
+                c->pre_fused = 1;
+                c->sig_a = c->pre_u;
+                for (int q = 0; q < db_nth(); q++)
+                    GM_FN(db_st)(c, q)[DB_ST_LA(1)] = q == 0 ? amax : -INFINITY;
+            }
+        }
     }
     if (c->err == GM_OK && c->rebuild) {
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < c->n; i++) s1[i] = GM_FN(db_exp_row)(c, i);
+        for (size_t i = 0; i < n; i++)  /* S finite, every exponent within +-L <= DB_LMAX */
+            s1[i] = GM_FN(db_exp_row)(c, i, c->L < DB_LOGMAX - 2.0);
     }
 }
 
@@ -406,72 +573,8 @@ static double GM_FN(db_kupdate)(const GM_FN(db_ctx) *c, const GM_T *s, const dou
     return mx;
 }
 
-/* Provisional shift for the fused iteration t (single thread, O(N+M)): with
- * Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
- * la^t_i <= la^{t-1}_i - phi min Delta and >= la^{t-1}_i - phi max Delta, so
- * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
- * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
- * when 2L + D leaves float room (see db_kernel_forward), else 0. */
-static int GM_FN(db_fused_shift)(const GM_FN(db_ctx) *c, int t, double *sig)
-{
-    double dmin = INFINITY, dmax = -INFINITY, amax = -INFINITY;
-    if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
-    for (size_t j = 0; j < c->m1; j++) {
-        if (c->lognu[j] == -INFINITY) continue;
-        double d = c->lb[j] - c->lbp[j];
-        dmin = d < dmin ? d : dmin;
-        dmax = d > dmax ? d : dmax;
-    }
-    for (size_t i = 0; i < c->n1; i++)
-        if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
-    if (!(dmax >= dmin) || !isfinite(amax)) return 0;
-    if (2.0 * c->L + c->phi * (dmax - dmin) > -DB_LOGMIN - 30.0) return 0;
-    *sig = amax - c->phi * dmin;
-    return 1;
-}
-
-/* a~_i = exp(la_i - sig) for one row from its row sum s (double work).
- * O(1). */
-static inline GM_T GM_FN(db_arow)(GM_FN(db_ctx) *c, size_t i, GM_T s, double off, double sig)
-{
-    double sd = (double)s;
-    double ls = sd >= DBL_MIN && sd <= DBL_MAX ? db_log_fast(sd) : log(sd);
-    c->la[i] = GM_FN(db_pot)(c->phi, c->logmu[i], off + ls);
-    return (GM_T)gm_exp_f64(c->la[i] - sig);
-}
-
-/* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
- * fixed 32-row chunks computing the row sums s^t = K' b~^{t-1}, a~^t row by
- * row, and the chunk partials of the column sums K'^T a~^t from the same
- * rows while they are cached (reduced in chunk order by db_reduce_parts).
- * O(NM), one pass over K' instead of two. */
-static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, GM_T *s, GM_T *a, GM_T *tc, const GM_T *bp,
-                                  double sig)
-{
-    size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
-    GM_T kbb = c->kb * bp[m];
-    double off = c->lam * c->c + c->sig_b;
-    (void)tc;
-#pragma omp for schedule(static)
-    for (size_t ch = 0; ch < c->nchunk; ch++) {
-        GM_T *tp = c->part + ch * mp, w4[4];
-        size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
-        for (size_t j = 0; j < m; j++) tp[j] = 0;
-        for (size_t i = i0; i < i1; i += 4) {
-            size_t r = i1 - i < 4 ? i1 - i : 4;
-            const GM_T *k0 = c->K + i * ldk;
-            GM_FN(db_dots)(k0, ldk, bp, m, r, w4);
-            for (size_t q = 0; q < r; q++) {
-                s[i + q] = w4[q] + kbb;
-                a[i + q] = GM_FN(db_arow)(c, i + q, s[i + q], off, sig);
-            }
-            GM_FN(db_axpy_rows)(tp, k0, ldk, a + i, r, m);
-        }
-    }
-}
-
 /* Column sums t_j = sum over chunks (in chunk order) of the partials, plus
- * the bin row's term.  Single thread, O(M N / 32), vectorized. */
+ * `extra`.  Single thread, O(M N / 32), vectorized. */
 static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out)
 {
     for (size_t j = 0; j < c->m; j++) out[j] = 0;
@@ -482,20 +585,111 @@ static void GM_FN(db_reduce_parts)(const GM_FN(db_ctx) *c, GM_T extra, GM_T *out
     for (size_t j = 0; j < c->m; j++) out[j] += extra;
 }
 
-/* Serial start of iteration t: bin-row sum, and the choice (and shift) of
- * the fused sweep, with the bin row's a~ when fused.  O(N+M). */
-static void GM_FN(db_iter_start)(GM_FN(db_ctx) *c, int t)
+/* Provisional shift for the fused iteration t (every thread, O(threads)):
+ * with Delta_j = lb^{t-1}_j - lb^{t-2}_j over columns of positive mass,
+ * la^t_i <= la^{t-1}_i - phi min Delta and >= la^{t-1}_i - phi max Delta, so
+ * sig = max la^{t-1} - phi min Delta keeps every a~ <= 1 and the largest
+ * >= exp(-D), D = phi (max Delta - min Delta).  Returns 1 (and sets *sig)
+ * when 2L + D leaves float room (see db_kernel_forward), else 0.  The
+ * extremes come from the per-thread statistics of iteration t-1. */
+static int GM_FN(db_fused_shift)(const GM_FN(db_ctx) *c, int t, double *sig)
 {
-    GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
-    GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
-    const GM_T *bp = GM_FN(db_bptr)(c, t - 1);
-    s[c->n] = c->kb * GM_FN(gm_vec_sum32)(bp, c->m1);
-    c->fused = GM_FN(db_fused_shift)(c, t, &c->sig_f);
-    if (c->fused) {
-        double off = c->lam * c->c + c->sig_b;
-        a[c->n] = GM_FN(db_arow)(c, c->n, s[c->n], off, c->sig_f);
-        c->sig_a = c->sig_f;
+    if (t < 2 || (t == 2 && !c->nu_pos)) return 0;
+    double dmin = GM_FN(db_st_all)(c, DB_ST_DMIN, 1), dmax = GM_FN(db_st_all)(c, DB_ST_DMAX, 0);
+    double amax = GM_FN(db_st_all)(c, DB_ST_LA(t - 1), 0);
+    if (!(dmax >= dmin) || !isfinite(amax)) return 0;
+    if (2.0 * c->L + c->phi * (dmax - dmin) > -DB_LOGMIN - 30.0) return 0;
+    *sig = amax - c->phi * dmin;
+    return 1;
+}
+
+/* Fused iteration t >= 2 (inside the parallel region): one sweep over K' in
+ * fixed 32-row chunks computing the row sums s^t = K' b~^{t-1}, a~^t for
+ * groups of DB_RG rows, and the chunk partials of the column sums
+ * K'^T a~^t from the same rows while they are cached (reduced in chunk
+ * order by db_col_update).  Also the thread's max of la over rows of
+ * positive mass (the bin row's, `amax0`, computed before).  Ends with a
+ * barrier.  O(NM), one pass over K' instead of two. */
+static void GM_FN(db_fused_iter)(GM_FN(db_ctx) *c, int t, GM_T *s, GM_T *a, const GM_T *bp,
+                                  double sig, double amax0)
+{
+    size_t n = c->n, m = c->m, ldk = c->ldk, mp = c->mpad;
+    GM_T kbb = c->kb * bp[m];
+    double off = c->lam * c->c + c->sig_b, amax = amax0;
+    size_t k0, k1;
+    db_chunk_range(c->nchunk, &k0, &k1);
+    for (size_t ch = k0; ch < k1; ch++) {
+        GM_T *tp = c->part + ch * mp, w[DB_RG];
+        size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n;
+        for (size_t j = 0; j < m; j++) tp[j] = 0;
+        for (size_t i = i0; i < i1; i += DB_RG) {
+            size_t r = i1 - i < DB_RG ? i1 - i : DB_RG;
+            const GM_T *k0 = c->K + i * ldk;
+            for (size_t q = 0; q < r; q += 4)
+                GM_FN(db_dots)(k0 + q * ldk, ldk, bp, m, r - q < 4 ? r - q : 4, w + q);
+            for (size_t q = 0; q < r; q++) s[i + q] = w[q] + kbb;
+            GM_FN(db_arows)(c, i, s + i, r, off, sig, a + i);
+            for (size_t q = 0; q < r; q += 4)
+                GM_FN(db_axpy_rows)(tp, k0 + q * ldk, ldk, a + i + q, r - q < 4 ? r - q : 4, m);
+        }
+        for (size_t i = i0; i < i1; i++)
+            if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
     }
+    GM_FN(db_st)(c, db_tid())[DB_ST_LA(t)] = amax;
+#pragma omp barrier
+}
+
+/* Column half of iteration t on this thread's columns [j0, j1) (and the bin
+ * column on the last thread), after the row half: column sums (from the
+ * chunk partials in chunk order when `fused`, else already in tc), lb =
+ * pot(log nu, lam c + sig_a + log t), the thread's statistics; a barrier;
+ * then b~ = exp(lb - max lb) into bn, sig_b = max lb, and a second barrier.
+ * O((M/threads) (N/32 + 1)) plus O(threads). */
+static void GM_FN(db_col_update)(GM_FN(db_ctx) *c, int fused, const GM_T *a, GM_T *tc,
+                                    GM_T *bn)
+{
+    size_t n = c->n, m = c->m, mp = c->mpad, j0, j1, je;
+    GM_T kb = c->kb, extra = a[n] * kb;
+    double off = c->lam * c->c + c->sig_a, mx = -INFINITY, dmin = INFINITY, dmax = -INFINITY;
+    int tid = db_tid();
+    db_col_range(m, &j0, &j1);
+    je = tid == db_nth() - 1 ? m + 1 : j1; /* the last thread also takes column M */
+    if (fused) {
+        for (size_t j = j0; j < j1; j++) tc[j] = 0;
+        for (size_t ch = 0; ch < c->nchunk; ch++) {
+            const GM_T *tp = c->part + ch * mp;
+            for (size_t j = j0; j < j1; j++) tc[j] += tp[j];
+        }
+        for (size_t j = j0; j < j1; j++) tc[j] += extra;
+    }
+    if (je > j1) tc[m] = kb * GM_FN(gm_vec_sum32)(a, c->n1);
+    if (je > j0) {
+        double *l = c->lb + j0, *tmp = c->dm + j0;
+        memcpy(c->lbp + j0, l, (je - j0) * sizeof(double));
+        for (size_t j = j0; j < je; j++) tmp[j - j0] = (double)tc[j];
+        db_log_array(tmp, l, je - j0);
+        for (size_t j = j0; j < je; j++) c->lb[j] = GM_FN(db_pot)(c->phi, c->lognu[j], off + c->lb[j]);
+        for (size_t j = j0; j < je; j++) mx = c->lb[j] > mx ? c->lb[j] : mx;
+        for (size_t j = j0; j < je; j++) {
+            if (c->lognu[j] == -INFINITY) continue;
+            double d = c->lb[j] - c->lbp[j];
+            dmin = d < dmin ? d : dmin;
+            dmax = d > dmax ? d : dmax;
+        }
+    }
+    {
+        double *st = GM_FN(db_st)(c, tid);
+        st[DB_ST_LBMAX] = mx;
+        st[DB_ST_DMIN] = dmin;
+        st[DB_ST_DMAX] = dmax;
+    }
+#pragma omp barrier
+    mx = GM_FN(db_st_all)(c, DB_ST_LBMAX, 0);
+    for (size_t j = j0; j < je; j++) bn[j] = (GM_T)gm_exp_f64(c->lb[j] - mx);
+    /* every thread read c->sig_b (db_fused_iter, db_arow, db_kupdate)
+     * before the barrier above; the next reads follow the one below */
+    if (tid == 0) c->sig_b = mx;
+#pragma omp barrier
 }
 
 /* Kernel-domain forward (inside the parallel region): K' and the first row
@@ -504,39 +698,57 @@ static void GM_FN(db_iter_start)(GM_FN(db_ctx) *c, int t)
  * db_fused_shift is safe -- 2L + D <= -log(min normal) - 30, so every
  * column sum is >= exp(-L-D) and terms lost to subnormal a~ stay below
  * 1e-13 relative -- else a row pass and a column pass with exact
- * normalization.  O(N+M) double work between passes.  O(n_iter N M). */
+ * normalization.  The column half (db_col_update) runs on every thread's
+ * own columns; each thread decides `fused` itself from the team's
+ * statistics (the same decision everywhere).  Three barriers per
+ * iteration, no serial section except the O(N) row update of a non-fused
+ * iteration.  O(n_iter N M). */
 static void GM_FN(db_kernel_forward)(GM_FN(db_ctx) *c)
 {
     size_t n = c->n, m = c->m, ldk = c->ldk;
     GM_T kb = c->kb;
-#pragma omp single
-    GM_FN(db_iter_start)(c, 1);
+    int tid = db_tid(), fused = 0;
+    double sig_f = 0.0;
     for (int t = 1; t <= c->iters; t++) {
         GM_T *s = c->srow + GM_FN(db_slot)(c, t) * c->n1;
         GM_T *a = c->at + GM_FN(db_slot)(c, t) * c->n1;
         GM_T *tc = c->tcol + GM_FN(db_slot)(c, t) * c->m1;
         GM_T *bp = GM_FN(db_bptr)(c, t - 1);
         GM_T *bn = GM_FN(db_bptr)(c, t);
-        size_t j0, j1;
-        if (c->fused) {
-            GM_FN(db_fused_iter)(c, s, a, tc, bp, c->sig_f);
+        double amax0 = -INFINITY;
+        /* start of iteration t: bin-row sum and (when fused) its a~, on
+         * thread 0; read by the others after the next barrier */
+        fused = GM_FN(db_fused_shift)(c, t, &sig_f);
+        if (fused && tid == 0) {
+            double off = c->lam * c->c + c->sig_b;
+            s[n] = kb * GM_FN(gm_vec_sum32)(bp, c->m1);
+            a[n] = GM_FN(db_arow)(c, n, s[n], off, sig_f);
+            c->sig_a = sig_f;
+            if (c->logmu[n] != -INFINITY) amax0 = c->la[n];
+        }
+        if (t == 1 && c->pre_fused) {
+            /* row half and column partials done by db_prepare */
+            fused = 1;
+        } else if (fused) {
+            GM_FN(db_fused_iter)(c, t, s, a, bp, sig_f, amax0);
         } else {
+            size_t j0, j1;
             if (t > 1) GM_FN(db_rowmv)(c->K, ldk, n, m, bp, kb, s);
 #pragma omp single
-            c->sig_a = GM_FN(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
+            {
+                double amax = -INFINITY;
+                s[n] = kb * GM_FN(gm_vec_sum32)(bp, c->m1);
+                c->sig_a = GM_FN(db_kupdate)(c, s, c->logmu, c->n1, c->sig_b, c->la, c->dn, a);
+                for (size_t i = 0; i < c->n1; i++)
+                    if (c->logmu[i] != -INFINITY && c->la[i] > amax) amax = c->la[i];
+                for (int q = 0; q < db_nth(); q++)
+                    GM_FN(db_st)(c, q)[DB_ST_LA(t)] = q == 0 ? amax : -INFINITY;
+            }
             db_col_range(m, &j0, &j1);
             GM_FN(db_colmv)(c->K, ldk, n, a, tc, j0, j1);
             for (size_t j = j0; j < j1; j++) tc[j] += a[n] * kb;
-#pragma omp barrier
         }
-#pragma omp single
-        {
-            if (c->fused) GM_FN(db_reduce_parts)(c, a[n] * kb, tc);
-            tc[m] = kb * GM_FN(gm_vec_sum32)(a, c->n1);
-            memcpy(c->lbp, c->lb, c->m1 * sizeof(double));
-            c->sig_b = GM_FN(db_kupdate)(c, tc, c->lognu, c->m1, c->sig_a, c->lb, c->dm, bn);
-            if (t < c->iters) GM_FN(db_iter_start)(c, t + 1);
-        }
+        GM_FN(db_col_update)(c, fused, a, tc, bn);
     }
 }
 
@@ -700,12 +912,14 @@ static void GM_FN(db_forward)(GM_FN(db_ctx) *c, GM_T *P)
     if (P == NULL) return;
     {
         size_t n = c->n, m = c->m, m1 = c->m1;
-#pragma omp for schedule(static)
+        /* rows, then the bin row: disjoint entries, one barrier (the
+         * region's end) */
+#pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
             GM_FN(db_plan_row)(c, i, P + i * m1);
             P[i * m1 + m] = GM_FN(db_plan_bin)(c, i, m);
         }
-#pragma omp single
+#pragma omp for schedule(static) nowait
         for (size_t j = 0; j < m1; j++) P[n * m1 + j] = GM_FN(db_plan_bin)(c, n, j);
     }
 }
@@ -734,6 +948,9 @@ int GM_FN(gm_dustbin_sinkhorn)(const GM_T *S, const GM_T *mu, const GM_T *nu, si
     if (st == GM_OK) {
         c.K = P;
         c.ldk = m + 1;
+        st = GM_FN(db_alloc_k)(&c, method);
+    }
+    if (st == GM_OK) {
 #pragma omp parallel num_threads(c.nt)
         {
             GM_FN(db_prepare)(&c, method);
@@ -766,8 +983,8 @@ static double GM_FN(db_g_row)(GM_FN(db_ctx) *c, size_t i, GM_T *out, GM_T *tmp)
 /* g pass: row sums rs (n1) and column sums cs (m1) of g over the augmented
  * matrix, with column sums built from fixed 32-row chunk partials so the
  * result does not depend on the thread count.  When `into` is not NULL,
- * lam*g is written there (row stride M).  O(NM). */
-static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
+ * lam*g (g itself when `raw`) is written there (row stride M).  O(NM). */
+static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into, int raw)
 {
     size_t n = c->n, m = c->m, m1 = c->m1, mp = c->mpad;
     GM_T *row = c->rowtmp + 2 * (size_t)db_tid() * mp;
@@ -781,10 +998,11 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
             for (size_t i = i0; i < i1; i++) {
                 if (!GM_FN(gm_vec_all_finite)(c->G + i * m1, m1))
                     GM_FN(db_set_err)(c, GM_ERR_NONFINITE_ARG(3));
-                c->gbc[i] = GM_FN(db_g_row)(c, i, gbuf, row);
-                c->rs[i] = (double)GM_FN(gm_vec_sum32)(gbuf, m) + c->gbc[i];
-                for (size_t j = 0; j < m; j++) pp[j] += gbuf[j];
-                if (into) {
+                GM_T *gr = raw ? into + i * m : gbuf;
+                c->gbc[i] = GM_FN(db_g_row)(c, i, gr, row);
+                c->rs[i] = (double)GM_FN(gm_vec_sum32)(gr, m) + c->gbc[i];
+                for (size_t j = 0; j < m; j++) pp[j] += gr[j];
+                if (into && !raw) {
                     GM_T *o = into + i * m;
                     for (size_t j = 0; j < m; j++) o[j] = c->lamT * gbuf[j];
                 }
@@ -806,14 +1024,22 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
         for (size_t j = j0; j < j1; j++) c->cs[j] = (double)acc[j];
     }
 #pragma omp barrier
-#pragma omp single
     {
+        /* the bin row's g (one exponential each) on all threads, then the
+         * sums in order on one */
         const GM_T *gn = c->G + n * m1;
-        double rn = 0.0, cm = 0.0;
+#pragma omp for schedule(static)
         for (size_t j = 0; j < m1; j++) {
             double g = (double)gn[j];
             if (!c->wrt_log) g *= (double)GM_FN(db_plan_bin)(c, n, j);
             c->gbr[j] = g;
+        }
+    }
+#pragma omp single
+    {
+        double rn = 0.0, cm = 0.0;
+        for (size_t j = 0; j < m1; j++) {
+            double g = c->gbr[j];
             rn += g;
             if (j < m) c->cs[j] += g;
         }
@@ -824,19 +1050,28 @@ static void GM_FN(db_gpass)(GM_FN(db_ctx) *c, GM_T *into)
     }
 }
 
-/* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
- * hu^t_N (its row product is kb * sum(hv)).  O(N+M). */
-static void GM_FN(db_bwd_start)(GM_FN(db_ctx) *c, int t)
+/* The bin row's hu^t_N of backward step t (its row product is kb *
+ * sum(hv^t)).  O(M). */
+static void GM_FN(db_bwd_bin)(GM_FN(db_ctx) *c, int t)
 {
-    size_t n = c->n, m1 = c->m1;
-    GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    size_t n = c->n;
+    const GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
     const GM_T *a = c->at + (size_t)(t - 1) * c->n1, *s = c->srow + (size_t)(t - 1) * c->n1;
-    const GM_T *tc = c->tcol + (size_t)(t - 1) * m1;
     GM_T *hu = c->hu + (size_t)(t - 1) * c->n1;
     double lrs = t == c->iters ? c->lam : 0.0;
-    for (size_t j = 0; j < m1; j++) hv[j] = (GM_T)(c->dm[j] / (double)tc[j]);
-    double w = (double)(c->kb * GM_FN(gm_vec_sum32)(hv, m1));
+    double w = (double)(c->kb * GM_FN(gm_vec_sum32)(hv, c->m1));
     hu[n] = (GM_T)((lrs * c->rs[n] - c->phi * (double)a[n] * w) / (double)s[n]);
+}
+
+/* Serial start of backward step t: hv^t = gbar_v^t / t^t and the bin row's
+ * hu^t_N.  O(N+M). */
+static void GM_FN(db_bwd_start)(GM_FN(db_ctx) *c, int t)
+{
+    size_t m1 = c->m1;
+    GM_T *hv = c->bmat + (size_t)(t - 1) * c->mpad;
+    const GM_T *tc = c->tcol + (size_t)(t - 1) * m1;
+    for (size_t j = 0; j < m1; j++) hv[j] = (GM_T)(c->dm[j] / (double)tc[j]);
+    GM_FN(db_bwd_bin)(c, t);
 }
 
 /* Kernel-domain backward (inside the parallel region, after db_forward with
@@ -851,7 +1086,7 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1, mp = c->mpad;
     int T = c->iters;
     GM_T kb = c->kb, phiT = (GM_T)c->phi;
-    GM_FN(db_gpass)(c, NULL);
+    GM_FN(db_gpass)(c, c->dS, 1);
     if (c->err != GM_OK) return;
 #pragma omp single
     {
@@ -866,109 +1101,134 @@ static void GM_FN(db_kernel_backward)(GM_FN(db_ctx) *c, double *dbin)
         double lrs = t == T ? c->lam : 0.0;
         (void)tc;
         /* fused: w = K' hv per row, hu from it, z partials += hu_i K'_i */
-#pragma omp for schedule(static)
-        for (size_t ch = 0; ch < c->nchunk; ch++) {
+        size_t k0, k1;
+        db_chunk_range(c->nchunk, &k0, &k1);
+        for (size_t ch = k0; ch < k1; ch++) {
             GM_T *zp = c->part + ch * mp, w4[4];
             size_t i0 = ch * DB_CHUNK, i1 = i0 + DB_CHUNK < n ? i0 + DB_CHUNK : n, i = i0;
             for (size_t j = 0; j < m; j++) zp[j] = 0;
             for (; i < i1; i += 4) {
                 size_t r = i1 - i < 4 ? i1 - i : 4;
-                const GM_T *k0 = c->K + i * c->ldk;
-                GM_FN(db_dots)(k0, c->ldk, hv, m, r, w4);
+                const GM_T *kr = c->K + i * c->ldk;
+                GM_FN(db_dots)(kr, c->ldk, hv, m, r, w4);
                 for (size_t q = 0; q < r; q++) {
                     double w = (double)(w4[q] + kb * hv[m]);
                     double g = lrs * c->rs[i + q] - c->phi * (double)a[i + q] * w;
                     hu[i + q] = (GM_T)(g / (double)s[i + q]);
                 }
-                GM_FN(db_axpy_rows)(zp, k0, c->ldk, hu + i, r, m);
+                GM_FN(db_axpy_rows)(zp, kr, c->ldk, hu + i, r, m);
             }
         }
-#pragma omp single
+#pragma omp barrier
         {
-            GM_T *z = c->vm;
-            GM_FN(db_reduce_parts)(c, hu[n] * kb, z);
-            z[m] = kb * GM_FN(gm_vec_sum32)(hu, n1);
-            for (size_t j = 0; j < m1; j++) c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
-            GM_FN(db_bwd_start)(c, t - 1);
+            /* column half on this thread's columns (the bin column on the
+             * last thread): z = K'^T hu from the chunk partials in chunk
+             * order, gbar_v, and hv^{t-1} = gbar_v / t^{t-1} */
+            size_t j0, j1, je;
+            GM_T *z = c->vm, extra = hu[n] * kb, *hvn = c->bmat + (size_t)(t - 2) * mp;
+            const GM_T *tcn = c->tcol + (size_t)(t - 2) * m1;
+            db_col_range(m, &j0, &j1);
+            je = db_tid() == db_nth() - 1 ? m1 : j1;
+            for (size_t j = j0; j < j1; j++) z[j] = 0;
+            for (size_t ch = 0; ch < c->nchunk; ch++) {
+                const GM_T *zp = c->part + ch * mp;
+                for (size_t j = j0; j < j1; j++) z[j] += zp[j];
+            }
+            for (size_t j = j0; j < j1; j++) z[j] += extra;
+            if (je > j1) z[m] = kb * GM_FN(gm_vec_sum32)(hu, n1);
+            for (size_t j = j0; j < je; j++) {
+                c->dm[j] = -c->phi * (double)bp[j] * (double)z[j];
+                hvn[j] = (GM_T)(c->dm[j] / (double)tcn[j]);
+            }
         }
+#pragma omp barrier
+        /* the bin row's hu^{t-1}, read after the next barrier */
+        if (db_tid() == 0) GM_FN(db_bwd_bin)(c, t - 1);
     }
     {
-        /* t = 1: row pass fused with the final pass, rows in groups of 4
-         * (grouping fixed by N) and 16 columns at a time so that the rank-2T
-         * sums stay in registers. */
-        GM_T *hv = c->bmat, *a = c->at, *s = c->srow, *tc = c->tcol, *hu = c->hu;
-        GM_T *tmp = c->rowtmp + 4 * (size_t)db_tid() * mp;
-        GM_T *A = c->abuf + (size_t)db_tid() * 8 * (size_t)T;
+        /* t = 1: row pass fused with the final pass, rows in groups of
+         * DB_RG (grouping fixed by N) and DB_FC columns at a time so that
+         * the rank-2T sums stay in registers (two vectors per row).  g was
+         * stored in dS by the g pass; each finished row is checked for
+         * overflow while cached. */
+        GM_T *hv = c->bmat, *a = c->at, *s = c->srow, *hu = c->hu;
+        GM_T *A = c->abuf + (size_t)db_tid() * DB_RG * 2 * (size_t)T;
         double lrs = T == 1 ? c->lam : 0.0;
-        int twoT = 2 * T;
-        size_t ng = (n + 3) / 4;
-        (void)tc;
+        size_t twoT = 2 * (size_t)T, ng = (n + DB_RG - 1) / DB_RG;
 #pragma omp for schedule(static)
         for (size_t gi = 0; gi < ng; gi++) {
-            size_t i0 = 4 * gi, r = n - i0 < 4 ? n - i0 : 4;
-            for (size_t q = 0; q < 4; q++) {
+            size_t i0 = DB_RG * gi, r = n - i0 < DB_RG ? n - i0 : DB_RG;
+            const GM_T *k0 = c->K + i0 * c->ldk;
+            GM_T w[DB_RG];
+            for (size_t q = 0; q < r; q += 4)
+                GM_FN(db_dots)(k0 + q * c->ldk, c->ldk, hv, m, r - q < 4 ? r - q : 4, w + q);
+            for (size_t q = 0; q < DB_RG; q++) {
+                GM_T *Aq = A + q * twoT;
                 size_t i = i0 + q;
-                GM_T *tq = tmp + q * mp;
                 if (q >= r) {
-                    for (int k = 0; k < twoT; k++) A[q * (size_t)twoT + (size_t)k] = 0;
+                    for (size_t k = 0; k < twoT; k++) Aq[k] = 0;
                     continue;
                 }
-                const GM_T *ki = c->K + i * c->ldk, *gr = c->G + i * m1;
-                double w = (double)(GM_FN(gm_vec_dot32)(ki, hv, m) + kb * hv[m]);
-                hu[i] = (GM_T)((lrs * c->rs[i] - c->phi * (double)a[i] * w) / (double)s[i]);
-                if (!c->wrt_log) {
-                    GM_FN(db_plan_row)(c, i, tq);
-                    for (size_t j = 0; j < m; j++) tq[j] *= gr[j];
-                } else {
-                    memcpy(tq, gr, m * sizeof(GM_T));
-                }
-                for (int k = 0; k < T; k++) {
-                    A[q * (size_t)twoT + (size_t)k] = c->at[(size_t)k * n1 + i];
-                    A[q * (size_t)twoT + (size_t)(T + k)] = c->hu[(size_t)k * n1 + i];
+                double wd = (double)(w[q] + kb * hv[m]);
+                hu[i] = (GM_T)((lrs * c->rs[i] - c->phi * (double)a[i] * wd) / (double)s[i]);
+                for (size_t k = 0; k < (size_t)T; k++) {
+                    Aq[k] = c->at[k * n1 + i];
+                    Aq[T + k] = c->hu[k * n1 + i];
                 }
             }
-            for (size_t j0 = 0; j0 < m; j0 += 16) {
-                GM_T c0[16], c1[16], c2[16], c3[16];
-                size_t jn = m - j0 < 16 ? m - j0 : 16;
-                const GM_T *A1 = A + twoT, *A2 = A + 2 * twoT, *A3 = A + 3 * twoT;
-                for (int l = 0; l < 16; l++) c0[l] = c1[l] = c2[l] = c3[l] = 0;
-                for (int k = 0; k < twoT; k++) {
-                    const GM_T *b = c->bmat + (size_t)k * mp + j0;
-                    GM_T x0 = A[k], x1 = A1[k], x2 = A2[k], x3 = A3[k];
-                    for (int l = 0; l < 16; l++) {
-                        GM_T bl = b[l];
-                        c0[l] += x0 * bl;
-                        c1[l] += x1 * bl;
-                        c2[l] += x2 * bl;
-                        c3[l] += x3 * bl;
+            for (size_t j0 = 0; j0 < m; j0 += DB_FC) {
+                /* columns up to j0 + DB_FC <= mpad: the padding of bmat is 0 */
+                GM_T acc[DB_RG][DB_FC];
+                size_t jn = m - j0 < DB_FC ? m - j0 : DB_FC;
+                for (int q = 0; q < DB_RG; q++)
+                    for (int l = 0; l < DB_FC; l++) acc[q][l] = 0;
+                for (size_t k = 0; k < twoT; k++) {
+                    const GM_T *b = c->bmat + k * mp + j0;
+                    for (int q = 0; q < DB_RG; q++) {
+                        GM_T x = A[(size_t)q * twoT + k];
+                        for (int l = 0; l < DB_FC; l++) acc[q][l] += x * b[l];
                     }
                 }
                 for (size_t q = 0; q < r; q++) {
-                    GM_T *kq = c->K + (i0 + q) * c->ldk + j0;
-                    const GM_T *tq = tmp + q * mp + j0;
-                    const GM_T *cq = q == 0 ? c0 : q == 1 ? c1 : q == 2 ? c2 : c3;
+                    const GM_T *kq = c->K + (i0 + q) * c->ldk + j0;
+                    GM_T *dq = c->dS + (i0 + q) * m + j0;
                     for (size_t l = 0; l < jn; l++)
-                        kq[l] = c->lamT * tq[l] - phiT * kq[l] * cq[l];
+                        dq[l] = c->lamT * dq[l] - phiT * kq[l] * acc[q][l];
                 }
             }
+            for (size_t q = 0; q < r; q++)
+                if (!GM_FN(gm_vec_all_finite)(c->dS + (i0 + q) * m, m)) {
+#pragma omp atomic write
+                    c->dsbad = 1;
+                }
+        }
+    }
+    {
+        /* dL/dbin: the terms of the entries (i, M) for i < N, then of the
+         * whole bin row (N, j), on all threads (into dn and dm, free by now),
+         * summed in that order on one */
+        size_t ne = n + m1;
+#pragma omp for schedule(static)
+        for (size_t e = 0; e < ne; e++) {
+            size_t i = e < n ? e : n, j = e < n ? m : e - n;
+            double acc = 0.0;
+            for (int k = 0; k < T; k++)
+                acc += (double)c->at[(size_t)k * n1 + i] * (double)c->bmat[(size_t)k * mp + j] +
+                       (double)c->hu[(size_t)k * n1 + i] *
+                           (double)c->bmat[(size_t)(T + k) * mp + j];
+            double g = i < n ? c->gbc[i] : c->gbr[j];
+            double term = c->lam * g - c->phi * (double)kb * acc;
+            if (e < n)
+                c->dn[e] = term;
+            else
+                c->dm[e - n] = term;
         }
     }
 #pragma omp single
     {
         double d = 0.0;
-        for (size_t i = 0; i < n1; i++) {
-            /* entries (i, M) for i < N, then the whole bin row (N, j) */
-            size_t jlo = i < n ? m : 0;
-            for (size_t j = jlo; j < m1; j++) {
-                double acc = 0.0;
-                for (int k = 0; k < T; k++)
-                    acc += (double)c->at[(size_t)k * n1 + i] * (double)c->bmat[(size_t)k * mp + j] +
-                           (double)c->hu[(size_t)k * n1 + i] *
-                               (double)c->bmat[(size_t)(T + k) * mp + j];
-                double g = i < n ? c->gbc[i] : c->gbr[j];
-                d += c->lam * g - c->phi * (double)kb * acc;
-            }
-        }
+        for (size_t i = 0; i < n; i++) d += c->dn[i];
+        for (size_t j = 0; j < m1; j++) d += c->dm[j];
         if (dbin) *dbin = d;
     }
 }
@@ -982,7 +1242,7 @@ static void GM_FN(db_log_backward)(GM_FN(db_ctx) *c, GM_T *dS, double *dbin)
     size_t n = c->n, m = c->m, n1 = c->n1, m1 = c->m1;
     int T = c->iters;
     GM_T phiT = (GM_T)c->phi;
-    GM_FN(db_gpass)(c, dS);
+    GM_FN(db_gpass)(c, dS, 0);
     if (c->err != GM_OK) return;
 #pragma omp single
     {
@@ -1084,6 +1344,10 @@ int GM_FN(gm_dustbin_sinkhorn_vjp)(const GM_T *S, const GM_T *mu, const GM_T *nu
         c.wrt_log = wrt_log != 0;
         c.K = dS;
         c.ldk = m;
+        c.dS = dS;
+        st = GM_FN(db_alloc_k)(&c, method);
+    }
+    if (st == GM_OK) {
 #pragma omp parallel num_threads(c.nt)
         {
             GM_FN(db_prepare)(&c, method);
@@ -1098,7 +1362,9 @@ int GM_FN(gm_dustbin_sinkhorn_vjp)(const GM_T *S, const GM_T *mu, const GM_T *nu
         st = GM_FN(db_status)(&c, method);
         /* like the forward, an overflow (tiny reg, huge G) is an error, not
          * a NaN gradient */
-        if (st == GM_OK && (!GM_FN(gm_all_finite)(dS, n * m) || !isfinite(db)))
+        /* the kernel path checked dS row by row (db_kernel_backward) */
+        if (st == GM_OK &&
+            ((c.kernel ? c.dsbad : !GM_FN(gm_all_finite)(dS, n * m)) || !isfinite(db)))
             st = gm_fail(GM_ERR_NUMERIC, "the gradient overflowed or produced NaN (reg=%.9g); "
                          "try a larger regularization, a smaller grad_P or float64", reg);
         if (st == GM_OK && dbin) *dbin = db;

@@ -8,7 +8,8 @@
  *     #include "gm_tpl_end.h"      undefines them all, GM_TPL included
  *
  * Macros: GM_T (float / double), GM_FN(name) (name_f32 / name_f64),
- * GM_IS_F32 (1 / 0), GM_EXP (gm_exp_f32 / gm_exp_f64 of gm_math.h), GM_FABS
+ * GM_IS_F32 (1 / 0), GM_EXP (gm_exp_f32 / gm_exp_f64 of gm_math.h), GM_EXP_IN
+ * (their forms without the range clamp, gm_exp_f32_in / gm_exp_f64_in), GM_FABS
  * (fabsf / fabs), GM_T_MAX and GM_T_TINY (the largest and the smallest
  * normal value), GM_GEMM (CBLAS sgemm / dgemm, where gm_blas.h is included).
  * Templates derive their own per-type constants from GM_IS_F32.  The shared
@@ -27,6 +28,7 @@
 #define GM_FN(name) name##_f32
 #define GM_IS_F32 1
 #define GM_EXP gm_exp_f32
+#define GM_EXP_IN gm_exp_f32_in
 #define GM_FABS fabsf
 #define GM_T_MAX FLT_MAX
 #define GM_T_TINY FLT_MIN
@@ -36,6 +38,7 @@
 #define GM_FN(name) name##_f64
 #define GM_IS_F32 0
 #define GM_EXP gm_exp_f64
+#define GM_EXP_IN gm_exp_f64_in
 #define GM_FABS fabs
 #define GM_T_MAX DBL_MAX
 #define GM_T_TINY DBL_MIN

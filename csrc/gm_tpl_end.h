@@ -3,6 +3,7 @@
 #undef GM_FN
 #undef GM_IS_F32
 #undef GM_EXP
+#undef GM_EXP_IN
 #undef GM_FABS
 #undef GM_T_MAX
 #undef GM_T_TINY

@@ -196,6 +196,36 @@ def test_threads_identical(rng, dtype, method):
         assert db == out[0][2]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kw", [
+    ((1001, 777), {}),                                  # N not a multiple of 8 or 32
+    ((300, 1100), {}),                                  # N < M, 10 chunks of 32 rows
+    ((515, 606), dict(bin_score=0.0, reg=1 / 29.0)),    # L = 29: no fused iteration
+])
+def test_threads_identical_kernel_shapes(rng, dtype, shape, kw):
+    """The kernel path's row groups, chunk partials, per-thread column halves and
+    per-thread statistics give the same bits for any team size, and match the
+    oracle with several threads."""
+    N, M = shape
+    S = cosine_scores(rng, N, M).astype(dtype)
+    S[0, 0] = 1.0      # L = lam * max|S~ - bin| = 29 for the last case: 2L > 57
+    mu, nu = marginal(rng, N + 1).astype(dtype), marginal(rng, M + 1).astype(dtype)
+    G = rng.standard_normal((N + 1, M + 1)).astype(dtype)
+    out = []
+    for nt in (1, 2, 3, 4):
+        gm.set_num_threads(nt)
+        P, used = _dustbin_sinkhorn_path(S, mu, nu, method="kernel", **kw)
+        assert used == "kernel"
+        dS, db = gm.dustbin_sinkhorn_vjp(S, mu, nu, G, method="kernel", return_bin_grad=True,
+                                         **kw)
+        out.append((P, dS, db))
+    for P, dS, db in out[1:]:
+        assert np.array_equal(P, out[0][0])
+        assert np.array_equal(dS, out[0][1])
+        assert db == out[0][2]
+    close(out[3][0], oracle_plan(S, mu, nu, **kw), dtype)
+
+
 def test_kernel_and_log_paths_agree_at_scale(rng):
     S = cosine_scores(rng, 150, 170, D=8)
     mu, nu = marginal(rng, 151), marginal(rng, 171)
