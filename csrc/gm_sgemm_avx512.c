@@ -195,6 +195,11 @@ GM_SG_TARGET static void gm_sg_kernel(size_t kc, const float *restrict ap,
     __m512 acc[GM_SG_MR][2];
 #pragma GCC unroll 14
     for (int r = 0; r < GM_SG_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    /* the C tile arrives in cache while the sums run */
+    for (size_t r = 0; r < h; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + 31), _MM_HINT_T0);
+    }
     for (size_t p = 0; p < kc; p++) {
         __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
 #pragma GCC unroll 14
