@@ -265,6 +265,9 @@ int gm_sgemm_avx512(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
     /* Units of work: mct row tiles x ncp column panels; their shape only
      * balances the threads (results do not depend on it). */
     int nt = gm_threads_for(GM_WORK_FMA * (double)m * (double)n * (double)k);
+#ifdef _OPENMP
+    if (omp_in_parallel()) nt = 1; /* called per block from a caller's region */
+#endif
     size_t mct = GM_SG_MC_TILES, ncp = GM_SG_NC_PANELS;
     if (mct > mtiles) mct = mtiles;
     if (ncp > npan) ncp = npan;
