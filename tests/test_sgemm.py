@@ -252,3 +252,20 @@ def test_fma_peak():
         _core.fma_peak(128)
     with pytest.raises(ValueError, match="iters"):
         _core.fma_peak(512, iters=0)
+
+
+def test_limits_print_the_peaks_and_both_gemm_paths(capsys):
+    from geomatch.testing import limits
+
+    g = limits.fma_peak(256, threads=2, iters=20000, reps=1)
+    assert g is None or g > 0
+    assert (limits.fma_peak(512, threads=2, iters=20000, reps=1) is not None) == AVX512
+    lim = {"sgemm_gflops": 200.0, "sgemm_kernel": "avx512", "blas_sgemm_gflops": 100.0,
+           "numpy_sgemm_gflops": 110.0, "fma_peak_avx2_gflops": 125.0,
+           "fma_peak_avx512_gflops": 250.0, "read_pass_s": 1e-4, "read_pass_median_s": 2e-4,
+           "read_gbs": 75.0}
+    limits.print_limits(lim)
+    out = capsys.readouterr().out
+    assert "200.0 GFLOP/s (geomatch nn_linear, avx512 kernel)" in out
+    assert "100.0 GFLOP/s (geomatch nn_linear on BLAS)" in out
+    assert "AVX2 125.0, AVX-512 250.0 GFLOP/s (sgemm at 80% of the AVX-512 peak)" in out
