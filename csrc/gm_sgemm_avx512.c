@@ -173,13 +173,10 @@ GM_SG_TARGET static void gm_sg_pack_a(int trans_a, const float *a, size_t lda, s
             gm_sg_transpose16(a + i0 * lda + p0 + p, lda, h, kc - p < 16 ? kc - p : 16,
                               dst + p * GM_SG_MR, GM_SG_MR, (__mmask16)((1u << GM_SG_MR) - 1u));
     } else {
-        for (size_t p = 0; p < kc; p++) {
-            const float *src = a + (p0 + p) * lda + i0;
-            float *d = dst + p * GM_SG_MR;
-            size_t r = 0;
-            for (; r < h; r++) d[r] = src[r];
-            for (; r < GM_SG_MR; r++) d[r] = 0.0f;
-        }
+        __mmask16 hm = (__mmask16)((1u << h) - 1u), st = (__mmask16)((1u << GM_SG_MR) - 1u);
+        for (size_t p = 0; p < kc; p++)
+            _mm512_mask_storeu_ps(dst + p * GM_SG_MR, st,
+                                  _mm512_maskz_loadu_ps(hm, a + (p0 + p) * lda + i0));
     }
 }
 
