@@ -7,6 +7,13 @@ is measured separately.
 
     python benchmarks/bench_backbone.py [--models vits14 vitb14] [--threads 2]
                                         [--size 518] [--repeat 5]
+                                        [--impls geomatch geomatch-tiled torch]
+
+``geomatch-tiled`` is geomatch with its attention forced to the tiled BLAS
+kernel (the float32 path before the fused kernel).  Each model's table is
+followed by one attention layer timed alone and by whole forwards, both
+with the fused and the tiled kernel alternating in one process (same
+threads; on a loaded machine both kernels then see the same load).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 
@@ -114,6 +122,78 @@ def _torch_model(cfg, state):
     return m
 
 
+def _force_tiled_attention(mode=None):
+    """Make the backbone call nn_attention(..., kernel=mode["kernel"]) (default
+    "tiled"); ``mode`` may be changed between forwards."""
+    from geomatch import _core
+    from geomatch.backbone import dinov2
+
+    mode = {"kernel": "tiled"} if mode is None else mode
+
+    class Switch:
+        def __getattr__(self, name):
+            return getattr(_core, name)
+
+        @staticmethod
+        def nn_attention(qkv, heads, out=None):
+            return _core.nn_attention(qkv, heads, out=out, kernel=mode["kernel"])
+
+    dinov2._core = lambda: Switch()
+
+
+def interleaved(model: str, size: int, threads: int, rounds: int) -> dict:
+    """Best seconds of whole forwards with the fused ("auto") and the tiled
+    attention kernel, alternating forward by forward in one process (on a
+    loaded machine both see the same load)."""
+    import numpy as np
+
+    import geomatch as gm
+    from geomatch.backbone import DinoV2, DinoV2Config
+    from geomatch.testing.limits import random_dinov2_state
+
+    gm.set_num_threads(threads)
+    mode = {"kernel": "auto"}
+    _force_tiled_attention(mode)
+    cfg = DinoV2Config.from_name(model)
+    net = DinoV2(cfg, random_dinov2_state(cfg))
+    px = np.random.default_rng(1).standard_normal((size, size, 3)).astype(np.float32)
+    net.features(px)
+    best = {"auto": float("inf"), "tiled": float("inf")}
+    for _ in range(rounds):
+        for k in best:
+            mode["kernel"] = k
+            t0 = time.perf_counter()
+            net.features(px)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def attention_layer(cfg, size: int, threads: int, rounds: int = 15) -> dict:
+    """Seconds of one attention layer of ``cfg`` at ``size`` (fastest of
+    ``rounds``, the kernels alternating): fused (where it applies) and tiled."""
+    import numpy as np
+
+    import geomatch as gm
+    from geomatch import _core
+
+    gm.set_num_threads(threads)
+    n = 1 + cfg.num_register_tokens + (size // cfg.patch_size) ** 2
+    qkv = np.random.default_rng(0).standard_normal((1, n, 3 * cfg.embed_dim)).astype(np.float32)
+    out = np.empty((1, n, cfg.embed_dim), np.float32)
+    kernels = ["tiled"]
+    if cfg.head_dim == 64 and _core.nn_attention_fused_supported():
+        kernels.insert(0, "fused")
+    best = {k: float("inf") for k in kernels}
+    for _ in range(rounds):
+        for k in kernels:
+            t0 = time.perf_counter()
+            _core.nn_attention(qkv, cfg.num_heads, out=out, kernel=k)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    best["tokens"] = n
+    best["flops"] = 4.0 * n * n * cfg.embed_dim
+    return best
+
+
 def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
     import numpy as np
 
@@ -125,10 +205,12 @@ def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
 
     state = random_dinov2_state(cfg)
     px = np.random.default_rng(1).standard_normal((size, size, 3)).astype(np.float32)
-    if impl == "geomatch":
+    if impl.startswith("geomatch"):
         import geomatch as gm
 
         gm.set_num_threads(threads)
+        if impl == "geomatch-tiled":
+            _force_tiled_attention()
         net = DinoV2(cfg, state)
         del state
         fn = lambda: net.features(px).reshape(-1, cfg.embed_dim)  # noqa: E731
@@ -152,7 +234,7 @@ def worker(impl: str, model: str, threads: int, size: int, repeat: int) -> dict:
     except (OSError, AttributeError):
         pass
     traced = None
-    if impl == "geomatch":  # NumPy buffers are visible to tracemalloc
+    if impl.startswith("geomatch"):  # NumPy buffers are visible to tracemalloc
         import tracemalloc
         tracemalloc.start()
         fn()
@@ -178,8 +260,14 @@ def main() -> None:
     ap.add_argument("--impls", nargs="+", default=["geomatch", "torch"])
     ap.add_argument("--rounds", type=int, default=2,
                     help="alternate the implementations this many times; keep each one's best")
+    ap.add_argument("--interleave", type=int, default=3,
+                    help="rounds of whole forwards alternating the fused and the tiled "
+                         "attention in one process (0: skip)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker == "interleave":
+        print(json.dumps(interleaved(args.models[0], args.size, args.threads, args.interleave)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.models[0], args.threads, args.size,
                                 args.repeat)))
@@ -232,6 +320,32 @@ def main() -> None:
             rate = flops / r["time"] / 1e9
             print(f"| {impl} | {fmt_time(r['time'])} | {1 / r['time']:.2f} | {ratio} | "
                   f"{rate:.1f} | {100 * rate / lim['sgemm_gflops']:.0f}% | {peak} | {tm} |")
+        cfg = DinoV2Config.from_name(model)
+        lay = attention_layer(cfg, args.size, args.threads)
+        line = (f"\none attention layer ({lay['tokens']} tokens, {cfg.num_heads} heads of "
+                f"{cfg.head_dim}; fastest of 15, alternating): ")
+        parts = []
+        for k in ("fused", "tiled"):
+            if k in lay:
+                rate = lay["flops"] / lay[k] / 1e9
+                parts.append(f"{k} {fmt_time(lay[k])} ({rate:.1f} GFLOP/s, "
+                             f"{100 * rate / lim['sgemm_gflops']:.0f}% of sgemm)")
+        line += ", ".join(parts)
+        if "fused" in lay:
+            line += f"; fused / tiled speed-up {lay['tiled'] / lay['fused']:.2f}x"
+        print(line)
+        if args.interleave > 0 and "geomatch" in args.impls:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", "interleave",
+                   "--models", model, "--threads", str(args.threads), "--size", str(args.size),
+                   "--interleave", str(args.interleave)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode == 0:
+                iv = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"whole forward, fused vs tiled attention alternating in one process "
+                      f"(best of {args.interleave}): {fmt_time(iv['auto'])} vs "
+                      f"{fmt_time(iv['tiled'])} ({iv['tiled'] / iv['auto']:.2f}x)")
+            else:
+                print(out.stderr[-2000:], file=sys.stderr)
         if base and res.get("torch"):
             import numpy as np
 

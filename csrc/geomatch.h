@@ -303,9 +303,25 @@ int gm_nn_layernorm_f64(const double *x, size_t n, size_t d, const double *gamma
 int gm_nn_swiglu_f32(const float *h, size_t n, size_t hidden, float *y);
 int gm_nn_swiglu_f64(const double *h, size_t n, size_t hidden, double *y);
 /* Multi-head self-attention core: qkv (batch x n x 3*heads*hd, [q|k|v]) ->
- * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head.  The
- * one attention of the core (gm_attention.c), keeping nothing: 128-row
- * tiles, O(batch heads n^2 hd) time, O(threads * 128 * n) scratch. */
+ * out (batch x n x heads*hd) = softmax(q k^T / sqrt(hd)) v per head, keeping
+ * nothing (gm_attention.c).  Two kernels:
+ *   GM_NN_ATTN_TILED: 128 query rows per task, scores (128 x n) written to a
+ *     scratch between two BLAS products; O(threads * 128 * n) scratch;
+ *   GM_NN_ATTN_FUSED: float32, head dimension 64, AVX-512 CPUs only
+ *     (gm_nn_attention_fused_supported): flash-style, 4 query rows against
+ *     64-key blocks, scores in registers, online softmax in float32; the
+ *     n x n score matrix is never written; O(heads * n * hd) scratch.
+ * GM_NN_ATTN_AUTO (what gm_nn_attention_f32/f64 use) picks the fused kernel
+ * where it applies, else the tiled one.  Asking for the fused kernel where
+ * it does not apply returns GM_ERR_INVALID.  O(batch heads n^2 hd) time. */
+#define GM_NN_ATTN_AUTO 0
+#define GM_NN_ATTN_TILED 1
+#define GM_NN_ATTN_FUSED 2
+int gm_nn_attention_fused_supported(void);
+int gm_nn_attention_kernel_f32(const float *qkv, size_t batch, size_t n, size_t heads,
+                               size_t hd, int kernel, float *out);
+int gm_nn_attention_kernel_f64(const double *qkv, size_t batch, size_t n, size_t heads,
+                               size_t hd, int kernel, double *out);
 int gm_nn_attention_f32(const float *qkv, size_t batch, size_t n, size_t heads, size_t hd,
                         float *out);
 int gm_nn_attention_f64(const double *qkv, size_t batch, size_t n, size_t heads,

@@ -105,11 +105,25 @@ static int GM_FN(gm_attention)(const GM_T *qkv, size_t batch, size_t n, size_t h
     return GM_OK;
 }
 
-/* Backbone attention (gm_nn_attention in geomatch.h): nothing kept. */
+/* Backbone attention (gm_nn_attention_kernel in geomatch.h): nothing kept;
+ * the fused float32 kernel (gm_attention.c) where it applies. */
+int GM_FN(gm_nn_attention_kernel)(const GM_T *qkv, size_t batch, size_t n, size_t heads,
+                                  size_t hd, int kernel, GM_T *out)
+{
+    if (kernel != GM_NN_ATTN_AUTO && kernel != GM_NN_ATTN_TILED && kernel != GM_NN_ATTN_FUSED)
+        return GM_ERR_INVALID;
+#if GM_IS_F32
+    if (kernel != GM_NN_ATTN_TILED && hd == GM_FA_HD && gm_nn_attention_fused_supported())
+        return gm_fa_attention(qkv, batch, n, heads, out);
+#endif
+    if (kernel == GM_NN_ATTN_FUSED) return GM_ERR_INVALID;
+    return GM_FN(gm_attention)(qkv, batch, n, heads, hd, GM_ATTN_TILE_NN, NULL, NULL, out);
+}
+
 int GM_FN(gm_nn_attention)(const GM_T *qkv, size_t batch, size_t n, size_t heads, size_t hd,
                            GM_T *out)
 {
-    return GM_FN(gm_attention)(qkv, batch, n, heads, hd, GM_ATTN_TILE_NN, NULL, NULL, out);
+    return GM_FN(gm_nn_attention_kernel)(qkv, batch, n, heads, hd, GM_NN_ATTN_AUTO, out);
 }
 
 /* Head attention forward (gm_head_attention_fwd in geomatch.h): keeps e

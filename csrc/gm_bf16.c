@@ -29,7 +29,7 @@
     (__GNUC__ >= 10 || (defined(__clang__) && __clang_major__ >= 11))
 #define GM_HAVE_BF16_KERNEL 1
 #include <cpuid.h>
-#include <immintrin.h>
+#include "gm_avx512.h" /* gm_avx512_exp_ps */
 #define GM_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
 #define GM_HAVE_BF16_KERNEL 0
@@ -205,26 +205,6 @@ GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
 
 /* ---- attention ---------------------------------------------------------- */
 
-/* e^x for float32 lanes (x clamped to [-87, 88]): Cody-Waite reduction by
- * ln 2 and a degree-6 Taylor polynomial, |relative error| < 2e-7 -- far below
- * the bfloat16 rounding (2^-9) the probabilities get next. */
-GM_BF16_TARGET static inline __m512 gm_bf16_exp(__m512 x)
-{
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 #define GM_BF16_HD GM_BF16_HD_PUBLIC
 #define GM_BF16_KB 64   /* keys per block */
 #define GM_BF16_QR 4    /* query rows per tile */
@@ -281,7 +261,7 @@ GM_BF16_TARGET static void gm_bf16_attn_tile(const uint32_t *qb, const uint32_t 
             __m512 sum = _mm512_setzero_ps(), pv[4];
             for (int c = 0; c < 4; c++) {
                 pv[c] = _mm512_maskz_mov_ps(valid[c],
-                                            gm_bf16_exp(_mm512_sub_ps(s[r][c],
+                                            gm_avx512_exp_ps(_mm512_sub_ps(s[r][c],
                                                                       _mm512_set1_ps(mnew))));
                 sum = _mm512_add_ps(sum, pv[c]);
             }

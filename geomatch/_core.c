@@ -1093,35 +1093,67 @@ static long gm_qkv_head_dim(PyArrayObject *q, long heads)
 }
 
 PyDoc_STRVAR(py_nn_attention__doc__,
-             "nn_attention(qkv, heads, out=None)\n--\n\n"
-             "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v].");
+             "nn_attention(qkv, heads, out=None, kernel='auto')\n--\n\n"
+             "softmax(q k^T / sqrt(hd)) v per head; qkv is ([B,] n, 3*D) laid out [q|k|v].\n"
+             "kernel: 'auto' (the fused one where it applies), 'tiled' (BLAS tiles) or\n"
+             "'fused' (float32, head dimension 64, AVX-512 CPUs: see\n"
+             "nn_attention_fused_supported).");
 
 static PyObject *py_nn_attention(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"qkv", "heads", "out", NULL};
+    static char *kwlist[] = {"qkv", "heads", "out", "kernel", NULL};
     static const char *const names[] = {"qkv"};
     PyObject *oq, *oheads, *oout = Py_None, *result = NULL;
+    const char *kname = "auto";
     long heads, hd;
-    int st = GM_OK, type, nd;
+    int st = GM_OK, type, nd, kernel;
     PyArrayObject *q = NULL, *out = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:nn_attention", kwlist, &oq, &oheads,
-                                     &oout))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|Os:nn_attention", kwlist, &oq, &oheads,
+                                     &oout, &kname))
         return NULL;
+    if (strcmp(kname, "auto") == 0)
+        kernel = GM_NN_ATTN_AUTO;
+    else if (strcmp(kname, "tiled") == 0)
+        kernel = GM_NN_ATTN_TILED;
+    else if (strcmp(kname, "fused") == 0)
+        kernel = GM_NN_ATTN_FUSED;
+    else {
+        PyErr_Format(PyExc_ValueError, "kernel must be 'auto', 'tiled' or 'fused', got '%s'",
+                     kname);
+        return NULL;
+    }
     if (gm_parse_int(oheads, "heads", 1, 1L << 20, &heads) < 0) goto done;
     if ((type = gm_common_float_type(&oq, names, 1)) < 0) goto done;
     if (!(q = gm_as_array(oq, type, "qkv", 2, 3, 0))) goto done;
     if ((hd = gm_qkv_head_dim(q, heads)) < 0) goto done;
+    if (kernel == GM_NN_ATTN_FUSED &&
+        (type != NPY_FLOAT32 || hd != 64 || !gm_nn_attention_fused_supported())) {
+        PyErr_Format(PyExc_ValueError,
+                     "kernel: 'fused' needs float32 qkv (got %s), head dimension 64 (got %ld) "
+                     "and a CPU with AVX-512 (%s)", gm_type_name(type), hd,
+                     gm_nn_attention_fused_supported() ? "present" : "absent");
+        goto done;
+    }
     nd = PyArray_NDIM(q);
     npy_intp batch = nd == 3 ? PyArray_DIM(q, 0) : 1, n = PyArray_DIM(q, nd - 2);
     npy_intp dims[3] = {batch, n, heads * hd};
     if (!(out = gm_out_array(oout, type, nd, dims + 3 - nd, "out", 1, 1))) goto done;
-    GM_RUN(st, type, gm_nn_attention, PyArray_DATA(q), (size_t)batch, (size_t)n,
-           (size_t)heads, (size_t)hd, PyArray_DATA(out));
+    GM_RUN(st, type, gm_nn_attention_kernel, PyArray_DATA(q), (size_t)batch, (size_t)n,
+           (size_t)heads, (size_t)hd, kernel, PyArray_DATA(out));
     if (gm_failed(st, "nn_attention", names, 1)) goto done;
     result = gm_steal(&out);
 done:
     gm_release((PyArrayObject *[]){q, out}, 2);
     return result;
+}
+
+PyDoc_STRVAR(py_nn_attention_fused_supported__doc__,
+             "nn_attention_fused_supported()\n--\n\nTrue when this CPU runs the fused "
+             "float32 attention kernel (AVX-512).");
+
+static PyObject *py_nn_attention_fused_supported(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(gm_nn_attention_fused_supported());
 }
 
 
@@ -1705,6 +1737,7 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(nn_swiglu, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_attention, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(bf16_supported, METH_NOARGS),
+    GM_FUNC(nn_attention_fused_supported, METH_NOARGS),
     GM_FUNC(bf16_pack, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_linear_bf16, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_attention_bf16, METH_VARARGS | METH_KEYWORDS),

@@ -86,10 +86,64 @@ static void test_attention(void)
     GM_CHECK(gm_nn_attention_f32(qkv, B, 0, H, HD, out) == GM_ERR_INVALID);
 }
 
+/* The fused float32 kernel (head dimension 64) against the double row
+ * reference, at lengths around its 64-key blocks and 6-row tiles, with
+ * score ranges that make the running maximum grow across blocks; its
+ * refusals where it does not apply. */
+static void test_attention_fused(void)
+{
+    enum { B = 2, NMAX = 200, H = 2, HD = 64, DM = H * HD };
+    static float qkv[B * NMAX * 3 * DM], out[B * NMAX * DM], tiled[B * NMAX * DM];
+    static double qd[B * NMAX * 3 * DM], p[NMAX], o[HD];
+    static const int lens[] = {1, 5, 63, 64, 65, 127, 200};
+    int fused = gm_nn_attention_fused_supported();
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int N = lens[li];
+        for (int i = 0; i < B * N * 3 * DM; i++) {
+            int row = (i / (3 * DM)) % N;
+            /* keys grow along the sequence: later blocks hold larger scores */
+            double g = (i % (3 * DM)) >= DM && (i % (3 * DM)) < 2 * DM ? 1.0 + 0.05 * row : 1.0;
+            qd[i] = qkv[i] = (float)(2.0 * g * rnd());
+        }
+        int st = gm_nn_attention_kernel_f32(qkv, B, N, H, HD, GM_NN_ATTN_FUSED, out);
+        GM_CHECK(st == (fused ? GM_OK : GM_ERR_INVALID));
+        if (!fused) continue;
+        GM_CHECK(gm_nn_attention_kernel_f32(qkv, B, N, H, HD, GM_NN_ATTN_TILED, tiled) == GM_OK);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < N; i++) {
+                    gm_test_attention_row(qd + (size_t)b * N * 3 * DM, N, H, HD, h, i, p, o);
+                    for (int c = 0; c < HD; c++) {
+                        size_t at = (size_t)b * N * DM + (size_t)i * DM + h * HD + c;
+                        GM_CHECK_CLOSE(out[at], o[c], 1e-4, 2e-5);
+                        GM_CHECK_CLOSE(tiled[at], o[c], 1e-4, 2e-5);
+                    }
+                }
+    }
+    /* a NaN in one query gives NaN in that row only */
+    if (fused) {
+        int N = 70;
+        for (int i = 0; i < N * 3 * DM; i++) qkv[i] = (float)rnd();
+        qkv[9 * 3 * DM + 3] = NAN;
+        GM_CHECK(gm_nn_attention_kernel_f32(qkv, 1, N, H, HD, GM_NN_ATTN_FUSED, out) == GM_OK);
+        GM_CHECK(isnan(out[9 * DM]) && isnan(out[9 * DM + HD - 1]));
+        GM_CHECK(!isnan(out[9 * DM + HD]) && !isnan(out[8 * DM]) && !isnan(out[10 * DM]));
+    }
+    static double od[NMAX * 3 * 2 * 64];
+    GM_CHECK(gm_nn_attention_kernel_f32(qkv, 1, 70, 4, 32, GM_NN_ATTN_FUSED, out) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_nn_attention_kernel_f64(od, 1, 70, H, HD, GM_NN_ATTN_FUSED, od) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_nn_attention_kernel_f32(qkv, 1, 70, H, HD, 7, out) == GM_ERR_INVALID);
+    GM_CHECK(gm_nn_attention_kernel_f32(qkv, 1, 0, H, HD, GM_NN_ATTN_FUSED, out) ==
+             GM_ERR_INVALID);
+}
+
 int main(void)
 {
     GM_RUN(test_linear);
     GM_RUN(test_layernorm_swiglu);
     GM_RUN(test_attention);
+    GM_RUN(test_attention_fused);
     return gm_test_summary();
 }
