@@ -20,9 +20,11 @@
  * blocks, the threads or the thread count: results are identical for any
  * thread count (and for any split of the product by a caller).
  *
- * The kernels are compiled for AVX-512 with function target attributes and
- * run only after gm_sgemm_avx512_supported() said the CPU and the OS have
- * AVX-512F, so the extension still loads and runs elsewhere. */
+ * The kernels are compiled for AVX-512 with function target attributes
+ * (gm_avx512.h's GM_AVX512_TARGET) and run only after
+ * gm_sgemm_avx512_supported() (gm_avx512_supported(): AVX-512 F, BW, VL and
+ * DQ, every AVX-512 CPU since Skylake-SP, and the OS's zmm state) said
+ * so; the extension still loads and runs elsewhere, on BLAS. */
 #include "geomatch.h"
 #include "gm_parallel.h"
 
@@ -31,10 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#include "gm_avx512.h"
+
+#if GM_HAVE_AVX512
 #define GM_HAVE_SG_KERNEL 1
-#include <immintrin.h>
-#define GM_SG_TARGET __attribute__((target("avx512f,avx512vl,fma")))
+#define GM_SG_TARGET GM_AVX512_TARGET
 #define GM_AVX2_TARGET __attribute__((target("avx2,fma")))
 #else
 #define GM_HAVE_SG_KERNEL 0
@@ -51,10 +54,7 @@ static int gm_sgemm_mode = GM_SGEMM_AUTO;
 int gm_sgemm_avx512_supported(void)
 {
 #if GM_HAVE_SG_KERNEL
-    __builtin_cpu_init();
-    /* libgcc reports avx512f only when the OS saves the zmm state (XCR0) */
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("fma");
+    return gm_avx512_supported(); /* F, BW, VL, DQ and the OS's zmm state */
 #else
     return 0;
 #endif

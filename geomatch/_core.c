@@ -382,7 +382,7 @@ static PyObject *py_set_sgemm(PyObject *self, PyObject *arg)
     if (gm_parse_int(arg, "mode", 0, 2, &mode) < 0) return NULL;
     if (gm_sgemm_set_mode((int)mode) != GM_OK) {
         PyErr_SetString(PyExc_ValueError,
-                        "sgemm mode 'avx512' needs a CPU (and OS) with AVX-512F; this one has none");
+                        "sgemm mode 'avx512' needs a CPU (and OS) with AVX-512 (F, BW, VL, DQ); this one has none");
         return NULL;
     }
     Py_RETURN_NONE;

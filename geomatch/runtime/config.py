@@ -95,7 +95,7 @@ _SGEMM_MODES = ("auto", "avx512", "blas")
 def _sgemm_line() -> str:
     mode, uses, supported = _core.get_sgemm()
     kernel = "geomatch AVX-512F kernel" if uses else "BLAS sgemm"
-    cpu = "AVX-512F" if supported else "no AVX-512F"
+    cpu = "AVX-512" if supported else "no AVX-512"
     return f"{kernel} (GEOMATCH_SGEMM={_SGEMM_MODES[mode]}; CPU: {cpu})"
 
 
@@ -110,9 +110,9 @@ def set_sgemm(mode: str) -> None:
     Parameters
     ----------
     mode : str
-        ``"auto"`` (the default): the AVX-512F kernel when the CPU and the OS
-        support AVX-512F, else BLAS.  ``"avx512"``: the kernel (ValueError on
-        a CPU without AVX-512F).  ``"blas"``: BLAS ``sgemm`` (which follows
+        ``"auto"`` (the default): the AVX-512 kernel when the CPU and the OS
+        support AVX-512 (F, BW, VL, DQ: every AVX-512 CPU since Skylake-SP),
+        else BLAS.  ``"avx512"``: the kernel (ValueError on a CPU without).  ``"blas"``: BLAS ``sgemm`` (which follows
         OpenBLAS's own ``OPENBLAS_CORETYPE``).  The environment variable
         ``GEOMATCH_SGEMM`` sets the same value when geomatch is imported.
         Both paths give results identical for every thread count; they
@@ -121,7 +121,7 @@ def set_sgemm(mode: str) -> None:
     Raises
     ------
     ValueError
-        For another value, or ``"avx512"`` on a CPU without AVX-512F.
+        For another value, or ``"avx512"`` on a CPU without AVX-512.
     """
     if not isinstance(mode, str) or mode.strip().lower() not in _SGEMM_MODES:
         raise ValueError(f"sgemm mode (GEOMATCH_SGEMM) must be one of "
