@@ -112,8 +112,9 @@ def set_sgemm(mode: str) -> None:
     mode : str
         ``"auto"`` (the default): the AVX-512 kernel when the CPU and the OS
         support AVX-512 (F, BW, VL, DQ: every AVX-512 CPU since Skylake-SP),
-        else BLAS.  ``"avx512"``: the kernel (ValueError on a CPU without).  ``"blas"``: BLAS ``sgemm`` (which follows
-        OpenBLAS's own ``OPENBLAS_CORETYPE``).  The environment variable
+        else BLAS.  ``"avx512"``: the kernel (ValueError on a CPU without).
+        ``"blas"``: BLAS ``sgemm`` (which follows OpenBLAS's own
+        ``OPENBLAS_CORETYPE``).  The environment variable
         ``GEOMATCH_SGEMM`` sets the same value when geomatch is imported.
         Both paths give results identical for every thread count; they
         differ from each other in the last bits (another summation order).
