@@ -417,8 +417,8 @@ static PyObject *py_fma_peak(PyObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "width must be 256 or 512");
         return NULL;
     }
-    if (iters < 1 || iters > 1000000000L || reps < 1 || reps > 1000) {
-        PyErr_SetString(PyExc_ValueError, "iters must be in 1..1e9 and reps in 1..1000");
+    if (iters < 1 || iters > 100000000L || reps < 1 || reps > 100) {
+        PyErr_SetString(PyExc_ValueError, "iters must be in 1..1e8 and reps in 1..100");
         return NULL;
     }
     double g;
