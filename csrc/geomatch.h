@@ -236,6 +236,13 @@ int gm_window_soft_argmax_f32(const float *sim, size_t nmaps, size_t h, size_t w
 int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t w,
                               long window, double temperature, double *out_xy);
 
+/* ==== conversion ========================================================= */
+/* y[i] = x[i] for n IEEE half-precision values x (their bits as uint16),
+ * exactly; every value is written.  GM_ERR_NONFINITE_ARG(0) if any is
+ * infinite or NaN (converted all the same), GM_ERR_INVALID for NULL
+ * pointers with n > 0.  O(n). */
+int gm_f16_to_f32(const uint16_t *x, float *y, size_t n);
+
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */
 /* Keypoint transfer by exact upsample-argmax (the published protocol):
  * both feature maps -- src_feat (batch, hs, ws, dim) and trg_feat
@@ -248,7 +255,9 @@ int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t 
  * pixels (first pixel in row-major order on exact ties; a target
  * descriptor whose squared norm is below the smallest normal number counts
  * as zero and has cosine 0).  No upsampled map is materialized: cost
- * O(batch (ht wt dim (5 + nkps) + ht Wt nkps + Ht Wt (1 + nkps))).
+ * O(batch (ht wt dim (5 + nkps) + ht Wt + nkps (ht wt + E))), E the pixels
+ * of the grid cells an exact branch and bound evaluates (a few hundred when
+ * the cell bounds separate, else Ht Wt: the exhaustive scan).
  * src_kps: (batch, nkps, 2) as (x, y) with 0 <= x < Ws, 0 <= y < Hs;
  * src_size, trg_size: (batch, 2) as (W, H), each side 1 to
  * GM_MAX_IMAGE_SIDE (checked first, by gm_transfer_check).  out: (batch,
@@ -267,6 +276,47 @@ int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_fe
                                     const int64_t *trg_size, size_t batch, size_t hs,
                                     size_t ws, size_t ht, size_t wt, size_t dim,
                                     size_t nkps, double *out);
+/* gm_transfer_upsample_argmax with flags: GM_TRANSFER_SRC_FINITE skips the
+ * scan of src_feat for non-finite values (a caller that has checked the map
+ * already, like the evaluation's feature loader: the scan reads the whole map
+ * for the few vectors the keypoints use); GM_TRANSFER_FULL_SCAN evaluates
+ * every pixel for every keypoint instead of the exact branch and bound over
+ * grid cells (same results, bit for bit: for tests and benchmarks).  flags 0
+ * is gm_transfer_upsample_argmax. */
+#define GM_TRANSFER_SRC_FINITE 1
+#define GM_TRANSFER_FULL_SCAN 2
+int gm_transfer_upsample_argmax_ex_f32(const float *src_feat, const float *trg_feat,
+                                       const float *src_kps, const int64_t *src_size,
+                                       const int64_t *trg_size, size_t batch, size_t hs,
+                                       size_t ws, size_t ht, size_t wt, size_t dim,
+                                       size_t nkps, int flags, float *out);
+int gm_transfer_upsample_argmax_ex_f64(const double *src_feat, const double *trg_feat,
+                                       const double *src_kps, const int64_t *src_size,
+                                       const int64_t *trg_size, size_t batch, size_t hs,
+                                       size_t ws, size_t ht, size_t wt, size_t dim,
+                                       size_t nkps, int flags, double *out);
+
+/* gm_transfer_upsample_argmax_ex for npairs pairs that share one target map
+ * trg_feat (ht, wt, dim) of size trg_size (W, H): pair p has the source map
+ * src_feats[p] (hs, ws, dim), nkps[p] keypoints src_kps[p] (nkps[p], 2) in
+ * an image of size src_size[2p], src_size[2p + 1], and gets its predictions
+ * in outs[p] (nkps[p], 2).  Every keypoint's prediction is bit for bit that
+ * of a call per pair; the target's tables are built once and the target is
+ * read once for all the keypoints.  Errors as gm_transfer_upsample_argmax
+ * (the details name the pair where they concern one). */
+int gm_transfer_upsample_argmax_group_f32(const float *const *src_feats,
+                                          const float *const *src_kps, const size_t *nkps,
+                                          const int64_t *src_size, size_t npairs, size_t hs,
+                                          size_t ws, const float *trg_feat,
+                                          const int64_t *trg_size, size_t ht, size_t wt,
+                                          size_t dim, int flags, float *const *outs);
+int gm_transfer_upsample_argmax_group_f64(const double *const *src_feats,
+                                          const double *const *src_kps, const size_t *nkps,
+                                          const int64_t *src_size, size_t npairs, size_t hs,
+                                          size_t ws, const double *trg_feat,
+                                          const int64_t *trg_size, size_t ht, size_t wt,
+                                          size_t dim, int flags, double *const *outs);
+
 /* The size policy and keypoint checks of every transfer mode: each side of
  * src_size and trg_size (batch x (W, H)) within 1..GM_MAX_IMAGE_SIDE
  * (GM_ERR_RANGE_ARG(3) / (4)), src_kps (batch x nkps x (x, y)) finite

@@ -18,9 +18,21 @@
  *    by cos |cos| = num |num| / |t|^2, a monotone function of the cosine
  *    that needs no square root; see gm_tr_scan_row).
  *
+ *  - pixels are not all scanned: each grid cell (the pixels sharing their
+ *    lower taps) gets an upper bound of its pixels' values, computed from
+ *    the corner dots and the corners' Gram matrix, and only cells whose
+ *    bound reaches the best value so far are evaluated -- with the
+ *    arithmetic of the exhaustive scan, so the result is that scan's pixel
+ *    bit for bit (gm_tr_cell_row has the bound and its rounding proof).
+ *    Keypoints whose bounds do not separate the cells take the exhaustive
+ *    scan, which shares each pixel's 1/|t|^2 between keypoints.
+ *
  * Total cost per pair: O(h w D (5 + K)) for the tables and grid dot
- * products, O(h W (1 + K)) for the per-grid-row arrays and O(H W (1 + K))
- * for the pixel scan; memory O(h w K + h W K + threads * W).  The float
+ * products, O(h W) for the per-grid-row arrays, O(K h w) for the bounds and
+ * the pixels of the evaluated cells (O(H W (1 + K)) at most); memory
+ * O(h w K + h W + threads (W + h w)), plus O(h W K) for the exhaustive scan.
+ * gm_transfer_upsample_argmax_group runs the pairs that share a target in
+ * one pass over it.  The float
  * version works in float throughout except for the interpolation weights,
  * which are computed in double from the exact rational source coordinate.
  *

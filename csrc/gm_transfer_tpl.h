@@ -70,6 +70,53 @@ static void GM_FN(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
     out[3] = GM_FN(gm_vec_fold)(a3, 16);
 }
 
+/* gm_tr_dot4 for eight queries q0..q7 against one grid vector t: each
+ * value with exactly gm_tr_dot4's lanes and order (bit for bit its value),
+ * t loaded once for eight multiply-adds.  O(n). */
+static void GM_FN(gm_tr_dot8)(const GM_T *q0, size_t ld, const GM_T *t, size_t n,
+                               GM_T out[8])
+{
+    const GM_T *q1 = q0 + ld, *q2 = q0 + 2 * ld, *q3 = q0 + 3 * ld, *q4 = q0 + 4 * ld;
+    const GM_T *q5 = q0 + 5 * ld, *q6 = q0 + 6 * ld, *q7 = q0 + 7 * ld;
+    GM_T a0[16], a1[16], a2[16], a3[16], a4[16], a5[16], a6[16], a7[16];
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 16; j++)
+        a0[j] = a1[j] = a2[j] = a3[j] = a4[j] = a5[j] = a6[j] = a7[j] = (GM_T)0;
+    for (; i + 16 <= n; i += 16) {
+        for (j = 0; j < 16; j++) {
+            GM_T x = t[i + j];
+            a0[j] += q0[i + j] * x;
+            a1[j] += q1[i + j] * x;
+            a2[j] += q2[i + j] * x;
+            a3[j] += q3[i + j] * x;
+            a4[j] += q4[i + j] * x;
+            a5[j] += q5[i + j] * x;
+            a6[j] += q6[i + j] * x;
+            a7[j] += q7[i + j] * x;
+        }
+    }
+    for (j = 0; i < n; i++, j++) {
+        GM_T x = t[i];
+        a0[j] += q0[i] * x;
+        a1[j] += q1[i] * x;
+        a2[j] += q2[i] * x;
+        a3[j] += q3[i] * x;
+        a4[j] += q4[i] * x;
+        a5[j] += q5[i] * x;
+        a6[j] += q6[i] * x;
+        a7[j] += q7[i] * x;
+    }
+    out[0] = GM_FN(gm_vec_fold)(a0, 16);
+    out[1] = GM_FN(gm_vec_fold)(a1, 16);
+    out[2] = GM_FN(gm_vec_fold)(a2, 16);
+    out[3] = GM_FN(gm_vec_fold)(a3, 16);
+    out[4] = GM_FN(gm_vec_fold)(a4, 16);
+    out[5] = GM_FN(gm_vec_fold)(a5, 16);
+    out[6] = GM_FN(gm_vec_fold)(a6, 16);
+    out[7] = GM_FN(gm_vec_fold)(a7, 16);
+}
+
 /* Workspace of one call, sized for the largest target image of the batch. */
 typedef struct {
     size_t hw, wp;        /* target grid cells; padded row length (>= max W) */
@@ -80,10 +127,23 @@ typedef struct {
     GM_T *b0, *b1;
     int *r0, *r1;         /* row taps per target pixel row (max H) */
     GM_T *a0, *a1;
+    int *xlo, *ylo;       /* first pixel column (row) of each grid column (row),
+                           * wt + 1 (ht + 1) entries: the pixels whose lower
+                           * tap is grid column c are xlo[c] <= X < xlo[c + 1] */
     GM_T *nrow, *mx;      /* ht x wp: |row-interpolated vector|^2, row cross term */
-    GM_T *p;              /* nkps x ht x wp: row-interpolated numerators */
-    GM_T *tbuf;           /* nthr x 2 x wp: per-thread 1/norm row and values row */
-    GM_T *bestv;          /* nthr x nkps best value of each thread's row block */
+    double *dlow;         /* ht*wt: lower bound of the computed |t(Y, X)|^2 in a cell */
+    int *rowst;           /* ht: status of each grid row's tables (gm_tr_row) */
+    GM_T *tbuf;           /* nthr x 3 x wp: per-thread rows (p0, p1, values of a
+                           * cell; 1/d and values of a full-scan row) */
+    double *bnd;          /* nthr x ht*wt: per-thread cell bounds of one keypoint */
+    GM_T *p;              /* nkps x ht x wp: row-interpolated numerators of the
+                           * keypoints that take the full scan (dense order);
+                           * allocated on first use, else NULL */
+    size_t plen;          /* its size in values */
+    int full_scan;        /* GM_TRANSFER_FULL_SCAN: no branch and bound */
+    int *dense;           /* nkps: 1 if keypoint k takes the full scan */
+    int *dlist;           /* nkps: those keypoints, in increasing order */
+    GM_T *bestv;          /* nthr x nkps: full scan, best of each thread's rows */
     int64_t *bestx, *besty;
     int nthr;
 } GM_FN(gm_tr_ws);
@@ -93,7 +153,9 @@ static void GM_FN(gm_tr_ws_free)(GM_FN(gm_tr_ws) *w)
     free(w->tab); free(w->q); free(w->g);
     free(w->c0); free(w->c1); free(w->b0); free(w->b1);
     free(w->r0); free(w->r1); free(w->a0); free(w->a1);
-    free(w->nrow); free(w->mx); free(w->p); free(w->tbuf);
+    free(w->xlo); free(w->ylo);
+    free(w->nrow); free(w->mx); free(w->dlow); free(w->rowst);
+    free(w->tbuf); free(w->bnd); free(w->p); free(w->dense); free(w->dlist);
     free(w->bestv); free(w->bestx); free(w->besty);
 }
 
@@ -118,16 +180,25 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->r1 = gm_tr_alloc(maxh * sizeof(int));
     w->a0 = gm_tr_alloc(maxh * s);
     w->a1 = gm_tr_alloc(maxh * s);
+    w->xlo = gm_tr_alloc((wt + 1) * sizeof(int));
+    w->ylo = gm_tr_alloc((ht + 1) * sizeof(int));
     w->nrow = gm_tr_alloc(ht * w->wp * s);
     w->mx = gm_tr_alloc(ht * w->wp * s);
-    w->p = gm_tr_alloc(nkps * ht * w->wp * s);
-    w->tbuf = gm_tr_alloc((size_t)w->nthr * 2 * w->wp * s);
+    w->dlow = gm_tr_alloc(w->hw * sizeof(double));
+    w->rowst = gm_tr_alloc(ht * sizeof(int));
+    w->tbuf = gm_tr_alloc((size_t)w->nthr * 3 * w->wp * s);
+    w->bnd = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(double));
+    w->plen = nkps * ht * w->wp;
+    w->p = NULL;              /* allocated when a keypoint needs the full scan */
+    w->dense = gm_tr_alloc(nkps * sizeof(int));
+    w->dlist = gm_tr_alloc(nkps * sizeof(int));
     w->bestv = gm_tr_alloc((size_t)w->nthr * nkps * s);
     w->bestx = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
     w->besty = gm_tr_alloc((size_t)w->nthr * nkps * sizeof(int64_t));
-    if (!w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
-        !w->r1 || !w->a0 || !w->a1 || !w->nrow || !w->mx || !w->p || !w->tbuf ||
-        !w->bestv || !w->bestx || !w->besty) {
+    if (!w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
+        !w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
+        !w->r1 || !w->a0 || !w->a1 || !w->xlo || !w->ylo || !w->nrow || !w->mx ||
+        !w->dlow || !w->rowst || !w->tbuf || !w->bnd) {
         GM_FN(gm_tr_ws_free)(w);
         return GM_ERR_NOMEM;
     }
@@ -167,12 +238,11 @@ static void GM_FN(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size_
 }
 
 /* Per-grid-row work of one pair, for target grid row r: the five Gram
- * tables, the grid dot products g = q_k . t[r, c], the row-interpolated
- * squared norms nrow[r][X] and cross terms mx[r][X] (rows r, r + 1), and the
- * row-interpolated numerators P[k][r][X].  Rows are independent.  Returns
- * 0 if every value is finite, 1 if a Gram value is not (a non-finite input
- * or an overflow), else 2 if a later value is not (everything is written
- * either way).  O(w D (5 + K) + W (2 + K)). */
+ * tables, the grid dot products g = q_k . t[r, c], and the row-interpolated
+ * squared norms nrow[r][X] and cross terms mx[r][X] (rows r, r + 1).  Rows
+ * are independent.  Returns 0 if every value is finite, 1 if a Gram value
+ * is not (a non-finite input or an overflow), else 2 if a later value is
+ * not (everything is written either way).  O(w D (5 + K) + W). */
 static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t ht,
                              size_t wt, size_t dim, size_t nkps, int64_t Wt)
 {
@@ -185,30 +255,36 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
     int bad = 0, gram_bad;
     for (c = 0; c < wt; c++) {
         size_t c1 = c + 1 < wt ? c + 1 : c;
-        const GM_T *t = tf + (r * wt + c) * dim;
         GM_T o[5];
-        GM_FN(gm_tr_gram5)(t, tf + (r * wt + c1) * dim, tf + (r1 * wt + c) * dim,
-                            tf + (r1 * wt + c1) * dim, dim, o);
+        GM_FN(gm_tr_gram5)(tf + (r * wt + c) * dim, tf + (r * wt + c1) * dim,
+                            tf + (r1 * wt + c) * dim, tf + (r1 * wt + c1) * dim, dim, o);
         N[c] = o[0];
         Hn[c] = o[1];
         V[c] = o[2];
         D1[c] = o[3];
         D2[c] = o[4];
-        for (k = 0; k + 4 <= nkps; k += 4) {
-            const GM_T *q = w->q + k * dim;
-            GM_FN(gm_tr_dot4)(q, q + dim, q + 2 * dim, q + 3 * dim, t, dim, o);
-            w->g[k * hw + r * wt + c] = o[0];
-            w->g[(k + 1) * hw + r * wt + c] = o[1];
-            w->g[(k + 2) * hw + r * wt + c] = o[2];
-            w->g[(k + 3) * hw + r * wt + c] = o[3];
-        }
-        if (k < nkps) {
-            /* 1-3 leftover keypoints: one more dot4 with repeated queries */
-            const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
+    }
+    /* grid dots, eight keypoints at a time (gm_tr_dot8) over the whole grid
+     * row, so that their queries stay in the L1 cache while the row's
+     * vectors stream; then four at a time (1-3 leftover keypoints: repeated
+     * queries).  Every value is gm_tr_dot4's whatever the grouping */
+    for (k = 0; k + 8 <= nkps; k += 8) {
+        for (c = 0; c < wt; c++) {
+            GM_T o[8];
             size_t j;
-            GM_FN(gm_tr_dot4)(q, k + 1 < nkps ? q + dim : ql, k + 2 < nkps ? q + 2 * dim : ql,
-                               ql, t, dim, o);
-            for (j = 0; k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
+            GM_FN(gm_tr_dot8)(w->q + k * dim, dim, tf + (r * wt + c) * dim, dim, o);
+            for (j = 0; j < 8; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
+        }
+    }
+    for (; k < nkps; k += 4) {
+        const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
+        const GM_T *qa = k + 1 < nkps ? q + dim : ql, *qb = k + 2 < nkps ? q + 2 * dim : ql;
+        const GM_T *qc = k + 3 < nkps ? q + 3 * dim : ql;
+        for (c = 0; c < wt; c++) {
+            GM_T o[4];
+            size_t j;
+            GM_FN(gm_tr_dot4)(q, qa, qb, qc, tf + (r * wt + c) * dim, dim, o);
+            for (j = 0; j < 4 && k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
         }
     }
     gram_bad = !GM_FN(gm_vec_all_finite)(N, wt) || !GM_FN(gm_vec_all_finite)(Hn, wt) ||
@@ -221,27 +297,284 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
         m[X] = b0 * b0 * V[c0] + b1 * b1 * V[c1] + b0 * b1 * (D1[c0] + D2[c0]);
     }
     bad |= !GM_FN(gm_vec_all_finite)(nr, (size_t)Wt) || !GM_FN(gm_vec_all_finite)(m, (size_t)Wt);
-    for (k = 0; k < nkps; k++) {
-        const GM_T *g = w->g + k * hw + r * wt;
-        GM_T *p = w->p + (k * ht + r) * wp;
-        for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
-        bad |= !GM_FN(gm_vec_all_finite)(p, (size_t)Wt);
-    }
+    for (k = 0; k < nkps; k++) bad |= !GM_FN(gm_vec_all_finite)(w->g + k * hw + r * wt, wt);
     return gram_bad ? 1 : (bad ? 2 : 0);
 }
 
-/* Scan of one target pixel row Y for every keypoint.  With the unit source
- * descriptor q, num = q.t(Y, X) = a0 P[r0] + a1 P[r1] and d = |t(Y, X)|^2,
- * the cosine is num / sqrt(d); the scan ranks pixels by the monotone
- * transform cos |cos| = num |num| / d instead, which needs no square root
- * (a libm sqrtf does not vectorize under the default -fmath-errno) and one
- * division per pixel shared by all keypoints.  Since |num| <= sqrt(d) the
- * values lie in [-1, 1] (up to rounding) and cannot overflow; a pixel with
- * d below the smallest normal number counts as a zero vector (value 0).
+/* ---- exact branch and bound over the cells of the upsampled map ----------
+ *
+ * A "cell" (r, c) is the block of target pixels whose lower taps are grid
+ * row r and grid column c: ylo[r] <= Y < ylo[r + 1], xlo[c] <= X < xlo[c + 1].
+ * Each of its pixels is a combination t(Y, X) = sum_i w_i t_i of the cell's
+ * four corners t_0 = t[r, c], t_1 = t[r, c'], t_2 = t[r', c], t_3 = t[r', c']
+ * (r' = min(r + 1, h - 1), c' = min(c + 1, w - 1)) with weights
+ * (a0 b0, a0 b1, a1 b0, a1 b1) >= 0 that sum to 1 up to rounding.  The scan
+ * ranks pixels by val = num |num| / d (gm_tr_cell_eval), num = q.t(Y, X),
+ * d = |t(Y, X)|^2.  A cell bound B >= every computed val of the cell lets
+ * the search skip cells with B < the best value found so far, and the pixels
+ * that are evaluated are computed with exactly the arithmetic of a full
+ * scan, so the result is the full scan's pixel, ties included.
+ *
+ * Why B is an upper bound of the *computed* values (u = unit roundoff of
+ * GM_T, gamma = (ceil(D / 16) + 4) u, the error factor of one Gram or dot
+ * product: at most ceil(D / 16) multiply-adds per lane and a 4-level fold):
+ *  - Denominator.  G^ (the computed Gram matrix of the corners, from the five
+ *    tables) differs from the exact Gram matrix G of the stored vectors by
+ *    |E_ij| <= gamma |t_i| |t_j| <= gamma Gmax (Gmax = max_i G^_ii, to first
+ *    order).  G is positive semidefinite, so f(w) = w'Gw is convex on the
+ *    simplex and for ANY simplex point v (Frank-Wolfe duality)
+ *        min_simplex f >= f(v) + min_i grad f(v).(e_i - v) = 2 min_i (Gv)_i - v'Gv.
+ *    Evaluated with G^ instead of G that expression moves by at most
+ *    3 gamma Gmax; we take the largest of it over nine points v (the centre,
+ *    the corners, the edge midpoints), computed in double: LB.  A pixel's
+ *    computed d is w'G^w (weights summing to s, s^2 >= 1 - 4u) up to 12 u s^2
+ *    Gmax of rounding in nrow, mx and d, and w'G^w >= s^2 (min_simplex f -
+ *    gamma Gmax).  Hence every computed d >= dlow = (1 - 8u) LB -
+ *    (4 gamma + 32 u) Gmax, where we use 4 (ceil(D / 16) + 8) u + 32 u.
+ *  - Numerator.  num is the weighted combination of the computed grid dots
+ *    g_i of the corners, so num <= s gmax + 4 u s gabs (gmax, gabs: largest
+ *    g_i and |g_i|; two FMA levels of rounding), s <= 1 + 2u.  If
+ *    numhi = (1 + 2u)(gmax + 4 u gabs) <= 0 then num <= 0 and val <= 0: B = 0.
+ *  - val = fl(fl(num |num|) fl(1 / d)) <= numhi^2 / d (1 + u)^3, so
+ *    B = numhi^2 / dlow (1 + 8u) in double (its own rounding < 3 u more); a
+ *    pixel with d below the smallest normal number has val = 0 <= B; if
+ *    dlow is below it, B = +inf (the cell is always evaluated). */
+
+/* dlow for the cells of grid row r (needs the tables of rows r and r + 1).
+ * O(w). */
+static void GM_FN(gm_tr_cell_row)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_t wt,
+                                   size_t dim)
+{
+    const size_t hw = w->hw, r1 = r + 1 < ht ? r + 1 : r;
+    const GM_T *N = w->tab, *Hn = w->tab + hw, *V = w->tab + 2 * hw;
+    const GM_T *D1 = w->tab + 3 * hw, *D2 = w->tab + 4 * hw;
+    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53;
+    const double slack = (4.0 * (double)((dim + 15) / 16 + 8) + 32.0) * u;
+    /* corner pairs (a, b) of the four cell edges */
+    static const int ea[4] = {0, 0, 1, 2}, eb[4] = {1, 2, 3, 3};
+    size_t c;
+    for (c = 0; c < wt; c++) {
+        size_t c1 = c + 1 < wt ? c + 1 : c;
+        size_t i00 = r * wt + c, i01 = r * wt + c1, i10 = r1 * wt + c, i11 = r1 * wt + c1;
+        double G[4][4], gm = 0.0, lb, v, row[4];
+        int i, j, e;
+        G[0][0] = N[i00]; G[1][1] = N[i01]; G[2][2] = N[i10]; G[3][3] = N[i11];
+        G[0][1] = G[1][0] = Hn[i00];
+        G[2][3] = G[3][2] = Hn[i10];
+        G[0][2] = G[2][0] = V[i00];
+        G[1][3] = G[3][1] = V[i01];
+        G[0][3] = G[3][0] = D1[i00];
+        G[1][2] = G[2][1] = D2[i00];
+        for (i = 0; i < 4; i++) gm = G[i][i] > gm ? G[i][i] : gm;
+        /* centre */
+        {
+            double tot = 0.0, mn = INFINITY;
+            for (i = 0; i < 4; i++) {
+                row[i] = 0.25 * (G[i][0] + G[i][1] + G[i][2] + G[i][3]);
+                tot += 0.25 * row[i];
+                mn = row[i] < mn ? row[i] : mn;
+            }
+            lb = 2.0 * mn - tot;
+        }
+        /* corners */
+        for (j = 0; j < 4; j++) {
+            double mn = G[0][j];
+            for (i = 1; i < 4; i++) mn = G[i][j] < mn ? G[i][j] : mn;
+            v = 2.0 * mn - G[j][j];
+            lb = v > lb ? v : lb;
+        }
+        /* edge midpoints */
+        for (e = 0; e < 4; e++) {
+            int a = ea[e], b = eb[e];
+            double mn = INFINITY, tot = 0.25 * (G[a][a] + 2.0 * G[a][b] + G[b][b]);
+            for (i = 0; i < 4; i++) {
+                double x = 0.5 * (G[i][a] + G[i][b]);
+                mn = x < mn ? x : mn;
+            }
+            v = 2.0 * mn - tot;
+            lb = v > lb ? v : lb;
+        }
+        w->dlow[r * wt + c] = (1.0 - 8.0 * u) * lb - slack * gm;
+    }
+}
+
+/* Upper bounds B (see above) of the computed values val of the pixels of
+ * the cells of grid row r for the keypoint whose grid dots are g, into
+ * bnd[0 .. wt-1]; -inf for a cell without pixels.  Branch-free, so the loop
+ * vectorizes.  O(w). */
+static void GM_FN(gm_tr_bound_row)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
+                                   size_t ht, size_t wt, double *bnd)
+{
+    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53, tiny = (double)GM_T_TINY;
+    const size_t r1 = r + 1 < ht ? r + 1 : r;
+    const GM_T *ga = g + r * wt, *gb = g + r1 * wt;
+    const double *dl = w->dlow + r * wt;
+    const int *xlo = w->xlo;
+    size_t c;
+    if (w->ylo[r + 1] <= w->ylo[r]) {
+        for (c = 0; c < wt; c++) bnd[c] = -INFINITY;
+        return;
+    }
+    for (c = 0; c < wt; c++) {
+        size_t c1 = c + 1 < wt ? c + 1 : c;
+        double g0 = ga[c], g1 = ga[c1], g2 = gb[c], g3 = gb[c1];
+        double m01 = g0 > g1 ? g0 : g1, m23 = g2 > g3 ? g2 : g3;
+        double a01 = fabs(g0) > fabs(g1) ? fabs(g0) : fabs(g1);
+        double a23 = fabs(g2) > fabs(g3) ? fabs(g2) : fabs(g3);
+        double gmax = m01 > m23 ? m01 : m23, gabs = a01 > a23 ? a01 : a23;
+        double numhi = (1.0 + 2.0 * u) * (gmax + 4.0 * u * gabs), d = dl[c];
+        double q = numhi * numhi / (d >= tiny ? d : 1.0) * (1.0 + 8.0 * u);
+        double v = numhi <= 0.0 ? 0.0 : (d >= tiny ? q : INFINITY);
+        bnd[c] = xlo[c + 1] > xlo[c] ? v : -INFINITY;
+    }
+}
+
+/* Evaluate every pixel of cell (r, c) for the keypoint whose grid dots are g
+ * with the arithmetic of the full scan -- per pixel row Y the grid-row
+ * numerators p = b0 g[.][c0] + b1 g[.][c1] of rows r0(Y), r1(Y), then
+ * num = a0 p0 + a1 p1, d = a0^2 nrow[r0] + a1^2 nrow[r1] + 2 a0 a1 mx[r0],
+ * val = num |num| (1 / d) (0 when d is below the smallest normal number) --
+ * and update the best value *bv at raster index *bi (Y * W + X) when a pixel
+ * beats it, or ties it at a smaller index.  buf: 3 rows of wp.
+ * O(pixels of the cell). */
+static void GM_FN(gm_tr_cell_eval)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
+                                    size_t c, size_t wt, int64_t Wt, GM_T *buf, GM_T *bv,
+                                    int64_t *bi)
+{
+    const size_t wp = w->wp;
+    const int x0 = w->xlo[c], x1 = w->xlo[c + 1], nx = x1 - x0;
+    const int y0 = w->ylo[r], y1 = w->ylo[r + 1];
+    GM_T *p0 = buf, *p1 = buf + wp, *val = buf + 2 * wp;
+    int X, Y, pr0 = -1, pr1 = -1;
+    for (Y = y0; Y < y1; Y++) {
+        const int r0 = w->r0[Y], r1 = w->r1[Y];
+        const GM_T a0 = w->a0[Y], a1 = w->a1[Y];
+        const GM_T w00 = a0 * a0, w11 = a1 * a1, w01 = 2 * a0 * a1;
+        const GM_T *n0 = w->nrow + (size_t)r0 * wp + x0, *n1 = w->nrow + (size_t)r1 * wp + x0;
+        const GM_T *m0 = w->mx + (size_t)r0 * wp + x0;
+        GM_T m;
+        int idx;
+        if (r0 != pr0 || r1 != pr1) {
+            const GM_T *g0 = g + (size_t)r0 * wt, *g1 = g + (size_t)r1 * wt;
+            for (X = 0; X < nx; X++) {
+                int xx = x0 + X;
+                p0[X] = w->b0[xx] * g0[w->c0[xx]] + w->b1[xx] * g0[w->c1[xx]];
+                p1[X] = w->b0[xx] * g1[w->c0[xx]] + w->b1[xx] * g1[w->c1[xx]];
+            }
+            pr0 = r0;
+            pr1 = r1;
+        }
+        for (X = 0; X < nx; X++) {
+            GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
+            GM_T inv = d >= GM_T_TINY ? (GM_T)1 / d : (GM_T)0;
+            GM_T num = a0 * p0[X] + a1 * p1[X];
+            val[X] = num * GM_FABS(num) * inv;
+        }
+        m = val[0];
+#pragma omp simd reduction(max : m)
+        for (X = 0; X < nx; X++) m = val[X] > m ? val[X] : m;
+        if (m < *bv) continue;
+        idx = nx;
+#pragma omp simd reduction(min : idx)
+        for (X = 0; X < nx; X++) {
+            int cc = val[X] == m ? X : nx;
+            idx = cc < idx ? cc : idx;
+        }
+        if (idx < nx) {
+            int64_t pi = (int64_t)Y * Wt + x0 + idx;
+            if (m > *bv || pi < *bi) {
+                *bv = m;
+                *bi = pi;
+            }
+        }
+    }
+}
+
+/* Pixels of the cells whose bound reaches v.  O(h w). */
+static double GM_FN(gm_tr_left)(const GM_FN(gm_tr_ws) *w, const double *bnd, size_t ht,
+                                size_t wt, double v)
+{
+    double left = 0.0;
+    size_t r, c;
+    for (r = 0; r < ht; r++) {
+        double cols = 0.0;
+        for (c = 0; c < wt; c++)
+            cols += bnd[r * wt + c] >= v ? (double)(w->xlo[c + 1] - w->xlo[c]) : 0.0;
+        left += cols * (double)(w->ylo[r + 1] - w->ylo[r]);
+    }
+    return left;
+}
+
+/* The best pixel of one keypoint (grid dots g): bound every cell, evaluate
+ * the cells of the GM_TR_TOP largest bounds in decreasing order (ties:
+ * raster order), then every other cell whose bound reaches the best value
+ * so far, in raster order.  Pixels are compared by value and then raster
+ * index, so the order of evaluation does not matter.  Returns the raster
+ * index of the first pixel of maximal value, or -1 when the bounds do not
+ * separate this keypoint's cells (features whose neighbours are nearly
+ * orthogonal, constant features): the cells evaluated first and those whose
+ * bound still reaches the best value after them hold more than a quarter of
+ * the image's pixels -- the full scan, which shares 1/d between keypoints,
+ * is then cheaper.  The
+ * choice depends on the values only, never on the thread count.  bnd:
+ * ht*wt entries.  O(h w + pixels of the evaluated cells). */
+#define GM_TR_TOP 8
+static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t ht,
+                                      size_t wt, int64_t Wt, int64_t Ht, GM_T *buf,
+                                      double *bnd)
+{
+    size_t r, c, i, j, nt = 0, top[GM_TR_TOP];
+    double left, done = 0.0, npix = (double)Wt * (double)Ht;
+    GM_T bv = -(GM_T)INFINITY;
+    int64_t bi = INT64_MAX;
+    if (w->full_scan) return -1;
+    for (r = 0; r < ht; r++) GM_FN(gm_tr_bound_row)(w, g, r, ht, wt, bnd + r * wt);
+    /* the GM_TR_TOP largest bounds, decreasing, ties in raster order */
+    for (c = 0; c < w->hw; c++) {
+        double b = bnd[c];
+        if (b == -INFINITY || (nt == GM_TR_TOP && b <= bnd[top[nt - 1]])) continue;
+        for (j = nt < GM_TR_TOP ? nt++ : GM_TR_TOP - 1; j > 0 && bnd[top[j - 1]] < b; j--)
+            top[j] = top[j - 1];
+        top[j] = c;
+    }
+    for (i = 0; i < nt && bnd[top[i]] >= (double)bv; i++) {
+        size_t cr = top[i] / wt, cc = top[i] % wt;
+        GM_FN(gm_tr_cell_eval)(w, g, cr, cc, wt, Wt, buf, &bv, &bi);
+        done += (double)(w->ylo[cr + 1] - w->ylo[cr]) * (double)(w->xlo[cc + 1] - w->xlo[cc]);
+        bnd[top[i]] = -INFINITY;
+        if (i == 0 && GM_FN(gm_tr_left)(w, bnd, ht, wt, (double)bv) > 0.5 * npix) return -1;
+    }
+    for (; i < nt; i++) bnd[top[i]] = -INFINITY;        /* below the best value */
+    left = GM_FN(gm_tr_left)(w, bnd, ht, wt, (double)bv);
+    if (done + left > 0.25 * npix) return -1;
+    for (r = 0; r < ht; r++)
+        for (c = 0; c < wt; c++)
+            if (bnd[r * wt + c] >= (double)bv)
+                GM_FN(gm_tr_cell_eval)(w, g, r, c, wt, Wt, buf, &bv, &bi);
+    return bi;
+}
+
+/* Full scan, for the nd keypoints of w->dlist: the row-interpolated
+ * numerators P[j][r][X] of grid row r.  O(W nd). */
+static void GM_FN(gm_tr_prow)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_t wt,
+                               size_t nd, int64_t Wt)
+{
+    size_t j;
+    int64_t X;
+    for (j = 0; j < nd; j++) {
+        const GM_T *g = w->g + (size_t)w->dlist[j] * w->hw + r * wt;
+        GM_T *p = w->p + (j * ht + r) * w->wp;
+        for (X = 0; X < Wt; X++) p[X] = w->b0[X] * g[w->c0[X]] + w->b1[X] * g[w->c1[X]];
+    }
+}
+
+/* Full scan of one target pixel row Y for the nd keypoints of w->dlist, with
+ * the arithmetic of gm_tr_cell_eval (1/d computed once per pixel and shared).
  * Values go to a row buffer; its maximum and, when that beats the calling
- * thread's best so far (bv/bx/by), the first X attaining it.  O(W (1 + K)). */
+ * thread's best so far (bv/bx/by, indexed like dlist), the first X
+ * attaining it.  O(W (1 + nd)). */
 static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
-                                   size_t nkps, int nW, GM_T *inv, GM_T *val, GM_T *bv,
+                                   size_t nd, int nW, GM_T *inv, GM_T *val, GM_T *bv,
                                    int64_t *bx, int64_t *by)
 {
     const size_t wp = w->wp;
@@ -256,7 +589,7 @@ static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
         GM_T d = w00 * n0[X] + w11 * n1[X] + w01 * m0[X];
         inv[X] = d >= GM_T_TINY ? (GM_T)1 / d : (GM_T)0;
     }
-    for (kk = 0; kk < nkps; kk++) {
+    for (kk = 0; kk < nd; kk++) {
         const GM_T *p0 = w->p + (kk * ht + (size_t)r0) * wp;
         const GM_T *p1 = w->p + (kk * ht + (size_t)r1) * wp;
         GM_T m;
@@ -283,55 +616,88 @@ static void GM_FN(gm_tr_scan_row)(const GM_FN(gm_tr_ws) *w, long Y, size_t ht,
     }
 }
 
-/* One pair, in one parallel region with a single barrier: per-grid-row
- * tables (threaded over target grid rows), then the pixel scan (threaded
- * over target pixel rows).  Each thread scans one contiguous block of pixel
- * rows in order (static schedule) and the blocks are merged in thread order
- * with a strict comparison, so exact ties go to the first pixel in row-major
- * order whatever the thread count.  Writes (x, y) per keypoint to out.
- * Returns GM_OK, GM_ERR_NUMERIC or GM_ERR_NONFINITE_ARG(1).
- * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)). */
-static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
-                              const GM_T *kps, size_t hs, size_t ws, size_t ht, size_t wt,
-                              size_t dim, size_t nkps, int64_t Ws, int64_t Hs, int64_t Wt,
-                              int64_t Ht, GM_T *out)
+/* One pair, in one parallel region: per-grid-row tables (threaded over
+ * target grid rows), the cells' norm bounds (over grid rows), the branch
+ * and bound of each keypoint (over keypoints), then the full scan of the
+ * keypoints whose bounds do not prune (threaded over target pixel rows:
+ * each thread scans one contiguous block of rows in order and the blocks
+ * are merged in thread order with a strict comparison).  Either way a
+ * keypoint gets the first pixel in row-major order of maximal value, so
+ * results do not depend on the thread count.  Writes (x, y) per keypoint to
+ * out.  Returns GM_OK, GM_ERR_NUMERIC or GM_ERR_NONFINITE_ARG(1).
+ * O(h w D (5 + K) + h W + K (h w + evaluated pixels)), at most
+ * O(h w D (5 + K) + h W (2 + K) + H W (1 + K)) when nothing prunes.  The
+ * unit source descriptors of the K keypoints are in w->q. */
+static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, size_t wt,
+                                size_t dim, size_t nkps, int64_t Wt, int64_t Ht, GM_T *out)
 {
     const int nthr = w->nthr;
-    size_t i, k;
-    int t, par, worst = 0;
-    for (k = 0; k < nkps; k++)
-        GM_FN(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
-                                  w->q + k * dim);
-    for (i = 0; i < (size_t)nthr * nkps; i++) {
-        w->bestv[i] = -(GM_T)INFINITY;
-        w->bestx[i] = w->besty[i] = -1;
+    size_t k, r, nd = 0;
+    int par, t, worst = 0;
+    for (k = 0; k < (size_t)nthr * nkps; k++) {
+        w->bestv[k] = -(GM_T)INFINITY;
+        w->bestx[k] = w->besty[k] = -1;
     }
     /* tiny problems run on one thread: a parallel region costs more */
-    par = gm_threads_for(GM_WORK_FMA * ((double)ht * (double)wt * (double)dim * (double)(5 + nkps) +
-                                        (double)Ht * (double)Wt * (double)(1 + nkps) * 4.0)) > 1;
-#pragma omp parallel num_threads(par ? nthr : 1) reduction(max : worst)
+    par = gm_threads_for(GM_WORK_FMA * (double)ht * (double)wt * (double)dim *
+                         (double)(5 + nkps)) > 1;
+#pragma omp parallel num_threads(par ? nthr : 1)
     {
-        int tid = gm_thread_id();
-        GM_T *inv = w->tbuf + (size_t)tid * 2 * w->wp, *val = inv + w->wp;
-        long r, Y;
+        int tid = gm_thread_id(), bad = 0;
+        GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
+        double *bnd = w->bnd + (size_t)tid * w->hw;
+        size_t j;
+        long i;
 #pragma omp for schedule(static)
-        for (r = 0; r < (long)ht; r++) {
-            int st = GM_FN(gm_tr_row)(w, tf, (size_t)r, ht, wt, dim, nkps, Wt);
-            worst = st > worst ? st : worst;
+        for (i = 0; i < (long)ht; i++)
+            w->rowst[i] = GM_FN(gm_tr_row)(w, tf, (size_t)i, ht, wt, dim, nkps, Wt);
+        /* implicit barrier: every thread sees every row's status */
+        for (j = 0; j < ht; j++) bad = w->rowst[j] > bad ? w->rowst[j] : bad;
+        if (!bad) {
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)ht; i++) GM_FN(gm_tr_cell_row)(w, (size_t)i, ht, wt, dim);
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)nkps; i++) {
+                int64_t bi = GM_FN(gm_tr_keypoint)(w, w->g + (size_t)i * w->hw, ht, wt, Wt,
+                                                    Ht, buf, bnd);
+                w->dense[i] = bi < 0;
+                if (bi >= 0) {
+                    out[2 * i] = (GM_T)(bi % Wt);
+                    out[2 * i + 1] = (GM_T)(bi / Wt);
+                }
+            }
         }
+    }
+    for (r = 0; r < ht; r++) worst = w->rowst[r] > worst ? w->rowst[r] : worst;
+    for (k = 0; !worst && k < nkps; k++)
+        if (w->dense[k]) w->dlist[nd++] = (int)k;
+    if (nd > 0) {
+        /* the full scan, in a second region */
+        if (!w->p && !(w->p = gm_tr_alloc(w->plen * sizeof(GM_T)))) return GM_ERR_NOMEM;
+        par = gm_threads_for(GM_WORK_FMA * 4.0 * (double)Ht * (double)Wt * (double)(1 + nd)) > 1;
+#pragma omp parallel num_threads(par ? nthr : 1)
+        {
+            int tid = gm_thread_id();
+            GM_T *buf = w->tbuf + (size_t)tid * 3 * w->wp;
+            long i;
 #pragma omp for schedule(static)
-        for (Y = 0; Y < (long)Ht; Y++)
-            GM_FN(gm_tr_scan_row)(w, Y, ht, nkps, (int)Wt, inv, val,
-                                   w->bestv + (size_t)tid * nkps, w->bestx + (size_t)tid * nkps,
-                                   w->besty + (size_t)tid * nkps);
+            for (i = 0; i < (long)ht; i++) GM_FN(gm_tr_prow)(w, (size_t)i, ht, wt, nd, Wt);
+#pragma omp for schedule(static)
+            for (i = 0; i < (long)Ht; i++)
+                GM_FN(gm_tr_scan_row)(w, i, ht, nd, (int)Wt, buf, buf + w->wp,
+                                      w->bestv + (size_t)tid * nkps,
+                                      w->bestx + (size_t)tid * nkps,
+                                      w->besty + (size_t)tid * nkps);
+        }
     }
     if (worst == 1)
         return GM_FN(gm_vec_all_finite)(tf, ht * wt * dim) ? GM_ERR_NUMERIC
                                                            : GM_ERR_NONFINITE_ARG(1);
     if (worst) return GM_ERR_NUMERIC;
-    for (k = 0; k < nkps; k++) {
+    for (k = 0; k < nd; k++) {
         GM_T best = -(GM_T)INFINITY;
         int64_t bx = 0, by = 0;
+        size_t kk = (size_t)w->dlist[k];
         for (t = 0; t < nthr; t++) {
             size_t j = (size_t)t * nkps + k;
             if (w->besty[j] >= 0 && w->bestv[j] > best) {
@@ -340,17 +706,32 @@ static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
                 by = w->besty[j];
             }
         }
-        out[2 * k] = (GM_T)bx;
-        out[2 * k + 1] = (GM_T)by;
+        out[2 * kk] = (GM_T)bx;
+        out[2 * kk + 1] = (GM_T)by;
     }
     return GM_OK;
 }
 
-/* Taps of the n_out pixels of one axis from n_in grid cells.  O(n_out). */
-static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i1s,
-                                   GM_T *w0, GM_T *w1)
+/* One pair: the source descriptors of its keypoints, then gm_tr_pair_q. */
+static int GM_FN(gm_tr_pair)(GM_FN(gm_tr_ws) *w, const GM_T *sf, const GM_T *tf,
+                              const GM_T *kps, size_t hs, size_t ws, size_t ht, size_t wt,
+                              size_t dim, size_t nkps, int64_t Ws, int64_t Hs, int64_t Wt,
+                              int64_t Ht, GM_T *out)
 {
-    int64_t i, i0, i1;
+    size_t k;
+    for (k = 0; k < nkps; k++)
+        GM_FN(gm_tr_source_desc)(sf, hs, ws, dim, Ws, Hs, kps[2 * k], kps[2 * k + 1],
+                                  w->q + k * dim);
+    return GM_FN(gm_tr_pair_q)(w, tf, ht, wt, dim, nkps, Wt, Ht, out);
+}
+
+/* Taps of the n_out pixels of one axis from n_in grid cells, and the first
+ * pixel lo[i] of each grid index i (lo[n_in] = n_out): taps i0 are
+ * non-decreasing in the pixel.  O(n_out + n_in). */
+static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i1s,
+                                   GM_T *w0, GM_T *w1, int *lo)
+{
+    int64_t i, i0, i1, j = 0;
     double f;
     for (i = 0; i < n_out; i++) {
         gm_transfer_linear_taps(i, n_in, n_out, &i0, &i1, &f);
@@ -358,15 +739,17 @@ static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i
         i1s[i] = (int)i1;
         w0[i] = (GM_T)(1.0 - f);
         w1[i] = (GM_T)f;
+        while (j <= i0) lo[j++] = (int)i;
     }
+    while (j <= n_in) lo[j++] = (int)n_out;
 }
 
-/* Taps of every target pixel column and row.  O(W + H). */
+/* Taps of every target pixel column and row.  O(W + H + w + h). */
 static void GM_FN(gm_tr_taps)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, int64_t Wt,
                               int64_t Ht)
 {
-    GM_FN(gm_tr_axis_taps)(Wt, (int64_t)wt, w->c0, w->c1, w->b0, w->b1);
-    GM_FN(gm_tr_axis_taps)(Ht, (int64_t)ht, w->r0, w->r1, w->a0, w->a1);
+    GM_FN(gm_tr_axis_taps)(Wt, (int64_t)wt, w->c0, w->c1, w->b0, w->b1, w->xlo);
+    GM_FN(gm_tr_axis_taps)(Ht, (int64_t)ht, w->r0, w->r1, w->a0, w->a1, w->ylo);
 }
 
 /* Image sizes and keypoints of a transfer (see gm_transfer_check in
@@ -411,7 +794,7 @@ static int GM_FN(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
                                   const GM_T *src_kps, const int64_t *src_size,
                                   const int64_t *trg_size, size_t batch, size_t hs,
                                   size_t ws, size_t ht, size_t wt, size_t dim,
-                                  size_t nkps, const GM_T *out)
+                                  size_t nkps, const GM_T *out, int flags)
 {
     int st;
     if (hs == 0 || ws == 0 || ht == 0 || wt == 0 || dim == 0) return GM_ERR_INVALID;
@@ -423,7 +806,8 @@ static int GM_FN(gm_tr_validate)(const GM_T *src_feat, const GM_T *trg_feat,
     if (!src_feat || !trg_feat || !out) return GM_ERR_INVALID;
     /* trg_feat is checked through its Gram table (a non-finite entry makes
      * its cell's squared norm non-finite); see gm_transfer_upsample_argmax. */
-    if (!GM_FN(gm_vec_all_finite)(src_feat, batch * hs * ws * dim))
+    if (!(flags & GM_TRANSFER_SRC_FINITE) &&
+        !GM_FN(gm_vec_all_finite)(src_feat, batch * hs * ws * dim))
         return GM_ERR_NONFINITE_ARG(0);
     return GM_OK;
 }
@@ -434,10 +818,21 @@ int GM_FN(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fea
                                         size_t ws, size_t ht, size_t wt, size_t dim,
                                         size_t nkps, GM_T *out)
 {
+    return GM_FN(gm_transfer_upsample_argmax_ex)(src_feat, trg_feat, src_kps, src_size,
+                                                 trg_size, batch, hs, ws, ht, wt, dim, nkps,
+                                                 0, out);
+}
+
+int GM_FN(gm_transfer_upsample_argmax_ex)(const GM_T *src_feat, const GM_T *trg_feat,
+                                           const GM_T *src_kps, const int64_t *src_size,
+                                           const int64_t *trg_size, size_t batch, size_t hs,
+                                           size_t ws, size_t ht, size_t wt, size_t dim,
+                                           size_t nkps, int flags, GM_T *out)
+{
     GM_FN(gm_tr_ws) w;
     size_t b, maxw = 1, maxh = 1;
     int status = GM_FN(gm_tr_validate)(src_feat, trg_feat, src_kps, src_size, trg_size,
-                                        batch, hs, ws, ht, wt, dim, nkps, out);
+                                        batch, hs, ws, ht, wt, dim, nkps, out, flags);
     if (status != GM_OK || batch == 0 || nkps == 0) return status;
     for (b = 0; b < batch; b++) {
         if ((size_t)trg_size[2 * b] > maxw) maxw = (size_t)trg_size[2 * b];
@@ -445,6 +840,7 @@ int GM_FN(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fea
     }
     status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, nkps, maxw, maxh);
     if (status != GM_OK) return status;
+    w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
     for (b = 0; b < batch && status == GM_OK; b++) {
         int64_t Ws = src_size[2 * b], Hs = src_size[2 * b + 1];
         int64_t Wt = trg_size[2 * b], Ht = trg_size[2 * b + 1];
@@ -453,6 +849,69 @@ int GM_FN(gm_transfer_upsample_argmax)(const GM_T *src_feat, const GM_T *trg_fea
                                     trg_feat + b * ht * wt * dim, src_kps + b * nkps * 2, hs,
                                     ws, ht, wt, dim, nkps, Ws, Hs, Wt, Ht, out + b * nkps * 2);
     }
+    GM_FN(gm_tr_ws_free)(&w);
+    if (status == GM_ERR_NUMERIC)
+        status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "
+                         "rescale src_feat/trg_feat", sizeof(GM_T) == 4 ? "float32" : "float64");
+    return status;
+}
+
+int GM_FN(gm_transfer_upsample_argmax_group)(const GM_T *const *src_feats,
+                                              const GM_T *const *src_kps, const size_t *nkps,
+                                              const int64_t *src_size, size_t npairs,
+                                              size_t hs, size_t ws, const GM_T *trg_feat,
+                                              const int64_t *trg_size, size_t ht, size_t wt,
+                                              size_t dim, int flags, GM_T *const *outs)
+{
+    GM_FN(gm_tr_ws) w;
+    size_t p, k, total = 0;
+    GM_T *out = NULL;
+    int status;
+    if (npairs > 0 && (!src_feats || !src_kps || !nkps || !src_size || !outs))
+        return GM_ERR_INVALID;
+    if (!trg_size) return GM_ERR_INVALID;
+    for (p = 0; p < npairs; p++) {
+        status = GM_FN(gm_tr_validate)(src_feats[p], trg_feat, src_kps[p], src_size + 2 * p,
+                                        trg_size, 1, hs, ws, ht, wt, dim, nkps[p], outs[p],
+                                        flags);
+        if (status != GM_OK) {
+            /* name the pair: the details so far are about "pair 0" of one call */
+            if (status == GM_ERR_NONFINITE_ARG(0))
+                return gm_fail(status, "non-finite value in the source map of pair %zu", p);
+            return status;
+        }
+        if (nkps[p] > SIZE_MAX / 2 - total) return GM_ERR_INVALID;
+        total += nkps[p];
+    }
+    if (total == 0) return GM_OK;
+    if (trg_size[0] < 1 || trg_size[0] > GM_MAX_IMAGE_SIDE || trg_size[1] < 1 ||
+        trg_size[1] > GM_MAX_IMAGE_SIDE)
+        return GM_ERR_RANGE_ARG(4);
+    status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, total, (size_t)trg_size[0],
+                                   (size_t)trg_size[1]);
+    if (status != GM_OK) return status;
+    w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
+    out = gm_tr_alloc(total * 2 * sizeof(GM_T));
+    if (!out) {
+        GM_FN(gm_tr_ws_free)(&w);
+        return GM_ERR_NOMEM;
+    }
+    for (p = 0, total = 0; p < npairs; p++) {
+        for (k = 0; k < nkps[p]; k++, total++)
+            GM_FN(gm_tr_source_desc)(src_feats[p], hs, ws, dim, src_size[2 * p],
+                                      src_size[2 * p + 1], src_kps[p][2 * k],
+                                      src_kps[p][2 * k + 1], w.q + total * dim);
+    }
+    GM_FN(gm_tr_taps)(&w, ht, wt, trg_size[0], trg_size[1]);
+    status = GM_FN(gm_tr_pair_q)(&w, trg_feat, ht, wt, dim, total, trg_size[0], trg_size[1],
+                                 out);
+    if (status == GM_OK) {
+        for (p = 0, total = 0; p < npairs; p++) {
+            memcpy(outs[p], out + 2 * total, nkps[p] * 2 * sizeof(GM_T));
+            total += nkps[p];
+        }
+    }
+    free(out);
     GM_FN(gm_tr_ws_free)(&w);
     if (status == GM_ERR_NUMERIC)
         status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "

@@ -906,8 +906,12 @@ done:
 }
 
 PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
-             "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size)\n--\n\n"
-             "Exact upsample-argmax keypoint transfer (see geomatch.transfer).");
+             "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size, *, "
+             "check_src=True, full_scan=False)\n--\n\n"
+             "Exact upsample-argmax keypoint transfer (see geomatch.transfer); "
+             "check_src=False skips the scan of src_feat for non-finite values (the "
+             "caller has checked it); full_scan=True evaluates every pixel instead of the "
+             "branch and bound over grid cells (same results; for tests).");
 
 /* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
  * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
@@ -915,14 +919,17 @@ PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
  * keypoints and values are the kernel's to check. */
 static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size", NULL};
+    static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size",
+                             "check_src", "full_scan", NULL};
     PyObject *objs[3], *o_ss, *o_ts, *result = NULL;
+    int check_src = 1, full_scan = 0;
     PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
     npy_intp dims[NPY_MAXDIMS];
     int type, nd, nlead, st = GM_OK;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:transfer_upsample_argmax", kwlist,
-                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$pp:transfer_upsample_argmax", kwlist,
+                                     &objs[0], &objs[1], &objs[2], &o_ss, &o_ts, &check_src,
+                                     &full_scan))
         return NULL;
     if ((type = gm_common_float_type(objs, tr_names, 3)) < 0) goto done;
     if (!(sf = gm_as_array(objs[0], type, "src_feat", 3, NPY_MAXDIMS - 1, 0))) goto done;
@@ -941,12 +948,14 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
     for (int i = 0; i < nlead + 1; i++) dims[i] = PyArray_DIM(kp, i);
     dims[nlead + 1] = 2;
     if (!(out = (PyArrayObject *)PyArray_ZEROS(nlead + 2, dims, type, 0))) goto done;
-    GM_RUN(st, type, gm_transfer_upsample_argmax, PyArray_DATA(sf), PyArray_DATA(tf),
+    GM_RUN(st, type, gm_transfer_upsample_argmax_ex, PyArray_DATA(sf), PyArray_DATA(tf),
            PyArray_DATA(kp), PyArray_DATA(ss), PyArray_DATA(ts),
            (size_t)gm_batch_size(sf, nlead), (size_t)PyArray_DIM(sf, nlead),
            (size_t)PyArray_DIM(sf, nlead + 1), (size_t)PyArray_DIM(tf, nlead),
            (size_t)PyArray_DIM(tf, nlead + 1), (size_t)PyArray_DIM(sf, nd - 1),
-           (size_t)PyArray_DIM(kp, nlead), PyArray_DATA(out));
+           (size_t)PyArray_DIM(kp, nlead),
+           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0),
+           PyArray_DATA(out));
     if (gm_failed(st, "transfer_upsample_argmax", tr_names, 5)) goto done;
     result = gm_steal(&out);
 done:
@@ -1183,6 +1192,167 @@ PyDoc_STRVAR(py_bf16_supported__doc__,
 static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
 {
     return PyBool_FromLong(gm_bf16_supported());
+}
+
+PyDoc_STRVAR(py_transfer_upsample_argmax_group__doc__,
+             "transfer_upsample_argmax_group(src_feats, src_kps, src_sizes, trg_feat, trg_size, "
+             "*, check_src=True, full_scan=False)\n--\n\n"
+             "transfer_upsample_argmax for several pairs sharing one target map: src_feats "
+             "and src_kps are sequences of (hs, ws, D) maps and (K_p, 2) keypoints, "
+             "src_sizes an (n, 2) integer array, trg_feat (ht, wt, D), trg_size (W, H).  "
+             "Returns a list of (K_p, 2) arrays, each bit for bit the per-pair result.  "
+             "check_src and full_scan as for transfer_upsample_argmax.");
+
+/* transfer_upsample_argmax_group(...): gm_transfer_upsample_argmax_group on
+ * converted copies (common float type of every array) of the inputs. */
+static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *args,
+                                                   PyObject *kwds)
+{
+    static char *kwlist[] = {"src_feats", "src_kps", "src_sizes", "trg_feat", "trg_size",
+                             "check_src", "full_scan", NULL};
+    PyObject *o_sf, *o_kp, *o_ss, *o_tf, *o_ts, *seq_sf = NULL, *seq_kp = NULL;
+    PyObject *result = NULL;
+    PyArrayObject *tf = NULL, *ss = NULL, *ts = NULL;
+    PyArrayObject **arrs = NULL;          /* n source maps, n keypoint arrays, n outputs */
+    const void **psf = NULL, **pkp = NULL;
+    void **pout = NULL;
+    size_t *nk = NULL;
+    Py_ssize_t n = 0, i;
+    int check_src = 1, full_scan = 0, type = NPY_FLOAT32, st = GM_OK;
+    size_t hs = 0, ws = 0, dim;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$pp:transfer_upsample_argmax_group",
+                                     kwlist, &o_sf, &o_kp, &o_ss, &o_tf, &o_ts, &check_src,
+                                     &full_scan))
+        return NULL;
+    if (!(seq_sf = PySequence_Fast(o_sf, "src_feats must be a sequence of arrays"))) goto done;
+    if (!(seq_kp = PySequence_Fast(o_kp, "src_kps must be a sequence of arrays"))) goto done;
+    n = PySequence_Fast_GET_SIZE(seq_sf);
+    if (PySequence_Fast_GET_SIZE(seq_kp) != n) {
+        gm_set_error(PyExc_ValueError, "src_feats and src_kps must have the same length");
+        goto done;
+    }
+    {
+        int t = gm_float_type_of(o_tf, "trg_feat");
+        if (t < 0) goto done;
+        if (t == NPY_FLOAT64) type = NPY_FLOAT64;
+        for (i = 0; i < n; i++) {
+            int a = gm_float_type_of(PySequence_Fast_GET_ITEM(seq_sf, i), "src_feats");
+            int b = a < 0 ? -1 : gm_float_type_of(PySequence_Fast_GET_ITEM(seq_kp, i), "src_kps");
+            if (b < 0) goto done;
+            if (a == NPY_FLOAT64 || b == NPY_FLOAT64) type = NPY_FLOAT64;
+        }
+    }
+    if (!(tf = gm_as_array(o_tf, type, "trg_feat", 3, 3, 0))) goto done;
+    dim = (size_t)PyArray_DIM(tf, 2);
+    if (!(ts = gm_transfer_sizes(o_ts, "trg_size", NULL, 0))) goto done;
+    ss = (PyArrayObject *)PyArray_FROMANY(o_ss, NPY_INT64, 2, 2,
+                                          NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    if (!ss || PyArray_DIM(ss, 0) != n || PyArray_DIM(ss, 1) != 2) {
+        PyErr_Clear();
+        gm_set_error(PyExc_ValueError, "src_sizes must be an (n, 2) integer array, one (W, H) "
+                     "per pair");
+        goto done;
+    }
+    arrs = PyMem_Calloc((size_t)(3 * n + 1), sizeof *arrs);
+    psf = PyMem_Calloc((size_t)(n + 1), sizeof *psf);
+    pkp = PyMem_Calloc((size_t)(n + 1), sizeof *pkp);
+    pout = PyMem_Calloc((size_t)(n + 1), sizeof *pout);
+    nk = PyMem_Calloc((size_t)(n + 1), sizeof *nk);
+    if (!arrs || !psf || !pkp || !pout || !nk) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        PyArrayObject *a, *k, *o;
+        npy_intp dims[2];
+        if (!(a = arrs[i] = gm_as_array(PySequence_Fast_GET_ITEM(seq_sf, i), type, "src_feats",
+                                        3, 3, 0)))
+            goto done;
+        if (!(k = arrs[n + i] = gm_as_array(PySequence_Fast_GET_ITEM(seq_kp, i), type,
+                                            "src_kps", 2, 2, 1)))
+            goto done;
+        if (i == 0) {
+            hs = (size_t)PyArray_DIM(a, 0);
+            ws = (size_t)PyArray_DIM(a, 1);
+        }
+        if ((size_t)PyArray_DIM(a, 0) != hs || (size_t)PyArray_DIM(a, 1) != ws ||
+            (size_t)PyArray_DIM(a, 2) != dim) {
+            gm_set_error(PyExc_ValueError, "src_feats must all have the same grid and the "
+                         "feature dimension of trg_feat");
+            goto done;
+        }
+        if (PyArray_DIM(k, 1) != 2) {
+            gm_set_error(PyExc_ValueError, "src_kps must be (K, 2) arrays");
+            goto done;
+        }
+        dims[0] = PyArray_DIM(k, 0);
+        dims[1] = 2;
+        if (!(o = arrs[2 * n + i] = (PyArrayObject *)PyArray_ZEROS(2, dims, type, 0)))
+            goto done;
+        psf[i] = PyArray_DATA(a);
+        pkp[i] = PyArray_DATA(k);
+        pout[i] = PyArray_DATA(o);
+        nk[i] = (size_t)dims[0];
+    }
+    GM_RUN(st, type, gm_transfer_upsample_argmax_group, (void *)psf, (void *)pkp, nk,
+           PyArray_DATA(ss), (size_t)n, hs, ws, PyArray_DATA(tf), PyArray_DATA(ts),
+           (size_t)PyArray_DIM(tf, 0), (size_t)PyArray_DIM(tf, 1), dim,
+           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0),
+           (void *)pout);
+    if (gm_failed(st, "transfer_upsample_argmax_group", tr_names, 5)) goto done;
+    if (!(result = PyList_New(n))) goto done;
+    for (i = 0; i < n; i++) {
+        PyList_SET_ITEM(result, i, (PyObject *)arrs[2 * n + i]);
+        arrs[2 * n + i] = NULL;
+    }
+done:
+    if (arrs)
+        for (i = 0; i < 3 * n; i++) Py_XDECREF(arrs[i]);
+    PyMem_Free(arrs);
+    PyMem_Free(psf);
+    PyMem_Free(pkp);
+    PyMem_Free(pout);
+    PyMem_Free(nk);
+    Py_XDECREF(seq_sf);
+    Py_XDECREF(seq_kp);
+    gm_release((PyArrayObject *[]){tf, ss, ts}, 3);
+    return result;
+}
+
+PyDoc_STRVAR(py_f16_to_f32__doc__,
+             "f16_to_f32(src, out)\n--\n\nCopy the float16 array src into the float32 array "
+             "out (same number of values, both C-contiguous), exactly.  Returns True if "
+             "every value is finite.");
+
+/* f16_to_f32(src, out): gm_f16_to_f32 from one C-contiguous float16 array into
+ * a writable C-contiguous float32 array of as many values.  Returns whether
+ * all are finite. */
+static PyObject *py_f16_to_f32(PyObject *self, PyObject *args)
+{
+    PyArrayObject *src, *out;
+    int st;
+    if (!PyArg_ParseTuple(args, "O!O!:f16_to_f32", &PyArray_Type, &src, &PyArray_Type, &out))
+        return NULL;
+    if (PyArray_TYPE(src) != NPY_FLOAT16 || !PyArray_IS_C_CONTIGUOUS(src)) {
+        gm_set_error(PyExc_TypeError, "src must be a C-contiguous float16 array");
+        return NULL;
+    }
+    if (PyArray_TYPE(out) != NPY_FLOAT32 || !PyArray_IS_C_CONTIGUOUS(out) ||
+        !PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
+        gm_set_error(PyExc_TypeError, "out must be a writable C-contiguous float32 array");
+        return NULL;
+    }
+    if (PyArray_SIZE(src) != PyArray_SIZE(out)) {
+        gm_set_error(PyExc_ValueError, "out must have as many values as src (%zd), got %zd",
+                     (Py_ssize_t)PyArray_SIZE(src), (Py_ssize_t)PyArray_SIZE(out));
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = gm_f16_to_f32((const uint16_t *)PyArray_DATA(src), (float *)PyArray_DATA(out),
+                       (size_t)PyArray_SIZE(src));
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(st == GM_OK);
 }
 
 PyDoc_STRVAR(py_bf16_pack__doc__,
@@ -1731,6 +1901,8 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(argmax_2d, METH_VARARGS),
     GM_FUNC(window_soft_argmax, METH_VARARGS),
     GM_FUNC(transfer_check, METH_VARARGS),
+    GM_FUNC(f16_to_f32, METH_VARARGS),
+    GM_FUNC(transfer_upsample_argmax_group, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(transfer_upsample_argmax, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_linear, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_layernorm, METH_VARARGS | METH_KEYWORDS),

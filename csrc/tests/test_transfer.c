@@ -218,6 +218,101 @@ static void test_errors(void)
     }
 }
 
+/* The branch and bound against the exhaustive scan (GM_TRANSFER_FULL_SCAN),
+ * bit for bit, on maps where it prunes (a shared component plus noise, as
+ * in bench_eval) and where it does not (independent noise, integer ties). */
+static void test_branch_and_bound(void)
+{
+    enum { H = 9, W = 8, D = 33, K = 9 };
+    static float sf[H * W * D], tf[H * W * D], base[H * W * D], kp[2 * K];
+    float o1[2 * K], o2[2 * K];
+    int64_t ss[2] = {70, 61}, ts[2] = {83, 77};
+    unsigned long long st = 12345;
+    for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+        base[i] = (float)gm_test_uniform(&st) - 0.5f;
+    for (int kind = 0; kind < 3; kind++) {
+        for (size_t i = 0; i < sizeof sf / sizeof *sf; i++) {
+            float a = (float)gm_test_uniform(&st) - 0.5f, b = (float)gm_test_uniform(&st) - 0.5f;
+            sf[i] = kind == 0 ? 0.7f * base[i] + a : a;
+            tf[i] = kind == 0 ? 0.7f * base[i] + b : (kind == 2 ? floorf(3 * b) : b);
+        }
+        for (int k = 0; k < K; k++) {
+            kp[2 * k] = (float)(gm_test_uniform(&st) * (double)ss[0]);
+            kp[2 * k + 1] = (float)(gm_test_uniform(&st) * (double)ss[1]);
+        }
+        for (int thr = 1; thr <= 2; thr++) {
+            int before = gm_get_num_threads();
+            gm_set_num_threads(thr);
+            GM_CHECK(gm_transfer_upsample_argmax_ex_f32(sf, tf, kp, ss, ts, 1, H, W, H, W, D, K,
+                                                        0, o1) == GM_OK);
+            GM_CHECK(gm_transfer_upsample_argmax_ex_f32(sf, tf, kp, ss, ts, 1, H, W, H, W, D, K,
+                                                        GM_TRANSFER_FULL_SCAN, o2) == GM_OK);
+            GM_CHECK(memcmp(o1, o2, sizeof o1) == 0);
+            gm_set_num_threads(before);
+        }
+    }
+}
+
+/* Pairs sharing a target in one call: each pair's result is its own call's. */
+static void test_group(void)
+{
+    enum { P = 3, H = 5, W = 6, D = 17, KMAX = 4 };
+    static double sf[P][H * W * D], tf[H * W * D], kp[P][2 * KMAX], out[P][2 * KMAX];
+    double one[2 * KMAX];
+    const double *sfp[P], *kpp[P];
+    double *outp[P];
+    size_t nk[P] = {4, 0, 3};
+    int64_t ss[2 * P] = {30, 20, 9, 9, 41, 33}, ts[2] = {27, 35};
+    unsigned long long st = 99;
+    for (size_t i = 0; i < H * W * D; i++) tf[i] = gm_test_uniform(&st) - 0.4;
+    for (int p = 0; p < P; p++) {
+        for (size_t i = 0; i < H * W * D; i++) sf[p][i] = gm_test_uniform(&st) - 0.4;
+        for (size_t k = 0; k < nk[p]; k++) {
+            kp[p][2 * k] = gm_test_uniform(&st) * (double)ss[2 * p];
+            kp[p][2 * k + 1] = gm_test_uniform(&st) * (double)ss[2 * p + 1];
+        }
+        sfp[p] = sf[p];
+        kpp[p] = kp[p];
+        outp[p] = out[p];
+    }
+    GM_CHECK(gm_transfer_upsample_argmax_group_f64(sfp, kpp, nk, ss, P, H, W, tf, ts, H, W, D,
+                                                   0, outp) == GM_OK);
+    for (int p = 0; p < P; p++) {
+        if (nk[p] == 0) continue;
+        GM_CHECK(gm_transfer_upsample_argmax_f64(sf[p], tf, kp[p], ss + 2 * p, ts, 1, H, W, H, W,
+                                                 D, nk[p], one) == GM_OK);
+        GM_CHECK(memcmp(one, out[p], 2 * nk[p] * sizeof(double)) == 0);
+    }
+    kp[2][0] = 1e9;   /* a keypoint outside its source image */
+    GM_CHECK(gm_transfer_upsample_argmax_group_f64(sfp, kpp, nk, ss, P, H, W, tf, ts, H, W, D,
+                                                   0, outp) == GM_ERR_RANGE_ARG(2));
+}
+
+/* float16 -> float32: every bit pattern against a conversion written from
+ * the format's definition (ldexp), non-finite flag. */
+static void test_f16(void)
+{
+    static uint16_t x[65536];
+    static float y[65536];
+    int bad = 0;
+    for (unsigned i = 0; i < 65536; i++) x[i] = (uint16_t)i;
+    GM_CHECK(gm_f16_to_f32(x, y, 65536) == GM_ERR_NONFINITE_ARG(0));
+    for (unsigned i = 0; i < 65536; i++) {
+        unsigned e = (i >> 10) & 31, m = i & 1023;
+        double v = e == 0 ? ldexp((double)m, -24) : ldexp(1024.0 + m, (int)e - 25);
+        if (i & 0x8000) v = -v;
+        if (e == 31) {
+            bad += m == 0 ? !(isinf(y[i]) && (signbit(y[i]) != 0) == ((i & 0x8000) != 0))
+                          : !isnan(y[i]);
+        } else {
+            bad += (double)y[i] != v || (signbit(y[i]) != 0) != ((i & 0x8000) != 0);
+        }
+    }
+    GM_CHECK(bad == 0);
+    GM_CHECK(gm_f16_to_f32(x, y, 0x7c00) == GM_OK);   /* every finite positive value */
+    GM_CHECK(gm_f16_to_f32(NULL, y, 3) == GM_ERR_INVALID);
+}
+
 int main(void)
 {
     printf("test_transfer\n");
@@ -225,5 +320,8 @@ int main(void)
     GM_RUN(test_vs_oracle);
     GM_RUN(test_threads_and_batch);
     GM_RUN(test_errors);
+    GM_RUN(test_branch_and_bound);
+    GM_RUN(test_group);
+    GM_RUN(test_f16);
     return gm_test_summary();
 }

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import _core
 from . import metrics as _metrics
 from . import report as _report
 from .predictions import Prediction, save_predictions
@@ -50,7 +52,7 @@ from .protocols import (EvalOptions, dataset_key, parse_select,
 from ..runtime.progress import progress as _progress
 from ..data.cache import FeatureCache, check_features_record
 from ..geometry import grid_frame
-from ..ops.transfer import TRANSFER_MODES, transfer_keypoints
+from ..ops.transfer import TRANSFER_MODES, _transfer_checked_src, transfer_keypoints
 
 __all__ = ["evaluate", "EvalResult", "MODES", "select_pairs", "predict_pairs", "predict_pair",
            "transfer_pair", "score_predictions", "write_reports", "scoring_flip_perm",
@@ -160,7 +162,12 @@ class EvalResult:
 
 
 class _FeatureLRU:
-    """float32 (optionally head-transformed) feature maps, least-recently-used, by bytes."""
+    """float32 (optionally head-transformed) feature maps, least-recently-used, by bytes.
+
+    A float16 map is converted by the C core (exactly, like NumPy's cast,
+    about ten times faster) into the buffer of a map evicted earlier when no
+    one else holds that one, so a long evaluation does not keep asking the
+    system for fresh memory (whose pages it zeroes first)."""
 
     def __init__(self, cache: FeatureCache, head: Optional[Callable], max_bytes: int):
         self.cache = cache
@@ -168,6 +175,28 @@ class _FeatureLRU:
         self.max_bytes = max_bytes
         self.data: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self.nbytes = 0
+        self.spare: Optional[np.ndarray] = None
+
+    def _load(self, key: str, flipped: bool) -> np.ndarray:
+        src = self.cache.get(key, flipped=flipped)
+        if src.dtype == np.float16 and src.flags.c_contiguous:
+            buf = self.spare
+            self.spare = None
+            if buf is None or buf.shape != src.shape:
+                buf = np.empty(src.shape, np.float32)
+            if not _core.f16_to_f32(src, buf):
+                self._nonfinite(key, flipped)
+            return buf
+        arr = np.asarray(src, dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            self._nonfinite(key, flipped)
+        return arr
+
+    def _nonfinite(self, key: str, flipped: bool):
+        raise ValueError(f"feature cache {self.cache.path}: the features of {key!r}"
+                         + (" (flipped)" if flipped else "")
+                         + " contain non-finite values; delete that entry and rerun "
+                         "geomatch extract")
 
     def get(self, key: str, flipped: bool = False) -> np.ndarray:
         k = (key, bool(flipped))
@@ -175,12 +204,7 @@ class _FeatureLRU:
         if arr is not None:
             self.data.move_to_end(k)
             return arr
-        arr = np.asarray(self.cache.get(key, flipped=bool(flipped)), dtype=np.float32)
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"feature cache {self.cache.path}: the features of {key!r}"
-                             + (" (flipped)" if flipped else "")
-                             + " contain non-finite values; delete that entry and rerun "
-                             "geomatch extract")
+        arr = self._load(key, bool(flipped))
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
@@ -193,13 +217,21 @@ class _FeatureLRU:
         while self.nbytes > self.max_bytes and len(self.data) > 1:
             _, old = self.data.popitem(last=False)
             self.nbytes -= old.nbytes
+            # reuse only a buffer nobody else holds (a pair in flight, a view):
+            # getrefcount counts `old` and its own argument
+            if (old.dtype == np.float32 and old.base is None and old.flags.writeable
+                    and sys.getrefcount(old) <= 2):
+                self.spare = old
+            del old
         return arr
 
 
-def _default_transfer() -> Callable:
+def _default_transfer(checked_src: bool = False) -> Callable:
     """:func:`geomatch.transfer_keypoints` on channel-last maps (cached maps are
     channel-last by construction: no layout guess); a replacement installed as
-    ``geomatch.transfer_keypoints`` is called as it is."""
+    ``geomatch.transfer_keypoints`` is called as it is.  ``checked_src``: the
+    source maps come from :class:`_FeatureLRU`, which has checked them for
+    non-finite values, so the kernel need not scan them again."""
     import functools
 
     import geomatch as gm
@@ -207,7 +239,9 @@ def _default_transfer() -> Callable:
     fn = getattr(gm, "transfer_keypoints", None)
     if fn is None:
         raise RuntimeError("geomatch.transfer_keypoints is not available in this build")
-    return functools.partial(fn, layout="hwc") if fn is transfer_keypoints else fn
+    if fn is not transfer_keypoints:
+        return fn
+    return functools.partial(_transfer_checked_src if checked_src else fn, layout="hwc")
 
 
 def _resolve_head(head, manifest: Optional[dict] = None):
@@ -388,15 +422,22 @@ def _stride_pixels(out: np.ndarray, grid, tsize, manifest: dict, integral: bool)
     return res
 
 
-def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest, fn, kw,
-                     mirror: bool = False, pixel: str = "centre") -> np.ndarray:
-    """Transfer the visible rows of ``kps`` (original source pixels); NaN rows elsewhere.
-    ``mirror``: the source features are those of the mirrored input, so the
-    points are mirrored in the grid frame first (x -> frame width - x)."""
+class _Points(NamedTuple):
+    """One pair's visible source keypoints in the grid frame (float32), the
+    frame sizes and the target frame's offset; see :func:`_transfer_points`."""
+    vis: np.ndarray
+    kps: np.ndarray
+    ssize: Tuple[int, int]
+    tsize: Tuple[int, int]
+    offset: Tuple[float, float]
+
+
+def _prepare_points(kps, vis, src_size, trg_size, manifest,
+                    mirror: bool = False) -> Optional[_Points]:
+    """The first half of :func:`_transfer_points`: None if no row is visible."""
     vis = np.asarray(vis, dtype=bool)
-    pred = np.full((vis.shape[0], 2), np.nan)
     if not vis.any():
-        return pred
+        return None
     sx0, sy0, sfw, sfh = grid_frame(src_size, manifest)
     tx0, ty0, tfw, tfh = grid_frame(trg_size, manifest)
     src_kps = np.asarray(kps, dtype=np.float64)[vis] - (sx0, sy0)
@@ -407,15 +448,39 @@ def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest,
     # keep source positions inside the frame image, as pixel lookups require
     src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
     src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
-    out = fn(src_feat, trg_feat, src_kps.astype(np.float32), ssize, tsize, **kw)
+    return _Points(vis, src_kps.astype(np.float32), ssize, tsize, (tx0, ty0))
+
+
+def _finish_points(pts: Optional[_Points], n: int, out, trg_feat=None, manifest=None,
+                   kw=None, pixel: str = "centre") -> np.ndarray:
+    """The second half of :func:`_transfer_points`: the transfer's output
+    ``out`` (target frame pixels of the visible rows) as (n, 2) target pixels,
+    NaN rows for the rest."""
+    pred = np.full((n, 2), np.nan)
+    if pts is None:
+        return pred
     out = np.asarray(out, dtype=np.float64)
-    if out.shape != (int(vis.sum()), 2):
-        raise ValueError(f"transfer returned shape {out.shape}, expected {(int(vis.sum()), 2)}")
+    if out.shape != (int(pts.vis.sum()), 2):
+        raise ValueError(f"transfer returned shape {out.shape}, expected "
+                         f"{(int(pts.vis.sum()), 2)}")
     if pixel == "stride" and kw["mode"] in ("grid-argmax", "soft-argmax"):
-        out = _stride_pixels(out, np.shape(trg_feat)[:2], tsize, manifest,
+        out = _stride_pixels(out, np.shape(trg_feat)[:2], pts.tsize, manifest,
                              integral=kw["mode"] == "grid-argmax")
-    pred[vis] = out + (tx0, ty0)
+    pred[pts.vis] = out + pts.offset
     return pred
+
+
+def _transfer_points(kps, vis, src_size, trg_size, src_feat, trg_feat, manifest, fn, kw,
+                     mirror: bool = False, pixel: str = "centre") -> np.ndarray:
+    """Transfer the visible rows of ``kps`` (original source pixels); NaN rows elsewhere.
+    ``mirror``: the source features are those of the mirrored input, so the
+    points are mirrored in the grid frame first (x -> frame width - x)."""
+    n = np.asarray(vis).shape[0]
+    pts = _prepare_points(kps, vis, src_size, trg_size, manifest, mirror)
+    if pts is None:
+        return _finish_points(None, n, None)
+    out = fn(src_feat, trg_feat, pts.kps, pts.ssize, pts.tsize, **kw)
+    return _finish_points(pts, n, out, trg_feat, manifest, kw, pixel)
 
 
 def transfer_pair(pair, src_feat: np.ndarray, trg_feat: np.ndarray, manifest: dict, *,
@@ -638,7 +703,7 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, _ = _resolve_head(head, manifest)
-    fn = transfer or _default_transfer()
+    fn = transfer or _default_transfer(checked_src=True)   # maps from the LRU are checked
     feats = _FeatureLRU(cache, head_fn, lru_bytes)
     masks = None
     if options.test_flip == "masked":
@@ -652,11 +717,110 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
         srcf = feats.get(pair.src.key, flipped=True) if flip else None
         return (predict_pair, pair, src, trg, manifest, options, fn, srcf, masks)
 
-    bar = _progress(pairs, desc=desc, total=len(pairs), unit="pair",
+    # pairs that share a target run back to back: its feature map is then
+    # read once (upsample-argmax: one kernel call for the group) or from the
+    # processor's cache rather than from memory
+    order = _target_order(pairs)
+    bar = _progress([pairs[i] for i in order], desc=desc, total=len(pairs), unit="pair",
                     disable=not progress or None)
-    if workers <= 1:
-        return [_run_job(job(p)) for p in bar]
-    return _run_pipelined(bar, job, workers)
+    if _groupable(transfer, options):
+        def gjob(group):
+            trg = feats.get(group[0].trg.key)
+            items = []
+            for pair in group:
+                pts = _prepare_points(pair.src.keypoints, pair.src.visible, pair.src.size,
+                                      pair.trg.size, manifest)
+                items.append((pair, pts, feats.get(pair.src.key) if pts is not None else None))
+            return (_transfer_group, items, trg, options, fn)
+
+        groups = _target_groups(bar)
+        if workers <= 1:
+            done = [p for g in groups for p in _run_group(gjob(g))]
+        else:
+            done = [p for g in _run_pipelined(groups, gjob, workers, run=_run_group) for p in g]
+    elif workers <= 1:
+        done = [_run_job(job(p)) for p in bar]
+    else:
+        done = _run_pipelined(bar, job, workers)
+    out: List[Prediction] = [None] * len(done)  # type: ignore[list-item]
+    for i, pred in zip(order, done):
+        out[i] = pred
+    return out
+
+
+#: most pairs transferred in one call against a shared target
+_GROUP_MAX = 32
+
+
+def _groupable(transfer, options: EvalOptions) -> bool:
+    """True when predictions may come from :func:`_transfer_group`: the default
+    transfer (not a replacement installed as ``geomatch.transfer_keypoints``),
+    upsample-argmax, no test-time flip."""
+    import geomatch as gm
+
+    return (transfer is None and options.mode == "upsample-argmax"
+            and options.test_flip == "off"
+            and getattr(gm, "transfer_keypoints", None) is transfer_keypoints)
+
+
+def _target_groups(pairs):
+    """Runs of consecutive pairs with the same target image, at most
+    ``_GROUP_MAX`` pairs each (a generator, so a progress bar advances)."""
+    group: list = []
+    for pair in pairs:
+        if group and (pair.trg.key != group[0].trg.key or len(group) >= _GROUP_MAX):
+            yield group
+            group = []
+        group.append(pair)
+    if group:
+        yield group
+
+
+def _run_group(j):
+    f, items, trg, options, fn = j
+    return f(items, trg, options, fn)
+
+
+def _transfer_group(items, trg_feat, options: EvalOptions, fn) -> List[Prediction]:
+    """Predictions of pairs sharing the target map ``trg_feat`` (no test-time
+    flip, upsample-argmax): one C call for all their keypoints
+    (:func:`geomatch._core.transfer_upsample_argmax_group`, bit for bit the
+    per-pair results).  ``items``: (pair, _Points or None, source map).  If
+    the call fails (e.g. float32 overflow), each pair goes through ``fn`` as
+    :func:`predict_pair` would send it, with that path's errors and fallbacks."""
+    live = [(pts, src) for _, pts, src in items if pts is not None]
+    outs = None
+    if live and len({pts.tsize for pts, _ in live}) == 1:
+        try:
+            outs = _core.transfer_upsample_argmax_group(
+                [src for _, src in live], [pts.kps for pts, _ in live],
+                np.array([pts.ssize for pts, _ in live], dtype=np.int64),
+                trg_feat, np.array(live[0][0].tsize, dtype=np.int64), check_src=False)
+        except (ValueError, TypeError, FloatingPointError):
+            outs = None
+    kw = _transfer_kwargs(options)
+    res = iter(outs) if outs is not None else None
+    preds = []
+    for pair, pts, src in items:
+        n = np.asarray(pair.src.visible).shape[0]
+        if pts is None:
+            out = None
+        elif res is not None:
+            out = next(res)
+        else:
+            out = fn(src, trg_feat, pts.kps, pts.ssize, pts.tsize, **kw)
+        pred = _finish_points(pts, n, out, trg_feat, None, kw, options.pixel)
+        preds.append(_prediction(pair, pred, options, False))
+    return preds
+
+
+def _target_order(pairs: Sequence) -> List[int]:
+    """Indices of ``pairs`` grouped by target image, groups in the order of
+    their first pair (a stable reordering: the input order within a group)."""
+    groups: Dict[Any, List[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(p.trg.key, []).append(i)
+    return [i for g in groups.values() for i in g]
 
 
 def _run_job(j):
@@ -664,8 +828,10 @@ def _run_job(j):
     return f(pair, src, trg, manifest, options, transfer=fn, src_feat_flipped=srcf, masks=masks)
 
 
-def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
-    """Transfer on ``workers`` threads (one kernel thread each); collect in order here."""
+def _run_pipelined(pairs, job, workers: int, run=None) -> list:
+    """Transfer on ``workers`` threads (one kernel thread each); collect in order here.
+    ``run`` (default :func:`_run_job`) runs one ``job(pair)`` on a worker."""
+    run = run or _run_job
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -681,7 +847,7 @@ def _run_pipelined(pairs, job, workers: int) -> List[Prediction]:
     try:
         with ThreadPoolExecutor(max_workers=workers, initializer=init) as pool:
             for pair in pairs:
-                pending.append(pool.submit(_run_job, job(pair)))
+                pending.append(pool.submit(run, job(pair)))
                 while len(pending) > 2 * workers:
                     out.append(pending.popleft().result())
             while pending:

@@ -15,7 +15,9 @@ Three modes share one entry point, :func:`transfer_keypoints`
     upsampled map: the numerator is a bilinear interpolation of grid dot
     products, and the squared norm of an interpolated descriptor needs only
     the Gram products of neighbouring grid vectors, so each pixel costs a few
-    flops independent of the feature dimension.
+    flops independent of the feature dimension; an exact branch and bound
+    over grid cells evaluates only the cells whose bound can reach the best
+    value (docs/performance.md, "Keypoint transfer").
 
 ``"grid-argmax"``
     Cosine argmax on the patch grid.  The source descriptor is the grid
@@ -45,8 +47,9 @@ target descriptor whose squared norm underflows -- below about 1e-38 in
 float32 -- counts as zero).  Ties go to the first pixel (row-major); the
 answer is the published protocol's pixel up to float rounding ties.
 
-Memory of "upsample-argmax": O(K h W) floats per call (K keypoints, h grid
-rows, W target width), never the O(H W D) of the upsampled maps.
+Memory of "upsample-argmax": O(K h w + h W) floats per call (K keypoints, h x w
+grid, W target width; O(K h W) when a keypoint takes the exhaustive scan),
+never the O(H W D) of the upsampled maps.
 """
 from __future__ import annotations
 
@@ -167,6 +170,24 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
         or is bfloat16 (the message says what to call); the message names
         the argument and shows the offending values.
     """
+    return _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, mode=mode,
+                     window=window, temperature=temperature, layout=layout, check_src=True)
+
+
+def _transfer_checked_src(src_feat, trg_feat, src_kps, src_size, trg_size, *,
+                          mode: str = "upsample-argmax", window: int = 7,
+                          temperature: float = 0.02, layout: Optional[str] = None) -> np.ndarray:
+    """:func:`transfer_keypoints` for a caller that has checked ``src_feat``
+    for non-finite values already (the evaluation's feature loader): the C
+    kernel then skips its scan of the whole source map, which costs about as
+    much memory traffic as the transfer itself (it needs only the few grid
+    vectors around the keypoints).  Same results."""
+    return _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, mode=mode,
+                     window=window, temperature=temperature, layout=layout, check_src=False)
+
+
+def _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mode, window, temperature,
+              layout, check_src):
     if not isinstance(mode, str) or mode not in TRANSFER_MODES:
         raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}")
     sf = _as_float_array("src_feat", as_feature_map("src_feat", src_feat, layout))
@@ -186,7 +207,7 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
     ts = _sizes("trg_size", trg_size, lead)
     if mode == "upsample-argmax":
         try:
-            return _core.transfer_upsample_argmax(sf, tf, kp, ss, ts)
+            return _core.transfer_upsample_argmax(sf, tf, kp, ss, ts, check_src=check_src)
         except FloatingPointError:
             # float32 dot products overflowed (|values| beyond ~1e18): cosine is
             # scale-free, so float64 gives the same protocol without overflow.

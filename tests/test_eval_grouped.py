@@ -1,0 +1,125 @@
+"""The evaluation's fast path: pairs grouped by target image, one C call per
+group (geomatch._core.transfer_upsample_argmax_group) on float16 maps
+converted by the C core into reused buffers.  Its predictions must be those
+of the per-pair path (a transfer function passed explicitly), bit for bit,
+for any order of the pairs, any LRU size and any number of workers."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import geomatch as gm
+from geomatch.data.cache import FeatureCache
+from geomatch.eval import evaluate as E
+
+GRID, DIM, K = (6, 5), 24, 7
+
+
+def _dataset(n_images=9, n_pairs=40, seed=0):
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n_images):
+        w, h = int(rng.integers(30, 90)), int(rng.integers(30, 90))
+        vis = rng.random(K) < (0.0 if i == 3 else 0.7)     # image 3: nothing visible
+        kps = np.stack([rng.uniform(0, w, K), rng.uniform(0, h, K)], 1).astype(np.float32)
+        kps[~vis] = np.nan
+        images.append(SimpleNamespace(dataset="t", category="c", key=f"c/i{i}", path=None,
+                                      size=(w, h), keypoints=kps, visible=vis,
+                                      bbox=np.array([0, 0, w, h], np.float32),
+                                      mask_path=None))
+    pairs = []
+    for j in range(n_pairs):
+        a, b = rng.choice(n_images, 2, replace=False)
+        pairs.append(SimpleNamespace(dataset="t", split="test", category="c",
+                                     pair_id=f"{j:03d}", src=images[a], trg=images[b],
+                                     keypoint_names=tuple(f"k{k}" for k in range(K)),
+                                     flip_perm=np.arange(K), meta={}))
+
+    class Dataset:
+        name = "t"
+        skipped = 0
+
+        def pairs(self, split, categories=None, subsample=None, seed=0):
+            return pairs
+
+    return Dataset(), images
+
+
+@pytest.fixture
+def setup(tmp_path):
+    ds, images = _dataset()
+    manifest = dict(backbone="random", weights_sha256="0" * 64, resolution=[84, 70],
+                    preprocess="resize", grid=list(GRID), dim=DIM, dtype="float16")
+    cache = FeatureCache.create(str(tmp_path / "cache"), manifest)
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(GRID + (DIM,))
+    for rec in images:
+        cache.put(rec.key, (0.7 * base + rng.standard_normal(GRID + (DIM,))).astype(np.float32))
+    cache.flush()
+    return ds, cache
+
+
+def _preds(res):
+    return np.stack([p.pred for p in res.predictions])
+
+
+def test_grouped_path_is_the_per_pair_path(setup):
+    ds, cache = setup
+    ref = E.evaluate(ds, "test", cache, mode="upsample-argmax", progress=False, workers=1,
+                     transfer=gm.transfer_keypoints)           # the per-pair path
+    assert E._groupable(None, SimpleNamespace(mode="upsample-argmax", test_flip="off"))
+    assert not E._groupable(gm.transfer_keypoints,
+                            SimpleNamespace(mode="upsample-argmax", test_flip="off"))
+    for workers in (1, 2):
+        for lru in (768 << 20, 3 * 4 * DIM * GRID[0] * GRID[1]):   # 3 maps: evictions
+            res = E.evaluate(ds, "test", cache, mode="upsample-argmax", progress=False,
+                             workers=workers, lru_bytes=lru)
+            np.testing.assert_array_equal(_preds(res), _preds(ref))
+            assert [p.pair_id for p in res.predictions] == [p.pair_id for p in
+                                                            ref.predictions]
+            assert res.overall == ref.overall
+
+
+def test_target_order_and_groups():
+    ds, _ = _dataset(n_images=5, n_pairs=30, seed=3)
+    pairs = ds.pairs("test")
+    order = E._target_order(pairs)
+    assert sorted(order) == list(range(len(pairs)))
+    keys = [pairs[i].trg.key for i in order]
+    # each target's pairs are contiguous, in input order, targets by first use
+    firsts = list(dict.fromkeys(p.trg.key for p in pairs))
+    assert keys == [k for k in firsts for _ in range(sum(p.trg.key == k for p in pairs))]
+    for k in firsts:
+        idx = [i for i in order if pairs[i].trg.key == k]
+        assert idx == sorted(idx)
+    groups = list(E._target_groups([pairs[i] for i in order]))
+    assert sum(len(g) for g in groups) == len(pairs)
+    assert all(len({p.trg.key for p in g}) == 1 and len(g) <= E._GROUP_MAX for g in groups)
+
+
+def test_loader_buffers_reused_not_shared(setup):
+    """A buffer is reused only once nothing else holds the evicted map."""
+    ds, cache = setup
+    one = 4 * DIM * GRID[0] * GRID[1]
+    lru = E._FeatureLRU(cache, None, 2 * one)
+    a = lru.get("c/i0")
+    keep = a                                      # held: must not be overwritten
+    before = a.copy()
+    for i in range(1, 6):
+        lru.get(f"c/i{i}")
+    np.testing.assert_array_equal(keep, before)
+    ref = np.asarray(cache.get("c/i5"), dtype=np.float32)
+    np.testing.assert_array_equal(lru.get("c/i5"), ref)
+
+
+def test_loader_refuses_nonfinite(tmp_path):
+    manifest = dict(backbone="random", weights_sha256="0" * 64, resolution=[84, 70],
+                    preprocess="resize", grid=list(GRID), dim=DIM, dtype="float16")
+    cache = FeatureCache.create(str(tmp_path / "c"), manifest)
+    cache.put("bad", np.zeros(GRID + (DIM,), np.float32))
+    cache.flush()
+    f = np.zeros(GRID + (DIM,), np.float16)
+    f[1, 2, 3] = np.inf                           # a damaged file (put refuses these)
+    np.save(cache._file("bad", False), f)
+    with pytest.raises(ValueError, match="non-finite"):
+        E._FeatureLRU(cache, None, 1 << 20).get("bad")
