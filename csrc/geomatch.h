@@ -109,6 +109,30 @@ int gm_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float al
 int gm_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
                 const double *a, size_t lda, const double *b, size_t ldb, double beta,
                 double *c, size_t ldc);
+/* float32 GEMM of the core for CPUs with AVX-512 (gm_sgemm_avx512.c): same
+ * arguments as gm_gemm_f32, threads over blocks of C; the sum over k is cut
+ * into blocks fixed by k alone, so results do not depend on the thread
+ * count or on how a caller splits C.  GM_ERR_INVALID on a CPU without
+ * AVX-512, GM_ERR_NOMEM.  gm_gemm_f32, gm_nn_linear_f32 and every other
+ * float32 product of the core (gm_sgemm_dispatch) use it when
+ * gm_sgemm_uses_avx512() (mode GM_SGEMM_AUTO on an AVX-512 CPU, or
+ * GM_SGEMM_AVX512); GM_SGEMM_BLAS keeps OpenBLAS's sgemm.  gm_sgemm_set_mode:
+ * GM_ERR_INVALID for an unknown mode or GM_SGEMM_AVX512 on a CPU without
+ * AVX-512.  gm_fma_peak_gflops(width, iters, reps): GFLOP/s of a
+ * register-only float32 FMA loop on the calling thread, width 256 (AVX2) or
+ * 512 (AVX-512); a negative GM_ERR_INVALID where the CPU lacks it. */
+#define GM_SGEMM_AUTO 0
+#define GM_SGEMM_AVX512 1
+#define GM_SGEMM_BLAS 2
+int gm_sgemm_avx512(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                    size_t ldc);
+int gm_sgemm_avx512_supported(void);
+int gm_avx2_supported(void);
+int gm_sgemm_set_mode(int mode);
+int gm_sgemm_get_mode(void);
+int gm_sgemm_uses_avx512(void);
+double gm_fma_peak_gflops(int width, long iters, int reps);
 
 /* ==== kernels: cosine similarity ========================================= */
 /* Copy `rows` rows of length d from x to out (both dense, rows x d), each

@@ -1,6 +1,6 @@
 /* gm_avx512.h -- AVX-512 helpers shared by the kernels that are compiled
  * for it with function target attributes and chosen at run time
- * (gm_bf16.c, gm_attention.c).  Private.
+ * (gm_bf16.c, gm_attention.c, gm_sgemm_avx512.c).  Private.
  *
  * GM_HAVE_AVX512 is 1 where the compiler can build such functions (x86-64
  * GCC or Clang); the kernels may run only after gm_avx512_supported() said

@@ -15,6 +15,12 @@ int GM_FN(gm_gemm)(int trans_a, int trans_b, size_t m, size_t n, size_t k, GM_T 
         || ldc > INT_MAX)
         return GM_ERR_INVALID;
     if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n) return GM_ERR_INVALID;
+#if GM_IS_F32
+    if (gm_sgemm_uses_avx512()) {
+        int st = gm_sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        if (st != GM_ERR_NOMEM) return st;
+    }
+#endif
     enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
     int nthreads = gm_get_num_threads();

@@ -22,6 +22,32 @@ int GM_FN(gm_nn_linear)(const GM_T *x, size_t n, size_t din, const GM_T *w, cons
     if (n == 0 || din == 0 || dout == 0) return GM_ERR_INVALID;
     if (act != GM_NN_ACT_NONE && act != GM_NN_ACT_GELU) return GM_ERR_INVALID;
     if (act == GM_NN_ACT_GELU && accumulate) return GM_ERR_INVALID;
+#if GM_IS_F32
+    if (gm_sgemm_uses_avx512()) {
+        /* the core's AVX-512 GEMM threads itself (results independent of
+         * the thread count); bias folded in through beta = 1 */
+        long rows = (long)n;
+        int bias_first = act == GM_NN_ACT_NONE && b != NULL;
+        int nthr = gm_threads_for((double)n * (double)dout);
+        if (bias_first) {
+#pragma omp parallel for schedule(static) num_threads(nthr)
+            for (long i = 0; i < rows; i++) {
+                GM_T *yi = y + (size_t)i * dout;
+                if (accumulate)
+                    for (size_t j = 0; j < dout; j++) yi[j] += b[j];
+                else
+                    memcpy(yi, b, dout * sizeof(GM_T));
+            }
+        }
+        GM_T beta = (bias_first || accumulate) ? (GM_T)1 : (GM_T)0;
+        int st = gm_sgemm_avx512(0, 1, n, dout, din, (GM_T)1, x, din, w, din, beta, y, dout);
+        if (st != GM_OK || act != GM_NN_ACT_GELU) return st;
+        nthr = gm_threads_for(GM_WORK_EXP * (double)n * (double)dout);
+#pragma omp parallel for schedule(static) num_threads(nthr)
+        for (long i = 0; i < rows; i++) GM_FN(gm_nn_bias_gelu)(y + (size_t)i * dout, b, dout);
+        return GM_OK;
+    }
+#endif
     int nthreads = gm_get_num_threads();
     /* Row blocks chosen from the shape alone (gm_blas_row_blocks), spread
      * over the threads: each block is a single-threaded GEMM, then the

@@ -11,7 +11,8 @@
  * GM_IS_F32 (1 / 0), GM_EXP (gm_exp_f32 / gm_exp_f64 of gm_math.h), GM_EXP_IN
  * (their forms without the range clamp, gm_exp_f32_in / gm_exp_f64_in), GM_FABS
  * (fabsf / fabs), GM_T_MAX and GM_T_TINY (the largest and the smallest
- * normal value), GM_GEMM (CBLAS sgemm / dgemm, where gm_blas.h is included).
+ * normal value), GM_GEMM (CBLAS dgemm, and for float gm_sgemm_dispatch: geomatch's AVX-512F
+ * sgemm or CBLAS's, where gm_blas.h is included).
  * Templates derive their own per-type constants from GM_IS_F32.  The shared
  * vector primitives of the type (gm_vec_tpl.h) come with it. */
 #if !defined(GM_TPL)
@@ -32,7 +33,7 @@
 #define GM_FABS fabsf
 #define GM_T_MAX FLT_MAX
 #define GM_T_TINY FLT_MIN
-#define GM_GEMM GM_CBLAS(sgemm)
+#define GM_GEMM gm_sgemm_dispatch
 #elif GM_TPL == 64
 #define GM_T double
 #define GM_FN(name) name##_f64

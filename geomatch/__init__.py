@@ -11,8 +11,8 @@ import os as _os
 __all__ = [
     "argmax_2d", "backbone", "build_info", "cosine_similarity", "data", "datasets",
     "dustbin_marginals", "dustbin_sinkhorn", "dustbin_sinkhorn_vjp", "eval", "geometry",
-    "get_num_threads", "head", "metrics", "model", "ops", "runtime", "set_num_threads",
-    "show_config", "sinkhorn", "transfer_keypoints", "window_soft_argmax",
+    "get_num_threads", "get_sgemm", "head", "metrics", "model", "ops", "runtime", "set_num_threads",
+    "set_sgemm", "show_config", "sinkhorn", "transfer_keypoints", "window_soft_argmax",
 ]
 
 # How OpenMP threads wait at a barrier decides whether the kernels are fast on
@@ -31,7 +31,8 @@ _preload()
 del _preload
 
 # (importing runtime.config loads the C extension, after the BLAS preload above)
-from .runtime.config import build_info, get_num_threads, set_num_threads, show_config  # noqa: E402
+from .runtime.config import (build_info, get_num_threads, get_sgemm, set_num_threads,  # noqa: E402
+                             set_sgemm, show_config)
 
 from . import _version  # noqa: E402
 

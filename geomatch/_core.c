@@ -372,6 +372,63 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *unused)
     return PyLong_FromLong(gm_get_num_threads());
 }
 
+PyDoc_STRVAR(py_set_sgemm__doc__,
+             "set_sgemm(mode)\n--\n\nfloat32 GEMM of the core: 0 auto (AVX-512F kernel where "
+             "the CPU has it, else BLAS), 1 the AVX-512F kernel, 2 BLAS sgemm.");
+
+static PyObject *py_set_sgemm(PyObject *self, PyObject *arg)
+{
+    long mode;
+    if (gm_parse_int(arg, "mode", 0, 2, &mode) < 0) return NULL;
+    if (gm_sgemm_set_mode((int)mode) != GM_OK) {
+        PyErr_SetString(PyExc_ValueError,
+                        "sgemm mode 'avx512' needs a CPU (and OS) with AVX-512 (F, BW, VL, DQ); this one has none");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(py_get_sgemm__doc__,
+             "get_sgemm()\n--\n\n(mode, uses_avx512, avx512_supported): the mode of set_sgemm, "
+             "whether float32 GEMMs run the AVX-512F kernel, whether the CPU has AVX-512F.");
+
+static PyObject *py_get_sgemm(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("(iOO)", gm_sgemm_get_mode(),
+                         gm_sgemm_uses_avx512() ? Py_True : Py_False,
+                         gm_sgemm_avx512_supported() ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(py_fma_peak__doc__,
+             "fma_peak(width, iters=1000000, reps=10)\n--\n\nfloat32 FMA peak of one thread in "
+             "GFLOP/s, measured by a register-only loop of 16 independent FMAs on vectors of "
+             "`width` bits (256: AVX2+FMA, 512: AVX-512F); the best of `reps` runs.  None when "
+             "the CPU lacks that instruction set.");
+
+static PyObject *py_fma_peak(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"width", "iters", "reps", NULL};
+    int width;
+    long iters = 1000000;
+    int reps = 10;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|li:fma_peak", kw, &width, &iters, &reps))
+        return NULL;
+    if (width != 256 && width != 512) {
+        PyErr_SetString(PyExc_ValueError, "width must be 256 or 512");
+        return NULL;
+    }
+    if (iters < 1 || iters > 100000000L || reps < 1 || reps > 100) {
+        PyErr_SetString(PyExc_ValueError, "iters must be in 1..1e8 and reps in 1..100");
+        return NULL;
+    }
+    double g;
+    Py_BEGIN_ALLOW_THREADS
+    g = gm_fma_peak_gflops(width, iters, reps);
+    Py_END_ALLOW_THREADS
+    if (g < 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(g);
+}
+
 PyDoc_STRVAR(py_build_info__doc__,
              "build_info()\n--\n\nBLAS, OpenMP and SIMD configuration as a dict.");
 
@@ -1834,6 +1891,9 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(set_num_threads, METH_O),
     GM_FUNC(get_num_threads, METH_NOARGS),
     GM_FUNC(build_info, METH_NOARGS),
+    GM_FUNC(set_sgemm, METH_O),
+    GM_FUNC(get_sgemm, METH_NOARGS),
+    GM_FUNC(fma_peak, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(cosine_similarity, METH_VARARGS),
     GM_FUNC(sinkhorn, METH_VARARGS),
     GM_FUNC(dustbin_sinkhorn, METH_VARARGS),

@@ -51,6 +51,7 @@ def show_config(file=None) -> None:
         f" GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')})",
         f"  threads        : {info['num_threads']} (of {info['num_procs']} processors)",
         f"  SIMD level     : {info['simd']}",
+        f"  float32 GEMM   : {_sgemm_line()}",
         f"  build          : {info['build']}",
         f"  compiler flags : {info['cflags']}",
     ]
@@ -86,3 +87,66 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Return the number of threads kernels use."""
     return _core.get_num_threads()
+
+
+_SGEMM_MODES = ("auto", "avx512", "blas")
+
+
+def _sgemm_line() -> str:
+    mode, uses, supported = _core.get_sgemm()
+    kernel = "geomatch AVX-512F kernel" if uses else "BLAS sgemm"
+    cpu = "AVX-512" if supported else "no AVX-512"
+    return f"{kernel} (GEOMATCH_SGEMM={_SGEMM_MODES[mode]}; CPU: {cpu})"
+
+
+def set_sgemm(mode: str) -> None:
+    """Choose the float32 matrix product of the core (GEOMATCH_SGEMM).
+
+    Every float32 GEMM of geomatch (the backbone's linear layers, the
+    attention head's products, cosine similarity, ``geomatch.ops.matmul``)
+    runs either geomatch's own AVX-512F kernel (``csrc/gm_sgemm_avx512.c``)
+    or the BLAS library's ``sgemm``.  float64 always uses BLAS.
+
+    Parameters
+    ----------
+    mode : str
+        ``"auto"`` (the default): the AVX-512 kernel when the CPU and the OS
+        support AVX-512 (F, BW, VL, DQ: every AVX-512 CPU since Skylake-SP),
+        else BLAS.  ``"avx512"``: the kernel (ValueError on a CPU without).
+        ``"blas"``: BLAS ``sgemm`` (which follows OpenBLAS's own
+        ``OPENBLAS_CORETYPE``).  The environment variable
+        ``GEOMATCH_SGEMM`` sets the same value when geomatch is imported.
+        Both paths give results identical for every thread count; they
+        differ from each other in the last bits (another summation order).
+
+    Raises
+    ------
+    ValueError
+        For another value, or ``"avx512"`` on a CPU without AVX-512.
+    """
+    if not isinstance(mode, str) or mode.strip().lower() not in _SGEMM_MODES:
+        raise ValueError(f"sgemm mode (GEOMATCH_SGEMM) must be one of "
+                         f"{', '.join(_SGEMM_MODES)}; got {mode!r}")
+    _core.set_sgemm(_SGEMM_MODES.index(mode.strip().lower()))
+
+
+def get_sgemm() -> str:
+    """Return the float32 GEMM in use: ``"avx512"`` (geomatch's kernel) or
+    ``"blas"``; see :func:`set_sgemm` for the mode that chose it."""
+    return "avx512" if _core.get_sgemm()[1] else "blas"
+
+
+def _sgemm_from_environment() -> None:
+    value = os.environ.get("GEOMATCH_SGEMM")
+    if value is None or value.strip() == "":
+        return
+    if value.strip().lower() not in _SGEMM_MODES:
+        raise ValueError(f"GEOMATCH_SGEMM must be one of {', '.join(_SGEMM_MODES)}; "
+                         f"got {value!r}")
+    try:
+        set_sgemm(value)
+    except ValueError as exc:
+        raise ValueError(f"GEOMATCH_SGEMM={value}: {exc}") from None
+
+
+_sgemm_from_environment()

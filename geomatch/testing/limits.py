@@ -5,8 +5,15 @@ absolute times:
 
 - **sgemm rate**: GFLOP/s of a 1369x768 @ 768x3072 float32 product (the
   shape of a ViT-B MLP layer at 518x518), through geomatch's own GEMM path
-  (``_core.nn_linear``: row blocks of single-threaded BLAS calls on the
-  OpenMP threads) and through NumPy's ``@`` (NumPy's own BLAS).
+  (``_core.nn_linear``: the AVX-512F kernel of ``csrc/gm_sgemm_avx512.c``
+  where the CPU has it and GEOMATCH_SGEMM allows, else row blocks of
+  single-threaded BLAS calls on the OpenMP threads), through the same path
+  forced onto BLAS (GEOMATCH_SGEMM=blas), and through NumPy's ``@``
+  (NumPy's own BLAS).  Both BLAS rates follow ``OPENBLAS_CORETYPE``.
+- **float32 FMA peak**: GFLOP/s of a register-only loop of independent FMAs
+  (``_core.fma_peak``) on 256-bit (AVX2) and 512-bit (AVX-512F) vectors,
+  run on ``threads`` Python threads at once (the C loop releases the GIL),
+  summed: what the cores can do at most, to read the sgemm rates against.
 - **read pass**: seconds of one pass reading a 1370x1370 float32 matrix:
   the fastest single call of a matrix-vector product (sgemv) or a sum (the
   matrix is then in the last-level cache, as the dustbin layer's is).
@@ -71,8 +78,13 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
             read_side: int = READ_SIDE) -> Dict[str, float]:
     """Measure the limits with ``threads`` threads; returns a dict.
 
-    Keys: ``sgemm_gflops`` (geomatch's GEMM path), ``numpy_sgemm_gflops``
-    (NumPy ``@``; absent with ``numpy_gemm=False``), ``read_pass_s`` (one
+    Keys: ``sgemm_gflops`` (geomatch's GEMM path), ``sgemm_kernel``
+    ("avx512" or "blas": what that path ran), ``blas_sgemm_gflops`` (the
+    same path on BLAS; with ``numpy_gemm``, and only when it differs from
+    the first), ``numpy_sgemm_gflops`` (NumPy ``@``; absent with
+    ``numpy_gemm=False``), ``fma_peak_avx2_gflops`` /
+    ``fma_peak_avx512_gflops`` (:func:`fma_peak`; absent where the CPU
+    lacks the instruction set), ``read_pass_s`` (one
     read of a ``read_side``-square float32 matrix, default 1370: the fastest
     of 200 single calls, since a median of a 40-microsecond call on a shared
     machine measures the scheduler, not the memory), ``read_pass_median_s``,
@@ -93,7 +105,20 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
     flops = 2.0 * m * k * n
     out = {"sgemm_gflops": flops / _median(lambda: _core.nn_linear(a, w, None, out=y),
                                            repeat) / 1e9}
+    out["sgemm_kernel"] = gm.get_sgemm()
     if numpy_gemm:
+        if out["sgemm_kernel"] != "blas":
+            mode = ("auto", "avx512", "blas")[_core.get_sgemm()[0]]
+            gm.set_sgemm("blas")
+            try:
+                out["blas_sgemm_gflops"] = flops / _median(
+                    lambda: _core.nn_linear(a, w, None, out=y), repeat) / 1e9
+            finally:
+                gm.set_sgemm(mode)
+        for width in (256, 512):
+            g = fma_peak(width, threads)
+            if g is not None:
+                out[f"fma_peak_avx{2 if width == 256 else 512}_gflops"] = g
         wt = np.ascontiguousarray(w.T)
         out["numpy_sgemm_gflops"] = flops / _median(lambda: np.matmul(a, wt, out=y),
                                                     repeat) / 1e9
@@ -106,6 +131,32 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
     out["read_gbs"] = mat.nbytes / out["read_pass_s"] / 1e9
     out["read_side"] = s
     return out
+
+
+def fma_peak(width: int, threads: int = 1, iters: int = 1000000,
+             reps: int = 10) -> Optional[float]:
+    """float32 FMA peak in GFLOP/s for ``width``-bit vectors (256: AVX2+FMA,
+    512: AVX-512F): ``_core.fma_peak`` (the best of ``reps`` runs of a
+    register-only loop of 16 independent FMA chains, ``iters`` iterations)
+    on ``threads`` Python threads at once, summed.  None when the CPU lacks
+    that instruction set."""
+    import threading
+
+    from geomatch import _core
+
+    if _core.fma_peak(width, iters=1000, reps=1) is None:
+        return None
+    results = [0.0] * threads
+
+    def run(i):
+        results[i] = _core.fma_peak(width, iters=iters, reps=reps)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return float(sum(results))
 
 
 def remeasure(lim: Dict[str, float], threads: int) -> Dict[str, float]:
@@ -127,8 +178,19 @@ def print_limits(lim: Dict[str, float]) -> None:
     m, k, n = GEMM_SHAPE
     s = f"limits: sgemm {m}x{k} @ {k}x{n} float32 = {lim['sgemm_gflops']:.1f} GFLOP/s " \
         "(geomatch nn_linear)"
+    if "sgemm_kernel" in lim:
+        s = s[:-1] + f", {lim['sgemm_kernel']} kernel)"
+    if "blas_sgemm_gflops" in lim:
+        s += f", {lim['blas_sgemm_gflops']:.1f} GFLOP/s (geomatch nn_linear on BLAS)"
     if "numpy_sgemm_gflops" in lim:
         s += f", {lim['numpy_sgemm_gflops']:.1f} GFLOP/s (NumPy @)"
+    peaks = [(name, lim[key]) for name, key in (("AVX2", "fma_peak_avx2_gflops"),
+                                                ("AVX-512", "fma_peak_avx512_gflops"))
+             if key in lim]
+    if peaks:
+        s += "; float32 FMA peak " + ", ".join(f"{n} {g:.1f}" for n, g in peaks) + " GFLOP/s"
+        top = peaks[-1][1]
+        s += f" (sgemm at {100 * lim['sgemm_gflops'] / top:.0f}% of the {peaks[-1][0]} peak)"
     s += (f"; one read pass over {lim.get('read_side', READ_SIDE)}^2 float32 = "
           f"{lim['read_pass_s'] * 1e6:.0f} us fastest ({lim['read_gbs']:.1f} GB/s), "
           f"{lim['read_pass_median_s'] * 1e6:.0f} us median")
