@@ -238,9 +238,12 @@ def test_environment_variable():
     r = _import_with("auto")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == ("avx512" if AVX512 else "blas")
+    # a bad value does not make the import fail: one warning naming the
+    # variable and the value, and the default stays in effect
     r = _import_with("turbo")
-    assert r.returncode != 0
-    assert "ValueError" in r.stderr and "GEOMATCH_SGEMM" in r.stderr and "turbo" in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "RuntimeWarning" in r.stderr and "GEOMATCH_SGEMM" in r.stderr and "turbo" in r.stderr
+    assert r.stdout.splitlines()[0] == ("avx512" if AVX512 else "blas")
 
 
 def test_fma_peak():

@@ -137,16 +137,21 @@ def get_sgemm() -> str:
 
 
 def _sgemm_from_environment() -> None:
+    """Apply GEOMATCH_SGEMM at import.  A value that cannot apply (a typo, or
+    ``avx512`` on a CPU without AVX-512) must not make ``import geomatch``
+    fail: it is reported in one RuntimeWarning naming the variable, and the
+    default (``auto``) stays in effect."""
     value = os.environ.get("GEOMATCH_SGEMM")
     if value is None or value.strip() == "":
         return
-    if value.strip().lower() not in _SGEMM_MODES:
-        raise ValueError(f"GEOMATCH_SGEMM must be one of {', '.join(_SGEMM_MODES)}; "
-                         f"got {value!r}")
     try:
+        if value.strip().lower() not in _SGEMM_MODES:
+            raise ValueError(f"must be one of {', '.join(_SGEMM_MODES)}")
         set_sgemm(value)
     except ValueError as exc:
-        raise ValueError(f"GEOMATCH_SGEMM={value}: {exc}") from None
+        import warnings
+        warnings.warn(f"GEOMATCH_SGEMM={value!r} ignored ({exc}); using 'auto'",
+                      RuntimeWarning, stacklevel=2)
 
 
 _sgemm_from_environment()
