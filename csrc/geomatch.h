@@ -133,6 +133,10 @@ int gm_sgemm_set_mode(int mode);
 int gm_sgemm_get_mode(void);
 int gm_sgemm_uses_avx512(void);
 double gm_fma_peak_gflops(int width, long iters, int reps);
+/* gm_bf16_peak_gflops(iters, reps): the same for AVX512_BF16 VDPBF16PS on zmm
+ * (4 flops per lane and instruction: two products, two additions), in
+ * gm_bf16.c; a negative GM_ERR_INVALID where the CPU lacks AVX512_BF16. */
+double gm_bf16_peak_gflops(long iters, int reps);
 
 /* ==== kernels: cosine similarity ========================================= */
 /* Copy `rows` rows of length d from x to out (both dense, rows x d), each

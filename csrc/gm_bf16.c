@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -203,30 +204,91 @@ GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
 }
 
 
+/* ---- peak ---------------------------------------------------------------- */
+
+#if GM_HAVE_BF16_KERNEL
+/* Register-only VDPBF16PS loop: 16 independent accumulator chains (the
+ * instruction's latency is several cycles on two pipes), `iters` iterations. */
+GM_BF16_TARGET static float gm_bf16_peak_loop(long iters)
+{
+    __m512 acc[16];
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80);  /* (1.0, 1.0) */
+    __m512bh y = (__m512bh)_mm512_set1_epi32(0x33d633d6);  /* (1e-7, 1e-7) */
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++) {
+        __asm__ volatile("" : "+v"(x)); /* keep the loop from being folded */
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+    }
+    for (int i = 1; i < 16; i++) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+#endif
+
+/* VDPBF16PS zmm peak of the calling thread: GFLOP/s (per lane and
+ * instruction two bfloat16 products and two additions = 4 flops, 16 lanes)
+ * of the best of `reps` runs of a register-only loop of `iters` iterations
+ * of 16 independent VDPBF16PS.  GM_ERR_INVALID (negative) without
+ * AVX512_BF16 or for bad counts. */
+double gm_bf16_peak_gflops(long iters, int reps)
+{
+#if GM_HAVE_BF16_KERNEL
+    if (iters < 1 || reps < 1 || !gm_bf16_supported()) return (double)GM_ERR_INVALID;
+    double best = 0.0;
+    volatile float sink = 0.0f;
+    for (int r = 0; r < reps; r++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        sink += gm_bf16_peak_loop(iters);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double t = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        double g = 4.0 * 16.0 * 16.0 * (double)iters / t * 1e-9;
+        if (g > best) best = g;
+    }
+    (void)sink;
+    return best;
+#else
+    (void)iters; (void)reps;
+    return (double)GM_ERR_INVALID;
+#endif
+}
+
 /* ---- attention ---------------------------------------------------------- */
 
 #define GM_BF16_HD GM_BF16_HD_PUBLIC
 #define GM_BF16_KB 64   /* keys per block */
-#define GM_BF16_QR 4    /* query rows per tile */
+#define GM_BF16_QR 6    /* query rows per tile */
 
-/* One query tile (4 rows, bf16 pairs qb[4][32]) against all keys of a head:
- * flash-style, the scores of one 64-key block at a time in registers, online
- * softmax (running max m and sum l per row), o (4 x 64 float32) accumulated
- * with bfloat16 probabilities and values.  kp: keys packed in panels of 16
- * (kp[panel][pair][16]), vp: values packed by channel panel
- * (vp[cpanel][keypair][16]), both zero beyond n. */
+/* Keeps a loaded vector in a register: without it GCC folds the load into
+ * every VDPBF16PS that uses it (one load per row instead of one per tile),
+ * which makes the loops load-bound (as in gm_attention.c's gm_fa_tile). */
+#define GM_BF16_IN_REGISTER(v) __asm__("" : "+v"(v))
+
+/* One query tile (6 rows, bf16 pairs qb[6][32], already multiplied by the
+ * softmax scale) against all keys of a head: flash-style, the scores of one
+ * 64-key block at a time in registers (6 x 4 zmm), online softmax in
+ * float32 (running max m per row; a 16-lane running sum l per row, folded
+ * once at the end; the output rescaled only when the maximum grows), o (6 x
+ * 64 float32) accumulated with bfloat16 probabilities and values.  kp: keys
+ * packed in panels of 16 (kp[panel][pair][16]), vp: values packed by channel
+ * panel (vp[cpanel][keypair][16]), both zero beyond n.  Writes the nr real
+ * rows to out (row stride ldo).  A row whose scores hold a NaN is NaN. */
 GM_BF16_TARGET static void gm_bf16_attn_tile(const uint32_t *qb, const uint32_t *kp,
                                              const uint32_t *vp, size_t n, size_t npad,
-                                             float scale, float *o)
+                                             size_t nr, float *out, size_t ldo)
 {
     const size_t hp = GM_BF16_HD / 2, vstride = npad / 2 * 16;
-    float m[GM_BF16_QR], l[GM_BF16_QR];
-    uint32_t pb[GM_BF16_QR][GM_BF16_KB / 2];
+    float m[GM_BF16_QR], corr[GM_BF16_QR];
+    uint32_t pb[GM_BF16_QR][GM_BF16_KB / 2] __attribute__((aligned(64)));
+    float o[GM_BF16_QR][GM_BF16_HD] __attribute__((aligned(64)));
+    __m512 lv[GM_BF16_QR];
+    __mmask16 bad[GM_BF16_QR];
     for (int r = 0; r < GM_BF16_QR; r++) {
         m[r] = -INFINITY;
-        l[r] = 0.0f;
+        lv[r] = _mm512_setzero_ps();
+        bad[r] = 0;
+        for (int c = 0; c < GM_BF16_HD; c++) o[r][c] = 0.0f;
     }
-    memset(o, 0, sizeof(float) * GM_BF16_QR * GM_BF16_HD);
     for (size_t k0 = 0; k0 < n; k0 += GM_BF16_KB) {
         __m512 s[GM_BF16_QR][4];
         for (int r = 0; r < GM_BF16_QR; r++)
@@ -234,8 +296,10 @@ GM_BF16_TARGET static void gm_bf16_attn_tile(const uint32_t *qb, const uint32_t 
         const uint32_t *kb = kp + (k0 / 16) * hp * 16;
         for (size_t p = 0; p < hp; p++) {
             __m512bh w[4];
-            for (int c = 0; c < 4; c++)
-                w[c] = (__m512bh)_mm512_loadu_si512((const void *)(kb + (c * hp + p) * 16));
+            for (int c = 0; c < 4; c++) {
+                w[c] = (__m512bh)_mm512_load_si512((const void *)(kb + (c * hp + p) * 16));
+                GM_BF16_IN_REGISTER(w[c]);
+            }
             for (int r = 0; r < GM_BF16_QR; r++) {
                 __m512bh a = (__m512bh)_mm512_set1_epi32((int)qb[r * hp + p]);
                 for (int c = 0; c < 4; c++) s[r][c] = _mm512_dpbf16_ps(s[r][c], a, w[c]);
@@ -247,79 +311,99 @@ GM_BF16_TARGET static void gm_bf16_attn_tile(const uint32_t *qb, const uint32_t 
             valid[c] = k >= n ? 0 : (n - k >= 16 ? (__mmask16)0xffff
                                                  : (__mmask16)((1u << (n - k)) - 1u));
         }
-        float corr[GM_BF16_QR];
         for (int r = 0; r < GM_BF16_QR; r++) {
-            __m512 mx = _mm512_set1_ps(-INFINITY);
-            for (int c = 0; c < 4; c++) {
-                s[r][c] = _mm512_mul_ps(s[r][c], _mm512_set1_ps(scale));
-                mx = _mm512_mask_max_ps(mx, valid[c], mx, s[r][c]);
+            __m512 mx = _mm512_mask_max_ps(_mm512_set1_ps(-INFINITY), valid[0], s[r][0], s[r][0]);
+            for (int c = 1; c < 4; c++) mx = _mm512_mask_max_ps(mx, valid[c], mx, s[r][c]);
+            float bm = _mm512_reduce_max_ps(mx);
+            corr[r] = 1.0f;
+            if (bm > m[r]) {
+                corr[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - bm);
+                m[r] = bm;
             }
-            float mnew = _mm512_reduce_max_ps(mx);
-            if (m[r] > mnew) mnew = m[r];
-            corr[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
-            m[r] = mnew;
-            __m512 sum = _mm512_setzero_ps(), pv[4];
+            __m512 mv = _mm512_set1_ps(m[r]), sum = _mm512_setzero_ps(), pv[4];
             for (int c = 0; c < 4; c++) {
-                pv[c] = _mm512_maskz_mov_ps(valid[c],
-                                            gm_avx512_exp_ps(_mm512_sub_ps(s[r][c],
-                                                                      _mm512_set1_ps(mnew))));
+                __m512 x = _mm512_sub_ps(s[r][c], mv);
+                bad[r] |= _mm512_mask_cmp_ps_mask(valid[c], x, x, _CMP_UNORD_Q);
+                pv[c] = _mm512_maskz_mov_ps(valid[c], gm_avx512_exp_ps(x));
                 sum = _mm512_add_ps(sum, pv[c]);
             }
-            l[r] = l[r] * corr[r] + _mm512_reduce_add_ps(sum);
-            _mm512_storeu_si512((void *)pb[r], (__m512i)_mm512_cvtne2ps_pbh(pv[1], pv[0]));
-            _mm512_storeu_si512((void *)(pb[r] + 16),
-                                (__m512i)_mm512_cvtne2ps_pbh(pv[3], pv[2]));
+            if (corr[r] != 1.0f) lv[r] = _mm512_mul_ps(lv[r], _mm512_set1_ps(corr[r]));
+            lv[r] = _mm512_add_ps(lv[r], sum);
+            _mm512_store_si512((void *)pb[r], (__m512i)_mm512_cvtne2ps_pbh(pv[1], pv[0]));
+            _mm512_store_si512((void *)(pb[r] + 16), (__m512i)_mm512_cvtne2ps_pbh(pv[3], pv[2]));
         }
         __m512 acc[GM_BF16_QR][4];
-        for (int r = 0; r < GM_BF16_QR; r++)
+        for (int r = 0; r < GM_BF16_QR; r++) {
+            __m512 cr = _mm512_set1_ps(corr[r]);
             for (int c = 0; c < 4; c++)
-                acc[r][c] = _mm512_mul_ps(_mm512_loadu_ps(o + r * GM_BF16_HD + c * 16),
-                                          _mm512_set1_ps(corr[r]));
+                acc[r][c] = _mm512_mul_ps(_mm512_load_ps(o[r] + c * 16), cr);
+        }
         const uint32_t *vb = vp + (k0 / 2) * 16;
         size_t nq = (n - k0 >= GM_BF16_KB ? GM_BF16_KB : n - k0 + 1) / 2;
         for (size_t q = 0; q < nq; q++) {
             __m512bh v[4];
-            for (int c = 0; c < 4; c++)
-                v[c] = (__m512bh)_mm512_loadu_si512((const void *)(vb + c * vstride + q * 16));
+            for (int c = 0; c < 4; c++) {
+                v[c] = (__m512bh)_mm512_load_si512((const void *)(vb + c * vstride + q * 16));
+                GM_BF16_IN_REGISTER(v[c]);
+            }
             for (int r = 0; r < GM_BF16_QR; r++) {
                 __m512bh a = (__m512bh)_mm512_set1_epi32((int)pb[r][q]);
                 for (int c = 0; c < 4; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], a, v[c]);
             }
         }
         for (int r = 0; r < GM_BF16_QR; r++)
-            for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + r * GM_BF16_HD + c * 16, acc[r][c]);
+            for (int c = 0; c < 4; c++) _mm512_store_ps(o[r] + c * 16, acc[r][c]);
     }
-    for (int r = 0; r < GM_BF16_QR; r++) {
-        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-        for (int c = 0; c < GM_BF16_HD; c++) o[r * GM_BF16_HD + c] *= inv;
+    for (size_t r = 0; r < nr; r++) {
+        float l = _mm512_reduce_add_ps(lv[r]);
+        __m512 inv = _mm512_set1_ps(bad[r] ? NAN : (l > 0 ? 1.0f / l : 0.0f));
+        for (int c = 0; c < 4; c++)
+            _mm512_storeu_ps(out + r * ldo + c * 16, _mm512_mul_ps(_mm512_load_ps(o[r] + c * 16), inv));
     }
 }
 
-/* Pack one head: q rows to bf16 pairs (nq4 rows, zero beyond n), keys in
- * panels of 16 keys (pairs of channels), values by channel panel (pairs of
- * keys); everything beyond n is zero.  O(npad hd). */
+/* Pack one head: q rows times `scale` (1/8 for head dimension 64, a power
+ * of two, so exact) to bf16 pairs (nq rows, zero beyond n), keys in panels
+ * of 16 keys (pairs of channels), values by channel panel (pairs of keys);
+ * everything beyond n is zero.  Rounding to nearest even (VCVTNEPS2BF16).
+ * O(npad hd). */
 GM_BF16_TARGET static void gm_bf16_attn_pack(const float *qkv, size_t n, size_t ld,
-                                             size_t qoff, size_t koff, size_t voff,
-                                             size_t nq4, size_t npad, uint32_t *qb,
-                                             uint16_t *kp, uint16_t *vp)
+                                             size_t qoff, size_t koff, size_t voff, size_t nq,
+                                             size_t npad, float scale, uint32_t *qb,
+                                             uint32_t *kp, uint32_t *vp)
 {
     const size_t hd = GM_BF16_HD, hp = hd / 2;
-    memset(qb, 0, nq4 * hp * sizeof(uint32_t));
-    memset(kp, 0, npad * hd * sizeof(uint16_t));
-    memset(vp, 0, npad * hd * sizeof(uint16_t));
+    const __m512 sv = _mm512_set1_ps(scale);
+    memset(qb + n * hp, 0, (nq - n) * hp * sizeof(uint32_t));
+    memset(kp + n / 16 * 16 * hp, 0, (npad - n / 16 * 16) * hp * sizeof(uint32_t));
+    memset(vp, 0, npad * hp * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) {
         const float *row = qkv + i * ld;
-        gm_bf16_row(row + qoff, hd, qb + i * hp);
-        size_t panel = i / 16, lane = i % 16;
-        for (size_t p = 0; p < hp; p++) {
-            uint16_t *o = kp + ((panel * hp + p) * 16 + lane) * 2;
-            o[0] = gm_bf16_round(row[koff + 2 * p]);
-            o[1] = gm_bf16_round(row[koff + 2 * p + 1]);
+        uint32_t *qd = qb + i * hp;
+        for (size_t c = 0; c < hd; c += 32)
+            _mm512_storeu_si512((void *)(qd + c / 2),
+                                (__m512i)_mm512_cvtne2ps_pbh(
+                                    _mm512_mul_ps(_mm512_loadu_ps(row + qoff + c + 16), sv),
+                                    _mm512_mul_ps(_mm512_loadu_ps(row + qoff + c), sv)));
+        uint32_t kr[GM_BF16_HD / 2] __attribute__((aligned(64)));
+        for (size_t c = 0; c < hd; c += 32)
+            _mm512_store_si512((void *)(kr + c / 2),
+                               (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + koff + c + 16),
+                                                            _mm512_loadu_ps(row + koff + c)));
+        uint32_t *kd = kp + i / 16 * 16 * hp + i % 16;
+        for (size_t p = 0; p < hp; p++) kd[p * 16] = kr[p];
+    }
+    /* values: two keys per 32-bit lane (key 2q low, 2q + 1 high) */
+    for (size_t i = 0; i < n; i += 2) {
+        const float *r0 = qkv + i * ld + voff, *r1 = r0 + ld;
+        for (size_t c = 0; c < hd; c += 16) {
+            __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + c)));
+            __m512i hi = i + 1 < n ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(
+                                         _mm512_loadu_ps(r1 + c)))
+                                   : _mm512_setzero_si512();
+            _mm512_store_si512((void *)(vp + ((c / 16) * (npad / 2) + i / 2) * 16),
+                               _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
         }
-        size_t q = i / 2, e = i % 2;
-        for (size_t c = 0; c < hd; c++)
-            vp[(((c / 16) * (npad / 2) + q) * 16 + c % 16) * 2 + e] =
-                gm_bf16_round(row[voff + c]);
     }
 }
 
@@ -332,46 +416,34 @@ int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads,
 #if GM_HAVE_BF16_KERNEL
     if (!gm_bf16_supported()) return GM_ERR_INVALID;
     int nthreads = gm_get_num_threads();
-    size_t nq4 = (n + GM_BF16_QR - 1) / GM_BF16_QR * GM_BF16_QR;
+    size_t nq = (n + GM_BF16_QR - 1) / GM_BF16_QR * GM_BF16_QR;
     size_t npad = (n + GM_BF16_KB - 1) / GM_BF16_KB * GM_BF16_KB;
-    size_t nh = batch * heads, d = heads * hd, ld = 3 * d;
-    size_t qsz = nq4 * hd / 2, ksz = npad * hd;   /* uint32 / uint16 counts */
-    uint32_t *qb = (uint32_t *)malloc(nh * qsz * sizeof(uint32_t));
-    uint16_t *kv = (uint16_t *)malloc(nh * 2 * ksz * sizeof(uint16_t));
-    if (qb == NULL || kv == NULL) {
-        free(qb);
-        free(kv);
-        return GM_ERR_NOMEM;
-    }
+    size_t nh = batch * heads, d = heads * hd, ld = 3 * d, hp = hd / 2;
+    /* per head, in uint32 (bf16 pairs): q (nq x 32), k and v (npad x 32) */
+    size_t qsz = nq * hp, ksz = npad * hp, per = qsz + 2 * ksz;
+    per = (per + 15) / 16 * 16; /* keep every head's k and v 64-byte aligned */
+    qsz = per - 2 * ksz;
+    uint32_t *buf = (uint32_t *)aligned_alloc(64, nh * per * sizeof(uint32_t));
+    if (buf == NULL) return GM_ERR_NOMEM;
+    float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
     for (long t = 0; t < (long)nh; t++) {
         size_t b = (size_t)t / heads, h = (size_t)t % heads;
-        gm_bf16_attn_pack(qkv + b * n * ld, n, ld, h * hd, d + h * hd, 2 * d + h * hd, nq4,
-                          npad, qb + (size_t)t * qsz, kv + (size_t)t * 2 * ksz,
-                          kv + (size_t)t * 2 * ksz + ksz);
+        uint32_t *hb = buf + (size_t)t * per;
+        gm_bf16_attn_pack(qkv + b * n * ld, n, ld, h * hd, d + h * hd, 2 * d + h * hd, nq, npad,
+                          scale, hb + 2 * ksz, hb, hb + ksz);
     }
-    size_t tiles = nq4 / GM_BF16_QR;
-    float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        float o[GM_BF16_QR * GM_BF16_HD];
-#pragma omp for schedule(static)
-        for (long t = 0; t < (long)(nh * tiles); t++) {
-            size_t hh = (size_t)t / tiles, tile = (size_t)t % tiles;
-            size_t b = hh / heads, h = hh % heads;
-            const uint32_t *kp = (const uint32_t *)(kv + hh * 2 * ksz);
-            const uint32_t *vp = (const uint32_t *)(kv + hh * 2 * ksz + ksz);
-            gm_bf16_attn_tile(qb + hh * qsz + tile * GM_BF16_QR * (hd / 2), kp, vp, n, npad,
-                              scale, o);
-            for (size_t r = 0; r < GM_BF16_QR; r++) {
-                size_t i = tile * GM_BF16_QR + r;
-                if (i >= n) break;
-                memcpy(out + (b * n + i) * d + h * hd, o + r * hd, hd * sizeof(float));
-            }
-        }
+    size_t tiles = nq / GM_BF16_QR;
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1)
+    for (long t = 0; t < (long)(nh * tiles); t++) {
+        size_t hh = (size_t)t / tiles, tile = (size_t)t % tiles;
+        size_t b = hh / heads, h = hh % heads, r0 = tile * GM_BF16_QR;
+        const uint32_t *hb = buf + hh * per;
+        size_t nr = n - r0 < GM_BF16_QR ? n - r0 : GM_BF16_QR;
+        gm_bf16_attn_tile(hb + 2 * ksz + r0 * hp, hb, hb + ksz, n, npad, nr,
+                          out + (b * n + r0) * d + h * hd, d);
     }
-    free(qb);
-    free(kv);
+    free(buf);
     return GM_OK;
 #else
     (void)qkv; (void)out;

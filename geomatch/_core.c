@@ -400,21 +400,35 @@ static PyObject *py_get_sgemm(PyObject *self, PyObject *unused)
 }
 
 PyDoc_STRVAR(py_fma_peak__doc__,
-             "fma_peak(width, iters=1000000, reps=10)\n--\n\nfloat32 FMA peak of one thread in "
-             "GFLOP/s, measured by a register-only loop of 16 independent FMAs on vectors of "
-             "`width` bits (256: AVX2+FMA, 512: AVX-512F); the best of `reps` runs.  None when "
-             "the CPU lacks that instruction set.");
+             "fma_peak(width, iters=1000000, reps=10, kind='f32')\n--\n\nPeak of one thread in "
+             "GFLOP/s, measured by a register-only loop of 16 independent multiply-adds on "
+             "vectors of `width` bits, the best of `reps` runs.  kind 'f32': float32 FMA "
+             "(width 256: AVX2+FMA, 512: AVX-512F); kind 'bf16': AVX512_BF16 VDPBF16PS "
+             "(width 512 only; 4 flops per lane and instruction).  None when the CPU lacks "
+             "that instruction set.");
 
 static PyObject *py_fma_peak(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"width", "iters", "reps", NULL};
+    static char *kw[] = {"width", "iters", "reps", "kind", NULL};
     int width;
     long iters = 1000000;
     int reps = 10;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|li:fma_peak", kw, &width, &iters, &reps))
+    const char *kind = "f32";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|lis:fma_peak", kw, &width, &iters, &reps,
+                                     &kind))
         return NULL;
+    int bf16 = 0;
+    if (strcmp(kind, "bf16") == 0) bf16 = 1;
+    else if (strcmp(kind, "f32") != 0) {
+        PyErr_SetString(PyExc_ValueError, "kind must be 'f32' or 'bf16'");
+        return NULL;
+    }
     if (width != 256 && width != 512) {
         PyErr_SetString(PyExc_ValueError, "width must be 256 or 512");
+        return NULL;
+    }
+    if (bf16 && width != 512) {
+        PyErr_SetString(PyExc_ValueError, "width must be 512 for kind 'bf16'");
         return NULL;
     }
     if (iters < 1 || iters > 100000000L || reps < 1 || reps > 100) {
@@ -423,7 +437,7 @@ static PyObject *py_fma_peak(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     double g;
     Py_BEGIN_ALLOW_THREADS
-    g = gm_fma_peak_gflops(width, iters, reps);
+    g = bf16 ? gm_bf16_peak_gflops(iters, reps) : gm_fma_peak_gflops(width, iters, reps);
     Py_END_ALLOW_THREADS
     if (g < 0) Py_RETURN_NONE;
     return PyFloat_FromDouble(g);
