@@ -43,42 +43,6 @@ static inline __attribute__((always_inline, target("avx512f"))) __m512 gm_avx512
     return _mm512_scalef_ps(p, n);
 }
 
-/* Transpose a block: rows 0..h-1 (h <= 16) of src (row stride lds), columns
- * 0..w-1 (w <= 16), to dst[q ldd + r] for q < w and r in the store mask
- * (rows h..15 read as zero).  Standard 16 x 16 in-register transpose (pure bit moves, so any 32-bit
- * data may pass through it).  Used by gm_sgemm_avx512.c and gm_bf16.c. */
-static inline __attribute__((always_inline)) GM_AVX512_TARGET void
-gm_avx512_transpose16(const float *src, size_t lds, size_t h, size_t w, float *dst, size_t ldd,
-                      __mmask16 store)
-{
-    __mmask16 lm = (__mmask16)(w >= 16 ? 0xffffu : (1u << w) - 1u);
-    __m512 r[16], t[16], u[16], v[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = (size_t)i < h ? _mm512_maskz_loadu_ps(lm, src + (size_t)i * lds)
-                             : _mm512_setzero_ps();
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int g = 0; g < 16; g += 8)
-        for (int i = 0; i < 4; i++) {
-            v[g + i] = _mm512_shuffle_f32x4(u[g + i], u[g + 4 + i], 0x88);
-            v[g + 4 + i] = _mm512_shuffle_f32x4(u[g + i], u[g + 4 + i], 0xdd);
-        }
-    for (int q = 0; q < 8; q++) {
-        __m512 lo = _mm512_shuffle_f32x4(v[q], v[q + 8], 0x88);  /* column q */
-        __m512 hi = _mm512_shuffle_f32x4(v[q], v[q + 8], 0xdd);  /* column q + 8 */
-        if ((size_t)q < w) _mm512_mask_storeu_ps(dst + (size_t)q * ldd, store, lo);
-        if ((size_t)q + 8 < w) _mm512_mask_storeu_ps(dst + (size_t)(q + 8) * ldd, store, hi);
-    }
-}
-
 #else
 #define GM_HAVE_AVX512 0
 #endif

@@ -40,9 +40,8 @@
 #define GM_BF16_PANEL 16
 /* Head dimension of gm_nn_attention_bf16. */
 #define GM_BF16_HD_PUBLIC 64
-/* Rows per micro-tile, and row tiles per unit of work (56 rows). */
-#define GM_BF16_MR 14
-#define GM_BF16_MC 4
+/* Rows per micro-tile. */
+#define GM_BF16_MR 8
 
 int gm_bf16_supported(void)
 {
@@ -113,46 +112,39 @@ GM_BF16_TARGET static void gm_bf16_row(const float *x, size_t din, uint32_t *out
     if (din & 1) *o = 0;
 }
 
-/* Register tile: GM_BF16_MR rows x 2 panels (32 columns) = 28 zmm
- * accumulators, two weight vectors and one broadcast (31 of the 32 zmm): 28
- * independent VDPBF16PS chains cover the instruction's latency on two pipes
- * and each loaded weight vector serves 14 rows (gm_sgemm_avx512.c's 14 x 32
- * float32 tile).  The activations are converted to bfloat16 pairs once per
- * call and packed per 14-row tile, k-pair-major (xa[tile][p][14]): one
- * contiguous stream of broadcasts. */
-
-/* The micro-kernel: the 14 x np*16 tile at y (h <= 14 real rows) over all
- * kp pairs of k (in increasing order, from zero), then the epilogue y = acc
- * + b (or y += acc + b when accumulate) with masked column edges. */
+/* The micro-tile: mr (<= 8) rows x np (1 or 2) panels, all k.  Accumulates
+ * into acc; inlined with constant mr/np so acc lives in registers. */
 GM_BF16_TARGET static inline __attribute__((always_inline)) void
-gm_bf16_kernel(const uint32_t *restrict a, const uint32_t *restrict b0,
-               const uint32_t *restrict b1, size_t kp, int np, float *y, size_t ldy,
-               size_t h, size_t col0, size_t dout, const float *bias, int accumulate)
+gm_bf16_tile(const uint32_t *a, size_t lda, const uint32_t *bp, size_t kp, int mr, int np,
+             __m512 acc[GM_BF16_MR][2])
 {
-    __m512 acc[GM_BF16_MR][2];
-#pragma GCC unroll 14
-    for (int r = 0; r < GM_BF16_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < np; c++) acc[r][c] = _mm512_setzero_ps();
+    const uint32_t *b1 = bp + kp * GM_BF16_PANEL;
     for (size_t p = 0; p < kp; p++) {
-        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(b0 + p * GM_BF16_PANEL));
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(bp + p * GM_BF16_PANEL));
         __m512bh w1 = w0;
         if (np == 2) w1 = (__m512bh)_mm512_loadu_si512((const void *)(b1 + p * GM_BF16_PANEL));
-#pragma GCC unroll 14
-        for (int r = 0; r < GM_BF16_MR; r++) {
-            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r]);
+        for (int r = 0; r < mr; r++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r * lda + p]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, w0);
             if (np == 2) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, w1);
         }
-        a += GM_BF16_MR;
     }
+}
+
+/* Epilogue of one tile: y = acc + b (act/accumulate) on columns col0.. */
+GM_BF16_TARGET static inline __attribute__((always_inline)) void
+gm_bf16_store(__m512 acc[GM_BF16_MR][2], int mr, int np, float *y, size_t ldy, size_t col0,
+              size_t dout, const float *b, int accumulate)
+{
     for (int c = 0; c < np; c++) {
         size_t col = col0 + (size_t)c * GM_BF16_PANEL;
         if (col >= dout) break;
         size_t left = dout - col;
         __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
-        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + col) : _mm512_setzero_ps();
-#pragma GCC unroll 14
-        for (int r = 0; r < GM_BF16_MR; r++) {
-            if ((size_t)r >= h) break;
+        __m512 bv = b ? _mm512_maskz_loadu_ps(m, b + col) : _mm512_setzero_ps();
+        for (int r = 0; r < mr; r++) {
             float *yr = y + (size_t)r * ldy + col;
             __m512 v = _mm512_add_ps(acc[r][c], bv);
             if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), v);
@@ -161,71 +153,56 @@ gm_bf16_kernel(const uint32_t *restrict a, const uint32_t *restrict b0,
     }
 }
 
-/* Rows i0..i0+13 of x (zero beyond n) to bf16 pairs, packed k-pair-major:
- * dst[p * 14 + r] = (x[i0 + r][2p], x[i0 + r][2p + 1]). */
-GM_BF16_TARGET static void gm_bf16_pack_rows(const float *x, size_t n, size_t din, size_t i0,
-                                             size_t kp, uint32_t *restrict dst)
-{
-    uint32_t t[16][16] __attribute__((aligned(64)));
-    size_t h = n - i0 < GM_BF16_MR ? n - i0 : GM_BF16_MR;
-    const __mmask16 st = (__mmask16)((1u << GM_BF16_MR) - 1u);
-    for (size_t p0 = 0; p0 < kp; p0 += 16) {
-        size_t w = kp - p0 < 16 ? kp - p0 : 16; /* pairs in this block */
-        for (size_t r = 0; r < h; r++) {
-            const float *xr = x + (i0 + r) * din + 2 * p0;
-            size_t left = din - 2 * p0; /* floats left in the row */
-            __mmask16 m0 = (__mmask16)(left >= 16 ? 0xffffu : (1u << left) - 1u);
-            __mmask16 m1 = (__mmask16)(left <= 16 ? 0u : left >= 32 ? 0xffffu
-                                                                   : (1u << (left - 16)) - 1u);
-            _mm512_store_si512((void *)t[r], (__m512i)_mm512_cvtne2ps_pbh(
-                                                 _mm512_maskz_loadu_ps(m1, xr + 16),
-                                                 _mm512_maskz_loadu_ps(m0, xr)));
-        }
-        /* rows h..15 read as zero by the transpose */
-        gm_avx512_transpose16((const float *)&t[0][0], 16, h, w, (float *)(dst + p0 * GM_BF16_MR),
-                              GM_BF16_MR, st);
-    }
-}
+#define GM_BF16_CASE(MR, NP)                                                          \
+    do {                                                                              \
+        __m512 acc[GM_BF16_MR][2];                                                    \
+        gm_bf16_tile(a, kp, bp, kp, MR, NP, acc);                                     \
+        gm_bf16_store(acc, MR, NP, yt, dout, col0, dout, b, accumulate);              \
+    } while (0)
 
-GM_BF16_TARGET static void gm_bf16_gemm(const float *x, size_t n, size_t din, const uint32_t *wp,
-                                        const float *b, size_t dout, int accumulate, float *y,
-                                        uint32_t *xa, int nthreads)
+/* One tile of mr (1..8, a compile-time constant in each case) rows by NP panels. */
+#define GM_BF16_ROWS(NP)                                                              \
+    switch (mr) {                                                                     \
+    case 8: GM_BF16_CASE(8, NP); break;                                               \
+    case 7: GM_BF16_CASE(7, NP); break;                                               \
+    case 6: GM_BF16_CASE(6, NP); break;                                               \
+    case 5: GM_BF16_CASE(5, NP); break;                                               \
+    case 4: GM_BF16_CASE(4, NP); break;                                               \
+    case 3: GM_BF16_CASE(3, NP); break;                                               \
+    case 2: GM_BF16_CASE(2, NP); break;                                               \
+    default: GM_BF16_CASE(1, NP); break;                                              \
+    }
+
+GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
+                                        const uint32_t *wp, const float *b, size_t dout,
+                                        int accumulate, float *y, int nthreads)
 {
-    size_t kp = (din + 1) / 2;
     size_t panels = (dout + GM_BF16_PANEL - 1) / GM_BF16_PANEL;
     size_t pairs = (panels + 1) / 2;             /* 32-column blocks */
-    size_t mtiles = (n + GM_BF16_MR - 1) / GM_BF16_MR;
-    /* units: GM_BF16_MC row tiles x all column blocks of one row block; each
-     * output element is computed by exactly one unit, in a fixed order */
-    size_t nrb = (mtiles + GM_BF16_MC - 1) / GM_BF16_MC;
+    /* row blocks of 64 rows x column pairs: independent tiles (each output
+     * element is computed by exactly one of them, in a fixed order) */
+    size_t rb = 64, nrb = (n + rb - 1) / rb;
     long ntiles = (long)(nrb * pairs);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        /* convert + pack every 14-row tile once */
-#pragma omp for schedule(static)
-        for (long t = 0; t < (long)mtiles; t++)
-            gm_bf16_pack_rows(x, n, din, (size_t)t * GM_BF16_MR, kp,
-                              xa + (size_t)t * GM_BF16_MR * kp);
-#pragma omp for schedule(static)
-        for (long t = 0; t < ntiles; t++) {
-            size_t jp = (size_t)t % pairs, ib = (size_t)t / pairs;
-            size_t col0 = jp * 2 * GM_BF16_PANEL;
-            int np = (jp * 2 + 1 < panels) ? 2 : 1;
-            const uint32_t *b0 = wp + jp * 2 * kp * GM_BF16_PANEL, *b1 = b0 + kp * GM_BF16_PANEL;
-            size_t t1 = (ib + 1) * GM_BF16_MC < mtiles ? (ib + 1) * GM_BF16_MC : mtiles;
-            for (size_t tt = ib * GM_BF16_MC; tt < t1; tt++) {
-                size_t r0 = tt * GM_BF16_MR, h = n - r0 < GM_BF16_MR ? n - r0 : GM_BF16_MR;
-                const uint32_t *a = xa + tt * GM_BF16_MR * kp;
-                if (np == 2)
-                    gm_bf16_kernel(a, b0, b1, kp, 2, y + r0 * dout, dout, h, col0, dout, b,
-                                   accumulate);
-                else
-                    gm_bf16_kernel(a, b0, b1, kp, 1, y + r0 * dout, dout, h, col0, dout, b,
-                                   accumulate);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (long t = 0; t < ntiles; t++) {
+        size_t jp = (size_t)t % pairs, ib = (size_t)t / pairs;
+        size_t col0 = jp * 2 * GM_BF16_PANEL;
+        int np = (jp * 2 + 1 < panels) ? 2 : 1;
+        const uint32_t *bp = wp + jp * 2 * kp * GM_BF16_PANEL;
+        size_t r1 = (ib + 1) * rb < n ? (ib + 1) * rb : n;
+        for (size_t r0 = ib * rb; r0 < r1; r0 += GM_BF16_MR) {
+            const uint32_t *a = xa + r0 * kp;
+            float *yt = y + r0 * dout;
+            int mr = (int)(r1 - r0 < GM_BF16_MR ? r1 - r0 : GM_BF16_MR);
+            if (np == 2) {
+                GM_BF16_ROWS(2)
+            } else {
+                GM_BF16_ROWS(1)
             }
         }
     }
 }
+
 
 /* ---- peak ---------------------------------------------------------------- */
 
@@ -291,8 +268,7 @@ double gm_bf16_peak_gflops(long iters, int reps)
  * are rounded to bfloat16 next (relative rounding error up to 2^-9): x
  * clamped at -87, e^x = 2^n e^r with |r| <= ln2 / 2 and a degree-4 Taylor
  * polynomial of e^r (relative error below 5e-5, against 2e-3 for the
- * rounding to bfloat16).  A NaN lane gives a finite value (the caller
- * tests for NaN itself). */
+ * rounding to bfloat16).  NaN stays NaN. */
 GM_BF16_TARGET static inline __attribute__((always_inline)) __m512 gm_bf16_exp_nonpos(__m512 x)
 {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
@@ -512,11 +488,12 @@ int gm_nn_linear_bf16(const float *x, size_t n, size_t din, const uint16_t *wpac
 #if GM_HAVE_BF16_KERNEL
     if (!gm_bf16_supported()) return GM_ERR_INVALID;
     int nthreads = gm_get_num_threads();
-    size_t kp = (din + 1) / 2, mtiles = (n + GM_BF16_MR - 1) / GM_BF16_MR;
-    uint32_t *xa = (uint32_t *)aligned_alloc(
-        64, (mtiles * GM_BF16_MR * kp * sizeof(uint32_t) + 63) / 64 * 64);
+    size_t kp = (din + 1) / 2;
+    uint32_t *xa = (uint32_t *)malloc(n * kp * sizeof(uint32_t) + 64);
     if (xa == NULL) return GM_ERR_NOMEM;
-    gm_bf16_gemm(x, n, din, (const uint32_t *)wpack, b, dout, accumulate, y, xa, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > 64)
+    for (long i = 0; i < (long)n; i++) gm_bf16_row(x + (size_t)i * din, din, xa + (size_t)i * kp);
+    gm_bf16_gemm(xa, n, kp, (const uint32_t *)wpack, b, dout, accumulate, y, nthreads);
     free(xa);
     if (act == GM_NN_ACT_GELU) gm_nn_gelu_rows_f32(y, n, dout, nthreads);
     return GM_OK;

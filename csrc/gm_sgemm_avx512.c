@@ -99,6 +99,41 @@ static void gm_sg_kblocks(size_t k, size_t *nkb, size_t *kcb)
     *kcb = (k + nb - 1) / nb;
 }
 
+/* Transpose a block: rows 0..h-1 (h <= 16) of src (row stride lds), columns
+ * 0..w-1 (w <= 16), to dst[q ldd + r] for q < w and r in the store mask
+ * (rows h..15 read as zero).  Standard 16 x 16 in-register transpose. */
+GM_SG_TARGET static inline void gm_sg_transpose16(const float *src, size_t lds, size_t h,
+                                                  size_t w, float *dst, size_t ldd,
+                                                  __mmask16 store)
+{
+    __mmask16 lm = (__mmask16)(w >= 16 ? 0xffffu : (1u << w) - 1u);
+    __m512 r[16], t[16], u[16], v[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = (size_t)i < h ? _mm512_maskz_loadu_ps(lm, src + (size_t)i * lds)
+                             : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int g = 0; g < 16; g += 8)
+        for (int i = 0; i < 4; i++) {
+            v[g + i] = _mm512_shuffle_f32x4(u[g + i], u[g + 4 + i], 0x88);
+            v[g + 4 + i] = _mm512_shuffle_f32x4(u[g + i], u[g + 4 + i], 0xdd);
+        }
+    for (int q = 0; q < 8; q++) {
+        __m512 lo = _mm512_shuffle_f32x4(v[q], v[q + 8], 0x88);  /* column q */
+        __m512 hi = _mm512_shuffle_f32x4(v[q], v[q + 8], 0xdd);  /* column q + 8 */
+        if ((size_t)q < w) _mm512_mask_storeu_ps(dst + (size_t)q * ldd, store, lo);
+        if ((size_t)q + 8 < w) _mm512_mask_storeu_ps(dst + (size_t)(q + 8) * ldd, store, hi);
+    }
+}
+
 /* Pack columns j0..j0+32 of op(B), rows p0..p0+kc, into dst (kc x 32, zero
  * beyond n).  op(B)[p][j] = b[p ldb + j], or b[j ldb + p] when trans_b. */
 GM_SG_TARGET static void gm_sg_pack_b(int trans_b, const float *b, size_t ldb, size_t p0,
@@ -119,7 +154,7 @@ GM_SG_TARGET static void gm_sg_pack_b(int trans_b, const float *b, size_t ldb, s
             size_t wp = kc - p < 16 ? kc - p : 16;
             for (size_t half = 0; half < 2; half++) {
                 size_t c0 = half * 16, hh = w > c0 ? (w - c0 < 16 ? w - c0 : 16) : 0;
-                gm_avx512_transpose16(b + (j0 + c0) * ldb + p0 + p, ldb, hh, wp,
+                gm_sg_transpose16(b + (j0 + c0) * ldb + p0 + p, ldb, hh, wp,
                                   dst + p * GM_SG_NR + c0, GM_SG_NR, 0xffff);
             }
         }
@@ -135,7 +170,7 @@ GM_SG_TARGET static void gm_sg_pack_a(int trans_a, const float *a, size_t lda, s
     if (!trans_a) {
         /* 14 rows x 16 values of k at a time, transposed (rows >= h zero) */
         for (size_t p = 0; p < kc; p += 16)
-            gm_avx512_transpose16(a + i0 * lda + p0 + p, lda, h, kc - p < 16 ? kc - p : 16,
+            gm_sg_transpose16(a + i0 * lda + p0 + p, lda, h, kc - p < 16 ? kc - p : 16,
                               dst + p * GM_SG_MR, GM_SG_MR, (__mmask16)((1u << GM_SG_MR) - 1u));
     } else {
         __mmask16 hm = (__mmask16)((1u << h) - 1u), st = (__mmask16)((1u << GM_SG_MR) - 1u);
