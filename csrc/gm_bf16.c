@@ -268,7 +268,8 @@ double gm_bf16_peak_gflops(long iters, int reps)
  * are rounded to bfloat16 next (relative rounding error up to 2^-9): x
  * clamped at -87, e^x = 2^n e^r with |r| <= ln2 / 2 and a degree-4 Taylor
  * polynomial of e^r (relative error below 5e-5, against 2e-3 for the
- * rounding to bfloat16).  NaN stays NaN. */
+ * rounding to bfloat16).  A NaN lane gives a finite value (the caller
+ * tests for NaN itself). */
 GM_BF16_TARGET static inline __attribute__((always_inline)) __m512 gm_bf16_exp_nonpos(__m512 x)
 {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
