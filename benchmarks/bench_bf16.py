@@ -94,12 +94,18 @@ def main() -> None:
         remeasure(lim, args.threads)
         print(f"\n### {model} @ {size}x{size}, {args.threads} threads (% of the higher "
               f"sgemm rate, {lim['sgemm_gflops']:.1f} GFLOP/s)\n")
-        print("| precision | time / image | GFLOP/s | % of sgemm | speed-up |")
-        print("|---|---|---|---|---|")
+        peak = {"float32": lim.get("fma_peak_avx512_gflops"), "bf16": lim.get("bf16_peak_gflops")}
+        print("| precision | time / image | GFLOP/s | % of sgemm | % of its own peak | speed-up |")
+        print("|---|---|---|---|---|---|")
         for name, t in (("float32", t32), ("bf16", tbf)):
             rate = flops / t / 1e9
+            own = f"{100 * rate / peak[name]:.0f}%" if peak[name] else "n/a"
             print(f"| {name} | {fmt_time(t)} | {rate:.1f} | "
-                  f"{100 * rate / lim['sgemm_gflops']:.0f}% | {t32 / t:.2f}x |")
+                  f"{100 * rate / lim['sgemm_gflops']:.0f}% | {own} | {t32 / t:.2f}x |")
+        if peak["float32"] and peak["bf16"]:
+            print(f"\nceiling: bf16 peak / float32 peak = {peak['bf16'] / peak['float32']:.2f} "
+                  "(the matrix products can gain at most this; LayerNorm, softmax and GELU "
+                  "do not get faster)")
         print(f"\nbf16 vs float32 features ({2 * args.pairs} images): max |diff| / max |f32| "
               f"{max(errs):.2e} (worst image), relative Frobenius {max(fros):.2e} "
               "(target <= 1e-2)")

@@ -143,6 +143,22 @@ def test_attention_one_key_block_softmax_and_thread_count(at_threads):
 
 
 @needs_bf16
+@pytest.mark.parametrize("n", [7, 64, 65, 131])
+def test_attention_nan_query_gives_nan_row_only(n, at_threads):
+    rng = np.random.default_rng(n)
+    qkv = rng.standard_normal((1, n, 3 * 2 * 64)).astype(np.float32)
+    qkv[0, 3, 5] = np.nan                     # query 3 of head 0
+    a, b = at_threads(lambda: _core.nn_attention_bf16(qkv, 2))
+    assert np.array_equal(a, b, equal_nan=True)
+    assert np.isnan(a[0, 3, :64]).all()
+    ok = np.ones((n, 128), bool)
+    ok[3, :64] = False
+    assert np.isfinite(a[0][ok]).all()
+    ref = _attention_reference(np.nan_to_num(qkv), 2)
+    assert np.abs(a[0][ok] - ref[0][ok]).max() <= 4e-3 * np.abs(ref).max()
+
+
+@needs_bf16
 def test_attention_rejects_other_head_dims():
     with pytest.raises(ValueError, match="head dimension 64"):
         _core.nn_attention_bf16(np.ones((1, 4, 3 * 2 * 32), np.float32), 2)

@@ -255,6 +255,13 @@ def test_fma_peak():
         _core.fma_peak(128)
     with pytest.raises(ValueError, match="iters"):
         _core.fma_peak(512, iters=0)
+    gbf = _core.fma_peak(512, iters=20000, reps=2, kind="bf16")
+    assert (gbf is not None) == bool(_core.bf16_supported())
+    assert gbf is None or gbf > 0
+    with pytest.raises(ValueError, match="kind"):
+        _core.fma_peak(512, kind="fp8")
+    with pytest.raises(ValueError, match="width"):
+        _core.fma_peak(256, kind="bf16")
 
 
 def test_limits_print_the_peaks_and_both_gemm_paths(capsys):
@@ -272,3 +279,9 @@ def test_limits_print_the_peaks_and_both_gemm_paths(capsys):
     assert "200.0 GFLOP/s (geomatch nn_linear, avx512 kernel)" in out
     assert "100.0 GFLOP/s (geomatch nn_linear on BLAS)" in out
     assert "AVX2 125.0, AVX-512 250.0 GFLOP/s (sgemm at 80% of the AVX-512 peak)" in out
+    assert "bf16" not in out
+    limits.print_limits(dict(lim, bf16_peak_gflops=500.0))
+    out = capsys.readouterr().out
+    assert "bf16 VDPBF16PS peak 500.0 GFLOP/s (2.00x the AVX-512 float32 peak" in out
+    g = limits.fma_peak(512, threads=2, iters=20000, reps=1, kind="bf16")
+    assert (g is not None) == bool(_core.bf16_supported())

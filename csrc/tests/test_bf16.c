@@ -104,10 +104,23 @@ static void test_attention(void)
     GM_CHECK(worst <= 4e-3 * top);
 }
 
+static void test_peak(void)
+{
+    double g = gm_bf16_peak_gflops(20000, 2);
+    if (!gm_bf16_supported()) {
+        GM_CHECK(g < 0);
+        return;
+    }
+    GM_CHECK(g > 0);
+    GM_CHECK(gm_bf16_peak_gflops(0, 1) < 0);
+    GM_CHECK(gm_bf16_peak_gflops(10, 0) < 0);
+}
+
 int main(void)
 {
     GM_RUN(test_pack_rounding);
     GM_RUN(test_linear);
     GM_RUN(test_attention);
+    GM_RUN(test_peak);
     return gm_test_summary();
 }

@@ -84,7 +84,9 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
     the first), ``numpy_sgemm_gflops`` (NumPy ``@``; absent with
     ``numpy_gemm=False``), ``fma_peak_avx2_gflops`` /
     ``fma_peak_avx512_gflops`` (:func:`fma_peak`; absent where the CPU
-    lacks the instruction set), ``read_pass_s`` (one
+    lacks the instruction set), ``bf16_peak_gflops`` (the AVX512_BF16
+    ``VDPBF16PS`` peak, ``fma_peak(512, kind="bf16")``; absent without
+    AVX512_BF16), ``read_pass_s`` (one
     read of a ``read_side``-square float32 matrix, default 1370: the fastest
     of 200 single calls, since a median of a 40-microsecond call on a shared
     machine measures the scheduler, not the memory), ``read_pass_median_s``,
@@ -119,6 +121,9 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
             g = fma_peak(width, threads)
             if g is not None:
                 out[f"fma_peak_avx{2 if width == 256 else 512}_gflops"] = g
+        g = fma_peak(512, threads, kind="bf16")
+        if g is not None:
+            out["bf16_peak_gflops"] = g
         wt = np.ascontiguousarray(w.T)
         out["numpy_sgemm_gflops"] = flops / _median(lambda: np.matmul(a, wt, out=y),
                                                     repeat) / 1e9
@@ -134,22 +139,24 @@ def measure(threads: int, *, repeat: int = 7, numpy_gemm: bool = True,
 
 
 def fma_peak(width: int, threads: int = 1, iters: int = 1000000,
-             reps: int = 10) -> Optional[float]:
+             reps: int = 10, kind: str = "f32") -> Optional[float]:
     """float32 FMA peak in GFLOP/s for ``width``-bit vectors (256: AVX2+FMA,
     512: AVX-512F): ``_core.fma_peak`` (the best of ``reps`` runs of a
     register-only loop of 16 independent FMA chains, ``iters`` iterations)
-    on ``threads`` Python threads at once, summed.  None when the CPU lacks
+    on ``threads`` Python threads at once, summed.  ``kind="bf16"`` (width
+    512): the same for AVX512_BF16 ``VDPBF16PS`` (4 flops per lane: two
+    bfloat16 products, two float32 additions).  None when the CPU lacks
     that instruction set."""
     import threading
 
     from geomatch import _core
 
-    if _core.fma_peak(width, iters=1000, reps=1) is None:
+    if _core.fma_peak(width, iters=1000, reps=1, kind=kind) is None:
         return None
     results = [0.0] * threads
 
     def run(i):
-        results[i] = _core.fma_peak(width, iters=iters, reps=reps)
+        results[i] = _core.fma_peak(width, iters=iters, reps=reps, kind=kind)
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for t in workers:
@@ -191,6 +198,11 @@ def print_limits(lim: Dict[str, float]) -> None:
         s += "; float32 FMA peak " + ", ".join(f"{n} {g:.1f}" for n, g in peaks) + " GFLOP/s"
         top = peaks[-1][1]
         s += f" (sgemm at {100 * lim['sgemm_gflops'] / top:.0f}% of the {peaks[-1][0]} peak)"
+    if "bf16_peak_gflops" in lim:
+        s += f"; bf16 VDPBF16PS peak {lim['bf16_peak_gflops']:.1f} GFLOP/s"
+        if "fma_peak_avx512_gflops" in lim:
+            s += (f" ({lim['bf16_peak_gflops'] / lim['fma_peak_avx512_gflops']:.2f}x the "
+                  "AVX-512 float32 peak: the ceiling of a bf16 speed-up)")
     s += (f"; one read pass over {lim.get('read_side', READ_SIDE)}^2 float32 = "
           f"{lim['read_pass_s'] * 1e6:.0f} us fastest ({lim['read_gbs']:.1f} GB/s), "
           f"{lim['read_pass_median_s'] * 1e6:.0f} us median")
