@@ -340,13 +340,15 @@ GM_BF16_TARGET static void gm_bf16_attn_tile(const uint32_t *qb, const uint32_t 
                 mx = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid[0], s[r][0]);
                 for (int c = 1; c < 4; c++) mx = _mm512_mask_max_ps(mx, valid[c], mx, s[r][c]);
             }
-            float bm = _mm512_reduce_max_ps(mx);
+            __m512 mv = _mm512_set1_ps(m[r]), pv[4];
             corr[r] = 1.0f;
-            if (bm > m[r]) {
+            /* the horizontal maximum only when a lane exceeds the running one */
+            if (_mm512_cmp_ps_mask(mx, mv, _CMP_GT_OQ)) {
+                float bm = _mm512_reduce_max_ps(mx);
                 corr[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - bm);
                 m[r] = bm;
+                mv = _mm512_set1_ps(bm);
             }
-            __m512 mv = _mm512_set1_ps(m[r]), pv[4];
             for (int c = 0; c < 4; c++) {
                 __m512 x = _mm512_sub_ps(s[r][c], mv);
                 bad[r] |= full ? _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q)
