@@ -446,6 +446,7 @@ int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads,
 #if GM_HAVE_BF16_KERNEL
     if (!gm_bf16_supported()) return GM_ERR_INVALID;
     int nthreads = gm_get_num_threads();
+    if (n > ((size_t)1 << 31) || batch > SIZE_MAX / heads) return GM_ERR_INVALID;
     size_t nq = (n + GM_BF16_QR - 1) / GM_BF16_QR * GM_BF16_QR;
     size_t npad = (n + GM_BF16_KB - 1) / GM_BF16_KB * GM_BF16_KB;
     size_t nh = batch * heads, d = heads * hd, ld = 3 * d, hp = hd / 2;
@@ -453,6 +454,7 @@ int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads,
     size_t qsz = nq * hp, ksz = npad * hp, per = qsz + 2 * ksz;
     per = (per + 15) / 16 * 16; /* keep every head's k and v 64-byte aligned */
     qsz = per - 2 * ksz;
+    if (nh > SIZE_MAX / sizeof(uint32_t) / per) return GM_ERR_NOMEM;
     uint32_t *buf = (uint32_t *)aligned_alloc(64, nh * per * sizeof(uint32_t));
     if (buf == NULL) return GM_ERR_NOMEM;
     float scale = 1.0f / sqrtf((float)hd);
