@@ -555,6 +555,80 @@ def evaluate_pair(pred, trg_kps, threshold, *, src_visible, trg_visible, flip_pe
                       mirror=None if mirror is None else int(mirror))
 
 
+def _evaluate_pairs_same_k(pred, trg_kps, thresholds, src_visible, trg_visible, perm, groups,
+                           a, compare, scales, categories, pair_ids, azimuths,
+                           mirrors) -> List[PairResult]:
+    """:func:`evaluate_pair` of N pairs with the same K, flip permutation and
+    groups at once (``(N, K, 2)`` float64 points, ``(N, K)`` bool masks,
+    ``(N,)`` thresholds and scales, all already validated as
+    :func:`evaluate_pair` validates them; ``perm`` checked, ``a`` and
+    ``compare`` too).  Every value is computed elementwise with exactly the
+    operations of :func:`evaluate_pair`, so the results are the same."""
+    p, g, sv, tv = pred, trg_kps, src_visible, trg_visible
+    n, k = sv.shape
+    sc = scales[:, None, None]
+    p, g = p * sc, g * sc            # x * 1.0 == x: the same as the per-pair branch
+    t = (thresholds * scales)[:, None, None]
+
+    def within(q):                   # (N, A, K), as _within
+        d = np.hypot(p[..., 0] - q[..., 0], p[..., 1] - q[..., 1])[:, None, :]
+        with np.errstate(invalid="ignore"):
+            if compare == "lt":
+                return (d < a[None, :, None] * t) & np.isfinite(d)
+            d = d / t
+            return (d <= a[None, :, None]) & np.isfinite(d)
+
+    both = sv & tv
+    ok = within(g)
+    n_correct = (ok & both[:, None]).sum(axis=2).astype(np.int64)
+    bd = None
+    if perm is not None:
+        has_cp = perm != np.arange(k)
+        cp_vis = tv[:, perm] & has_cp
+        near_cp = within(g[:, perm])
+        c11 = sv & tv & cp_vis
+        c10 = sv & tv & has_cp & ~cp_vis
+        c1x = sv & tv & ~has_cp
+        c01 = sv & ~tv & cp_vis
+        c00 = sv & ~tv & ~cp_vis
+        na = len(a)
+
+        def count(m):
+            return np.repeat(m.sum(axis=1).astype(np.int64)[:, None], na, axis=1)
+
+        def count_a(m2):
+            return m2.sum(axis=2).astype(np.int64)
+
+        bd = {"11": count(c11), "11_hat": count_a(ok & c11[:, None]),
+              "11_tilde": count_a(ok & near_cp & c11[:, None]),
+              "11_bar": count_a(~ok & near_cp & c11[:, None]),
+              "10": count(c10), "10_hat": count_a(ok & c10[:, None]),
+              "1x": count(c1x), "1x_hat": count_a(ok & c1x[:, None]),
+              "01": count(c01), "01_bar": count_a(near_cp & c01[:, None]),
+              "00": count(c00)}
+    geo = np.zeros((n, k), dtype=bool)
+    for grp in groups:
+        idx = np.asarray([i for i in grp if 0 <= i < k], dtype=np.int64)
+        if idx.size == 0:
+            continue
+        cond = (tv[:, idx].sum(axis=1) >= 2) & both[:, idx].any(axis=1)
+        geo[:, idx] |= both[:, idx] & cond[:, None]
+    n_geo = geo.sum(axis=1)
+    n_geo_correct = (ok & geo[:, None]).sum(axis=2).astype(np.int64)
+    n_points = both.sum(axis=1)
+    out = []
+    for i in range(n):
+        ids = np.flatnonzero(both[i]).astype(np.int64)
+        az, mi = azimuths[i], mirrors[i]
+        out.append(PairResult(
+            category=str(categories[i]), pair_id=str(pair_ids[i]), n_points=int(n_points[i]),
+            n_correct=n_correct[i], breakdown={} if bd is None else {key: v[i] for key, v in bd.items()},
+            n_geo=int(n_geo[i]), n_geo_correct=n_geo_correct[i], kp_ids=ids,
+            kp_correct=ok[i][:, ids], azimuth_diff=None if az is None else int(az),
+            mirror=None if mi is None else int(mi)))
+    return out
+
+
 def _fmt_alpha(a: float) -> str:
     return f"{a:g}"
 
