@@ -176,10 +176,12 @@ class _FeatureLRU:
         self.data: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self.nbytes = 0
         self.spare: Optional[np.ndarray] = None
+        self.f16buf: Optional[np.ndarray] = None
 
     def _load(self, key: str, flipped: bool) -> np.ndarray:
         src = self.cache.get(key, flipped=flipped)
         if src.dtype == np.float16 and src.flags.c_contiguous:
+            src = self._read(src)
             buf = self.spare
             self.spare = None
             if buf is None or buf.shape != src.shape:
@@ -191,6 +193,25 @@ class _FeatureLRU:
         if not np.all(np.isfinite(arr)):
             self._nonfinite(key, flipped)
         return arr
+
+    def _read(self, src: np.ndarray) -> np.ndarray:
+        """The bytes of a memory-mapped cache entry read into one reused
+        float16 buffer (a read() copies from the page cache; touching the
+        mapping instead maps each page with a fault: about 0.13 ms more per
+        37x37x768 map here).  ``src`` itself where it is not a plain file map."""
+        fn, off = getattr(src, "filename", None), getattr(src, "offset", None)
+        if not isinstance(src, np.memmap) or fn is None or not isinstance(off, int):
+            return src
+        buf = self.f16buf
+        if buf is None or buf.shape != src.shape:
+            buf = self.f16buf = np.empty(src.shape, np.float16)
+        try:
+            with open(fn, "rb", buffering=0) as f:
+                f.seek(off)
+                n = f.readinto(memoryview(buf).cast("B"))
+        except OSError:
+            return src
+        return buf if n == buf.nbytes else src
 
     def _nonfinite(self, key: str, flipped: bool):
         raise ValueError(f"feature cache {self.cache.path}: the features of {key!r}"
