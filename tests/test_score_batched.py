@@ -88,3 +88,45 @@ def test_bad_input_still_raises():
     preds[2] = dataclasses.replace(preds[2], src_vis=preds[2].src_vis.astype(int))
     with pytest.raises(TypeError, match="src_visible"):
         E.score_predictions(preds, opts)
+
+
+def _loop_stats(results, na):
+    """A literal per-pair loop (the accumulator's figures before they were
+    computed over arrays)."""
+    n_points = sum(r.n_points for r in results)
+    n_correct = np.zeros(na, np.int64)
+    per_image, per_geo, n_geo, geo_c = [], [], 0, np.zeros(na, np.int64)
+    for r in results:
+        n_correct += r.n_correct
+        if r.n_points:
+            per_image.append(r.n_correct / r.n_points)
+        if r.n_geo:
+            n_geo += r.n_geo
+            geo_c += r.n_geo_correct
+            per_geo.append(r.n_geo_correct / r.n_geo)
+    kp = {}
+    for r in results:
+        for j, kid in enumerate(r.kp_ids.tolist()):
+            n, c = kp.get(kid, (0, np.zeros(na, np.int64)))
+            kp[kid] = (n + 1, c + r.kp_correct[:, j])
+    return dict(n_points=n_points,
+                pck_point=(n_correct / n_points).tolist(),
+                pck_image=np.mean(per_image, axis=0).tolist(),
+                n_geo_points=n_geo, n_geo_pairs=len(per_geo),
+                pck_geo_image=np.mean(per_geo, axis=0).tolist() if per_geo else [None] * na,
+                pck_geo=(geo_c / n_geo).tolist() if n_geo else [None] * na,
+                by_kp={str(k): {"n_points": kp[k][0], "pck_point": (kp[k][1] / kp[k][0]).tolist()}
+                       for k in sorted(kp)})
+
+
+def test_accumulator_figures_equal_a_loop():
+    acc = E.score_predictions(_preds(200, seed=3), EvalOptions())
+    na = len(acc.alphas)
+    for cat in [None] + acc.categories():
+        res = [r for r in acc.results if cat is None or r.category == cat]
+        got = M.PCKAccumulator._stats(res, na)
+        ref = _loop_stats(res, na)
+        for key in ("n_points", "pck_point", "pck_image", "n_geo_points", "n_geo_pairs",
+                    "pck_geo", "pck_geo_image"):
+            assert got[key] == ref[key], (cat, key)
+        assert M.PCKAccumulator._by_keypoint(res, na) == ref["by_kp"]
