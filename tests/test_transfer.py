@@ -292,7 +292,9 @@ def test_errors_name_the_argument(mode):
     cases = [
         (dict(src_feat=g["src_feat"].astype(np.int32)), TypeError, "src_feat"),
         (dict(trg_feat=g["trg_feat"].astype(np.complex64)), TypeError, "trg_feat"),
-        (dict(src_kps=np.array([[1, 2]])), TypeError, "src_kps"),
+        (dict(src_kps=np.array([[True, False]])), TypeError, "src_kps"),
+        (dict(src_kps=np.array([["1", "2"]])), TypeError, "src_kps"),
+        (dict(src_kps=np.array([[1 + 2j, 2]])), TypeError, "src_kps"),
         (dict(src_feat=g["src_feat"][0]), ValueError, "src_feat"),
         (dict(trg_feat=g["trg_feat"][None]), ValueError, "trg_feat"),
         (dict(trg_feat=g["trg_feat"][..., :4]), ValueError, "trg_feat"),
@@ -381,3 +383,22 @@ def test_spair_sized_grid_against_torch_and_threads():
     got = p1[:, 1].astype(np.int64) * ts[0] + p1[:, 0].astype(np.int64)
     gap = sim.max(axis=1) - sim[np.arange(10), got]
     assert np.all(gap <= 2e-6), gap
+
+
+@pytest.mark.parametrize("mode", ["upsample-argmax", "grid-argmax", "soft-argmax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kdtype", [np.int64, np.int32, np.uint16])
+def test_integer_keypoints_are_pixel_coordinates(mode, dtype, kdtype):
+    """Integer keypoints (pixel indices) give exactly what the same values as
+    floats give, in the maps' float type; an out-of-image integer keypoint is
+    refused like a float one."""
+    rng = np.random.default_rng(21)
+    sf, tf, _ = random_pair(rng, 5, 4, 6, 5, 8, (30, 24), (28, 22), 3, dtype)
+    kps = np.array([[0, 0], [29, 23], [7, 11], [15, 3]], kdtype)
+    got = gm.transfer_keypoints(sf, tf, kps, (30, 24), (28, 22), mode=mode)
+    want = gm.transfer_keypoints(sf, tf, kps.astype(dtype), (30, 24), (28, 22), mode=mode)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="src_kps"):
+        gm.transfer_keypoints(sf, tf, np.array([[30, 0]], kdtype), (30, 24), (28, 22),
+                              mode=mode)

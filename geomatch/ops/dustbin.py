@@ -16,12 +16,15 @@ product per half-iteration with ``exp(lam (S~ - c))`` computed once) when
 that is numerically safe, and with literal log-sum-exp sweeps otherwise; both
 give the same result to working precision.
 
-Performance: at N = M = 1369 (37 x 37 patches), 10 iterations, float32, the
-forward takes about 3.5 ms of CPU time on one Zen 4 core and the VJP about
-10 ms.  The kernels synchronize threads twice per iteration, so the OpenMP wait
-policy matters: geomatch's default (GOMP_SPINCOUNT=10000) gives 2.0 ms on 2
-idle cores; ``OMP_WAIT_POLICY=PASSIVE`` is safer when many more threads than
-cores are runnable.
+Performance (``python benchmarks/bench_dustbin.py``; 2 cores of an AMD EPYC
+Zen 5, 2026-12-01; docs/performance.md has the roofline): at N = M = 1369
+(37 x 37 patches), 10 iterations, float32, the forward takes about 1.0 ms on
+2 threads (about 27 passes over the matrix at this machine's read rate) and
+2.1 ms on one; the VJP about 2.2 ms on 2 threads.  The kernels synchronize
+threads a few times per iteration, so the OpenMP wait policy matters:
+geomatch's default (GOMP_SPINCOUNT=10000) suits idle cores;
+``OMP_WAIT_POLICY=PASSIVE`` is safer when many more threads than cores are
+runnable.
 """
 from __future__ import annotations
 

@@ -91,6 +91,23 @@ def _as_float_array(name: str, obj) -> np.ndarray:
     return arr
 
 
+def _keypoint_array(name: str, obj, like: np.ndarray) -> np.ndarray:
+    """Keypoints as a float array: float arrays as they are; integer pixel
+    indices (not bool) converted to the feature maps' float type, since a
+    pixel index is a valid (x, y) coordinate.  Anything else: TypeError."""
+    check_torch_tensor(name, obj)
+    try:
+        arr = np.asarray(obj)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to a float array") from exc
+    if arr.dtype != bool and np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.float64 if like.dtype == np.float64 else np.float32)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name} must hold float or integer pixel coordinates, got dtype "
+                        f"{arr.dtype}")
+    return arr
+
+
 def _sizes(name: str, obj, lead: tuple) -> np.ndarray:
     """Image sizes (W, H): (2,) or lead + (2,) -> int64 array lead + (2,).
 
@@ -133,7 +150,8 @@ def transfer_keypoints(src_feat: np.ndarray, trg_feat: np.ndarray, src_kps: np.n
         must agree).  float32 (working type) or float64.
     src_kps : ndarray, shape (..., K, 2)
         Source keypoints as (x, y) pixels, ``0 <= x < W`` and ``0 <= y < H``
-        of the source image.
+        of the source image: float, or integer pixel indices (converted to
+        the feature maps' float type).
     src_size, trg_size : (W, H) or array of shape (..., 2)
         Original image sizes in pixels, one per batch element or one for
         all: integers from 1 to 65536 (``2**16``) per side, the C core's size
@@ -194,7 +212,7 @@ def _transfer(src_feat, trg_feat, src_kps, src_size, trg_size, *, mode, window, 
     tf = _as_float_array("trg_feat", as_feature_map("trg_feat", trg_feat, layout))
     if layout == "chw":
         sf, tf = np.ascontiguousarray(sf), np.ascontiguousarray(tf)
-    kp = _as_float_array("src_kps", src_kps)
+    kp = _keypoint_array("src_kps", src_kps, sf)
     if sf.ndim < 3:
         raise ValueError(f"src_feat must have shape (..., h, w, D), got shape {sf.shape}")
     lead = sf.shape[:-3]
