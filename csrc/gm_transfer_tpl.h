@@ -141,6 +141,8 @@ typedef struct {
                            * allocated on first use, else NULL */
     size_t plen;          /* its size in values */
     int full_scan;        /* GM_TRANSFER_FULL_SCAN: no branch and bound */
+    int g_ready;          /* g already holds every grid dot (float32: the
+                           * core's AVX-512 GEMM); gm_tr_row skips them */
     int *dense;           /* nkps: 1 if keypoint k takes the full scan */
     int *dlist;           /* nkps: those keypoints, in increasing order */
     GM_T *bestv;          /* nthr x nkps: full scan, best of each thread's rows */
@@ -268,7 +270,7 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
      * row, so that their queries stay in the L1 cache while the row's
      * vectors stream; then four at a time (1-3 leftover keypoints: repeated
      * queries).  Every value is gm_tr_dot4's whatever the grouping */
-    for (k = 0; k + 8 <= nkps; k += 8) {
+    for (k = w->g_ready ? nkps : 0; k + 8 <= nkps; k += 8) {
         for (c = 0; c < wt; c++) {
             GM_T o[8];
             size_t j;
@@ -276,7 +278,7 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
             for (j = 0; j < 8; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
         }
     }
-    for (; k < nkps; k += 4) {
+    for (; !w->g_ready && k < nkps; k += 4) {
         const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
         const GM_T *qa = k + 1 < nkps ? q + dim : ql, *qb = k + 2 < nkps ? q + 2 * dim : ql;
         const GM_T *qc = k + 3 < nkps ? q + 3 * dim : ql;
@@ -638,6 +640,20 @@ static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, si
         w->bestv[k] = -(GM_T)INFINITY;
         w->bestx[k] = w->besty[k] = -1;
     }
+    /* float32 with the core's AVX-512 GEMM: every grid dot at once,
+     * g = q t' (nkps x dim @ dim x ht*wt), before the row tables.  Each value
+     * is that kernel's sum over k (blocks fixed by dim alone), so it depends
+     * neither on the thread count nor on nkps (how keypoints are grouped);
+     * other types and GEMM modes keep gm_tr_dot8's 16-lane sums. */
+    w->g_ready = 0;
+#if GM_IS_F32
+    if (nkps > 0 && gm_sgemm_uses_avx512()) {
+        int rc = gm_sgemm_avx512(0, 1, nkps, ht * wt, dim, 1.0f, w->q, dim, tf, dim, 0.0f,
+                                 w->g, w->hw);
+        if (rc == GM_ERR_NOMEM) return rc;
+        w->g_ready = rc == GM_OK;
+    }
+#endif
     /* tiny problems run on one thread: a parallel region costs more */
     par = gm_threads_for(GM_WORK_FMA * (double)ht * (double)wt * (double)dim *
                          (double)(5 + nkps)) > 1;

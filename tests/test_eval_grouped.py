@@ -123,3 +123,18 @@ def test_loader_refuses_nonfinite(tmp_path):
     np.save(cache._file("bad", False), f)
     with pytest.raises(ValueError, match="non-finite"):
         E._FeatureLRU(cache, None, 1 << 20).get("bad")
+
+
+def test_loader_reads_files_into_one_buffer(setup):
+    """float16 maps are read (not page-faulted through the mapping) into one
+    reused buffer: the values are NumPy's cast of the mapped array."""
+    ds, cache = setup
+    lru = E._FeatureLRU(cache, None, 1 << 30)
+    for i in range(6):
+        got = lru.get(f"c/i{i}")
+        np.testing.assert_array_equal(got, np.asarray(cache.get(f"c/i{i}"), np.float32))
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+    assert lru.f16buf is not None and lru.f16buf.dtype == np.float16
+    # a plain in-memory array (not a file map) is converted as it is
+    plain = np.array(cache.get("c/i0"))
+    assert lru._read(plain) is plain

@@ -254,3 +254,24 @@ def test_reference_oracle_is_independent():
     f = np.arange(2 * 3 * 2, dtype=float).reshape(2, 3, 2)
     up = reference.upsample_bilinear(f, 3, 2)
     np.testing.assert_array_equal(up, f)               # same size: identity
+
+
+
+
+@pytest.mark.parametrize("mode", ["blas", "avx512"])
+def test_group_is_per_pair_each_gemm(mode):
+    """float32 grid dots come from geomatch's AVX-512 GEMM when it is in use
+    and from gm_tr_dot8 otherwise: in both, groups equal single pairs, branch
+    and bound equals the full scan, for 1 and 2 threads."""
+    from geomatch import _core as core
+    from geomatch.runtime.config import _SGEMM_MODES
+
+    prev = _SGEMM_MODES[core.get_sgemm()[0]]
+    try:
+        gm.set_sgemm(mode)
+    except ValueError:
+        pytest.skip("no AVX-512 on this CPU")
+    try:
+        test_group_is_per_pair(np.float32)
+    finally:
+        gm.set_sgemm(prev)

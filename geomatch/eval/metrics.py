@@ -555,6 +555,80 @@ def evaluate_pair(pred, trg_kps, threshold, *, src_visible, trg_visible, flip_pe
                       mirror=None if mirror is None else int(mirror))
 
 
+def _evaluate_pairs_same_k(pred, trg_kps, thresholds, src_visible, trg_visible, perm, groups,
+                           a, compare, scales, categories, pair_ids, azimuths,
+                           mirrors) -> List[PairResult]:
+    """:func:`evaluate_pair` of N pairs with the same K, flip permutation and
+    groups at once (``(N, K, 2)`` float64 points, ``(N, K)`` bool masks,
+    ``(N,)`` thresholds and scales, all already validated as
+    :func:`evaluate_pair` validates them; ``perm`` checked, ``a`` and
+    ``compare`` too).  Every value is computed elementwise with exactly the
+    operations of :func:`evaluate_pair`, so the results are the same."""
+    p, g, sv, tv = pred, trg_kps, src_visible, trg_visible
+    n, k = sv.shape
+    sc = scales[:, None, None]
+    p, g = p * sc, g * sc            # x * 1.0 == x: the same as the per-pair branch
+    t = (thresholds * scales)[:, None, None]
+
+    def within(q):                   # (N, A, K), as _within
+        d = np.hypot(p[..., 0] - q[..., 0], p[..., 1] - q[..., 1])[:, None, :]
+        with np.errstate(invalid="ignore"):
+            if compare == "lt":
+                return (d < a[None, :, None] * t) & np.isfinite(d)
+            d = d / t
+            return (d <= a[None, :, None]) & np.isfinite(d)
+
+    both = sv & tv
+    ok = within(g)
+    n_correct = (ok & both[:, None]).sum(axis=2).astype(np.int64)
+    bd = None
+    if perm is not None:
+        has_cp = perm != np.arange(k)
+        cp_vis = tv[:, perm] & has_cp
+        near_cp = within(g[:, perm])
+        c11 = sv & tv & cp_vis
+        c10 = sv & tv & has_cp & ~cp_vis
+        c1x = sv & tv & ~has_cp
+        c01 = sv & ~tv & cp_vis
+        c00 = sv & ~tv & ~cp_vis
+        na = len(a)
+
+        def count(m):
+            return np.repeat(m.sum(axis=1).astype(np.int64)[:, None], na, axis=1)
+
+        def count_a(m2):
+            return m2.sum(axis=2).astype(np.int64)
+
+        bd = {"11": count(c11), "11_hat": count_a(ok & c11[:, None]),
+              "11_tilde": count_a(ok & near_cp & c11[:, None]),
+              "11_bar": count_a(~ok & near_cp & c11[:, None]),
+              "10": count(c10), "10_hat": count_a(ok & c10[:, None]),
+              "1x": count(c1x), "1x_hat": count_a(ok & c1x[:, None]),
+              "01": count(c01), "01_bar": count_a(near_cp & c01[:, None]),
+              "00": count(c00)}
+    geo = np.zeros((n, k), dtype=bool)
+    for grp in groups:
+        idx = np.asarray([i for i in grp if 0 <= i < k], dtype=np.int64)
+        if idx.size == 0:
+            continue
+        cond = (tv[:, idx].sum(axis=1) >= 2) & both[:, idx].any(axis=1)
+        geo[:, idx] |= both[:, idx] & cond[:, None]
+    n_geo = geo.sum(axis=1)
+    n_geo_correct = (ok & geo[:, None]).sum(axis=2).astype(np.int64)
+    n_points = both.sum(axis=1)
+    out = []
+    for i in range(n):
+        ids = np.flatnonzero(both[i]).astype(np.int64)
+        az, mi = azimuths[i], mirrors[i]
+        out.append(PairResult(
+            category=str(categories[i]), pair_id=str(pair_ids[i]), n_points=int(n_points[i]),
+            n_correct=n_correct[i], breakdown={} if bd is None else {key: v[i] for key, v in bd.items()},
+            n_geo=int(n_geo[i]), n_geo_correct=n_geo_correct[i], kp_ids=ids,
+            kp_correct=ok[i][:, ids], azimuth_diff=None if az is None else int(az),
+            mirror=None if mi is None else int(mi)))
+    return out
+
+
 def _fmt_alpha(a: float) -> str:
     return f"{a:g}"
 
@@ -600,38 +674,42 @@ class PCKAccumulator:
 
     @staticmethod
     def _stats(results: Sequence[PairResult], na: int) -> dict:
+        # arrays over the pairs; every figure is computed with the operations
+        # of a loop over the pairs (integer sums, the same per-pair divisions,
+        # np.mean over the same stacked rows), so the values do not change
         n_pairs = len(results)
-        n_points = sum(r.n_points for r in results)
-        n_correct = np.zeros(na, dtype=np.int64)
-        per_image = []
-        per_image_geo = []
-        n_geo = 0
-        n_geo_correct = np.zeros(na, dtype=np.int64)
-        bd = {key: np.zeros(na, dtype=np.int64) for key in BREAKDOWN_KEYS}
-        has_bd = False
-        for r in results:
-            n_correct += r.n_correct
-            if r.n_points > 0:
-                per_image.append(r.n_correct / r.n_points)
-            if r.n_geo > 0:
-                n_geo += r.n_geo
-                n_geo_correct += r.n_geo_correct
-                per_image_geo.append(r.n_geo_correct / r.n_geo)
-            if r.breakdown:
-                has_bd = True
-                for key in BREAKDOWN_KEYS:
-                    bd[key] += r.breakdown[key]
+        npts = np.array([r.n_points for r in results], dtype=np.int64)
+        ngeo = np.array([r.n_geo for r in results], dtype=np.int64)
+        nc = (np.stack([r.n_correct for r in results]).astype(np.int64, copy=False)
+              if results else np.zeros((0, na), np.int64))
+        n_points = int(npts.sum())
+        n_correct = nc.sum(axis=0) if results else np.zeros(na, dtype=np.int64)
+        sc = npts > 0
+        per_image = nc[sc] / npts[sc][:, None]
+        g = np.flatnonzero(ngeo > 0)
+        n_geo = int(ngeo[g].sum())
+        if len(g):
+            gc = np.stack([results[i].n_geo_correct for i in g]).astype(np.int64, copy=False)
+            n_geo_correct = gc.sum(axis=0)
+            per_image_geo = gc / ngeo[g][:, None]
+        else:
+            n_geo_correct = np.zeros(na, dtype=np.int64)
+            per_image_geo = np.zeros((0, na))
+        with_bd = [r.breakdown for r in results if r.breakdown]
+        has_bd = bool(with_bd)
+        bd = {key: (np.stack([b[key] for b in with_bd]).astype(np.int64, copy=False).sum(axis=0)
+                    if has_bd else np.zeros(na, dtype=np.int64)) for key in BREAKDOWN_KEYS}
         n_scored = len(per_image)
         out = {
             "n_pairs": n_pairs,
             "n_pairs_scored": n_scored,
             "n_points": int(n_points),
             "pck_point": (n_correct / n_points).tolist() if n_points else [None] * na,
-            "pck_image": np.mean(per_image, axis=0).tolist() if per_image else [None] * na,
+            "pck_image": np.mean(per_image, axis=0).tolist() if n_scored else [None] * na,
             "n_geo_points": int(n_geo),
             "n_geo_pairs": len(per_image_geo),
             "pck_geo": (n_geo_correct / n_geo).tolist() if n_geo else [None] * na,
-            "pck_geo_image": (np.mean(per_image_geo, axis=0).tolist() if per_image_geo
+            "pck_geo_image": (np.mean(per_image_geo, axis=0).tolist() if len(per_image_geo)
                               else [None] * na),
             # GeoAware-SC's occurrence ratios: pairs with a geometry-aware
             # keypoint among the scored pairs, geometry-aware among scored points
@@ -648,16 +726,17 @@ class PCKAccumulator:
     @staticmethod
     def _by_keypoint(results: Sequence[PairResult], na: int) -> dict:
         """keypoint id -> {"n_points", "pck_point"} over the scored keypoints."""
-        n: Dict[int, int] = {}
-        c: Dict[int, np.ndarray] = {}
-        for r in results:
-            if r.kp_ids is None:
-                continue
-            for j, kid in enumerate(r.kp_ids.tolist()):
-                n[kid] = n.get(kid, 0) + 1
-                c[kid] = c.get(kid, np.zeros(na, dtype=np.int64)) + r.kp_correct[:, j]
-        return {str(k): {"n_points": n[k], "pck_point": (c[k] / n[k]).tolist()}
-                for k in sorted(n)}
+        rs = [r for r in results if r.kp_ids is not None and len(r.kp_ids)]
+        if not rs:
+            return {}
+        ids = np.concatenate([np.asarray(r.kp_ids, dtype=np.int64) for r in rs])
+        ok = np.concatenate([np.asarray(r.kp_correct).reshape(na, -1) for r in rs], axis=1)
+        keys, inv = np.unique(ids, return_inverse=True)
+        n = np.bincount(inv, minlength=len(keys))
+        c = np.zeros((len(keys), na), dtype=np.int64)
+        np.add.at(c, inv, ok.T.astype(np.int64))
+        return {str(int(k)): {"n_points": int(n[i]), "pck_point": (c[i] / n[i]).tolist()}
+                for i, k in enumerate(keys)}
 
     def _split_by(self, attr: str, na: int) -> dict:
         groups: Dict[int, List[PairResult]] = {}
