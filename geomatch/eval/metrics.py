@@ -366,16 +366,22 @@ def geometry_breakdown(pred, src_visible, trg_kps, trg_visible, flip_perm, thres
     return _breakdown(p, sv, g, tv, perm, t, a, _check_compare(compare))
 
 
+def _twin_classes(sv, tv, has_cp, cp_vis):
+    """The five keypoint classes of the geometry-aware breakdown (one home for
+    both the per-pair and the batched scoring): visible in the source and in
+    the target with its mirror twin visible (c11), with a twin not visible
+    (c10), without a twin (c1x); visible in the source only, twin visible in
+    the target (c01) or not (c00).  Boolean arrays broadcast together."""
+    return (sv & tv & cp_vis, sv & tv & has_cp & ~cp_vis, sv & tv & ~has_cp,
+            sv & ~tv & cp_vis, sv & ~tv & ~cp_vis)
+
+
 def _breakdown(p, sv, g, tv, perm, t, a, compare="le") -> Dict[str, np.ndarray]:
     has_cp = perm != np.arange(len(perm))
     cp_vis = tv[perm] & has_cp          # counterpart exists and is visible in the target
     ok = _within(p, g, t, a, compare)            # (A, K) near k
     near_cp = _within(p, g[perm], t, a, compare)  # (A, K) near k'
-    c11 = sv & tv & cp_vis
-    c10 = sv & tv & has_cp & ~cp_vis
-    c1x = sv & tv & ~has_cp
-    c01 = sv & ~tv & cp_vis
-    c00 = sv & ~tv & ~cp_vis
+    c11, c10, c1x, c01, c00 = _twin_classes(sv, tv, has_cp, cp_vis)
     na = len(a)
 
     def count(m):
@@ -586,11 +592,7 @@ def _evaluate_pairs_same_k(pred, trg_kps, thresholds, src_visible, trg_visible, 
         has_cp = perm != np.arange(k)
         cp_vis = tv[:, perm] & has_cp
         near_cp = within(g[:, perm])
-        c11 = sv & tv & cp_vis
-        c10 = sv & tv & has_cp & ~cp_vis
-        c1x = sv & tv & ~has_cp
-        c01 = sv & ~tv & cp_vis
-        c00 = sv & ~tv & ~cp_vis
+        c11, c10, c1x, c01, c00 = _twin_classes(sv, tv, has_cp, cp_vis)
         na = len(a)
 
         def count(m):
