@@ -39,45 +39,14 @@ static void GM_FN(gm_tr_gram5)(const GM_T *t00, const GM_T *t01, const GM_T *t10
     out[4] = GM_FN(gm_vec_fold)(a4, 16);
 }
 
-/* Four dot products q0.t, q1.t, q2.t, q3.t sharing the loads of t (length
- * n), each with the fixed-lane summation order of gm_tr_gram5.  O(n). */
-static void GM_FN(gm_tr_dot4)(const GM_T *q0, const GM_T *q1, const GM_T *q2,
-                               const GM_T *q3, const GM_T *t, size_t n, GM_T out[4])
+/* Eight dot products q[0].t .. q[7].t sharing the loads of t (length n;
+ * the q[j] may repeat), each accumulated in 16 fixed lanes summed in a fixed
+ * order like gm_tr_gram5, so a value never depends on which other queries
+ * share the call.  O(n). */
+static void GM_FN(gm_tr_dot8)(const GM_T *const q[8], const GM_T *t, size_t n, GM_T out[8])
 {
-    GM_T a0[16], a1[16], a2[16], a3[16];
-    size_t i = 0;
-    int j;
-    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = (GM_T)0;
-    for (; i + 16 <= n; i += 16) {
-        for (j = 0; j < 16; j++) {
-            GM_T x = t[i + j];
-            a0[j] += q0[i + j] * x;
-            a1[j] += q1[i + j] * x;
-            a2[j] += q2[i + j] * x;
-            a3[j] += q3[i + j] * x;
-        }
-    }
-    for (j = 0; i < n; i++, j++) {
-        GM_T x = t[i];
-        a0[j] += q0[i] * x;
-        a1[j] += q1[i] * x;
-        a2[j] += q2[i] * x;
-        a3[j] += q3[i] * x;
-    }
-    out[0] = GM_FN(gm_vec_fold)(a0, 16);
-    out[1] = GM_FN(gm_vec_fold)(a1, 16);
-    out[2] = GM_FN(gm_vec_fold)(a2, 16);
-    out[3] = GM_FN(gm_vec_fold)(a3, 16);
-}
-
-/* gm_tr_dot4 for eight queries q0..q7 against one grid vector t: each
- * value with exactly gm_tr_dot4's lanes and order (bit for bit its value),
- * t loaded once for eight multiply-adds.  O(n). */
-static void GM_FN(gm_tr_dot8)(const GM_T *q0, size_t ld, const GM_T *t, size_t n,
-                               GM_T out[8])
-{
-    const GM_T *q1 = q0 + ld, *q2 = q0 + 2 * ld, *q3 = q0 + 3 * ld, *q4 = q0 + 4 * ld;
-    const GM_T *q5 = q0 + 5 * ld, *q6 = q0 + 6 * ld, *q7 = q0 + 7 * ld;
+    const GM_T *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3], *q4 = q[4], *q5 = q[5];
+    const GM_T *q6 = q[6], *q7 = q[7];
     GM_T a0[16], a1[16], a2[16], a3[16], a4[16], a5[16], a6[16], a7[16];
     size_t i = 0;
     int j;
@@ -268,25 +237,16 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
     }
     /* grid dots, eight keypoints at a time (gm_tr_dot8) over the whole grid
      * row, so that their queries stay in the L1 cache while the row's
-     * vectors stream; then four at a time (1-3 leftover keypoints: repeated
-     * queries).  Every value is gm_tr_dot4's whatever the grouping */
-    for (k = w->g_ready ? nkps : 0; k + 8 <= nkps; k += 8) {
+     * vectors stream; the last group repeats its last query (its extra
+     * values are not stored).  Every value is the same whatever the group */
+    for (k = w->g_ready ? nkps : 0; k < nkps; k += 8) {
+        const GM_T *q[8];
+        size_t j;
+        for (j = 0; j < 8; j++) q[j] = w->q + (k + j < nkps ? k + j : nkps - 1) * dim;
         for (c = 0; c < wt; c++) {
             GM_T o[8];
-            size_t j;
-            GM_FN(gm_tr_dot8)(w->q + k * dim, dim, tf + (r * wt + c) * dim, dim, o);
-            for (j = 0; j < 8; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
-        }
-    }
-    for (; !w->g_ready && k < nkps; k += 4) {
-        const GM_T *q = w->q + k * dim, *ql = w->q + (nkps - 1) * dim;
-        const GM_T *qa = k + 1 < nkps ? q + dim : ql, *qb = k + 2 < nkps ? q + 2 * dim : ql;
-        const GM_T *qc = k + 3 < nkps ? q + 3 * dim : ql;
-        for (c = 0; c < wt; c++) {
-            GM_T o[4];
-            size_t j;
-            GM_FN(gm_tr_dot4)(q, qa, qb, qc, tf + (r * wt + c) * dim, dim, o);
-            for (j = 0; j < 4 && k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
+            GM_FN(gm_tr_dot8)(q, tf + (r * wt + c) * dim, dim, o);
+            for (j = 0; j < 8 && k + j < nkps; j++) w->g[(k + j) * hw + r * wt + c] = o[j];
         }
     }
     gram_bad = !GM_FN(gm_vec_all_finite)(N, wt) || !GM_FN(gm_vec_all_finite)(Hn, wt) ||
