@@ -275,3 +275,98 @@ def test_group_is_per_pair_each_gemm(mode):
         test_group_is_per_pair(np.float32)
     finally:
         gm.set_sgemm(prev)
+
+
+# --------------------------------------------------------------------------
+# float32 grid dots: the map read in place (sgemm_abt) = the packed GEMM
+# --------------------------------------------------------------------------
+
+def _avx512_or_skip():
+    from geomatch.runtime.config import _SGEMM_MODES
+    prev = _SGEMM_MODES[_core.get_sgemm()[0]]
+    try:
+        gm.set_sgemm("avx512")
+    except ValueError:
+        pytest.skip("no AVX-512 on this CPU")
+    return prev
+
+
+@pytest.mark.parametrize("k", [768, 100, 385, 1000, 1, 16, 383, 384, 769])
+def test_sgemm_abt_is_the_packed_gemm_bit_for_bit(k):
+    """The transfer's grid dots g = q t' (q: keypoints x D, t: the map, h*w x D):
+    gm_sgemm_avx512_abt reads t's rows in place and must give the packed
+    GEMM's bits exactly (the same k blocks and FMA chains), for every number
+    of keypoints 1..100, small and large maps, padded rows, 1 and 2 threads;
+    and both within the float32 bound of a float64 product."""
+    prev = _avx512_or_skip()
+    rng = np.random.default_rng(k)
+    try:
+        for n, pad in ((1369, 0), (13, 3), (1, 0), (29, 5)):
+            t = rng.standard_normal((n, k + pad)).astype(np.float32)[:, :k]
+            t[0, 0] = -0.0
+            for m in range(1, 101):
+                if n != 1369 and m % 7 not in (1, 2) and m not in (15, 16, 17, 31, 32, 33, 80):
+                    continue
+                q = rng.standard_normal((m, k + pad)).astype(np.float32)[:, :k]
+                want = np.full((m, n + pad), np.nan, np.float32)[:, :n]
+                _core.gemm(q, t, want, False, True, 1.0, 0.0)
+                for threads in (1, 2):
+                    gm.set_num_threads(threads)
+                    got = np.full((m, n + pad), np.nan, np.float32)
+                    _core.sgemm_abt(q, t, got[:, :n], 1.0)
+                    np.testing.assert_array_equal(got[:, :n].view(np.uint32),
+                                                  want.view(np.uint32))
+                    assert np.isnan(got[:, n:]).all()           # the padding untouched
+                if m in (1, 17, 80, 100):
+                    ref = q.astype(np.float64) @ t.astype(np.float64).T
+                    bound = (k + 2) * np.finfo(np.float32).eps * (
+                        np.abs(q).astype(np.float64) @ np.abs(t).astype(np.float64).T)
+                    assert (np.abs(got[:, :n] - ref) <= bound).all()
+        got = np.empty((3, 2), np.float32)
+        _core.sgemm_abt(np.ones((3, 4), np.float32), np.full((2, 4), 2, np.float32), got, -0.5)
+        np.testing.assert_array_equal(got, np.full((3, 2), -4.0))
+        with pytest.raises(ValueError, match="shapes"):
+            _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 5), np.float32), got, 1.0)
+        with pytest.raises(TypeError, match="b"):
+            _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 4)), got, 1.0)
+    finally:
+        gm.set_num_threads(2)
+        gm.set_sgemm(prev)
+
+
+@pytest.mark.parametrize("d", [768, 100, 385, 1000])
+def test_grid_dots_in_place_same_predictions_as_packed_gemm(d):
+    """Predictions of the float32 transfer with the grid dots read in place
+    (default) and through the packed GEMM (packed_gemm=True, the previous
+    path): bit for bit, per pair and grouped, branch and bound and full scan,
+    for 1..100 keypoints, small and SPair-sized grids, 1 and 2 threads."""
+    prev = _avx512_or_skip()
+    rng = np.random.default_rng(d)
+    try:
+        for (ht, wt), kind in (((5, 7), "smooth"), ((37, 37), "shared"), ((2, 1), "normal")):
+            tf = _features(rng, kind, ht, wt, d, np.float32)
+            sf = _features(rng, kind, 6, 5, d, np.float32)
+            ts, ss = np.array([51, 44]), np.array([30, 41])
+            for nk in (1, 15, 16, 17, 31, 32, 33, 80, 100):
+                kps = np.stack([rng.uniform(0, 30, nk), rng.uniform(0, 41, nk)],
+                               1).astype(np.float32)
+                for threads in (1, 2):
+                    gm.set_num_threads(threads)
+                    for full in (False, True):
+                        a = _core.transfer_upsample_argmax(sf, tf, kps, ss, ts, full_scan=full)
+                        b = _core.transfer_upsample_argmax(sf, tf, kps, ss, ts, full_scan=full,
+                                                           packed_gemm=True)
+                        np.testing.assert_array_equal(a, b)
+                    cut = nk // 3
+                    grp = [_core.transfer_upsample_argmax_group(
+                        [sf, sf], [kps[:cut], kps[cut:]], np.array([ss, ss]), tf, ts,
+                        packed_gemm=packed) for packed in (False, True)]
+                    for x, y, part in zip(grp[0], grp[1], (kps[:cut], kps[cut:])):
+                        np.testing.assert_array_equal(x, y)
+                        if len(part):
+                            np.testing.assert_array_equal(
+                                x, _core.transfer_upsample_argmax(sf, tf, part, ss, ts))
+                    np.testing.assert_array_equal(np.concatenate(grp[0]), a)
+    finally:
+        gm.set_num_threads(2)
+        gm.set_sgemm(prev)
