@@ -345,20 +345,26 @@ int gm_sgemm_avx512(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
  * first, else alpha acc + t. */
 GM_SG_TARGET static void gm_sg_kernel_bt32(size_t kc, const float *x, size_t ldx,
                                            const float *restrict bp, float *restrict t,
-                                           float alpha, int first)
+                                           float alpha, int first, const float *pf)
 {
     __m512 acc[GM_SG_MR][2];
 #pragma GCC unroll 14
     for (int r = 0; r < GM_SG_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (size_t p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+    for (size_t p0 = 0; p0 < kc; p0 += 16) {
+        size_t pe = kc - p0 < 16 ? kc : p0 + 16;
+        if (pf)
+            for (int r = 0; r < GM_SG_MR; r++)
+                _mm_prefetch((const char *)(pf + (size_t)r * ldx + p0), _MM_HINT_T1);
+        for (size_t p = p0; p < pe; p++) {
+            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
 #pragma GCC unroll 14
-        for (int r = 0; r < GM_SG_MR; r++) {
-            __m512 av = _mm512_set1_ps(x[(size_t)r * ldx + p]);
-            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            for (int r = 0; r < GM_SG_MR; r++) {
+                __m512 av = _mm512_set1_ps(x[(size_t)r * ldx + p]);
+                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            }
+            bp += 32;
         }
-        bp += 32;
     }
     __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 14
@@ -377,17 +383,23 @@ GM_SG_TARGET static void gm_sg_kernel_bt32(size_t kc, const float *x, size_t ldx
 /* The same for a 16-column panel (kc x 16) and tile (14 x 16, stride 16). */
 GM_SG_TARGET static void gm_sg_kernel_bt16(size_t kc, const float *x, size_t ldx,
                                            const float *restrict bp, float *restrict t,
-                                           float alpha, int first)
+                                           float alpha, int first, const float *pf)
 {
     __m512 acc[GM_SG_MR];
 #pragma GCC unroll 14
     for (int r = 0; r < GM_SG_MR; r++) acc[r] = _mm512_setzero_ps();
-    for (size_t p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(bp);
+    for (size_t p0 = 0; p0 < kc; p0 += 16) {
+        size_t pe = kc - p0 < 16 ? kc : p0 + 16;
+        if (pf)
+            for (int r = 0; r < GM_SG_MR; r++)
+                _mm_prefetch((const char *)(pf + (size_t)r * ldx + p0), _MM_HINT_T1);
+        for (size_t p = p0; p < pe; p++) {
+            __m512 b0 = _mm512_load_ps(bp);
 #pragma GCC unroll 14
-        for (int r = 0; r < GM_SG_MR; r++)
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)r * ldx + p]), b0, acc[r]);
-        bp += 16;
+            for (int r = 0; r < GM_SG_MR; r++)
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)r * ldx + p]), b0, acc[r]);
+            bp += 16;
+        }
     }
     __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 14
@@ -469,16 +481,22 @@ int gm_sgemm_avx512_abt(size_t m, size_t n, size_t k, float alpha, const float *
             const float *x = h < GM_SG_MR ? xlast : b + i0 * ldb;
             size_t ldx = h < GM_SG_MR ? k : ldb;
             __mmask16 hm = (__mmask16)((1u << h) - 1u);
+            /* the next tile's rows (same row stride unless it is the last,
+             * copied one), prefetched into L2 during the first panel */
+            const float *xn = NULL;
+            if (i0 + GM_SG_MR < n && (i0 + 2 * GM_SG_MR <= n || !xlast))
+                xn = b + (i0 + GM_SG_MR) * ldb;
             for (size_t j0 = 0; j0 < mp; j0 += GM_SG_NR) {
                 size_t nr = mp - j0 < GM_SG_NR ? mp - j0 : GM_SG_NR;
                 size_t w = m - j0 < nr ? m - j0 : nr;
                 for (size_t kb = 0; kb < nkb; kb++) {
                     size_t p0 = kb * kcb, kc = k - p0 < kcb ? k - p0 : kcb;
                     const float *bp = apack + p0 * mp + j0 * kc;
+                    const float *pf = j0 == 0 && xn ? xn + p0 : NULL;
                     if (nr == GM_SG_NR)
-                        gm_sg_kernel_bt32(kc, x + p0, ldx, bp, t, alpha, kb == 0);
+                        gm_sg_kernel_bt32(kc, x + p0, ldx, bp, t, alpha, kb == 0, pf);
                     else
-                        gm_sg_kernel_bt16(kc, x + p0, ldx, bp, t, alpha, kb == 0);
+                        gm_sg_kernel_bt16(kc, x + p0, ldx, bp, t, alpha, kb == 0, pf);
                 }
                 /* C[j0 + q][i0 + r] = t[r nr + q] */
                 for (size_t q0 = 0; q0 < w; q0 += 16)
