@@ -410,6 +410,45 @@ GM_SG_TARGET static void gm_sg_kernel_bt16(size_t kc, const float *x, size_t ldx
     }
 }
 
+/* The same for a 16-column panel and two tiles of 14 rows, x and x2 (same
+ * row stride): 28 accumulators, one load of the panel per 28 FMAs (the
+ * 14-row kernel above needs one per 14 and runs slower); tiles t and t2
+ * (14 x 16 each).  The next 28 rows at pf (stride ldx) prefetched into L2
+ * unless pf is NULL. */
+GM_SG_TARGET static void gm_sg_kernel_bt16x2(size_t kc, const float *x, const float *x2,
+                                             size_t ldx, const float *restrict bp,
+                                             float *restrict t, float *restrict t2,
+                                             float alpha, int first, const float *pf)
+{
+    __m512 acc[GM_SG_MR], acc2[GM_SG_MR];
+#pragma GCC unroll 14
+    for (int r = 0; r < GM_SG_MR; r++) acc[r] = acc2[r] = _mm512_setzero_ps();
+    for (size_t p0 = 0; p0 < kc; p0 += 16) {
+        size_t pe = kc - p0 < 16 ? kc : p0 + 16;
+        if (pf)
+            for (int r = 0; r < 2 * GM_SG_MR; r++)
+                _mm_prefetch((const char *)(pf + (size_t)r * ldx + p0), _MM_HINT_T1);
+        for (size_t p = p0; p < pe; p++) {
+            __m512 b0 = _mm512_load_ps(bp);
+#pragma GCC unroll 14
+            for (int r = 0; r < GM_SG_MR; r++) {
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)r * ldx + p]), b0, acc[r]);
+                acc2[r] = _mm512_fmadd_ps(_mm512_set1_ps(x2[(size_t)r * ldx + p]), b0, acc2[r]);
+            }
+            bp += 16;
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 14
+    for (int r = 0; r < GM_SG_MR; r++) {
+        float *tr = t + r * 16, *tr2 = t2 + r * 16;
+        _mm512_store_ps(tr, first ? _mm512_mul_ps(va, acc[r])
+                                  : _mm512_fmadd_ps(va, acc[r], _mm512_load_ps(tr)));
+        _mm512_store_ps(tr2, first ? _mm512_mul_ps(va, acc2[r])
+                                   : _mm512_fmadd_ps(va, acc2[r], _mm512_load_ps(tr2)));
+    }
+}
+
 /* Pack columns j0..j0+nr (nr = 16 or 32) of A^T, rows p0..p0+kc, into dst
  * (kc x nr, zero beyond m): dst[p nr + j] = a[(j0 + j) lda + p0 + p]. */
 GM_SG_TARGET static void gm_sg_pack_at(const float *a, size_t lda, size_t p0, size_t kc,
@@ -461,8 +500,9 @@ int gm_sgemm_avx512_abt(size_t m, size_t n, size_t k, float alpha, const float *
 #ifdef _OPENMP
     if (omp_in_parallel()) nt = 1;
 #endif
-    if ((size_t)nt > ntiles) nt = (int)ntiles;
-    long npan_l = (long)npan, ntiles_l = (long)ntiles;
+    if ((size_t)nt > (ntiles + 1) / 2) nt = (int)((ntiles + 1) / 2);
+    size_t nunits = (ntiles + 1) / 2;
+    long npan_l = (long)npan, nunits_l = (long)nunits;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         /* panel jp of block kb (rows p0..p0+kc) at apack + p0 mp + jp 32 kc */
@@ -474,34 +514,54 @@ int gm_sgemm_avx512_abt(size_t m, size_t n, size_t k, float alpha, const float *
                 gm_sg_pack_at(a, lda, p0, kc, j0, m, nr, apack + p0 * mp + j0 * kc);
             }
         }
-        float t[GM_SG_MR * GM_SG_NR] __attribute__((aligned(64)));
+        float t[2][GM_SG_MR * GM_SG_NR] __attribute__((aligned(64)));
+        /* units of two tiles (28 rows of B): the 16-column panel takes both
+         * tiles at once */
 #pragma omp for schedule(static)
-        for (long ti = 0; ti < ntiles_l; ti++) {
-            size_t i0 = (size_t)ti * GM_SG_MR, h = n - i0 < GM_SG_MR ? n - i0 : GM_SG_MR;
-            const float *x = h < GM_SG_MR ? xlast : b + i0 * ldb;
-            size_t ldx = h < GM_SG_MR ? k : ldb;
-            __mmask16 hm = (__mmask16)((1u << h) - 1u);
-            /* the next tile's rows (same row stride unless it is the last,
-             * copied one), prefetched into L2 during the first panel */
-            const float *xn = NULL;
-            if (i0 + GM_SG_MR < n && (i0 + 2 * GM_SG_MR <= n || !xlast))
-                xn = b + (i0 + GM_SG_MR) * ldb;
+        for (long u = 0; u < nunits_l; u++) {
+            size_t ti0 = 2 * (size_t)u, nti = ntiles - ti0 < 2 ? ntiles - ti0 : 2;
+            const float *x[2], *pf[2];
+            size_t ldx[2], h[2];
+            for (size_t e = 0; e < nti; e++) {
+                size_t ti = ti0 + e, i0 = ti * GM_SG_MR;
+                h[e] = n - i0 < GM_SG_MR ? n - i0 : GM_SG_MR;
+                x[e] = h[e] < GM_SG_MR ? xlast : b + i0 * ldb;
+                ldx[e] = h[e] < GM_SG_MR ? k : ldb;
+                /* the rows of the tile two ahead (the next unit), prefetched
+                 * into L2 during the first panel, if it is a full tile of B */
+                pf[e] = ti + 2 < ntiles && (ti + 3 < ntiles || !xlast)
+                            ? b + (i0 + 2 * GM_SG_MR) * ldb : NULL;
+            }
             for (size_t j0 = 0; j0 < mp; j0 += GM_SG_NR) {
                 size_t nr = mp - j0 < GM_SG_NR ? mp - j0 : GM_SG_NR;
                 size_t w = m - j0 < nr ? m - j0 : nr;
-                for (size_t kb = 0; kb < nkb; kb++) {
-                    size_t p0 = kb * kcb, kc = k - p0 < kcb ? k - p0 : kcb;
-                    const float *bp = apack + p0 * mp + j0 * kc;
-                    const float *pf = j0 == 0 && xn ? xn + p0 : NULL;
-                    if (nr == GM_SG_NR)
-                        gm_sg_kernel_bt32(kc, x + p0, ldx, bp, t, alpha, kb == 0, pf);
-                    else
-                        gm_sg_kernel_bt16(kc, x + p0, ldx, bp, t, alpha, kb == 0, pf);
+                int pair = nr < GM_SG_NR && nti == 2 && ldx[0] == ldx[1];
+                for (size_t e = 0; e < nti; e++) {
+                    if (pair && e == 1) break;   /* done with tile 0 */
+                    for (size_t kb = 0; kb < nkb; kb++) {
+                        size_t p0 = kb * kcb, kc = k - p0 < kcb ? k - p0 : kcb;
+                        const float *bp = apack + p0 * mp + j0 * kc;
+                        const float *pfk = j0 == 0 && pf[e] ? pf[e] + p0 : NULL;
+                        if (nr == GM_SG_NR)
+                            gm_sg_kernel_bt32(kc, x[e] + p0, ldx[e], bp, t[e], alpha, kb == 0,
+                                              pfk);
+                        else if (pair)
+                            gm_sg_kernel_bt16x2(kc, x[0] + p0, x[1] + p0, ldx[0], bp, t[0],
+                                                t[1], alpha, kb == 0,
+                                                j0 == 0 && pf[0] && pf[1] ? pf[0] + p0 : NULL);
+                        else
+                            gm_sg_kernel_bt16(kc, x[e] + p0, ldx[e], bp, t[e], alpha, kb == 0,
+                                              pfk);
+                    }
                 }
                 /* C[j0 + q][i0 + r] = t[r nr + q] */
-                for (size_t q0 = 0; q0 < w; q0 += 16)
-                    gm_sg_transpose16(t + q0, nr, h, w - q0 < 16 ? w - q0 : 16,
-                                      c + (j0 + q0) * ldc + i0, ldc, hm);
+                for (size_t e = 0; e < nti; e++) {
+                    size_t i0 = (ti0 + e) * GM_SG_MR;
+                    __mmask16 hm = (__mmask16)((1u << h[e]) - 1u);
+                    for (size_t q0 = 0; q0 < w; q0 += 16)
+                        gm_sg_transpose16(t[e] + q0, nr, h[e], w - q0 < 16 ? w - q0 : 16,
+                                          c + (j0 + q0) * ldc + i0, ldc, hm);
+                }
             }
         }
     }
