@@ -279,6 +279,7 @@ def test_group_is_per_pair_each_gemm(mode):
 
 # --------------------------------------------------------------------------
 # float32 grid dots: the map read in place (sgemm_abt) = the packed GEMM
+# (the GEMM's values themselves: tests/test_sgemm.py)
 # --------------------------------------------------------------------------
 
 def _avx512_or_skip():
@@ -289,49 +290,6 @@ def _avx512_or_skip():
     except ValueError:
         pytest.skip("no AVX-512 on this CPU")
     return prev
-
-
-@pytest.mark.parametrize("k", [768, 100, 385, 1000, 1, 16, 383, 384, 769])
-def test_sgemm_abt_is_the_packed_gemm_bit_for_bit(k):
-    """The transfer's grid dots g = q t' (q: keypoints x D, t: the map, h*w x D):
-    gm_sgemm_avx512_abt reads t's rows in place and must give the packed
-    GEMM's bits exactly (the same k blocks and FMA chains), for every number
-    of keypoints 1..100, small and large maps, padded rows, 1 and 2 threads;
-    and both within the float32 bound of a float64 product."""
-    prev = _avx512_or_skip()
-    rng = np.random.default_rng(k)
-    try:
-        for n, pad in ((1369, 0), (13, 3), (1, 0), (29, 5)):
-            t = rng.standard_normal((n, k + pad)).astype(np.float32)[:, :k]
-            t[0, 0] = -0.0
-            for m in range(1, 101):
-                if n != 1369 and m % 7 not in (1, 2) and m not in (15, 16, 17, 31, 32, 33, 80):
-                    continue
-                q = rng.standard_normal((m, k + pad)).astype(np.float32)[:, :k]
-                want = np.full((m, n + pad), np.nan, np.float32)[:, :n]
-                _core.gemm(q, t, want, False, True, 1.0, 0.0)
-                for threads in (1, 2):
-                    gm.set_num_threads(threads)
-                    got = np.full((m, n + pad), np.nan, np.float32)
-                    _core.sgemm_abt(q, t, got[:, :n], 1.0)
-                    np.testing.assert_array_equal(got[:, :n].view(np.uint32),
-                                                  want.view(np.uint32))
-                    assert np.isnan(got[:, n:]).all()           # the padding untouched
-                if m in (1, 17, 80, 100):
-                    ref = q.astype(np.float64) @ t.astype(np.float64).T
-                    bound = (k + 2) * np.finfo(np.float32).eps * (
-                        np.abs(q).astype(np.float64) @ np.abs(t).astype(np.float64).T)
-                    assert (np.abs(got[:, :n] - ref) <= bound).all()
-        got = np.empty((3, 2), np.float32)
-        _core.sgemm_abt(np.ones((3, 4), np.float32), np.full((2, 4), 2, np.float32), got, -0.5)
-        np.testing.assert_array_equal(got, np.full((3, 2), -4.0))
-        with pytest.raises(ValueError, match="shapes"):
-            _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 5), np.float32), got, 1.0)
-        with pytest.raises(TypeError, match="b"):
-            _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 4)), got, 1.0)
-    finally:
-        gm.set_num_threads(2)
-        gm.set_sgemm(prev)
 
 
 @pytest.mark.parametrize("d", [768, 100, 385, 1000])
