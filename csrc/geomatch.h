@@ -134,7 +134,7 @@ int gm_sgemm_avx512_supported(void);
  * (finite inputs), but computed as C^T = B A^T with B's rows read in place:
  * B is never packed (transposed), A^T is packed into panels of 32 or 16
  * columns.  For a small m and a large B read once (the keypoint transfer's
- * grid dots: m keypoints, B the target map).  Threads over blocks of 14 rows
+ * grid dots: m keypoints, B the target map).  Threads over units of 28 rows
  * of B; results identical for any thread count.  GM_ERR_INVALID (zero size,
  * leading dimension too small, no AVX-512), GM_ERR_NOMEM.  O(m n k). */
 int gm_sgemm_avx512_abt(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
