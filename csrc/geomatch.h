@@ -257,6 +257,9 @@ int gm_window_soft_argmax_f64(const double *sim, size_t nmaps, size_t h, size_t 
  * infinite or NaN (converted all the same), GM_ERR_INVALID for NULL
  * pointers with n > 0.  O(n). */
 int gm_f16_to_f32(const uint16_t *x, float *y, size_t n);
+/* GM_OK if the n half-precision values x are all finite, else
+ * GM_ERR_NONFINITE_ARG(0) (GM_ERR_INVALID for NULL x with n > 0).  O(n). */
+int gm_f16_all_finite(const uint16_t *x, size_t n);
 
 /* ==== kernels: keypoint transfer (upsample-argmax) ======================= */
 /* Keypoint transfer by exact upsample-argmax (the published protocol):
@@ -335,6 +338,24 @@ int gm_transfer_upsample_argmax_group_f64(const double *const *src_feats,
                                           size_t ws, const double *trg_feat,
                                           const int64_t *trg_size, size_t ht, size_t wt,
                                           size_t dim, int flags, double *const *outs);
+
+/* gm_transfer_upsample_argmax_group_f32 for feature maps stored in IEEE half
+ * precision (their bits as uint16; keypoints and outputs float32): the
+ * target is converted to float32 once (exactly) and each keypoint's <= 4
+ * source vectors as they are read, so every prediction is bit for bit that
+ * of the float32 call on the converted maps, without a float32 copy of the
+ * sources.  A non-finite value in a source map (unless flags has
+ * GM_TRANSFER_SRC_FINITE) or in the target is GM_ERR_NONFINITE_ARG(0) / (1).
+ * work: ht wt dim floats for the converted target (a caller's buffer reused
+ * between calls spares the system's zeroing of fresh pages), or NULL to
+ * allocate one.  O(ht wt D) more than the float32 call for the conversion. */
+int gm_transfer_upsample_argmax_group_f16(const uint16_t *const *src_feats,
+                                          const float *const *src_kps, const size_t *nkps,
+                                          const int64_t *src_size, size_t npairs, size_t hs,
+                                          size_t ws, const uint16_t *trg_feat,
+                                          const int64_t *trg_size, size_t ht, size_t wt,
+                                          size_t dim, int flags, float *work,
+                                          float *const *outs);
 
 /* The size policy and keypoint checks of every transfer mode: each side of
  * src_size and trg_size (batch x (W, H)) within 1..GM_MAX_IMAGE_SIDE

@@ -112,6 +112,8 @@ typedef struct {
     int full_scan;        /* GM_TRANSFER_FULL_SCAN: no branch and bound */
     int g_ready;          /* g already holds every grid dot (float32: the
                            * core's AVX-512 GEMM); gm_tr_row skips them */
+    int gram_ready;       /* tab already holds the Gram tables (built while a
+                           * float16 target was converted); gm_tr_row skips them */
     int packed_gemm;      /* GM_TRANSFER_PACKED_GEMM: grid dots through the
                            * packed GEMM (the previous path, same bits) */
     int *dense;           /* nkps: 1 if keypoint k takes the full scan */
@@ -178,36 +180,57 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     return GM_OK;
 }
 
+/* Taps of the source descriptor of keypoint (x, y): the upsampled source map
+ * at pixel (floor(y), floor(x)) is sum_i wt[i] sf[idx[i]] over <= 4 grid
+ * vectors (rows of D values; idx in grid-vector units).  O(1). */
+static void GM_FN(gm_tr_source_taps)(size_t hs, size_t ws, int64_t W, int64_t H, GM_T x,
+                                      GM_T y, size_t idx[4], GM_T wt[4])
+{
+    int64_t i0, i1, j0, j1;
+    double wy, wx;
+    gm_transfer_linear_taps((int64_t)floor((double)y), (int64_t)hs, H, &i0, &i1, &wy);
+    gm_transfer_linear_taps((int64_t)floor((double)x), (int64_t)ws, W, &j0, &j1, &wx);
+    wt[0] = (GM_T)((1.0 - wy) * (1.0 - wx));
+    wt[1] = (GM_T)((1.0 - wy) * wx);
+    wt[2] = (GM_T)(wy * (1.0 - wx));
+    wt[3] = (GM_T)(wy * wx);
+    idx[0] = (size_t)i0 * ws + (size_t)j0;
+    idx[1] = (size_t)i0 * ws + (size_t)j1;
+    idx[2] = (size_t)i1 * ws + (size_t)j0;
+    idx[3] = (size_t)i1 * ws + (size_t)j1;
+}
+
+/* q = the combination sum_i wt[i] s[i] of four D-vectors, scaled to unit
+ * length (left zero if it is zero).  O(D). */
+static void GM_FN(gm_tr_source_combine)(const GM_T *const s[4], const GM_T wt[4], size_t dim,
+                                         GM_T *q)
+{
+    double nn = 0.0;
+    size_t d;
+    for (d = 0; d < dim; d++) {
+        q[d] = wt[0] * s[0][d] + wt[1] * s[1][d] + wt[2] * s[2][d] + wt[3] * s[3][d];
+        nn += (double)q[d] * (double)q[d];
+    }
+    /* unit length (the argmax is scale-free); this bounds the numerators
+     * by the target norms, so squaring them cannot overflow */
+    if (nn > 0.0) {
+        GM_T inv = (GM_T)(1.0 / sqrt(nn));
+        for (d = 0; d < dim; d++) q[d] *= inv;
+    }
+}
+
 /* Source descriptor of keypoint (x, y): the upsampled source map at pixel
  * (floor(y), floor(x)), i.e. a bilinear combination of <= 4 grid vectors,
  * scaled to unit length (left zero if it is zero).  O(D). */
 static void GM_FN(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size_t dim,
                                       int64_t W, int64_t H, GM_T x, GM_T y, GM_T *q)
 {
-    int64_t i0, i1, j0, j1;
-    double wy, wx;
-    size_t d;
-    gm_transfer_linear_taps((int64_t)floor((double)y), (int64_t)hs, H, &i0, &i1, &wy);
-    gm_transfer_linear_taps((int64_t)floor((double)x), (int64_t)ws, W, &j0, &j1, &wx);
-    {
-        GM_T w00 = (GM_T)((1.0 - wy) * (1.0 - wx)), w01 = (GM_T)((1.0 - wy) * wx);
-        GM_T w10 = (GM_T)(wy * (1.0 - wx)), w11 = (GM_T)(wy * wx);
-        const GM_T *s00 = sf + ((size_t)i0 * ws + (size_t)j0) * dim;
-        const GM_T *s01 = sf + ((size_t)i0 * ws + (size_t)j1) * dim;
-        const GM_T *s10 = sf + ((size_t)i1 * ws + (size_t)j0) * dim;
-        const GM_T *s11 = sf + ((size_t)i1 * ws + (size_t)j1) * dim;
-        double nn = 0.0;
-        for (d = 0; d < dim; d++) {
-            q[d] = w00 * s00[d] + w01 * s01[d] + w10 * s10[d] + w11 * s11[d];
-            nn += (double)q[d] * (double)q[d];
-        }
-        /* unit length (the argmax is scale-free); this bounds the numerators
-         * by the target norms, so squaring them cannot overflow */
-        if (nn > 0.0) {
-            GM_T inv = (GM_T)(1.0 / sqrt(nn));
-            for (d = 0; d < dim; d++) q[d] *= inv;
-        }
-    }
+    size_t idx[4], i;
+    GM_T wt[4];
+    const GM_T *s[4];
+    GM_FN(gm_tr_source_taps)(hs, ws, W, H, x, y, idx, wt);
+    for (i = 0; i < 4; i++) s[i] = sf + idx[i] * dim;
+    GM_FN(gm_tr_source_combine)(s, wt, dim, q);
 }
 
 /* Per-grid-row work of one pair, for target grid row r: the five Gram
@@ -216,27 +239,37 @@ static void GM_FN(gm_tr_source_desc)(const GM_T *sf, size_t hs, size_t ws, size_
  * are independent.  Returns 0 if every value is finite, 1 if a Gram value
  * is not (a non-finite input or an overflow), else 2 if a later value is
  * not (everything is written either way).  O(w D (5 + K) + W). */
+/* The five Gram tables of target grid row r (reads rows r and r + 1).
+ * O(w D). */
+static void GM_FN(gm_tr_gram_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t ht,
+                                  size_t wt, size_t dim)
+{
+    const size_t hw = w->hw, r1 = r + 1 < ht ? r + 1 : r;
+    size_t c;
+    for (c = 0; c < wt; c++) {
+        size_t c1 = c + 1 < wt ? c + 1 : c, i = r * wt + c;
+        GM_T o[5];
+        GM_FN(gm_tr_gram5)(tf + (r * wt + c) * dim, tf + (r * wt + c1) * dim,
+                            tf + (r1 * wt + c) * dim, tf + (r1 * wt + c1) * dim, dim, o);
+        w->tab[i] = o[0];
+        w->tab[hw + i] = o[1];
+        w->tab[2 * hw + i] = o[2];
+        w->tab[3 * hw + i] = o[3];
+        w->tab[4 * hw + i] = o[4];
+    }
+}
+
 static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t ht,
                              size_t wt, size_t dim, size_t nkps, int64_t Wt)
 {
-    const size_t hw = w->hw, wp = w->wp, r1 = r + 1 < ht ? r + 1 : r;
+    const size_t hw = w->hw, wp = w->wp;
     GM_T *N = w->tab + r * wt, *Hn = w->tab + hw + r * wt, *V = w->tab + 2 * hw + r * wt;
     GM_T *D1 = w->tab + 3 * hw + r * wt, *D2 = w->tab + 4 * hw + r * wt;
     GM_T *nr = w->nrow + r * wp, *m = w->mx + r * wp;
     size_t c, k;
     int64_t X;
     int bad = 0, gram_bad;
-    for (c = 0; c < wt; c++) {
-        size_t c1 = c + 1 < wt ? c + 1 : c;
-        GM_T o[5];
-        GM_FN(gm_tr_gram5)(tf + (r * wt + c) * dim, tf + (r * wt + c1) * dim,
-                            tf + (r1 * wt + c) * dim, tf + (r1 * wt + c1) * dim, dim, o);
-        N[c] = o[0];
-        Hn[c] = o[1];
-        V[c] = o[2];
-        D1[c] = o[3];
-        D2[c] = o[4];
-    }
+    if (!w->gram_ready) GM_FN(gm_tr_gram_row)(w, tf, r, ht, wt, dim);
     /* grid dots, eight keypoints at a time (gm_tr_dot8) over the whole grid
      * row, so that their queries stay in the L1 cache while the row's
      * vectors stream; the last group repeats its last query (its extra
@@ -842,6 +875,106 @@ int GM_FN(gm_transfer_upsample_argmax_ex)(const GM_T *src_feat, const GM_T *trg_
     return status;
 }
 
+/* The group transfer (gm_transfer_upsample_argmax_group in geomatch.h) on
+ * source maps of GM_T (src_half = 0) or, float32 only, of IEEE half
+ * precision (src_half = 1: each keypoint's <= 4 source vectors are converted
+ * exactly before the same arithmetic, so results are bit for bit those of
+ * the converted maps).  trg_feat is GM_T.  Arguments validated except the
+ * finiteness of half-precision sources (the caller's). */
+static int GM_FN(gm_tr_group)(const void *const *src_feats, int src_half,
+                              const GM_T *const *src_kps, const size_t *nkps,
+                              const int64_t *src_size, size_t npairs, size_t hs, size_t ws,
+                              const GM_T *trg_feat, const uint16_t *trg_half,
+                              const int64_t *trg_size, size_t ht,
+                              size_t wt, size_t dim, int flags, GM_T *const *outs)
+{
+    GM_FN(gm_tr_ws) w;
+    size_t p, k, total = 0;
+    GM_T *out = NULL, *conv = NULL;
+    int status;
+    for (p = 0; p < npairs; p++) total += nkps[p];
+    if (total == 0) return GM_OK;
+    if (trg_size[0] < 1 || trg_size[0] > GM_MAX_IMAGE_SIDE || trg_size[1] < 1 ||
+        trg_size[1] > GM_MAX_IMAGE_SIDE)
+        return GM_ERR_RANGE_ARG(4);
+    status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, total, (size_t)trg_size[0],
+                                   (size_t)trg_size[1]);
+    if (status != GM_OK) return status;
+    w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
+    w.packed_gemm = (flags & GM_TRANSFER_PACKED_GEMM) != 0;
+    out = gm_tr_alloc(total * 2 * sizeof(GM_T));
+    if (src_half) conv = gm_tr_alloc(4 * dim * sizeof(GM_T));
+    if (!out || (src_half && !conv)) {
+        free(out);
+        GM_FN(gm_tr_ws_free)(&w);
+        return GM_ERR_NOMEM;
+    }
+    for (p = 0, total = 0; p < npairs; p++) {
+        for (k = 0; k < nkps[p]; k++, total++) {
+            GM_T x = src_kps[p][2 * k], y = src_kps[p][2 * k + 1];
+            GM_T *q = w.q + total * dim;
+            if (!src_half) {
+                GM_FN(gm_tr_source_desc)((const GM_T *)src_feats[p], hs, ws, dim,
+                                          src_size[2 * p], src_size[2 * p + 1], x, y, q);
+            } else {
+#if GM_IS_F32
+                size_t idx[4], i;
+                GM_T wts[4];
+                const GM_T *s[4];
+                GM_FN(gm_tr_source_taps)(hs, ws, src_size[2 * p], src_size[2 * p + 1], x, y,
+                                          idx, wts);
+                for (i = 0; i < 4; i++) {
+                    (void)gm_f16_to_f32((const uint16_t *)src_feats[p] + idx[i] * dim,
+                                        conv + i * dim, dim);
+                    s[i] = conv + i * dim;
+                }
+                GM_FN(gm_tr_source_combine)(s, wts, dim, q);
+#endif
+            }
+        }
+    }
+#if GM_IS_F32
+    if (trg_half) {
+        /* trg_feat (the caller's buffer) := the float16 target, one grid row
+         * ahead of the Gram tables, which then read rows just written
+         * (cache-hot) instead of the whole map again */
+        GM_T *tf = (GM_T *)trg_feat;
+        size_t r, row = wt * dim;
+        int bad = gm_f16_to_f32(trg_half, tf, row) != GM_OK;
+        for (r = 0; r < ht; r++) {
+            if (r + 1 < ht)
+                bad |= gm_f16_to_f32(trg_half + (r + 1) * row, tf + (r + 1) * row, row) != GM_OK;
+            GM_FN(gm_tr_gram_row)(&w, tf, r, ht, wt, dim);
+        }
+        if (bad) {
+            free(out);
+            free(conv);
+            GM_FN(gm_tr_ws_free)(&w);
+            return GM_ERR_NONFINITE_ARG(1);
+        }
+        w.gram_ready = 1;
+    }
+#else
+    (void)trg_half;
+#endif
+    GM_FN(gm_tr_taps)(&w, ht, wt, trg_size[0], trg_size[1]);
+    status = GM_FN(gm_tr_pair_q)(&w, trg_feat, ht, wt, dim, total, trg_size[0], trg_size[1],
+                                 out);
+    if (status == GM_OK) {
+        for (p = 0, total = 0; p < npairs; p++) {
+            memcpy(outs[p], out + 2 * total, nkps[p] * 2 * sizeof(GM_T));
+            total += nkps[p];
+        }
+    }
+    free(out);
+    free(conv);
+    GM_FN(gm_tr_ws_free)(&w);
+    if (status == GM_ERR_NUMERIC)
+        status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "
+                         "rescale src_feat/trg_feat", sizeof(GM_T) == 4 ? "float32" : "float64");
+    return status;
+}
+
 int GM_FN(gm_transfer_upsample_argmax_group)(const GM_T *const *src_feats,
                                               const GM_T *const *src_kps, const size_t *nkps,
                                               const int64_t *src_size, size_t npairs,
@@ -849,9 +982,7 @@ int GM_FN(gm_transfer_upsample_argmax_group)(const GM_T *const *src_feats,
                                               const int64_t *trg_size, size_t ht, size_t wt,
                                               size_t dim, int flags, GM_T *const *outs)
 {
-    GM_FN(gm_tr_ws) w;
-    size_t p, k, total = 0;
-    GM_T *out = NULL;
+    size_t p, total = 0;
     int status;
     if (npairs > 0 && (!src_feats || !src_kps || !nkps || !src_size || !outs))
         return GM_ERR_INVALID;
@@ -869,39 +1000,52 @@ int GM_FN(gm_transfer_upsample_argmax_group)(const GM_T *const *src_feats,
         if (nkps[p] > SIZE_MAX / 2 - total) return GM_ERR_INVALID;
         total += nkps[p];
     }
-    if (total == 0) return GM_OK;
-    if (trg_size[0] < 1 || trg_size[0] > GM_MAX_IMAGE_SIDE || trg_size[1] < 1 ||
-        trg_size[1] > GM_MAX_IMAGE_SIDE)
-        return GM_ERR_RANGE_ARG(4);
-    status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, total, (size_t)trg_size[0],
-                                   (size_t)trg_size[1]);
-    if (status != GM_OK) return status;
-    w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
-    w.packed_gemm = (flags & GM_TRANSFER_PACKED_GEMM) != 0;
-    out = gm_tr_alloc(total * 2 * sizeof(GM_T));
-    if (!out) {
-        GM_FN(gm_tr_ws_free)(&w);
-        return GM_ERR_NOMEM;
-    }
-    for (p = 0, total = 0; p < npairs; p++) {
-        for (k = 0; k < nkps[p]; k++, total++)
-            GM_FN(gm_tr_source_desc)(src_feats[p], hs, ws, dim, src_size[2 * p],
-                                      src_size[2 * p + 1], src_kps[p][2 * k],
-                                      src_kps[p][2 * k + 1], w.q + total * dim);
-    }
-    GM_FN(gm_tr_taps)(&w, ht, wt, trg_size[0], trg_size[1]);
-    status = GM_FN(gm_tr_pair_q)(&w, trg_feat, ht, wt, dim, total, trg_size[0], trg_size[1],
-                                 out);
-    if (status == GM_OK) {
-        for (p = 0, total = 0; p < npairs; p++) {
-            memcpy(outs[p], out + 2 * total, nkps[p] * 2 * sizeof(GM_T));
-            total += nkps[p];
+    return GM_FN(gm_tr_group)((const void *const *)src_feats, 0, src_kps, nkps, src_size,
+                              npairs, hs, ws, trg_feat, NULL, trg_size, ht, wt, dim, flags,
+                              outs);
+}
+
+#if GM_IS_F32
+int gm_transfer_upsample_argmax_group_f16(const uint16_t *const *src_feats,
+                                          const float *const *src_kps, const size_t *nkps,
+                                          const int64_t *src_size, size_t npairs, size_t hs,
+                                          size_t ws, const uint16_t *trg_feat,
+                                          const int64_t *trg_size, size_t ht, size_t wt,
+                                          size_t dim, int flags, float *work,
+                                          float *const *outs)
+{
+    static const float dummy = 0.0f;   /* a non-NULL map for the shared validation */
+    size_t p, total = 0, n;
+    float *trg;
+    int status;
+    if (npairs > 0 && (!src_feats || !src_kps || !nkps || !src_size || !outs))
+        return GM_ERR_INVALID;
+    if (!trg_size) return GM_ERR_INVALID;
+    if (hs > SIZE_MAX / (ws ? ws : 1) || ht > SIZE_MAX / (wt ? wt : 1) ||
+        ht * wt > SIZE_MAX / sizeof(float) / (dim ? dim : 1))
+        return GM_ERR_INVALID;
+    for (p = 0; p < npairs; p++) {
+        status = GM_FN(gm_tr_validate)(src_feats[p] ? &dummy : NULL, trg_feat ? &dummy : NULL,
+                                        src_kps[p], src_size + 2 * p, trg_size, 1, hs, ws, ht,
+                                        wt, dim, nkps[p], outs[p],
+                                        flags | GM_TRANSFER_SRC_FINITE);
+        if (status != GM_OK) return status;
+        if (nkps[p] > 0 && !(flags & GM_TRANSFER_SRC_FINITE)) {
+            int st = gm_f16_all_finite(src_feats[p], hs * ws * dim);
+            if (st != GM_OK)
+                return gm_fail(GM_ERR_NONFINITE_ARG(0),
+                               "non-finite value in the source map of pair %zu", p);
         }
+        if (nkps[p] > SIZE_MAX / 2 - total) return GM_ERR_INVALID;
+        total += nkps[p];
     }
-    free(out);
-    GM_FN(gm_tr_ws_free)(&w);
-    if (status == GM_ERR_NUMERIC)
-        status = gm_fail(GM_ERR_NUMERIC, "dot products of the feature vectors overflow %s; "
-                         "rescale src_feat/trg_feat", sizeof(GM_T) == 4 ? "float32" : "float64");
+    if (total == 0) return GM_OK;
+    /* the target once in float32 (exact), checked on the way */
+    n = ht * wt * dim;
+    if (!(trg = work) && !(trg = gm_tr_alloc(n * sizeof(float)))) return GM_ERR_NOMEM;
+    status = gm_tr_group_f32((const void *const *)src_feats, 1, src_kps, nkps, src_size,
+                             npairs, hs, ws, trg, trg_feat, trg_size, ht, wt, dim, flags, outs);
+    if (trg != work) free(trg);
     return status;
 }
+#endif

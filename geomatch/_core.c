@@ -1214,12 +1214,17 @@ static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
 
 PyDoc_STRVAR(py_transfer_upsample_argmax_group__doc__,
              "transfer_upsample_argmax_group(src_feats, src_kps, src_sizes, trg_feat, trg_size, "
-             "*, check_src=True, full_scan=False, packed_gemm=False)\n--\n\n"
+             "*, check_src=True, full_scan=False, work=None, packed_gemm=False)\n--\n\n"
              "transfer_upsample_argmax for several pairs sharing one target map: src_feats "
              "and src_kps are sequences of (hs, ws, D) maps and (K_p, 2) keypoints, "
              "src_sizes an (n, 2) integer array, trg_feat (ht, wt, D), trg_size (W, H).  "
              "Returns a list of (K_p, 2) arrays, each bit for bit the per-pair result.  "
-             "check_src, full_scan and packed_gemm as for transfer_upsample_argmax.");
+             "check_src, full_scan and packed_gemm as for transfer_upsample_argmax.  When every "
+             "map is "
+             "float16 and the keypoints float32, the maps are read as they are (no float32 "
+             "copies; results those of the float32 maps) and the target is converted into "
+             "work (a float32 array of at least trg_feat's size, reused between calls) when "
+             "given.");
 
 /* transfer_upsample_argmax_group(...): gm_transfer_upsample_argmax_group on
  * converted copies (common float type of every array) of the inputs. */
@@ -1227,8 +1232,10 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
                                                    PyObject *kwds)
 {
     static char *kwlist[] = {"src_feats", "src_kps", "src_sizes", "trg_feat", "trg_size",
-                             "check_src", "full_scan", "packed_gemm", NULL};
+                             "check_src", "full_scan", "work", "packed_gemm", NULL};
     PyObject *o_sf, *o_kp, *o_ss, *o_tf, *o_ts, *seq_sf = NULL, *seq_kp = NULL;
+    PyObject *o_work = Py_None;
+    float *work = NULL;
     PyObject *result = NULL;
     PyArrayObject *tf = NULL, *ss = NULL, *ts = NULL;
     PyArrayObject **arrs = NULL;          /* n source maps, n keypoint arrays, n outputs */
@@ -1236,12 +1243,13 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
     void **pout = NULL;
     size_t *nk = NULL;
     Py_ssize_t n = 0, i;
-    int check_src = 1, full_scan = 0, packed_gemm = 0, type = NPY_FLOAT32, st = GM_OK;
+    int check_src = 1, full_scan = 0, packed_gemm = 0, type = NPY_FLOAT32, st = GM_OK, half = 0;
+    int flags;
     size_t hs = 0, ws = 0, dim;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$ppp:transfer_upsample_argmax_group",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$ppOp:transfer_upsample_argmax_group",
                                      kwlist, &o_sf, &o_kp, &o_ss, &o_tf, &o_ts, &check_src,
-                                     &full_scan, &packed_gemm))
+                                     &full_scan, &o_work, &packed_gemm))
         return NULL;
     if (!(seq_sf = PySequence_Fast(o_sf, "src_feats must be a sequence of arrays"))) goto done;
     if (!(seq_kp = PySequence_Fast(o_kp, "src_kps must be a sequence of arrays"))) goto done;
@@ -1254,14 +1262,21 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
         int t = gm_float_type_of(o_tf, "trg_feat");
         if (t < 0) goto done;
         if (t == NPY_FLOAT64) type = NPY_FLOAT64;
+        half = PyArray_Check(o_tf) && PyArray_TYPE((PyArrayObject *)o_tf) == NPY_FLOAT16;
         for (i = 0; i < n; i++) {
-            int a = gm_float_type_of(PySequence_Fast_GET_ITEM(seq_sf, i), "src_feats");
+            PyObject *f = PySequence_Fast_GET_ITEM(seq_sf, i);
+            int a = gm_float_type_of(f, "src_feats");
             int b = a < 0 ? -1 : gm_float_type_of(PySequence_Fast_GET_ITEM(seq_kp, i), "src_kps");
             if (b < 0) goto done;
             if (a == NPY_FLOAT64 || b == NPY_FLOAT64) type = NPY_FLOAT64;
+            half = half && PyArray_Check(f) && PyArray_TYPE((PyArrayObject *)f) == NPY_FLOAT16;
         }
+        /* every map float16 (a feature cache's dtype) and float32 keypoints:
+         * the maps go to the kernel as they are (gm_transfer_upsample_argmax_group_f16,
+         * bit for bit the float32 result on converted maps) */
+        half = half && type == NPY_FLOAT32;
     }
-    if (!(tf = gm_as_array(o_tf, type, "trg_feat", 3, 3, 0))) goto done;
+    if (!(tf = gm_as_array(o_tf, half ? NPY_FLOAT16 : type, "trg_feat", 3, 3, 0))) goto done;
     dim = (size_t)PyArray_DIM(tf, 2);
     if (!(ts = gm_transfer_sizes(o_ts, "trg_size", NULL, 0))) goto done;
     ss = (PyArrayObject *)PyArray_FROMANY(o_ss, NPY_INT64, 2, 2,
@@ -1284,8 +1299,8 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
     for (i = 0; i < n; i++) {
         PyArrayObject *a, *k, *o;
         npy_intp dims[2];
-        if (!(a = arrs[i] = gm_as_array(PySequence_Fast_GET_ITEM(seq_sf, i), type, "src_feats",
-                                        3, 3, 0)))
+        if (!(a = arrs[i] = gm_as_array(PySequence_Fast_GET_ITEM(seq_sf, i),
+                                        half ? NPY_FLOAT16 : type, "src_feats", 3, 3, 0)))
             goto done;
         if (!(k = arrs[n + i] = gm_as_array(PySequence_Fast_GET_ITEM(seq_kp, i), type,
                                             "src_kps", 2, 2, 1)))
@@ -1313,12 +1328,33 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
         pout[i] = PyArray_DATA(o);
         nk[i] = (size_t)dims[0];
     }
-    GM_RUN(st, type, gm_transfer_upsample_argmax_group, (void *)psf, (void *)pkp, nk,
-           PyArray_DATA(ss), (size_t)n, hs, ws, PyArray_DATA(tf), PyArray_DATA(ts),
-           (size_t)PyArray_DIM(tf, 0), (size_t)PyArray_DIM(tf, 1), dim,
-           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0) |
-               (packed_gemm ? GM_TRANSFER_PACKED_GEMM : 0),
-           (void *)pout);
+    flags = (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0) |
+            (packed_gemm ? GM_TRANSFER_PACKED_GEMM : 0);
+    if (o_work != Py_None) {
+        PyArrayObject *wa;
+        if (!(wa = gm_ndarray_of(o_work, NPY_FLOAT32, "work"))) goto done;
+        if (!PyArray_IS_C_CONTIGUOUS(wa) || !PyArray_ISWRITEABLE(wa) || !PyArray_ISALIGNED(wa) ||
+            (size_t)PyArray_SIZE(wa) < (size_t)PyArray_SIZE(tf)) {
+            gm_set_error(PyExc_ValueError, "work must be a writable C-contiguous float32 array "
+                         "of at least %zd values (trg_feat's size)", (Py_ssize_t)PyArray_SIZE(tf));
+            goto done;
+        }
+        work = (float *)PyArray_DATA(wa);
+    }
+    if (half) {
+        Py_BEGIN_ALLOW_THREADS
+        gm_clear_error();
+        st = gm_transfer_upsample_argmax_group_f16(
+            (const uint16_t *const *)psf, (const float *const *)pkp, nk, PyArray_DATA(ss),
+            (size_t)n, hs, ws, PyArray_DATA(tf), PyArray_DATA(ts), (size_t)PyArray_DIM(tf, 0),
+            (size_t)PyArray_DIM(tf, 1), dim, flags, work, (float *const *)pout);
+        Py_END_ALLOW_THREADS
+    } else {
+        GM_RUN(st, type, gm_transfer_upsample_argmax_group, (void *)psf, (void *)pkp, nk,
+               PyArray_DATA(ss), (size_t)n, hs, ws, PyArray_DATA(tf), PyArray_DATA(ts),
+               (size_t)PyArray_DIM(tf, 0), (size_t)PyArray_DIM(tf, 1), dim, flags,
+               (void *)pout);
+    }
     if (gm_failed(st, "transfer_upsample_argmax_group", tr_names, 5)) goto done;
     if (!(result = PyList_New(n))) goto done;
     for (i = 0; i < n; i++) {
@@ -1337,6 +1373,26 @@ done:
     Py_XDECREF(seq_kp);
     gm_release((PyArrayObject *[]){tf, ss, ts}, 3);
     return result;
+}
+
+PyDoc_STRVAR(py_f16_all_finite__doc__,
+             "f16_all_finite(src)\n--\n\nTrue if every value of the C-contiguous float16 "
+             "array src is finite.");
+
+/* f16_all_finite(src): gm_f16_all_finite over one C-contiguous float16 array. */
+static PyObject *py_f16_all_finite(PyObject *self, PyObject *args)
+{
+    PyArrayObject *src;
+    int st;
+    if (!PyArg_ParseTuple(args, "O!:f16_all_finite", &PyArray_Type, &src)) return NULL;
+    if (PyArray_TYPE(src) != NPY_FLOAT16 || !PyArray_IS_C_CONTIGUOUS(src)) {
+        gm_set_error(PyExc_TypeError, "src must be a C-contiguous float16 array");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = gm_f16_all_finite((const uint16_t *)PyArray_DATA(src), (size_t)PyArray_SIZE(src));
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(st == GM_OK);
 }
 
 PyDoc_STRVAR(py_f16_to_f32__doc__,
@@ -1967,6 +2023,7 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(window_soft_argmax, METH_VARARGS),
     GM_FUNC(transfer_check, METH_VARARGS),
     GM_FUNC(f16_to_f32, METH_VARARGS),
+    GM_FUNC(f16_all_finite, METH_VARARGS),
     GM_FUNC(transfer_upsample_argmax_group, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(transfer_upsample_argmax, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_linear, METH_VARARGS | METH_KEYWORDS),

@@ -162,3 +162,53 @@ def test_a_damaged_feature_file_is_named(tmp_path, rng, content):
     with pytest.raises(ValueError) as ei:
         cache.get("cat/a")
     assert fn in str(ei.value) and "pickle" not in str(ei.value)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_read_is_get(tmp_path, rng, dtype):
+    """read() gives get()'s values, into ``out`` when given, for every entry:
+    the first through get()'s checks, later ones through the learnt header;
+    a file with another (valid) header is read as well."""
+    cache = FeatureCache.create(tmp_path / "c", _manifest(dtype=dtype))
+    xs = {f"k{i}": rng.standard_normal((4, 3, 5)) for i in range(4)}
+    for k, x in xs.items():
+        cache.put(k, x)
+        cache.put(k, -x, flipped=True)
+    out = np.empty((4, 3, 5), dtype)
+    for k in xs:
+        for flipped in (False, True):
+            ref = np.asarray(cache.get(k, flipped))
+            got = cache.read(k, flipped)
+            assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, ref)
+            assert cache.read(k, flipped, out=out) is out
+            np.testing.assert_array_equal(out, ref)
+    assert cache._npy_header is not None
+    # an entry written with a longer (version 2.0) header: not the learnt one
+    with open(cache._file("k1", False), "wb") as f:
+        np.lib.format.write_array(f, (2 * xs["k1"]).astype(dtype), version=(2, 0))
+    np.testing.assert_array_equal(cache.read("k1"), (2 * xs["k1"]).astype(dtype))
+
+
+def test_read_errors(tmp_path, rng):
+    cache = FeatureCache.create(tmp_path / "c", _manifest())
+    for k in ("a", "b"):
+        cache.put(k, rng.standard_normal((4, 3, 5)))
+    cache.read("a")
+    with pytest.raises(KeyError, match="'zz'"):
+        cache.read("zz")
+    for bad in (np.empty((4, 3, 5), np.float32), np.empty((4, 3, 4), np.float16),
+                np.empty((4, 3, 5, 2), np.float16)[..., 0], np.empty(60, np.float16), [0]):
+        with pytest.raises(ValueError, match="out must be"):
+            cache.read("a", out=bad)
+    ro = np.empty((4, 3, 5), np.float16)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be"):
+        cache.read("a", out=ro)
+    fn = cache._file("b", False)                   # truncated after the header
+    with open(fn, "rb") as f:
+        data = f.read()
+    with open(fn, "wb") as f:
+        f.write(data[:-7])
+    with pytest.raises(ValueError, match="damaged"):
+        cache.read("b")

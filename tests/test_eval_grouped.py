@@ -1,6 +1,6 @@
 """The evaluation's fast path: pairs grouped by target image, one C call per
-group (geomatch._core.transfer_upsample_argmax_group) on float16 maps
-converted by the C core into reused buffers.  Its predictions must be those
+group (geomatch._core.transfer_upsample_argmax_group) on the cache's float16
+maps as they are, read on the worker threads through one thread-safe LRU.  Its predictions must be those
 of the per-pair path (a transfer function passed explicitly), bit for bit,
 for any order of the pairs, any LRU size and any number of workers."""
 from types import SimpleNamespace
@@ -125,16 +125,105 @@ def test_loader_refuses_nonfinite(tmp_path):
         E._FeatureLRU(cache, None, 1 << 20).get("bad")
 
 
-def test_loader_reads_files_into_one_buffer(setup):
-    """float16 maps are read (not page-faulted through the mapping) into one
-    reused buffer: the values are NumPy's cast of the mapped array."""
+def test_loader_reads_files(setup):
+    """float16 maps are read (not page-faulted through the mapping): as float32
+    (NumPy's cast of the mapped array) or, for the grouped path, as float16
+    (the file's values), each into its own array."""
     ds, cache = setup
-    lru = E._FeatureLRU(cache, None, 1 << 30)
-    for i in range(6):
-        got = lru.get(f"c/i{i}")
-        np.testing.assert_array_equal(got, np.asarray(cache.get(f"c/i{i}"), np.float32))
-        assert got.dtype == np.float32 and got.flags.c_contiguous
-    assert lru.f16buf is not None and lru.f16buf.dtype == np.float16
-    # a plain in-memory array (not a file map) is converted as it is
-    plain = np.array(cache.get("c/i0"))
-    assert lru._read(plain) is plain
+    for half in (False, True):
+        lru = E._FeatureLRU(cache, None, 1 << 30, half=half)
+        got = [lru.get(f"c/i{i}") for i in range(6)]
+        for i, g in enumerate(got):
+            ref = np.asarray(cache.get(f"c/i{i}"))
+            np.testing.assert_array_equal(g, ref.astype(np.float32) if not half else ref)
+            assert g.dtype == (np.float16 if half else np.float32) and g.flags.c_contiguous
+        assert len({id(g) for g in got}) == 6
+    # a head's output is float32 whatever ``half`` says
+    lru = E._FeatureLRU(cache, lambda f: np.asarray(f, np.float32) * 2, 1 << 30, half=True)
+    np.testing.assert_array_equal(lru.get("c/i1"),
+                                  2 * np.asarray(cache.get("c/i1"), np.float32))
+
+
+def test_loader_refuses_nonfinite_half(tmp_path):
+    manifest = dict(backbone="random", weights_sha256="0" * 64, resolution=[84, 70],
+                    preprocess="resize", grid=list(GRID), dim=DIM, dtype="float16")
+    cache = FeatureCache.create(str(tmp_path / "c"), manifest)
+    for key in ("good", "bad"):
+        cache.put(key, np.zeros(GRID + (DIM,), np.float32))
+    cache.flush()
+    f = np.zeros(GRID + (DIM,), np.float16)
+    f[GRID[0] - 1, GRID[1] - 1, DIM - 1] = np.nan  # the last value: a damaged file
+    np.save(cache._file("bad", False), f)
+    lru = E._FeatureLRU(cache, None, 1 << 20, half=True)
+    lru.get("good")                                # the header is learnt from this one
+    with pytest.raises(ValueError, match="'bad' contain non-finite"):
+        lru.get("bad")
+
+
+def test_loader_threads(setup):
+    """Many threads reading through one small LRU (evictions, reused buffers)
+    get the right map every time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds, cache = setup
+    refs = {f"c/i{i}": np.asarray(cache.get(f"c/i{i}")) for i in range(9)}
+    one = 2 * DIM * GRID[0] * GRID[1]
+    for half in (False, True):
+        lru = E._FeatureLRU(cache, None, 2 * one, half=half)
+        rng = np.random.default_rng(0)
+        keys = [f"c/i{i}" for i in rng.integers(0, 9, 400)]
+
+        def check(k):
+            a = lru.get(k)
+            b = a.copy()                           # held while other threads evict
+            return k, b
+
+        with ThreadPoolExecutor(4) as pool:
+            for k, b in pool.map(check, keys):
+                np.testing.assert_array_equal(b, refs[k].astype(b.dtype))
+
+
+@pytest.mark.parametrize("preprocess", ["resize", "pad"])
+def test_prepare_group_is_prepare_points(preprocess):
+    """The group's keypoint preparation gives each pair's _prepare_points
+    values exactly (frames, clipping at the image border, float32 rounding)."""
+    ds, images = _dataset(n_images=12, n_pairs=60, seed=5)
+    manifest = dict(preprocess=preprocess, resolution=[70, 70])
+    pairs = ds.pairs("test")
+    rng = np.random.default_rng(2)
+    for rec in images[:4]:                         # keypoints on and beyond the border
+        rec.keypoints[rng.random(K) < 0.5, 0] = rec.size[0]
+        rec.keypoints[rng.random(K) < 0.3, 1] = -0.0
+    for g in E._target_groups([pairs[i] for i in E._target_order(pairs)]):
+        got = E._prepare_group(g, manifest)
+        for pair, pts in zip(g, got):
+            ref = E._prepare_points(pair.src.keypoints, pair.src.visible, pair.src.size,
+                                    pair.trg.size, manifest)
+            if ref is None:
+                assert pts is None
+                continue
+            assert pts.kps.dtype == np.float32
+            np.testing.assert_array_equal(pts.kps, ref.kps)
+            np.testing.assert_array_equal(pts.vis, ref.vis)
+            assert (pts.ssize, pts.tsize, pts.offset) == (ref.ssize, ref.tsize, ref.offset)
+    # pairs with different keypoint counts go one by one
+    a, b = pairs[0], pairs[1]
+    b2 = SimpleNamespace(**{**vars(b), "src": SimpleNamespace(**{
+        **vars(b.src), "keypoints": b.src.keypoints[:3], "visible": b.src.visible[:3]})})
+    got = E._prepare_group([a, b2], manifest)
+    ref = E._prepare_points(b2.src.keypoints, b2.src.visible, b2.src.size, b2.trg.size,
+                            manifest)
+    assert (got[1] is None) == (ref is None)
+    if ref is not None:
+        np.testing.assert_array_equal(got[1].kps, ref.kps)
+
+
+def test_grouped_path_many_workers_tiny_lru(setup):
+    ds, cache = setup
+    ref = E.evaluate(ds, "test", cache, mode="upsample-argmax", progress=False, workers=1,
+                     transfer=gm.transfer_keypoints)
+    res = E.evaluate(ds, "test", cache, mode="upsample-argmax", progress=False, workers=4,
+                     lru_bytes=1)
+    np.testing.assert_array_equal(_preds(res), _preds(ref))
+
+

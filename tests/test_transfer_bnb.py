@@ -249,6 +249,102 @@ def test_f16_to_f32_errors():
         _core.f16_to_f32(x, ro)
 
 
+def test_f16_to_f32_lengths_and_offsets():
+    """Every length 0..70 at every start offset 0..3 (the 16-value vector
+    blocks, their tail, unaligned starts), finite values incl. subnormals,
+    and one NaN / infinity at each position: NumPy's cast bit for bit."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 0x7c00, 80).astype(np.uint16) | \
+        (rng.integers(0, 2, 80).astype(np.uint16) << 15)
+    bits[::7] &= 0x83ff                                  # subnormals and zeros
+    for off in range(4):
+        for n in range(71):
+            x = bits.view(np.float16)[off:off + n]
+            if len(x) < n:
+                continue
+            out = np.full(n, 7.0, np.float32)
+            assert _core.f16_to_f32(x, out) is True
+            np.testing.assert_array_equal(out.view(np.uint32), x.astype(np.float32).view(np.uint32))
+            assert _core.f16_all_finite(x) is True
+            for pos in {0, n // 2, n - 1} if n else ():
+                for special in (0x7e01, 0xfc00, 0x7c01):  # quiet NaN, -inf, signalling NaN
+                    y = x.copy()
+                    y.view(np.uint16)[pos] = special
+                    out = np.empty(n, np.float32)
+                    assert _core.f16_to_f32(y, out) is False
+                    np.testing.assert_array_equal(out.view(np.uint32),
+                                                  y.astype(np.float32).view(np.uint32))
+                    assert _core.f16_all_finite(y) is False
+
+
+def test_f16_all_finite_every_bit_pattern():
+    x = np.arange(65536, dtype=np.uint16).view(np.float16)
+    ok = np.isfinite(x)
+    for i in np.flatnonzero(~ok)[::37]:
+        y = np.zeros(33, np.float16)
+        y[i % 33] = x[i]
+        assert _core.f16_all_finite(y) is False
+    assert _core.f16_all_finite(np.ascontiguousarray(x[ok])) is True
+    with pytest.raises(TypeError, match="src"):
+        _core.f16_all_finite(np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_group_float16_maps_are_the_float32_maps(threads):
+    """float16 maps go to the kernel as they are (the target converted once
+    into ``work`` or a buffer of the kernel's, four source vectors per
+    keypoint): every prediction bit for bit that of the float32 maps, with
+    and without the bounds."""
+    rng = np.random.default_rng(7)
+    grp = _core.transfer_upsample_argmax_group
+    old = gm.get_num_threads()
+    gm.set_num_threads(threads)
+    try:
+        for trial in range(24):
+            h, w = (int(v) for v in rng.integers(1, 14, 2))
+            d = int(rng.choice([1, 16, 37, 100, 385]))
+            n = int(rng.integers(1, 5))
+            kind = ["normal", "smooth", "shared"][trial % 3]
+            maps = [_features(rng, kind, h, w, d, np.float32).astype(np.float16)
+                    for _ in range(n + 1)]
+            ss = rng.integers(1, 300, (n, 2))
+            kps = [np.stack([rng.uniform(0, s[0], k), rng.uniform(0, s[1], k)], 1)
+                   .astype(np.float32) for s, k in zip(ss, rng.integers(0, 12, n))]
+            kps = [np.minimum(k, (s - 1e-3).astype(np.float32)) for k, s in zip(kps, ss)]
+            ts = rng.integers(1, 300, 2)
+            work = np.full(maps[0].size + 3, np.nan, np.float32) if trial % 2 else None
+            for full in (False, True):
+                a = grp(maps[1:], kps, ss, maps[0], ts, full_scan=full, work=work)
+                b = grp([m.astype(np.float32) for m in maps[1:]], kps, ss,
+                        maps[0].astype(np.float32), ts, full_scan=full)
+                for x, y in zip(a, b):
+                    assert x.dtype == np.float32
+                    np.testing.assert_array_equal(x, y)
+    finally:
+        gm.set_num_threads(old)
+
+
+def test_group_float16_errors():
+    grp = _core.transfer_upsample_argmax_group
+    t = np.ones((3, 3, 16), np.float16)
+    bad = t.copy()
+    bad[2, 2, 15] = np.inf                         # far from keypoint (0, 0)'s vectors
+    kp = [np.zeros((1, 2), np.float32)]
+    with pytest.raises(ValueError, match="source map of pair 0"):
+        grp([bad], kp, np.array([[9, 9]]), t, np.array([9, 9]))
+    out = grp([bad], kp, np.array([[9, 9]]), t, np.array([9, 9]), check_src=False)
+    assert out[0].shape == (1, 2)                  # the caller vouched for the map
+    with pytest.raises(ValueError, match="trg_feat"):
+        grp([t], kp, np.array([[9, 9]]), bad, np.array([9, 9]))
+    with pytest.raises(ValueError, match="work"):
+        grp([t], kp, np.array([[9, 9]]), t, np.array([9, 9]), work=np.empty(10, np.float32))
+    with pytest.raises(TypeError, match="work"):
+        grp([t], kp, np.array([[9, 9]]), t, np.array([9, 9]), work=np.empty(144))
+    # float64 keypoints: the float64 path on converted maps (no work needed)
+    out = grp([t], [np.zeros((1, 2))], np.array([[9, 9]]), t, np.array([9, 9]))
+    assert out[0].dtype == np.float64
+
+
 def test_reference_oracle_is_independent():
     """The oracle used above builds the upsampled maps explicitly."""
     f = np.arange(2 * 3 * 2, dtype=float).reshape(2, 3, 2)

@@ -179,6 +179,7 @@ class FeatureCache:
         self._lock = threading.Lock()
         self._entries = set()
         self._dirty = False
+        self._npy_header: Optional[bytes] = None   # see read()
         self.refresh()
 
     # ------------------------------------------------------------ factories
@@ -328,6 +329,68 @@ class FeatureCache:
             raise ValueError(f"feature cache file {fn} holds {arr.dtype} {arr.shape}, "
                              f"expected {self.dtype} {self.shape}")
         return arr
+
+    def read(self, key: str, flipped: bool = False, out: Optional[np.ndarray] = None
+             ) -> np.ndarray:
+        """The (h, w, D) features of ``key`` read into memory (not mapped).
+
+        One open and one read per entry: the file's ``.npy`` header is
+        compared byte for byte with the header of an entry that :meth:`get`
+        validated earlier (every entry of a cache has the same shape and
+        dtype), and the data are read straight into ``out``.  An entry whose
+        header differs (the first one read, a file written by another NumPy)
+        goes through :meth:`get`'s checks and is copied.
+
+        Parameters
+        ----------
+        key, flipped
+            As for :meth:`get`.
+        out : numpy.ndarray, optional
+            A writable C-contiguous array of the cache's shape and dtype to
+            fill (e.g. a buffer reused from an earlier map); a new one if None.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``out`` (or the new array), holding the stored values.
+
+        Raises
+        ------
+        KeyError, ValueError
+            As :meth:`get`; ValueError also for an ``out`` of the wrong shape,
+            dtype or layout.
+        """
+        shape, dtype = self.shape, self.dtype
+        if out is None:
+            out = np.empty(shape, dtype)
+        elif (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype
+              or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError(f"out must be a writable C-contiguous {dtype} array of shape "
+                             f"{shape}, got {getattr(out, 'dtype', type(out).__name__)} "
+                             f"{getattr(out, 'shape', '')}")
+        fn = self._file(key, flipped)
+        hdr = self._npy_header
+        if hdr is not None:
+            try:
+                with open(fn, "rb", buffering=0) as f:
+                    if f.read(len(hdr)) == hdr:
+                        if f.readinto(memoryview(out).cast("B")) == out.nbytes:
+                            return out
+            except FileNotFoundError:
+                what = "flipped features" if flipped else "features"
+                raise KeyError(f"feature cache {self.path} has no {what} for {key!r}") from None
+            except OSError:
+                pass   # get() names the problem
+        arr = self.get(key, flipped)
+        out[...] = arr
+        off = getattr(arr, "offset", None)
+        if isinstance(arr, np.memmap) and isinstance(off, int) and 0 < off <= 4096:
+            try:
+                with open(fn, "rb") as f:
+                    self._npy_header = f.read(off)
+            except OSError:
+                pass
+        return out
 
     def has(self, key: str, flipped: bool = False) -> bool:
         """Whether features of ``key`` (flipped or not) are stored."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -161,57 +162,59 @@ class EvalResult:
         return _report.write_csv(path, self.rows())
 
 
+#: per-thread scratch buffers of the evaluation (see :func:`_work_buffer`)
+_WORK = threading.local()
+
+
 class _FeatureLRU:
     """float32 (optionally head-transformed) feature maps, least-recently-used, by bytes.
 
     A float16 map is converted by the C core (exactly, like NumPy's cast,
     about ten times faster) into the buffer of a map evicted earlier when no
     one else holds that one, so a long evaluation does not keep asking the
-    system for fresh memory (whose pages it zeroes first)."""
+    system for fresh memory (whose pages it zeroes first).  With ``half``
+    (the grouped upsample-argmax path, whose kernel reads float16 maps as
+    they are) a float16 cache's maps are kept in float16: half the memory
+    and no conversion here; the kernel converts the target once per group."""
 
-    def __init__(self, cache: FeatureCache, head: Optional[Callable], max_bytes: int):
+    def __init__(self, cache: FeatureCache, head: Optional[Callable], max_bytes: int,
+                 half: bool = False):
         self.cache = cache
         self.head = head
         self.max_bytes = max_bytes
+        self.half = bool(half) and head is None
         self.data: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self.nbytes = 0
         self.spare: Optional[np.ndarray] = None
-        self.f16buf: Optional[np.ndarray] = None
+        self.lock = threading.Lock()
+
+    def _take_spare(self, shape, dtype) -> np.ndarray:
+        with self.lock:
+            buf, self.spare = self.spare, None
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype)
+        return buf
 
     def _load(self, key: str, flipped: bool) -> np.ndarray:
-        src = self.cache.get(key, flipped=flipped)
-        if src.dtype == np.float16 and src.flags.c_contiguous:
-            src = self._read(src)
-            buf = self.spare
-            self.spare = None
-            if buf is None or buf.shape != src.shape:
-                buf = np.empty(src.shape, np.float32)
+        cache = self.cache
+        if cache.dtype == np.float16:
+            if self.half:
+                buf = cache.read(key, flipped, out=self._take_spare(cache.shape, np.float16))
+                if not _core.f16_all_finite(buf):
+                    self._nonfinite(key, flipped)
+                return buf
+            f16 = getattr(_WORK, "f16", None)   # this thread's read buffer
+            if f16 is None or f16.shape != cache.shape:
+                f16 = _WORK.f16 = np.empty(cache.shape, np.float16)
+            src = cache.read(key, flipped, out=f16)
+            buf = self._take_spare(src.shape, np.float32)
             if not _core.f16_to_f32(src, buf):
                 self._nonfinite(key, flipped)
             return buf
-        arr = np.asarray(src, dtype=np.float32)
+        arr = np.asarray(cache.get(key, flipped=flipped), dtype=np.float32)
         if not np.all(np.isfinite(arr)):
             self._nonfinite(key, flipped)
         return arr
-
-    def _read(self, src: np.ndarray) -> np.ndarray:
-        """The bytes of a memory-mapped cache entry read into one reused
-        float16 buffer (a read() copies from the page cache; touching the
-        mapping instead maps each page with a fault: about 0.13 ms more per
-        37x37x768 map here).  ``src`` itself where it is not a plain file map."""
-        fn, off = getattr(src, "filename", None), getattr(src, "offset", None)
-        if not isinstance(src, np.memmap) or fn is None or not isinstance(off, int):
-            return src
-        buf = self.f16buf
-        if buf is None or buf.shape != src.shape:
-            buf = self.f16buf = np.empty(src.shape, np.float16)
-        try:
-            with open(fn, "rb", buffering=0) as f:
-                f.seek(off)
-                n = f.readinto(memoryview(buf).cast("B"))
-        except OSError:
-            return src
-        return buf if n == buf.nbytes else src
 
     def _nonfinite(self, key: str, flipped: bool):
         raise ValueError(f"feature cache {self.cache.path}: the features of {key!r}"
@@ -220,11 +223,15 @@ class _FeatureLRU:
                          "geomatch extract")
 
     def get(self, key: str, flipped: bool = False) -> np.ndarray:
+        """The map of ``key``; thread-safe (maps are read outside the lock, so
+        several threads load at once; of two loading the same key, the first
+        to finish is kept)."""
         k = (key, bool(flipped))
-        arr = self.data.get(k)
-        if arr is not None:
-            self.data.move_to_end(k)
-            return arr
+        with self.lock:
+            arr = self.data.get(k)
+            if arr is not None:
+                self.data.move_to_end(k)
+                return arr
         arr = self._load(key, bool(flipped))
         if self.head is not None:
             arr = np.asarray(self.head(arr), dtype=np.float32)
@@ -233,17 +240,22 @@ class _FeatureLRU:
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"head returned non-finite values for image {key!r}")
         arr = np.ascontiguousarray(arr)
-        self.data[k] = arr
-        self.nbytes += arr.nbytes
-        while self.nbytes > self.max_bytes and len(self.data) > 1:
-            _, old = self.data.popitem(last=False)
-            self.nbytes -= old.nbytes
-            # reuse only a buffer nobody else holds (a pair in flight, a view):
-            # getrefcount counts `old` and its own argument
-            if (old.dtype == np.float32 and old.base is None and old.flags.writeable
-                    and sys.getrefcount(old) <= 2):
-                self.spare = old
-            del old
+        with self.lock:
+            have = self.data.get(k)
+            if have is not None:
+                self.data.move_to_end(k)
+                return have
+            self.data[k] = arr
+            self.nbytes += arr.nbytes
+            while self.nbytes > self.max_bytes and len(self.data) > 1:
+                _, old = self.data.popitem(last=False)
+                self.nbytes -= old.nbytes
+                # reuse only a buffer nobody else holds (a pair in flight, a
+                # view): getrefcount counts `old` and its own argument
+                if (old.dtype in (np.float32, np.float16) and old.base is None
+                        and old.flags.writeable and sys.getrefcount(old) <= 2):
+                    self.spare = old
+                del old
         return arr
 
 
@@ -470,6 +482,38 @@ def _prepare_points(kps, vis, src_size, trg_size, manifest,
     src_kps[:, 0] = np.clip(src_kps[:, 0], 0.0, ssize[0] - 1e-3)
     src_kps[:, 1] = np.clip(src_kps[:, 1], 0.0, ssize[1] - 1e-3)
     return _Points(vis, src_kps.astype(np.float32), ssize, tsize, (tx0, ty0))
+
+
+def _prepare_group(pairs: Sequence, manifest) -> List[Optional[_Points]]:
+    """:func:`_prepare_points` of pairs that share a target image (no mirror),
+    the frames computed once per image size and the keypoints of pairs with
+    as many keypoints in one array pass: the same values, element for element."""
+    k = {len(p.src.visible) for p in pairs}
+    if len(k) != 1 or next(iter(k)) == 0:
+        return [_prepare_points(p.src.keypoints, p.src.visible, p.src.size, p.trg.size,
+                                manifest) for p in pairs]
+    frames: Dict[Any, tuple] = {}
+
+    def frame(size):
+        key = (float(size[0]), float(size[1]))
+        f = frames.get(key)
+        if f is None:
+            f = frames[key] = grid_frame(size, manifest)
+        return f
+
+    tx0, ty0, tfw, tfh = frame(pairs[0].trg.size)
+    tsize = (int(round(tfw)), int(round(tfh)))
+    vis = np.array([np.asarray(p.src.visible, dtype=bool) for p in pairs])
+    kps = np.array([np.asarray(p.src.keypoints, dtype=np.float64) for p in pairs])
+    src = [frame(p.src.size) for p in pairs]
+    ssize = [(int(round(f[2])), int(round(f[3]))) for f in src]
+    off = np.array([(f[0], f[1]) for f in src])
+    hi = np.array([(w - 1e-3, h - 1e-3) for w, h in ssize])
+    # as _prepare_points: kps - (x0, y0), clipped to [0, size - 1e-3], float32
+    with np.errstate(invalid="ignore"):
+        pts = np.clip(kps - off[:, None, :], 0.0, hi[:, None, :]).astype(np.float32)
+    return [_Points(vis[i], pts[i][vis[i]], ssize[i], tsize, (tx0, ty0))
+            if vis[i].any() else None for i in range(len(pairs))]
 
 
 def _finish_points(pts: Optional[_Points], n: int, out, trg_feat=None, manifest=None,
@@ -717,15 +761,17 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
 
     A function of (pairs, cache, options) only -- the unit of work that
     distributed evaluation splits into blocks.  ``workers`` threads transfer
-    pairs concurrently, each running its kernels single-threaded; features
-    are read on the calling thread, so results do not depend on ``workers``.
+    pairs concurrently, each running its kernels single-threaded; results do
+    not depend on ``workers``.  Features are read on the calling thread, except
+    for upsample-argmax without test-time flip, whose groups of pairs (one
+    target each) read their maps on the worker that transfers them.
     """
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache.open(cache)
     manifest = cache.manifest
     head_fn, _ = _resolve_head(head, manifest)
     fn = transfer or _default_transfer(checked_src=True)   # maps from the LRU are checked
-    feats = _FeatureLRU(cache, head_fn, lru_bytes)
+    feats = _FeatureLRU(cache, head_fn, lru_bytes, half=_groupable(transfer, options))
     masks = None
     if options.test_flip == "masked":
         from ..model.train import _MaskStore
@@ -745,14 +791,8 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
     bar = _progress([pairs[i] for i in order], desc=desc, total=len(pairs), unit="pair",
                     disable=not progress or None)
     if _groupable(transfer, options):
-        def gjob(group):
-            trg = feats.get(group[0].trg.key)
-            items = []
-            for pair in group:
-                pts = _prepare_points(pair.src.keypoints, pair.src.visible, pair.src.size,
-                                      pair.trg.size, manifest)
-                items.append((pair, pts, feats.get(pair.src.key) if pts is not None else None))
-            return (_transfer_group, items, trg, options, fn)
+        def gjob(group):   # the group's maps are read on the thread that transfers it
+            return (_load_transfer_group, group, feats, manifest, options, fn)
 
         groups = _target_groups(bar)
         if workers <= 1:
@@ -798,8 +838,27 @@ def _target_groups(pairs):
 
 
 def _run_group(j):
-    f, items, trg, options, fn = j
-    return f(items, trg, options, fn)
+    return j[0](*j[1:])
+
+
+def _load_transfer_group(group, feats: "_FeatureLRU", manifest, options: EvalOptions,
+                         fn) -> List[Prediction]:
+    """Read the maps of a group of pairs sharing a target from ``feats`` and
+    transfer them (:func:`_transfer_group`)."""
+    trg = feats.get(group[0].trg.key)
+    items = [(pair, pts, feats.get(pair.src.key) if pts is not None else None)
+             for pair, pts in zip(group, _prepare_group(group, manifest))]
+    return _transfer_group(items, trg, options, fn)
+
+
+def _work_buffer(n: int) -> np.ndarray:
+    """This thread's float32 scratch of at least ``n`` values: where the
+    grouped kernel converts a float16 target, reused from call to call (fresh
+    memory would cost the system's zeroing of its pages on every call)."""
+    buf = getattr(_WORK, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _WORK.buf = np.empty(n, np.float32)
+    return buf
 
 
 def _transfer_group(items, trg_feat, options: EvalOptions, fn) -> List[Prediction]:
@@ -816,7 +875,8 @@ def _transfer_group(items, trg_feat, options: EvalOptions, fn) -> List[Predictio
             outs = _core.transfer_upsample_argmax_group(
                 [src for _, src in live], [pts.kps for pts, _ in live],
                 np.array([pts.ssize for pts, _ in live], dtype=np.int64),
-                trg_feat, np.array(live[0][0].tsize, dtype=np.int64), check_src=False)
+                trg_feat, np.array(live[0][0].tsize, dtype=np.int64), check_src=False,
+                work=_work_buffer(trg_feat.size) if trg_feat.dtype == np.float16 else None)
         except (ValueError, TypeError, FloatingPointError):
             outs = None
     kw = _transfer_kwargs(options)
@@ -828,8 +888,9 @@ def _transfer_group(items, trg_feat, options: EvalOptions, fn) -> List[Predictio
             out = None
         elif res is not None:
             out = next(res)
-        else:
-            out = fn(src, trg_feat, pts.kps, pts.ssize, pts.tsize, **kw)
+        else:   # float16 maps of the LRU go to fn as float32, like everywhere else
+            out = fn(np.asarray(src, np.float32), np.asarray(trg_feat, np.float32), pts.kps,
+                     pts.ssize, pts.tsize, **kw)
         pred = _finish_points(pts, n, out, trg_feat, None, kw, options.pixel)
         preds.append(_prediction(pair, pred, options, False))
     return preds
