@@ -392,8 +392,9 @@ def _avx512_or_skip():
 def test_grid_dots_in_place_same_predictions_as_packed_gemm(d):
     """Predictions of the float32 transfer with the grid dots read in place
     (default) and through the packed GEMM (packed_gemm=True, the previous
-    path): bit for bit, per pair and grouped, branch and bound and full scan,
-    for 1..100 keypoints, small and SPair-sized grids, 1 and 2 threads."""
+    path): bit for bit, per pair and grouped (float32 and float16 maps),
+    branch and bound and full scan, for 1..100 keypoints, small and
+    SPair-sized grids, 1 and 2 threads."""
     prev = _avx512_or_skip()
     rng = np.random.default_rng(d)
     try:
@@ -421,6 +422,12 @@ def test_grid_dots_in_place_same_predictions_as_packed_gemm(d):
                             np.testing.assert_array_equal(
                                 x, _core.transfer_upsample_argmax(sf, tf, part, ss, ts))
                     np.testing.assert_array_equal(np.concatenate(grp[0]), a)
+                    # float16 maps (the evaluation's path: the target converted into work)
+                    h16 = [_core.transfer_upsample_argmax_group(
+                        [sf.astype(np.float16)], [kps], np.array([ss]), tf.astype(np.float16),
+                        ts, work=np.empty(tf.size, np.float32), packed_gemm=packed)[0]
+                        for packed in (False, True)]
+                    np.testing.assert_array_equal(h16[0], h16[1])
     finally:
         gm.set_num_threads(2)
         gm.set_sgemm(prev)
