@@ -101,6 +101,8 @@ typedef struct {
                            * tap is grid column c are xlo[c] <= X < xlo[c + 1] */
     GM_T *nrow, *mx;      /* ht x wp: |row-interpolated vector|^2, row cross term */
     double *dlow;         /* ht*wt: lower bound of the computed |t(Y, X)|^2 in a cell */
+    int64_t *area;        /* ht*wt: pixels of each cell (gm_tr_taps) */
+    double *invd;         /* ht*wt: 1 / dlow, 0 where dlow is below GM_T_TINY */
     int *rowst;           /* ht: status of each grid row's tables (gm_tr_row) */
     GM_T *tbuf;           /* nthr x 3 x wp: per-thread rows (p0, p1, values of a
                            * cell; 1/d and values of a full-scan row) */
@@ -129,7 +131,7 @@ static void GM_FN(gm_tr_ws_free)(GM_FN(gm_tr_ws) *w)
     free(w->c0); free(w->c1); free(w->b0); free(w->b1);
     free(w->r0); free(w->r1); free(w->a0); free(w->a1);
     free(w->xlo); free(w->ylo);
-    free(w->nrow); free(w->mx); free(w->dlow); free(w->rowst);
+    free(w->nrow); free(w->mx); free(w->dlow); free(w->area); free(w->invd); free(w->rowst);
     free(w->tbuf); free(w->bnd); free(w->p); free(w->dense); free(w->dlist);
     free(w->bestv); free(w->bestx); free(w->besty);
 }
@@ -160,6 +162,8 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     w->nrow = gm_tr_alloc(ht * w->wp * s);
     w->mx = gm_tr_alloc(ht * w->wp * s);
     w->dlow = gm_tr_alloc(w->hw * sizeof(double));
+    w->area = gm_tr_alloc(w->hw * sizeof(int64_t));
+    w->invd = gm_tr_alloc(w->hw * sizeof(double));
     w->rowst = gm_tr_alloc(ht * sizeof(int));
     w->tbuf = gm_tr_alloc((size_t)w->nthr * 3 * w->wp * s);
     w->bnd = gm_tr_alloc((size_t)w->nthr * w->hw * sizeof(double));
@@ -173,7 +177,7 @@ static int GM_FN(gm_tr_ws_alloc)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, size_
     if (!w->dense || !w->dlist || !w->bestv || !w->bestx || !w->besty ||
         !w->tab || !w->q || !w->g || !w->c0 || !w->c1 || !w->b0 || !w->b1 || !w->r0 ||
         !w->r1 || !w->a0 || !w->a1 || !w->xlo || !w->ylo || !w->nrow || !w->mx ||
-        !w->dlow || !w->rowst || !w->tbuf || !w->bnd) {
+        !w->dlow || !w->area || !w->invd || !w->rowst || !w->tbuf || !w->bnd) {
         GM_FN(gm_tr_ws_free)(w);
         return GM_ERR_NOMEM;
     }
@@ -333,9 +337,12 @@ static int GM_FN(gm_tr_row)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t r, size_t
  *    g_i and |g_i|; two FMA levels of rounding), s <= 1 + 2u.  If
  *    numhi = (1 + 2u)(gmax + 4 u gabs) <= 0 then num <= 0 and val <= 0: B = 0.
  *  - val = fl(fl(num |num|) fl(1 / d)) <= numhi^2 / d (1 + u)^3, so
- *    B = numhi^2 / dlow (1 + 8u) in double (its own rounding < 3 u more); a
- *    pixel with d below the smallest normal number has val = 0 <= B; if
- *    dlow is below it, B = +inf (the cell is always evaluated). */
+ *    B = numhi^2 (1 / dlow) (1 + 8u) in double, 1 / dlow computed once per
+ *    cell and target (gm_tr_cell_row): four double roundings, each at most
+ *    u, leave B >= numhi^2 / dlow (1 + 8u)(1 - u)^4 > numhi^2 / dlow
+ *    (1 + u)^3; a pixel with d below the smallest normal number has
+ *    val = 0 <= B; if dlow is below it, B = +inf (the cell is always
+ *    evaluated). */
 
 /* dlow for the cells of grid row r (needs the tables of rows r and r + 1).
  * O(w). */
@@ -392,6 +399,10 @@ static void GM_FN(gm_tr_cell_row)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_
             lb = v > lb ? v : lb;
         }
         w->dlow[r * wt + c] = (1.0 - 8.0 * u) * lb - slack * gm;
+        {   /* its reciprocal for the bounds, 0 when below the smallest normal */
+            double d = w->dlow[r * wt + c];
+            w->invd[r * wt + c] = d >= (double)GM_T_TINY ? 1.0 / d : 0.0;
+        }
     }
 }
 
@@ -399,31 +410,39 @@ static void GM_FN(gm_tr_cell_row)(GM_FN(gm_tr_ws) *w, size_t r, size_t ht, size_
  * the cells of grid row r for the keypoint whose grid dots are g, into
  * bnd[0 .. wt-1]; -inf for a cell without pixels.  Branch-free, so the loop
  * vectorizes.  O(w). */
+static inline double GM_FN(gm_tr_bound1)(GM_T g0, GM_T g1, GM_T g2, GM_T g3, double inv,
+                                         int nonempty, double u)
+{
+    GM_T m01 = g0 > g1 ? g0 : g1, m23 = g2 > g3 ? g2 : g3;
+    GM_T a01 = GM_FABS(g0) > GM_FABS(g1) ? GM_FABS(g0) : GM_FABS(g1);
+    GM_T a23 = GM_FABS(g2) > GM_FABS(g3) ? GM_FABS(g2) : GM_FABS(g3);
+    double gmax = (double)(m01 > m23 ? m01 : m23), gabs = (double)(a01 > a23 ? a01 : a23);
+    double numhi = (1.0 + 2.0 * u) * (gmax + 4.0 * u * gabs);
+    double q = numhi * numhi * inv * (1.0 + 8.0 * u);
+    double v = numhi <= 0.0 ? 0.0 : (inv > 0.0 ? q : INFINITY);
+    return nonempty ? v : -INFINITY;
+}
+
 static void GM_FN(gm_tr_bound_row)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size_t r,
                                    size_t ht, size_t wt, double *bnd)
 {
-    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53, tiny = (double)GM_T_TINY;
-    const size_t r1 = r + 1 < ht ? r + 1 : r;
+    const double u = GM_IS_F32 ? 0x1p-24 : 0x1p-53;
+    const size_t r1 = r + 1 < ht ? r + 1 : r, last = wt - 1;
     const GM_T *ga = g + r * wt, *gb = g + r1 * wt;
-    const double *dl = w->dlow + r * wt;
+    const double *id = w->invd + r * wt;
     const int *xlo = w->xlo;
     size_t c;
     if (w->ylo[r + 1] <= w->ylo[r]) {
         for (c = 0; c < wt; c++) bnd[c] = -INFINITY;
         return;
     }
-    for (c = 0; c < wt; c++) {
-        size_t c1 = c + 1 < wt ? c + 1 : c;
-        double g0 = ga[c], g1 = ga[c1], g2 = gb[c], g3 = gb[c1];
-        double m01 = g0 > g1 ? g0 : g1, m23 = g2 > g3 ? g2 : g3;
-        double a01 = fabs(g0) > fabs(g1) ? fabs(g0) : fabs(g1);
-        double a23 = fabs(g2) > fabs(g3) ? fabs(g2) : fabs(g3);
-        double gmax = m01 > m23 ? m01 : m23, gabs = a01 > a23 ? a01 : a23;
-        double numhi = (1.0 + 2.0 * u) * (gmax + 4.0 * u * gabs), d = dl[c];
-        double q = numhi * numhi / (d >= tiny ? d : 1.0) * (1.0 + 8.0 * u);
-        double v = numhi <= 0.0 ? 0.0 : (d >= tiny ? q : INFINITY);
-        bnd[c] = xlo[c + 1] > xlo[c] ? v : -INFINITY;
-    }
+    /* corners (c, c + 1) with contiguous loads; the last column's right
+     * neighbour is itself */
+    for (c = 0; c < last; c++)
+        bnd[c] = GM_FN(gm_tr_bound1)(ga[c], ga[c + 1], gb[c], gb[c + 1], id[c],
+                                     xlo[c + 1] > xlo[c], u);
+    bnd[last] = GM_FN(gm_tr_bound1)(ga[last], ga[last], gb[last], gb[last], id[last],
+                                    xlo[last + 1] > xlo[last], u);
 }
 
 /* Evaluate every pixel of cell (r, c) for the keypoint whose grid dots are g
@@ -487,19 +506,28 @@ static void GM_FN(gm_tr_cell_eval)(const GM_FN(gm_tr_ws) *w, const GM_T *g, size
     }
 }
 
-/* Pixels of the cells whose bound reaches v.  O(h w). */
-static double GM_FN(gm_tr_left)(const GM_FN(gm_tr_ws) *w, const double *bnd, size_t ht,
-                                size_t wt, double v)
+/* Pixels of the cells whose bound reaches v (an integer sum: vectorized).
+ * O(h w). */
+static double GM_FN(gm_tr_left)(const GM_FN(gm_tr_ws) *w, const double *bnd, double v)
 {
-    double left = 0.0;
-    size_t r, c;
-    for (r = 0; r < ht; r++) {
-        double cols = 0.0;
-        for (c = 0; c < wt; c++)
-            cols += bnd[r * wt + c] >= v ? (double)(w->xlo[c + 1] - w->xlo[c]) : 0.0;
-        left += cols * (double)(w->ylo[r + 1] - w->ylo[r]);
-    }
-    return left;
+    const int64_t *area = w->area;
+    int64_t left = 0;
+    size_t i;
+    for (i = 0; i < w->hw; i++) left += bnd[i] >= v ? area[i] : 0;
+    return (double)left;
+}
+
+/* 1 if some of bnd[i..i+16) (within n) is > v (strict) or, with ge, >= v.
+ * O(16), vectorized. */
+static inline int GM_FN(gm_tr_any16)(const double *bnd, size_t i, size_t n, double v, int ge)
+{
+    int any = 0;
+    size_t j, e = i + 16 < n ? i + 16 : n;
+    if (ge)
+        for (j = i; j < e; j++) any |= bnd[j] >= v;
+    else
+        for (j = i; j < e; j++) any |= bnd[j] > v;
+    return any;
 }
 
 /* The best pixel of one keypoint (grid dots g): bound every cell, evaluate
@@ -526,9 +554,16 @@ static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, si
     int64_t bi = INT64_MAX;
     if (w->full_scan) return -1;
     for (r = 0; r < ht; r++) GM_FN(gm_tr_bound_row)(w, g, r, ht, wt, bnd + r * wt);
-    /* the GM_TR_TOP largest bounds, decreasing, ties in raster order */
+    /* the GM_TR_TOP largest bounds, decreasing, ties in raster order; once
+     * GM_TR_TOP are held, blocks of 16 with none above the smallest held
+     * are skipped at once (the same cells as one at a time) */
     for (c = 0; c < w->hw; c++) {
         double b = bnd[c];
+        if (nt == GM_TR_TOP && (c & 15) == 0 &&
+            !GM_FN(gm_tr_any16)(bnd, c, w->hw, bnd[top[nt - 1]], 0)) {
+            c += 15;
+            continue;
+        }
         if (b == -INFINITY || (nt == GM_TR_TOP && b <= bnd[top[nt - 1]])) continue;
         for (j = nt < GM_TR_TOP ? nt++ : GM_TR_TOP - 1; j > 0 && bnd[top[j - 1]] < b; j--)
             top[j] = top[j - 1];
@@ -539,15 +574,20 @@ static int64_t GM_FN(gm_tr_keypoint)(const GM_FN(gm_tr_ws) *w, const GM_T *g, si
         GM_FN(gm_tr_cell_eval)(w, g, cr, cc, wt, Wt, buf, &bv, &bi);
         done += (double)(w->ylo[cr + 1] - w->ylo[cr]) * (double)(w->xlo[cc + 1] - w->xlo[cc]);
         bnd[top[i]] = -INFINITY;
-        if (i == 0 && GM_FN(gm_tr_left)(w, bnd, ht, wt, (double)bv) > 0.5 * npix) return -1;
+        if (i == 0 && GM_FN(gm_tr_left)(w, bnd, (double)bv) > 0.5 * npix) return -1;
     }
     for (; i < nt; i++) bnd[top[i]] = -INFINITY;        /* below the best value */
-    left = GM_FN(gm_tr_left)(w, bnd, ht, wt, (double)bv);
+    left = GM_FN(gm_tr_left)(w, bnd, (double)bv);
     if (done + left > 0.25 * npix) return -1;
-    for (r = 0; r < ht; r++)
-        for (c = 0; c < wt; c++)
-            if (bnd[r * wt + c] >= (double)bv)
-                GM_FN(gm_tr_cell_eval)(w, g, r, c, wt, Wt, buf, &bv, &bi);
+    /* every other cell whose bound reaches the best value, in raster order
+     * (blocks of 16 below it skipped at once) */
+    for (c = 0; c < w->hw; c += 16) {
+        size_t e = c + 16 < w->hw ? c + 16 : w->hw;
+        if (!GM_FN(gm_tr_any16)(bnd, c, w->hw, (double)bv, 1)) continue;
+        for (i = c; i < e; i++)
+            if (bnd[i] >= (double)bv)
+                GM_FN(gm_tr_cell_eval)(w, g, i / wt, i % wt, wt, Wt, buf, &bv, &bi);
+    }
     return bi;
 }
 
@@ -766,8 +806,13 @@ static void GM_FN(gm_tr_axis_taps)(int64_t n_out, int64_t n_in, int *i0s, int *i
 static void GM_FN(gm_tr_taps)(GM_FN(gm_tr_ws) *w, size_t ht, size_t wt, int64_t Wt,
                               int64_t Ht)
 {
+    size_t r, c;
     GM_FN(gm_tr_axis_taps)(Wt, (int64_t)wt, w->c0, w->c1, w->b0, w->b1, w->xlo);
     GM_FN(gm_tr_axis_taps)(Ht, (int64_t)ht, w->r0, w->r1, w->a0, w->a1, w->ylo);
+    for (r = 0; r < ht; r++)
+        for (c = 0; c < wt; c++)
+            w->area[r * wt + c] = (int64_t)(w->ylo[r + 1] - w->ylo[r]) *
+                                  (int64_t)(w->xlo[c + 1] - w->xlo[c]);
 }
 
 /* Image sizes and keypoints of a transfer (see gm_transfer_check in
@@ -944,6 +989,11 @@ static int GM_FN(gm_tr_group)(const void *const *src_feats, int src_half,
         for (r = 0; r < ht; r++) {
             if (r + 1 < ht)
                 bad |= gm_f16_to_f32(trg_half + (r + 1) * row, tf + (r + 1) * row, row) != GM_OK;
+            if (r + 2 < ht) {   /* the row after: fetched from memory during this row's tables */
+                const char *nx = (const char *)(trg_half + (r + 2) * row);
+                size_t b;
+                for (b = 0; b < row * sizeof(uint16_t); b += 64) __builtin_prefetch(nx + b);
+            }
             GM_FN(gm_tr_gram_row)(&w, tf, r, ht, wt, dim);
         }
         if (bad) {

@@ -682,7 +682,7 @@ class PCKAccumulator:
         n_pairs = len(results)
         npts = np.array([r.n_points for r in results], dtype=np.int64)
         ngeo = np.array([r.n_geo for r in results], dtype=np.int64)
-        nc = (np.stack([r.n_correct for r in results]).astype(np.int64, copy=False)
+        nc = (np.array([r.n_correct for r in results], dtype=np.int64)
               if results else np.zeros((0, na), np.int64))
         n_points = int(npts.sum())
         n_correct = nc.sum(axis=0) if results else np.zeros(na, dtype=np.int64)
@@ -691,7 +691,7 @@ class PCKAccumulator:
         g = np.flatnonzero(ngeo > 0)
         n_geo = int(ngeo[g].sum())
         if len(g):
-            gc = np.stack([results[i].n_geo_correct for i in g]).astype(np.int64, copy=False)
+            gc = np.array([results[i].n_geo_correct for i in g], dtype=np.int64)
             n_geo_correct = gc.sum(axis=0)
             per_image_geo = gc / ngeo[g][:, None]
         else:
@@ -699,7 +699,7 @@ class PCKAccumulator:
             per_image_geo = np.zeros((0, na))
         with_bd = [r.breakdown for r in results if r.breakdown]
         has_bd = bool(with_bd)
-        bd = {key: (np.stack([b[key] for b in with_bd]).astype(np.int64, copy=False).sum(axis=0)
+        bd = {key: (np.array([b[key] for b in with_bd], dtype=np.int64).sum(axis=0)
                     if has_bd else np.zeros(na, dtype=np.int64)) for key in BREAKDOWN_KEYS}
         n_scored = len(per_image)
         out = {
