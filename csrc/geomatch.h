@@ -128,6 +128,17 @@ int gm_sgemm_avx512(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
                     const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
                     size_t ldc);
 int gm_sgemm_avx512_supported(void);
+/* gm_sgemm_avx512_abt: C = alpha A B^T (A m x k, lda >= k; B n x k, ldb >= k;
+ * C m x n, ldc >= n, overwritten), every element bit for bit what
+ * gm_sgemm_avx512(0, 1, m, n, k, alpha, a, lda, b, ldb, 0, c, ldc) computes
+ * (finite inputs), but computed as C^T = B A^T with B's rows read in place:
+ * B is never packed (transposed), A^T is packed into panels of 32 or 16
+ * columns.  For a small m and a large B read once (the keypoint transfer's
+ * grid dots: m keypoints, B the target map).  Threads over units of 28 rows
+ * of B; results identical for any thread count.  GM_ERR_INVALID (zero size,
+ * leading dimension too small, no AVX-512), GM_ERR_NOMEM.  O(m n k). */
+int gm_sgemm_avx512_abt(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                        const float *b, size_t ldb, float *c, size_t ldc);
 int gm_avx2_supported(void);
 int gm_sgemm_set_mode(int mode);
 int gm_sgemm_get_mode(void);
@@ -288,10 +299,14 @@ int gm_transfer_upsample_argmax_f64(const double *src_feat, const double *trg_fe
  * already, like the evaluation's feature loader: the scan reads the whole map
  * for the few vectors the keypoints use); GM_TRANSFER_FULL_SCAN evaluates
  * every pixel for every keypoint instead of the exact branch and bound over
- * grid cells (same results, bit for bit: for tests and benchmarks).  flags 0
+ * grid cells (same results, bit for bit: for tests and benchmarks);
+ * GM_TRANSFER_PACKED_GEMM computes the float32 grid dots with the packed
+ * gm_sgemm_avx512 (which transposes the target map) instead of
+ * gm_sgemm_avx512_abt (same bits: for tests and benchmarks).  flags 0
  * is gm_transfer_upsample_argmax. */
 #define GM_TRANSFER_SRC_FINITE 1
 #define GM_TRANSFER_FULL_SCAN 2
+#define GM_TRANSFER_PACKED_GEMM 4
 int gm_transfer_upsample_argmax_ex_f32(const float *src_feat, const float *trg_feat,
                                        const float *src_kps, const int64_t *src_size,
                                        const int64_t *trg_size, size_t batch, size_t hs,

@@ -116,6 +116,8 @@ typedef struct {
                            * core's AVX-512 GEMM); gm_tr_row skips them */
     int gram_ready;       /* tab already holds the Gram tables (built while a
                            * float16 target was converted); gm_tr_row skips them */
+    int packed_gemm;      /* GM_TRANSFER_PACKED_GEMM: grid dots through the
+                           * packed GEMM (the previous path, same bits) */
     int *dense;           /* nkps: 1 if keypoint k takes the full scan */
     int *dlist;           /* nkps: those keypoints, in increasing order */
     GM_T *bestv;          /* nthr x nkps: full scan, best of each thread's rows */
@@ -677,12 +679,19 @@ static int GM_FN(gm_tr_pair_q)(GM_FN(gm_tr_ws) *w, const GM_T *tf, size_t ht, si
      * g = q t' (nkps x dim @ dim x ht*wt), before the row tables.  Each value
      * is that kernel's sum over k (blocks fixed by dim alone), so it depends
      * neither on the thread count nor on nkps (how keypoints are grouped);
-     * other types and GEMM modes keep gm_tr_dot8's 16-lane sums. */
+     * other types and GEMM modes keep gm_tr_dot8's 16-lane sums.
+     * gm_sgemm_avx512_abt computes g' = t q' reading the map's rows in place
+     * (the packed GEMM would transpose the whole map on every call), with
+     * the packed GEMM's operations: the same bits (GM_TRANSFER_PACKED_GEMM
+     * takes the packed GEMM, for tests and benchmarks). */
     w->g_ready = 0;
 #if GM_IS_F32
     if (nkps > 0 && gm_sgemm_uses_avx512()) {
-        int rc = gm_sgemm_avx512(0, 1, nkps, ht * wt, dim, 1.0f, w->q, dim, tf, dim, 0.0f,
-                                 w->g, w->hw);
+        int rc = w->packed_gemm
+                     ? gm_sgemm_avx512(0, 1, nkps, ht * wt, dim, 1.0f, w->q, dim, tf, dim, 0.0f,
+                                       w->g, w->hw)
+                     : gm_sgemm_avx512_abt(nkps, ht * wt, dim, 1.0f, w->q, dim, tf, dim, w->g,
+                                           w->hw);
         if (rc == GM_ERR_NOMEM) return rc;
         w->g_ready = rc == GM_OK;
     }
@@ -895,6 +904,7 @@ int GM_FN(gm_transfer_upsample_argmax_ex)(const GM_T *src_feat, const GM_T *trg_
     status = GM_FN(gm_tr_ws_alloc)(&w, ht, wt, dim, nkps, maxw, maxh);
     if (status != GM_OK) return status;
     w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
+    w.packed_gemm = (flags & GM_TRANSFER_PACKED_GEMM) != 0;
     for (b = 0; b < batch && status == GM_OK; b++) {
         int64_t Ws = src_size[2 * b], Hs = src_size[2 * b + 1];
         int64_t Wt = trg_size[2 * b], Ht = trg_size[2 * b + 1];
@@ -936,6 +946,7 @@ static int GM_FN(gm_tr_group)(const void *const *src_feats, int src_half,
                                    (size_t)trg_size[1]);
     if (status != GM_OK) return status;
     w.full_scan = (flags & GM_TRANSFER_FULL_SCAN) != 0;
+    w.packed_gemm = (flags & GM_TRANSFER_PACKED_GEMM) != 0;
     out = gm_tr_alloc(total * 2 * sizeof(GM_T));
     if (src_half) conv = gm_tr_alloc(4 * dim * sizeof(GM_T));
     if (!out || (src_half && !conv)) {

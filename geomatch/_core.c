@@ -921,11 +921,14 @@ done:
 
 PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
              "transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size, *, "
-             "check_src=True, full_scan=False)\n--\n\n"
+             "check_src=True, full_scan=False, packed_gemm=False)\n--\n\n"
              "Exact upsample-argmax keypoint transfer (see geomatch.transfer); "
              "check_src=False skips the scan of src_feat for non-finite values (the "
              "caller has checked it); full_scan=True evaluates every pixel instead of the "
-             "branch and bound over grid cells (same results; for tests).");
+             "branch and bound over grid cells (same results; for tests); "
+             "packed_gemm=True computes the float32 grid dots with the packed AVX-512 GEMM "
+             "(which transposes the target map) instead of sgemm_abt's kernel (same results; "
+             "for tests and benchmarks).");
 
 /* transfer_upsample_argmax(src_feat, trg_feat, src_kps, src_size, trg_size):
  * src_feat (..., hs, ws, D), trg_feat (..., ht, wt, D), src_kps (..., K, 2),
@@ -934,16 +937,16 @@ PyDoc_STRVAR(py_transfer_upsample_argmax__doc__,
 static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"src_feat", "trg_feat", "src_kps", "src_size", "trg_size",
-                             "check_src", "full_scan", NULL};
+                             "check_src", "full_scan", "packed_gemm", NULL};
     PyObject *objs[3], *o_ss, *o_ts, *result = NULL;
-    int check_src = 1, full_scan = 0;
+    int check_src = 1, full_scan = 0, packed_gemm = 0;
     PyArrayObject *sf = NULL, *tf = NULL, *kp = NULL, *ss = NULL, *ts = NULL, *out = NULL;
     npy_intp dims[NPY_MAXDIMS];
     int type, nd, nlead, st = GM_OK;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$pp:transfer_upsample_argmax", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$ppp:transfer_upsample_argmax", kwlist,
                                      &objs[0], &objs[1], &objs[2], &o_ss, &o_ts, &check_src,
-                                     &full_scan))
+                                     &full_scan, &packed_gemm))
         return NULL;
     if ((type = gm_common_float_type(objs, tr_names, 3)) < 0) goto done;
     if (!(sf = gm_as_array(objs[0], type, "src_feat", 3, NPY_MAXDIMS - 1, 0))) goto done;
@@ -968,7 +971,8 @@ static PyObject *py_transfer_upsample_argmax(PyObject *self, PyObject *args, PyO
            (size_t)PyArray_DIM(sf, nlead + 1), (size_t)PyArray_DIM(tf, nlead),
            (size_t)PyArray_DIM(tf, nlead + 1), (size_t)PyArray_DIM(sf, nd - 1),
            (size_t)PyArray_DIM(kp, nlead),
-           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0),
+           (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0) |
+               (packed_gemm ? GM_TRANSFER_PACKED_GEMM : 0),
            PyArray_DATA(out));
     if (gm_failed(st, "transfer_upsample_argmax", tr_names, 5)) goto done;
     result = gm_steal(&out);
@@ -1210,12 +1214,13 @@ static PyObject *py_bf16_supported(PyObject *self, PyObject *unused)
 
 PyDoc_STRVAR(py_transfer_upsample_argmax_group__doc__,
              "transfer_upsample_argmax_group(src_feats, src_kps, src_sizes, trg_feat, trg_size, "
-             "*, check_src=True, full_scan=False)\n--\n\n"
+             "*, check_src=True, full_scan=False, work=None, packed_gemm=False)\n--\n\n"
              "transfer_upsample_argmax for several pairs sharing one target map: src_feats "
              "and src_kps are sequences of (hs, ws, D) maps and (K_p, 2) keypoints, "
              "src_sizes an (n, 2) integer array, trg_feat (ht, wt, D), trg_size (W, H).  "
              "Returns a list of (K_p, 2) arrays, each bit for bit the per-pair result.  "
-             "check_src and full_scan as for transfer_upsample_argmax.  When every map is "
+             "check_src, full_scan and packed_gemm as for transfer_upsample_argmax.  When every "
+             "map is "
              "float16 and the keypoints float32, the maps are read as they are (no float32 "
              "copies; results those of the float32 maps) and the target is converted into "
              "work (a float32 array of at least trg_feat's size, reused between calls) when "
@@ -1227,7 +1232,7 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
                                                    PyObject *kwds)
 {
     static char *kwlist[] = {"src_feats", "src_kps", "src_sizes", "trg_feat", "trg_size",
-                             "check_src", "full_scan", "work", NULL};
+                             "check_src", "full_scan", "work", "packed_gemm", NULL};
     PyObject *o_sf, *o_kp, *o_ss, *o_tf, *o_ts, *seq_sf = NULL, *seq_kp = NULL;
     PyObject *o_work = Py_None;
     float *work = NULL;
@@ -1238,12 +1243,13 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
     void **pout = NULL;
     size_t *nk = NULL;
     Py_ssize_t n = 0, i;
-    int check_src = 1, full_scan = 0, type = NPY_FLOAT32, st = GM_OK, half = 0, flags;
+    int check_src = 1, full_scan = 0, packed_gemm = 0, type = NPY_FLOAT32, st = GM_OK, half = 0;
+    int flags;
     size_t hs = 0, ws = 0, dim;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$ppO:transfer_upsample_argmax_group",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|$ppOp:transfer_upsample_argmax_group",
                                      kwlist, &o_sf, &o_kp, &o_ss, &o_tf, &o_ts, &check_src,
-                                     &full_scan, &o_work))
+                                     &full_scan, &o_work, &packed_gemm))
         return NULL;
     if (!(seq_sf = PySequence_Fast(o_sf, "src_feats must be a sequence of arrays"))) goto done;
     if (!(seq_kp = PySequence_Fast(o_kp, "src_kps must be a sequence of arrays"))) goto done;
@@ -1322,7 +1328,8 @@ static PyObject *py_transfer_upsample_argmax_group(PyObject *self, PyObject *arg
         pout[i] = PyArray_DATA(o);
         nk[i] = (size_t)dims[0];
     }
-    flags = (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0);
+    flags = (check_src ? 0 : GM_TRANSFER_SRC_FINITE) | (full_scan ? GM_TRANSFER_FULL_SCAN : 0) |
+            (packed_gemm ? GM_TRANSFER_PACKED_GEMM : 0);
     if (o_work != Py_None) {
         PyArrayObject *wa;
         if (!(wa = gm_ndarray_of(o_work, NPY_FLOAT32, "work"))) goto done;
@@ -1644,6 +1651,52 @@ static PyObject *py_gemm(PyObject *self, PyObject *args)
     GM_RUN(st, type, gm_gemm, trans_a, trans_b, m, n, k, alpha, PyArray_DATA(a), lda,
            PyArray_DATA(b), ldb, beta, PyArray_DATA(c), ldc);
     if (gm_failed(st, "gemm", names, 3)) goto done;
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    return result;
+}
+
+PyDoc_STRVAR(py_sgemm_abt__doc__,
+             "sgemm_abt(a, b, c, alpha)\n--\n\n"
+             "c = alpha a b.T in place, float32 (a m x k, b n x k, c m x n, contiguous rows), "
+             "with the AVX-512 kernel that reads b's rows in place (gm_sgemm_avx512_abt, the "
+             "transfer's grid dots): bit for bit gemm(a, b, c, False, True, alpha, 0.0) with "
+             "the AVX-512 GEMM.  ValueError on a CPU without AVX-512.");
+
+static PyObject *py_sgemm_abt(PyObject *self, PyObject *args)
+{
+    static const char *const names[] = {"a", "b", "c"};
+    PyObject *oa, *ob, *oc, *result = NULL;
+    int st;
+    double alpha;
+    PyArrayObject *a, *b, *c;
+    size_t lda, ldb, ldc;
+    if (!PyArg_ParseTuple(args, "OOOd:sgemm_abt", &oa, &ob, &oc, &alpha)) return NULL;
+    if (gm_matrix_operand(oa, NPY_FLOAT32, "a", 0, &a, &lda) < 0
+        || gm_matrix_operand(ob, NPY_FLOAT32, "b", 0, &b, &ldb) < 0
+        || gm_matrix_operand(oc, NPY_FLOAT32, "c", 1, &c, &ldc) < 0)
+        return NULL;
+    size_t m = (size_t)PyArray_DIM(a, 0), k = (size_t)PyArray_DIM(a, 1);
+    size_t n = (size_t)PyArray_DIM(b, 0);
+    if ((size_t)PyArray_DIM(b, 1) != k || (size_t)PyArray_DIM(c, 0) != m
+        || (size_t)PyArray_DIM(c, 1) != n) {
+        gm_set_error(PyExc_ValueError, "sgemm_abt: shapes do not match: a is %zu x %zu, "
+                     "b %zd x %zd, c %zd x %zd", m, k, (Py_ssize_t)PyArray_DIM(b, 0),
+                     (Py_ssize_t)PyArray_DIM(b, 1), (Py_ssize_t)PyArray_DIM(c, 0),
+                     (Py_ssize_t)PyArray_DIM(c, 1));
+        return NULL;
+    }
+    if (!gm_sgemm_avx512_supported()) {
+        gm_set_error(PyExc_ValueError, "sgemm_abt needs a CPU (and OS) with AVX-512 "
+                     "(F, BW, VL, DQ); this one has none");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = gm_sgemm_avx512_abt(m, n, k, (float)alpha, PyArray_DATA(a), lda, PyArray_DATA(b),
+                             ldb, PyArray_DATA(c), ldc);
+    Py_END_ALLOW_THREADS
+    if (gm_failed(st, "sgemm_abt", names, 3)) goto done;
     Py_INCREF(Py_None);
     result = Py_None;
 done:
@@ -1983,6 +2036,7 @@ static PyMethodDef gm_methods[] = {
     GM_FUNC(nn_linear_bf16, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(nn_attention_bf16, METH_VARARGS | METH_KEYWORDS),
     GM_FUNC(gemm, METH_VARARGS),
+    GM_FUNC(sgemm_abt, METH_VARARGS),
     GM_FUNC(head_attention_fwd, METH_VARARGS),
     GM_FUNC(head_attention_bwd, METH_VARARGS),
     GM_FUNC(layernorm_fwd, METH_VARARGS),

@@ -170,6 +170,60 @@ def test_avx512_kernel_sums_k_in_an_order_fixed_by_k(restore_sgemm, restore_thre
     np.testing.assert_array_equal(whole, parts)
 
 
+@pytest.mark.parametrize("k", [768, 100, 385, 1000, 1, 16, KC - 1, KC, 2 * KC + 1])
+def test_sgemm_abt_is_the_packed_gemm_bit_for_bit(k, restore_sgemm, restore_threads):
+    """The transfer's grid dots g = q t' (q: keypoints x D, t: the map, h*w x D):
+    sgemm_abt (gm_sgemm_avx512_abt) reads t's rows in place and must give the
+    packed GEMM's bits exactly (the same k blocks and FMA chains), for every
+    number of keypoints 1..100 (16- and 32-column panels, both edges), small
+    and SPair-sized maps (14-row tiles, partial last tile), padded rows, 1 and
+    2 threads; and both stay within the float32 bound of a float64 product."""
+    if not AVX512:
+        with pytest.raises(ValueError, match="AVX-512"):
+            _core.sgemm_abt(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32),
+                            np.empty((2, 2), np.float32), 1.0)
+        return
+    gm.set_sgemm("avx512")
+    rng = np.random.default_rng(k)
+    for n, pad in ((1369, 0), (13, 3), (1, 0), (29, 5)):
+        t = _operand(rng, n, k, False, pad)
+        t[0, 0] = -0.0
+        for m in range(1, 101):
+            if n != 1369 and m % 7 not in (1, 2) and m not in (15, 16, 17, 31, 32, 33, 80):
+                continue
+            q = _operand(rng, m, k, False, pad)
+            want = np.full((m, n + pad), np.nan, np.float32)[:, :n]
+            _core.gemm(q, t, want, False, True, 1.0, 0.0)
+            for threads in (1, 2):
+                gm.set_num_threads(threads)
+                got = np.full((m, n + pad), np.nan, np.float32)
+                _core.sgemm_abt(q, t, got[:, :n], 1.0)
+                np.testing.assert_array_equal(got[:, :n].view(np.uint32), want.view(np.uint32),
+                                              err_msg=f"m {m} n {n} k {k} threads {threads}")
+                assert np.isnan(got[:, n:]).all()           # the padding untouched
+            if m in (1, 17, 80, 100):
+                Q, T = q.astype(np.float64), t.astype(np.float64)
+                bound = (k + 2) * EPS * (np.abs(Q) @ np.abs(T).T)
+                assert (np.abs(got[:, :n] - Q @ T.T) <= bound).all()
+    a = _operand(rng, 37, 2 * KC + 5, False, 3)
+    b = _operand(rng, 45, 2 * KC + 5, False, 1)
+    want = np.empty((37, 45), np.float32)
+    got = np.empty((37, 45), np.float32)
+    _core.gemm(a, b, want, False, True, -0.75, 0.0)
+    _core.sgemm_abt(a, b, got, -0.75)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    got = np.empty((3, 2), np.float32)
+    _core.sgemm_abt(np.ones((3, 4), np.float32), np.full((2, 4), 2, np.float32), got, -0.5)
+    np.testing.assert_array_equal(got, np.full((3, 2), -4.0))
+    with pytest.raises(ValueError, match="shapes"):
+        _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 5), np.float32), got, 1.0)
+    with pytest.raises(TypeError, match="b"):
+        _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 4)), got, 1.0)
+    with pytest.raises(ValueError, match="c"):
+        _core.sgemm_abt(np.ones((3, 4), np.float32), np.ones((2, 4), np.float32),
+                        np.empty((2, 3), np.float32).T, 1.0)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_nn_linear_in_both_modes(mode, restore_sgemm, restore_threads):
     """The backbone's linear layer (bias, GELU, accumulate) on the chosen GEMM."""

@@ -371,3 +371,63 @@ def test_group_is_per_pair_each_gemm(mode):
         test_group_is_per_pair(np.float32)
     finally:
         gm.set_sgemm(prev)
+
+
+# --------------------------------------------------------------------------
+# float32 grid dots: the map read in place (sgemm_abt) = the packed GEMM
+# (the GEMM's values themselves: tests/test_sgemm.py)
+# --------------------------------------------------------------------------
+
+def _avx512_or_skip():
+    from geomatch.runtime.config import _SGEMM_MODES
+    prev = _SGEMM_MODES[_core.get_sgemm()[0]]
+    try:
+        gm.set_sgemm("avx512")
+    except ValueError:
+        pytest.skip("no AVX-512 on this CPU")
+    return prev
+
+
+@pytest.mark.parametrize("d", [768, 100, 385, 1000])
+def test_grid_dots_in_place_same_predictions_as_packed_gemm(d):
+    """Predictions of the float32 transfer with the grid dots read in place
+    (default) and through the packed GEMM (packed_gemm=True, the previous
+    path): bit for bit, per pair and grouped (float32 and float16 maps),
+    branch and bound and full scan, for 1..100 keypoints, small and
+    SPair-sized grids, 1 and 2 threads."""
+    prev = _avx512_or_skip()
+    rng = np.random.default_rng(d)
+    try:
+        for (ht, wt), kind in (((5, 7), "smooth"), ((37, 37), "shared"), ((2, 1), "normal")):
+            tf = _features(rng, kind, ht, wt, d, np.float32)
+            sf = _features(rng, kind, 6, 5, d, np.float32)
+            ts, ss = np.array([51, 44]), np.array([30, 41])
+            for nk in (1, 15, 16, 17, 31, 32, 33, 80, 100):
+                kps = np.stack([rng.uniform(0, 30, nk), rng.uniform(0, 41, nk)],
+                               1).astype(np.float32)
+                for threads in (1, 2):
+                    gm.set_num_threads(threads)
+                    for full in (False, True):
+                        a = _core.transfer_upsample_argmax(sf, tf, kps, ss, ts, full_scan=full)
+                        b = _core.transfer_upsample_argmax(sf, tf, kps, ss, ts, full_scan=full,
+                                                           packed_gemm=True)
+                        np.testing.assert_array_equal(a, b)
+                    cut = nk // 3
+                    grp = [_core.transfer_upsample_argmax_group(
+                        [sf, sf], [kps[:cut], kps[cut:]], np.array([ss, ss]), tf, ts,
+                        packed_gemm=packed) for packed in (False, True)]
+                    for x, y, part in zip(grp[0], grp[1], (kps[:cut], kps[cut:])):
+                        np.testing.assert_array_equal(x, y)
+                        if len(part):
+                            np.testing.assert_array_equal(
+                                x, _core.transfer_upsample_argmax(sf, tf, part, ss, ts))
+                    np.testing.assert_array_equal(np.concatenate(grp[0]), a)
+                    # float16 maps (the evaluation's path: the target converted into work)
+                    h16 = [_core.transfer_upsample_argmax_group(
+                        [sf.astype(np.float16)], [kps], np.array([ss]), tf.astype(np.float16),
+                        ts, work=np.empty(tf.size, np.float32), packed_gemm=packed)[0]
+                        for packed in (False, True)]
+                    np.testing.assert_array_equal(h16[0], h16[1])
+    finally:
+        gm.set_num_threads(2)
+        gm.set_sgemm(prev)

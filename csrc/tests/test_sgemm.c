@@ -130,10 +130,72 @@ static void test_errors_and_peak(void)
     GM_CHECK(gm_fma_peak_gflops(128, 1000, 1) < 0);
 }
 
+/* gm_sgemm_avx512_abt (B read in place, C^T computed) against
+ * gm_sgemm_avx512(0, 1, ...) (B packed): the same bits for every m around
+ * the 16/32-column panels, k around the 16-value chunks and the k blocks,
+ * n around the 14-row tiles, strided operands, alpha, and 1..3 threads;
+ * C's padding untouched. */
+static void check_abt(size_t m, size_t n, size_t k, float alpha, size_t pad)
+{
+    size_t lda = k + pad, ldb = k + 2 * pad, ldc = n + pad;
+    float *a = gm_test_xmalloc(m * lda * sizeof(float));
+    float *b = gm_test_xmalloc(n * ldb * sizeof(float));
+    float *c = gm_test_xmalloc(m * ldc * sizeof(float));
+    float *c0 = gm_test_xmalloc(m * ldc * sizeof(float));
+    for (size_t i = 0; i < m * lda; i++) a[i] = (float)rnd();
+    for (size_t i = 0; i < n * ldb; i++) b[i] = (float)rnd();
+    /* exact zeros and signed zeros too: products of -0 and +0 terms */
+    a[0] = -0.0f;
+    b[ldb - 1 - pad] = 0.0f;
+    for (size_t i = 0; i < m * ldc; i++) c0[i] = c[i] = NAN;
+    GM_CHECK(gm_sgemm_avx512(0, 1, m, n, k, alpha, a, lda, b, ldb, 0.0f, c0, ldc) == GM_OK);
+    int before = gm_get_num_threads(), same = 1;
+    for (int t = 1; t <= 3; t++) {
+        gm_set_num_threads(t);
+        GM_CHECK(gm_sgemm_avx512_abt(m, n, k, alpha, a, lda, b, ldb, c, ldc) == GM_OK);
+        if (memcmp(c, c0, m * ldc * sizeof(float)) != 0) same = 0;
+    }
+    gm_set_num_threads(before);
+    GM_CHECK(same);
+    if (!same) fprintf(stderr, "  abt m %zu n %zu k %zu pad %zu: bits differ\n", m, n, k, pad);
+    free(a);
+    free(b);
+    free(c);
+    free(c0);
+}
+
+static void test_abt_bitwise(void)
+{
+    if (!gm_sgemm_avx512_supported()) {
+        float x[4] = {1, 2, 3, 4}, y[4];
+        GM_CHECK(gm_sgemm_avx512_abt(2, 2, 2, 1.0f, x, 2, x, 2, y, 2) == GM_ERR_INVALID);
+        return;
+    }
+    static const size_t ms[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 80, 100};
+    static const size_t ks[] = {1, 7, 16, 100, 383, 384, 385, 768, 1000};
+    static const size_t ns[] = {1, 13, 14, 15, 29, 97};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        for (size_t j = 0; j < sizeof ks / sizeof ks[0]; j++)
+            check_abt(ms[i], ns[(i + j) % 6], ks[j], 1.0f, (i + j) % 3);
+    for (size_t mm = 1; mm <= 100; mm += 3) check_abt(mm, 43, 385, 1.0f, 0);
+    check_abt(80, 1369, 768, 1.0f, 0);
+    check_abt(37, 200, 769, -0.75f, 5);
+    float x[4] = {1, 2, 3, 4}, y[4] = {9, 9, 9, 9};
+    GM_CHECK(gm_sgemm_avx512_abt(0, 2, 2, 1.0f, x, 2, x, 2, y, 2) == GM_ERR_INVALID);
+    GM_CHECK(gm_sgemm_avx512_abt(2, 2, 2, 1.0f, x, 1, x, 2, y, 2) == GM_ERR_INVALID);
+    GM_CHECK(gm_sgemm_avx512_abt(2, 2, 2, 1.0f, x, 2, x, 2, y, 1) == GM_ERR_INVALID);
+    GM_CHECK(gm_sgemm_avx512_abt(2, 2, 2, 0.0f, x, 2, x, 2, y, 2) == GM_OK);
+    GM_CHECK(y[0] == 0.0f && y[3] == 0.0f);
+    /* A B^T: rows (1 2), (3 4) against themselves */
+    GM_CHECK(gm_sgemm_avx512_abt(2, 2, 2, 1.0f, x, 2, x, 2, y, 2) == GM_OK);
+    GM_CHECK(y[0] == 5.0f && y[1] == 11.0f && y[2] == 11.0f && y[3] == 25.0f);
+}
+
 int main(void)
 {
     GM_RUN(test_modes_transposes_sizes);
     GM_RUN(test_threads_identical);
     GM_RUN(test_errors_and_peak);
+    GM_RUN(test_abt_bitwise);
     return gm_test_summary();
 }
