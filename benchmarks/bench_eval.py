@@ -16,9 +16,10 @@ measured in the same run (issue 16).  The limits are measured again at the end
 and the higher sgemm rate is used (the machine's load changes during a run).
 Printed as well: the rate per CPU-second (the process's CPU time, all
 threads), and the transfer kernel alone over the split's target groups
-(``_core.transfer_upsample_argmax_group``, features already in memory), once
-with the cell bounds and once with ``full_scan=True`` (every pixel: the cost when
-the bounds do not prune, as on smooth feature maps; random maps prune well).
+(``_core.transfer_upsample_argmax_group`` on the float16 maps, as the
+evaluation calls it, features already in memory), once with the cell bounds
+and once with ``full_scan=True`` (every pixel: the cost when the bounds do not
+prune, as on smooth feature maps; random maps prune well).
 """
 from __future__ import annotations
 
@@ -219,8 +220,9 @@ def main(argv=None) -> int:
 def _kernel_only(pairs, cache, n_groups, full_scan=False):
     """The upsample-argmax kernel alone on the first ``n_groups`` target groups
     of the split, as the evaluation calls it (one group call per target, the
-    pipeline's frames and keypoints), features converted beforehand.  Returns
-    (seconds, groups, pairs, CPU seconds, credited flops)."""
+    pipeline's frames and keypoints, the cache's float16 maps as they are,
+    one reused float32 buffer for the converted target), features read
+    beforehand.  Returns (seconds, groups, pairs, CPU seconds, credited flops)."""
     from geomatch import _core
     from geomatch.eval import evaluate as E
 
@@ -228,25 +230,26 @@ def _kernel_only(pairs, cache, n_groups, full_scan=False):
     groups = list(E._target_groups([pairs[i] for i in order]))[:n_groups]
     feats = {}
     calls, n_pairs, n_kps = [], 0, 0
+    manifest = cache.manifest
     for g in groups:
         items = []
-        for p in g:
-            pts = E._prepare_points(p.src.keypoints, p.src.visible, p.src.size, p.trg.size,
-                                    cache.manifest)
+        for p, pts in zip(g, E._prepare_group(g, manifest)):
             if pts is not None:
                 items.append((p.src.key, pts))
                 n_kps += len(pts.kps)
             for k in (p.src.key, p.trg.key):
                 if k not in feats:
-                    feats[k] = np.asarray(cache.get(k), dtype=np.float32)
+                    feats[k] = cache.read(k)
         n_pairs += len(g)
         if items:
             calls.append(([feats[k] for k, _ in items], [pts.kps for _, pts in items],
                           np.array([pts.ssize for _, pts in items], np.int64),
                           feats[g[0].trg.key], np.array(items[0][1].tsize, np.int64)))
+    work = np.empty(max((c[3].size for c in calls), default=1), np.float32)
     t0, c0 = time.perf_counter(), time.process_time()
     for c in calls:
-        _core.transfer_upsample_argmax_group(*c, check_src=False, full_scan=full_scan)
+        _core.transfer_upsample_argmax_group(*c, check_src=False, full_scan=full_scan,
+                                             work=work)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     return dt, len(groups), n_pairs, dc, n_kps * 2.0 * GRID[0] * GRID[1] * DIM
 
