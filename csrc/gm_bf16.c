@@ -179,9 +179,19 @@ GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
 {
     size_t panels = (dout + GM_BF16_PANEL - 1) / GM_BF16_PANEL;
     size_t pairs = (panels + 1) / 2;             /* 32-column blocks */
-    /* row blocks of 64 rows x column pairs: independent tiles (each output
-     * element is computed by exactly one of them, in a fixed order) */
-    size_t rb = 64, nrb = (n + rb - 1) / rb;
+    /* row blocks x column pairs: independent tiles (each output element is
+     * computed by exactly one of them, in a fixed order, so the blocking
+     * does not change any value).  A row block's activations take about
+     * 384 KB (in the 1 MB L2 beside a panel pair), so the weights stream
+     * from the outer caches once per row block: ceil(n / rb) times per
+     * call; blocks of equal size (multiples of GM_BF16_MR rows) keep the
+     * threads' shares even. */
+    size_t rbmax = (384u << 10) / (kp * 4 > 0 ? kp * 4 : 1);
+    rbmax = rbmax < GM_BF16_MR ? GM_BF16_MR : (rbmax > 512 ? 512 : rbmax);
+    size_t nrb = (n + rbmax - 1) / rbmax;
+    size_t rb = (n + nrb - 1) / nrb;
+    rb = (rb + GM_BF16_MR - 1) / GM_BF16_MR * GM_BF16_MR;
+    nrb = (n + rb - 1) / rb;
     long ntiles = (long)(nrb * pairs);
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
     for (long t = 0; t < ntiles; t++) {
