@@ -227,3 +227,38 @@ def test_grouped_path_many_workers_tiny_lru(setup):
     np.testing.assert_array_equal(_preds(res), _preds(ref))
 
 
+
+
+def test_heads_on_the_worker_threads(setup):
+    """Maps are read (and head-transformed) on the workers: a callable that is
+    not geomatch's AttentionHead is never run by two threads at once, and
+    every head gives the same predictions whatever the number of workers."""
+    import threading
+    import time
+
+    from geomatch.model.head import AttentionHead, HeadConfig
+
+    ds, cache = setup
+    state = {"in": 0, "overlap": 0}
+    lock = threading.Lock()
+
+    def fragile(f):                               # e.g. a head with a shared buffer
+        with lock:
+            state["in"] += 1
+            state["overlap"] |= state["in"] > 1
+        time.sleep(0.001)
+        out = np.asarray(f, np.float32)[..., ::-1] * 2
+        with lock:
+            state["in"] -= 1
+        return out
+
+    head = AttentionHead(HeadConfig(in_dim=DIM, dim=16, out_dim=8, num_heads=2, mlp_dim=16,
+                                    attn_dim=8), seed=0)
+    for h in (fragile, head):
+        ref = E.evaluate(ds, "test", cache, mode="upsample-argmax", progress=False,
+                         workers=1, head=h)
+        for workers in (2, 4):
+            res = E.evaluate(ds, "test", cache, mode="upsample-argmax", progress=False,
+                             workers=workers, head=h, lru_bytes=1)
+            np.testing.assert_array_equal(_preds(res), _preds(ref))
+    assert state["overlap"] == 0

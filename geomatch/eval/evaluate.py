@@ -166,6 +166,12 @@ class EvalResult:
 _WORK = threading.local()
 
 
+def _is_attention_head(fn) -> bool:
+    from ..model.head import AttentionHead
+
+    return isinstance(fn, AttentionHead)
+
+
 class _FeatureLRU:
     """float32 (optionally head-transformed) feature maps, least-recently-used, by bytes.
 
@@ -187,6 +193,10 @@ class _FeatureLRU:
         self.nbytes = 0
         self.spare: Optional[np.ndarray] = None
         self.lock = threading.Lock()
+        # maps may be loaded by several threads: geomatch's AttentionHead is
+        # stateless at inference and runs concurrently; any other callable
+        # is applied by one thread at a time
+        self.head_lock = None if head is None or _is_attention_head(head) else threading.Lock()
 
     def _take_spare(self, shape, dtype) -> np.ndarray:
         with self.lock:
@@ -234,7 +244,11 @@ class _FeatureLRU:
                 return arr
         arr = self._load(key, bool(flipped))
         if self.head is not None:
-            arr = np.asarray(self.head(arr), dtype=np.float32)
+            if self.head_lock is None:
+                arr = np.asarray(self.head(arr), dtype=np.float32)
+            else:
+                with self.head_lock:
+                    arr = np.asarray(self.head(arr), dtype=np.float32)
             if arr.ndim != 3:
                 raise ValueError(f"head must return an (h, w, E) array, got shape {arr.shape}")
             if not np.all(np.isfinite(arr)):
