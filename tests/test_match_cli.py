@@ -71,8 +71,8 @@ def test_match_without_points_uses_a_grid_and_reads_points_files(setup):
     assert json.load(open(os.path.join(d, "f", "matches.json")))["points"] == [[1, 2], [10, 20]]
 
 
-@pytest.mark.parametrize("case", ["outside", "not-image", "missing", "model", "badpoint",
-                                  "head-dim", "huge-grid"])
+@pytest.mark.parametrize("case", ["outside", "negative", "not-image", "missing", "model",
+                                  "badpoint", "head-dim", "huge-grid"])
 def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
     d, src, trg, w = setup
     out = tmp_path / "out"
@@ -81,6 +81,7 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"\x89PNG but not really")
     args = {"outside": [src, trg, "--points", "1,1", "64,3"],
+            "negative": [src, trg, "--points", "-1,3"],
             "not-image": [src, str(junk), "--points", "1,1"],
             "missing": [str(tmp_path / "nope.jpg"), trg, "--points", "1,1"],
             "model": [src, trg, "--model", "vits14", "--points", "1,1"],
@@ -95,7 +96,7 @@ def test_bad_input_one_line_nonzero_nothing_written(setup, case, tmp_path):
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    expect = {"outside": "point 1", "not-image": "junk.png", "missing": "nope.jpg",
+    expect = {"outside": "point 1", "negative": "point 0", "not-image": "junk.png", "missing": "nope.jpg",
               "model": "vits14", "badpoint": "1;2;3", "head-dim": "h.npz",
               "huge-grid": "--grid"}[case]
     assert expect in lines[0]
@@ -114,3 +115,17 @@ def test_match_other_mode_and_float32_viewer(setup):
     np.testing.assert_allclose(doc["matches"], want, rtol=0, atol=1e-6)
     html = open(os.path.join(d, "soft", "viewer.html"), encoding="utf-8").read()
     assert '"precision":"float32"' in html
+
+
+def test_negative_point_is_a_point_not_an_option():
+    """`--points -1,3` used to stop argparse ('expected at least one
+    argument'): a token that looks like a point is a value."""
+    from geomatch.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["match", "a.png", "b.png", "--weights", "w.pth",
+                         "--points", "-1,3", "4,-5.5", "-2.5e-1,7"])
+    assert args.points == ["-1,3", "4,-5.5", "-2.5e-1,7"]
+    args = p.parse_args(["match", "a.png", "b.png", "--weights", "w.pth", "--points", "1,2",
+                         "--grid", "3"])
+    assert args.points == ["1,2"] and args.grid == 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import List
@@ -118,6 +119,12 @@ def configure_parser(parser) -> None:
 
     parser.add_argument("src", metavar="SRC", help="source image file")
     parser.add_argument("trg", metavar="TRG", help="target image file")
+    # "--points -1,3" is a point (then refused with the image size in the
+    # message), not an unknown option: argparse takes a token that starts
+    # with "-" for a value only when it looks like a negative number
+    if hasattr(parser, "_negative_number_matcher"):
+        parser._negative_number_matcher = re.compile(
+            r"^-\d+$|^-\d*\.\d+$|^-?[\d.]+(e-?\d+)?,-?[\d.]+(e-?\d+)?$")
     add_backbone_arguments(parser, head=True)
     pts = parser.add_mutually_exclusive_group()
     pts.add_argument("--points", nargs="+", metavar="X,Y", default=None,
