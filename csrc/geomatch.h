@@ -429,7 +429,21 @@ size_t gm_bf16_packed_size(size_t din, size_t dout);
 int gm_bf16_pack_weight(const float *w, size_t din, size_t dout, uint16_t *out);
 int gm_nn_linear_bf16(const float *x, size_t n, size_t din, const uint16_t *wpack,
                       const float *b, size_t dout, int act, int accumulate, float *y);
+/* gm_nn_linear_bf16 with bfloat16 activations on either side (their bits as
+ * uint16, n rows of din / dout values, din and dout even): x16 (or, when
+ * x16 is NULL, x converted as gm_nn_linear_bf16 converts it) in, and, when
+ * y16 is not NULL, act(x W^T + b) rounded to bfloat16 (nearest even) written
+ * to y16 instead of y (accumulate must be 0; dout a multiple of 32).  The
+ * bits are those of gm_nn_linear_bf16 followed by its own rounding of the
+ * result for the next layer, without the float32 pass in between.  O(n din
+ * dout). */
+int gm_nn_linear_bf16_io(const float *x, const uint16_t *x16, size_t n, size_t din,
+                         const uint16_t *wpack, const float *b, size_t dout, int act,
+                         int accumulate, float *y, uint16_t *y16);
 void gm_nn_gelu_rows_f32(float *y, size_t n, size_t d, int nthreads);
+/* Exact GELU in place over n floats (the function every GELU pass of the
+ * bf16 path runs).  O(n). */
+void gm_nn_gelu_f32(float *y, size_t n);
 /* gm_nn_attention_f32 with q, k, v and the probabilities rounded to bfloat16,
  * float32 accumulation and softmax; flash-style (no n x n score matrix, one
  * 64-key block at a time); head dimension 64 only (GM_ERR_INVALID

@@ -173,9 +173,28 @@ gm_bf16_store(__m512 acc[GM_BF16_MR][2], int mr, int np, float *y, size_t ldy, s
     default: GM_BF16_CASE(1, NP); break;                                              \
     }
 
-GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
-                                        const uint32_t *wp, const float *b, size_t dout,
-                                        int accumulate, float *y, int nthreads)
+/* The bf16 epilogue of one 32-column tile of rows [r0, r1): tmp holds
+ * (r1 - r0) x 32 floats acc + b; GELU (when act) over them with the one
+ * GELU function, then rounded to bfloat16 (nearest even) into y16 (ld
+ * dout).  O(rows). */
+GM_BF16_TARGET static void gm_bf16_store16(float *tmp, size_t rows, int act, uint16_t *y16,
+                                           size_t dout, size_t col0)
+{
+    if (act == GM_NN_ACT_GELU) gm_nn_gelu_f32(tmp, rows * 2 * GM_BF16_PANEL);
+    for (size_t r = 0; r < rows; r++) {
+        const float *t = tmp + r * 2 * GM_BF16_PANEL;
+        uint16_t *o = y16 + r * dout + col0;
+        __m256bh lo = _mm512_cvtneps_pbh(_mm512_loadu_ps(t));
+        __m256bh hi = _mm512_cvtneps_pbh(_mm512_loadu_ps(t + GM_BF16_PANEL));
+        _mm256_storeu_si256((__m256i *)o, (__m256i)lo);
+        _mm256_storeu_si256((__m256i *)(o + GM_BF16_PANEL), (__m256i)hi);
+    }
+}
+
+GM_BF16_TARGET static int gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
+                                       const uint32_t *wp, const float *b, size_t dout,
+                                       int accumulate, float *y, int nthreads, int act,
+                                       uint16_t *y16)
 {
     size_t panels = (dout + GM_BF16_PANEL - 1) / GM_BF16_PANEL;
     size_t pairs = (panels + 1) / 2;             /* 32-column blocks */
@@ -193,24 +212,59 @@ GM_BF16_TARGET static void gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
     rb = (rb + GM_BF16_MR - 1) / GM_BF16_MR * GM_BF16_MR;
     nrb = (n + rb - 1) / rb;
     long ntiles = (long)(nrb * pairs);
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
-    for (long t = 0; t < ntiles; t++) {
-        size_t jp = (size_t)t % pairs, ib = (size_t)t / pairs;
-        size_t col0 = jp * 2 * GM_BF16_PANEL;
-        int np = (jp * 2 + 1 < panels) ? 2 : 1;
-        const uint32_t *bp = wp + jp * 2 * kp * GM_BF16_PANEL;
-        size_t r1 = (ib + 1) * rb < n ? (ib + 1) * rb : n;
-        for (size_t r0 = ib * rb; r0 < r1; r0 += GM_BF16_MR) {
-            const uint32_t *a = xa + r0 * kp;
-            float *yt = y + r0 * dout;
-            int mr = (int)(r1 - r0 < GM_BF16_MR ? r1 - r0 : GM_BF16_MR);
-            if (np == 2) {
-                GM_BF16_ROWS(2)
-            } else {
-                GM_BF16_ROWS(1)
-            }
+    int fail = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        /* bf16 output: each tile's rows x 32 floats go through tmp (this
+         * thread's), then GELU and the rounding (gm_bf16_store16) */
+        float *tmp = y16 ? (float *)aligned_alloc(64, rb * 2 * GM_BF16_PANEL * sizeof(float))
+                         : NULL;
+        if (y16 && !tmp) {
+#pragma omp atomic write
+            fail = 1;
         }
+#pragma omp for schedule(static)
+        for (long t = 0; t < ntiles; t++) {
+            size_t jp = (size_t)t % pairs, ib = (size_t)t / pairs;
+            size_t col0 = jp * 2 * GM_BF16_PANEL;
+            int np = (jp * 2 + 1 < panels) ? 2 : 1;
+            const uint32_t *bp = wp + jp * 2 * kp * GM_BF16_PANEL;
+            size_t r1 = (ib + 1) * rb < n ? (ib + 1) * rb : n;
+            if (y16 && !tmp) continue;
+            for (size_t r0 = ib * rb; r0 < r1; r0 += GM_BF16_MR) {
+                const uint32_t *a = xa + r0 * kp;
+                int mr = (int)(r1 - r0 < GM_BF16_MR ? r1 - r0 : GM_BF16_MR);
+                if (y16) {
+                    /* the tile's rows in tmp (ld 32, columns from 0) */
+                    float *yt = tmp + (r0 - ib * rb) * 2 * GM_BF16_PANEL;
+                    size_t c0 = col0;
+                    const float *bb = b ? b + c0 : NULL;
+                    __m512 acc[GM_BF16_MR][2];
+#define GM_BF16_CASE16(MR)                                                            \
+    case MR:                                                                          \
+        gm_bf16_tile(a, kp, bp, kp, MR, 2, acc);                                      \
+        gm_bf16_store(acc, MR, 2, yt, 2 * GM_BF16_PANEL, 0, 2 * GM_BF16_PANEL, bb, 0); \
+        break;
+                    switch (mr) {
+                    GM_BF16_CASE16(8) GM_BF16_CASE16(7) GM_BF16_CASE16(6) GM_BF16_CASE16(5)
+                    GM_BF16_CASE16(4) GM_BF16_CASE16(3) GM_BF16_CASE16(2)
+                    default: GM_BF16_CASE16(1)
+                    }
+#undef GM_BF16_CASE16
+                    continue;
+                }
+                float *yt = y + r0 * dout;
+                if (np == 2) {
+                    GM_BF16_ROWS(2)
+                } else {
+                    GM_BF16_ROWS(1)
+                }
+            }
+            if (y16) gm_bf16_store16(tmp, r1 - ib * rb, act, y16 + ib * rb * dout, dout, col0);
+        }
+        free(tmp);
     }
+    return fail ? GM_ERR_NOMEM : GM_OK;
 }
 
 
@@ -497,23 +551,38 @@ int gm_nn_attention_bf16(const float *qkv, size_t batch, size_t n, size_t heads,
 int gm_nn_linear_bf16(const float *x, size_t n, size_t din, const uint16_t *wpack,
                       const float *b, size_t dout, int act, int accumulate, float *y)
 {
+    return gm_nn_linear_bf16_io(x, NULL, n, din, wpack, b, dout, act, accumulate, y, NULL);
+}
+
+int gm_nn_linear_bf16_io(const float *x, const uint16_t *x16, size_t n, size_t din,
+                         const uint16_t *wpack, const float *b, size_t dout, int act,
+                         int accumulate, float *y, uint16_t *y16)
+{
     if (n == 0 || din == 0 || dout == 0) return GM_ERR_INVALID;
     if (act != GM_NN_ACT_NONE && act != GM_NN_ACT_GELU) return GM_ERR_INVALID;
     if (act == GM_NN_ACT_GELU && accumulate) return GM_ERR_INVALID;
+    if ((x16 && din % 2) || (!x16 && !x) || (y16 && (accumulate || dout % 32)) ||
+        (!y16 && !y))
+        return GM_ERR_INVALID;
 #if GM_HAVE_BF16_KERNEL
     if (!gm_bf16_supported()) return GM_ERR_INVALID;
-    int nthreads = gm_get_num_threads();
+    int nthreads = gm_get_num_threads(), st;
     size_t kp = (din + 1) / 2;
-    uint32_t *xa = (uint32_t *)malloc(n * kp * sizeof(uint32_t) + 64);
-    if (xa == NULL) return GM_ERR_NOMEM;
+    uint32_t *xa = NULL;
+    if (!x16) {
+        xa = (uint32_t *)malloc(n * kp * sizeof(uint32_t) + 64);
+        if (xa == NULL) return GM_ERR_NOMEM;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > 64)
-    for (long i = 0; i < (long)n; i++) gm_bf16_row(x + (size_t)i * din, din, xa + (size_t)i * kp);
-    gm_bf16_gemm(xa, n, kp, (const uint32_t *)wpack, b, dout, accumulate, y, nthreads);
+        for (long i = 0; i < (long)n; i++)
+            gm_bf16_row(x + (size_t)i * din, din, xa + (size_t)i * kp);
+    }
+    st = gm_bf16_gemm(x16 ? (const uint32_t *)x16 : xa, n, kp, (const uint32_t *)wpack, b,
+                      dout, accumulate, y, nthreads, act, y16);
     free(xa);
-    if (act == GM_NN_ACT_GELU) gm_nn_gelu_rows_f32(y, n, dout, nthreads);
-    return GM_OK;
+    if (st == GM_OK && !y16 && act == GM_NN_ACT_GELU) gm_nn_gelu_rows_f32(y, n, dout, nthreads);
+    return st;
 #else
-    (void)x; (void)wpack; (void)b; (void)y;
+    (void)x; (void)x16; (void)wpack; (void)b; (void)y; (void)y16;
     return GM_ERR_INVALID;
 #endif
 }

@@ -41,10 +41,18 @@ static inline double gm_erf_f64(double x) { return erf(x); }
 #include "gm_nn_tpl.h"
 #include "gm_tpl_end.h"
 
+/* Exact GELU in place over n floats: one function (not inlined), so the
+ * bf16 linear layer's separate pass and its fused epilogue run the same
+ * machine code on every value.  O(n). */
+__attribute__((noinline)) void gm_nn_gelu_f32(float *y, size_t n)
+{
+    gm_nn_bias_gelu_f32(y, NULL, n);
+}
+
 /* Exact GELU in place over n rows of d floats (the bf16 linear layer's
  * activation pass, gm_bf16.c).  O(n d). */
 void gm_nn_gelu_rows_f32(float *y, size_t n, size_t d, int nthreads)
 {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > 16)
-    for (long i = 0; i < (long)n; i++) gm_nn_bias_gelu_f32(y + (size_t)i * d, NULL, d);
+    for (long i = 0; i < (long)n; i++) gm_nn_gelu_f32(y + (size_t)i * d, d);
 }

@@ -1465,14 +1465,18 @@ static PyObject *py_bf16_pack(PyObject *self, PyObject *args, PyObject *kwds)
 
 PyDoc_STRVAR(py_nn_linear_bf16__doc__,
              "nn_linear_bf16(x, packed, bias=None, out=None, act=0, accumulate=False)\n--\n\n"
-             "nn_linear with x and the packed weight in bfloat16, float32 accumulation.");
+             "nn_linear with x and the packed weight in bfloat16, float32 accumulation.  x "
+             "may hold bfloat16 bits already (a uint16 array, an even number of columns), "
+             "and out may be a uint16 (n, dout) array (dout a multiple of 32, no "
+             "accumulate): the result act(x W^T + b) is then rounded to bfloat16 there, "
+             "bit for bit what the next layer's conversion of the float32 result gives.");
 
 static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"x", "packed", "bias", "out", "act", "accumulate", NULL};
     static const char *const names[] = {"x", "packed", "bias"};
     PyObject *ox, *ow, *ob = Py_None, *oout = Py_None, *oact = NULL, *result = NULL;
-    int accumulate = 0, st = GM_OK;
+    int accumulate = 0, st = GM_OK, x16 = 0, y16 = 0;
     long act = 0;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *out = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOOp:nn_linear_bf16", kwlist, &ox, &ow,
@@ -1483,7 +1487,18 @@ static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwd
         gm_set_error(PyExc_RuntimeError, "nn_linear_bf16: this CPU has no AVX512-BF16");
         goto done;
     }
-    if (!(x = gm_as_array(ox, NPY_FLOAT32, "x", 2, 2, 0))) goto done;
+    x16 = PyArray_Check(ox) && PyArray_TYPE((PyArrayObject *)ox) == NPY_UINT16;
+    if (x16) {
+        x = (PyArrayObject *)ox;
+        Py_INCREF(x);
+        if (PyArray_NDIM(x) != 2 || !PyArray_IS_C_CONTIGUOUS(x) || PyArray_DIM(x, 1) % 2) {
+            gm_set_error(PyExc_ValueError, "x of bfloat16 bits (uint16) must be a C-contiguous "
+                         "2-D array with an even number of columns");
+            goto done;
+        }
+    } else if (!(x = gm_as_array(ox, NPY_FLOAT32, "x", 2, 2, 0))) {
+        goto done;
+    }
     if (!PyArray_Check(ow) || PyArray_TYPE((PyArrayObject *)ow) != NPY_UINT16 ||
         PyArray_NDIM((PyArrayObject *)ow) != 1 ||
         !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ow) ||
@@ -1517,13 +1532,24 @@ static PyObject *py_nn_linear_bf16(PyObject *self, PyObject *args, PyObject *kwd
     if (gm_check_vec(b, (npy_intp)dout, "bias") < 0) goto done;
     if (gm_bf16_check_accumulate(accumulate, oout, act) < 0) goto done;
     npy_intp dims[2] = {(npy_intp)n, (npy_intp)dout};
-    if (!(out = gm_out_array(oout, NPY_FLOAT32, 2, dims, "out", 1, 1))) goto done;
+    y16 = oout != Py_None && PyArray_Check(oout) &&
+          PyArray_TYPE((PyArrayObject *)oout) == NPY_UINT16;
+    if (y16 && (accumulate || dout % 32)) {
+        gm_set_error(PyExc_ValueError, "out of bfloat16 bits (uint16) needs accumulate=False "
+                     "and a multiple of 32 output columns, got %zd", (Py_ssize_t)dout);
+        goto done;
+    }
+    if (!(out = gm_out_array(oout, y16 ? NPY_UINT16 : NPY_FLOAT32, 2, dims, "out", 1, 1)))
+        goto done;
     {
-        const float *px = PyArray_DATA(x), *pb = b ? PyArray_DATA(b) : NULL;
-        float *py = PyArray_DATA(out);
+        const void *px = PyArray_DATA(x);
+        const float *pb = b ? PyArray_DATA(b) : NULL;
+        void *py = PyArray_DATA(out);
         Py_BEGIN_ALLOW_THREADS
-        st = gm_nn_linear_bf16(px, n, din, hdr + GM_BF16_HEADER, pb, dout, (int)act,
-                               accumulate, py);
+        st = gm_nn_linear_bf16_io(x16 ? NULL : (const float *)px,
+                                  x16 ? (const uint16_t *)px : NULL, n, din,
+                                  hdr + GM_BF16_HEADER, pb, dout, (int)act, accumulate,
+                                  y16 ? NULL : (float *)py, y16 ? (uint16_t *)py : NULL);
         Py_END_ALLOW_THREADS
     }
     if (gm_failed(st, "nn_linear_bf16", names, 3)) goto done;

@@ -262,3 +262,69 @@ def test_bf16_model_runs_the_bf16_kernels_in_every_block(monkeypatch):
     # patch embedding stays a float32 linear layer
     assert calls == {"nn_attention_bf16": SMALL.depth, "nn_linear_bf16": 4 * SMALL.depth,
                      "nn_attention": 0, "nn_linear": 1}
+
+
+@needs_bf16
+@pytest.mark.parametrize("n,din,dout", [(1, 2, 32), (9, 33, 64), (70, 64, 96), (130, 384, 1536)])
+def test_linear_bfloat16_out_and_in(n, din, dout, at_threads):
+    """out of uint16: act(x W^T + b) rounded to bfloat16 there, the bits of the
+    float32 result's nearest-even rounding; x of uint16: the same product as
+    the float32 x of those values.  Any thread count."""
+    rng = np.random.default_rng(n + din + dout)
+    x = (rng.standard_normal((n, din)) * 3).astype(np.float32)
+    wp = _core.bf16_pack(rng.standard_normal((dout, din)).astype(np.float32) * 0.1)
+    b = rng.standard_normal(dout).astype(np.float32)
+    for act in (0, 1):
+        ref = _core.nn_linear_bf16(x, wp, b, act=act)
+        want = bf16_round(ref).astype(np.float32).view(np.uint32) >> 16
+
+        def run():
+            out = np.empty((n, dout), np.uint16)
+            assert _core.nn_linear_bf16(x, wp, b, act=act, out=out) is out
+            return out
+        got, got2 = at_threads(run)
+        np.testing.assert_array_equal(got, want.astype(np.uint16))
+        np.testing.assert_array_equal(got, got2)
+    w2 = _core.bf16_pack(rng.standard_normal((48, dout)).astype(np.float32))
+    as_f32 = (got.astype(np.uint32) << 16).view(np.float32)
+    y0 = rng.standard_normal((n, 48)).astype(np.float32)
+    a, c = y0.copy(), y0.copy()
+    _core.nn_linear_bf16(as_f32, w2, None, out=a, accumulate=True)
+    _core.nn_linear_bf16(got, w2, None, out=c, accumulate=True)
+    np.testing.assert_array_equal(a.view(np.uint32), c.view(np.uint32))
+
+
+@needs_bf16
+def test_linear_bfloat16_io_bad_arguments():
+    wp = _core.bf16_pack(np.ones((32, 6), np.float32))
+    with pytest.raises(ValueError, match="even number of columns"):
+        _core.nn_linear_bf16(np.zeros((2, 5), np.uint16), _core.bf16_pack(np.ones((32, 5),
+                                                                          np.float32)))
+    with pytest.raises(ValueError, match="x has 4 columns"):
+        _core.nn_linear_bf16(np.zeros((2, 4), np.uint16), wp)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.nn_linear_bf16(np.zeros((2, 6), np.float32), _core.bf16_pack(np.ones((16, 6),
+                             np.float32)), out=np.zeros((2, 16), np.uint16))
+    with pytest.raises(ValueError, match="accumulate"):
+        _core.nn_linear_bf16(np.zeros((2, 6), np.float32), wp, out=np.zeros((2, 32), np.uint16),
+                             accumulate=True)
+    with pytest.raises(ValueError, match="out"):
+        _core.nn_linear_bf16(np.zeros((2, 6), np.float32), wp, out=np.zeros((3, 32), np.uint16))
+
+
+@needs_bf16
+def test_dinov2_bf16_hidden_layer_in_bfloat16_same_bits(monkeypatch):
+    """The MLP's hidden layer kept in bfloat16 (fc1's fused GELU and rounding)
+    gives the features of the float32 hidden layer, bit for bit."""
+    import dataclasses
+
+    cfg = dataclasses.replace(SMALL, mlp_ratio=64 / SMALL.embed_dim * 2)   # hidden 128
+    st = _state(cfg)
+    px = np.random.default_rng(3).standard_normal((2, 42, 56, 3)).astype(np.float32)
+    net = DinoV2(cfg, st, precision="bf16")
+    assert net.blocks[0]["fc1_b"].shape[0] % 32 == 0
+    a = net.features(px, layers=[0, -1])
+    monkeypatch.setattr(DinoV2, "_bf16_hidden", False)
+    b = net.features(px, layers=[0, -1])
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u.view(np.uint32), v.view(np.uint32))

@@ -369,6 +369,10 @@ class DinoV2(BackboneShape):
         return (f"DinoV2({c.name}, dim={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, "
                 f"registers={c.num_register_tokens}, source={self.source!r}{prec})")
 
+    #: bf16 MLPs keep the hidden layer in bfloat16 (fc1's fused GELU and
+    #: rounding); False: the float32 hidden layer, the same bits (tested)
+    _bf16_hidden = True
+
     def _linear(self, blk: dict, name: str, x: np.ndarray, out: np.ndarray, *,
                 act: int = 0, accumulate: bool = False) -> None:
         """out = act(x W^T + b) (or out += ...) for the block's layer ``name``,
@@ -470,7 +474,12 @@ class DinoV2(BackboneShape):
         t = np.empty((rows, d), np.float32)
         qkv = np.empty((b, n, 3 * d), np.float32)
         att = np.empty((rows, d), np.float32)
-        hid = np.empty((rows, self.blocks[0]["fc1_b"].shape[0]), np.float32)
+        hdim = self.blocks[0]["fc1_b"].shape[0]
+        # bf16 MLP: fc1 writes its GELU output as bfloat16, the bits fc2
+        # would have rounded it to (no float32 pass over the hidden layer)
+        half = (self.precision == "bfloat16" and c.ffn == "mlp" and hdim % 32 == 0
+                and self._bf16_hidden)
+        hid = np.empty((rows, hdim), np.uint16 if half else np.float32)
         gate = np.empty((rows, c.hidden_dim), np.float32) if c.ffn == "swiglu" else None
         eps = c.layer_norm_eps
         outs = {}
