@@ -15,7 +15,9 @@ the whole split's wall time) of at least 20% of the machine's sgemm rate,
 measured in the same run (issue 16).  The limits are measured again at the end
 and the higher sgemm rate is used (the machine's load changes during a run).
 Printed as well: the rate per CPU-second (the process's CPU time, all
-threads), and the transfer kernel alone over the split's target groups
+threads), one read pass over the split's feature files (the data's own
+limit, from the OS page cache: the runs assume the cache files there, as after
+the benchmark wrote them), and the transfer kernel alone over the split's target groups
 (``_core.transfer_upsample_argmax_group`` on the float16 maps, as the
 evaluation calls it, features already in memory), once with the cell bounds
 and once with ``full_scan=True`` (every pixel: the cost when the bounds do not
@@ -182,6 +184,16 @@ def main(argv=None) -> int:
         dt, dc = (time.perf_counter() - t0) * scale, (time.process_time() - c0) * scale
         rows.append(("NumPy grid-argmax (same pipeline)", dt,
                      f"CPU {dc:.1f} s; timed on {n_peer} pairs, scaled to {len(pairs)}"))
+    # the data's own limit: one read() pass over the split's feature files,
+    # from the OS page cache as the runs above found them (a cold page cache
+    # adds the disk: measured in docs/performance.md)
+    keys = sorted(images)
+    buf = np.empty(cache.shape, cache.dtype)
+    t0 = time.perf_counter()
+    for k in keys:
+        cache.read(k, out=buf)
+    t_read = time.perf_counter() - t0
+    nbytes = len(keys) * buf.nbytes
     kernel = None
     if "upsample-argmax" in args.modes and args.kernel_groups > 0:
         kernel = _kernel_only(pairs, cache, args.kernel_groups)
@@ -214,6 +226,9 @@ def main(argv=None) -> int:
                      f"{100 * fl / cpus[name] / 1e9 / (lim['sgemm_gflops'] / args.threads):.1f}%"
                      " of one thread's share of sgemm")
         print(line)
+    print(f"one read pass over the split's {len(keys)} feature files ({nbytes / 1e9:.2f} GB, "
+          f"FeatureCache.read, one thread): {fmt_time(t_read)} ({nbytes / 1e9 / t_read:.1f} "
+          f"GB/s from the OS page cache){'' if not runs else '; the evaluation above: ' + f'{rows[0][1] / t_read:.1f} read passes'}")
     return 0
 
 
