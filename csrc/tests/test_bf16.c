@@ -74,6 +74,65 @@ static void test_linear(void)
     GM_CHECK(gm_nn_attention_bf16(x, 1, 4, 1, 32, y) == GM_ERR_INVALID); /* head dim 64 only */
 }
 
+/* bfloat16 activations out (fc1 with GELU, rounded in the epilogue) and in
+ * (fc2): the bits of the float32 result's nearest-even rounding, and fc2 on
+ * them equal to fc2 on their float32 values; 1 and 3 threads; bad shapes. */
+static void test_linear_bf16_io(void)
+{
+    enum { N = 75, DI = 40, DO = 64, D2 = 24 };
+    static float x[N * DI], w[DO * DI], b[DO], y[N * DO], w2[D2 * DO], z1[N * D2], z2[N * D2];
+    static uint16_t packed[8192], packed2[8192], y16[N * DO];
+    for (int i = 0; i < N * DI; i++) x[i] = (float)(3.0 * rnd());
+    for (int i = 0; i < DO * DI; i++) w[i] = (float)rnd();
+    for (int i = 0; i < DO; i++) b[i] = (float)rnd();
+    for (int i = 0; i < D2 * DO; i++) w2[i] = (float)rnd();
+    GM_CHECK(gm_bf16_packed_size(DI, DO) <= 8192 && gm_bf16_packed_size(DO, D2) <= 8192);
+    GM_CHECK(gm_bf16_pack_weight(w, DI, DO, packed) == GM_OK);
+    GM_CHECK(gm_bf16_pack_weight(w2, DO, D2, packed2) == GM_OK);
+    if (!gm_bf16_supported()) {
+        GM_CHECK(gm_nn_linear_bf16_io(x, NULL, N, DI, packed, b, DO, 0, 0, NULL, y16) ==
+                 GM_ERR_INVALID);
+        return;
+    }
+    for (int threads = 1; threads <= 3; threads += 2) {
+        gm_set_num_threads(threads);
+        for (int act = 0; act <= GM_NN_ACT_GELU; act++) {
+            int bad = 0;
+            GM_CHECK(gm_nn_linear_bf16(x, N, DI, packed, b, DO, act, 0, y) == GM_OK);
+            memset(y16, 0xff, sizeof y16);
+            GM_CHECK(gm_nn_linear_bf16_io(x, NULL, N, DI, packed, b, DO, act, 0, NULL, y16) ==
+                     GM_OK);
+            for (int i = 0; i < N * DO; i++) {
+                float r = (float)ref_bf16(y[i]);
+                uint32_t u;
+                memcpy(&u, &r, 4);
+                bad += y16[i] != (uint16_t)(u >> 16);
+            }
+            GM_CHECK(bad == 0);
+            /* fc2 on the bits == fc2 on their float32 values */
+            for (int i = 0; i < N * DO; i++) {
+                uint32_t u = (uint32_t)y16[i] << 16;
+                memcpy(&y[i], &u, 4);
+            }
+            for (int i = 0; i < N * D2; i++) z1[i] = z2[i] = (float)i;
+            GM_CHECK(gm_nn_linear_bf16(y, N, DO, packed2, NULL, D2, 0, 1, z1) == GM_OK);
+            GM_CHECK(gm_nn_linear_bf16_io(NULL, y16, N, DO, packed2, NULL, D2, 0, 1, z2, NULL) ==
+                     GM_OK);
+            GM_CHECK(memcmp(z1, z2, sizeof z1) == 0);
+        }
+    }
+    gm_set_num_threads(1);
+    /* bf16 out needs no accumulate and dout % 32 == 0; bf16 in an even din */
+    GM_CHECK(gm_nn_linear_bf16_io(x, NULL, N, DI, packed, b, DO, 0, 1, NULL, y16) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_nn_linear_bf16_io(NULL, y16, N, DO, packed2, NULL, D2, 0, 0, NULL, y16) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_nn_linear_bf16_io(NULL, y16, N, DO - 1, packed2, NULL, D2, 0, 0, z1, NULL) ==
+             GM_ERR_INVALID);
+    GM_CHECK(gm_nn_linear_bf16_io(NULL, NULL, N, DI, packed, b, DO, 0, 0, y, NULL) ==
+             GM_ERR_INVALID);
+}
+
 static void test_attention(void)
 {
     enum { B = 2, N = 70, H = 2, HD = 64, DM = H * HD };
@@ -120,6 +179,7 @@ int main(void)
 {
     GM_RUN(test_pack_rounding);
     GM_RUN(test_linear);
+    GM_RUN(test_linear_bf16_io);
     GM_RUN(test_attention);
     GM_RUN(test_peak);
     return gm_test_summary();

@@ -313,6 +313,73 @@ static void test_f16(void)
     GM_CHECK(gm_f16_to_f32(NULL, y, 3) == GM_ERR_INVALID);
 }
 
+/* Half-precision bits of a moderate random value: either sign, exponent
+ * 10..17 (2^-5 .. 4), any mantissa. */
+static uint16_t half_bits(unsigned long long *st)
+{
+    unsigned long long u;
+    *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+    u = *st >> 33;
+    return (uint16_t)((u & 0x83ffu) | ((10u + (unsigned)(u >> 20) % 8u) << 10));
+}
+
+/* float16 maps in the group call: every prediction that of the float32 call
+ * on the converted maps (with the kernel's own buffer and a caller's work
+ * buffer, 1 and 3 threads, bounds and full scan); non-finite maps refused. */
+static void test_group_f16(void)
+{
+    enum { P = 3, H = 7, W = 5, D = 40, KMAX = 9 };
+    static uint16_t sh[P][H * W * D], th[H * W * D];
+    static float sf[P][H * W * D], tf[H * W * D], kp[P][2 * KMAX], a[P][2 * KMAX],
+        b[P][2 * KMAX], work[H * W * D];
+    const uint16_t *shp[P];
+    const float *sfp[P], *kpp[P];
+    float *ap[P], *bp[P];
+    size_t nk[P] = {9, 0, 5};
+    int64_t ss[2 * P] = {50, 44, 9, 9, 31, 70}, ts[2] = {61, 38};
+    unsigned long long st = 7;
+    for (size_t i = 0; i < H * W * D; i++) th[i] = half_bits(&st);
+    for (int p = 0; p < P; p++) {
+        for (size_t i = 0; i < H * W * D; i++) sh[p][i] = half_bits(&st);
+        GM_CHECK(gm_f16_to_f32(sh[p], sf[p], H * W * D) == GM_OK);
+        GM_CHECK(gm_f16_all_finite(sh[p], H * W * D) == GM_OK);
+        for (size_t k = 0; k < nk[p]; k++) {
+            kp[p][2 * k] = (float)(gm_test_uniform(&st) * 0.999 * (double)ss[2 * p]);
+            kp[p][2 * k + 1] = (float)(gm_test_uniform(&st) * 0.999 * (double)ss[2 * p + 1]);
+        }
+        shp[p] = sh[p];
+        sfp[p] = sf[p];
+        kpp[p] = kp[p];
+        ap[p] = a[p];
+        bp[p] = b[p];
+    }
+    GM_CHECK(gm_f16_to_f32(th, tf, H * W * D) == GM_OK);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        gm_set_num_threads(threads);
+        for (int flags = 0; flags <= GM_TRANSFER_FULL_SCAN; flags += GM_TRANSFER_FULL_SCAN) {
+            GM_CHECK(gm_transfer_upsample_argmax_group_f32(sfp, kpp, nk, ss, P, H, W, tf, ts, H,
+                                                           W, D, flags, bp) == GM_OK);
+            for (int use_work = 0; use_work < 2; use_work++) {
+                memset(a, 0, sizeof a);
+                GM_CHECK(gm_transfer_upsample_argmax_group_f16(
+                             shp, kpp, nk, ss, P, H, W, th, ts, H, W, D, flags,
+                             use_work ? work : NULL, ap) == GM_OK);
+                GM_CHECK(memcmp(a, b, sizeof a) == 0);
+            }
+        }
+    }
+    gm_set_num_threads(1);
+    sh[2][H * W * D - 1] = 0x7e00;    /* a NaN in the last value of a source map */
+    GM_CHECK(gm_f16_all_finite(sh[2], H * W * D) == GM_ERR_NONFINITE_ARG(0));
+    GM_CHECK(gm_transfer_upsample_argmax_group_f16(shp, kpp, nk, ss, P, H, W, th, ts, H, W, D,
+                                                   0, NULL, ap) == GM_ERR_NONFINITE_ARG(0));
+    sh[2][H * W * D - 1] = sh[2][0];
+    th[3] = 0xfc00;                   /* -inf in the target */
+    GM_CHECK(gm_transfer_upsample_argmax_group_f16(shp, kpp, nk, ss, P, H, W, th, ts, H, W, D,
+                                                   0, work, ap) == GM_ERR_NONFINITE_ARG(1));
+    GM_CHECK(gm_f16_all_finite(NULL, 3) == GM_ERR_INVALID);
+}
+
 int main(void)
 {
     printf("test_transfer\n");
@@ -323,5 +390,6 @@ int main(void)
     GM_RUN(test_branch_and_bound);
     GM_RUN(test_group);
     GM_RUN(test_f16);
+    GM_RUN(test_group_f16);
     return gm_test_summary();
 }
