@@ -262,3 +262,34 @@ def test_heads_on_the_worker_threads(setup):
                              workers=workers, head=h, lru_bytes=1)
             np.testing.assert_array_equal(_preds(res), _preds(ref))
     assert state["overlap"] == 0
+
+
+def test_prefetch_hints(setup, monkeypatch):
+    """Groups come out in order whatever the look-ahead; each group's maps
+    not yet held are hinted to the OS once, ahead of their group, and
+    FeatureCache.prefetch is a quiet no-op for a missing entry."""
+    import os
+
+    ds, cache = setup
+    pairs = ds.pairs("test")
+    groups = list(E._target_groups([pairs[i] for i in E._target_order(pairs)]))
+    advised = []
+    monkeypatch.setattr(os, "posix_fadvise",
+                        lambda fd, off, n, how: advised.append((os.fstat(fd).st_ino, how)),
+                        raising=False)
+    for ahead in (0, 1, 3, 100):
+        seen = []
+
+        class Spy:
+            def prefetch(self, g):
+                seen.append(g)
+
+        out = list(E._prefetched(iter(groups), Spy(), ahead))
+        assert out == groups and seen == groups
+    lru = E._FeatureLRU(cache, None, 1 << 30, half=True)
+    lru.get("c/i0")
+    lru.prefetch([p for p in pairs if p.trg.key == "c/i0" or p.src.key == "c/i0"][:1])
+    inos = {os.stat(cache._file(k, False)).st_ino: k for k in cache.keys()}
+    assert advised and all(how == os.POSIX_FADV_WILLNEED for _, how in advised)
+    assert "c/i0" not in {inos[i] for i, _ in advised}      # held: not hinted
+    cache.prefetch("no such key")                            # no error

@@ -392,6 +392,26 @@ class FeatureCache:
                 pass
         return out
 
+    def prefetch(self, key: str, flipped: bool = False) -> None:
+        """Ask the OS to start reading the file of ``key`` into its page cache
+        (``posix_fadvise(WILLNEED)``) and return at once, so that a later
+        :meth:`read` finds it in memory.  A no-op where the OS has no such call,
+        for a missing entry, or on any error (a hint only)."""
+        advise = getattr(os, "posix_fadvise", None)
+        willneed = getattr(os, "POSIX_FADV_WILLNEED", None)
+        if advise is None or willneed is None:
+            return
+        try:
+            fd = os.open(self._file(key, flipped), os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            advise(fd, 0, 0, willneed)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
     def has(self, key: str, flipped: bool = False) -> bool:
         """Whether features of ``key`` (flipped or not) are stored."""
         return os.path.isfile(self._file(key, flipped))

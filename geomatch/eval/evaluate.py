@@ -232,6 +232,18 @@ class _FeatureLRU:
                          + " contain non-finite values; delete that entry and rerun "
                          "geomatch extract")
 
+    def prefetch(self, group) -> None:
+        """Start the OS reading the maps of a group of pairs that are not
+        held here (:meth:`FeatureCache.prefetch`; a hint, returns at once)."""
+        fetch = getattr(self.cache, "prefetch", None)
+        if fetch is None:
+            return
+        keys = {group[0].trg.key} | {p.src.key for p in group}
+        with self.lock:
+            keys = [k for k in keys if (k, False) not in self.data]
+        for k in sorted(keys):
+            fetch(k)
+
     def get(self, key: str, flipped: bool = False) -> np.ndarray:
         """The map of ``key``; thread-safe (maps are read outside the lock, so
         several threads load at once; of two loading the same key, the first
@@ -808,7 +820,7 @@ def predict_pairs(pairs: Sequence, cache, options: EvalOptions, *, head=None,
         def gjob(group):   # the group's maps are read on the thread that transfers it
             return (_load_transfer_group, group, feats, manifest, options, fn)
 
-        groups = _target_groups(bar)
+        groups = _prefetched(_target_groups(bar), feats, ahead=4 * max(1, workers))
         if workers <= 1:
             done = [p for g in groups for p in _run_group(gjob(g))]
         else:
@@ -849,6 +861,23 @@ def _target_groups(pairs):
         group.append(pair)
     if group:
         yield group
+
+
+def _prefetched(groups, feats: "_FeatureLRU", ahead: int):
+    """``groups`` as they are, after asking the OS to read the maps of the
+    ``ahead`` groups that follow each (those not in ``feats``) into its page
+    cache: from a cold page cache the disk then works while the kernels run."""
+    from collections import deque
+
+    window: deque = deque()
+    it = iter(groups)
+    for g in it:
+        window.append(g)
+        feats.prefetch(g)
+        if len(window) > ahead:
+            yield window.popleft()
+    while window:
+        yield window.popleft()
 
 
 def _run_group(j):
