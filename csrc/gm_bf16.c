@@ -162,11 +162,13 @@ gm_bf16_store(__m512 acc[GM_BF16_MR][2], int mr, int np, float *y, size_t ldy, s
     }
 }
 
+/* One tile into yt (ld ldy, columns ycol.. below ylim, bias yb, yacc:
+ * accumulate), names of the caller's scope. */
 #define GM_BF16_CASE(MR, NP)                                                          \
     do {                                                                              \
         __m512 acc[GM_BF16_MR][2];                                                    \
         gm_bf16_tile(a, kp, bp, kp, MR, NP, acc);                                     \
-        gm_bf16_store(acc, MR, NP, yt, dout, col0, dout, b, accumulate);              \
+        gm_bf16_store(acc, MR, NP, yt, ldy, ycol, ylim, yb, yacc);                    \
     } while (0)
 
 /* One tile of mr (1..8, a compile-time constant in each case) rows by NP panels. */
@@ -240,29 +242,16 @@ GM_BF16_TARGET static int gm_bf16_gemm(const uint32_t *xa, size_t n, size_t kp,
             const uint32_t *bp = wp + jp * 2 * kp * GM_BF16_PANEL;
             size_t r1 = (ib + 1) * rb < n ? (ib + 1) * rb : n;
             if (y16 && !tmp) continue;
+            /* bf16 output: the tile's rows go to tmp (ld 32, its columns from
+             * 0, no accumulation); float32: straight into y */
+            const size_t ldy = y16 ? 2 * GM_BF16_PANEL : dout;
+            const size_t ycol = y16 ? 0 : col0, ylim = y16 ? 2 * GM_BF16_PANEL : dout;
+            const float *yb = y16 && b ? b + col0 : b;
+            const int yacc = y16 ? 0 : accumulate;
             for (size_t r0 = ib * rb; r0 < r1; r0 += GM_BF16_MR) {
                 const uint32_t *a = xa + r0 * kp;
                 int mr = (int)(r1 - r0 < GM_BF16_MR ? r1 - r0 : GM_BF16_MR);
-                if (y16) {
-                    /* the tile's rows in tmp (ld 32, columns from 0) */
-                    float *yt = tmp + (r0 - ib * rb) * 2 * GM_BF16_PANEL;
-                    size_t c0 = col0;
-                    const float *bb = b ? b + c0 : NULL;
-                    __m512 acc[GM_BF16_MR][2];
-#define GM_BF16_CASE16(MR)                                                            \
-    case MR:                                                                          \
-        gm_bf16_tile(a, kp, bp, kp, MR, 2, acc);                                      \
-        gm_bf16_store(acc, MR, 2, yt, 2 * GM_BF16_PANEL, 0, 2 * GM_BF16_PANEL, bb, 0); \
-        break;
-                    switch (mr) {
-                    GM_BF16_CASE16(8) GM_BF16_CASE16(7) GM_BF16_CASE16(6) GM_BF16_CASE16(5)
-                    GM_BF16_CASE16(4) GM_BF16_CASE16(3) GM_BF16_CASE16(2)
-                    default: GM_BF16_CASE16(1)
-                    }
-#undef GM_BF16_CASE16
-                    continue;
-                }
-                float *yt = y + r0 * dout;
+                float *yt = y16 ? tmp + (r0 - ib * rb) * ldy : y + r0 * dout;
                 if (np == 2) {
                     GM_BF16_ROWS(2)
                 } else {

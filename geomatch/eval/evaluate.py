@@ -235,14 +235,11 @@ class _FeatureLRU:
     def prefetch(self, group) -> None:
         """Start the OS reading the maps of a group of pairs that are not
         held here (:meth:`FeatureCache.prefetch`; a hint, returns at once)."""
-        fetch = getattr(self.cache, "prefetch", None)
-        if fetch is None:
-            return
         keys = {group[0].trg.key} | {p.src.key for p in group}
         with self.lock:
             keys = [k for k in keys if (k, False) not in self.data]
         for k in sorted(keys):
-            fetch(k)
+            self.cache.prefetch(k)
 
     def get(self, key: str, flipped: bool = False) -> np.ndarray:
         """The map of ``key``; thread-safe (maps are read outside the lock, so
@@ -870,8 +867,7 @@ def _prefetched(groups, feats: "_FeatureLRU", ahead: int):
     from collections import deque
 
     window: deque = deque()
-    it = iter(groups)
-    for g in it:
+    for g in groups:
         window.append(g)
         feats.prefetch(g)
         if len(window) > ahead:
